@@ -1,0 +1,1 @@
+//! Input decoding (in progress).

@@ -1,0 +1,1 @@
+//! ASFF findings (in progress).

@@ -1,0 +1,142 @@
+//! Rule metadata: everything about a rule that is not its detection logic.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Sigma `level`, ordered from least to most severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Informational,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Informational => "informational",
+            Level::Low => "low",
+            Level::Medium => "medium",
+            Level::High => "high",
+            Level::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Level> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "informational" | "info" => Level::Informational,
+            "low" => Level::Low,
+            "medium" => Level::Medium,
+            "high" => Level::High,
+            "critical" => Level::Critical,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Metadata of a detection or correlation rule, kept verbatim from the YAML.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleMeta {
+    /// Sigma `id` (a UUID in SigmaHQ rules). Rules without one get a stable id
+    /// derived from file name and title so findings stay deterministic.
+    pub id: String,
+    /// Sigma `name` (used by correlation rules to reference this rule).
+    pub name: Option<String>,
+    pub title: String,
+    pub description: Option<String>,
+    pub level: Level,
+    pub status: Option<String>,
+    pub author: Option<String>,
+    pub date: Option<String>,
+    pub modified: Option<String>,
+    pub tags: Vec<String>,
+    pub references: Vec<String>,
+    pub falsepositives: Vec<String>,
+    /// Every top-level key the Sigma schema does not define (e.g. our
+    /// `remediation` and `nist_csf`), converted to JSON values.
+    pub custom: BTreeMap<String, serde_json::Value>,
+    /// Where the rule came from (file path or `builtin:<name>`) and the line of
+    /// its YAML document, for error messages and `rules list`.
+    pub source: String,
+    pub line: usize,
+}
+
+impl RuleMeta {
+    /// NIST CSF subcategories the rule supports: tags `nist_csf.<fn>.<cat>-<n>`
+    /// (e.g. `nist_csf.de.cm-7` → `DE.CM-7`) plus a custom `nist_csf` list.
+    pub fn nist_csf(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for tag in &self.tags {
+            if let Some(rest) = tag.strip_prefix("nist_csf.") {
+                out.push(rest.to_ascii_uppercase());
+            }
+        }
+        if let Some(v) = self.custom.get("nist_csf") {
+            match v {
+                serde_json::Value::String(s) => out.push(s.to_ascii_uppercase()),
+                serde_json::Value::Array(items) => {
+                    for item in items {
+                        if let Some(s) = item.as_str() {
+                            out.push(s.to_ascii_uppercase());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// MITRE ATT&CK technique ids from `attack.tNNNN[.NNN]` tags.
+    pub fn attack_techniques(&self) -> Vec<String> {
+        self.attack_tags()
+            .filter(|t| is_attack_id(t, 't'))
+            .map(|t| t.to_ascii_uppercase())
+            .collect()
+    }
+
+    /// ATT&CK tactics from `attack.<tactic-name>` tags (e.g. `defense-evasion`).
+    pub fn attack_tactics(&self) -> Vec<String> {
+        self.attack_tags()
+            .filter(|t| !is_attack_id(t, 't') && !is_attack_id(t, 'g') && !is_attack_id(t, 's'))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn attack_tags(&self) -> impl Iterator<Item = &str> {
+        self.tags.iter().filter_map(|t| t.strip_prefix("attack."))
+    }
+
+    /// Remediation text and optional URL from the custom `remediation` field
+    /// (a string, or a map with `text` and `url`).
+    pub fn remediation(&self) -> Option<(String, Option<String>)> {
+        match self.custom.get("remediation")? {
+            serde_json::Value::String(s) => Some((s.trim().to_string(), None)),
+            serde_json::Value::Object(m) => {
+                let text = m.get("text")?.as_str()?.trim().to_string();
+                let url = m.get("url").and_then(|u| u.as_str()).map(str::to_string);
+                Some((text, url))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `t1078`, `t1078.004`, `g0016`, `s0002`: an ATT&CK object id with the given prefix.
+fn is_attack_id(tag: &str, prefix: char) -> bool {
+    let mut chars = tag.chars();
+    chars.next() == Some(prefix) && chars.next().is_some_and(|c| c.is_ascii_digit())
+}
