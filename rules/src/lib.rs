@@ -1,6 +1,28 @@
-//! trailwatch-rules: the Sigma engine.
+//! trailwatch-rules: the Sigma engine. Pure: no I/O, no async, no clock.
+//!
+//! Data flow, one module each:
+//! - [`parse`]: YAML rule files → rule documents (detection, correlation),
+//!   with file/line for every error;
+//! - [`compile`] and [`matcher`]: `field|modifiers: values` → matchers,
+//!   field names → ids; [`condition`]: the condition language → [`condition::Cond`];
+//! - [`engine`]: the [`RuleSet`] (logsource routing, the rule index, evaluation);
+//! - [`json`] and [`doc`]: one pass over an event's JSON reads only the fields
+//!   the rules use into [`doc::Values`];
+//! - [`logsource`]: the event classes and their `logsource` names;
+//! - [`meta`]: rule metadata (level, tags, NIST CSF, remediation).
+pub mod compile;
+pub mod condition;
+pub mod doc;
+pub mod engine;
+pub mod error;
+pub mod json;
 pub mod logsource;
+pub mod matcher;
 pub mod meta;
+pub mod parse;
 
+pub use compile::CompileOptions;
+pub use engine::{DetectionRule, RuleFile, RuleSet, Scratch};
+pub use error::{RuleError, RuleErrors, RuleWarning};
 pub use logsource::EventClass;
 pub use meta::{Level, RuleMeta};

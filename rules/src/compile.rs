@@ -1,0 +1,637 @@
+//! Detection → compiled searches: field names interned, modifiers applied,
+//! wildcards classified, literals folded (see [`crate::matcher`]).
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use regex::RegexBuilder;
+use serde_yaml::Value;
+
+use crate::matcher::{optimise, Cidr, Item, NumOp, Pat, StrOp, StrPat, Test};
+use crate::parse::DocText;
+
+/// Field names → ids, shared by every rule of a rule set.
+#[derive(Debug, Clone, Default)]
+pub struct FieldTable {
+    names: Vec<String>,
+    index: BTreeMap<String, u32>,
+    mappings: BTreeMap<String, String>,
+}
+
+impl FieldTable {
+    pub fn new(mappings: BTreeMap<String, String>) -> Self {
+        FieldTable {
+            mappings,
+            ..Default::default()
+        }
+    }
+
+    /// The id of a rule field name, after field mapping.
+    pub fn intern(&mut self, name: &str) -> u32 {
+        let path = self.mappings.get(name).map_or(name, String::as_str);
+        if let Some(id) = self.index.get(path) {
+            return *id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(path.to_string());
+        self.index.insert(path.to_string(), id);
+        id
+    }
+
+    pub fn get(&self, path: &str) -> Option<u32> {
+        self.index.get(path).copied()
+    }
+
+    pub fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    pub fn paths(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.names.iter().enumerate().map(|(i, n)| (i as u32, n.as_str()))
+    }
+}
+
+/// Engine-wide settings that rules refer to.
+#[derive(Debug, Clone, Default)]
+pub struct CompileOptions {
+    /// Values of `%placeholder%` names for `|expand`.
+    pub placeholders: BTreeMap<String, Vec<String>>,
+    /// Rule field name → document path (e.g. `src_ip` → `sourceIPAddress`).
+    pub field_mappings: BTreeMap<String, String>,
+}
+
+/// A compiled search identifier: OR over groups, each an AND of items.
+#[derive(Debug, Clone)]
+pub struct Search {
+    pub groups: Vec<Vec<Item>>,
+}
+
+impl Search {
+    #[inline]
+    pub fn matches(&self, ev: &crate::doc::Event<'_>) -> bool {
+        self.groups.iter().any(|g| g.iter().all(|i| i.matches(ev)))
+    }
+}
+
+/// Context for compiling one rule.
+pub struct Ctx<'a, 'd> {
+    pub doc: &'a DocText<'d>,
+    pub fields: &'a mut FieldTable,
+    pub opts: &'a CompileOptions,
+    pub keywords_used: bool,
+    pub unset_placeholders: Vec<String>,
+}
+
+type CResult<T> = Result<T, crate::error::RuleError>;
+
+impl Ctx<'_, '_> {
+    fn err(&self, key: &str, reason: impl Into<String>) -> crate::error::RuleError {
+        self.doc.error(self.doc.line_of(key), reason)
+    }
+
+    /// Compiles one search identifier's value.
+    pub fn search(&mut self, name: &str, v: &Value) -> CResult<Search> {
+        let groups = match v {
+            Value::Mapping(m) => vec![self.map(name, m)?],
+            Value::Sequence(items) => {
+                let mut groups = Vec::new();
+                let mut keywords = Vec::new();
+                for it in items {
+                    match it {
+                        Value::Mapping(m) => groups.push(self.map(name, m)?),
+                        Value::Sequence(_) => {
+                            return Err(self.err(name, format!("search `{name}` has a nested list")));
+                        }
+                        scalar => keywords.push(scalar.clone()),
+                    }
+                }
+                if !keywords.is_empty() {
+                    groups.push(vec![self.item(name, "", &Value::Sequence(keywords))?]);
+                }
+                groups
+            }
+            Value::Null => return Err(self.err(name, format!("search `{name}` is empty"))),
+            scalar => vec![vec![self.item(name, "", scalar)?]],
+        };
+        Ok(Search { groups })
+    }
+
+    fn map(&mut self, name: &str, m: &serde_yaml::Mapping) -> CResult<Vec<Item>> {
+        let mut items = Vec::with_capacity(m.len());
+        for (k, v) in m {
+            let key = match k {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => return Err(self.err(name, format!("search `{name}` has a non-string field name"))),
+            };
+            items.push(self.item(&key, &key, v)?);
+        }
+        Ok(items)
+    }
+
+    /// One `field|mod|mod: value(s)` item (`key` is for error lines).
+    fn item(&mut self, key: &str, spec: &str, v: &Value) -> CResult<Item> {
+        let mut parts = spec.split('|');
+        let field_name = parts.next().unwrap_or("");
+        let mut m = Mods::default();
+        for raw in parts {
+            let md = raw.trim();
+            match md {
+                "contains" => m.op = Some(StrOp::Contains),
+                "startswith" => m.op = Some(StrOp::Prefix),
+                "endswith" => m.op = Some(StrOp::Suffix),
+                "all" => m.all = true,
+                "cased" => m.cased = true,
+                "re" => m.re = true,
+                "i" | "m" | "s" if m.re => m.re_flags.push(md.chars().next().unwrap_or('i')),
+                "cidr" => m.cidr = true,
+                "base64" => m.enc.push(Enc::Base64),
+                "base64offset" => m.enc.push(Enc::Base64Offset),
+                "utf16le" | "wide" => m.enc.push(Enc::Utf16Le),
+                "utf16be" => m.enc.push(Enc::Utf16Be),
+                "utf16" => m.enc.push(Enc::Utf16Bom),
+                "windash" => m.windash = true,
+                "exists" => m.exists = true,
+                "gt" => m.cmp = Some(NumOp::Gt),
+                "gte" => m.cmp = Some(NumOp::Gte),
+                "lt" => m.cmp = Some(NumOp::Lt),
+                "lte" => m.cmp = Some(NumOp::Lte),
+                "fieldref" => m.fieldref = true,
+                "expand" => m.expand = true,
+                "i" | "m" | "s" => {
+                    return Err(self.err(key, format!("modifier `{md}` is a sub-modifier of `re` and must follow it")));
+                }
+                other => {
+                    return Err(self.err(
+                        key,
+                        format!(
+                            "unknown modifier `{other}` in `{spec}` (known: contains, startswith, endswith, all, cased, re, i, m, s, cidr, base64, base64offset, utf16le, utf16be, utf16, wide, windash, exists, gt, gte, lt, lte, fieldref, expand)"
+                        ),
+                    ));
+                }
+            }
+        }
+        m.check().map_err(|r| self.err(key, format!("`{spec}`: {r}")))?;
+
+        let field = if field_name.is_empty() {
+            if m.exists || m.fieldref || m.cmp.is_some() || m.cidr {
+                return Err(self.err(key, "keyword searches cannot use exists, fieldref, cidr or comparisons"));
+            }
+            self.keywords_used = true;
+            crate::doc::Values::KEYWORDS
+        } else {
+            self.fields.intern(field_name)
+        };
+
+        let values: Vec<&Value> = match v {
+            Value::Sequence(items) => items.iter().collect(),
+            other => vec![other],
+        };
+        if m.exists {
+            return match values.as_slice() {
+                [Value::Bool(b)] => Ok(Item {
+                    field,
+                    test: Test::Exists(*b),
+                }),
+                [Value::String(s)] if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => Ok(Item {
+                    field,
+                    test: Test::Exists(s.eq_ignore_ascii_case("true")),
+                }),
+                _ => Err(self.err(key, "`exists` takes one boolean value")),
+            };
+        }
+        // Keywords default to "contains" (they search the whole event).
+        if field == crate::doc::Values::KEYWORDS && m.op.is_none() && !m.re {
+            m.op = Some(StrOp::Contains);
+        }
+        let mut pats = Vec::new();
+        let mut saw_null = false;
+        for value in values {
+            match value {
+                Value::Null => saw_null = true,
+                Value::Mapping(_) | Value::Sequence(_) => {
+                    return Err(self.err(key, format!("`{spec}` has a nested value; Sigma values are scalars or lists of scalars")));
+                }
+                _ => self.value(key, spec, &m, value, &mut pats)?,
+            }
+        }
+        if saw_null {
+            if m.all {
+                return Err(self.err(key, format!("`{spec}`: `all` cannot be combined with a null value")));
+            }
+            // `field: [null, x]` is "missing, null, or x".
+            let test = if pats.is_empty() { Test::Null } else { Test::NullOr(pats) };
+            return Ok(Item { field, test });
+        }
+        Ok(Item {
+            field,
+            test: optimise(pats, m.all),
+        })
+    }
+
+    fn value(&mut self, key: &str, spec: &str, m: &Mods, v: &Value, out: &mut Vec<Pat>) -> CResult<()> {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => {
+                if let Some(op) = m.cmp {
+                    let x = n.as_f64().unwrap_or(f64::NAN);
+                    out.push(Pat::Cmp(op, x));
+                    return Ok(());
+                }
+                if m.op.is_none() && !m.re && !m.expand && m.enc.is_empty() && !m.fieldref {
+                    out.push(Pat::Num {
+                        value: n.as_f64().unwrap_or(f64::NAN),
+                        text: n.to_string().into(),
+                    });
+                    return Ok(());
+                }
+                n.to_string()
+            }
+            Value::Bool(b) => b.to_string(),
+            _ => return Err(self.err(key, format!("`{spec}`: unsupported value"))),
+        };
+        if let Some(op) = m.cmp {
+            let x: f64 = text
+                .trim()
+                .parse()
+                .map_err(|_| self.err(key, format!("`{spec}`: `{text}` is not a number")))?;
+            out.push(Pat::Cmp(op, x));
+            return Ok(());
+        }
+        let expanded = if m.expand { self.expand(&text) } else { vec![text] };
+        for text in expanded {
+            if m.fieldref {
+                let other = self.fields.intern(&text);
+                out.push(Pat::FieldRef {
+                    field: other,
+                    op: m.op.unwrap_or(StrOp::Eq),
+                    cased: m.cased,
+                });
+            } else if m.cidr {
+                let c = Cidr::parse(&text).map_err(|r| self.err(key, format!("`{spec}`: {r}")))?;
+                out.push(Pat::Cidr(c));
+            } else if m.re {
+                let mut b = RegexBuilder::new(&text);
+                for f in &m.re_flags {
+                    match f {
+                        'i' => b.case_insensitive(true),
+                        'm' => b.multi_line(true),
+                        _ => b.dot_matches_new_line(true),
+                    };
+                }
+                let re = b
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|e| self.err(key, format!("`{spec}`: invalid regular expression: {e}")))?;
+                out.push(Pat::Regex(re));
+            } else if !m.enc.is_empty() || m.windash {
+                for variant in encode_variants(&text, m).map_err(|r| self.err(key, format!("`{spec}`: {r}")))? {
+                    // Encoded forms are exact byte sequences: match them cased.
+                    let cased = m.cased || !m.enc.is_empty();
+                    push_wild(out, &variant, m.op, cased, !m.enc.is_empty())
+                        .map_err(|r| self.err(key, format!("`{spec}`: {r}")))?;
+                }
+            } else {
+                push_wild(out, &text, m.op, m.cased, false).map_err(|r| self.err(key, format!("`{spec}`: {r}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills `%name%` placeholders with their configured values (every
+    /// combination). A placeholder with no configured values yields nothing,
+    /// so the item can never match; the loader warns about it.
+    fn expand(&mut self, text: &str) -> Vec<String> {
+        let mut out = vec![String::new()];
+        let mut rest = text;
+        while let Some(start) = rest.find('%') {
+            let Some(len) = rest[start + 1..].find('%') else { break };
+            let name = &rest[start + 1..start + 1 + len];
+            let prefix = &rest[..start];
+            let vals = match self.opts.placeholders.get(name) {
+                Some(v) => v.clone(),
+                None => {
+                    if !self.unset_placeholders.iter().any(|n| n == name) {
+                        self.unset_placeholders.push(name.to_string());
+                    }
+                    Vec::new()
+                }
+            };
+            let mut next = Vec::with_capacity(out.len() * vals.len());
+            for o in &out {
+                for v in &vals {
+                    // Placeholder values are literals: escape Sigma wildcards.
+                    next.push(format!("{o}{prefix}{}", escape_wildcards(v)));
+                }
+            }
+            out = next;
+            rest = &rest[start + 2 + len..];
+        }
+        for o in &mut out {
+            o.push_str(rest);
+        }
+        out
+    }
+}
+
+fn escape_wildcards(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '\\') {
+            o.push('\\');
+        }
+        o.push(c);
+    }
+    o
+}
+
+#[derive(Debug, Default)]
+struct Mods {
+    op: Option<StrOp>,
+    all: bool,
+    cased: bool,
+    re: bool,
+    re_flags: Vec<char>,
+    cidr: bool,
+    enc: Vec<Enc>,
+    windash: bool,
+    exists: bool,
+    cmp: Option<NumOp>,
+    fieldref: bool,
+    expand: bool,
+}
+
+impl Mods {
+    fn check(&self) -> Result<(), &'static str> {
+        let kinds = [
+            self.re,
+            self.cidr,
+            self.exists,
+            self.cmp.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if kinds > 1 {
+            return Err("re, cidr, exists and gt/gte/lt/lte cannot be combined");
+        }
+        if (self.re || self.cidr || self.exists || self.cmp.is_some()) && self.op.is_some() {
+            return Err("contains/startswith/endswith cannot be combined with re, cidr, exists or comparisons");
+        }
+        if (self.re || self.cidr || self.exists || self.cmp.is_some() || self.fieldref)
+            && (!self.enc.is_empty() || self.windash)
+        {
+            return Err("encoding modifiers apply to plain strings only");
+        }
+        if self.fieldref && (self.re || self.cidr || self.exists || self.cmp.is_some()) {
+            return Err("fieldref cannot be combined with re, cidr, exists or comparisons");
+        }
+        let plain_enc = self.enc.iter().filter(|e| matches!(e, Enc::Base64 | Enc::Base64Offset)).count();
+        if plain_enc > 1 {
+            return Err("use either base64 or base64offset, once");
+        }
+        if self.enc.iter().any(|e| matches!(e, Enc::Utf16Le | Enc::Utf16Be | Enc::Utf16Bom)) && plain_enc == 0 {
+            return Err("utf16le/utf16be/utf16/wide must be followed by base64 or base64offset in JSON events");
+        }
+        if self.enc.contains(&Enc::Base64Offset) && self.op != Some(StrOp::Contains) {
+            return Err("base64offset must be used with contains");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Enc {
+    Base64,
+    Base64Offset,
+    Utf16Le,
+    Utf16Be,
+    Utf16Bom,
+}
+
+/// Applies windash, then character encodings, then base64, in modifier order.
+fn encode_variants(text: &str, m: &Mods) -> Result<Vec<String>, String> {
+    let texts = if m.windash { windash(text)? } else { vec![text.to_string()] };
+    if m.enc.is_empty() {
+        return Ok(texts);
+    }
+    let mut out = Vec::new();
+    for t in texts {
+        let mut bytes = t.into_bytes();
+        let mut finals: Vec<String> = Vec::new();
+        for e in &m.enc {
+            match e {
+                Enc::Utf16Le | Enc::Utf16Be | Enc::Utf16Bom => {
+                    let s = String::from_utf8_lossy(&bytes).into_owned();
+                    let mut b = Vec::new();
+                    if *e == Enc::Utf16Bom {
+                        b.extend_from_slice(&[0xFF, 0xFE]);
+                    }
+                    for u in s.encode_utf16() {
+                        if *e == Enc::Utf16Be {
+                            b.extend_from_slice(&u.to_be_bytes());
+                        } else {
+                            b.extend_from_slice(&u.to_le_bytes());
+                        }
+                    }
+                    bytes = b;
+                }
+                Enc::Base64 => finals.push(base64::engine::general_purpose::STANDARD.encode(&bytes)),
+                Enc::Base64Offset => finals.extend(base64_offsets(&bytes)),
+            }
+        }
+        out.extend(finals.into_iter().map(|f| escape_wildcards(&f)));
+    }
+    Ok(out)
+}
+
+/// The three base64 forms of `b` at offsets 0, 1, 2 of an enclosing string,
+/// trimmed to the characters that do not depend on the neighbours.
+fn base64_offsets(b: &[u8]) -> Vec<String> {
+    let e = &base64::engine::general_purpose::STANDARD;
+    let start = [0usize, 2, 3];
+    let end_trim = [0usize, 3, 2];
+    let mut out = Vec::new();
+    for shift in 0..3 {
+        let mut buf = vec![0u8; shift];
+        buf.extend_from_slice(b);
+        let enc = e.encode(&buf);
+        let end_mod = (b.len() + shift) % 3;
+        let end = enc.len() - end_trim[end_mod];
+        let s = &enc[start[shift]..end.max(start[shift])];
+        let s = s.trim_end_matches('=');
+        if !s.is_empty() {
+            out.push(s.to_string());
+        }
+    }
+    out
+}
+
+/// Windows command-line dash variants of every `-`/`/` that starts a word.
+fn windash(text: &str) -> Result<Vec<String>, String> {
+    const DASHES: [char; 5] = ['-', '/', '–', '—', '―'];
+    let chars: Vec<char> = text.chars().collect();
+    let positions: Vec<usize> = (0..chars.len())
+        .filter(|&i| (chars[i] == '-' || chars[i] == '/') && (i == 0 || chars[i - 1].is_whitespace()))
+        .collect();
+    if positions.len() > 4 {
+        return Err("windash on more than 4 flags makes too many variants; split the value".into());
+    }
+    let mut out = vec![chars.clone()];
+    for &p in &positions {
+        let mut next = Vec::new();
+        for v in &out {
+            for d in DASHES {
+                let mut w = v.clone();
+                w[p] = d;
+                next.push(w);
+            }
+        }
+        out = next;
+    }
+    Ok(out.into_iter().map(|c| c.into_iter().collect()).collect())
+}
+
+/// A Sigma string with wildcards: `*` any run, `?` one character, `\` escapes
+/// `*`, `?` and `\` (a backslash before anything else is literal).
+#[derive(Debug, PartialEq)]
+enum Tok {
+    Lit(String),
+    Star,
+    One,
+}
+
+fn wild_tokens(s: &str) -> Vec<Tok> {
+    let mut toks = Vec::new();
+    let mut lit = String::new();
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '\\' => match it.peek() {
+                Some(&n @ ('*' | '?' | '\\')) => {
+                    lit.push(n);
+                    it.next();
+                }
+                _ => lit.push('\\'),
+            },
+            '*' | '?' => {
+                if !lit.is_empty() {
+                    toks.push(Tok::Lit(std::mem::take(&mut lit)));
+                }
+                if c == '*' {
+                    if toks.last() != Some(&Tok::Star) {
+                        toks.push(Tok::Star);
+                    }
+                } else {
+                    toks.push(Tok::One);
+                }
+            }
+            _ => lit.push(c),
+        }
+    }
+    if !lit.is_empty() {
+        toks.push(Tok::Lit(lit));
+    }
+    toks
+}
+
+/// Adds the matcher for a (possibly wildcarded) string under `op`.
+fn push_wild(out: &mut Vec<Pat>, text: &str, op: Option<StrOp>, cased: bool, literal: bool) -> Result<(), String> {
+    let mut toks = if literal {
+        vec![Tok::Lit(text.replace("\\*", "*").replace("\\?", "?").replace("\\\\", "\\"))]
+    } else {
+        wild_tokens(text)
+    };
+    toks.retain(|t| !matches!(t, Tok::Lit(s) if s.is_empty()));
+    match op {
+        Some(StrOp::Contains) => {
+            if toks.first() != Some(&Tok::Star) {
+                toks.insert(0, Tok::Star);
+            }
+            if toks.last() != Some(&Tok::Star) {
+                toks.push(Tok::Star);
+            }
+        }
+        Some(StrOp::Prefix) => {
+            if toks.last() != Some(&Tok::Star) {
+                toks.push(Tok::Star);
+            }
+        }
+        Some(StrOp::Suffix) => {
+            if toks.first() != Some(&Tok::Star) {
+                toks.insert(0, Tok::Star);
+            }
+        }
+        _ => {}
+    }
+    let simple = match toks.as_slice() {
+        [] => Some((StrOp::Eq, String::new())),
+        [Tok::Star] => Some((StrOp::Contains, String::new())),
+        [Tok::Lit(l)] => Some((StrOp::Eq, l.clone())),
+        [Tok::Lit(l), Tok::Star] => Some((StrOp::Prefix, l.clone())),
+        [Tok::Star, Tok::Lit(l)] => Some((StrOp::Suffix, l.clone())),
+        [Tok::Star, Tok::Lit(l), Tok::Star] => Some((StrOp::Contains, l.clone())),
+        _ => None,
+    };
+    if let Some((op, lit)) = simple {
+        out.push(Pat::Str(StrPat::new(op, &lit, cased)));
+        return Ok(());
+    }
+    let mut re = String::from("^");
+    for t in &toks {
+        match t {
+            Tok::Lit(l) => re.push_str(&regex::escape(l)),
+            Tok::Star => re.push_str(".*"),
+            Tok::One => re.push('.'),
+        }
+    }
+    re.push('$');
+    let r = RegexBuilder::new(&re)
+        .case_insensitive(!cased)
+        .dot_matches_new_line(true)
+        .build()
+        .map_err(|e| format!("wildcard pattern too complex: {e}"))?;
+    out.push(Pat::Regex(r));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_tokens_and_escapes() {
+        assert_eq!(wild_tokens("a*b?c"), vec![Tok::Lit("a".into()), Tok::Star, Tok::Lit("b".into()), Tok::One, Tok::Lit("c".into())]);
+        assert_eq!(wild_tokens(r"a\*b"), vec![Tok::Lit("a*b".into())]);
+        assert_eq!(wild_tokens(r"a\\*"), vec![Tok::Lit(r"a\".into()), Tok::Star]);
+        assert_eq!(wild_tokens(r"c:\windows"), vec![Tok::Lit(r"c:\windows".into())]);
+        assert_eq!(wild_tokens("**a"), vec![Tok::Star, Tok::Lit("a".into())]);
+    }
+
+    #[test]
+    fn base64offset_matches_inside_encoded_text() {
+        let e = &base64::engine::general_purpose::STANDARD;
+        let variants = base64_offsets(b"/bin/bash");
+        for prefix in ["", "x", "xy", "xyz", "hello "] {
+            let enc = e.encode(format!("{prefix}/bin/bash -c id"));
+            assert!(variants.iter().any(|v| enc.contains(v.as_str())), "{prefix}: {enc} vs {variants:?}");
+        }
+    }
+
+    #[test]
+    fn windash_variants() {
+        let v = windash("-enc x").unwrap();
+        assert_eq!(v.len(), 5);
+        assert!(v.contains(&"/enc x".to_string()));
+        assert!(v.contains(&"—enc x".to_string()));
+        assert_eq!(windash("a-b").unwrap(), vec!["a-b".to_string()]);
+    }
+}

@@ -1,0 +1,467 @@
+//! The compiled rule set: logsource routing, the rule index, evaluation.
+//!
+//! Per event: [`crate::json::extract`] reads the fields the rule set uses
+//! (one pass, no tree), then only the rules that could match are tried: each
+//! class (see [`EventClass`]) has its own rules, indexed by the literal values
+//! of the class's key field (`eventName` for CloudTrail, `detail-type` for
+//! EventBridge classes) that a rule's condition *requires*. A rule whose
+//! condition does not pin the key field is tried on every event of its class.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::compile::{CompileOptions, Ctx, FieldTable, Search};
+use crate::condition::{self, Cond};
+use crate::doc::{Event, Values};
+use crate::error::{RuleError, RuleErrors, RuleWarning};
+use crate::json::{self, JsonError, PathTrie};
+use crate::logsource::EventClass;
+use crate::matcher::{Pat, StrOp, Test};
+use crate::meta::RuleMeta;
+use crate::parse::{self, DetectionDoc, LogSource, RuleDoc};
+
+/// A rule file to load: a name for messages (path or `builtin:...`) and text.
+#[derive(Debug, Clone)]
+pub struct RuleFile {
+    pub name: String,
+    pub text: String,
+}
+
+/// A compiled detection rule.
+#[derive(Debug, Clone)]
+pub struct DetectionRule {
+    pub meta: RuleMeta,
+    pub logsource: LogSource,
+    /// Bit `EventClass::index()` is set for each class the rule sees.
+    pub classes: u8,
+    pub search_names: Vec<String>,
+    pub searches: Vec<Search>,
+    pub cond: Cond,
+    /// The condition as written.
+    pub condition_text: String,
+    /// Test cases kept with the rule (`tests:`), unparsed.
+    pub tests: Option<serde_yaml::Value>,
+    /// Literal key-field values (lowercase) the condition requires, if any.
+    pub index_keys: Option<BTreeSet<String>>,
+}
+
+impl DetectionRule {
+    #[inline]
+    pub fn matches(&self, ev: &Event<'_>) -> bool {
+        self.cond.eval(&mut |i| self.searches[i].matches(ev))
+    }
+
+    pub fn sees(&self, class: EventClass) -> bool {
+        self.classes & (1 << class.index()) != 0
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct ClassIndex {
+    key_field: u32,
+    always: Vec<u32>,
+    by_key: HashMap<Box<str>, Vec<u32>>,
+}
+
+/// Well-known fields every event is read for (ids, times, index keys).
+#[derive(Debug, Clone, Copy)]
+pub struct MetaFields {
+    pub event_name: u32,
+    pub event_source: u32,
+    pub event_id: u32,
+    pub event_time: u32,
+    pub eb_id: u32,
+    pub eb_time: u32,
+    pub eb_detail_type: u32,
+}
+
+/// Every rule, compiled, with the fields they read.
+#[derive(Debug, Clone)]
+pub struct RuleSet {
+    rules: Vec<DetectionRule>,
+    fields: FieldTable,
+    trie: PathTrie,
+    keywords: bool,
+    classes: Vec<ClassIndex>,
+    pub meta_fields: MetaFields,
+}
+
+/// Per-thread reusable buffers for evaluation.
+#[derive(Debug)]
+pub struct Scratch {
+    pub(crate) vals: Values,
+    pub(crate) cands: Vec<u32>,
+}
+
+impl RuleSet {
+    /// Parses and compiles rule files. All errors of all files are reported.
+    pub fn load(files: &[RuleFile], opts: &CompileOptions) -> Result<(RuleSet, Vec<RuleWarning>), RuleErrors> {
+        let mut errors = Vec::new();
+        let mut docs = Vec::new();
+        for f in files {
+            match parse::parse_file(&f.name, &f.text) {
+                Ok(d) => docs.extend(d),
+                Err(e) => errors.push(e),
+            }
+        }
+        let mut b = Builder::new(opts);
+        for d in &docs {
+            match d {
+                RuleDoc::Detection(det) => {
+                    if let Err(e) = b.add_detection(det) {
+                        errors.push(e);
+                    }
+                }
+                RuleDoc::Correlation(c) => errors.push(c.doc.error(
+                    c.doc.line_of("correlation"),
+                    "correlation rules are not supported yet by this build",
+                )),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(RuleErrors(errors));
+        }
+        let (set, warnings) = b.finish();
+        Ok((set, warnings))
+    }
+
+    pub fn rules(&self) -> &[DetectionRule] {
+        &self.rules
+    }
+
+    pub fn rule(&self, idx: u32) -> &DetectionRule {
+        &self.rules[idx as usize]
+    }
+
+    pub fn fields(&self) -> &FieldTable {
+        &self.fields
+    }
+
+    pub fn scratch(&self) -> Scratch {
+        Scratch {
+            vals: Values::new(self.fields.len()),
+            cands: Vec::with_capacity(64),
+        }
+    }
+
+    /// Reads `json` (an event of `class`) into `scratch` and appends the
+    /// indices of the matching rules to `out`. Returns the event view for
+    /// reading its id and time.
+    pub fn eval<'s>(
+        &self,
+        class: EventClass,
+        json: &'s str,
+        scratch: &'s mut Scratch,
+        out: &mut Vec<u32>,
+    ) -> Result<Event<'s>, JsonError> {
+        scratch.vals.reset(json);
+        json::extract(json, &self.trie, self.keywords, &mut scratch.vals)?;
+        let ev = Event {
+            src: json,
+            vals: &scratch.vals,
+        };
+        let idx = &self.classes[class.index()];
+        let cands = &mut scratch.cands;
+        cands.clear();
+        let mut buf = [0u8; 96];
+        if let Some(v) = ev.vals.get(idx.key_field).next() {
+            let t = ev.vals.text(json, v);
+            let hit = if t.len() <= buf.len() && t.is_ascii() {
+                let b = &mut buf[..t.len()];
+                b.copy_from_slice(t.as_bytes());
+                b.make_ascii_lowercase();
+                std::str::from_utf8(b).ok().and_then(|k| idx.by_key.get(k))
+            } else {
+                idx.by_key.get(t.to_lowercase().as_str())
+            };
+            if let Some(rules) = hit {
+                cands.extend_from_slice(rules);
+            }
+        }
+        for &r in cands.iter().chain(idx.always.iter()) {
+            if self.rules[r as usize].matches(&ev) {
+                out.push(r);
+            }
+        }
+        Ok(ev)
+    }
+
+    /// The triggering event id: CloudTrail `eventID`, else EventBridge `id`.
+    pub fn event_id<'a>(&self, ev: &Event<'a>) -> Option<&'a str> {
+        ev.first(self.meta_fields.event_id).or_else(|| ev.first(self.meta_fields.eb_id))
+    }
+
+    /// The event time text: CloudTrail `eventTime`, else EventBridge `time`.
+    pub fn event_time<'a>(&self, ev: &Event<'a>) -> Option<&'a str> {
+        ev.first(self.meta_fields.event_time).or_else(|| ev.first(self.meta_fields.eb_time))
+    }
+}
+
+/// Collects compiled rules and builds the indexes.
+pub(crate) struct Builder<'o> {
+    opts: &'o CompileOptions,
+    fields: FieldTable,
+    rules: Vec<DetectionRule>,
+    keywords: bool,
+    warnings: Vec<RuleWarning>,
+    ids: BTreeMap<String, (String, usize)>,
+    meta: MetaFields,
+}
+
+impl<'o> Builder<'o> {
+    pub(crate) fn new(opts: &'o CompileOptions) -> Self {
+        let mut fields = FieldTable::new(opts.field_mappings.clone());
+        // Interned first, so they are never renamed by field mappings.
+        let meta = MetaFields {
+            event_name: fields.intern("eventName"),
+            event_source: fields.intern("eventSource"),
+            event_id: fields.intern("eventID"),
+            event_time: fields.intern("eventTime"),
+            eb_id: fields.intern("id"),
+            eb_time: fields.intern("time"),
+            eb_detail_type: fields.intern("detail-type"),
+        };
+        Builder {
+            opts,
+            fields,
+            rules: Vec::new(),
+            keywords: false,
+            warnings: Vec::new(),
+            ids: BTreeMap::new(),
+            meta,
+        }
+    }
+
+    pub(crate) fn fields_mut(&mut self) -> &mut FieldTable {
+        &mut self.fields
+    }
+
+    pub(crate) fn add_detection(&mut self, d: &DetectionDoc<'_>) -> Result<u32, RuleError> {
+        if let Some((file, line)) = self.ids.get(&d.meta.id) {
+            return Err(d.doc.error(
+                d.doc.line_of("id"),
+                format!("duplicate rule id `{}` (first defined at {file}:{line})", d.meta.id),
+            ));
+        }
+        let mut ctx = Ctx {
+            doc: &d.doc,
+            fields: &mut self.fields,
+            opts: self.opts,
+            keywords_used: false,
+            unset_placeholders: Vec::new(),
+        };
+        let mut names = Vec::new();
+        let mut searches = Vec::new();
+        let mut conditions: Vec<String> = Vec::new();
+        for (k, v) in &d.detection {
+            let Some(k) = k.as_str() else {
+                return Err(d.doc.error(d.doc.line_of("detection"), "detection keys must be strings"));
+            };
+            match k {
+                "condition" => match v {
+                    serde_yaml::Value::String(s) => conditions.push(s.clone()),
+                    serde_yaml::Value::Sequence(items) => {
+                        for it in items {
+                            match it.as_str() {
+                                Some(s) => conditions.push(s.to_string()),
+                                None => return Err(d.doc.error(d.doc.line_of("condition"), "`condition` must be a string or a list of strings")),
+                            }
+                        }
+                    }
+                    _ => return Err(d.doc.error(d.doc.line_of("condition"), "`condition` must be a string")),
+                },
+                "timeframe" => {
+                    return Err(d.doc.error(
+                        d.doc.line_of("timeframe"),
+                        "`timeframe` belongs to the Sigma v1 aggregation syntax, which is not supported: write a correlation rule with `timespan`",
+                    ))
+                }
+                _ => {
+                    names.push(k.to_string());
+                    searches.push(ctx.search(k, v)?);
+                }
+            }
+        }
+        if conditions.is_empty() {
+            return Err(d.doc.error(d.doc.line_of("detection"), "detection has no `condition`"));
+        }
+        let mut conds = Vec::new();
+        for c in &conditions {
+            conds.push(
+                condition::parse(c, &names)
+                    .map_err(|r| d.doc.error(d.doc.line_of("condition"), format!("condition `{c}`: {r}")))?,
+            );
+        }
+        let cond = if conds.len() == 1 { conds.remove(0) } else { Cond::Or(conds) };
+        self.keywords |= ctx.keywords_used;
+        for p in &ctx.unset_placeholders {
+            self.warnings.push(RuleWarning {
+                file: d.doc.file.to_string(),
+                line: d.doc.line_containing(&format!("%{p}%")),
+                message: format!("placeholder `%{p}%` has no configured values: items using it never match"),
+            });
+        }
+        let classes = self.classes_of(d);
+        let idx = self.rules.len() as u32;
+        self.ids.insert(d.meta.id.clone(), (d.doc.file.to_string(), d.doc.first_line));
+        self.rules.push(DetectionRule {
+            meta: d.meta.clone(),
+            logsource: d.logsource.clone(),
+            classes,
+            search_names: names,
+            searches,
+            cond,
+            condition_text: conditions.join(" or "),
+            tests: d.tests.clone(),
+            index_keys: None,
+        });
+        Ok(idx)
+    }
+
+    fn classes_of(&mut self, d: &DetectionDoc<'_>) -> u8 {
+        let ls = &d.logsource;
+        let bit = |c: EventClass| 1u8 << c.index();
+        let mut warn = |m: String| {
+            self.warnings.push(RuleWarning {
+                file: d.doc.file.to_string(),
+                line: d.doc.line_of("logsource"),
+                message: m,
+            })
+        };
+        if let Some(p) = &ls.product {
+            if !p.eq_ignore_ascii_case("aws") {
+                warn(format!("logsource product `{p}` is not aws: the rule never sees an event"));
+                return 0;
+            }
+        }
+        match ls.service.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None => EventClass::ALL.iter().fold(0, |m, c| m | bit(*c)),
+            Some("cloudtrail") => bit(EventClass::CloudTrail),
+            Some("ecr") => bit(EventClass::Ecr),
+            Some("inspector2") | Some("inspector") => bit(EventClass::Inspector2),
+            Some("eventbridge") => bit(EventClass::Ecr) | bit(EventClass::Inspector2) | bit(EventClass::EventBridge),
+            Some(other) => {
+                warn(format!(
+                    "logsource service `{other}` is not one trailwatch decodes (cloudtrail, ecr, inspector2, eventbridge): the rule never sees an event"
+                ));
+                0
+            }
+        }
+    }
+
+    pub(crate) fn finish(mut self) -> (RuleSet, Vec<RuleWarning>) {
+        let mut trie = PathTrie::new();
+        for (id, path) in self.fields.paths() {
+            trie.insert(path, id);
+        }
+        let mut classes = Vec::new();
+        for class in EventClass::ALL {
+            let key_field = match class {
+                EventClass::CloudTrail => self.meta.event_name,
+                _ => self.meta.eb_detail_type,
+            };
+            let mut ci = ClassIndex {
+                key_field,
+                ..Default::default()
+            };
+            for (i, r) in self.rules.iter_mut().enumerate() {
+                if !r.sees(class) {
+                    continue;
+                }
+                let keys = required_keys(&r.cond, &r.searches, key_field);
+                match &keys {
+                    Some(ks) => {
+                        for k in ks {
+                            ci.by_key.entry(k.as_str().into()).or_default().push(i as u32);
+                        }
+                    }
+                    None => ci.always.push(i as u32),
+                }
+                if class == EventClass::CloudTrail || r.index_keys.is_none() {
+                    r.index_keys = keys;
+                }
+            }
+            classes.push(ci);
+        }
+        (
+            RuleSet {
+                rules: self.rules,
+                fields: self.fields,
+                trie,
+                keywords: self.keywords,
+                classes,
+                meta_fields: self.meta,
+            },
+            self.warnings,
+        )
+    }
+}
+
+/// The set of key-field values (lowercase) without which `cond` cannot hold,
+/// or None when the condition does not pin the key field.
+fn required_keys(cond: &Cond, searches: &[Search], key: u32) -> Option<BTreeSet<String>> {
+    match cond {
+        Cond::Ref(i) => search_keys(&searches[*i], key),
+        Cond::Not(_) => None,
+        Cond::And(cs) => intersect(cs.iter().map(|c| required_keys(c, searches, key))),
+        Cond::Or(cs) => union(cs.iter().map(|c| required_keys(c, searches, key))),
+        Cond::AtLeast { n, targets } => {
+            let each = targets.iter().map(|t| search_keys(&searches[*t], key));
+            if *n == targets.len() {
+                intersect(each)
+            } else if *n == 1 {
+                union(each)
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn intersect(sets: impl Iterator<Item = Option<BTreeSet<String>>>) -> Option<BTreeSet<String>> {
+    let mut acc: Option<BTreeSet<String>> = None;
+    for s in sets.flatten() {
+        acc = Some(match acc {
+            None => s,
+            Some(a) => a.intersection(&s).cloned().collect(),
+        });
+    }
+    acc
+}
+
+fn union(sets: impl Iterator<Item = Option<BTreeSet<String>>>) -> Option<BTreeSet<String>> {
+    let mut acc = BTreeSet::new();
+    for s in sets {
+        acc.extend(s?);
+    }
+    Some(acc)
+}
+
+fn search_keys(s: &Search, key: u32) -> Option<BTreeSet<String>> {
+    let mut acc = BTreeSet::new();
+    for group in &s.groups {
+        let mut found = None;
+        for item in group {
+            if item.field != key {
+                continue;
+            }
+            let keys: Option<BTreeSet<String>> = match &item.test {
+                Test::Any(pats) => pats
+                    .iter()
+                    .map(|p| match p {
+                        Pat::Str(sp) if sp.op == StrOp::Eq => Some(sp.pat.to_lowercase()),
+                        _ => None,
+                    })
+                    .collect(),
+                Test::EqSet(set) => Some(set.iter().map(|s| s.to_string()).collect()),
+                Test::Never => Some(BTreeSet::new()),
+                _ => None,
+            };
+            if keys.is_some() {
+                found = keys;
+                break;
+            }
+        }
+        acc.extend(found?);
+    }
+    Some(acc)
+}

@@ -1,0 +1,663 @@
+//! A zero-copy JSON scanner that reads only what the rules need.
+//!
+//! Building a `serde_json::Value` per event allocates a map per object and a
+//! `String` per key and value; the rules look at a few dozen fields of a
+//! record that has hundreds. So the engine compiles the set of field paths its
+//! rules use into a [`PathTrie`], and [`extract`] walks the JSON text once:
+//! keys on a wanted path descend, every other value is skipped without
+//! allocating (strings are skipped with `memchr`). The scanner validates the
+//! JSON grammar as it goes, so malformed input is an error, not a silent
+//! partial match. Values are recorded as byte ranges into the input; only
+//! strings with escapes on wanted paths are unescaped (into a scratch buffer).
+
+use std::fmt;
+
+use crate::doc::{ValKind, Values};
+
+/// Nesting deeper than this is rejected (it bounds recursion).
+const MAX_DEPTH: usize = 128;
+
+/// A JSON syntax error with the byte offset where it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonError {
+    pub offset: usize,
+    pub reason: &'static str,
+}
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid JSON at byte {}: {}", self.offset, self.reason)
+    }
+}
+
+impl std::error::Error for JsonError {}
+
+/// Field paths compiled into a trie over path segments.
+///
+/// Node 0 is the root (the top-level object). A node may be a field itself
+/// (`field`), have children, or both (`a` and `a.b` are both used).
+#[derive(Debug, Clone, Default)]
+pub struct PathTrie {
+    nodes: Vec<Node>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Node {
+    /// Children sorted by (length, bytes) for binary search.
+    children: Vec<(Box<[u8]>, u32)>,
+    field: Option<u32>,
+}
+
+impl PathTrie {
+    pub fn new() -> Self {
+        PathTrie {
+            nodes: vec![Node::default()],
+        }
+    }
+
+    /// Adds a dotted path for field id `field`.
+    pub fn insert(&mut self, path: &str, field: u32) {
+        let mut node = 0usize;
+        for seg in path.split('.') {
+            node = match self.child(node, seg.as_bytes()) {
+                Some(n) => n,
+                None => {
+                    let id = self.nodes.len() as u32;
+                    self.nodes.push(Node::default());
+                    let children = &mut self.nodes[node].children;
+                    let key: Box<[u8]> = seg.as_bytes().into();
+                    let at = children
+                        .binary_search_by(|(k, _)| cmp_key(k, &key))
+                        .unwrap_or_else(|i| i);
+                    children.insert(at, (key, id));
+                    id as usize
+                }
+            };
+        }
+        self.nodes[node].field = Some(field);
+    }
+
+    #[inline]
+    fn child(&self, node: usize, key: &[u8]) -> Option<usize> {
+        let children = &self.nodes[node].children;
+        children
+            .binary_search_by(|(k, _)| cmp_key(k, key))
+            .ok()
+            .map(|i| children[i].1 as usize)
+    }
+
+    /// Walks a key that contains dots (`"a.b"` as one JSON key) segment by
+    /// segment, so a flattened key matches the same rule path as nesting.
+    fn child_dotted(&self, mut node: usize, key: &[u8]) -> Option<usize> {
+        for seg in key.split(|b| *b == b'.') {
+            node = self.child(node, seg)?;
+        }
+        Some(node)
+    }
+}
+
+#[inline]
+fn cmp_key(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+/// Reads `text` (one JSON object) and records into `out` every value found at
+/// a path of `trie`. With `all_strings`, every string value anywhere is also
+/// recorded under [`Values::KEYWORDS`] (for field-less keyword searches).
+pub fn extract(
+    text: &str,
+    trie: &PathTrie,
+    all_strings: bool,
+    out: &mut Values,
+) -> Result<(), JsonError> {
+    let mut sc = Scanner {
+        b: text.as_bytes(),
+        pos: 0,
+        trie,
+        all_strings,
+        out,
+    };
+    sc.ws();
+    match sc.peek() {
+        Some(b'{') => {}
+        Some(_) => return Err(sc.err("expected a JSON object")),
+        None => return Err(sc.err("empty input")),
+    }
+    sc.value(Some(0), 0)?;
+    sc.ws();
+    if sc.pos != sc.b.len() {
+        return Err(sc.err("trailing characters after the JSON value"));
+    }
+    Ok(())
+}
+
+struct Scanner<'t, 'o> {
+    b: &'t [u8],
+    pos: usize,
+    trie: &'t PathTrie,
+    all_strings: bool,
+    out: &'o mut Values,
+}
+
+impl Scanner<'_, '_> {
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.pos).copied()
+    }
+
+    #[inline]
+    fn err(&self, reason: &'static str) -> JsonError {
+        JsonError {
+            offset: self.pos,
+            reason,
+        }
+    }
+
+    #[inline]
+    fn ws(&mut self) {
+        while let Some(&c) = self.b.get(self.pos) {
+            if c == b' ' || c == b'\n' || c == b'\r' || c == b'\t' {
+                self.pos += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Reads a value at trie node `node` (None: not on any wanted path).
+    fn value(&mut self, node: Option<usize>, depth: usize) -> Result<(), JsonError> {
+        if depth > MAX_DEPTH {
+            return Err(self.err("nesting too deep"));
+        }
+        let field = node.and_then(|n| self.trie.nodes[n].field);
+        match self.peek() {
+            Some(b'{') => {
+                if let Some(f) = field {
+                    self.out.push(f, ValKind::Object, self.pos as u32, self.pos as u32);
+                }
+                let has_children = node.is_some_and(|n| !self.trie.nodes[n].children.is_empty());
+                if has_children || self.all_strings {
+                    self.object(if has_children { node } else { None }, depth)
+                } else {
+                    self.skip_container()
+                }
+            }
+            Some(b'[') => {
+                if let Some(f) = field {
+                    self.out.push(f, ValKind::Array, self.pos as u32, self.pos as u32);
+                }
+                if node.is_some() || self.all_strings {
+                    self.array(node, depth)
+                } else {
+                    self.skip_container()
+                }
+            }
+            Some(b'"') => {
+                let start = self.pos + 1;
+                let escaped = self.string()?;
+                let end = self.pos - 1;
+                if let Some(f) = field {
+                    self.push_str(f, start, end, escaped)?;
+                }
+                if self.all_strings {
+                    self.push_str(Values::KEYWORDS, start, end, escaped)?;
+                }
+                Ok(())
+            }
+            Some(b't') => self.literal(b"true", field, ValKind::True),
+            Some(b'f') => self.literal(b"false", field, ValKind::False),
+            Some(b'n') => self.literal(b"null", field, ValKind::Null),
+            Some(c) if c == b'-' || c.is_ascii_digit() => {
+                let start = self.pos;
+                self.number()?;
+                if let Some(f) = field {
+                    self.out.push(f, ValKind::Num, start as u32, self.pos as u32);
+                }
+                Ok(())
+            }
+            Some(_) => Err(self.err("unexpected character")),
+            None => Err(self.err("unexpected end of input")),
+        }
+    }
+
+    fn push_str(&mut self, f: u32, start: usize, end: usize, escaped: bool) -> Result<(), JsonError> {
+        if escaped {
+            let raw = &self.b[start..end];
+            let at = start;
+            self.out
+                .push_unescaped(f, raw)
+                .map_err(|reason| JsonError { offset: at, reason })
+        } else {
+            self.out.push(f, ValKind::Str, start as u32, end as u32);
+            Ok(())
+        }
+    }
+
+    fn literal(&mut self, lit: &'static [u8], field: Option<u32>, kind: ValKind) -> Result<(), JsonError> {
+        if self.b[self.pos..].starts_with(lit) {
+            let start = self.pos;
+            self.pos += lit.len();
+            if let Some(f) = field {
+                self.out.push(f, kind, start as u32, self.pos as u32);
+            }
+            Ok(())
+        } else {
+            Err(self.err("invalid literal"))
+        }
+    }
+
+    fn number(&mut self) -> Result<(), JsonError> {
+        let b = self.b;
+        let mut p = self.pos;
+        if b.get(p) == Some(&b'-') {
+            p += 1;
+        }
+        let int_start = p;
+        while p < b.len() && b[p].is_ascii_digit() {
+            p += 1;
+        }
+        if p == int_start || (b[int_start] == b'0' && p - int_start > 1) {
+            self.pos = p;
+            return Err(self.err("invalid number"));
+        }
+        if b.get(p) == Some(&b'.') {
+            p += 1;
+            let s = p;
+            while p < b.len() && b[p].is_ascii_digit() {
+                p += 1;
+            }
+            if p == s {
+                self.pos = p;
+                return Err(self.err("invalid number"));
+            }
+        }
+        if matches!(b.get(p), Some(b'e' | b'E')) {
+            p += 1;
+            if matches!(b.get(p), Some(b'+' | b'-')) {
+                p += 1;
+            }
+            let s = p;
+            while p < b.len() && b[p].is_ascii_digit() {
+                p += 1;
+            }
+            if p == s {
+                self.pos = p;
+                return Err(self.err("invalid number"));
+            }
+        }
+        self.pos = p;
+        Ok(())
+    }
+
+    /// Skips a string starting at `"`; returns whether it had escapes.
+    #[inline]
+    fn string(&mut self) -> Result<bool, JsonError> {
+        let b = self.b;
+        let mut p = self.pos + 1;
+        let mut escaped = false;
+        loop {
+            match memchr::memchr2(b'"', b'\\', &b[p..]) {
+                None => {
+                    self.pos = b.len();
+                    return Err(self.err("unterminated string"));
+                }
+                Some(i) => {
+                    p += i;
+                    if b[p] == b'"' {
+                        self.pos = p + 1;
+                        return Ok(escaped);
+                    }
+                    escaped = true;
+                    // Skip the escaped character; \uXXXX is checked when unescaped.
+                    p += 2;
+                    if p > b.len() {
+                        self.pos = b.len();
+                        return Err(self.err("unterminated string"));
+                    }
+                }
+            }
+        }
+    }
+
+    fn object(&mut self, node: Option<usize>, depth: usize) -> Result<(), JsonError> {
+        self.pos += 1; // {
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            if self.peek() != Some(b'"') {
+                return Err(self.err("expected an object key"));
+            }
+            let kstart = self.pos + 1;
+            let escaped = self.string()?;
+            let kend = self.pos - 1;
+            let child = match node {
+                None => None,
+                Some(n) => {
+                    if escaped {
+                        let key = unescape_to_string(&self.b[kstart..kend]).map_err(|r| JsonError {
+                            offset: kstart,
+                            reason: r,
+                        })?;
+                        self.lookup(n, key.as_bytes())
+                    } else {
+                        let key = &self.b[kstart..kend];
+                        self.lookup(n, key)
+                    }
+                }
+            };
+            self.ws();
+            if self.peek() != Some(b':') {
+                return Err(self.err("expected ':' after object key"));
+            }
+            self.pos += 1;
+            self.ws();
+            match child {
+                Some(c) => self.value(Some(c), depth + 1)?,
+                None if self.all_strings => self.value(None, depth + 1)?,
+                None => self.skip_value(depth + 1)?,
+            }
+            self.ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.pos += 1;
+                    self.ws();
+                }
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.err("expected ',' or '}' in object")),
+            }
+        }
+    }
+
+    #[inline]
+    fn lookup(&self, node: usize, key: &[u8]) -> Option<usize> {
+        match self.trie.child(node, key) {
+            Some(c) => Some(c),
+            None if memchr::memchr(b'.', key).is_some() => self.trie.child_dotted(node, key),
+            None => None,
+        }
+    }
+
+    /// An array on a wanted path: each element stands at the same node
+    /// (Sigma matches any element where a path crosses an array).
+    fn array(&mut self, node: Option<usize>, depth: usize) -> Result<(), JsonError> {
+        self.pos += 1; // [
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            self.value(node, depth + 1)?;
+            self.ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.pos += 1;
+                    self.ws();
+                }
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.err("expected ',' or ']' in array")),
+            }
+        }
+    }
+
+    #[inline]
+    fn skip_value(&mut self, depth: usize) -> Result<(), JsonError> {
+        match self.peek() {
+            Some(b'"') => self.string().map(|_| ()),
+            Some(b'{') | Some(b'[') => {
+                if depth > MAX_DEPTH {
+                    return Err(self.err("nesting too deep"));
+                }
+                self.skip_container()
+            }
+            _ => self.value(None, depth),
+        }
+    }
+
+    /// Skips an object or array, checking its grammar with an explicit
+    /// stack of open brackets (no recursion, no allocation below 64 levels).
+    fn skip_container(&mut self) -> Result<(), JsonError> {
+        // Expected next token: after '{' or ',' in object → key; after key → ':'.
+        let mut stack: [u8; MAX_DEPTH + 1] = [0; MAX_DEPTH + 1];
+        let mut depth = 0usize;
+        let b = self.b;
+        loop {
+            // At the start of a value.
+            self.ws();
+            match self.peek() {
+                Some(c @ (b'{' | b'[')) => {
+                    if depth >= MAX_DEPTH {
+                        return Err(self.err("nesting too deep"));
+                    }
+                    stack[depth] = c;
+                    depth += 1;
+                    self.pos += 1;
+                    self.ws();
+                    let close = if c == b'{' { b'}' } else { b']' };
+                    if self.peek() == Some(close) {
+                        self.pos += 1;
+                        depth -= 1;
+                    } else {
+                        if c == b'{' {
+                            self.key_colon()?;
+                        }
+                        continue;
+                    }
+                }
+                Some(b'"') => {
+                    self.string()?;
+                }
+                Some(b't') => self.literal(b"true", None, ValKind::True)?,
+                Some(b'f') => self.literal(b"false", None, ValKind::False)?,
+                Some(b'n') => self.literal(b"null", None, ValKind::Null)?,
+                Some(c) if c == b'-' || c.is_ascii_digit() => self.number()?,
+                Some(_) => return Err(self.err("unexpected character")),
+                None => return Err(self.err("unexpected end of input")),
+            }
+            // After a value: close containers or move to the next element.
+            loop {
+                if depth == 0 {
+                    return Ok(());
+                }
+                self.ws();
+                let open = stack[depth - 1];
+                match b.get(self.pos) {
+                    Some(b',') => {
+                        self.pos += 1;
+                        if open == b'{' {
+                            self.ws();
+                            self.key_colon()?;
+                        }
+                        break;
+                    }
+                    Some(b'}') if open == b'{' => {
+                        self.pos += 1;
+                        depth -= 1;
+                    }
+                    Some(b']') if open == b'[' => {
+                        self.pos += 1;
+                        depth -= 1;
+                    }
+                    _ => return Err(self.err("expected ',' or a closing bracket")),
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn key_colon(&mut self) -> Result<(), JsonError> {
+        if self.peek() != Some(b'"') {
+            return Err(self.err("expected an object key"));
+        }
+        self.string()?;
+        self.ws();
+        if self.peek() != Some(b':') {
+            return Err(self.err("expected ':' after object key"));
+        }
+        self.pos += 1;
+        Ok(())
+    }
+}
+
+/// Unescapes the inside of a JSON string (without quotes) into `out`.
+pub(crate) fn unescape_into(raw: &[u8], out: &mut String) -> Result<(), &'static str> {
+    let mut i = 0;
+    while i < raw.len() {
+        let next = memchr::memchr(b'\\', &raw[i..]).map_or(raw.len(), |j| i + j);
+        // The input is valid UTF-8 and we cut only at ASCII bytes.
+        out.push_str(std::str::from_utf8(&raw[i..next]).map_err(|_| "invalid UTF-8 in string")?);
+        if next == raw.len() {
+            break;
+        }
+        let esc = *raw.get(next + 1).ok_or("unterminated escape")?;
+        i = next + 2;
+        let c = match esc {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let hi = hex4(raw.get(i..i + 4).ok_or("short \\u escape")?)?;
+                i += 4;
+                if (0xD800..0xDC00).contains(&hi) {
+                    if raw.get(i..i + 2) != Some(b"\\u") {
+                        return Err("unpaired surrogate in \\u escape");
+                    }
+                    let lo = hex4(raw.get(i + 2..i + 6).ok_or("short \\u escape")?)?;
+                    if !(0xDC00..0xE000).contains(&lo) {
+                        return Err("invalid low surrogate in \\u escape");
+                    }
+                    i += 6;
+                    let cp = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                    char::from_u32(cp).ok_or("invalid \\u escape")?
+                } else {
+                    char::from_u32(hi).ok_or("unpaired surrogate in \\u escape")?
+                }
+            }
+            _ => return Err("invalid escape"),
+        };
+        out.push(c);
+    }
+    Ok(())
+}
+
+fn unescape_to_string(raw: &[u8]) -> Result<String, &'static str> {
+    let mut s = String::with_capacity(raw.len());
+    unescape_into(raw, &mut s)?;
+    Ok(s)
+}
+
+fn hex4(h: &[u8]) -> Result<u32, &'static str> {
+    let mut v = 0u32;
+    for &c in h {
+        let d = (c as char).to_digit(16).ok_or("invalid hex digit in \\u escape")?;
+        v = v * 16 + d;
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(text: &str, paths: &[&str], all: bool) -> Result<Vec<(u32, String)>, JsonError> {
+        let mut trie = PathTrie::new();
+        for (i, p) in paths.iter().enumerate() {
+            trie.insert(p, i as u32);
+        }
+        let mut vals = Values::new(paths.len());
+        vals.reset(text);
+        extract(text, &trie, all, &mut vals)?;
+        let mut out = Vec::new();
+        for f in 0..paths.len() as u32 {
+            for v in vals.get(f) {
+                out.push((f, format!("{:?}:{}", v.kind, vals.text(text, v))));
+            }
+        }
+        for v in vals.get(Values::KEYWORDS) {
+            out.push((Values::KEYWORDS, vals.text(text, v).to_string()));
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn extracts_nested_paths_and_arrays() {
+        let text = r#"{"a":{"b":"x","c":[1,{"d":"y"},{"d":"z\n"}]},"e":true,"f":null,"g":[],"h":{"i":2}}"#;
+        let got = run(text, &["a.b", "a.c.d", "e", "f", "g", "h", "a.c"], false).unwrap();
+        assert!(got.contains(&(0, "Str:x".into())));
+        assert!(got.contains(&(1, "Str:y".into())));
+        assert!(got.contains(&(1, "Owned:z\n".into())));
+        assert!(got.contains(&(2, "True:true".into())));
+        assert!(got.contains(&(3, "Null:null".into())));
+        assert!(got.iter().any(|(f, s)| *f == 4 && s.starts_with("Array")));
+        assert!(got.iter().any(|(f, s)| *f == 5 && s.starts_with("Object")));
+        // Scalars inside an array at a field are values of that field.
+        assert!(got.contains(&(6, "Num:1".into())));
+    }
+
+    #[test]
+    fn dotted_keys_match_nested_paths() {
+        let got = run(r#"{"a.b":"v"}"#, &["a.b"], false).unwrap();
+        assert_eq!(got, vec![(0, "Str:v".to_string())]);
+    }
+
+    #[test]
+    fn collects_all_strings_for_keywords() {
+        let got = run(r#"{"a":{"b":["x","y"]},"c":"z","d":1}"#, &[], true).unwrap();
+        let kw: Vec<_> = got.into_iter().map(|(_, s)| s).collect();
+        assert_eq!(kw, vec!["x", "y", "z"]);
+    }
+
+    #[test]
+    fn unescapes_strings_and_keys() {
+        let got = run(r#"{"k\u0065y":"a\"b\u00e9\ud83d\ude00"}"#, &["key"], false).unwrap();
+        assert_eq!(got, vec![(0, "Owned:a\"bé😀".to_string())]);
+    }
+
+    #[test]
+    fn rejects_malformed_json_anywhere() {
+        for bad in [
+            r#"{"a":1"#,
+            r#"{"a":1,}"#,
+            r#"{"a" 1}"#,
+            r#"{"skip":{"x":[1,2,}}"#,
+            r#"{"skip":{"x" 1}}"#,
+            r#"{"skip":[1 2]}"#,
+            r#"{"skip":tru}"#,
+            r#"{"skip":01}"#,
+            r#"{"skip":"abc}"#,
+            r#"{"a":1} x"#,
+            r#"[1]"#,
+            "",
+            r#"{"skip":{"x":1]}"#,
+        ] {
+            assert!(run(bad, &["a"], false).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn accepts_valid_json_with_skipped_parts() {
+        let text = r#" { "skip" : { "x" : [ 1 , -2.5e3 , "s\"" , { } , [ ] , null , true , false ] } , "a" : "v" } "#;
+        assert_eq!(run(text, &["a"], false).unwrap(), vec![(0, "Str:v".to_string())]);
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(run(&deep, &["a"], false).is_err());
+        assert!(run(&deep, &["b"], false).is_err());
+    }
+}

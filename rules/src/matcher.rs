@@ -1,0 +1,387 @@
+//! Value matchers: one Sigma `field|modifiers: values` item compiled once
+//! into something that tests an event's values without allocating.
+//!
+//! Case-insensitive matching (Sigma's default) lowercases the *pattern* at
+//! compile time and compares event text with ASCII case folding; only when a
+//! pattern or a value has non-ASCII letters is the value lowercased (rare in
+//! CloudTrail). Many alternatives on one field fold into a hash set (exact)
+//! or an Aho-Corasick automaton (contains).
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use aho_corasick::AhoCorasick;
+use regex::Regex;
+
+use crate::doc::{Event, ValKind};
+
+/// How a string pattern is anchored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StrOp {
+    Eq,
+    Prefix,
+    Suffix,
+    Contains,
+}
+
+/// One literal string test.
+#[derive(Debug, Clone)]
+pub struct StrPat {
+    pub op: StrOp,
+    /// Lowercased unless `cased`.
+    pub pat: Box<str>,
+    pub cased: bool,
+}
+
+impl StrPat {
+    pub fn new(op: StrOp, pat: &str, cased: bool) -> Self {
+        StrPat {
+            op,
+            pat: if cased { pat.into() } else { pat.to_lowercase().into() },
+            cased,
+        }
+    }
+
+    #[inline]
+    pub fn matches(&self, v: &str) -> bool {
+        if self.cased {
+            let (p, v) = (self.pat.as_bytes(), v.as_bytes());
+            return match self.op {
+                StrOp::Eq => v == p,
+                StrOp::Prefix => v.starts_with(p),
+                StrOp::Suffix => v.ends_with(p),
+                StrOp::Contains => memchr::memmem::find(v, p).is_some(),
+            };
+        }
+        if self.pat.is_ascii() && v.is_ascii() {
+            ascii_ci(self.op, v.as_bytes(), self.pat.as_bytes())
+        } else {
+            let lv = v.to_lowercase();
+            ascii_ci(self.op, lv.as_bytes(), self.pat.as_bytes())
+        }
+    }
+}
+
+/// `pat` is already lowercase.
+#[inline]
+fn ascii_ci(op: StrOp, v: &[u8], pat: &[u8]) -> bool {
+    match op {
+        StrOp::Eq => v.len() == pat.len() && v.eq_ignore_ascii_case(pat),
+        StrOp::Prefix => v.len() >= pat.len() && v[..pat.len()].eq_ignore_ascii_case(pat),
+        StrOp::Suffix => v.len() >= pat.len() && v[v.len() - pat.len()..].eq_ignore_ascii_case(pat),
+        StrOp::Contains => contains_ci(v, pat),
+    }
+}
+
+/// ASCII-case-insensitive substring search; `pat` is lowercase.
+#[inline]
+fn contains_ci(hay: &[u8], pat: &[u8]) -> bool {
+    let Some(&first) = pat.first() else { return true };
+    if hay.len() < pat.len() {
+        return false;
+    }
+    let last_start = hay.len() - pat.len();
+    let upper = first.to_ascii_uppercase();
+    let mut i = 0;
+    while i <= last_start {
+        let found = if upper == first {
+            memchr::memchr(first, &hay[i..=last_start])
+        } else {
+            memchr::memchr2(first, upper, &hay[i..=last_start])
+        };
+        match found {
+            None => return false,
+            Some(off) => {
+                let at = i + off;
+                if hay[at..at + pat.len()].eq_ignore_ascii_case(pat) {
+                    return true;
+                }
+                i = at + 1;
+            }
+        }
+    }
+    false
+}
+
+/// An IPv4 or IPv6 network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    v6: bool,
+    net: u128,
+    mask: u128,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let ip: IpAddr = addr.trim().parse().map_err(|_| format!("`{s}` is not a CIDR network"))?;
+        let (v6, bits, max) = match ip {
+            IpAddr::V4(a) => (false, u128::from(u32::from(a)), 32u32),
+            IpAddr::V6(a) => (true, u128::from(a), 128u32),
+        };
+        let len = match len {
+            None => max,
+            Some(l) => l
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|l| *l <= max)
+                .ok_or_else(|| format!("`{s}` has an invalid prefix length"))?,
+        };
+        let host_bits = max - len;
+        let full = if max == 32 { u128::from(u32::MAX) } else { u128::MAX };
+        let mask = if host_bits >= 128 { 0 } else { (full >> host_bits) << host_bits } & full;
+        Ok(Cidr {
+            v6,
+            net: bits & mask,
+            mask,
+        })
+    }
+
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        match (ip, self.v6) {
+            (IpAddr::V4(a), false) => u128::from(u32::from(*a)) & self.mask == self.net,
+            (IpAddr::V6(a), true) => u128::from(*a) & self.mask == self.net,
+            // An IPv4-mapped IPv6 address also matches an IPv4 network.
+            (IpAddr::V6(a), false) => a
+                .to_ipv4_mapped()
+                .is_some_and(|v4| u128::from(u32::from(v4)) & self.mask == self.net),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumOp {
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+}
+
+/// One alternative of a field item.
+#[derive(Debug, Clone)]
+pub enum Pat {
+    Str(StrPat),
+    /// A number in the rule: equal numerically to a JSON number, or equal as
+    /// text to a JSON string.
+    Num { value: f64, text: Box<str> },
+    Regex(Regex),
+    Cidr(Cidr),
+    Cmp(NumOp, f64),
+    /// `|fieldref`: compare with the values of another field of the event.
+    FieldRef { field: u32, op: StrOp, cased: bool },
+}
+
+impl Pat {
+    #[inline]
+    fn test(&self, v: &str, kind: ValKind, ev: &Event<'_>) -> bool {
+        match self {
+            Pat::Str(p) => p.matches(v),
+            Pat::Num { value, text } => {
+                if kind == ValKind::Num {
+                    v.parse::<f64>().is_ok_and(|x| x == *value)
+                } else {
+                    v.eq_ignore_ascii_case(text)
+                }
+            }
+            Pat::Regex(re) => re.is_match(v),
+            Pat::Cidr(c) => v.trim().parse::<IpAddr>().is_ok_and(|ip| c.contains(&ip)),
+            Pat::Cmp(op, x) => match v.trim().parse::<f64>() {
+                Ok(y) => match op {
+                    NumOp::Gt => y > *x,
+                    NumOp::Gte => y >= *x,
+                    NumOp::Lt => y < *x,
+                    NumOp::Lte => y <= *x,
+                },
+                Err(_) => false,
+            },
+            Pat::FieldRef { field, op, cased } => ev.texts(*field).any(|other| {
+                let p = StrPat::new(*op, other, *cased);
+                p.matches(v)
+            }),
+        }
+    }
+}
+
+/// The test of one `field|modifiers: value(s)` item.
+#[derive(Debug, Clone)]
+pub enum Test {
+    /// Any (or, with `all`, every) alternative matches some value.
+    Any(Vec<Pat>),
+    All(Vec<Pat>),
+    /// Many case-insensitive exact alternatives (lowercased).
+    EqSet(HashSet<Box<str>>),
+    /// Many case-insensitive contains alternatives.
+    ContainsSet(AhoCorasick),
+    /// `field: null`: missing or JSON null.
+    Null,
+    /// `field: [null, ...]`: missing, JSON null, or any alternative.
+    NullOr(Vec<Pat>),
+    Exists(bool),
+    /// Nothing can match (an empty list, or a placeholder with no values).
+    Never,
+}
+
+/// A compiled item: which field (or [`crate::doc::Values::KEYWORDS`]) and the test.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub field: u32,
+    pub test: Test,
+}
+
+fn null_or_missing(field: u32, ev: &Event<'_>) -> bool {
+    let mut any = false;
+    for v in ev.vals.get(field) {
+        if v.kind == ValKind::Null {
+            return true;
+        }
+        any = true;
+    }
+    !any
+}
+
+fn any_value(field: u32, pats: &[Pat], ev: &Event<'_>) -> bool {
+    let vals = ev.vals;
+    for v in vals.get(field) {
+        if !v.kind.is_scalar() {
+            continue;
+        }
+        let t = vals.text(ev.src, v);
+        if pats.iter().any(|p| p.test(t, v.kind, ev)) {
+            return true;
+        }
+    }
+    false
+}
+
+impl Item {
+    pub fn matches(&self, ev: &Event<'_>) -> bool {
+        let vals = ev.vals;
+        match &self.test {
+            Test::Exists(want) => vals.has(self.field) == *want,
+            Test::Null => null_or_missing(self.field, ev),
+            Test::Never => false,
+            Test::NullOr(pats) => null_or_missing(self.field, ev) || any_value(self.field, pats, ev),
+            Test::Any(pats) => any_value(self.field, pats, ev),
+            Test::All(pats) => pats.iter().all(|p| {
+                vals.get(self.field)
+                    .any(|v| v.kind.is_scalar() && p.test(vals.text(ev.src, v), v.kind, ev))
+            }),
+            Test::EqSet(set) => {
+                let mut buf = [0u8; 128];
+                for v in vals.get(self.field) {
+                    if !v.kind.is_scalar() {
+                        continue;
+                    }
+                    let t = vals.text(ev.src, v);
+                    let hit = if t.is_ascii() && t.len() <= buf.len() {
+                        let b = &mut buf[..t.len()];
+                        b.copy_from_slice(t.as_bytes());
+                        b.make_ascii_lowercase();
+                        // ASCII bytes are valid UTF-8.
+                        std::str::from_utf8(b).is_ok_and(|s| set.contains(s))
+                    } else {
+                        set.contains(t.to_lowercase().as_str())
+                    };
+                    if hit {
+                        return true;
+                    }
+                }
+                false
+            }
+            Test::ContainsSet(ac) => vals.get(self.field).any(|v| {
+                if !v.kind.is_scalar() {
+                    return false;
+                }
+                let t = vals.text(ev.src, v);
+                if t.is_ascii() {
+                    ac.is_match(t)
+                } else {
+                    ac.is_match(&t.to_lowercase())
+                }
+            }),
+        }
+    }
+}
+
+/// Folds many alternatives into a set or automaton where that is faster.
+pub fn optimise(pats: Vec<Pat>, all: bool) -> Test {
+    if pats.is_empty() {
+        return Test::Never;
+    }
+    if all {
+        return Test::All(pats);
+    }
+    const FOLD_AT: usize = 6;
+    let ci_op = |p: &Pat, op: StrOp| matches!(p, Pat::Str(s) if s.op == op && !s.cased);
+    if pats.len() >= FOLD_AT && pats.iter().all(|p| ci_op(p, StrOp::Eq)) {
+        let set = pats
+            .iter()
+            .filter_map(|p| match p {
+                Pat::Str(s) => Some(s.pat.clone()),
+                _ => None,
+            })
+            .collect();
+        return Test::EqSet(set);
+    }
+    if pats.len() >= FOLD_AT && pats.iter().all(|p| ci_op(p, StrOp::Contains)) {
+        let needles: Vec<&str> = pats
+            .iter()
+            .filter_map(|p| match p {
+                Pat::Str(s) => Some(&*s.pat),
+                _ => None,
+            })
+            .collect();
+        if let Ok(ac) = AhoCorasick::builder().ascii_case_insensitive(true).build(&needles) {
+            return Test::ContainsSet(ac);
+        }
+    }
+    Test::Any(pats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_insensitive_ops() {
+        let p = |op, s| StrPat::new(op, s, false);
+        assert!(p(StrOp::Eq, "StopLogging").matches("stoplogging"));
+        assert!(!p(StrOp::Eq, "StopLogging").matches("stoplogging2"));
+        assert!(p(StrOp::Prefix, "Delete").matches("DELETETrail"));
+        assert!(p(StrOp::Suffix, ".amazonaws.com").matches("ecr.AmazonAWS.com"));
+        assert!(p(StrOp::Contains, "trufflehog").matches("agent TruffleHog/3"));
+        assert!(!p(StrOp::Contains, "trufflehog").matches("truffle hog"));
+        assert!(p(StrOp::Eq, "Ärger").matches("äRGER"));
+        assert!(!StrPat::new(StrOp::Eq, "Root", true).matches("root"));
+    }
+
+    #[test]
+    fn contains_ci_edges() {
+        assert!(contains_ci(b"abc", b""));
+        assert!(contains_ci(b"aaab", b"ab"));
+        assert!(contains_ci(b"xxAB", b"ab"));
+        assert!(!contains_ci(b"a", b"ab"));
+        assert!(contains_ci(b"12.34", b"2.3"));
+    }
+
+    #[test]
+    fn cidr_v4_v6() {
+        let c = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(c.contains(&"10.1.2.3".parse().unwrap()));
+        assert!(!c.contains(&"11.1.2.3".parse().unwrap()));
+        assert!(c.contains(&"::ffff:10.0.0.1".parse().unwrap()));
+        let c6 = Cidr::parse("2001:db8::/32").unwrap();
+        assert!(c6.contains(&"2001:db8:1::1".parse().unwrap()));
+        assert!(!c6.contains(&"2001:db9::1".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(&"1.2.3.4".parse().unwrap()));
+        assert!(Cidr::parse("::/0").unwrap().contains(&"::1".parse().unwrap()));
+        assert!(Cidr::parse("1.2.3.4").unwrap().contains(&"1.2.3.4".parse().unwrap()));
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("nope").is_err());
+    }
+}

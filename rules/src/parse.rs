@@ -1,0 +1,339 @@
+//! YAML → rule documents. A file may hold several YAML documents (`---`):
+//! detection rules and correlation rules side by side, as the Sigma
+//! correlation specification shows them.
+
+use std::collections::BTreeMap;
+
+use serde_yaml::{Mapping, Value};
+
+use crate::error::RuleError;
+use crate::meta::{Level, RuleMeta};
+
+/// One YAML document of a rule file, located in its file.
+#[derive(Debug, Clone)]
+pub struct DocText<'a> {
+    pub file: &'a str,
+    /// The document's own text.
+    pub text: &'a str,
+    /// 1-based line in the file where the document's text starts.
+    pub first_line: usize,
+}
+
+impl DocText<'_> {
+    /// The file line of the first line in this document that defines `key`
+    /// (as `key:`, `'key':`, `"key":` or `- key:`), else the document start.
+    pub fn line_of(&self, key: &str) -> usize {
+        for (i, line) in self.text.lines().enumerate() {
+            let t = line.trim_start().trim_start_matches("- ").trim_start();
+            let t = t.trim_start_matches(['\'', '"']);
+            if let Some(rest) = t.strip_prefix(key) {
+                let rest = rest.trim_start_matches(['\'', '"']);
+                if rest.starts_with(':') {
+                    return self.first_line + i;
+                }
+            }
+        }
+        self.first_line
+    }
+
+    /// The file line of the first line containing `needle`, else the start.
+    pub fn line_containing(&self, needle: &str) -> usize {
+        self.text
+            .lines()
+            .position(|l| l.contains(needle))
+            .map_or(self.first_line, |i| self.first_line + i)
+    }
+
+    pub fn error(&self, line: usize, reason: impl Into<String>) -> RuleError {
+        RuleError::new(self.file, line, reason)
+    }
+}
+
+/// Splits a file into its YAML documents at `---` lines.
+pub fn split_documents<'a>(file: &'a str, text: &'a str) -> Vec<DocText<'a>> {
+    let mut docs = Vec::new();
+    let mut start_byte = 0usize;
+    let mut start_line = 1usize;
+    let mut offset = 0usize;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let t = line.trim_end();
+        if t == "---" || t.starts_with("--- ") || t == "..." {
+            docs.push(DocText {
+                file,
+                text: &text[start_byte..offset],
+                first_line: start_line,
+            });
+            start_byte = offset + line.len();
+            start_line = i + 2;
+        }
+        offset += line.len();
+    }
+    docs.push(DocText {
+        file,
+        text: &text[start_byte..],
+        first_line: start_line,
+    });
+    // Drop empty documents (a leading `---`, trailing separators, comments only).
+    docs.retain(|d| {
+        d.text
+            .lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+    });
+    docs
+}
+
+/// The keys of the Sigma rule schema; everything else is kept as custom.
+const KNOWN_KEYS: &[&str] = &[
+    "title",
+    "id",
+    "name",
+    "status",
+    "description",
+    "license",
+    "author",
+    "references",
+    "date",
+    "modified",
+    "logsource",
+    "detection",
+    "fields",
+    "falsepositives",
+    "level",
+    "tags",
+    "related",
+    "scope",
+    "taxonomy",
+    "correlation",
+    "generate",
+    "tests",
+];
+
+/// `logsource` of a detection rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogSource {
+    pub product: Option<String>,
+    pub service: Option<String>,
+    pub category: Option<String>,
+}
+
+/// A parsed (not yet compiled) document.
+#[derive(Debug, Clone)]
+pub enum RuleDoc<'a> {
+    Detection(DetectionDoc<'a>),
+    Correlation(CorrelationDoc<'a>),
+}
+
+#[derive(Debug, Clone)]
+pub struct DetectionDoc<'a> {
+    pub doc: DocText<'a>,
+    pub meta: RuleMeta,
+    pub logsource: LogSource,
+    pub detection: Mapping,
+    /// Test cases kept with the rule (`tests:`), unparsed.
+    pub tests: Option<Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CorrelationDoc<'a> {
+    pub doc: DocText<'a>,
+    pub meta: RuleMeta,
+    pub correlation: Mapping,
+    pub tests: Option<Value>,
+}
+
+/// Parses every document of a rule file.
+pub fn parse_file<'a>(file: &'a str, text: &'a str) -> Result<Vec<RuleDoc<'a>>, RuleError> {
+    let mut out = Vec::new();
+    for doc in split_documents(file, text) {
+        out.push(parse_doc(doc)?);
+    }
+    Ok(out)
+}
+
+fn parse_doc(doc: DocText<'_>) -> Result<RuleDoc<'_>, RuleError> {
+    let value: Value = serde_yaml::from_str(doc.text).map_err(|e| {
+        let line = e.location().map_or(doc.first_line, |l| doc.first_line + l.line() - 1);
+        let msg = e.to_string();
+        // serde_yaml appends "at line N column M" relative to the document.
+        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+        doc.error(line, format!("invalid YAML: {msg}"))
+    })?;
+    let Value::Mapping(map) = value else {
+        return Err(doc.error(doc.first_line, "a rule must be a YAML mapping"));
+    };
+    if map.contains_key("action") {
+        return Err(doc.error(
+            doc.line_of("action"),
+            "Sigma rule collections (`action: global/reset/repeat`) are not supported: write each rule as a complete document",
+        ));
+    }
+    let meta = parse_meta(&doc, &map)?;
+    let tests = map.get("tests").cloned();
+    if let Some(c) = map.get("correlation") {
+        let Value::Mapping(c) = c else {
+            return Err(doc.error(doc.line_of("correlation"), "`correlation` must be a mapping"));
+        };
+        return Ok(RuleDoc::Correlation(CorrelationDoc {
+            meta,
+            correlation: c.clone(),
+            tests,
+            doc,
+        }));
+    }
+    let logsource = match map.get("logsource") {
+        None => {
+            return Err(doc.error(doc.first_line, "missing `logsource`"));
+        }
+        Some(Value::Mapping(ls)) => {
+            let get = |k: &str| -> Result<Option<String>, RuleError> {
+                match ls.get(k) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(Value::String(s)) => Ok(Some(s.clone())),
+                    Some(_) => Err(doc.error(doc.line_of(k), format!("`logsource.{k}` must be a string"))),
+                }
+            };
+            LogSource {
+                product: get("product")?,
+                service: get("service")?,
+                category: get("category")?,
+            }
+        }
+        Some(_) => return Err(doc.error(doc.line_of("logsource"), "`logsource` must be a mapping")),
+    };
+    let detection = match map.get("detection") {
+        None => return Err(doc.error(doc.first_line, "missing `detection`")),
+        Some(Value::Mapping(d)) => d.clone(),
+        Some(_) => return Err(doc.error(doc.line_of("detection"), "`detection` must be a mapping")),
+    };
+    Ok(RuleDoc::Detection(DetectionDoc {
+        meta,
+        logsource,
+        detection,
+        tests,
+        doc,
+    }))
+}
+
+fn parse_meta(doc: &DocText<'_>, map: &Mapping) -> Result<RuleMeta, RuleError> {
+    let string = |k: &str| -> Result<Option<String>, RuleError> {
+        match map.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            // Dates are often unquoted and YAML may read them as other scalars.
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(_) => Err(doc.error(doc.line_of(k), format!("`{k}` must be a string"))),
+        }
+    };
+    let list = |k: &str| -> Result<Vec<String>, RuleError> {
+        match map.get(k) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::String(s)) => Ok(vec![s.clone()]),
+            Some(Value::Sequence(items)) => items
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    Value::Number(n) => Ok(n.to_string()),
+                    _ => Err(doc.error(doc.line_of(k), format!("`{k}` must be a list of strings"))),
+                })
+                .collect(),
+            Some(_) => Err(doc.error(doc.line_of(k), format!("`{k}` must be a list of strings"))),
+        }
+    };
+    let Some(title) = string("title")? else {
+        return Err(doc.error(doc.first_line, "missing `title`"));
+    };
+    let name = string("name")?;
+    let id = match string("id")? {
+        Some(id) => id,
+        // Without an id, derive a stable one so finding ids stay deterministic.
+        None => format!("tw-{:016x}", fnv1a(format!("{title}\0{}", name.as_deref().unwrap_or("")).as_bytes())),
+    };
+    let level = match string("level")? {
+        None => Level::Medium,
+        Some(l) => Level::parse(&l).ok_or_else(|| {
+            doc.error(
+                doc.line_of("level"),
+                format!("unknown level `{l}` (expected informational, low, medium, high or critical)"),
+            )
+        })?,
+    };
+    let mut custom = BTreeMap::new();
+    for (k, v) in map {
+        let Value::String(k) = k else { continue };
+        if KNOWN_KEYS.contains(&k.as_str()) {
+            continue;
+        }
+        let json = serde_json::to_value(v)
+            .map_err(|e| doc.error(doc.line_of(k), format!("custom field `{k}` cannot be represented: {e}")))?;
+        custom.insert(k.clone(), json);
+    }
+    Ok(RuleMeta {
+        id,
+        name,
+        title,
+        description: string("description")?,
+        level,
+        status: string("status")?,
+        author: string("author")?,
+        date: string("date")?,
+        modified: string("modified")?,
+        tags: list("tags")?,
+        references: list("references")?,
+        falsepositives: list("falsepositives")?,
+        custom,
+        source: doc.file.to_string(),
+        line: doc.first_line,
+    })
+}
+
+/// FNV-1a, for stable derived ids (not for security).
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_documents_with_lines() {
+        let text = "---\ntitle: a\n---\n# c\n\ntitle: b\nx: 1\n...\n";
+        let docs = split_documents("f.yml", text);
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].first_line, 2);
+        assert_eq!(docs[1].first_line, 4);
+        assert_eq!(docs[1].line_of("x"), 7);
+    }
+
+    #[test]
+    fn yaml_errors_carry_the_file_line() {
+        let text = "title: a\nlogsource: {product: aws}\ndetection:\n  sel:\n    a: [1, 2\n  condition: sel\n";
+        let err = parse_file("r.yml", text).unwrap_err();
+        assert_eq!(err.file, "r.yml");
+        assert!(err.line >= 5, "{err}");
+        assert!(err.reason.starts_with("invalid YAML"), "{err}");
+    }
+
+    #[test]
+    fn custom_fields_are_kept() {
+        let text = "title: t\nid: x\nlevel: high\nnist_csf: [DE.CM-7]\nremediation: fix it\nlogsource: {product: aws}\ndetection: {sel: {a: 1}, condition: sel}\n";
+        let docs = parse_file("r.yml", text).unwrap();
+        let RuleDoc::Detection(d) = &docs[0] else { panic!() };
+        assert_eq!(d.meta.level, Level::High);
+        assert_eq!(d.meta.nist_csf(), vec!["DE.CM-7"]);
+        assert_eq!(d.meta.remediation().unwrap().0, "fix it");
+    }
+
+    #[test]
+    fn unknown_level_is_an_error_with_its_line() {
+        let text = "title: t\nlevel: severe\nlogsource: {product: aws}\ndetection: {sel: {a: 1}, condition: sel}\n";
+        let err = parse_file("r.yml", text).unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.reason.contains("unknown level"));
+    }
+}
