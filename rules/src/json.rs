@@ -173,7 +173,8 @@ impl Scanner<'_, '_> {
         match self.peek() {
             Some(b'{') => {
                 if let Some(f) = field {
-                    self.out.push(f, ValKind::Object, self.pos as u32, self.pos as u32);
+                    self.out
+                        .push(f, ValKind::Object, self.pos as u32, self.pos as u32);
                 }
                 let has_children = node.is_some_and(|n| !self.trie.nodes[n].children.is_empty());
                 if has_children || self.all_strings {
@@ -184,7 +185,8 @@ impl Scanner<'_, '_> {
             }
             Some(b'[') => {
                 if let Some(f) = field {
-                    self.out.push(f, ValKind::Array, self.pos as u32, self.pos as u32);
+                    self.out
+                        .push(f, ValKind::Array, self.pos as u32, self.pos as u32);
                 }
                 if node.is_some() || self.all_strings {
                     self.array(node, depth)
@@ -211,7 +213,8 @@ impl Scanner<'_, '_> {
                 let start = self.pos;
                 self.number()?;
                 if let Some(f) = field {
-                    self.out.push(f, ValKind::Num, start as u32, self.pos as u32);
+                    self.out
+                        .push(f, ValKind::Num, start as u32, self.pos as u32);
                 }
                 Ok(())
             }
@@ -220,7 +223,13 @@ impl Scanner<'_, '_> {
         }
     }
 
-    fn push_str(&mut self, f: u32, start: usize, end: usize, escaped: bool) -> Result<(), JsonError> {
+    fn push_str(
+        &mut self,
+        f: u32,
+        start: usize,
+        end: usize,
+        escaped: bool,
+    ) -> Result<(), JsonError> {
         if escaped {
             let raw = &self.b[start..end];
             let at = start;
@@ -233,7 +242,12 @@ impl Scanner<'_, '_> {
         }
     }
 
-    fn literal(&mut self, lit: &'static [u8], field: Option<u32>, kind: ValKind) -> Result<(), JsonError> {
+    fn literal(
+        &mut self,
+        lit: &'static [u8],
+        field: Option<u32>,
+        kind: ValKind,
+    ) -> Result<(), JsonError> {
         if self.b[self.pos..].starts_with(lit) {
             let start = self.pos;
             self.pos += lit.len();
@@ -337,10 +351,11 @@ impl Scanner<'_, '_> {
                 None => None,
                 Some(n) => {
                     if escaped {
-                        let key = unescape_to_string(&self.b[kstart..kend]).map_err(|r| JsonError {
-                            offset: kstart,
-                            reason: r,
-                        })?;
+                        let key =
+                            unescape_to_string(&self.b[kstart..kend]).map_err(|r| JsonError {
+                                offset: kstart,
+                                reason: r,
+                            })?;
                         self.lookup(n, key.as_bytes())
                     } else {
                         let key = &self.b[kstart..kend];
@@ -563,7 +578,9 @@ fn unescape_to_string(raw: &[u8]) -> Result<String, &'static str> {
 fn hex4(h: &[u8]) -> Result<u32, &'static str> {
     let mut v = 0u32;
     for &c in h {
-        let d = (c as char).to_digit(16).ok_or("invalid hex digit in \\u escape")?;
+        let d = (c as char)
+            .to_digit(16)
+            .ok_or("invalid hex digit in \\u escape")?;
         v = v * 16 + d;
     }
     Ok(v)
@@ -595,7 +612,8 @@ mod tests {
 
     #[test]
     fn extracts_nested_paths_and_arrays() {
-        let text = r#"{"a":{"b":"x","c":[1,{"d":"y"},{"d":"z\n"}]},"e":true,"f":null,"g":[],"h":{"i":2}}"#;
+        let text =
+            r#"{"a":{"b":"x","c":[1,{"d":"y"},{"d":"z\n"}]},"e":true,"f":null,"g":[],"h":{"i":2}}"#;
         let got = run(text, &["a.b", "a.c.d", "e", "f", "g", "h", "a.c"], false).unwrap();
         assert!(got.contains(&(0, "Str:x".into())));
         assert!(got.contains(&(1, "Str:y".into())));
@@ -651,7 +669,10 @@ mod tests {
     #[test]
     fn accepts_valid_json_with_skipped_parts() {
         let text = r#" { "skip" : { "x" : [ 1 , -2.5e3 , "s\"" , { } , [ ] , null , true , false ] } , "a" : "v" } "#;
-        assert_eq!(run(text, &["a"], false).unwrap(), vec![(0, "Str:v".to_string())]);
+        assert_eq!(
+            run(text, &["a"], false).unwrap(),
+            vec![(0, "Str:v".to_string())]
+        );
     }
 
     #[test]

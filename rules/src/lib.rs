@@ -20,6 +20,7 @@ pub mod logsource;
 pub mod matcher;
 pub mod meta;
 pub mod parse;
+pub mod testing;
 
 pub use compile::CompileOptions;
 pub use engine::{DetectionRule, RuleFile, RuleSet, Scratch};

@@ -37,7 +37,11 @@ impl StrPat {
     pub fn new(op: StrOp, pat: &str, cased: bool) -> Self {
         StrPat {
             op,
-            pat: if cased { pat.into() } else { pat.to_lowercase().into() },
+            pat: if cased {
+                pat.into()
+            } else {
+                pat.to_lowercase().into()
+            },
             cased,
         }
     }
@@ -76,7 +80,9 @@ fn ascii_ci(op: StrOp, v: &[u8], pat: &[u8]) -> bool {
 /// ASCII-case-insensitive substring search; `pat` is lowercase.
 #[inline]
 fn contains_ci(hay: &[u8], pat: &[u8]) -> bool {
-    let Some(&first) = pat.first() else { return true };
+    let Some(&first) = pat.first() else {
+        return true;
+    };
     if hay.len() < pat.len() {
         return false;
     }
@@ -117,7 +123,10 @@ impl Cidr {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
         };
-        let ip: IpAddr = addr.trim().parse().map_err(|_| format!("`{s}` is not a CIDR network"))?;
+        let ip: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not a CIDR network"))?;
         let (v6, bits, max) = match ip {
             IpAddr::V4(a) => (false, u128::from(u32::from(a)), 32u32),
             IpAddr::V6(a) => (true, u128::from(a), 128u32),
@@ -132,8 +141,16 @@ impl Cidr {
                 .ok_or_else(|| format!("`{s}` has an invalid prefix length"))?,
         };
         let host_bits = max - len;
-        let full = if max == 32 { u128::from(u32::MAX) } else { u128::MAX };
-        let mask = if host_bits >= 128 { 0 } else { (full >> host_bits) << host_bits } & full;
+        let full = if max == 32 {
+            u128::from(u32::MAX)
+        } else {
+            u128::MAX
+        };
+        let mask = if host_bits >= 128 {
+            0
+        } else {
+            (full >> host_bits) << host_bits
+        } & full;
         Ok(Cidr {
             v6,
             net: bits & mask,
@@ -168,12 +185,19 @@ pub enum Pat {
     Str(StrPat),
     /// A number in the rule: equal numerically to a JSON number, or equal as
     /// text to a JSON string.
-    Num { value: f64, text: Box<str> },
+    Num {
+        value: f64,
+        text: Box<str>,
+    },
     Regex(Regex),
     Cidr(Cidr),
     Cmp(NumOp, f64),
     /// `|fieldref`: compare with the values of another field of the event.
-    FieldRef { field: u32, op: StrOp, cased: bool },
+    FieldRef {
+        field: u32,
+        op: StrOp,
+        cased: bool,
+    },
 }
 
 impl Pat {
@@ -265,7 +289,9 @@ impl Item {
             Test::Exists(want) => vals.has(self.field) == *want,
             Test::Null => null_or_missing(self.field, ev),
             Test::Never => false,
-            Test::NullOr(pats) => null_or_missing(self.field, ev) || any_value(self.field, pats, ev),
+            Test::NullOr(pats) => {
+                null_or_missing(self.field, ev) || any_value(self.field, pats, ev)
+            }
             Test::Any(pats) => any_value(self.field, pats, ev),
             Test::All(pats) => pats.iter().all(|p| {
                 vals.get(self.field)
@@ -336,7 +362,10 @@ pub fn optimise(pats: Vec<Pat>, all: bool) -> Test {
                 _ => None,
             })
             .collect();
-        if let Ok(ac) = AhoCorasick::builder().ascii_case_insensitive(true).build(&needles) {
+        if let Ok(ac) = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(&needles)
+        {
             return Test::ContainsSet(ac);
         }
     }
@@ -378,9 +407,15 @@ mod tests {
         let c6 = Cidr::parse("2001:db8::/32").unwrap();
         assert!(c6.contains(&"2001:db8:1::1".parse().unwrap()));
         assert!(!c6.contains(&"2001:db9::1".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(&"1.2.3.4".parse().unwrap()));
-        assert!(Cidr::parse("::/0").unwrap().contains(&"::1".parse().unwrap()));
-        assert!(Cidr::parse("1.2.3.4").unwrap().contains(&"1.2.3.4".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains(&"1.2.3.4".parse().unwrap()));
+        assert!(Cidr::parse("::/0")
+            .unwrap()
+            .contains(&"::1".parse().unwrap()));
+        assert!(Cidr::parse("1.2.3.4")
+            .unwrap()
+            .contains(&"1.2.3.4".parse().unwrap()));
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("nope").is_err());
     }

@@ -152,7 +152,9 @@ pub fn parse_file<'a>(file: &'a str, text: &'a str) -> Result<Vec<RuleDoc<'a>>, 
 
 fn parse_doc(doc: DocText<'_>) -> Result<RuleDoc<'_>, RuleError> {
     let value: Value = serde_yaml::from_str(doc.text).map_err(|e| {
-        let line = e.location().map_or(doc.first_line, |l| doc.first_line + l.line() - 1);
+        let line = e
+            .location()
+            .map_or(doc.first_line, |l| doc.first_line + l.line() - 1);
         let msg = e.to_string();
         // serde_yaml appends "at line N column M" relative to the document.
         let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
@@ -171,7 +173,10 @@ fn parse_doc(doc: DocText<'_>) -> Result<RuleDoc<'_>, RuleError> {
     let tests = map.get("tests").cloned();
     if let Some(c) = map.get("correlation") {
         let Value::Mapping(c) = c else {
-            return Err(doc.error(doc.line_of("correlation"), "`correlation` must be a mapping"));
+            return Err(doc.error(
+                doc.line_of("correlation"),
+                "`correlation` must be a mapping",
+            ));
         };
         return Ok(RuleDoc::Correlation(CorrelationDoc {
             meta,
@@ -189,7 +194,9 @@ fn parse_doc(doc: DocText<'_>) -> Result<RuleDoc<'_>, RuleError> {
                 match ls.get(k) {
                     None | Some(Value::Null) => Ok(None),
                     Some(Value::String(s)) => Ok(Some(s.clone())),
-                    Some(_) => Err(doc.error(doc.line_of(k), format!("`logsource.{k}` must be a string"))),
+                    Some(_) => {
+                        Err(doc.error(doc.line_of(k), format!("`logsource.{k}` must be a string")))
+                    }
                 }
             };
             LogSource {
@@ -246,14 +253,19 @@ fn parse_meta(doc: &DocText<'_>, map: &Mapping) -> Result<RuleMeta, RuleError> {
     let id = match string("id")? {
         Some(id) => id,
         // Without an id, derive a stable one so finding ids stay deterministic.
-        None => format!("tw-{:016x}", fnv1a(format!("{title}\0{}", name.as_deref().unwrap_or("")).as_bytes())),
+        None => format!(
+            "tw-{:016x}",
+            fnv1a(format!("{title}\0{}", name.as_deref().unwrap_or("")).as_bytes())
+        ),
     };
     let level = match string("level")? {
         None => Level::Medium,
         Some(l) => Level::parse(&l).ok_or_else(|| {
             doc.error(
                 doc.line_of("level"),
-                format!("unknown level `{l}` (expected informational, low, medium, high or critical)"),
+                format!(
+                    "unknown level `{l}` (expected informational, low, medium, high or critical)"
+                ),
             )
         })?,
     };
@@ -263,8 +275,12 @@ fn parse_meta(doc: &DocText<'_>, map: &Mapping) -> Result<RuleMeta, RuleError> {
         if KNOWN_KEYS.contains(&k.as_str()) {
             continue;
         }
-        let json = serde_json::to_value(v)
-            .map_err(|e| doc.error(doc.line_of(k), format!("custom field `{k}` cannot be represented: {e}")))?;
+        let json = serde_json::to_value(v).map_err(|e| {
+            doc.error(
+                doc.line_of(k),
+                format!("custom field `{k}` cannot be represented: {e}"),
+            )
+        })?;
         custom.insert(k.clone(), json);
     }
     Ok(RuleMeta {
@@ -323,7 +339,9 @@ mod tests {
     fn custom_fields_are_kept() {
         let text = "title: t\nid: x\nlevel: high\nnist_csf: [DE.CM-7]\nremediation: fix it\nlogsource: {product: aws}\ndetection: {sel: {a: 1}, condition: sel}\n";
         let docs = parse_file("r.yml", text).unwrap();
-        let RuleDoc::Detection(d) = &docs[0] else { panic!() };
+        let RuleDoc::Detection(d) = &docs[0] else {
+            panic!()
+        };
         assert_eq!(d.meta.level, Level::High);
         assert_eq!(d.meta.nist_csf(), vec!["DE.CM-7"]);
         assert_eq!(d.meta.remediation().unwrap().0, "fix it");
