@@ -624,16 +624,8 @@ fn push_wild(
                 toks.push(Tok::Star);
             }
         }
-        Some(StrOp::Prefix) => {
-            if toks.last() != Some(&Tok::Star) {
-                toks.push(Tok::Star);
-            }
-        }
-        Some(StrOp::Suffix) => {
-            if toks.first() != Some(&Tok::Star) {
-                toks.insert(0, Tok::Star);
-            }
-        }
+        Some(StrOp::Prefix) if toks.last() != Some(&Tok::Star) => toks.push(Tok::Star),
+        Some(StrOp::Suffix) if toks.first() != Some(&Tok::Star) => toks.insert(0, Tok::Star),
         _ => {}
     }
     let simple = match toks.as_slice() {
