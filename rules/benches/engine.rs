@@ -1,1 +1,113 @@
-fn main() {}
+//! Events/s of the full rule set over realistic CloudTrail records, next to
+//! the events/s of merely parsing the same bytes into `serde_json::Value`.
+//!
+//! Rules: the 57 SigmaHQ AWS CloudTrail rules in ../shared/sigma/rules (plus
+//! the built-in pack when present). Events: the Stratus Red Team detonation
+//! records and ECR API samples in ../shared/samples (real CloudTrail shapes).
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use trailwatch_rules::{CompileOptions, EventClass, RuleFile, RuleSet};
+
+fn shared() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared");
+    assert!(
+        p.join("sigma/rules").is_dir(),
+        "bench needs ../shared next to the repository ({})",
+        p.display()
+    );
+    p
+}
+
+fn rule_files() -> Vec<RuleFile> {
+    let mut files = Vec::new();
+    for dir in [
+        shared().join("sigma/rules"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("pack"),
+    ] {
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "yml") {
+                    files.push(RuleFile {
+                        name: p.display().to_string(),
+                        text: std::fs::read_to_string(&p).unwrap(),
+                    });
+                }
+            }
+        }
+    }
+    files
+}
+
+fn events() -> Vec<String> {
+    let mut out = Vec::new();
+    let root = shared().join("samples");
+    for dir in ["stratus-detonations", "ecr"] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
+            let p = e.path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if dir == "ecr" && !name.starts_with("cloudtrail") {
+                continue;
+            }
+            if p.extension().is_some_and(|x| x == "jsonl") {
+                for line in std::fs::read_to_string(&p).unwrap().lines() {
+                    if !line.trim().is_empty() {
+                        out.push(line.to_string());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let (set, _) =
+        RuleSet::load(&rule_files(), &CompileOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let events = events();
+    let bytes: usize = events.iter().map(|e| e.len()).sum();
+    eprintln!(
+        "{} rules, {} fields read, {} events, {:.0} bytes/event on average",
+        set.rules().len(),
+        set.fields().len(),
+        events.len(),
+        bytes as f64 / events.len() as f64
+    );
+    let mut g = c.benchmark_group("cloudtrail");
+    g.throughput(Throughput::Elements(events.len() as u64));
+    g.bench_function("serde_json_value_parse", |b| {
+        b.iter(|| {
+            for e in &events {
+                let v: serde_json::Value = serde_json::from_str(e).unwrap();
+                black_box(v);
+            }
+        })
+    });
+    let mut scratch = set.scratch();
+    let mut out = Vec::new();
+    g.bench_function("full_ruleset_eval", |b| {
+        b.iter(|| {
+            let mut n = 0usize;
+            for e in &events {
+                out.clear();
+                set.eval(EventClass::CloudTrail, e, &mut scratch, &mut out)
+                    .unwrap();
+                n += out.len();
+            }
+            black_box(n)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
