@@ -24,6 +24,17 @@ fn main() {
         ));
     }
     out.push_str("];\n");
+    // Defaults for the pack's %placeholders% (JSON, so the rule loader skips it).
+    let placeholders = pack.join("placeholders.json");
+    println!("cargo:rerun-if-changed={}", placeholders.display());
+    if placeholders.is_file() {
+        out.push_str(&format!(
+            "/// The pack's placeholder defaults (JSON).\npub static PLACEHOLDERS: Option<&str> = Some(include_str!({:?}));\n",
+            placeholders.display().to_string()
+        ));
+    } else {
+        out.push_str("/// The pack's placeholder defaults (JSON).\npub static PLACEHOLDERS: Option<&str> = None;\n");
+    }
     let dest = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("pack.rs");
     std::fs::write(dest, out).expect("write pack.rs");
 }

@@ -1,3 +1,17 @@
+//! `trailwatch`: parse arguments, set up logging, run the command.
+
+use clap::Parser;
+use trailwatch_processor::cli::{self, Cli};
+
 fn main() {
-    println!("trailwatch");
+    let cli = Cli::parse();
+    trailwatch_processor::telemetry::init_logging(&cli.log_level);
+    match cli::run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            // One clear message (with its causes), no backtrace.
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
 }

@@ -51,7 +51,7 @@ impl EventClass {
     pub fn from_eventbridge_source(source: &str) -> EventClass {
         match source {
             "aws.ecr" => EventClass::Ecr,
-            "aws.inspector2" => EventClass::Inspector2,
+            "aws.inspector2" | "aws.inspector" => EventClass::Inspector2,
             _ => EventClass::EventBridge,
         }
     }

@@ -1,1 +1,491 @@
-//! ASFF findings (in progress).
+//! Rule matches → ASFF findings for Security Hub.
+//!
+//! - `Id` is deterministic: the same rule on the same event (or, for a
+//!   correlation, the same dedup key) always gives the same Id, so a replay or
+//!   a retry upserts instead of duplicating.
+//! - Time comes in ([`FindingInput::now`]); nothing here reads the clock.
+//! - [`validate`] checks what real Security Hub enforces; findings are trimmed
+//!   to fit rather than ever being emitted invalid.
+
+mod asff;
+mod resources;
+mod validate;
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use trailwatch_rules::{EventClass, Level, RuleMeta};
+
+pub use asff::*;
+pub use validate::{validate, AsffViolation, MAX_FINDING_BYTES};
+
+/// Where findings are reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ReportTo {
+    /// Each finding belongs to the account the event came from (its
+    /// AwsAccountId and ProductArn name that account).
+    #[default]
+    EventAccount,
+    /// Every finding is reported under one central account; the affected
+    /// account is kept as an `AwsAccount` resource.
+    Central { account: String },
+}
+
+/// Fixed per-run settings.
+#[derive(Debug, Clone)]
+pub struct FindingContext {
+    /// Region of ProductArn when the event has none.
+    pub product_region: String,
+    /// Account used when the event has none.
+    pub product_account: String,
+    pub company_name: String,
+    pub product_name: String,
+    pub report_to: ReportTo,
+}
+
+impl Default for FindingContext {
+    fn default() -> Self {
+        FindingContext {
+            product_region: "us-east-1".into(),
+            product_account: "000000000000".into(),
+            company_name: "trailwatch".into(),
+            product_name: "trailwatch".into(),
+            report_to: ReportTo::EventAccount,
+        }
+    }
+}
+
+/// A windowed (correlation) match.
+#[derive(Debug, Clone)]
+pub struct CorrelationSummary {
+    pub count: u64,
+    pub window_start: OffsetDateTime,
+    pub window_end: OffsetDateTime,
+    pub group: Vec<(String, String)>,
+    pub sample_event_ids: Vec<String>,
+    /// Same rule and group within the dedup period → same key → same Id.
+    pub dedup_key: String,
+}
+
+/// What matched.
+pub struct FindingInput<'a> {
+    pub rule: &'a RuleMeta,
+    pub class: EventClass,
+    /// The document the rule saw (CloudTrail record or whole EventBridge event).
+    pub event: &'a serde_json::Value,
+    pub event_ids: Vec<String>,
+    pub correlation: Option<CorrelationSummary>,
+    pub now: OffsetDateTime,
+}
+
+/// The deterministic finding Id.
+pub fn finding_id(rule_id: &str, identity: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(rule_id.as_bytes());
+    h.update([0]);
+    h.update(identity.as_bytes());
+    let hex = hex::encode(h.finalize());
+    let rule: String = rule_id.chars().take(128).collect();
+    format!("trailwatch/{rule}/{}", &hex[..32])
+}
+
+fn str_at<'a>(v: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    cur.as_str()
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+fn parse_time(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &Rfc3339).ok()
+}
+
+fn severity_of(level: Level) -> (&'static str, u8) {
+    match level {
+        Level::Informational => ("INFORMATIONAL", 0),
+        Level::Low => ("LOW", 30),
+        Level::Medium => ("MEDIUM", 50),
+        Level::High => ("HIGH", 70),
+        Level::Critical => ("CRITICAL", 90),
+    }
+}
+
+/// The severity an image-scan event carries itself, as a rule level.
+fn event_severity(class: EventClass, ev: &serde_json::Value) -> Option<Level> {
+    match class {
+        EventClass::Inspector2 => str_at(ev, &["detail", "severity"]).and_then(Level::parse),
+        EventClass::Ecr => {
+            let counts = ev.get("detail")?.get("finding-severity-counts")?;
+            let has = |k: &str| {
+                counts
+                    .get(k)
+                    .and_then(|c| c.as_u64())
+                    .is_some_and(|n| n > 0)
+            };
+            if has("CRITICAL") {
+                Some(Level::Critical)
+            } else if has("HIGH") {
+                Some(Level::High)
+            } else if has("MEDIUM") {
+                Some(Level::Medium)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+fn tactic_type(tactic: &str) -> Option<&'static str> {
+    Some(match tactic {
+        "initial-access" => "TTPs/Initial Access",
+        "execution" => "TTPs/Execution",
+        "persistence" => "TTPs/Persistence",
+        "privilege-escalation" => "TTPs/Privilege Escalation",
+        "defense-evasion" | "stealth" => "TTPs/Defense Evasion",
+        "credential-access" => "TTPs/Credential Access",
+        "discovery" => "TTPs/Discovery",
+        "lateral-movement" => "TTPs/Lateral Movement",
+        "collection" => "TTPs/Collection",
+        "command-and-control" => "TTPs/Command and Control",
+        "exfiltration" => "Effects/Data Exfiltration",
+        "impact" => "Effects/Resource Consumption",
+        _ => return None,
+    })
+}
+
+fn types_of(rule: &RuleMeta, class: EventClass) -> Vec<String> {
+    if let Some(serde_json::Value::Array(items)) = rule.custom.get("asff_types") {
+        let t: Vec<String> = items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+        if !t.is_empty() {
+            return t;
+        }
+    }
+    let mut out: Vec<String> = Vec::new();
+    if matches!(class, EventClass::Inspector2 | EventClass::Ecr) {
+        out.push("Software and Configuration Checks/Vulnerabilities/CVE".into());
+    }
+    for t in rule.attack_tactics() {
+        if let Some(ty) = tactic_type(&t) {
+            if !out.iter().any(|o| o == ty) {
+                out.push(ty.into());
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(match class {
+            EventClass::CloudTrail => "Unusual Behaviors/User".into(),
+            _ => "Software and Configuration Checks".into(),
+        });
+    }
+    out.truncate(validate::MAX_TYPES);
+    out
+}
+
+/// Cuts `s` to `max` characters, marking the cut.
+fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Builds the finding for one match.
+pub fn build_finding(input: &FindingInput<'_>, ctx: &FindingContext) -> AsffFinding {
+    let ev = input.event;
+    let rule = input.rule;
+    let ct = input.class == EventClass::CloudTrail;
+    let event_account = if ct {
+        str_at(ev, &["recipientAccountId"]).or_else(|| str_at(ev, &["userIdentity", "accountId"]))
+    } else {
+        str_at(ev, &["account"])
+    }
+    .filter(|a| validate::is_account(a))
+    .map(str::to_string);
+    let region = if ct {
+        str_at(ev, &["awsRegion"])
+    } else {
+        str_at(ev, &["region"])
+    }
+    .map(str::to_string);
+    let (account, affected) = match &ctx.report_to {
+        ReportTo::EventAccount => (
+            event_account
+                .clone()
+                .unwrap_or_else(|| ctx.product_account.clone()),
+            None,
+        ),
+        ReportTo::Central { account } => (account.clone(), event_account.clone()),
+    };
+    let product_region = region.clone().unwrap_or_else(|| ctx.product_region.clone());
+    let product_arn =
+        format!("arn:aws:securityhub:{product_region}:{account}:product/{account}/default");
+
+    let event_time = if ct {
+        str_at(ev, &["eventTime"])
+    } else {
+        str_at(ev, &["time"])
+    }
+    .and_then(parse_time);
+    let (first, last) = match &input.correlation {
+        Some(c) => (c.window_start, c.window_end),
+        None => {
+            let t = event_time.unwrap_or(input.now);
+            (t, t)
+        }
+    };
+    let identity = match &input.correlation {
+        Some(c) => c.dedup_key.clone(),
+        None => input.event_ids.first().cloned().unwrap_or_else(|| {
+            // No event id: the event's own text identifies it.
+            hex::encode(Sha256::digest(ev.to_string().as_bytes()))
+        }),
+    };
+
+    // Severity: the rule level, raised to the event's own for scan findings.
+    let mut level = rule.level;
+    if let Some(l) = event_severity(input.class, ev) {
+        level = level.max(l);
+    }
+    let (label, normalized) = severity_of(level);
+    let original = Some(rule.level.as_str().to_string());
+    let types = types_of(rule, input.class);
+
+    let mut description = rule
+        .description
+        .clone()
+        .unwrap_or_else(|| rule.title.clone());
+    if let Some(c) = &input.correlation {
+        let group: Vec<String> = c.group.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        description = format!(
+            "{} Count {} between {} and {} for {}.",
+            description.trim_end(),
+            c.count,
+            rfc3339(c.window_start),
+            rfc3339(c.window_end),
+            group.join(", ")
+        );
+    }
+
+    let remediation = Some(match rule.remediation() {
+        Some((text, url)) => Remediation {
+            recommendation: Recommendation {
+                text: clip(&text, 512),
+                url,
+            },
+        },
+        None => Remediation {
+            recommendation: Recommendation {
+                text: clip(
+                    &format!(
+                        "Review the activity that triggered \"{}\" and confirm it was authorised.",
+                        rule.title
+                    ),
+                    512,
+                ),
+                url: rule.references.first().cloned(),
+            },
+        },
+    });
+
+    let mut pf = BTreeMap::new();
+    pf.insert("trailwatch/RuleId".to_string(), rule.id.clone());
+    pf.insert("trailwatch/RuleTitle".to_string(), clip(&rule.title, 2048));
+    pf.insert(
+        "trailwatch/RuleLevel".to_string(),
+        rule.level.as_str().to_string(),
+    );
+    pf.insert(
+        "trailwatch/RuleSource".to_string(),
+        clip(&format!("{}:{}", rule.source, rule.line), 2048),
+    );
+    pf.insert(
+        "trailwatch/EventClass".to_string(),
+        input.class.service().to_string(),
+    );
+    let ids = match &input.correlation {
+        Some(c) => &c.sample_event_ids,
+        None => &input.event_ids,
+    };
+    if !ids.is_empty() {
+        pf.insert(
+            "trailwatch/EventIds".to_string(),
+            clip(&ids.join(","), 2048),
+        );
+    }
+    if ct {
+        for (k, path) in [
+            ("aws/cloudtrail/EventName", &["eventName"][..]),
+            ("aws/cloudtrail/EventSource", &["eventSource"][..]),
+            (
+                "aws/cloudtrail/UserIdentityArn",
+                &["userIdentity", "arn"][..],
+            ),
+            ("aws/cloudtrail/SourceIPAddress", &["sourceIPAddress"][..]),
+        ] {
+            if let Some(v) = str_at(ev, path) {
+                pf.insert(k.to_string(), clip(v, 2048));
+            }
+        }
+    } else if let Some(dt) = str_at(ev, &["detail-type"]) {
+        pf.insert("aws/eventbridge/DetailType".to_string(), clip(dt, 2048));
+    }
+    if let Some(c) = &input.correlation {
+        pf.insert("trailwatch/Count".to_string(), c.count.to_string());
+        pf.insert(
+            "trailwatch/WindowStart".to_string(),
+            rfc3339(c.window_start),
+        );
+        pf.insert("trailwatch/WindowEnd".to_string(), rfc3339(c.window_end));
+        let group: Vec<String> = c.group.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        pf.insert(
+            "trailwatch/GroupKey".to_string(),
+            clip(&group.join(","), 2048),
+        );
+    }
+    if let Some(a) = &affected {
+        pf.insert("trailwatch/AffectedAccount".to_string(), a.clone());
+    }
+
+    let nist = rule.nist_csf();
+    let compliance = (!nist.is_empty()).then(|| Compliance {
+        status: "FAILED".into(),
+        related_requirements: nist
+            .iter()
+            .take(validate::MAX_REQUIREMENTS)
+            .map(|n| format!("NIST CSF {n}"))
+            .collect(),
+    });
+
+    let mut res = resources::resources_of(input.class, ev, region.as_deref());
+    let affected_account = affected.or(event_account);
+    if let Some(a) = &affected_account {
+        let id = format!("AWS::::Account:{a}");
+        if !res.iter().any(|r| r.id == id) {
+            res.push(Resource {
+                kind: "AwsAccount".into(),
+                id,
+                partition: "aws".into(),
+                region: region.clone(),
+                details: None,
+            });
+        }
+    }
+    if res.is_empty() {
+        res.push(Resource {
+            kind: "Other".into(),
+            id: format!("trailwatch:{}", input.class.service()),
+            partition: "aws".into(),
+            region: region.clone(),
+            details: None,
+        });
+    }
+    res.truncate(validate::MAX_RESOURCES);
+
+    let action = if ct {
+        let ip = str_at(ev, &["sourceIPAddress"]).unwrap_or("");
+        let is_v4 = ip.parse::<std::net::Ipv4Addr>().is_ok();
+        Some(Action {
+            action_type: "AWS_API_CALL".into(),
+            aws_api_call_action: AwsApiCallAction {
+                api: str_at(ev, &["eventName"]).unwrap_or("unknown").to_string(),
+                service_name: str_at(ev, &["eventSource"])
+                    .unwrap_or("unknown")
+                    .to_string(),
+                caller_type: if is_v4 || ip.parse::<std::net::IpAddr>().is_ok() {
+                    "remoteIp"
+                } else {
+                    "domain"
+                }
+                .into(),
+                remote_ip_details: is_v4.then(|| RemoteIpDetails {
+                    ip_address_v4: ip.to_string(),
+                }),
+                domain_details: (!ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err()).then(
+                    || DomainDetails {
+                        domain: clip(ip, 128),
+                    },
+                ),
+                first_seen: rfc3339(first),
+                last_seen: rfc3339(last),
+            },
+        })
+    } else {
+        None
+    };
+
+    let mut f = AsffFinding {
+        schema_version: "2018-10-08".into(),
+        id: finding_id(&rule.id, &identity),
+        product_arn,
+        product_name: ctx.product_name.clone(),
+        company_name: ctx.company_name.clone(),
+        generator_id: clip(&rule.id, 512),
+        aws_account_id: account,
+        types: types.clone(),
+        first_observed_at: rfc3339(first),
+        last_observed_at: rfc3339(last),
+        // The event time, not the wall clock: a replay creates the same finding.
+        created_at: rfc3339(first),
+        updated_at: rfc3339(input.now.max(last)),
+        severity: Severity {
+            label: label.into(),
+            normalized,
+            original: original.clone(),
+        },
+        title: clip(&rule.title, validate::MAX_TITLE),
+        description: clip(description.trim(), validate::MAX_DESCRIPTION),
+        remediation,
+        source_url: rule.references.first().cloned(),
+        product_fields: pf,
+        resources: res,
+        compliance,
+        record_state: "ACTIVE".into(),
+        workflow: Workflow {
+            status: "NEW".into(),
+        },
+        action,
+        finding_provider_fields: FindingProviderFields {
+            severity: ProviderSeverity {
+                label: label.into(),
+                original,
+            },
+            types,
+        },
+        region,
+    };
+    shrink_to_fit(&mut f);
+    f
+}
+
+/// Drops optional bulk until the finding fits Security Hub's size limit.
+fn shrink_to_fit(f: &mut AsffFinding) {
+    if f.to_json_line().len() <= MAX_FINDING_BYTES {
+        return;
+    }
+    for r in &mut f.resources {
+        r.details = None;
+    }
+    if f.to_json_line().len() <= MAX_FINDING_BYTES {
+        return;
+    }
+    for v in f.product_fields.values_mut() {
+        *v = clip(v, 256);
+    }
+}
+
+#[cfg(test)]
+mod tests;

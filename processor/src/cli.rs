@@ -1,0 +1,304 @@
+//! Command-line interface: argument types and the commands behind them.
+
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use time::OffsetDateTime;
+use trailwatch_rules::testing;
+use trailwatch_rules::{CompileOptions, EventClass, RuleSet};
+
+use crate::config::{Config, ReportToConfig};
+use crate::decode::DecodeOptions;
+use crate::findings::{FindingContext, ReportTo};
+use crate::replay::{self, ReplayOptions};
+use crate::ruleset;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "trailwatch",
+    version,
+    about = "Sigma detections over CloudTrail and ECR events, findings to Security Hub"
+)]
+pub struct Cli {
+    /// Log level filter (e.g. info, debug, trailwatch=debug); also RUST_LOG.
+    #[arg(long, global = true, default_value = "warn", env = "TRAILWATCH_LOG")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Replay archived events (files, directories, or - for stdin) through the rules.
+    Replay(ReplayArgs),
+    /// Validate, list or test rules.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct RuleArgs {
+    /// Configuration file (TOML; see trailwatch.example.toml). Environment
+    /// variables TRAILWATCH__SECTION__KEY override it.
+    #[arg(long, value_name = "FILE", env = "TRAILWATCH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// A directory (walked recursively) or file of Sigma rules; repeatable.
+    #[arg(long = "rules", value_name = "DIR")]
+    pub rules: Vec<PathBuf>,
+    /// Do not load the built-in rule pack.
+    #[arg(long)]
+    pub no_builtin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub rules: RuleArgs,
+    /// Write findings here (one ASFF JSON finding per line) instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Write records that could not be decoded or evaluated here (JSON lines).
+    #[arg(long, value_name = "FILE")]
+    pub dead_letter: Option<PathBuf>,
+    /// No progress bar even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// UpdatedAt of the findings (RFC 3339); default: now. Fix it for reproducible output.
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+    /// Report findings under this central account instead of each event's own account.
+    #[arg(long, value_name = "ACCOUNT_ID")]
+    pub central_account: Option<String>,
+    /// Region for ProductArn when an event carries none (default from config).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Inputs: files, directories (recursively), or - for stdin. Plain or gzip.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Check that rule files load; errors name file, line and reason.
+    Validate {
+        #[arg(required = true, value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+    },
+    /// List rules (built-in pack and --rules).
+    List {
+        #[command(flatten)]
+        rules: RuleArgs,
+        #[arg(long, value_enum, default_value_t = ListFormat::Text)]
+        format: ListFormat,
+    },
+    /// Run the test cases kept in the rules' `tests:` sections.
+    Test {
+        /// Rule directories; with none, the built-in pack.
+        #[arg(value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ListFormat {
+    Text,
+    Markdown,
+    Json,
+}
+
+/// Config, rule set and warnings for the rule arguments of a command.
+fn load_rules(
+    args: &RuleArgs,
+) -> anyhow::Result<(Config, RuleSet, Vec<trailwatch_rules::RuleWarning>)> {
+    let cfg = Config::load(args.config.as_deref())?;
+    let builtin = cfg.rules.builtin && !args.no_builtin;
+    let opts = ruleset::compile_options(&cfg.rules, builtin)?;
+    let mut dirs = cfg.rules.paths.clone();
+    dirs.extend(args.rules.iter().cloned());
+    let (set, warnings) = ruleset::load(&dirs, builtin, &opts)?;
+    Ok((cfg, set, warnings))
+}
+
+/// Compile options for commands that take rule directories only.
+fn plain_options(builtin: bool) -> anyhow::Result<CompileOptions> {
+    ruleset::compile_options(&Config::default().rules, builtin)
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Replay(a) => replay_cmd(a),
+        Command::Rules(RulesCommand::Validate { dirs }) => validate_cmd(&dirs),
+        Command::Rules(RulesCommand::List { rules, format }) => list_cmd(&rules, format),
+        Command::Rules(RulesCommand::Test { dirs }) => test_cmd(&dirs),
+    }
+}
+
+fn print_warnings(w: &[trailwatch_rules::RuleWarning]) {
+    for w in w {
+        eprintln!("{w}");
+    }
+}
+
+fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
+    let (cfg, set, warnings) = load_rules(&a.rules)?;
+    print_warnings(&warnings);
+    if set.rules().is_empty() {
+        anyhow::bail!("no rules to run: give --rules DIR or drop --no-builtin");
+    }
+    let now = match &a.now {
+        Some(t) => OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+            .with_context(|| format!("--now `{t}` is not an RFC 3339 time"))?,
+        None => OffsetDateTime::now_utc(),
+    };
+    let opts = ReplayOptions {
+        inputs: a.inputs,
+        dead_letter: a.dead_letter,
+        progress: !a.no_progress && io::stderr().is_terminal(),
+        decode: DecodeOptions::default(),
+        findings: FindingContext {
+            product_region: a.region.unwrap_or(cfg.findings.region.clone()),
+            report_to: match (a.central_account, cfg.findings.report_to) {
+                (Some(account), _) => ReportTo::Central { account },
+                (None, ReportToConfig::Central) => ReportTo::Central {
+                    account: cfg.findings.central_account.clone().unwrap_or_default(),
+                },
+                (None, ReportToConfig::EventAccount) => ReportTo::EventAccount,
+            },
+            ..FindingContext::default()
+        },
+        now,
+    };
+    let stats = match &a.output {
+        Some(p) => {
+            let f = std::fs::File::create(p)
+                .with_context(|| format!("cannot create {}", p.display()))?;
+            let mut w = io::BufWriter::new(f);
+            replay::replay(Arc::new(set), &opts, &mut w)?
+        }
+        None => {
+            let stdout = io::stdout();
+            let mut w = io::BufWriter::new(stdout.lock());
+            replay::replay(Arc::new(set), &opts, &mut w)?
+        }
+    };
+    eprint!("{}", stats.summary());
+    Ok(0)
+}
+
+fn validate_cmd(dirs: &[PathBuf]) -> anyhow::Result<i32> {
+    let files = ruleset::files_in(dirs)?;
+    let (set, warnings) = ruleset::compile(&files, &plain_options(true)?)?;
+    print_warnings(&warnings);
+    println!(
+        "{} rule{} in {} file{}: ok",
+        set.rules().len(),
+        if set.rules().len() == 1 { "" } else { "s" },
+        files.len(),
+        if files.len() == 1 { "" } else { "s" }
+    );
+    Ok(0)
+}
+
+fn services(r: &trailwatch_rules::DetectionRule) -> String {
+    EventClass::ALL
+        .iter()
+        .filter(|c| r.sees(**c))
+        .map(|c| c.service())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn list_cmd(args: &RuleArgs, format: ListFormat) -> anyhow::Result<i32> {
+    let (_, set, _) = load_rules(args)?;
+    let out = io::stdout();
+    let mut out = out.lock();
+    match format {
+        ListFormat::Text => {
+            for r in set.rules() {
+                writeln!(
+                    out,
+                    "{:<38} {:<13} {:<24} {}  [{}]",
+                    r.meta.id,
+                    r.meta.level.as_str(),
+                    services(r),
+                    r.meta.title,
+                    r.meta.nist_csf().join(", ")
+                )?;
+            }
+        }
+        ListFormat::Markdown => {
+            writeln!(out, "| id | title | level | sees | NIST CSF |")?;
+            writeln!(out, "|---|---|---|---|---|")?;
+            for r in set.rules() {
+                writeln!(
+                    out,
+                    "| `{}` | {} | {} | {} | {} |",
+                    r.meta.id,
+                    r.meta.title.replace('|', "\\|"),
+                    r.meta.level.as_str(),
+                    services(r),
+                    r.meta.nist_csf().join(", ")
+                )?;
+            }
+        }
+        ListFormat::Json => {
+            for r in set.rules() {
+                let v = serde_json::json!({
+                    "id": r.meta.id,
+                    "title": r.meta.title,
+                    "level": r.meta.level.as_str(),
+                    "status": r.meta.status,
+                    "sees": services(r),
+                    "tags": r.meta.tags,
+                    "nist_csf": r.meta.nist_csf(),
+                    "source": format!("{}:{}", r.meta.source, r.meta.line),
+                    "condition": r.condition_text,
+                });
+                writeln!(out, "{v}")?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn test_cmd(dirs: &[PathBuf]) -> anyhow::Result<i32> {
+    // The pack's tests run with the pack's placeholder defaults.
+    let files = if dirs.is_empty() {
+        ruleset::builtin_files()
+    } else {
+        ruleset::files_in(dirs)?
+    };
+    let (set, warnings) = ruleset::compile(&files, &plain_options(true)?)?;
+    print_warnings(&warnings);
+    let outcomes = testing::run_detection_tests(&set);
+    let mut failed = 0;
+    for o in &outcomes {
+        if o.passed {
+            println!("ok    {}  {} :: {}", o.rule_id, o.rule_title, o.case);
+        } else {
+            failed += 1;
+            println!(
+                "FAIL  {}  {} :: {}  ({}:{}): {}",
+                o.rule_id, o.rule_title, o.case, o.source, o.line, o.message
+            );
+        }
+    }
+    let untested: Vec<&str> = set
+        .rules()
+        .iter()
+        .filter(|r| r.tests.is_none())
+        .map(|r| r.meta.id.as_str())
+        .collect();
+    if !untested.is_empty() {
+        println!(
+            "{} rule(s) without tests: {}",
+            untested.len(),
+            untested.join(", ")
+        );
+    }
+    println!("{} passed, {} failed", outcomes.len() - failed, failed);
+    Ok(if failed == 0 { 0 } else { 1 })
+}

@@ -1,0 +1,380 @@
+//! Typed configuration: one TOML file, every value overridable by environment
+//! variables, validated at start-up before anything connects.
+//!
+//! Layers, later wins: built-in defaults → the TOML file → environment
+//! variables `TRAILWATCH__<SECTION>__<KEY>` (double underscores separate
+//! levels, e.g. `TRAILWATCH__WINDOWS__ALLOWED_LATENESS=20m`; values are TOML
+//! literals, or plain strings when they do not parse as TOML).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub rules: RulesConfig,
+    pub windows: WindowsConfig,
+    /// Allowlist entries applied to every rule's matches (no rule edits).
+    pub suppressions: Vec<SuppressionConfig>,
+    pub findings: FindingsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Directories (walked recursively) or files of Sigma rules, besides the pack.
+    pub paths: Vec<PathBuf>,
+    /// Load the built-in rule pack.
+    pub builtin: bool,
+    /// Values of `%placeholder%` names used with `|expand` (org accounts,
+    /// trusted CIDRs, approved registries, ...). Override the pack defaults.
+    pub placeholders: BTreeMap<String, Vec<String>>,
+    /// Rule field name → event field path (e.g. `src_ip = "sourceIPAddress"`).
+    pub field_mappings: BTreeMap<String, String>,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        let mut field_mappings = BTreeMap::new();
+        // Generic Sigma taxonomy names that SigmaHQ cloud rules use.
+        field_mappings.insert("src_ip".to_string(), "sourceIPAddress".to_string());
+        RulesConfig {
+            paths: Vec::new(),
+            builtin: true,
+            placeholders: BTreeMap::new(),
+            field_mappings,
+        }
+    }
+}
+
+/// Which clock windows use.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimeMode {
+    /// Event time (CloudTrail `eventTime`, EventBridge `time`), with a watermark.
+    #[default]
+    Event,
+    /// Arrival time at trailwatch.
+    Processing,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowsConfig {
+    pub time_mode: TimeMode,
+    /// How late (behind the newest event time seen) an event may arrive and
+    /// still count. CloudTrail delivers files ~5 min late with a longer tail.
+    #[serde(with = "duration_text")]
+    pub allowed_lateness: Duration,
+    /// Global cap on correlation group keys held; the oldest are evicted.
+    pub max_keys: usize,
+    /// Within this period a repeat of the same correlation and group key
+    /// updates the existing finding instead of creating a new one.
+    #[serde(with = "duration_text")]
+    pub dedup_period: Duration,
+}
+
+impl Default for WindowsConfig {
+    fn default() -> Self {
+        WindowsConfig {
+            time_mode: TimeMode::Event,
+            allowed_lateness: Duration::from_secs(15 * 60),
+            max_keys: 1_000_000,
+            dedup_period: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// One allowlist entry: matches of `rules` (all rules when empty) whose event
+/// has `field` equal to one of `values` (case-insensitive) or inside one of
+/// `cidrs` are suppressed until `expires`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SuppressionConfig {
+    pub field: String,
+    pub values: Vec<String>,
+    pub cidrs: Vec<String>,
+    pub rules: Vec<String>,
+    /// RFC 3339; after it the entry no longer applies.
+    pub expires: Option<String>,
+    /// Why (kept for audit; shown by `trailwatch rules list --suppressions`).
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FindingsConfig {
+    /// `event-account`: each finding belongs to the account the event came
+    /// from; `central`: all findings are reported under `central_account`.
+    pub report_to: ReportToConfig,
+    pub central_account: Option<String>,
+    /// Region for ProductArn when an event carries none.
+    pub region: String,
+}
+
+impl Default for FindingsConfig {
+    fn default() -> Self {
+        FindingsConfig {
+            report_to: ReportToConfig::EventAccount,
+            central_account: None,
+            region: "us-east-1".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReportToConfig {
+    #[default]
+    EventAccount,
+    Central,
+}
+
+impl Config {
+    /// Defaults, then `path` (if any), then environment overrides; validated.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let mut doc: toml::Table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config {}", p.display()))?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| anyhow::anyhow!("{}: {}", p.display(), one_line(&e.to_string())))?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut doc, std::env::vars())?;
+        let cfg: Config = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                anyhow::anyhow!(
+                    "{}: {}",
+                    path.map_or("configuration".to_string(), |p| p.display().to_string()),
+                    one_line(&e.to_string())
+                )
+            })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks that need no I/O; every problem is named.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        if self.findings.report_to == ReportToConfig::Central {
+            match &self.findings.central_account {
+                Some(a) if is_account(a) => {}
+                Some(a) => problems.push(format!(
+                    "findings.central_account `{a}` is not a 12-digit account id"
+                )),
+                None => problems.push(
+                    "findings.report_to = \"central\" needs findings.central_account".to_string(),
+                ),
+            }
+        }
+        if self.windows.max_keys == 0 {
+            problems.push("windows.max_keys must be at least 1".to_string());
+        }
+        for (i, s) in self.suppressions.iter().enumerate() {
+            let at = format!("suppressions[{i}]");
+            if s.field.trim().is_empty() {
+                problems.push(format!("{at}.field is empty"));
+            }
+            if s.values.is_empty() && s.cidrs.is_empty() {
+                problems.push(format!("{at} needs values or cidrs"));
+            }
+            for c in &s.cidrs {
+                if trailwatch_rules::matcher::Cidr::parse(c).is_err() {
+                    problems.push(format!("{at}.cidrs: `{c}` is not a CIDR network"));
+                }
+            }
+            if let Some(e) = &s.expires {
+                if parse_time(e).is_none() {
+                    problems.push(format!("{at}.expires: `{e}` is not an RFC 3339 time"));
+                }
+            }
+        }
+        for (name, values) in &self.rules.placeholders {
+            if name.contains('%') {
+                problems.push(format!(
+                    "rules.placeholders: write `{}` without the % signs",
+                    name
+                ));
+            }
+            if values.iter().any(|v| v.is_empty()) {
+                problems.push(format!("rules.placeholders.{name} has an empty value"));
+            }
+        }
+        if !problems.is_empty() {
+            bail!("invalid configuration:\n  {}", problems.join("\n  "));
+        }
+        Ok(())
+    }
+}
+
+fn is_account(a: &str) -> bool {
+    a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Epoch milliseconds of an RFC 3339 time.
+pub fn parse_time(s: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+const ENV_PREFIX: &str = "TRAILWATCH__";
+
+/// Applies `TRAILWATCH__A__B=value` as `a.b = value`.
+fn apply_env(
+    doc: &mut toml::Table,
+    vars: impl Iterator<Item = (String, String)>,
+) -> anyhow::Result<()> {
+    for (k, v) in vars {
+        let Some(rest) = k.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        if path.iter().any(|p| p.is_empty()) {
+            bail!("environment variable {k}: empty path segment");
+        }
+        let value = parse_env_value(&v);
+        let mut table = &mut *doc;
+        for seg in &path[..path.len() - 1] {
+            let entry = table
+                .entry(seg.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = match entry {
+                toml::Value::Table(t) => t,
+                _ => bail!("environment variable {k}: `{seg}` is not a section"),
+            };
+        }
+        table.insert(path[path.len() - 1].clone(), value);
+    }
+    Ok(())
+}
+
+fn parse_env_value(v: &str) -> toml::Value {
+    // `x = <v>` parses numbers, booleans, arrays and quoted strings.
+    match format!("x = {v}").parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("x")
+            .unwrap_or_else(|| toml::Value::String(v.to_string())),
+        Err(_) => toml::Value::String(v.to_string()),
+    }
+}
+
+/// Durations written as `90s`, `15m`, `1h`, `2d` (or plain seconds).
+pub mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 1h or 2d"))?;
+        let secs = match unit.trim() {
+            "" | "s" => n,
+            "ms" => return Ok(Duration::from_millis(n)),
+            "m" => n * 60,
+            "h" => n * 3600,
+            "d" => n * 86400,
+            _ => return Err(format!("`{s}` has an unknown unit (use ms, s, m, h or d)")),
+        };
+        Ok(Duration::from_secs(secs))
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        let secs = d.as_secs();
+        let text = if d.subsec_millis() != 0 {
+            format!("{}ms", d.as_millis())
+        } else if secs % 3600 == 0 && secs > 0 {
+            format!("{}h", secs / 3600)
+        } else if secs % 60 == 0 && secs > 0 {
+            format!("{}m", secs / 60)
+        } else {
+            format!("{secs}s")
+        };
+        s.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(n) => Ok(Duration::from_secs(n)),
+            Raw::Text(t) => parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_round_trips_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../trailwatch.example.toml");
+        let cfg = Config::load(Some(&path)).unwrap();
+        let text = toml::to_string(&cfg).unwrap();
+        let again: Config = toml::from_str(&text).unwrap();
+        assert_eq!(cfg, again);
+        assert_eq!(cfg.windows.allowed_lateness, Duration::from_secs(15 * 60));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[windows]\nallowed_latness = \"5m\"\n").unwrap();
+        let e = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(e.contains("allowed_latness"), "{e}");
+        std::fs::write(&p, "[windows]\nallowed_lateness = \"5 parsecs\"\n").unwrap();
+        let e = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(e.contains("unknown unit"), "{e}");
+        std::fs::write(&p, "[findings]\nreport_to = \"central\"\n[[suppressions]]\nfield = \"x\"\ncidrs = [\"10.0.0.0/99\"]\nexpires = \"soon\"\n").unwrap();
+        let e = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(e.contains("central_account"), "{e}");
+        assert!(e.contains("not a CIDR"), "{e}");
+        assert!(e.contains("RFC 3339"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_file_values() {
+        let mut doc: toml::Table = "[windows]\nallowed_lateness = \"5m\"\n".parse().unwrap();
+        let vars = vec![
+            (
+                "TRAILWATCH__WINDOWS__ALLOWED_LATENESS".to_string(),
+                "20m".to_string(),
+            ),
+            (
+                "TRAILWATCH__WINDOWS__MAX_KEYS".to_string(),
+                "42".to_string(),
+            ),
+            (
+                "TRAILWATCH__RULES__PLACEHOLDERS__ORG_ACCOUNTS".to_string(),
+                "[\"111111111111\"]".to_string(),
+            ),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        apply_env(&mut doc, vars.into_iter()).unwrap();
+        let cfg: Config = toml::Value::Table(doc).try_into().unwrap();
+        assert_eq!(cfg.windows.allowed_lateness, Duration::from_secs(1200));
+        assert_eq!(cfg.windows.max_keys, 42);
+        assert_eq!(cfg.rules.placeholders["org_accounts"], vec!["111111111111"]);
+    }
+}

@@ -1,0 +1,190 @@
+//! Typed ASFF resources read from the event, most specific first.
+
+use serde_json::{json, Value};
+use trailwatch_rules::EventClass;
+
+use super::asff::Resource;
+
+fn s<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    cur.as_str()
+}
+
+fn res(kind: &str, id: String, region: Option<&str>, details: Option<Value>) -> Resource {
+    let partition = id
+        .strip_prefix("arn:")
+        .and_then(|r| r.split(':').next())
+        .filter(|p| !p.is_empty())
+        .unwrap_or("aws")
+        .to_string();
+    Resource {
+        kind: kind.into(),
+        id,
+        partition,
+        region: region.map(str::to_string),
+        details,
+    }
+}
+
+/// `arn:aws:sts::A:assumed-role/NAME/SESSION` → `arn:aws:iam::A:role/NAME`.
+pub(super) fn role_arn_of_assumed(arn: &str) -> Option<String> {
+    let (head, rest) = arn.split_once(":assumed-role/")?;
+    let name = rest.split('/').next()?;
+    let head = head.replacen(":sts:", ":iam:", 1);
+    Some(format!("{head}:role/{name}"))
+}
+
+pub(super) fn resources_of(class: EventClass, ev: &Value, region: Option<&str>) -> Vec<Resource> {
+    let mut out = Vec::new();
+    match class {
+        EventClass::CloudTrail => {
+            let account = s(ev, &["recipientAccountId"]).unwrap_or("");
+            let rp = ev.get("requestParameters").cloned().unwrap_or(Value::Null);
+            if let Some(repo) = s(&rp, &["repositoryName"]) {
+                let registry = s(&rp, &["registryId"]).unwrap_or(account);
+                let r = region.unwrap_or("us-east-1");
+                let repo_arn = format!("arn:aws:ecr:{r}:{registry}:repository/{repo}");
+                let digest = s(&rp, &["imageDigest"])
+                    .or_else(|| s(&rp, &["layerDigest"]))
+                    .or_else(|| {
+                        rp.get("imageIds")
+                            .and_then(|i| i.get(0))
+                            .and_then(|i| i.get("imageDigest"))
+                            .and_then(Value::as_str)
+                    });
+                if let Some(d) = digest {
+                    out.push(res(
+                        "AwsEcrContainerImage",
+                        format!("{repo_arn}/{d}"),
+                        region,
+                        Some(json!({"AwsEcrContainerImage": {"RegistryId": registry, "RepositoryName": repo, "ImageDigest": d}})),
+                    ));
+                }
+                out.push(res(
+                    "AwsEcrRepository",
+                    repo_arn,
+                    region,
+                    Some(json!({"AwsEcrRepository": {"RepositoryName": repo}})),
+                ));
+            }
+            let td = s(
+                ev,
+                &["responseElements", "taskDefinition", "taskDefinitionArn"],
+            )
+            .map(str::to_string)
+            .or_else(|| s(&rp, &["taskDefinition"]).map(str::to_string))
+            .or_else(|| {
+                s(&rp, &["family"]).map(|f| {
+                    format!(
+                        "arn:aws:ecs:{}:{account}:task-definition/{f}",
+                        region.unwrap_or("us-east-1")
+                    )
+                })
+            });
+            if let Some(td) = td {
+                let id = if td.starts_with("arn:") {
+                    td
+                } else {
+                    format!(
+                        "arn:aws:ecs:{}:{account}:task-definition/{td}",
+                        region.unwrap_or("us-east-1")
+                    )
+                };
+                out.push(res("AwsEcsTaskDefinition", id, region, None));
+            }
+            if let Some(c) = s(&rp, &["cluster"]) {
+                let id = if c.starts_with("arn:") {
+                    c.to_string()
+                } else {
+                    format!(
+                        "arn:aws:ecs:{}:{account}:cluster/{c}",
+                        region.unwrap_or("us-east-1")
+                    )
+                };
+                out.push(res("AwsEcsCluster", id, region, None));
+            }
+            let ui = ev.get("userIdentity").cloned().unwrap_or(Value::Null);
+            match s(&ui, &["type"]) {
+                Some("IAMUser") => {
+                    if let Some(arn) = s(&ui, &["arn"]) {
+                        out.push(res("AwsIamUser", arn.to_string(), None, None));
+                    }
+                }
+                Some("AssumedRole") => {
+                    let role = s(&ui, &["sessionContext", "sessionIssuer", "arn"])
+                        .map(str::to_string)
+                        .or_else(|| s(&ui, &["arn"]).and_then(role_arn_of_assumed));
+                    if let Some(role) = role {
+                        out.push(res("AwsIamRole", role, None, None));
+                    }
+                }
+                Some("Root") => {
+                    if let Some(a) = s(&ui, &["accountId"]) {
+                        out.push(res(
+                            "AwsAccount",
+                            format!("AWS::::Account:{a}"),
+                            region,
+                            None,
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        EventClass::Ecr | EventClass::Inspector2 | EventClass::EventBridge => {
+            let d = ev.get("detail").cloned().unwrap_or(Value::Null);
+            if class == EventClass::Inspector2 {
+                if let Some(items) = d.get("resources").and_then(Value::as_array) {
+                    for r in items {
+                        let Some(id) = s(r, &["id"]) else { continue };
+                        let img = r.get("details").and_then(|x| x.get("awsEcrContainerImage"));
+                        let details = img.map(|i| {
+                            json!({"AwsEcrContainerImage": {
+                                "RegistryId": s(i, &["registry"]),
+                                "RepositoryName": s(i, &["repositoryName"]),
+                                "ImageDigest": id.rsplit('/').next(),
+                            }})
+                        });
+                        let kind = if s(r, &["type"]) == Some("AWS_ECR_CONTAINER_IMAGE") {
+                            "AwsEcrContainerImage"
+                        } else {
+                            "Other"
+                        };
+                        out.push(res(kind, id.to_string(), region, details));
+                    }
+                }
+            }
+            if class == EventClass::Ecr {
+                if let (Some(repo), Some(digest)) =
+                    (s(&d, &["repository-name"]), s(&d, &["image-digest"]))
+                {
+                    let account = s(ev, &["account"]).unwrap_or("");
+                    let r = region.unwrap_or("us-east-1");
+                    out.push(res(
+                        "AwsEcrContainerImage",
+                        format!("arn:aws:ecr:{r}:{account}:repository/{repo}/{digest}"),
+                        region,
+                        Some(json!({"AwsEcrContainerImage": {"RegistryId": account, "RepositoryName": repo, "ImageDigest": digest}})),
+                    ));
+                }
+            }
+            if let Some(items) = ev.get("resources").and_then(Value::as_array) {
+                for r in items.iter().filter_map(Value::as_str) {
+                    if out.iter().any(|x| x.id == r) {
+                        continue;
+                    }
+                    let kind = if r.contains(":repository/") && r.matches('/').count() == 1 {
+                        "AwsEcrRepository"
+                    } else {
+                        "Other"
+                    };
+                    out.push(res(kind, r.to_string(), region, None));
+                }
+            }
+        }
+    }
+    out
+}

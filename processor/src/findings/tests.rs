@@ -1,0 +1,384 @@
+use std::path::Path;
+
+use serde_json::Value;
+use time::macros::datetime;
+
+use super::*;
+
+fn rule(level: Level, tags: &[&str]) -> RuleMeta {
+    let mut custom = BTreeMap::new();
+    custom.insert(
+        "remediation".into(),
+        serde_json::json!({"text": "Turn it back on.", "url": "https://docs.aws.amazon.com/x"}),
+    );
+    RuleMeta {
+        id: "11111111-2222-3333-4444-555555555555".into(),
+        name: None,
+        title: "CloudTrail logging stopped".into(),
+        description: Some("Someone stopped a trail.".into()),
+        level,
+        status: Some("stable".into()),
+        author: None,
+        date: None,
+        modified: None,
+        tags: tags.iter().map(|s| s.to_string()).collect(),
+        references: vec!["https://example.com/ref".into()],
+        falsepositives: vec![],
+        custom,
+        source: "builtin:t.yml".into(),
+        line: 1,
+    }
+}
+
+fn samples(rel: &str) -> Vec<Value> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/samples")
+        .join(rel);
+    let text = std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("shared sample {} missing: {e}", p.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn build(rule: &RuleMeta, class: EventClass, ev: &Value, ctx: &FindingContext) -> AsffFinding {
+    let id = ev
+        .get("eventID")
+        .or_else(|| ev.get("id"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    build_finding(
+        &FindingInput {
+            rule,
+            class,
+            event: ev,
+            event_ids: id.into_iter().collect(),
+            correlation: None,
+            now: datetime!(2026-01-01 0:00 UTC),
+        },
+        ctx,
+    )
+}
+
+#[test]
+fn every_sample_gives_a_valid_finding() {
+    let r = rule(Level::High, &["attack.defense-evasion", "nist_csf.de.cm-7"]);
+    let ctx = FindingContext::default();
+    let mut n = 0;
+    for (file, class) in [
+        (
+            "stratus-detonations/aws.defense-evasion.cloudtrail-stop.jsonl",
+            EventClass::CloudTrail,
+        ),
+        (
+            "stratus-detonations/aws.persistence.iam-backdoor-role.jsonl",
+            EventClass::CloudTrail,
+        ),
+        (
+            "ecr/cloudtrail_ecr_api_examples.jsonl",
+            EventClass::CloudTrail,
+        ),
+        (
+            "ecr/eventbridge_ecr_image_scan_basic.jsonl",
+            EventClass::Ecr,
+        ),
+        (
+            "ecr/eventbridge_inspector2_finding_ecr.jsonl",
+            EventClass::Inspector2,
+        ),
+    ] {
+        for ev in samples(file) {
+            let f = build(&r, class, &ev, &ctx);
+            if let Err(v) = validate(&f) {
+                panic!("{file}: {v:?}");
+            }
+            n += 1;
+        }
+    }
+    assert!(n >= 10);
+}
+
+#[test]
+fn ids_are_deterministic() {
+    let r = rule(Level::High, &[]);
+    let ctx = FindingContext::default();
+    let evs =
+        samples("stratus-detonations/aws.credential-access.secretsmanager-retrieve-secrets.jsonl");
+    let a = build(&r, EventClass::CloudTrail, &evs[0], &ctx);
+    let b = build(&r, EventClass::CloudTrail, &evs[0], &ctx);
+    assert_eq!(a, b);
+    let c = build(&r, EventClass::CloudTrail, &evs[1], &ctx);
+    assert_ne!(a.id, c.id);
+    let mut r2 = r.clone();
+    r2.id = "other".into();
+    assert_ne!(a.id, build(&r2, EventClass::CloudTrail, &evs[0], &ctx).id);
+    assert_eq!(finding_id("r", "e"), finding_id("r", "e"));
+    assert_ne!(finding_id("r", "e1"), finding_id("r1", "e"));
+}
+
+#[test]
+fn cloudtrail_finding_content() {
+    let ev = &samples("stratus-detonations/aws.defense-evasion.cloudtrail-stop.jsonl")[0];
+    let r = rule(
+        Level::High,
+        &[
+            "attack.defense-evasion",
+            "attack.t1562.008",
+            "nist_csf.de.cm-7",
+            "nist_csf.pr.pt-1",
+        ],
+    );
+    let f = build(&r, EventClass::CloudTrail, ev, &FindingContext::default());
+    assert_eq!(f.aws_account_id, "143434273843");
+    assert_eq!(
+        f.product_arn,
+        "arn:aws:securityhub:apiso-centralnorth-2r:143434273843:product/143434273843/default"
+    );
+    assert_eq!(f.severity.label, "HIGH");
+    assert_eq!(f.types, vec!["TTPs/Defense Evasion"]);
+    assert_eq!(f.finding_provider_fields.types, f.types);
+    assert_eq!(
+        f.compliance.as_ref().unwrap().related_requirements,
+        vec!["NIST CSF DE.CM-7", "NIST CSF PR.PT-1"]
+    );
+    assert_eq!(
+        f.remediation.as_ref().unwrap().recommendation.text,
+        "Turn it back on."
+    );
+    assert_eq!(f.created_at, "2024-07-31T13:06:24Z");
+    assert_eq!(f.updated_at, "2026-01-01T00:00:00Z");
+    assert!(f
+        .resources
+        .iter()
+        .any(|r| r.kind == "AwsIamUser" && r.id == "arn:aws:iam::143434273843:user/christophe"));
+    assert!(f
+        .resources
+        .iter()
+        .any(|r| r.kind == "AwsAccount" && r.id == "AWS::::Account:143434273843"));
+    let act = &f.action.as_ref().unwrap().aws_api_call_action;
+    assert_eq!(act.api, "StopLogging");
+    assert_eq!(
+        act.remote_ip_details.as_ref().unwrap().ip_address_v4,
+        "86.245.153.234"
+    );
+    assert_eq!(
+        f.product_fields["trailwatch/EventIds"],
+        "10163ed2-2253-469d-a5ee-cbc6651f8934"
+    );
+}
+
+#[test]
+fn severity_levels_and_scan_severity() {
+    let ev = &samples("stratus-detonations/aws.defense-evasion.cloudtrail-stop.jsonl")[0];
+    for (l, label, n) in [
+        (Level::Informational, "INFORMATIONAL", 0),
+        (Level::Low, "LOW", 30),
+        (Level::Medium, "MEDIUM", 50),
+        (Level::High, "HIGH", 70),
+        (Level::Critical, "CRITICAL", 90),
+    ] {
+        let f = build(
+            &rule(l, &[]),
+            EventClass::CloudTrail,
+            ev,
+            &FindingContext::default(),
+        );
+        assert_eq!(
+            (f.severity.label.as_str(), f.severity.normalized),
+            (label, n)
+        );
+    }
+    // A scan with criticals raises an informational rule to CRITICAL.
+    let scan = &samples("ecr/eventbridge_ecr_image_scan_basic.jsonl")[0];
+    let f = build(
+        &rule(Level::Informational, &[]),
+        EventClass::Ecr,
+        scan,
+        &FindingContext::default(),
+    );
+    assert_eq!(f.severity.label, "CRITICAL");
+    assert_eq!(
+        f.types,
+        vec!["Software and Configuration Checks/Vulnerabilities/CVE"]
+    );
+    assert!(f.resources.iter().any(|r| r.kind == "AwsEcrContainerImage"));
+}
+
+#[test]
+fn assumed_role_resource_and_ecr_repository() {
+    assert_eq!(
+        resources::role_arn_of_assumed("arn:aws:sts::123456789012:assumed-role/ci-deployer/run-42")
+            .unwrap(),
+        "arn:aws:iam::123456789012:role/ci-deployer"
+    );
+    let ev: Value = serde_json::json!({
+        "eventVersion": "1.08", "eventTime": "2024-01-01T00:00:00Z", "eventSource": "ecr.amazonaws.com",
+        "eventName": "GetDownloadUrlForLayer", "awsRegion": "eu-west-1", "recipientAccountId": "123456789012",
+        "eventID": "x", "sourceIPAddress": "ecs.amazonaws.com",
+        "userIdentity": {"type": "AssumedRole", "arn": "arn:aws:sts::123456789012:assumed-role/ci-deployer/run-42"},
+        "requestParameters": {"repositoryName": "app/web", "layerDigest": "sha256:ab"}
+    });
+    let f = build(
+        &rule(Level::Medium, &[]),
+        EventClass::CloudTrail,
+        &ev,
+        &FindingContext::default(),
+    );
+    assert!(validate(&f).is_ok());
+    let kinds: Vec<&str> = f.resources.iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "AwsEcrContainerImage",
+            "AwsEcrRepository",
+            "AwsIamRole",
+            "AwsAccount"
+        ]
+    );
+    assert_eq!(
+        f.resources[1].id,
+        "arn:aws:ecr:eu-west-1:123456789012:repository/app/web"
+    );
+    assert_eq!(
+        f.resources[2].id,
+        "arn:aws:iam::123456789012:role/ci-deployer"
+    );
+    let act = &f.action.as_ref().unwrap().aws_api_call_action;
+    assert_eq!(act.caller_type, "domain");
+    assert_eq!(
+        act.domain_details.as_ref().unwrap().domain,
+        "ecs.amazonaws.com"
+    );
+}
+
+#[test]
+fn central_reporting_keeps_the_affected_account() {
+    let ev = &samples("stratus-detonations/aws.defense-evasion.cloudtrail-stop.jsonl")[0];
+    let ctx = FindingContext {
+        report_to: ReportTo::Central {
+            account: "999999999999".into(),
+        },
+        ..FindingContext::default()
+    };
+    let f = build(&rule(Level::High, &[]), EventClass::CloudTrail, ev, &ctx);
+    assert_eq!(f.aws_account_id, "999999999999");
+    assert!(f
+        .product_arn
+        .contains(":999999999999:product/999999999999/default"));
+    assert!(f
+        .resources
+        .iter()
+        .any(|r| r.id == "AWS::::Account:143434273843"));
+    assert_eq!(
+        f.product_fields["trailwatch/AffectedAccount"],
+        "143434273843"
+    );
+    assert!(validate(&f).is_ok());
+}
+
+#[test]
+fn validation_names_each_violation() {
+    let ev = &samples("stratus-detonations/aws.defense-evasion.cloudtrail-stop.jsonl")[0];
+    let mut f = build(
+        &rule(Level::High, &[]),
+        EventClass::CloudTrail,
+        ev,
+        &FindingContext::default(),
+    );
+    f.schema_version = "1".into();
+    f.aws_account_id = "12".into();
+    f.types = vec!["Bogus/Thing".into()];
+    f.title = String::new();
+    f.resources.clear();
+    f.severity.label = "SEVERE".into();
+    f.created_at = "yesterday".into();
+    f.compliance = Some(Compliance {
+        status: "FAILED".into(),
+        related_requirements: vec!["x".into(); 33],
+    });
+    let v = validate(&f).unwrap_err();
+    let fields: Vec<&str> = v.iter().map(|x| x.field).collect();
+    for want in [
+        "SchemaVersion",
+        "AwsAccountId",
+        "ProductArn",
+        "Types",
+        "Title",
+        "Resources",
+        "Severity.Label",
+        "CreatedAt",
+        "Compliance.RelatedRequirements",
+    ] {
+        assert!(fields.contains(&want), "{want} not reported: {v:?}");
+    }
+}
+
+#[test]
+fn long_text_is_clipped_and_huge_findings_shrink() {
+    let ev = &samples("stratus-detonations/aws.defense-evasion.cloudtrail-stop.jsonl")[0];
+    let mut r = rule(Level::High, &[]);
+    r.description = Some("x".repeat(5000));
+    r.title = "t".repeat(400);
+    let tags: Vec<String> = (0..40).map(|i| format!("nist_csf.de.cm-{i}")).collect();
+    r.tags = tags;
+    let f = build(&r, EventClass::CloudTrail, ev, &FindingContext::default());
+    assert_eq!(f.description.chars().count(), 1024);
+    assert!(f.description.ends_with('…'));
+    assert_eq!(
+        f.compliance.as_ref().unwrap().related_requirements.len(),
+        32
+    );
+    assert!(validate(&f).is_ok());
+    let mut big = f.clone();
+    for i in 0..200 {
+        big.product_fields.insert(format!("k{i}"), "v".repeat(2000));
+    }
+    big.product_fields
+        .retain(|k, _| k.len() < 5 || k.starts_with("trail"));
+    let mut huge = build(&r, EventClass::CloudTrail, ev, &FindingContext::default());
+    for res in &mut huge.resources {
+        res.details = Some(serde_json::json!({"blob": "y".repeat(150_000)}));
+    }
+    assert!(validate(&huge).is_err());
+    shrink_to_fit(&mut huge);
+    assert!(validate(&huge).is_ok());
+}
+
+#[test]
+fn correlation_findings_use_the_dedup_key() {
+    let ev = &samples("stratus-detonations/aws.defense-evasion.cloudtrail-stop.jsonl")[0];
+    let r = rule(Level::High, &[]);
+    let corr = |count| CorrelationSummary {
+        count,
+        window_start: datetime!(2024-07-31 13:00 UTC),
+        window_end: datetime!(2024-07-31 13:05 UTC),
+        group: vec![("userIdentity.arn".into(), "arn:aws:iam::1:user/x".into())],
+        sample_event_ids: vec!["a".into(), "b".into()],
+        dedup_key: "k1".into(),
+    };
+    let mk = |c| {
+        build_finding(
+            &FindingInput {
+                rule: &r,
+                class: EventClass::CloudTrail,
+                event: ev,
+                event_ids: vec![],
+                correlation: Some(c),
+                now: datetime!(2026-01-01 0:00 UTC),
+            },
+            &FindingContext::default(),
+        )
+    };
+    let a = mk(corr(12));
+    let b = mk(corr(30));
+    assert_eq!(a.id, b.id, "an update keeps the Id");
+    assert_eq!(b.product_fields["trailwatch/Count"], "30");
+    assert_eq!(
+        a.product_fields["trailwatch/WindowStart"],
+        "2024-07-31T13:00:00Z"
+    );
+    assert_eq!(a.product_fields["trailwatch/EventIds"], "a,b");
+    assert_eq!(a.first_observed_at, "2024-07-31T13:00:00Z");
+    assert!(validate(&a).is_ok());
+}

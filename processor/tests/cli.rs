@@ -1,0 +1,239 @@
+//! The `trailwatch` binary end to end: replay, rule commands, bad input.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_trailwatch"))
+}
+
+fn shared() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared");
+    assert!(
+        p.join("sigma/rules").is_dir(),
+        "shared material missing at {}",
+        p.display()
+    );
+    p
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run trailwatch")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const NOW: &str = "2026-01-01T00:00:00Z";
+
+#[test]
+fn replay_emits_valid_deterministic_findings() {
+    let rules = shared().join("sigma/rules");
+    let input = shared().join("samples/stratus-detonations");
+    let go = || {
+        run(bin()
+            .args([
+                "replay",
+                "--no-builtin",
+                "--no-progress",
+                "--now",
+                NOW,
+                "--rules",
+            ])
+            .arg(&rules)
+            .arg(&input))
+    };
+    let a = go();
+    assert!(a.status.success(), "{}", text(&a.stderr));
+    let lines: Vec<serde_json::Value> = text(&a.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is one JSON finding"))
+        .collect();
+    assert!(lines.len() >= 5, "expected findings, got {}", lines.len());
+    for f in &lines {
+        assert_eq!(f["SchemaVersion"], "2018-10-08");
+        assert!(f["Id"].as_str().unwrap().starts_with("trailwatch/"));
+        assert!(f["GeneratorId"].is_string());
+        assert!(!f["Resources"].as_array().unwrap().is_empty());
+    }
+    let summary = text(&a.stderr);
+    assert!(summary.contains("0 bad records"), "{summary}");
+    assert!(summary.contains("matches per rule"), "{summary}");
+    // Same input, same output: ids and content are deterministic.
+    let b = go();
+    assert_eq!(a.stdout, b.stdout);
+}
+
+#[test]
+fn malformed_records_are_counted_dead_lettered_and_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("mixed.ndjson");
+    let good = r#"{"eventVersion":"1.08","eventSource":"cloudtrail.amazonaws.com","eventName":"StopLogging","eventTime":"2024-01-01T00:00:00Z","eventID":"e1","awsRegion":"us-east-1","recipientAccountId":"111111111111","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111111111111:user/bob","accountId":"111111111111"},"sourceIPAddress":"198.51.100.7","requestParameters":{"name":"t"}}"#;
+    let bad =
+        r#"{"eventVersion":"1.08","eventName":"StopLogging","requestParameters":{"name":"t"]}"#;
+    std::fs::write(
+        &input,
+        format!(
+            "{good}\n{bad}\nnot json at all\n{}\n",
+            good.replace("\"e1\"", "\"e2\"")
+        ),
+    )
+    .unwrap();
+    let dlq = dir.path().join("dead.ndjson");
+    let out = run(bin()
+        .args([
+            "replay",
+            "--no-builtin",
+            "--no-progress",
+            "--now",
+            NOW,
+            "--rules",
+        ])
+        .arg(shared().join("sigma/rules"))
+        .arg("--dead-letter")
+        .arg(&dlq)
+        .arg(&input));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("2 bad records"), "{stderr}");
+    assert!(
+        stderr.contains("line 2"),
+        "position of the bad record is logged: {stderr}"
+    );
+    let findings = text(&out.stdout);
+    assert_eq!(
+        findings.lines().count(),
+        2,
+        "both good records still produce findings"
+    );
+    let dead: Vec<serde_json::Value> = std::fs::read_to_string(&dlq)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0]["line"], 2);
+    assert_eq!(dead[1]["line"], 3);
+}
+
+#[test]
+fn gzip_log_file_and_stdin_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = |id: &str| {
+        format!(
+            r#"{{"eventVersion":"1.08","eventSource":"cloudtrail.amazonaws.com","eventName":"DeleteTrail","eventTime":"2024-01-01T00:00:00Z","eventID":"{id}","awsRegion":"eu-west-1","recipientAccountId":"222222222222","userIdentity":{{"type":"Root","arn":"arn:aws:iam::222222222222:root","accountId":"222222222222"}},"sourceIPAddress":"203.0.113.1","requestParameters":{{"name":"t"}}}}"#
+        )
+    };
+    let log = format!(r#"{{"Records":[{},{}]}}"#, rec("a"), rec("b"));
+    let gz = dir.path().join("111_CloudTrail_eu-west-1_x.json.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(log.as_bytes()).unwrap();
+    std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+    let rules = shared().join("sigma/rules");
+    let out = run(bin()
+        .args(["replay", "--no-builtin", "--now", NOW, "--rules"])
+        .arg(&rules)
+        .arg(&gz));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let from_file = text(&out.stdout);
+    assert!(from_file.lines().count() >= 2, "{from_file}");
+
+    let mut child = bin()
+        .args(["replay", "--no-builtin", "--now", NOW, "--rules"])
+        .arg(&rules)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(log.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        from_file,
+        "stdin and file give the same findings"
+    );
+}
+
+#[test]
+fn rules_validate_reports_file_line_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yml"),
+        "title: bad\nlogsource:\n  product: aws\ndetection:\n  sel:\n    eventName|containz: x\n  condition: sel\n",
+    )
+    .unwrap();
+    let out = run(bin().args(["rules", "validate"]).arg(dir.path()));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("bad.yml:6: unknown modifier `containz`"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    let ok = run(bin()
+        .args(["rules", "validate"])
+        .arg(shared().join("sigma/rules")));
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert!(
+        text(&ok.stdout).contains("57 rules"),
+        "{}",
+        text(&ok.stdout)
+    );
+}
+
+#[test]
+fn rules_test_runs_cases_and_fails_on_a_wrong_expectation() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.yml"),
+        r#"title: delete trail
+id: 5f0b6a1e-0000-4000-8000-000000000001
+logsource: {product: aws, service: cloudtrail}
+detection:
+  sel: {eventName: DeleteTrail}
+  condition: sel
+tests:
+  - name: delete
+    event: {eventName: DeleteTrail}
+  - name: other
+    match: false
+    event: {eventName: DescribeTrails}
+  - name: wrong
+    match: false
+    event: {eventName: DeleteTrail}
+"#,
+    )
+    .unwrap();
+    let out = run(bin().args(["rules", "test"]).arg(dir.path()));
+    assert_eq!(out.status.code(), Some(1));
+    let s = text(&out.stdout);
+    assert!(s.contains("2 passed, 1 failed"), "{s}");
+    assert!(s.contains("FAIL") && s.contains("wrong"), "{s}");
+}
+
+#[test]
+fn usage_errors_are_one_line_not_panics() {
+    let out = run(bin().args([
+        "replay",
+        "--no-builtin",
+        "--rules",
+        "/nonexistent/rules",
+        "x",
+    ]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains("/nonexistent/rules"), "{err}");
+    assert!(!err.contains("panicked"));
+}
