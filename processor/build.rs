@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 fn main() {
-    let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/pack");
+    // Read at run time: env!() would bake in the directory the script was built in.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
+    let pack = Path::new(&manifest).join("../rules/pack");
     println!("cargo:rerun-if-changed={}", pack.display());
     let mut files = Vec::new();
     collect(&pack, &mut files);

@@ -237,3 +237,38 @@ fn usage_errors_are_one_line_not_panics() {
     assert!(err.contains("/nonexistent/rules"), "{err}");
     assert!(!err.contains("panicked"));
 }
+
+#[test]
+fn readme_demo_runs_on_the_builtin_pack() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/events");
+    let out = run(bin().args(["replay", "--now", NOW]).arg(&examples));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let findings: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut titles: Vec<&str> = findings
+        .iter()
+        .map(|f| f["Title"].as_str().unwrap())
+        .collect();
+    titles.sort();
+    // Each injected attack of the demo raises its rule; the benign traffic nothing.
+    assert_eq!(
+        titles,
+        vec![
+            "CloudTrail Logging Stopped Or Trail Deleted",
+            "ECR Image Scan Found Critical Or High Vulnerabilities",
+            "ECR Scan On Push Disabled"
+        ]
+    );
+    let scan = findings
+        .iter()
+        .find(|f| f["Title"].as_str().unwrap().starts_with("ECR Image Scan"))
+        .unwrap();
+    assert_eq!(scan["Severity"]["Label"], "CRITICAL");
+    assert!(scan["Compliance"]["RelatedRequirements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r == "NIST CSF DE.CM-8"));
+}
