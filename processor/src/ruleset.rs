@@ -55,6 +55,7 @@ pub fn compile_options(cfg: &RulesConfig, builtin: bool) -> anyhow::Result<Compi
     Ok(CompileOptions {
         placeholders,
         field_mappings: cfg.field_mappings.clone(),
+        extra_fields: Vec::new(),
     })
 }
 

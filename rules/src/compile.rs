@@ -69,6 +69,9 @@ pub struct CompileOptions {
     pub placeholders: BTreeMap<String, Vec<String>>,
     /// Rule field name → document path (e.g. `src_ip` → `sourceIPAddress`).
     pub field_mappings: BTreeMap<String, String>,
+    /// More document paths to read from every event (e.g. the fields of
+    /// suppression entries), besides those the rules use.
+    pub extra_fields: Vec<String>,
 }
 
 /// A compiled search identifier: OR over groups, each an AND of items.

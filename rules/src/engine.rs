@@ -18,6 +18,7 @@ use crate::logsource::EventClass;
 use crate::matcher::{Pat, StrOp, Test};
 use crate::meta::RuleMeta;
 use crate::parse::{self, DetectionDoc, LogSource, RuleDoc};
+use crate::window::{self, CorrelationRule, RuleRef};
 
 /// A rule file to load: a name for messages (path or `builtin:...`) and text.
 #[derive(Debug, Clone)]
@@ -83,6 +84,43 @@ pub struct RuleSet {
     keywords: bool,
     classes: Vec<ClassIndex>,
     pub meta_fields: MetaFields,
+    correlations: Vec<CorrelationRule>,
+    det_consumers: Vec<Vec<(usize, usize)>>,
+    corr_consumers: Vec<Vec<(usize, usize)>>,
+    emit: Vec<bool>,
+    corr_emit: Vec<bool>,
+}
+
+/// Resolves correlation references by id or name.
+struct Names<'a> {
+    rules: &'a [DetectionRule],
+    correlations: &'a [CorrelationRule],
+}
+
+impl window::Resolver for Names<'_> {
+    fn resolve(&self, name: &str) -> Option<RuleRef> {
+        let hit = |m: &RuleMeta| m.id == name || m.name.as_deref() == Some(name);
+        if let Some(i) = self.rules.iter().position(|r| hit(&r.meta)) {
+            return Some(RuleRef::Detection(i as u32));
+        }
+        self.correlations
+            .iter()
+            .position(|c| hit(&c.meta))
+            .map(RuleRef::Correlation)
+    }
+
+    fn names_of(&self, r: RuleRef) -> Vec<String> {
+        let m = match r {
+            RuleRef::Detection(i) => &self.rules[i as usize].meta,
+            RuleRef::Correlation(i) => &self.correlations[i].meta,
+        };
+        let mut v = Vec::new();
+        if let Some(n) = &m.name {
+            v.push(n.clone());
+        }
+        v.push(m.id.clone());
+        v
+    }
 }
 
 /// Per-thread reusable buffers for evaluation.
@@ -108,27 +146,120 @@ impl RuleSet {
         }
         let mut b = Builder::new(opts);
         for d in &docs {
-            match d {
-                RuleDoc::Detection(det) => {
-                    if let Err(e) = b.add_detection(det) {
-                        errors.push(e);
-                    }
+            if let RuleDoc::Detection(det) = d {
+                if let Err(e) = b.add_detection(det) {
+                    errors.push(e);
                 }
-                RuleDoc::Correlation(c) => errors.push(c.doc.error(
-                    c.doc.line_of("correlation"),
-                    "correlation rules are not supported yet by this build",
-                )),
             }
+        }
+        // Correlations after every detection rule, in file order, so they can
+        // refer to rules in any file and to correlations before them.
+        let mut correlations: Vec<CorrelationRule> = Vec::new();
+        for d in &docs {
+            if let RuleDoc::Correlation(c) = d {
+                let resolver = Names {
+                    rules: &b.rules,
+                    correlations: &correlations,
+                };
+                match window::compile(c, &resolver, &mut b.fields) {
+                    Ok(cr) => {
+                        if let Some((file, line)) = b.ids.get(&cr.meta.id) {
+                            errors.push(c.doc.error(
+                                c.doc.line_of("id"),
+                                format!(
+                                    "duplicate rule id `{}` (first defined at {file}:{line})",
+                                    cr.meta.id
+                                ),
+                            ));
+                            continue;
+                        }
+                        b.ids.insert(
+                            cr.meta.id.clone(),
+                            (c.doc.file.to_string(), c.doc.first_line),
+                        );
+                        correlations.push(cr);
+                    }
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        for p in &opts.extra_fields {
+            b.fields.intern(p);
         }
         if !errors.is_empty() {
             return Err(RuleErrors(errors));
         }
-        let (set, warnings) = b.finish();
+        let (mut set, warnings) = b.finish();
+        set.set_correlations(correlations);
         Ok((set, warnings))
     }
 
     pub fn rules(&self) -> &[DetectionRule] {
         &self.rules
+    }
+
+    /// Correlation rules, in load order (a correlation only refers to
+    /// detections and to correlations before it).
+    pub fn correlations(&self) -> &[CorrelationRule] {
+        &self.correlations
+    }
+
+    /// Who consumes the matches of a detection rule: (correlation, position
+    /// of the rule in its `rules` list).
+    pub fn detection_consumers(&self, rule: u32) -> &[(usize, usize)] {
+        &self.det_consumers[rule as usize]
+    }
+
+    /// Who consumes the alerts of a correlation (chained correlations).
+    pub fn correlation_consumers(&self, corr: usize) -> &[(usize, usize)] {
+        &self.corr_consumers[corr]
+    }
+
+    /// Whether a detection's own matches are reported: not when only
+    /// correlations with `generate: false` use it.
+    pub fn emits(&self, rule: u32) -> bool {
+        self.emit[rule as usize]
+    }
+
+    /// Same for a correlation used by other correlations.
+    pub fn correlation_emits(&self, corr: usize) -> bool {
+        self.corr_emit[corr]
+    }
+
+    fn set_correlations(&mut self, correlations: Vec<CorrelationRule>) {
+        let mut det_consumers = vec![Vec::new(); self.rules.len()];
+        let mut corr_consumers = vec![Vec::new(); correlations.len()];
+        let mut emit = vec![true; self.rules.len()];
+        let mut corr_emit = vec![true; correlations.len()];
+        let mut generated_det = vec![false; self.rules.len()];
+        let mut generated_corr = vec![false; correlations.len()];
+        for (ci, c) in correlations.iter().enumerate() {
+            for (pos, r) in c.rules.iter().enumerate() {
+                match r {
+                    RuleRef::Detection(d) => {
+                        det_consumers[*d as usize].push((ci, pos));
+                        emit[*d as usize] = false;
+                        generated_det[*d as usize] |= c.generate;
+                    }
+                    RuleRef::Correlation(k) => {
+                        corr_consumers[*k].push((ci, pos));
+                        corr_emit[*k] = false;
+                        generated_corr[*k] |= c.generate;
+                    }
+                }
+            }
+        }
+        for i in 0..emit.len() {
+            emit[i] |= generated_det[i];
+        }
+        for i in 0..corr_emit.len() {
+            corr_emit[i] |= generated_corr[i];
+        }
+        self.det_consumers = det_consumers;
+        self.corr_consumers = corr_consumers;
+        self.emit = emit;
+        self.corr_emit = corr_emit;
+        self.correlations = correlations;
     }
 
     pub fn rule(&self, idx: u32) -> &DetectionRule {
@@ -204,11 +335,11 @@ impl RuleSet {
 /// Collects compiled rules and builds the indexes.
 pub(crate) struct Builder<'o> {
     opts: &'o CompileOptions,
-    fields: FieldTable,
-    rules: Vec<DetectionRule>,
+    pub(crate) fields: FieldTable,
+    pub(crate) rules: Vec<DetectionRule>,
     keywords: bool,
     warnings: Vec<RuleWarning>,
-    ids: BTreeMap<String, (String, usize)>,
+    pub(crate) ids: BTreeMap<String, (String, usize)>,
     meta: MetaFields,
 }
 
@@ -419,6 +550,11 @@ impl<'o> Builder<'o> {
                 keywords: self.keywords,
                 classes,
                 meta_fields: self.meta,
+                correlations: Vec::new(),
+                det_consumers: Vec::new(),
+                corr_consumers: Vec::new(),
+                emit: Vec::new(),
+                corr_emit: Vec::new(),
             },
             self.warnings,
         )

@@ -9,9 +9,14 @@
 //! - [`json`] and [`doc`]: one pass over an event's JSON reads only the fields
 //!   the rules use into [`doc::Values`];
 //! - [`logsource`]: the event classes and their `logsource` names;
+//! - [`window`]: correlation rules (event_count, value_count, temporal);
+//!   [`detect`]: the stateful [`Detector`] — suppressions, event-time windows,
+//!   watermark, dedup, snapshots (see `detect_design.md`);
+//! - [`testing`]: rule tests kept in the rule files;
 //! - [`meta`]: rule metadata (level, tags, NIST CSF, remediation).
 pub mod compile;
 pub mod condition;
+pub mod detect;
 pub mod doc;
 pub mod engine;
 pub mod error;
@@ -21,9 +26,14 @@ pub mod matcher;
 pub mod meta;
 pub mod parse;
 pub mod testing;
+pub mod window;
 
 pub use compile::CompileOptions;
+pub use detect::{
+    Alert, CorrelationAlert, Detector, DetectorConfig, DetectorStats, Suppression, TimeMode,
+};
 pub use engine::{DetectionRule, RuleFile, RuleSet, Scratch};
 pub use error::{RuleError, RuleErrors, RuleWarning};
 pub use logsource::EventClass;
 pub use meta::{Level, RuleMeta};
+pub use window::CorrelationRule;

@@ -138,6 +138,8 @@ pub struct CorrelationDoc<'a> {
     pub doc: DocText<'a>,
     pub meta: RuleMeta,
     pub correlation: Mapping,
+    /// `generate` given at the top level (it may also sit in `correlation`).
+    pub generate: Option<Value>,
     pub tests: Option<Value>,
 }
 
@@ -181,6 +183,7 @@ fn parse_doc(doc: DocText<'_>) -> Result<RuleDoc<'_>, RuleError> {
         return Ok(RuleDoc::Correlation(CorrelationDoc {
             meta,
             correlation: c.clone(),
+            generate: map.get("generate").cloned(),
             tests,
             doc,
         }));

@@ -1,0 +1,775 @@
+//! The stateful detector: detection matches, suppressions, and correlation
+//! windows over event time. See `detect_design.md` next to this file for
+//! exactly when windows fire and when late data is dropped.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::doc::Event;
+use crate::engine::{RuleSet, Scratch};
+use crate::json::JsonError;
+use crate::logsource::EventClass;
+use crate::matcher::Cidr;
+use crate::parse::fnv1a;
+use crate::window::CorrelationType;
+
+/// Which clock windows use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum TimeMode {
+    /// Event time (`eventTime`, EventBridge `time`) with a watermark.
+    #[default]
+    EventTime,
+    /// The `now_ms` the caller passes with each event.
+    ProcessingTime,
+}
+
+/// An allowlist entry: matches whose event has `field` equal (case-
+/// insensitively) to one of `values`, or inside one of `cidrs`, are dropped.
+#[derive(Debug, Clone, Default)]
+pub struct Suppression {
+    pub field: String,
+    pub values: Vec<String>,
+    pub cidrs: Vec<Cidr>,
+    /// Rule ids it applies to; empty = every rule.
+    pub rule_ids: Vec<String>,
+    /// Epoch ms (processing time) after which the entry no longer applies.
+    pub expires_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DetectorConfig {
+    pub time_mode: TimeMode,
+    pub allowed_lateness_ms: i64,
+    /// Cap on group keys over all correlations; the least recently seen go.
+    pub max_keys: usize,
+    pub dedup_period_ms: i64,
+    pub suppressions: Vec<Suppression>,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig {
+            time_mode: TimeMode::EventTime,
+            allowed_lateness_ms: 15 * 60 * 1000,
+            max_keys: 1_000_000,
+            dedup_period_ms: 3600 * 1000,
+            suppressions: Vec::new(),
+        }
+    }
+}
+
+/// What the detector reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Alert {
+    Detection {
+        rule: u32,
+        event_id: Option<String>,
+        event_time_ms: Option<i64>,
+    },
+    Correlation(CorrelationAlert),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CorrelationAlert {
+    /// Index into [`RuleSet::correlations`].
+    pub rule: usize,
+    /// Events (event_count), distinct values (value_count) or distinct rules
+    /// (temporal) in the window.
+    pub count: u64,
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    pub group: Vec<(String, String)>,
+    /// The first and last few contributing event ids.
+    pub sample_event_ids: Vec<String>,
+    /// Same rule, group and dedup period → same key (and finding Id).
+    pub dedup_key: String,
+    /// A repeat within the dedup period: update the finding, count is cumulative.
+    pub is_update: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetectorStats {
+    pub keys: u64,
+    pub evictions: u64,
+    pub late_dropped: u64,
+    pub missing_group_key: u64,
+    pub suppressed: u64,
+    pub expired_suppressions: u64,
+    pub correlation_alerts: u64,
+    pub correlation_updates: u64,
+    pub watermark_ms: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot is not valid: {0}")]
+    Invalid(String),
+    #[error("snapshot version {0} is not supported (this build reads version {SNAPSHOT_VERSION})")]
+    Version(u32),
+    #[error(
+        "snapshot was taken with other correlation rules ({0}); it cannot continue these windows"
+    )]
+    Rules(String),
+}
+
+pub const SNAPSHOT_VERSION: u32 = 1;
+const SAMPLE: usize = 5;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Group {
+    values: Vec<String>,
+    /// (event time, aux) sorted by time; aux = value hash or rule position.
+    times: Vec<(i64, u64)>,
+    /// Events at or before this time belong to a window that already fired.
+    fired_until: i64,
+    last_seen: i64,
+    first_ids: Vec<String>,
+    last_ids: VecDeque<String>,
+    dedup_bucket: i64,
+    dedup_count: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct State {
+    version: u32,
+    /// Ids of the correlations, to refuse a snapshot of other rules.
+    rules: Vec<String>,
+    groups: Vec<HashMap<u64, Group>>,
+    max_time: Option<i64>,
+    stats: DetectorStats,
+    /// Non-monotone windows waiting for the watermark: (close time, corr, key).
+    #[serde(skip)]
+    closes: BinaryHeap<Reverse<(i64, usize, u64)>>,
+    #[serde(skip)]
+    since_expiry: u32,
+}
+
+/// Evaluates events and keeps correlation windows.
+pub struct Detector {
+    set: Arc<RuleSet>,
+    cfg: DetectorConfig,
+    supp_fields: Vec<Option<u32>>,
+    state: State,
+    matches: Vec<u32>,
+}
+
+/// Epoch ms of an RFC 3339 time (`2024-07-31T13:06:24Z`, fractions and
+/// offsets allowed).
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        std::str::from_utf8(&b[r]).ok()?.parse().ok()
+    };
+    let (y, mo, d, h, mi, se) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut ms = 0i64;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let frac = &s[start..i];
+        let digits: String = frac.chars().chain("000".chars()).take(3).collect();
+        ms = digits.parse().ok()?;
+    }
+    let offset_s = match b.get(i) {
+        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+        Some(c @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
+            let oh = num(i + 1..i + 3)?;
+            let om = num(i + 4..i + 6)?;
+            let sign = if *c == b'+' { 1 } else { -1 };
+            sign * (oh * 3600 + om * 60)
+        }
+        _ => return None,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = if y2 >= 0 { y2 } else { y2 - 399 } / 400;
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some((days * 86400 + h * 3600 + mi * 60 + se - offset_s) * 1000 + ms)
+}
+
+fn group_hash(values: &[&str]) -> u64 {
+    let mut buf = Vec::with_capacity(64);
+    for v in values {
+        buf.extend_from_slice(v.as_bytes());
+        buf.push(0);
+    }
+    fnv1a(&buf)
+}
+
+impl Detector {
+    pub fn new(set: Arc<RuleSet>, cfg: DetectorConfig) -> Self {
+        let supp_fields = cfg
+            .suppressions
+            .iter()
+            .map(|s| set.fields().get(&s.field))
+            .collect();
+        let state = State {
+            version: SNAPSHOT_VERSION,
+            rules: set
+                .correlations()
+                .iter()
+                .map(|c| c.meta.id.clone())
+                .collect(),
+            groups: vec![HashMap::new(); set.correlations().len()],
+            ..State::default()
+        };
+        Detector {
+            set,
+            cfg,
+            supp_fields,
+            state,
+            matches: Vec::new(),
+        }
+    }
+
+    pub fn rule_set(&self) -> &Arc<RuleSet> {
+        &self.set
+    }
+
+    /// Suppression entries whose field no rule set reads (pass the field in
+    /// `CompileOptions::extra_fields`): they can never apply.
+    pub fn inert_suppressions(&self) -> Vec<&str> {
+        self.cfg
+            .suppressions
+            .iter()
+            .zip(&self.supp_fields)
+            .filter(|(_, f)| f.is_none())
+            .map(|(s, _)| s.field.as_str())
+            .collect()
+    }
+
+    fn watermark(&self) -> Option<i64> {
+        let lateness = match self.cfg.time_mode {
+            TimeMode::EventTime => self.cfg.allowed_lateness_ms,
+            TimeMode::ProcessingTime => 0,
+        };
+        self.state.max_time.map(|m| m - lateness)
+    }
+
+    /// Evaluates one event; pushes detections and fired correlations.
+    pub fn process(
+        &mut self,
+        class: EventClass,
+        json: &str,
+        now_ms: i64,
+        scratch: &mut Scratch,
+        out: &mut Vec<Alert>,
+    ) -> Result<(), JsonError> {
+        self.matches.clear();
+        let set = Arc::clone(&self.set);
+        let ev = set.eval(class, json, scratch, &mut self.matches)?;
+        let event_time = set.event_time(&ev).and_then(parse_rfc3339_ms);
+        let t = match self.cfg.time_mode {
+            TimeMode::EventTime => event_time.unwrap_or(now_ms),
+            TimeMode::ProcessingTime => now_ms,
+        };
+        let event_id = set.event_id(&ev);
+        let mut observed = false;
+        let matches = std::mem::take(&mut self.matches);
+        for &m in &matches {
+            let rule = set.rule(m);
+            if self.suppressed(&rule.meta.id, &ev, now_ms) {
+                self.state.stats.suppressed += 1;
+                continue;
+            }
+            if set.emits(m) {
+                out.push(Alert::Detection {
+                    rule: m,
+                    event_id: event_id.map(str::to_string),
+                    event_time_ms: event_time,
+                });
+            }
+            for &(ci, pos) in set.detection_consumers(m) {
+                observed = true;
+                let c = &set.correlations()[ci];
+                let mut vals: Vec<&str> = Vec::with_capacity(c.group_fields[pos].len());
+                let mut missing = false;
+                for f in &c.group_fields[pos] {
+                    match ev.first(*f) {
+                        Some(v) => vals.push(v),
+                        None => missing = true,
+                    }
+                }
+                if missing {
+                    self.state.stats.missing_group_key += 1;
+                    continue;
+                }
+                let aux = match c.kind {
+                    CorrelationType::ValueCount => {
+                        match c.value_fields[pos].and_then(|f| ev.first(f)) {
+                            Some(v) => fnv1a(v.to_lowercase().as_bytes()),
+                            None => continue,
+                        }
+                    }
+                    CorrelationType::Temporal | CorrelationType::TemporalOrdered => pos as u64,
+                    CorrelationType::EventCount => 0,
+                };
+                self.observe(&set, ci, t, &vals, aux, event_id.unwrap_or(""), out);
+            }
+        }
+        self.matches = matches;
+        if observed || self.state.max_time.is_none_or(|m| t > m) {
+            self.state.max_time = Some(self.state.max_time.map_or(t, |m| m.max(t)));
+        }
+        self.close_due(&set, false, out);
+        self.state.since_expiry += 1;
+        if self.state.since_expiry >= 4096 {
+            self.expire();
+        }
+        Ok(())
+    }
+
+    /// Moves processing time forward without an event (idle streams).
+    pub fn advance(&mut self, now_ms: i64, out: &mut Vec<Alert>) {
+        if self.cfg.time_mode == TimeMode::ProcessingTime {
+            self.state.max_time = Some(self.state.max_time.map_or(now_ms, |m| m.max(now_ms)));
+        }
+        let set = Arc::clone(&self.set);
+        self.close_due(&set, false, out);
+        self.expire();
+    }
+
+    /// End of input: decides every open window as if time moved past it.
+    pub fn flush(&mut self, out: &mut Vec<Alert>) {
+        let set = Arc::clone(&self.set);
+        self.close_due(&set, true, out);
+    }
+
+    pub fn stats(&self) -> DetectorStats {
+        let mut s = self.state.stats.clone();
+        s.keys = self.state.groups.iter().map(|g| g.len() as u64).sum();
+        s.watermark_ms = self.watermark();
+        s
+    }
+
+    /// The whole window state, versioned (JSON).
+    pub fn snapshot(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.state).unwrap_or_default()
+    }
+
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        #[derive(Deserialize)]
+        struct Head {
+            version: u32,
+        }
+        let head: Head =
+            serde_json::from_slice(bytes).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
+        if head.version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Version(head.version));
+        }
+        let mut st: State =
+            serde_json::from_slice(bytes).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
+        let want: Vec<String> = self
+            .set
+            .correlations()
+            .iter()
+            .map(|c| c.meta.id.clone())
+            .collect();
+        if st.rules != want || st.groups.len() != want.len() {
+            return Err(SnapshotError::Rules(format!(
+                "snapshot has {:?}, rules have {:?}",
+                st.rules, want
+            )));
+        }
+        // Rebuild the queue of windows waiting to close.
+        for (ci, groups) in st.groups.iter().enumerate() {
+            let c = &self.set.correlations()[ci];
+            if c.condition.is_monotone() {
+                continue;
+            }
+            for (k, g) in groups {
+                if let Some((t0, _)) = g.times.first() {
+                    st.closes.push(Reverse((t0 + c.timespan_ms, ci, *k)));
+                }
+            }
+        }
+        self.state = st;
+        Ok(())
+    }
+
+    fn suppressed(&mut self, rule_id: &str, ev: &Event<'_>, now_ms: i64) -> bool {
+        for (i, s) in self.cfg.suppressions.iter().enumerate() {
+            let Some(f) = self.supp_fields[i] else {
+                continue;
+            };
+            if !s.rule_ids.is_empty() && !s.rule_ids.iter().any(|r| r == rule_id) {
+                continue;
+            }
+            if s.expires_ms.is_some_and(|e| now_ms > e) {
+                self.state.stats.expired_suppressions += 1;
+                continue;
+            }
+            for v in ev.texts(f) {
+                if s.values.iter().any(|x| x.eq_ignore_ascii_case(v)) {
+                    return true;
+                }
+                if !s.cidrs.is_empty() {
+                    if let Ok(ip) = v.trim().parse() {
+                        if s.cidrs.iter().any(|c| c.contains(&ip)) {
+                            return true;
+                        }
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn observe(
+        &mut self,
+        set: &RuleSet,
+        ci: usize,
+        t: i64,
+        vals: &[&str],
+        aux: u64,
+        event_id: &str,
+        out: &mut Vec<Alert>,
+    ) {
+        if self.cfg.time_mode == TimeMode::EventTime {
+            if let Some(w) = self.watermark() {
+                if t < w {
+                    self.state.stats.late_dropped += 1;
+                    return;
+                }
+            }
+        }
+        let c = &set.correlations()[ci];
+        let key = group_hash(vals);
+        let total: usize = self.state.groups.iter().map(|g| g.len()).sum();
+        if !self.state.groups[ci].contains_key(&key) && total >= self.cfg.max_keys {
+            self.evict();
+        }
+        let monotone = c.condition.is_monotone();
+        let g = self.state.groups[ci].entry(key).or_insert_with(|| Group {
+            values: vals.iter().map(|v| v.to_string()).collect(),
+            fired_until: i64::MIN,
+            last_seen: t,
+            dedup_bucket: i64::MIN,
+            ..Group::default()
+        });
+        if t <= g.fired_until {
+            return;
+        }
+        let at = g.times.partition_point(|(x, _)| *x <= t);
+        g.times.insert(at, (t, aux));
+        g.last_seen = g.last_seen.max(t);
+        if !event_id.is_empty() {
+            if g.first_ids.len() < SAMPLE {
+                g.first_ids.push(event_id.to_string());
+            } else {
+                if g.last_ids.len() == SAMPLE {
+                    g.last_ids.pop_front();
+                }
+                g.last_ids.push_back(event_id.to_string());
+            }
+        }
+        if !monotone {
+            if g.times.len() == 1 || at == 0 {
+                let close = g.times[0].0 + c.timespan_ms;
+                self.state.closes.push(Reverse((close, ci, key)));
+            }
+            return;
+        }
+        // Earliest window [s, s + span] containing t where the condition holds.
+        let span = c.timespan_ms;
+        let due = {
+            let lo = g.times.partition_point(|(x, _)| *x < t - span);
+            let hi = g.times.partition_point(|(x, _)| *x <= t);
+            (lo..hi).find_map(|s_idx| {
+                let s = g.times[s_idx].0;
+                let e_idx = g.times.partition_point(|(x, _)| *x <= s + span);
+                let win = &g.times[s_idx..e_idx];
+                let n = measure(c.kind, win, c.rules.len());
+                c.condition
+                    .holds(n)
+                    .then(|| (s, win.last().map_or(s, |w| w.0), n))
+            })
+        };
+        if let Some((start, end, n)) = due {
+            self.fire(set, ci, key, start, end, n, out);
+            return;
+        }
+        // Drop what no future window (within lateness) can use.
+        if let Some(w) = self.watermark() {
+            if let Some(g) = self.state.groups[ci].get_mut(&key) {
+                let cut = g.times.partition_point(|(x, _)| *x < w - span);
+                if cut > 0 {
+                    g.times.drain(..cut);
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fire(
+        &mut self,
+        set: &RuleSet,
+        ci: usize,
+        key: u64,
+        start: i64,
+        end: i64,
+        n: u64,
+        out: &mut Vec<Alert>,
+    ) {
+        let c = &set.correlations()[ci];
+        let period = self.cfg.dedup_period_ms.max(1);
+        let Some(g) = self.state.groups[ci].get_mut(&key) else {
+            return;
+        };
+        let bucket = start.div_euclid(period);
+        let is_update = g.dedup_bucket == bucket;
+        if is_update {
+            g.dedup_count += n;
+        } else {
+            g.dedup_bucket = bucket;
+            g.dedup_count = n;
+        }
+        let mut sample: Vec<String> = g.first_ids.clone();
+        sample.extend(g.last_ids.iter().cloned());
+        let group: Vec<(String, String)> = c
+            .group_by
+            .iter()
+            .cloned()
+            .zip(g.values.iter().cloned())
+            .collect();
+        let alert = CorrelationAlert {
+            rule: ci,
+            count: g.dedup_count,
+            window_start_ms: start,
+            window_end_ms: end,
+            group,
+            sample_event_ids: sample,
+            dedup_key: format!("{}|{}|{}", c.meta.id, g.values.join("\u{1f}"), bucket),
+            is_update,
+        };
+        // The window is spent: its events cannot fire again.
+        g.fired_until = end;
+        let cut = g.times.partition_point(|(x, _)| *x <= end);
+        g.times.drain(..cut);
+        g.first_ids.clear();
+        g.last_ids.clear();
+        if is_update {
+            self.state.stats.correlation_updates += 1;
+        } else {
+            self.state.stats.correlation_alerts += 1;
+        }
+        // Chained correlations see this alert as an event at the window end.
+        let consumers: Vec<(usize, usize)> = set.correlation_consumers(ci).to_vec();
+        if set.correlation_emits(ci) {
+            out.push(Alert::Correlation(alert.clone()));
+        }
+        if is_update {
+            return;
+        }
+        for (cj, pos) in consumers {
+            let parent = &set.correlations()[cj];
+            let mut vals = Vec::new();
+            for (gi, _) in parent.group_fields[pos].iter().enumerate() {
+                let name = &parent.group_by[gi];
+                match alert.group.iter().find(|(k, _)| k == name) {
+                    Some((_, v)) => vals.push(v.clone()),
+                    None => {
+                        self.state.stats.missing_group_key += 1;
+                        vals.clear();
+                        break;
+                    }
+                }
+            }
+            if vals.len() != parent.group_by.len() {
+                continue;
+            }
+            let refs: Vec<&str> = vals.iter().map(String::as_str).collect();
+            let aux = match parent.kind {
+                CorrelationType::Temporal | CorrelationType::TemporalOrdered => pos as u64,
+                CorrelationType::ValueCount => fnv1a(alert.dedup_key.as_bytes()),
+                CorrelationType::EventCount => 0,
+            };
+            self.observe(
+                set,
+                cj,
+                alert.window_end_ms,
+                &refs,
+                aux,
+                &alert.dedup_key.clone(),
+                out,
+            );
+        }
+    }
+
+    /// Decides non-monotone windows whose end the watermark passed.
+    fn close_due(&mut self, set: &RuleSet, all: bool, out: &mut Vec<Alert>) {
+        let wm = if all {
+            i64::MAX
+        } else {
+            self.watermark().unwrap_or(i64::MIN)
+        };
+        while let Some(Reverse((close, ci, key))) = self.state.closes.peek().copied() {
+            if close > wm {
+                break;
+            }
+            self.state.closes.pop();
+            let c = &set.correlations()[ci];
+            let span = c.timespan_ms;
+            let Some(g) = self.state.groups[ci].get(&key) else {
+                continue;
+            };
+            let Some(&(s, _)) = g.times.first() else {
+                continue;
+            };
+            if s + span != close {
+                continue; // stale entry: the window start moved
+            }
+            let e_idx = g.times.partition_point(|(x, _)| *x <= s + span);
+            let n = measure(c.kind, &g.times[..e_idx], c.rules.len());
+            let end = g.times[e_idx - 1].0;
+            if c.condition.holds(n) {
+                self.fire(set, ci, key, s, end, n, out);
+            } else if let Some(g) = self.state.groups[ci].get_mut(&key) {
+                g.times.drain(..e_idx);
+                g.first_ids.clear();
+                g.last_ids.clear();
+            }
+            if let Some(g) = self.state.groups[ci].get(&key) {
+                if let Some(&(s2, _)) = g.times.first() {
+                    self.state.closes.push(Reverse((s2 + span, ci, key)));
+                }
+            }
+        }
+        if all {
+            // Monotone windows that never met their condition just end.
+            for groups in &mut self.state.groups {
+                groups.clear();
+            }
+        }
+    }
+
+    /// Forgets groups with nothing left that could still count.
+    fn expire(&mut self) {
+        self.state.since_expiry = 0;
+        let Some(w) = self.watermark() else { return };
+        let set = Arc::clone(&self.set);
+        for (ci, groups) in self.state.groups.iter_mut().enumerate() {
+            let span = set.correlations()[ci].timespan_ms;
+            groups.retain(|_, g| g.last_seen >= w - span);
+        }
+    }
+
+    /// Over the cap: drops the least recently seen tenth of the keys.
+    fn evict(&mut self) {
+        let mut all: Vec<(i64, usize, u64)> = Vec::new();
+        for (ci, groups) in self.state.groups.iter().enumerate() {
+            for (k, g) in groups {
+                all.push((g.last_seen, ci, *k));
+            }
+        }
+        all.sort_unstable();
+        let n = (self.cfg.max_keys / 10).max(1).min(all.len());
+        for &(_, ci, k) in &all[..n] {
+            self.state.groups[ci].remove(&k);
+        }
+        self.state.stats.evictions += n as u64;
+    }
+}
+
+/// The count a window's events give for a correlation type.
+fn measure(kind: CorrelationType, win: &[(i64, u64)], nrules: usize) -> u64 {
+    match kind {
+        CorrelationType::EventCount => win.len() as u64,
+        CorrelationType::ValueCount | CorrelationType::Temporal => {
+            let mut seen: Vec<u64> = win.iter().map(|(_, a)| *a).collect();
+            seen.sort_unstable();
+            seen.dedup();
+            seen.len() as u64
+        }
+        CorrelationType::TemporalOrdered => {
+            // Longest prefix of the rule order matched at strictly increasing times.
+            let mut next = 0u64;
+            let mut last_t = i64::MIN;
+            for &(t, pos) in win {
+                if pos == next && t > last_t {
+                    next += 1;
+                    last_t = t;
+                    if next as usize == nrules {
+                        break;
+                    }
+                }
+            }
+            next
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_parsing() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339_ms("2024-07-31T13:06:24Z"),
+            Some(1_722_431_184_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2024-07-31T13:06:24.5Z"),
+            Some(1_722_431_184_500)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2024-07-31T15:06:24+02:00"),
+            Some(1_722_431_184_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2000-02-29T00:00:00Z"),
+            Some(951_782_400_000)
+        );
+        assert_eq!(parse_rfc3339_ms("Dec 3, 2021, 6:02:30 PM"), None);
+        assert_eq!(parse_rfc3339_ms("2024-13-01T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn measures() {
+        let w = [(1, 0), (2, 1), (3, 0), (4, 2)];
+        assert_eq!(measure(CorrelationType::EventCount, &w, 3), 4);
+        assert_eq!(measure(CorrelationType::ValueCount, &w, 3), 3);
+        assert_eq!(measure(CorrelationType::TemporalOrdered, &w, 3), 3);
+        assert_eq!(
+            measure(CorrelationType::TemporalOrdered, &[(1, 1), (2, 0)], 2),
+            1
+        );
+        assert_eq!(
+            measure(CorrelationType::TemporalOrdered, &[(1, 0), (1, 1)], 2),
+            1,
+            "ties are not ordered"
+        );
+    }
+}

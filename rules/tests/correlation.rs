@@ -1,0 +1,662 @@
+//! Correlation rules over event time: window edges, disorder, lateness,
+//! caps, ordering, aliases, chains, generate, dedup, suppression, restore.
+
+use std::sync::Arc;
+
+use trailwatch_rules::{
+    Alert, CompileOptions, CorrelationAlert, Detector, DetectorConfig, EventClass, RuleFile,
+    RuleSet, Suppression,
+};
+
+const BASE: &str = r#"
+title: layer download
+id: base-download
+name: layer_download
+level: informational
+logsource: {product: aws, service: cloudtrail}
+detection:
+  sel: {eventName: GetDownloadUrlForLayer}
+  condition: sel
+---
+title: denied
+id: base-denied
+name: denied
+level: informational
+logsource: {product: aws, service: cloudtrail}
+detection:
+  sel: {errorCode: AccessDenied}
+  condition: sel
+---
+title: stop logging
+id: base-stop
+name: stop_logging
+logsource: {product: aws, service: cloudtrail}
+detection:
+  sel: {eventName: StopLogging}
+  condition: sel
+---
+title: delete trail
+id: base-delete
+name: delete_trail
+logsource: {product: aws, service: cloudtrail}
+detection:
+  sel: {eventName: DeleteTrail}
+  condition: sel
+"#;
+
+fn set(extra: &str) -> Arc<RuleSet> {
+    let text = format!("{BASE}---\n{extra}");
+    let opts = CompileOptions {
+        extra_fields: vec!["sourceIPAddress".into()],
+        ..CompileOptions::default()
+    };
+    Arc::new(
+        RuleSet::load(
+            &[RuleFile {
+                name: "c.yml".into(),
+                text,
+            }],
+            &opts,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .0,
+    )
+}
+
+fn ev(name: &str, who: &str, secs: i64, id: &str) -> String {
+    ev_with(name, who, secs, id, "")
+}
+
+fn ev_with(name: &str, who: &str, secs: i64, id: &str, extra: &str) -> String {
+    let t = 1_700_000_000 + secs;
+    let (d, r) = (t / 86400, t % 86400);
+    let date = civil(d);
+    format!(
+        r#"{{"eventName":"{name}","eventID":"{id}","eventTime":"{date}T{:02}:{:02}:{:02}Z","userIdentity":{{"arn":"{who}"}}{extra}}}"#,
+        r / 3600,
+        (r % 3600) / 60,
+        r % 60
+    )
+}
+
+fn civil(days: i64) -> String {
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    format!("{:04}-{:02}-{:02}", if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn run(det: &mut Detector, events: &[String]) -> Vec<Alert> {
+    let mut scratch = det.rule_set().scratch();
+    let mut out = Vec::new();
+    for e in events {
+        det.process(EventClass::CloudTrail, e, 0, &mut scratch, &mut out)
+            .unwrap();
+    }
+    out
+}
+
+fn corr(alerts: &[Alert]) -> Vec<CorrelationAlert> {
+    alerts
+        .iter()
+        .filter_map(|a| match a {
+            Alert::Correlation(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+const COUNT3: &str = r#"
+title: bulk downloads
+id: corr-bulk
+level: high
+correlation:
+  type: event_count
+  rules: [layer_download]
+  group-by: [userIdentity.arn]
+  timespan: 60s
+  condition: {gte: 3}
+"#;
+
+#[test]
+fn event_count_window_edges() {
+    let s = set(COUNT3);
+    // Exactly at the timespan: t=0, 30, 60 → one window [0, 60] holds 3.
+    let mut d = Detector::new(s.clone(), DetectorConfig::default());
+    let out = run(
+        &mut d,
+        &[
+            ev("GetDownloadUrlForLayer", "a", 0, "1"),
+            ev("GetDownloadUrlForLayer", "a", 30, "2"),
+            ev("GetDownloadUrlForLayer", "a", 60, "3"),
+        ],
+    );
+    let c = corr(&out);
+    assert_eq!(c.len(), 1, "{out:?}");
+    assert_eq!(c[0].count, 3);
+    assert_eq!(c[0].window_end_ms - c[0].window_start_ms, 60_000);
+    assert_eq!(
+        c[0].group,
+        vec![("userIdentity.arn".to_string(), "a".to_string())]
+    );
+    assert_eq!(c[0].sample_event_ids, vec!["1", "2", "3"]);
+    // One second past: t=0, 30, 61 → no window of 60 s holds 3.
+    let mut d = Detector::new(s.clone(), DetectorConfig::default());
+    let out = run(
+        &mut d,
+        &[
+            ev("GetDownloadUrlForLayer", "a", 0, "1"),
+            ev("GetDownloadUrlForLayer", "a", 30, "2"),
+            ev("GetDownloadUrlForLayer", "a", 61, "3"),
+        ],
+    );
+    assert!(corr(&out).is_empty());
+    // Other principals do not add up; base rules are hidden (generate: false).
+    let mut d = Detector::new(s, DetectorConfig::default());
+    let out = run(
+        &mut d,
+        &[
+            ev("GetDownloadUrlForLayer", "a", 0, "1"),
+            ev("GetDownloadUrlForLayer", "b", 1, "2"),
+            ev("GetDownloadUrlForLayer", "a", 2, "3"),
+        ],
+    );
+    assert!(out.is_empty(), "{out:?}");
+}
+
+#[test]
+fn fires_once_per_burst_not_per_event() {
+    let mut d = Detector::new(set(COUNT3), DetectorConfig::default());
+    let evs: Vec<String> = (0..10)
+        .map(|i| ev("GetDownloadUrlForLayer", "a", i, &i.to_string()))
+        .collect();
+    let c = corr(&run(&mut d, &evs));
+    // 10 events, threshold 3: windows of 3 events each fire, the repeats are
+    // updates of the same finding (same dedup key) with a growing count.
+    assert_eq!(c.iter().filter(|a| !a.is_update).count(), 1);
+    assert!(c.iter().all(|a| a.dedup_key == c[0].dedup_key));
+    assert_eq!(c.last().unwrap().count, 9);
+}
+
+#[test]
+fn out_of_order_burst_fires_by_event_time() {
+    // The burst arrives shuffled and interleaved with older events, as
+    // CloudTrail files do; arrival order would miss it.
+    let mut d = Detector::new(set(COUNT3), DetectorConfig::default());
+    let out = run(
+        &mut d,
+        &[
+            ev("GetDownloadUrlForLayer", "a", 100, "x1"),
+            ev("GetDownloadUrlForLayer", "a", 10, "x2"),
+            ev("GetDownloadUrlForLayer", "a", 300, "x3"),
+            ev("GetDownloadUrlForLayer", "a", 40, "x4"),
+            ev("GetDownloadUrlForLayer", "a", 250, "x5"),
+            ev("GetDownloadUrlForLayer", "a", 30, "x6"),
+        ],
+    );
+    let c = corr(&out);
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(c[0].window_start_ms % 1000, 0);
+    assert_eq!(
+        (c[0].window_end_ms - c[0].window_start_ms) / 1000,
+        30,
+        "window [10, 40]"
+    );
+}
+
+#[test]
+fn late_events_are_dropped_and_counted() {
+    let cfg = DetectorConfig {
+        allowed_lateness_ms: 60_000,
+        ..DetectorConfig::default()
+    };
+    let mut d = Detector::new(set(COUNT3), cfg);
+    let out = run(
+        &mut d,
+        &[
+            ev("GetDownloadUrlForLayer", "a", 1000, "1"),
+            // Older than the watermark (1000 - 60): dropped.
+            ev("GetDownloadUrlForLayer", "b", 100, "2"),
+            ev("GetDownloadUrlForLayer", "b", 101, "3"),
+            ev("GetDownloadUrlForLayer", "b", 102, "4"),
+        ],
+    );
+    assert!(corr(&out).is_empty());
+    assert_eq!(d.stats().late_dropped, 3);
+}
+
+#[test]
+fn value_count_distinct_apis_denied() {
+    let rule = r#"
+title: enumeration
+id: corr-enum
+correlation:
+  type: value_count
+  rules: [denied]
+  group-by: [userIdentity.arn]
+  timespan: 10m
+  condition: {gte: 3, field: eventName}
+"#;
+    let mut d = Detector::new(set(rule), DetectorConfig::default());
+    let denied =
+        |n: &str, s, id: &str| ev_with(n, "mallory", s, id, r#","errorCode":"AccessDenied""#);
+    let out = run(
+        &mut d,
+        &[
+            denied("ListUsers", 0, "1"),
+            denied("ListUsers", 1, "2"),
+            denied("ListRoles", 2, "3"),
+        ],
+    );
+    assert!(corr(&out).is_empty(), "2 distinct APIs only");
+    let out = run(
+        &mut d,
+        &[
+            denied("LISTROLES", 3, "4"),
+            denied("GetSecretValue", 4, "5"),
+        ],
+    );
+    let c = corr(&out);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].count, 3);
+}
+
+#[test]
+fn temporal_ordered_and_unordered() {
+    let ordered = r#"
+title: stop then delete
+id: corr-seq
+correlation:
+  type: temporal_ordered
+  rules: [stop_logging, delete_trail]
+  group-by: [userIdentity.arn]
+  timespan: 5m
+"#;
+    let mut d = Detector::new(set(ordered), DetectorConfig::default());
+    assert!(
+        corr(&run(
+            &mut d,
+            &[
+                ev("DeleteTrail", "a", 0, "1"),
+                ev("StopLogging", "a", 10, "2")
+            ]
+        ))
+        .is_empty(),
+        "wrong order"
+    );
+    let mut d = Detector::new(set(ordered), DetectorConfig::default());
+    assert!(
+        corr(&run(
+            &mut d,
+            &[
+                ev("StopLogging", "a", 10, "1"),
+                ev("DeleteTrail", "a", 10, "2")
+            ]
+        ))
+        .is_empty(),
+        "ties are not ordered"
+    );
+    let mut d = Detector::new(set(ordered), DetectorConfig::default());
+    let c = corr(&run(
+        &mut d,
+        &[
+            ev("StopLogging", "a", 0, "1"),
+            ev("DeleteTrail", "a", 60, "2"),
+        ],
+    ));
+    assert_eq!(c.len(), 1);
+    // Arrival order does not matter, event time does.
+    let mut d = Detector::new(set(ordered), DetectorConfig::default());
+    assert_eq!(
+        corr(&run(
+            &mut d,
+            &[
+                ev("DeleteTrail", "a", 60, "2"),
+                ev("StopLogging", "a", 0, "1")
+            ]
+        ))
+        .len(),
+        1
+    );
+    let unordered = ordered
+        .replace("temporal_ordered", "temporal")
+        .replace("corr-seq", "corr-any");
+    let mut d = Detector::new(set(&unordered), DetectorConfig::default());
+    assert_eq!(
+        corr(&run(
+            &mut d,
+            &[
+                ev("DeleteTrail", "a", 0, "1"),
+                ev("StopLogging", "a", 10, "2")
+            ]
+        ))
+        .len(),
+        1
+    );
+    let mut d = Detector::new(set(&unordered), DetectorConfig::default());
+    assert!(
+        corr(&run(
+            &mut d,
+            &[
+                ev("DeleteTrail", "a", 0, "1"),
+                ev("StopLogging", "a", 400, "2")
+            ]
+        ))
+        .is_empty(),
+        "too far apart"
+    );
+}
+
+#[test]
+fn aliases_join_different_fields() {
+    let rule = r#"
+title: same ip
+id: corr-alias
+correlation:
+  type: temporal
+  rules: [stop_logging, delete_trail]
+  group-by: [ip]
+  timespan: 5m
+  aliases:
+    ip:
+      stop_logging: sourceIPAddress
+      delete_trail: requestParameters.callerIp
+"#;
+    let mut d = Detector::new(set(rule), DetectorConfig::default());
+    let out = run(
+        &mut d,
+        &[
+            ev_with(
+                "StopLogging",
+                "a",
+                0,
+                "1",
+                r#","sourceIPAddress":"198.51.100.1""#,
+            ),
+            ev_with(
+                "DeleteTrail",
+                "b",
+                5,
+                "2",
+                r#","requestParameters":{"callerIp":"198.51.100.1"}"#,
+            ),
+        ],
+    );
+    let c = corr(&out);
+    assert_eq!(c.len(), 1);
+    assert_eq!(
+        c[0].group,
+        vec![("ip".to_string(), "198.51.100.1".to_string())]
+    );
+}
+
+#[test]
+fn chained_correlations_and_generate() {
+    let rule = r#"
+title: bulk downloads
+id: corr-bulk
+name: bulk
+generate: true
+correlation:
+  type: event_count
+  rules: [layer_download]
+  group-by: [userIdentity.arn]
+  timespan: 60s
+  condition: {gte: 2}
+---
+title: bulk then stop
+id: corr-chain
+correlation:
+  type: temporal_ordered
+  rules: [bulk, stop_logging]
+  group-by: [userIdentity.arn]
+  timespan: 10m
+"#;
+    let mut d = Detector::new(set(rule), DetectorConfig::default());
+    let out = run(
+        &mut d,
+        &[
+            ev("GetDownloadUrlForLayer", "a", 0, "1"),
+            ev("GetDownloadUrlForLayer", "a", 1, "2"),
+            ev("StopLogging", "a", 120, "3"),
+        ],
+    );
+    // generate: true → the base detections are reported too.
+    let dets = out
+        .iter()
+        .filter(|a| matches!(a, Alert::Detection { .. }))
+        .count();
+    assert_eq!(dets, 2, "{out:?}");
+    let c = corr(&out);
+    let ids: Vec<&str> = c
+        .iter()
+        .map(|a| d.rule_set().correlations()[a.rule].meta.id.as_str())
+        .collect();
+    // The inner correlation feeds the outer; only the outer is reported.
+    assert_eq!(ids, vec!["corr-chain"], "{c:?}");
+}
+
+#[test]
+fn lt_conditions_close_with_the_watermark_or_at_flush() {
+    let rule = r#"
+title: few downloads
+id: corr-few
+correlation:
+  type: event_count
+  rules: [layer_download]
+  group-by: [userIdentity.arn]
+  timespan: 60s
+  condition: {lt: 3}
+"#;
+    let cfg = DetectorConfig {
+        allowed_lateness_ms: 10_000,
+        ..DetectorConfig::default()
+    };
+    let mut d = Detector::new(set(rule), cfg);
+    let out = run(
+        &mut d,
+        &[
+            ev("GetDownloadUrlForLayer", "a", 0, "1"),
+            ev("GetDownloadUrlForLayer", "a", 10, "2"),
+        ],
+    );
+    assert!(corr(&out).is_empty(), "window still open");
+    // An event far later moves the watermark past [0, 60].
+    let out = run(&mut d, &[ev("GetDownloadUrlForLayer", "b", 200, "3")]);
+    let c = corr(&out);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].count, 2);
+    let mut rest = Vec::new();
+    d.flush(&mut rest);
+    assert_eq!(
+        corr(&rest).len(),
+        1,
+        "b's window is decided at end of input"
+    );
+}
+
+#[test]
+fn key_cap_evicts_and_counts() {
+    let cfg = DetectorConfig {
+        max_keys: 100,
+        ..DetectorConfig::default()
+    };
+    let mut d = Detector::new(set(COUNT3), cfg);
+    let evs: Vec<String> = (0..1000)
+        .map(|i| {
+            ev(
+                "GetDownloadUrlForLayer",
+                &format!("p{i}"),
+                i,
+                &i.to_string(),
+            )
+        })
+        .collect();
+    run(&mut d, &evs);
+    let st = d.stats();
+    assert!(st.keys <= 100, "{st:?}");
+    assert!(st.evictions >= 900, "{st:?}");
+}
+
+#[test]
+fn suppressions_with_expiry() {
+    let now = 1_800_000_000_000i64;
+    let cfg = DetectorConfig {
+        suppressions: vec![
+            Suppression {
+                field: "sourceIPAddress".into(),
+                cidrs: vec!["10.0.0.0/8".parse_cidr()],
+                ..Default::default()
+            },
+            Suppression {
+                field: "sourceIPAddress".into(),
+                values: vec!["203.0.113.5".into()],
+                expires_ms: Some(now - 1),
+                ..Default::default()
+            },
+        ],
+        ..DetectorConfig::default()
+    };
+    let mut d = Detector::new(set(""), cfg);
+    let mut scratch = d.rule_set().scratch();
+    let mut out = Vec::new();
+    d.process(
+        EventClass::CloudTrail,
+        &ev_with(
+            "StopLogging",
+            "a",
+            0,
+            "1",
+            r#","sourceIPAddress":"10.1.2.3""#,
+        ),
+        now,
+        &mut scratch,
+        &mut out,
+    )
+    .unwrap();
+    assert!(out.is_empty(), "allowlisted network");
+    d.process(
+        EventClass::CloudTrail,
+        &ev_with(
+            "StopLogging",
+            "a",
+            0,
+            "2",
+            r#","sourceIPAddress":"203.0.113.5""#,
+        ),
+        now,
+        &mut scratch,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(out.len(), 1, "expired entry no longer applies");
+    assert_eq!(d.stats().suppressed, 1);
+    assert!(d.inert_suppressions().is_empty());
+}
+
+trait ParseCidr {
+    fn parse_cidr(&self) -> trailwatch_rules::matcher::Cidr;
+}
+impl ParseCidr for &str {
+    fn parse_cidr(&self) -> trailwatch_rules::matcher::Cidr {
+        trailwatch_rules::matcher::Cidr::parse(self).unwrap()
+    }
+}
+
+#[test]
+fn snapshot_restore_at_every_cut_matches_an_uninterrupted_run() {
+    let rules = format!(
+        "{COUNT3}---\n{}",
+        r#"
+title: stop then delete
+id: corr-seq
+correlation:
+  type: temporal_ordered
+  rules: [stop_logging, delete_trail]
+  group-by: [userIdentity.arn]
+  timespan: 5m
+---
+title: few downloads
+id: corr-few
+correlation:
+  type: event_count
+  rules: [layer_download]
+  group-by: [userIdentity.arn]
+  timespan: 60s
+  condition: {lte: 1}
+"#
+    );
+    let s = set(&rules);
+    let mut events = Vec::new();
+    for i in 0..40i64 {
+        let who = ["a", "b", "c"][(i % 3) as usize];
+        let t = (i * 37) % 200 + i * 5; // shuffled times
+        events.push(ev("GetDownloadUrlForLayer", who, t, &format!("d{i}")));
+        if i % 7 == 0 {
+            events.push(ev("StopLogging", who, t, &format!("s{i}")));
+            events.push(ev("DeleteTrail", who, t + 30, &format!("t{i}")));
+        }
+    }
+    let cfg = || DetectorConfig {
+        allowed_lateness_ms: 120_000,
+        ..DetectorConfig::default()
+    };
+    let mut full = Detector::new(s.clone(), cfg());
+    let mut expected = run(&mut full, &events);
+    full.flush(&mut expected);
+    assert!(
+        corr(&expected).len() >= 3,
+        "the stream must fire some windows: {expected:?}"
+    );
+    for cut in 0..=events.len() {
+        let mut a = Detector::new(s.clone(), cfg());
+        let mut got = run(&mut a, &events[..cut]);
+        let snap = a.snapshot();
+        let mut b = Detector::new(s.clone(), cfg());
+        b.restore(&snap).unwrap();
+        got.extend(run(&mut b, &events[cut..]));
+        b.flush(&mut got);
+        assert_eq!(got, expected, "cut at {cut}");
+    }
+}
+
+#[test]
+fn snapshot_of_other_rules_is_refused() {
+    let a = Detector::new(set(COUNT3), DetectorConfig::default());
+    let mut b = Detector::new(set(""), DetectorConfig::default());
+    assert!(b
+        .restore(&a.snapshot())
+        .unwrap_err()
+        .to_string()
+        .contains("other correlation rules"));
+    assert!(b
+        .restore(b"{\"version\": 99}")
+        .unwrap_err()
+        .to_string()
+        .contains("version 99"));
+    assert!(b.restore(b"garbage").is_err());
+}
+
+#[test]
+fn correlation_errors_name_file_line_and_reason() {
+    for (body, want) in [
+        ("correlation:\n  type: event_count\n  rules: [nope]\n  timespan: 5m\n  condition: {gte: 2}\n", "`nope`, which is not loaded"),
+        ("correlation:\n  type: event_count\n  rules: [denied]\n  timespan: 5 parsecs\n  condition: {gte: 2}\n", "unknown unit"),
+        ("correlation:\n  type: value_count\n  rules: [denied]\n  timespan: 5m\n  condition: {gte: 2}\n", "condition.field"),
+        ("correlation:\n  type: value_sum\n  rules: [denied]\n  timespan: 5m\n  condition: {gte: 2}\n", "not supported"),
+        ("correlation:\n  type: event_count\n  rules: [denied]\n  timespan: 5m\n", "needs a `condition`"),
+    ] {
+        let text = format!("{BASE}---\ntitle: bad\nid: bad\n{body}");
+        let err = RuleSet::load(&[RuleFile { name: "c.yml".into(), text: text.clone() }], &CompileOptions::default()).unwrap_err();
+        let e = &err.0[0];
+        assert!(e.reason.contains(want), "{e}");
+        let doc_start = text.lines().position(|l| l == "title: bad").unwrap() + 1;
+        assert!(e.line >= doc_start, "line {} should point into the bad document (from {doc_start})", e.line);
+    }
+}
