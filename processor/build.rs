@@ -11,19 +11,12 @@ fn main() {
     let mut files = Vec::new();
     collect(&pack, &mut files);
     files.sort();
-    let mut out = String::from("/// (name, YAML text) of every built-in rule file.\npub static PACK: &[(&str, &str)] = &[\n");
+    let mut out =
+        String::from("/// (name, YAML text) of every built-in rule file.\npub static PACK: &[(&str, &str)] = &[\n");
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
-        let rel = f
-            .strip_prefix(&pack)
-            .unwrap_or(f)
-            .to_string_lossy()
-            .replace('\\', "/");
-        out.push_str(&format!(
-            "    ({:?}, include_str!({:?})),\n",
-            format!("builtin:{rel}"),
-            f.display().to_string()
-        ));
+        let rel = f.strip_prefix(&pack).unwrap_or(f).to_string_lossy().replace('\\', "/");
+        out.push_str(&format!("    ({:?}, include_str!({:?})),\n", format!("builtin:{rel}"), f.display().to_string()));
     }
     out.push_str("];\n");
     // Defaults for the pack's %placeholders% (JSON, so the rule loader skips it).

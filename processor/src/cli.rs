@@ -10,11 +10,13 @@ use time::OffsetDateTime;
 use trailwatch_rules::testing;
 use trailwatch_rules::{CompileOptions, EventClass, RuleSet};
 
-use crate::config::{Config, ReportToConfig};
+use crate::config::{Config, ReportToConfig, TimeMode};
 use crate::decode::DecodeOptions;
 use crate::findings::{FindingContext, ReportTo};
 use crate::replay::{self, ReplayOptions};
 use crate::ruleset;
+use trailwatch_rules::matcher::Cidr;
+use trailwatch_rules::{DetectorConfig, Suppression};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -110,12 +112,12 @@ pub enum ListFormat {
 }
 
 /// Config, rule set and warnings for the rule arguments of a command.
-fn load_rules(
-    args: &RuleArgs,
-) -> anyhow::Result<(Config, RuleSet, Vec<trailwatch_rules::RuleWarning>)> {
+fn load_rules(args: &RuleArgs) -> anyhow::Result<(Config, RuleSet, Vec<trailwatch_rules::RuleWarning>)> {
     let cfg = Config::load(args.config.as_deref())?;
     let builtin = cfg.rules.builtin && !args.no_builtin;
-    let opts = ruleset::compile_options(&cfg.rules, builtin)?;
+    let mut opts = ruleset::compile_options(&cfg.rules, builtin)?;
+    // Suppressions read their fields from every event.
+    opts.extra_fields = cfg.suppressions.iter().map(|s| s.field.clone()).collect();
     let mut dirs = cfg.rules.paths.clone();
     dirs.extend(args.rules.iter().cloned());
     let (set, warnings) = ruleset::load(&dirs, builtin, &opts)?;
@@ -162,19 +164,19 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
             product_region: a.region.unwrap_or(cfg.findings.region.clone()),
             report_to: match (a.central_account, cfg.findings.report_to) {
                 (Some(account), _) => ReportTo::Central { account },
-                (None, ReportToConfig::Central) => ReportTo::Central {
-                    account: cfg.findings.central_account.clone().unwrap_or_default(),
-                },
+                (None, ReportToConfig::Central) => {
+                    ReportTo::Central { account: cfg.findings.central_account.clone().unwrap_or_default() }
+                }
                 (None, ReportToConfig::EventAccount) => ReportTo::EventAccount,
             },
             ..FindingContext::default()
         },
         now,
+        detector: detector_config(&cfg)?,
     };
     let stats = match &a.output {
         Some(p) => {
-            let f = std::fs::File::create(p)
-                .with_context(|| format!("cannot create {}", p.display()))?;
+            let f = std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
             let mut w = io::BufWriter::new(f);
             replay::replay(Arc::new(set), &opts, &mut w)?
         }
@@ -186,6 +188,34 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
     };
     eprint!("{}", stats.summary());
     Ok(0)
+}
+
+/// Window and suppression settings from configuration.
+fn detector_config(cfg: &Config) -> anyhow::Result<DetectorConfig> {
+    let mut suppressions = Vec::new();
+    for s in &cfg.suppressions {
+        let mut cidrs = Vec::new();
+        for c in &s.cidrs {
+            cidrs.push(Cidr::parse(c).map_err(|e| anyhow::anyhow!("suppression on {}: {e}", s.field))?);
+        }
+        suppressions.push(Suppression {
+            field: s.field.clone(),
+            values: s.values.clone(),
+            cidrs,
+            rule_ids: s.rules.clone(),
+            expires_ms: s.expires.as_deref().and_then(crate::config::parse_time),
+        });
+    }
+    Ok(DetectorConfig {
+        time_mode: match cfg.windows.time_mode {
+            TimeMode::Event => trailwatch_rules::TimeMode::EventTime,
+            TimeMode::Processing => trailwatch_rules::TimeMode::ProcessingTime,
+        },
+        allowed_lateness_ms: cfg.windows.allowed_lateness.as_millis() as i64,
+        max_keys: cfg.windows.max_keys,
+        dedup_period_ms: cfg.windows.dedup_period.as_millis() as i64,
+        suppressions,
+    })
 }
 
 fn validate_cmd(dirs: &[PathBuf]) -> anyhow::Result<i32> {
@@ -203,12 +233,7 @@ fn validate_cmd(dirs: &[PathBuf]) -> anyhow::Result<i32> {
 }
 
 fn services(r: &trailwatch_rules::DetectionRule) -> String {
-    EventClass::ALL
-        .iter()
-        .filter(|c| r.sees(**c))
-        .map(|c| c.service())
-        .collect::<Vec<_>>()
-        .join(",")
+    EventClass::ALL.iter().filter(|c| r.sees(**c)).map(|c| c.service()).collect::<Vec<_>>().join(",")
 }
 
 fn list_cmd(args: &RuleArgs, format: ListFormat) -> anyhow::Result<i32> {
@@ -266,11 +291,7 @@ fn list_cmd(args: &RuleArgs, format: ListFormat) -> anyhow::Result<i32> {
 
 fn test_cmd(dirs: &[PathBuf]) -> anyhow::Result<i32> {
     // The pack's tests run with the pack's placeholder defaults.
-    let files = if dirs.is_empty() {
-        ruleset::builtin_files()
-    } else {
-        ruleset::files_in(dirs)?
-    };
+    let files = if dirs.is_empty() { ruleset::builtin_files() } else { ruleset::files_in(dirs)? };
     let (set, warnings) = ruleset::compile(&files, &plain_options(true)?)?;
     print_warnings(&warnings);
     let outcomes = testing::run_detection_tests(&set);
@@ -280,24 +301,12 @@ fn test_cmd(dirs: &[PathBuf]) -> anyhow::Result<i32> {
             println!("ok    {}  {} :: {}", o.rule_id, o.rule_title, o.case);
         } else {
             failed += 1;
-            println!(
-                "FAIL  {}  {} :: {}  ({}:{}): {}",
-                o.rule_id, o.rule_title, o.case, o.source, o.line, o.message
-            );
+            println!("FAIL  {}  {} :: {}  ({}:{}): {}", o.rule_id, o.rule_title, o.case, o.source, o.line, o.message);
         }
     }
-    let untested: Vec<&str> = set
-        .rules()
-        .iter()
-        .filter(|r| r.tests.is_none())
-        .map(|r| r.meta.id.as_str())
-        .collect();
+    let untested: Vec<&str> = set.rules().iter().filter(|r| r.tests.is_none()).map(|r| r.meta.id.as_str()).collect();
     if !untested.is_empty() {
-        println!(
-            "{} rule(s) without tests: {}",
-            untested.len(),
-            untested.join(", ")
-        );
+        println!("{} rule(s) without tests: {}", untested.len(), untested.join(", "));
     }
     println!("{} passed, {} failed", outcomes.len() - failed, failed);
     Ok(if failed == 0 { 0 } else { 1 })

@@ -43,12 +43,7 @@ impl Default for RulesConfig {
         let mut field_mappings = BTreeMap::new();
         // Generic Sigma taxonomy names that SigmaHQ cloud rules use.
         field_mappings.insert("src_ip".to_string(), "sourceIPAddress".to_string());
-        RulesConfig {
-            paths: Vec::new(),
-            builtin: true,
-            placeholders: BTreeMap::new(),
-            field_mappings,
-        }
+        RulesConfig { paths: Vec::new(), builtin: true, placeholders: BTreeMap::new(), field_mappings }
     }
 }
 
@@ -140,23 +135,20 @@ impl Config {
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         let mut doc: toml::Table = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("cannot read config {}", p.display()))?;
+                let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display()))?;
                 text.parse::<toml::Table>()
                     .map_err(|e| anyhow::anyhow!("{}: {}", p.display(), one_line(&e.to_string())))?
             }
             None => toml::Table::new(),
         };
         apply_env(&mut doc, std::env::vars())?;
-        let cfg: Config = toml::Value::Table(doc)
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                anyhow::anyhow!(
-                    "{}: {}",
-                    path.map_or("configuration".to_string(), |p| p.display().to_string()),
-                    one_line(&e.to_string())
-                )
-            })?;
+        let cfg: Config = toml::Value::Table(doc).try_into().map_err(|e: toml::de::Error| {
+            anyhow::anyhow!(
+                "{}: {}",
+                path.map_or("configuration".to_string(), |p| p.display().to_string()),
+                one_line(&e.to_string())
+            )
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -167,12 +159,8 @@ impl Config {
         if self.findings.report_to == ReportToConfig::Central {
             match &self.findings.central_account {
                 Some(a) if is_account(a) => {}
-                Some(a) => problems.push(format!(
-                    "findings.central_account `{a}` is not a 12-digit account id"
-                )),
-                None => problems.push(
-                    "findings.report_to = \"central\" needs findings.central_account".to_string(),
-                ),
+                Some(a) => problems.push(format!("findings.central_account `{a}` is not a 12-digit account id")),
+                None => problems.push("findings.report_to = \"central\" needs findings.central_account".to_string()),
             }
         }
         if self.windows.max_keys == 0 {
@@ -199,10 +187,7 @@ impl Config {
         }
         for (name, values) in &self.rules.placeholders {
             if name.contains('%') {
-                problems.push(format!(
-                    "rules.placeholders: write `{}` without the % signs",
-                    name
-                ));
+                problems.push(format!("rules.placeholders: write `{}` without the % signs", name));
             }
             if values.iter().any(|v| v.is_empty()) {
                 problems.push(format!("rules.placeholders.{name} has an empty value"));
@@ -232,10 +217,7 @@ fn one_line(s: &str) -> String {
 const ENV_PREFIX: &str = "TRAILWATCH__";
 
 /// Applies `TRAILWATCH__A__B=value` as `a.b = value`.
-fn apply_env(
-    doc: &mut toml::Table,
-    vars: impl Iterator<Item = (String, String)>,
-) -> anyhow::Result<()> {
+fn apply_env(doc: &mut toml::Table, vars: impl Iterator<Item = (String, String)>) -> anyhow::Result<()> {
     for (k, v) in vars {
         let Some(rest) = k.strip_prefix(ENV_PREFIX) else {
             continue;
@@ -247,9 +229,7 @@ fn apply_env(
         let value = parse_env_value(&v);
         let mut table = &mut *doc;
         for seg in &path[..path.len() - 1] {
-            let entry = table
-                .entry(seg.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let entry = table.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
             table = match entry {
                 toml::Value::Table(t) => t,
                 _ => bail!("environment variable {k}: `{seg}` is not a section"),
@@ -263,9 +243,7 @@ fn apply_env(
 fn parse_env_value(v: &str) -> toml::Value {
     // `x = <v>` parses numbers, booleans, arrays and quoted strings.
     match format!("x = {v}").parse::<toml::Table>() {
-        Ok(mut t) => t
-            .remove("x")
-            .unwrap_or_else(|| toml::Value::String(v.to_string())),
+        Ok(mut t) => t.remove("x").unwrap_or_else(|| toml::Value::String(v.to_string())),
         Err(_) => toml::Value::String(v.to_string()),
     }
 }
@@ -280,9 +258,7 @@ pub mod duration_text {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 1h or 2d"))?;
+        let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 1h or 2d"))?;
         let secs = match unit.trim() {
             "" | "s" => n,
             "ms" => return Ok(Duration::from_millis(n)),
@@ -357,18 +333,9 @@ mod tests {
     fn environment_overrides_file_values() {
         let mut doc: toml::Table = "[windows]\nallowed_lateness = \"5m\"\n".parse().unwrap();
         let vars = vec![
-            (
-                "TRAILWATCH__WINDOWS__ALLOWED_LATENESS".to_string(),
-                "20m".to_string(),
-            ),
-            (
-                "TRAILWATCH__WINDOWS__MAX_KEYS".to_string(),
-                "42".to_string(),
-            ),
-            (
-                "TRAILWATCH__RULES__PLACEHOLDERS__ORG_ACCOUNTS".to_string(),
-                "[\"111111111111\"]".to_string(),
-            ),
+            ("TRAILWATCH__WINDOWS__ALLOWED_LATENESS".to_string(), "20m".to_string()),
+            ("TRAILWATCH__WINDOWS__MAX_KEYS".to_string(), "42".to_string()),
+            ("TRAILWATCH__RULES__PLACEHOLDERS__ORG_ACCOUNTS".to_string(), "[\"111111111111\"]".to_string()),
             ("OTHER".to_string(), "x".to_string()),
         ];
         apply_env(&mut doc, vars.into_iter()).unwrap();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use time::OffsetDateTime;
-use trailwatch_rules::{EventClass, RuleSet};
+use trailwatch_rules::{Alert, CorrelationAlert, Detector, DetectorConfig, DetectorStats, EventClass, RuleSet};
 
 use crate::decode::{self, DecodeOptions, Decoded, Position};
 use crate::findings::{self, FindingContext, FindingInput};
@@ -29,6 +29,8 @@ pub struct ReplayOptions {
     pub findings: FindingContext,
     /// The time written as UpdatedAt (passed in so replays are reproducible).
     pub now: OffsetDateTime,
+    /// Correlation windows and suppressions.
+    pub detector: DetectorConfig,
 }
 
 /// Counters reported at the end of a replay.
@@ -46,6 +48,7 @@ pub struct ReplayStats {
     pub invalid_findings: u64,
     /// rule id → (title, matches)
     pub matches: BTreeMap<String, (String, u64)>,
+    pub detector: DetectorStats,
     pub elapsed: Duration,
 }
 
@@ -65,11 +68,7 @@ impl ReplayStats {
             self.findings,
         );
         if !self.bad_by_kind.is_empty() {
-            let kinds: Vec<String> = self
-                .bad_by_kind
-                .iter()
-                .map(|(k, n)| format!("{k}: {n}"))
-                .collect();
+            let kinds: Vec<String> = self.bad_by_kind.iter().map(|(k, n)| format!("{k}: {n}")).collect();
             s.push_str(&format!("bad records by kind: {}\n", kinds.join(", ")));
         }
         if self.object_refs > 0 {
@@ -78,11 +77,15 @@ impl ReplayStats {
                 self.object_refs
             ));
         }
-        if self.invalid_findings > 0 {
+        let d = &self.detector;
+        if d.correlation_alerts + d.correlation_updates + d.late_dropped + d.suppressed + d.evictions > 0 {
             s.push_str(&format!(
-                "{} findings failed ASFF validation (see the log)\n",
-                self.invalid_findings
+                "windows: {} correlation findings ({} updates), {} late events dropped, {} keys evicted, {} matches suppressed\n",
+                d.correlation_alerts, d.correlation_updates, d.late_dropped, d.evictions, d.suppressed
             ));
+        }
+        if self.invalid_findings > 0 {
+            s.push_str(&format!("{} findings failed ASFF validation (see the log)\n", self.invalid_findings));
         }
         if !self.matches.is_empty() {
             s.push_str("matches per rule:\n");
@@ -100,40 +103,31 @@ impl ReplayStats {
 const LOGGED_ERRORS: u64 = 100;
 
 /// Replays every input through `set`, writing findings to `out`.
-pub fn replay(
-    set: Arc<RuleSet>,
-    opts: &ReplayOptions,
-    out: &mut dyn Write,
-) -> anyhow::Result<ReplayStats> {
+pub fn replay(set: Arc<RuleSet>, opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayStats> {
     let started = Instant::now();
     let inputs = expand_inputs(&opts.inputs)?;
-    let total_bytes: u64 = inputs
-        .iter()
-        .filter_map(|p| p.metadata().ok())
-        .map(|m| m.len())
-        .sum();
+    let total_bytes: u64 = inputs.iter().filter_map(|p| p.metadata().ok()).map(|m| m.len()).sum();
     let bar = if opts.progress && total_bytes > (8 << 20) {
         let b = ProgressBar::new(total_bytes);
         b.set_style(
-            ProgressStyle::with_template(
-                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         b
     } else {
         ProgressBar::hidden()
     };
     let mut dead_letter = match &opts.dead_letter {
-        Some(p) => Some(BufWriter::new(File::create(p).with_context(|| {
-            format!("cannot create dead-letter file {}", p.display())
-        })?)),
+        Some(p) => Some(BufWriter::new(
+            File::create(p).with_context(|| format!("cannot create dead-letter file {}", p.display()))?,
+        )),
         None => None,
     };
     let mut st = Processor {
         set: &set,
+        det: Detector::new(Arc::clone(&set), opts.detector.clone()),
         scratch: set.scratch(),
-        matches: Vec::new(),
+        alerts: Vec::new(),
         stats: ReplayStats::default(),
         out,
         dead_letter: dead_letter.as_mut().map(|w| w as &mut dyn Write),
@@ -148,16 +142,10 @@ pub fn replay(
         } else {
             Box::new(File::open(input).with_context(|| format!("cannot open {origin}"))?)
         };
-        let reader = Counting {
-            inner: reader,
-            bar: &bar,
-            n: 0,
-        };
+        let reader = Counting { inner: reader, bar: &bar, n: 0 };
         let mut bytes = 0u64;
-        decode::decode_reader(reader, &origin, &opts.decode, &mut |item| {
-            st.handle(&origin, item)
-        })
-        .with_context(|| format!("cannot read {origin}"))?;
+        decode::decode_reader(reader, &origin, &opts.decode, &mut |item| st.handle(&origin, item))
+            .with_context(|| format!("cannot read {origin}"))?;
         if let Ok(m) = input.metadata() {
             bytes = m.len();
         }
@@ -167,6 +155,19 @@ pub fn replay(
         }
     }
     bar.finish_and_clear();
+    // End of input: decide every window still open.
+    let mut alerts = Vec::new();
+    st.det.flush(&mut alerts);
+    for a in alerts {
+        st.emit_alert(a, None);
+    }
+    if let Some(e) = st.io_error.take() {
+        return Err(e).context("cannot write findings");
+    }
+    st.stats.detector = st.det.stats();
+    for w in st.det.inert_suppressions() {
+        tracing::warn!(field = w, "suppression on a field no rule reads never applies");
+    }
     st.out.flush().context("cannot write findings")?;
     if let Some(d) = st.dead_letter.as_mut() {
         d.flush().context("cannot write the dead-letter file")?;
@@ -178,8 +179,9 @@ pub fn replay(
 
 struct Processor<'a> {
     set: &'a RuleSet,
+    det: Detector,
     scratch: trailwatch_rules::Scratch,
-    matches: Vec<u32>,
+    alerts: Vec<Alert>,
     stats: ReplayStats,
     out: &'a mut dyn Write,
     dead_letter: Option<&'a mut dyn Write>,
@@ -192,35 +194,19 @@ impl Processor<'_> {
         match item {
             Decoded::Event(ev) => {
                 self.stats.events += 1;
-                *self
-                    .stats
-                    .events_by_class
-                    .entry(ev.class.service())
-                    .or_default() += 1;
-                self.matches.clear();
-                let set = self.set;
-                let result = set.eval(ev.class, ev.json, &mut self.scratch, &mut self.matches);
-                match result {
+                *self.stats.events_by_class.entry(ev.class.service()).or_default() += 1;
+                let now_ms = (self.opts.now.unix_timestamp_nanos() / 1_000_000) as i64;
+                let mut alerts = std::mem::take(&mut self.alerts);
+                alerts.clear();
+                match self.det.process(ev.class, ev.json, now_ms, &mut self.scratch, &mut alerts) {
                     Err(e) => self.bad(origin, &ev.position, "json", &e.to_string(), Some(ev.json)),
-                    Ok(view) => {
-                        if self.matches.is_empty() {
-                            return;
+                    Ok(()) => {
+                        for a in alerts.drain(..) {
+                            self.emit_alert(a, Some((ev.class, ev.json, origin, &ev.position)));
                         }
-                        let event_id = set.event_id(&view).map(str::to_string);
-                        let matches = std::mem::take(&mut self.matches);
-                        for &m in &matches {
-                            self.emit(
-                                m,
-                                ev.class,
-                                ev.json,
-                                event_id.as_deref(),
-                                origin,
-                                &ev.position,
-                            );
-                        }
-                        self.matches = matches;
                     }
                 }
+                self.alerts = alerts;
             }
             Decoded::Error(e) => {
                 let kind = e.kind.as_str();
@@ -231,61 +217,81 @@ impl Processor<'_> {
         }
     }
 
-    fn emit(
-        &mut self,
-        rule: u32,
-        class: EventClass,
-        json: &str,
-        event_id: Option<&str>,
-        origin: &str,
-        pos: &Position,
-    ) {
-        let r = self.set.rule(rule);
-        let entry = self
-            .stats
-            .matches
-            .entry(r.meta.id.clone())
-            .or_insert_with(|| (r.meta.title.clone(), 0));
+    /// Turns one alert into a finding. `current` is the event being
+    /// processed when the alert fired (None for windows closed at the end).
+    fn emit_alert(&mut self, alert: Alert, current: Option<(EventClass, &str, &str, &Position)>) {
+        match alert {
+            Alert::Detection { rule, event_id, .. } => {
+                let Some((class, json, origin, pos)) = current else { return };
+                let set = self.set;
+                let r = set.rule(rule);
+                self.count_match(&r.meta.id, &r.meta.title);
+                // Matches are rare: parsing the whole event here costs little.
+                let event: serde_json::Value = match serde_json::from_str(json) {
+                    Ok(v) => v,
+                    Err(e) => return self.bad(origin, pos, "json", &e.to_string(), Some(json)),
+                };
+                let input = FindingInput {
+                    rule: &r.meta,
+                    class,
+                    event: &event,
+                    event_ids: event_id.into_iter().collect(),
+                    correlation: None,
+                    now: self.opts.now,
+                };
+                self.write(&input, origin, pos);
+            }
+            Alert::Correlation(c) => {
+                let set = self.set;
+                let meta = &set.correlations()[c.rule].meta;
+                self.count_match(&meta.id, &meta.title);
+                let (class, event) = correlation_document(&c, current.map(|(cl, j, _, _)| (cl, j)));
+                let summary = findings::CorrelationSummary {
+                    count: c.count,
+                    window_start: ms_time(c.window_start_ms),
+                    window_end: ms_time(c.window_end_ms),
+                    group: c.group.clone(),
+                    sample_event_ids: c.sample_event_ids.clone(),
+                    dedup_key: c.dedup_key.clone(),
+                };
+                let input = FindingInput {
+                    rule: meta,
+                    class,
+                    event: &event,
+                    event_ids: c.sample_event_ids.clone(),
+                    correlation: Some(summary),
+                    now: self.opts.now,
+                };
+                let (origin, pos) = match current {
+                    Some((_, _, o, p)) => (o.to_string(), p.clone()),
+                    None => ("end of input".to_string(), Position::default()),
+                };
+                self.write(&input, &origin, &pos);
+            }
+        }
+    }
+
+    fn count_match(&mut self, id: &str, title: &str) {
+        let entry = self.stats.matches.entry(id.to_string()).or_insert_with(|| (title.to_string(), 0));
         entry.1 += 1;
-        // Matches are rare: parsing the whole event here costs little.
-        let event: serde_json::Value = match serde_json::from_str(json) {
-            Ok(v) => v,
-            Err(e) => return self.bad(origin, pos, "json", &e.to_string(), Some(json)),
-        };
-        let input = FindingInput {
-            rule: &r.meta,
-            class,
-            event: &event,
-            event_ids: event_id.map(|s| vec![s.to_string()]).unwrap_or_default(),
-            correlation: None,
-            now: self.opts.now,
-        };
-        let finding = findings::build_finding(&input, &self.opts.findings);
+    }
+
+    fn write(&mut self, input: &FindingInput<'_>, origin: &str, pos: &Position) {
+        let finding = findings::build_finding(input, &self.opts.findings);
         if let Err(violations) = findings::validate(&finding) {
             self.stats.invalid_findings += 1;
             let why: Vec<String> = violations.iter().map(|v| v.to_string()).collect();
-            tracing::error!(rule = %r.meta.id, %origin, position = %pos, "finding failed ASFF validation: {}", why.join("; "));
+            tracing::error!(rule = %input.rule.id, %origin, position = %pos, "finding failed ASFF validation: {}", why.join("; "));
             return;
         }
         self.stats.findings += 1;
         let line = finding.to_json_line();
-        if let Err(e) = self
-            .out
-            .write_all(line.as_bytes())
-            .and_then(|_| self.out.write_all(b"\n"))
-        {
+        if let Err(e) = self.out.write_all(line.as_bytes()).and_then(|_| self.out.write_all(b"\n")) {
             self.io_error.get_or_insert(e);
         }
     }
 
-    fn bad(
-        &mut self,
-        origin: &str,
-        pos: &Position,
-        kind: &'static str,
-        reason: &str,
-        raw: Option<&str>,
-    ) {
+    fn bad(&mut self, origin: &str, pos: &Position, kind: &'static str, reason: &str, raw: Option<&str>) {
         self.stats.bad_records += 1;
         *self.stats.bad_by_kind.entry(kind).or_default() += 1;
         if self.stats.bad_records <= LOGGED_ERRORS {
@@ -311,6 +317,44 @@ impl Processor<'_> {
             }
         }
     }
+}
+
+fn ms_time(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// The document a correlation finding describes: its group key as nested
+/// fields (so resources are typed from e.g. `userIdentity.arn`), plus the
+/// account and region of the event that completed the window, if any.
+fn correlation_document(c: &CorrelationAlert, current: Option<(EventClass, &str)>) -> (EventClass, serde_json::Value) {
+    let mut doc = serde_json::Map::new();
+    for (path, value) in &c.group {
+        let parts: Vec<&str> = path.split('.').collect();
+        let mut cur = &mut doc;
+        for (i, p) in parts.iter().enumerate() {
+            if i + 1 == parts.len() {
+                cur.insert((*p).to_string(), serde_json::Value::String(value.clone()));
+                break;
+            }
+            let next = cur.entry((*p).to_string()).or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+            match next {
+                serde_json::Value::Object(m) => cur = m,
+                _ => break,
+            }
+        }
+    }
+    let mut class = EventClass::CloudTrail;
+    if let Some((cl, json)) = current {
+        class = cl;
+        if let Ok(serde_json::Value::Object(ev)) = serde_json::from_str::<serde_json::Value>(json) {
+            for k in ["recipientAccountId", "awsRegion", "account", "region"] {
+                if let Some(v) = ev.get(k) {
+                    doc.entry(k.to_string()).or_insert_with(|| v.clone());
+                }
+            }
+        }
+    }
+    (class, serde_json::Value::Object(doc))
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -350,9 +394,7 @@ fn expand_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn is_hidden(p: &Path) -> bool {
-    p.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with('.'))
+    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
 }
 
 /// Counts bytes read for the progress bar.

@@ -15,13 +15,7 @@ mod pack {
 
 /// The built-in rule pack (`rules/pack`), as embedded at build time.
 pub fn builtin_files() -> Vec<RuleFile> {
-    pack::PACK
-        .iter()
-        .map(|(name, text)| RuleFile {
-            name: (*name).to_string(),
-            text: (*text).to_string(),
-        })
-        .collect()
+    pack::PACK.iter().map(|(name, text)| RuleFile { name: (*name).to_string(), text: (*text).to_string() }).collect()
 }
 
 /// One placeholder default of the pack, with what it assumes.
@@ -52,11 +46,7 @@ pub fn compile_options(cfg: &RulesConfig, builtin: bool) -> anyhow::Result<Compi
     for (k, v) in &cfg.placeholders {
         placeholders.insert(k.clone(), v.clone());
     }
-    Ok(CompileOptions {
-        placeholders,
-        field_mappings: cfg.field_mappings.clone(),
-        extra_fields: Vec::new(),
-    })
+    Ok(CompileOptions { placeholders, field_mappings: cfg.field_mappings.clone(), extra_fields: Vec::new() })
 }
 
 /// Every `.yml`/`.yaml` file under `dirs` (a file path is taken as is), in
@@ -80,12 +70,8 @@ pub fn files_in(dirs: &[PathBuf]) -> anyhow::Result<Vec<RuleFile>> {
         };
         paths.sort();
         for p in paths {
-            let text = std::fs::read_to_string(&p)
-                .with_context(|| format!("cannot read rule file {}", p.display()))?;
-            out.push(RuleFile {
-                name: p.display().to_string(),
-                text,
-            });
+            let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read rule file {}", p.display()))?;
+            out.push(RuleFile { name: p.display().to_string(), text });
         }
     }
     Ok(out)
@@ -96,21 +82,14 @@ fn is_yaml(p: &Path) -> bool {
 }
 
 /// Loads the user's rule paths plus (unless disabled) the built-in pack.
-pub fn load(
-    dirs: &[PathBuf],
-    builtin: bool,
-    opts: &CompileOptions,
-) -> anyhow::Result<(RuleSet, Vec<RuleWarning>)> {
+pub fn load(dirs: &[PathBuf], builtin: bool, opts: &CompileOptions) -> anyhow::Result<(RuleSet, Vec<RuleWarning>)> {
     let mut files = if builtin { builtin_files() } else { Vec::new() };
     files.extend(files_in(dirs)?);
     compile(&files, opts)
 }
 
 /// Compiles rule files; all errors are reported, one per line.
-pub fn compile(
-    files: &[RuleFile],
-    opts: &CompileOptions,
-) -> anyhow::Result<(RuleSet, Vec<RuleWarning>)> {
+pub fn compile(files: &[RuleFile], opts: &CompileOptions) -> anyhow::Result<(RuleSet, Vec<RuleWarning>)> {
     match RuleSet::load(files, opts) {
         Ok(r) => Ok(r),
         Err(errs) => {

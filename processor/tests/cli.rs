@@ -10,11 +10,7 @@ fn bin() -> Command {
 
 fn shared() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared");
-    assert!(
-        p.join("sigma/rules").is_dir(),
-        "shared material missing at {}",
-        p.display()
-    );
+    assert!(p.join("sigma/rules").is_dir(), "shared material missing at {}", p.display());
     p
 }
 
@@ -33,24 +29,12 @@ fn replay_emits_valid_deterministic_findings() {
     let rules = shared().join("sigma/rules");
     let input = shared().join("samples/stratus-detonations");
     let go = || {
-        run(bin()
-            .args([
-                "replay",
-                "--no-builtin",
-                "--no-progress",
-                "--now",
-                NOW,
-                "--rules",
-            ])
-            .arg(&rules)
-            .arg(&input))
+        run(bin().args(["replay", "--no-builtin", "--no-progress", "--now", NOW, "--rules"]).arg(&rules).arg(&input))
     };
     let a = go();
     assert!(a.status.success(), "{}", text(&a.stderr));
-    let lines: Vec<serde_json::Value> = text(&a.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each line is one JSON finding"))
-        .collect();
+    let lines: Vec<serde_json::Value> =
+        text(&a.stdout).lines().map(|l| serde_json::from_str(l).expect("each line is one JSON finding")).collect();
     assert!(lines.len() >= 5, "expected findings, got {}", lines.len());
     for f in &lines {
         assert_eq!(f["SchemaVersion"], "2018-10-08");
@@ -71,26 +55,11 @@ fn malformed_records_are_counted_dead_lettered_and_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("mixed.ndjson");
     let good = r#"{"eventVersion":"1.08","eventSource":"cloudtrail.amazonaws.com","eventName":"StopLogging","eventTime":"2024-01-01T00:00:00Z","eventID":"e1","awsRegion":"us-east-1","recipientAccountId":"111111111111","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111111111111:user/bob","accountId":"111111111111"},"sourceIPAddress":"198.51.100.7","requestParameters":{"name":"t"}}"#;
-    let bad =
-        r#"{"eventVersion":"1.08","eventName":"StopLogging","requestParameters":{"name":"t"]}"#;
-    std::fs::write(
-        &input,
-        format!(
-            "{good}\n{bad}\nnot json at all\n{}\n",
-            good.replace("\"e1\"", "\"e2\"")
-        ),
-    )
-    .unwrap();
+    let bad = r#"{"eventVersion":"1.08","eventName":"StopLogging","requestParameters":{"name":"t"]}"#;
+    std::fs::write(&input, format!("{good}\n{bad}\nnot json at all\n{}\n", good.replace("\"e1\"", "\"e2\""))).unwrap();
     let dlq = dir.path().join("dead.ndjson");
     let out = run(bin()
-        .args([
-            "replay",
-            "--no-builtin",
-            "--no-progress",
-            "--now",
-            NOW,
-            "--rules",
-        ])
+        .args(["replay", "--no-builtin", "--no-progress", "--now", NOW, "--rules"])
         .arg(shared().join("sigma/rules"))
         .arg("--dead-letter")
         .arg(&dlq)
@@ -98,21 +67,11 @@ fn malformed_records_are_counted_dead_lettered_and_skipped() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("2 bad records"), "{stderr}");
-    assert!(
-        stderr.contains("line 2"),
-        "position of the bad record is logged: {stderr}"
-    );
+    assert!(stderr.contains("line 2"), "position of the bad record is logged: {stderr}");
     let findings = text(&out.stdout);
-    assert_eq!(
-        findings.lines().count(),
-        2,
-        "both good records still produce findings"
-    );
-    let dead: Vec<serde_json::Value> = std::fs::read_to_string(&dlq)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    assert_eq!(findings.lines().count(), 2, "both good records still produce findings");
+    let dead: Vec<serde_json::Value> =
+        std::fs::read_to_string(&dlq).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(dead.len(), 2);
     assert_eq!(dead[0]["line"], 2);
     assert_eq!(dead[1]["line"], 3);
@@ -132,10 +91,7 @@ fn gzip_log_file_and_stdin_inputs() {
     enc.write_all(log.as_bytes()).unwrap();
     std::fs::write(&gz, enc.finish().unwrap()).unwrap();
     let rules = shared().join("sigma/rules");
-    let out = run(bin()
-        .args(["replay", "--no-builtin", "--now", NOW, "--rules"])
-        .arg(&rules)
-        .arg(&gz));
+    let out = run(bin().args(["replay", "--no-builtin", "--now", NOW, "--rules"]).arg(&rules).arg(&gz));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let from_file = text(&out.stdout);
     assert!(from_file.lines().count() >= 2, "{from_file}");
@@ -149,19 +105,10 @@ fn gzip_log_file_and_stdin_inputs() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(log.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(log.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(
-        text(&out.stdout),
-        from_file,
-        "stdin and file give the same findings"
-    );
+    assert_eq!(text(&out.stdout), from_file, "stdin and file give the same findings");
 }
 
 #[test]
@@ -175,21 +122,12 @@ fn rules_validate_reports_file_line_and_reason() {
     let out = run(bin().args(["rules", "validate"]).arg(dir.path()));
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(
-        err.contains("bad.yml:6: unknown modifier `containz`"),
-        "{err}"
-    );
+    assert!(err.contains("bad.yml:6: unknown modifier `containz`"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 
-    let ok = run(bin()
-        .args(["rules", "validate"])
-        .arg(shared().join("sigma/rules")));
+    let ok = run(bin().args(["rules", "validate"]).arg(shared().join("sigma/rules")));
     assert!(ok.status.success(), "{}", text(&ok.stderr));
-    assert!(
-        text(&ok.stdout).contains("57 rules"),
-        "{}",
-        text(&ok.stdout)
-    );
+    assert!(text(&ok.stdout).contains("57 rules"), "{}", text(&ok.stdout));
 }
 
 #[test]
@@ -224,13 +162,7 @@ tests:
 
 #[test]
 fn usage_errors_are_one_line_not_panics() {
-    let out = run(bin().args([
-        "replay",
-        "--no-builtin",
-        "--rules",
-        "/nonexistent/rules",
-        "x",
-    ]));
+    let out = run(bin().args(["replay", "--no-builtin", "--rules", "/nonexistent/rules", "x"]));
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.starts_with("error: "), "{err}");
@@ -243,14 +175,9 @@ fn readme_demo_runs_on_the_builtin_pack() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/events");
     let out = run(bin().args(["replay", "--now", NOW]).arg(&examples));
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let findings: Vec<serde_json::Value> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let mut titles: Vec<&str> = findings
-        .iter()
-        .map(|f| f["Title"].as_str().unwrap())
-        .collect();
+    let findings: Vec<serde_json::Value> =
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut titles: Vec<&str> = findings.iter().map(|f| f["Title"].as_str().unwrap()).collect();
     titles.sort();
     // Each injected attack of the demo raises its rule; the benign traffic nothing.
     assert_eq!(
@@ -261,14 +188,116 @@ fn readme_demo_runs_on_the_builtin_pack() {
             "ECR Scan On Push Disabled"
         ]
     );
-    let scan = findings
-        .iter()
-        .find(|f| f["Title"].as_str().unwrap().starts_with("ECR Image Scan"))
-        .unwrap();
+    let scan = findings.iter().find(|f| f["Title"].as_str().unwrap().starts_with("ECR Image Scan")).unwrap();
     assert_eq!(scan["Severity"]["Label"], "CRITICAL");
-    assert!(scan["Compliance"]["RelatedRequirements"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|r| r == "NIST CSF DE.CM-8"));
+    assert!(scan["Compliance"]["RelatedRequirements"].as_array().unwrap().iter().any(|r| r == "NIST CSF DE.CM-8"));
+}
+
+fn download(i: u32, secs: u32, who: &str) -> String {
+    format!(
+        r#"{{"eventVersion":"1.08","eventSource":"ecr.amazonaws.com","eventName":"GetDownloadUrlForLayer","eventTime":"2026-03-01T10:{:02}:{:02}Z","eventID":"ev-{i}","awsRegion":"eu-west-1","recipientAccountId":"111122223333","sourceIPAddress":"198.51.100.9","userIdentity":{{"type":"IAMUser","arn":"{who}","accountId":"111122223333"}},"requestParameters":{{"repositoryName":"shop/web","layerDigest":"sha256:{i:064x}"}}}}"#,
+        secs / 60,
+        secs % 60
+    )
+}
+
+const BULK_RULES: &str = r#"title: layer download
+id: t-download
+name: layer_download
+level: informational
+logsource: {product: aws, service: cloudtrail}
+detection:
+  sel: {eventName: GetDownloadUrlForLayer}
+  condition: sel
+---
+title: Bulk layer downloads
+id: t-bulk
+level: high
+correlation:
+  type: event_count
+  rules: [layer_download]
+  group-by: [userIdentity.arn]
+  timespan: 5m
+  condition: {gte: 20}
+"#;
+
+#[test]
+fn replay_runs_correlations_across_shuffled_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("rules/bulk.yml"), BULK_RULES).unwrap();
+    // A burst of 30 downloads in 3 minutes, split across two files out of
+    // order (as CloudTrail delivers them), plus a slow puller that stays quiet.
+    let mut a = String::new();
+    let mut b = String::new();
+    for i in 0..30u32 {
+        let line = download(i, 60 + i * 6, "arn:aws:iam::111122223333:user/mallory");
+        if i % 2 == 0 {
+            a = format!("{line}\n{a}");
+        } else {
+            b.push_str(&line);
+            b.push('\n');
+        }
+    }
+    for i in 0..30u32 {
+        b.push_str(&download(100 + i, i * 60, "arn:aws:iam::111122223333:user/slow"));
+        b.push('\n');
+    }
+    std::fs::write(dir.path().join("a.ndjson"), a).unwrap();
+    std::fs::write(dir.path().join("b.ndjson"), b).unwrap();
+    let go = || {
+        run(bin()
+            .args(["replay", "--no-builtin", "--now", NOW, "--rules"])
+            .arg(dir.path().join("rules"))
+            .arg(dir.path().join("a.ndjson"))
+            .arg(dir.path().join("b.ndjson")))
+    };
+    let out = go();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let findings: Vec<serde_json::Value> =
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!findings.is_empty(), "{}", text(&out.stderr));
+    assert!(findings.iter().all(|f| f["GeneratorId"] == "t-bulk"), "base rule is hidden: {findings:?}");
+    let first = &findings[0];
+    assert_eq!(
+        first["ProductFields"]["trailwatch/GroupKey"],
+        "userIdentity.arn=arn:aws:iam::111122223333:user/mallory"
+    );
+    assert_eq!(first["ProductFields"]["trailwatch/Count"], "20");
+    assert!(first["Resources"].as_array().unwrap().iter().any(|r| r["Type"] == "AwsIamUser"));
+    // Repeats of the same burst update the same finding.
+    assert!(findings.iter().all(|f| f["Id"] == first["Id"]));
+    assert_eq!(go().stdout, out.stdout, "deterministic");
+}
+
+#[test]
+fn config_suppressions_and_windows_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("rules/bulk.yml"), BULK_RULES).unwrap();
+    let mut input = String::new();
+    for i in 0..30u32 {
+        input.push_str(&download(i, i * 6, "arn:aws:iam::111122223333:user/mallory"));
+        input.push('\n');
+    }
+    std::fs::write(dir.path().join("in.ndjson"), &input).unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[rules]\nbuiltin = false\n[[suppressions]]\nfield = \"userIdentity.arn\"\nvalues = [\"arn:aws:iam::111122223333:user/mallory\"]\nreason = \"red team\"\n",
+    )
+    .unwrap();
+    let out = run(bin()
+        .args(["replay", "--now", NOW, "--config"])
+        .arg(&cfg)
+        .arg("--rules")
+        .arg(dir.path().join("rules"))
+        .arg(dir.path().join("in.ndjson")));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "", "suppressed principal raises nothing");
+    assert!(text(&out.stderr).contains("30 matches suppressed"), "{}", text(&out.stderr));
+    std::fs::write(&cfg, "[windows]\nallowed_lateness = \"soon\"\n").unwrap();
+    let out = run(bin().args(["replay", "--config"]).arg(&cfg).arg(dir.path().join("in.ndjson")));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("allowed_lateness"), "{}", text(&out.stderr));
 }

@@ -13,20 +13,13 @@ use trailwatch_rules::{CompileOptions, EventClass, RuleFile, RuleSet};
 
 fn shared() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared");
-    assert!(
-        p.join("sigma/rules").is_dir(),
-        "bench needs ../shared next to the repository ({})",
-        p.display()
-    );
+    assert!(p.join("sigma/rules").is_dir(), "bench needs ../shared next to the repository ({})", p.display());
     p
 }
 
 fn rule_files() -> Vec<RuleFile> {
     let mut files = Vec::new();
-    for dir in [
-        shared().join("sigma/rules"),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("pack"),
-    ] {
+    for dir in [shared().join("sigma/rules"), Path::new(env!("CARGO_MANIFEST_DIR")).join("pack")] {
         let mut stack = vec![dir];
         while let Some(d) = stack.pop() {
             let Ok(rd) = std::fs::read_dir(&d) else {
@@ -37,10 +30,7 @@ fn rule_files() -> Vec<RuleFile> {
                 if p.is_dir() {
                     stack.push(p);
                 } else if p.extension().is_some_and(|x| x == "yml") {
-                    files.push(RuleFile {
-                        name: p.display().to_string(),
-                        text: std::fs::read_to_string(&p).unwrap(),
-                    });
+                    files.push(RuleFile { name: p.display().to_string(), text: std::fs::read_to_string(&p).unwrap() });
                 }
             }
         }
@@ -71,8 +61,7 @@ fn events() -> Vec<String> {
 }
 
 fn bench(c: &mut Criterion) {
-    let (set, _) =
-        RuleSet::load(&rule_files(), &CompileOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let (set, _) = RuleSet::load(&rule_files(), &CompileOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     let events = events();
     let bytes: usize = events.iter().map(|e| e.len()).sum();
     eprintln!(
@@ -99,8 +88,7 @@ fn bench(c: &mut Criterion) {
             let mut n = 0usize;
             for e in &events {
                 out.clear();
-                set.eval(EventClass::CloudTrail, e, &mut scratch, &mut out)
-                    .unwrap();
+                set.eval(EventClass::CloudTrail, e, &mut scratch, &mut out).unwrap();
                 n += out.len();
             }
             black_box(n)

@@ -20,10 +20,7 @@ pub struct FieldTable {
 
 impl FieldTable {
     pub fn new(mappings: BTreeMap<String, String>) -> Self {
-        FieldTable {
-            mappings,
-            ..Default::default()
-        }
+        FieldTable { mappings, ..Default::default() }
     }
 
     /// The id of a rule field name, after field mapping.
@@ -55,10 +52,7 @@ impl FieldTable {
     }
 
     pub fn paths(&self) -> impl Iterator<Item = (u32, &str)> {
-        self.names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (i as u32, n.as_str()))
+        self.names.iter().enumerate().map(|(i, n)| (i as u32, n.as_str()))
     }
 }
 
@@ -114,9 +108,7 @@ impl Ctx<'_, '_> {
                     match it {
                         Value::Mapping(m) => groups.push(self.map(name, m)?),
                         Value::Sequence(_) => {
-                            return Err(
-                                self.err(name, format!("search `{name}` has a nested list"))
-                            );
+                            return Err(self.err(name, format!("search `{name}` has a nested list")));
                         }
                         scalar => keywords.push(scalar.clone()),
                     }
@@ -138,11 +130,7 @@ impl Ctx<'_, '_> {
             let key = match k {
                 Value::String(s) => s.clone(),
                 Value::Number(n) => n.to_string(),
-                _ => {
-                    return Err(
-                        self.err(name, format!("search `{name}` has a non-string field name"))
-                    )
-                }
+                _ => return Err(self.err(name, format!("search `{name}` has a non-string field name"))),
             };
             items.push(self.item(&key, &key, v)?);
         }
@@ -179,10 +167,7 @@ impl Ctx<'_, '_> {
                 "fieldref" => m.fieldref = true,
                 "expand" => m.expand = true,
                 "i" | "m" | "s" => {
-                    return Err(self.err(
-                        key,
-                        format!("modifier `{md}` is a sub-modifier of `re` and must follow it"),
-                    ));
+                    return Err(self.err(key, format!("modifier `{md}` is a sub-modifier of `re` and must follow it")));
                 }
                 other => {
                     return Err(self.err(
@@ -194,15 +179,11 @@ impl Ctx<'_, '_> {
                 }
             }
         }
-        m.check()
-            .map_err(|r| self.err(key, format!("`{spec}`: {r}")))?;
+        m.check().map_err(|r| self.err(key, format!("`{spec}`: {r}")))?;
 
         let field = if field_name.is_empty() {
             if m.exists || m.fieldref || m.cmp.is_some() || m.cidr {
-                return Err(self.err(
-                    key,
-                    "keyword searches cannot use exists, fieldref, cidr or comparisons",
-                ));
+                return Err(self.err(key, "keyword searches cannot use exists, fieldref, cidr or comparisons"));
             }
             self.keywords_used = true;
             crate::doc::Values::KEYWORDS
@@ -216,17 +197,9 @@ impl Ctx<'_, '_> {
         };
         if m.exists {
             return match values.as_slice() {
-                [Value::Bool(b)] => Ok(Item {
-                    field,
-                    test: Test::Exists(*b),
-                }),
-                [Value::String(s)]
-                    if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") =>
-                {
-                    Ok(Item {
-                        field,
-                        test: Test::Exists(s.eq_ignore_ascii_case("true")),
-                    })
+                [Value::Bool(b)] => Ok(Item { field, test: Test::Exists(*b) }),
+                [Value::String(s)] if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => {
+                    Ok(Item { field, test: Test::Exists(s.eq_ignore_ascii_case("true")) })
                 }
                 _ => Err(self.err(key, "`exists` takes one boolean value")),
             };
@@ -241,40 +214,26 @@ impl Ctx<'_, '_> {
             match value {
                 Value::Null => saw_null = true,
                 Value::Mapping(_) | Value::Sequence(_) => {
-                    return Err(self.err(key, format!("`{spec}` has a nested value; Sigma values are scalars or lists of scalars")));
+                    return Err(self.err(
+                        key,
+                        format!("`{spec}` has a nested value; Sigma values are scalars or lists of scalars"),
+                    ));
                 }
                 _ => self.value(key, spec, &m, value, &mut pats)?,
             }
         }
         if saw_null {
             if m.all {
-                return Err(self.err(
-                    key,
-                    format!("`{spec}`: `all` cannot be combined with a null value"),
-                ));
+                return Err(self.err(key, format!("`{spec}`: `all` cannot be combined with a null value")));
             }
             // `field: [null, x]` is "missing, null, or x".
-            let test = if pats.is_empty() {
-                Test::Null
-            } else {
-                Test::NullOr(pats)
-            };
+            let test = if pats.is_empty() { Test::Null } else { Test::NullOr(pats) };
             return Ok(Item { field, test });
         }
-        Ok(Item {
-            field,
-            test: optimise(pats, m.all),
-        })
+        Ok(Item { field, test: optimise(pats, m.all) })
     }
 
-    fn value(
-        &mut self,
-        key: &str,
-        spec: &str,
-        m: &Mods,
-        v: &Value,
-        out: &mut Vec<Pat>,
-    ) -> CResult<()> {
+    fn value(&mut self, key: &str, spec: &str, m: &Mods, v: &Value, out: &mut Vec<Pat>) -> CResult<()> {
         let text = match v {
             Value::String(s) => s.clone(),
             Value::Number(n) => {
@@ -284,10 +243,7 @@ impl Ctx<'_, '_> {
                     return Ok(());
                 }
                 if m.op.is_none() && !m.re && !m.expand && m.enc.is_empty() && !m.fieldref {
-                    out.push(Pat::Num {
-                        value: n.as_f64().unwrap_or(f64::NAN),
-                        text: n.to_string().into(),
-                    });
+                    out.push(Pat::Num { value: n.as_f64().unwrap_or(f64::NAN), text: n.to_string().into() });
                     return Ok(());
                 }
                 n.to_string()
@@ -296,26 +252,16 @@ impl Ctx<'_, '_> {
             _ => return Err(self.err(key, format!("`{spec}`: unsupported value"))),
         };
         if let Some(op) = m.cmp {
-            let x: f64 = text
-                .trim()
-                .parse()
-                .map_err(|_| self.err(key, format!("`{spec}`: `{text}` is not a number")))?;
+            let x: f64 =
+                text.trim().parse().map_err(|_| self.err(key, format!("`{spec}`: `{text}` is not a number")))?;
             out.push(Pat::Cmp(op, x));
             return Ok(());
         }
-        let expanded = if m.expand {
-            self.expand(&text)
-        } else {
-            vec![text]
-        };
+        let expanded = if m.expand { self.expand(&text) } else { vec![text] };
         for text in expanded {
             if m.fieldref {
                 let other = self.fields.intern(&text);
-                out.push(Pat::FieldRef {
-                    field: other,
-                    op: m.op.unwrap_or(StrOp::Eq),
-                    cased: m.cased,
-                });
+                out.push(Pat::FieldRef { field: other, op: m.op.unwrap_or(StrOp::Eq), cased: m.cased });
             } else if m.cidr {
                 let c = Cidr::parse(&text).map_err(|r| self.err(key, format!("`{spec}`: {r}")))?;
                 out.push(Pat::Cidr(c));
@@ -328,22 +274,20 @@ impl Ctx<'_, '_> {
                         _ => b.dot_matches_new_line(true),
                     };
                 }
-                let re = b.size_limit(1 << 20).build().map_err(|e| {
-                    self.err(key, format!("`{spec}`: invalid regular expression: {e}"))
-                })?;
+                let re = b
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|e| self.err(key, format!("`{spec}`: invalid regular expression: {e}")))?;
                 out.push(Pat::Regex(re));
             } else if !m.enc.is_empty() || m.windash {
-                for variant in encode_variants(&text, m)
-                    .map_err(|r| self.err(key, format!("`{spec}`: {r}")))?
-                {
+                for variant in encode_variants(&text, m).map_err(|r| self.err(key, format!("`{spec}`: {r}")))? {
                     // Encoded forms are exact byte sequences: match them cased.
                     let cased = m.cased || !m.enc.is_empty();
                     push_wild(out, &variant, m.op, cased, !m.enc.is_empty())
                         .map_err(|r| self.err(key, format!("`{spec}`: {r}")))?;
                 }
             } else {
-                push_wild(out, &text, m.op, m.cased, false)
-                    .map_err(|r| self.err(key, format!("`{spec}`: {r}")))?;
+                push_wild(out, &text, m.op, m.cased, false).map_err(|r| self.err(key, format!("`{spec}`: {r}")))?;
             }
         }
         Ok(())
@@ -416,10 +360,7 @@ struct Mods {
 
 impl Mods {
     fn check(&self) -> Result<(), &'static str> {
-        let kinds = [self.re, self.cidr, self.exists, self.cmp.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let kinds = [self.re, self.cidr, self.exists, self.cmp.is_some()].iter().filter(|b| **b).count();
         if kinds > 1 {
             return Err("re, cidr, exists and gt/gte/lt/lte cannot be combined");
         }
@@ -434,20 +375,11 @@ impl Mods {
         if self.fieldref && (self.re || self.cidr || self.exists || self.cmp.is_some()) {
             return Err("fieldref cannot be combined with re, cidr, exists or comparisons");
         }
-        let plain_enc = self
-            .enc
-            .iter()
-            .filter(|e| matches!(e, Enc::Base64 | Enc::Base64Offset))
-            .count();
+        let plain_enc = self.enc.iter().filter(|e| matches!(e, Enc::Base64 | Enc::Base64Offset)).count();
         if plain_enc > 1 {
             return Err("use either base64 or base64offset, once");
         }
-        if self
-            .enc
-            .iter()
-            .any(|e| matches!(e, Enc::Utf16Le | Enc::Utf16Be | Enc::Utf16Bom))
-            && plain_enc == 0
-        {
+        if self.enc.iter().any(|e| matches!(e, Enc::Utf16Le | Enc::Utf16Be | Enc::Utf16Bom)) && plain_enc == 0 {
             return Err("utf16le/utf16be/utf16/wide must be followed by base64 or base64offset in JSON events");
         }
         if self.enc.contains(&Enc::Base64Offset) && self.op != Some(StrOp::Contains) {
@@ -468,11 +400,7 @@ enum Enc {
 
 /// Applies windash, then character encodings, then base64, in modifier order.
 fn encode_variants(text: &str, m: &Mods) -> Result<Vec<String>, String> {
-    let texts = if m.windash {
-        windash(text)?
-    } else {
-        vec![text.to_string()]
-    };
+    let texts = if m.windash { windash(text)? } else { vec![text.to_string()] };
     if m.enc.is_empty() {
         return Ok(texts);
     }
@@ -497,9 +425,7 @@ fn encode_variants(text: &str, m: &Mods) -> Result<Vec<String>, String> {
                     }
                     bytes = b;
                 }
-                Enc::Base64 => {
-                    finals.push(base64::engine::general_purpose::STANDARD.encode(&bytes))
-                }
+                Enc::Base64 => finals.push(base64::engine::general_purpose::STANDARD.encode(&bytes)),
                 Enc::Base64Offset => finals.extend(base64_offsets(&bytes)),
             }
         }
@@ -535,9 +461,7 @@ fn windash(text: &str) -> Result<Vec<String>, String> {
     const DASHES: [char; 5] = ['-', '/', '–', '—', '―'];
     let chars: Vec<char> = text.chars().collect();
     let positions: Vec<usize> = (0..chars.len())
-        .filter(|&i| {
-            (chars[i] == '-' || chars[i] == '/') && (i == 0 || chars[i - 1].is_whitespace())
-        })
+        .filter(|&i| (chars[i] == '-' || chars[i] == '/') && (i == 0 || chars[i - 1].is_whitespace()))
         .collect();
     if positions.len() > 4 {
         return Err("windash on more than 4 flags makes too many variants; split the value".into());
@@ -601,19 +525,9 @@ fn wild_tokens(s: &str) -> Vec<Tok> {
 }
 
 /// Adds the matcher for a (possibly wildcarded) string under `op`.
-fn push_wild(
-    out: &mut Vec<Pat>,
-    text: &str,
-    op: Option<StrOp>,
-    cased: bool,
-    literal: bool,
-) -> Result<(), String> {
+fn push_wild(out: &mut Vec<Pat>, text: &str, op: Option<StrOp>, cased: bool, literal: bool) -> Result<(), String> {
     let mut toks = if literal {
-        vec![Tok::Lit(
-            text.replace("\\*", "*")
-                .replace("\\?", "?")
-                .replace("\\\\", "\\"),
-        )]
+        vec![Tok::Lit(text.replace("\\*", "*").replace("\\?", "?").replace("\\\\", "\\"))]
     } else {
         wild_tokens(text)
     };
@@ -670,23 +584,11 @@ mod tests {
     fn wildcard_tokens_and_escapes() {
         assert_eq!(
             wild_tokens("a*b?c"),
-            vec![
-                Tok::Lit("a".into()),
-                Tok::Star,
-                Tok::Lit("b".into()),
-                Tok::One,
-                Tok::Lit("c".into())
-            ]
+            vec![Tok::Lit("a".into()), Tok::Star, Tok::Lit("b".into()), Tok::One, Tok::Lit("c".into())]
         );
         assert_eq!(wild_tokens(r"a\*b"), vec![Tok::Lit("a*b".into())]);
-        assert_eq!(
-            wild_tokens(r"a\\*"),
-            vec![Tok::Lit(r"a\".into()), Tok::Star]
-        );
-        assert_eq!(
-            wild_tokens(r"c:\windows"),
-            vec![Tok::Lit(r"c:\windows".into())]
-        );
+        assert_eq!(wild_tokens(r"a\\*"), vec![Tok::Lit(r"a\".into()), Tok::Star]);
+        assert_eq!(wild_tokens(r"c:\windows"), vec![Tok::Lit(r"c:\windows".into())]);
         assert_eq!(wild_tokens("**a"), vec![Tok::Star, Tok::Lit("a".into())]);
     }
 
@@ -696,10 +598,7 @@ mod tests {
         let variants = base64_offsets(b"/bin/bash");
         for prefix in ["", "x", "xy", "xyz", "hello "] {
             let enc = e.encode(format!("{prefix}/bin/bash -c id"));
-            assert!(
-                variants.iter().any(|v| enc.contains(v.as_str())),
-                "{prefix}: {enc} vs {variants:?}"
-            );
+            assert!(variants.iter().any(|v| enc.contains(v.as_str())), "{prefix}: {enc} vs {variants:?}");
         }
     }
 

@@ -62,11 +62,7 @@ impl<'a> fmt::Display for CondDisplay<'a> {
             Cond::Ref(i) => f.write_str(&self.names[*i]),
             Cond::Not(c) => write!(f, "not {}", sub(c)),
             Cond::And(cs) | Cond::Or(cs) => {
-                let op = if matches!(self.cond, Cond::And(_)) {
-                    " and "
-                } else {
-                    " or "
-                };
+                let op = if matches!(self.cond, Cond::And(_)) { " and " } else { " or " };
                 f.write_str("(")?;
                 for (i, c) in cs.iter().enumerate() {
                     if i > 0 {
@@ -134,10 +130,7 @@ fn tokenize(s: &str) -> Result<Vec<Tok<'_>>, String> {
             }
             _ => {
                 let start = i;
-                while i < b.len()
-                    && !b[i].is_ascii_whitespace()
-                    && !matches!(b[i], b'(' | b')' | b'|')
-                {
+                while i < b.len() && !b[i].is_ascii_whitespace() && !matches!(b[i], b'(' | b')' | b'|') {
                     i += 1;
                 }
                 let w = &s[start..i];
@@ -152,9 +145,7 @@ fn tokenize(s: &str) -> Result<Vec<Tok<'_>>, String> {
                     _ => match w.parse::<usize>() {
                         Ok(n) => Tok::Num(n),
                         Err(_) => {
-                            if !w.bytes().all(|c| {
-                                c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'*' | b'.')
-                            }) {
+                            if !w.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'*' | b'.')) {
                                 return Err(format!("unexpected `{w}` in condition"));
                             }
                             Tok::Ident(w)
@@ -185,11 +176,7 @@ pub fn parse(text: &str, names: &[String]) -> Result<Cond, String> {
     if toks.is_empty() {
         return Err("empty condition".to_string());
     }
-    let mut p = Parser {
-        toks,
-        pos: 0,
-        names,
-    };
+    let mut p = Parser { toks, pos: 0, names };
     let c = p.or()?;
     if p.pos != p.toks.len() {
         return Err(format!("unexpected {} in condition", p.describe()));
@@ -216,11 +203,7 @@ impl<'a> Parser<'a, '_> {
             self.pos += 1;
             items.push(self.and()?);
         }
-        Ok(if items.len() == 1 {
-            items.pop().unwrap_or(Cond::Or(vec![]))
-        } else {
-            Cond::Or(items)
-        })
+        Ok(if items.len() == 1 { items.pop().unwrap_or(Cond::Or(vec![])) } else { Cond::Or(items) })
     }
 
     fn and(&mut self) -> Result<Cond, String> {
@@ -229,11 +212,7 @@ impl<'a> Parser<'a, '_> {
             self.pos += 1;
             items.push(self.not()?);
         }
-        Ok(if items.len() == 1 {
-            items.pop().unwrap_or(Cond::And(vec![]))
-        } else {
-            Cond::And(items)
-        })
+        Ok(if items.len() == 1 { items.pop().unwrap_or(Cond::And(vec![])) } else { Cond::And(items) })
     }
 
     fn not(&mut self) -> Result<Cond, String> {
@@ -266,21 +245,14 @@ impl<'a> Parser<'a, '_> {
             Some(Tok::Ident(name)) => {
                 self.pos += 1;
                 if name.contains('*') {
-                    return Err(format!(
-                        "wildcard `{name}` is only allowed after `1 of` / `all of`"
-                    ));
+                    return Err(format!("wildcard `{name}` is only allowed after `1 of` / `all of`"));
                 }
                 match self.names.iter().position(|n| n == name) {
                     Some(i) => Ok(Cond::Ref(i)),
-                    None => Err(format!(
-                        "condition refers to `{name}`, which is not defined in detection"
-                    )),
+                    None => Err(format!("condition refers to `{name}`, which is not defined in detection")),
                 }
             }
-            _ => Err(format!(
-                "expected a search identifier but found {}",
-                self.describe()
-            )),
+            _ => Err(format!("expected a search identifier but found {}", self.describe())),
         }
     }
 
@@ -292,26 +264,17 @@ impl<'a> Parser<'a, '_> {
         let targets: Vec<usize> = match self.peek() {
             Some(Tok::Them) => {
                 self.pos += 1;
-                (0..self.names.len())
-                    .filter(|i| !self.names[*i].starts_with('_'))
-                    .collect()
+                (0..self.names.len()).filter(|i| !self.names[*i].starts_with('_')).collect()
             }
             Some(Tok::Ident(pat)) => {
                 self.pos += 1;
-                let t: Vec<usize> = (0..self.names.len())
-                    .filter(|i| glob_match(pat, &self.names[*i]))
-                    .collect();
+                let t: Vec<usize> = (0..self.names.len()).filter(|i| glob_match(pat, &self.names[*i])).collect();
                 if t.is_empty() {
                     return Err(format!("`{pat}` matches no search identifier"));
                 }
                 t
             }
-            _ => {
-                return Err(format!(
-                    "expected an identifier pattern or `them` but found {}",
-                    self.describe()
-                ))
-            }
+            _ => return Err(format!("expected an identifier pattern or `them` but found {}", self.describe())),
         };
         let n = n.unwrap_or(targets.len());
         if n == 0 {
@@ -328,10 +291,7 @@ fn glob_match(pat: &str, s: &str) -> bool {
         return pat == s;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !s.starts_with(first)
-        || !s[first.len()..].ends_with(last)
-        || s.len() < first.len() + last.len()
-    {
+    if !s.starts_with(first) || !s[first.len()..].ends_with(last) || s.len() < first.len() + last.len() {
         return false;
     }
     let mut rest = &s[first.len()..s.len() - last.len()];
@@ -349,10 +309,7 @@ mod tests {
     use super::*;
 
     fn names() -> Vec<String> {
-        ["sel", "sel_a", "sel_b", "filter", "_hidden"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        ["sel", "sel_a", "sel_b", "filter", "_hidden"].iter().map(|s| s.to_string()).collect()
     }
 
     fn eval(cond: &str, truth: &[bool]) -> bool {
@@ -363,18 +320,9 @@ mod tests {
     #[test]
     fn precedence_not_and_or() {
         // sel or (sel_a and (not filter))
-        assert!(eval(
-            "sel or sel_a and not filter",
-            &[true, false, false, true, false]
-        ));
-        assert!(!eval(
-            "sel_a and not filter or sel_b",
-            &[false, true, false, true, false]
-        ));
-        assert!(eval(
-            "not (sel or filter)",
-            &[false, false, false, false, false]
-        ));
+        assert!(eval("sel or sel_a and not filter", &[true, false, false, true, false]));
+        assert!(!eval("sel_a and not filter or sel_b", &[false, true, false, true, false]));
+        assert!(eval("not (sel or filter)", &[false, false, false, false, false]));
         assert!(eval("not not sel", &[true, false, false, false, false]));
     }
 
@@ -388,10 +336,7 @@ mod tests {
         assert!(!eval("1 of them", &[false, false, false, false, true]));
         assert!(eval("all of them", &[true, true, true, true, false]));
         assert!(eval("any of sel_*", &[false, true, false, false, false]));
-        assert!(eval(
-            "sel and not 1 of filter*",
-            &[true, false, false, false, false]
-        ));
+        assert!(eval("sel and not 1 of filter*", &[true, false, false, false, false]));
     }
 
     #[test]
@@ -414,13 +359,6 @@ mod tests {
     fn display_round_trips_meaning() {
         let n = names();
         let c = parse("sel and not 1 of filter*", &n).unwrap();
-        assert_eq!(
-            CondDisplay {
-                cond: &c,
-                names: &n
-            }
-            .to_string(),
-            "(sel and not 1 of (filter))"
-        );
+        assert_eq!(CondDisplay { cond: &c, names: &n }.to_string(), "(sel and not 1 of (filter))");
     }
 }

@@ -64,11 +64,7 @@ impl Default for DetectorConfig {
 /// What the detector reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Alert {
-    Detection {
-        rule: u32,
-        event_id: Option<String>,
-        event_time_ms: Option<i64>,
-    },
+    Detection { rule: u32, event_id: Option<String>, event_time_ms: Option<i64> },
     Correlation(CorrelationAlert),
 }
 
@@ -109,9 +105,7 @@ pub enum SnapshotError {
     Invalid(String),
     #[error("snapshot version {0} is not supported (this build reads version {SNAPSHOT_VERSION})")]
     Version(u32),
-    #[error(
-        "snapshot was taken with other correlation rules ({0}); it cannot continue these windows"
-    )]
+    #[error("snapshot was taken with other correlation rules ({0}); it cannot continue these windows")]
     Rules(String),
 }
 
@@ -169,17 +163,8 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        std::str::from_utf8(&b[r]).ok()?.parse().ok()
-    };
-    let (y, mo, d, h, mi, se) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { std::str::from_utf8(&b[r]).ok()?.parse().ok() };
+    let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
         return None;
     }
@@ -227,28 +212,14 @@ fn group_hash(values: &[&str]) -> u64 {
 
 impl Detector {
     pub fn new(set: Arc<RuleSet>, cfg: DetectorConfig) -> Self {
-        let supp_fields = cfg
-            .suppressions
-            .iter()
-            .map(|s| set.fields().get(&s.field))
-            .collect();
+        let supp_fields = cfg.suppressions.iter().map(|s| set.fields().get(&s.field)).collect();
         let state = State {
             version: SNAPSHOT_VERSION,
-            rules: set
-                .correlations()
-                .iter()
-                .map(|c| c.meta.id.clone())
-                .collect(),
+            rules: set.correlations().iter().map(|c| c.meta.id.clone()).collect(),
             groups: vec![HashMap::new(); set.correlations().len()],
             ..State::default()
         };
-        Detector {
-            set,
-            cfg,
-            supp_fields,
-            state,
-            matches: Vec::new(),
-        }
+        Detector { set, cfg, supp_fields, state, matches: Vec::new() }
     }
 
     pub fn rule_set(&self) -> &Arc<RuleSet> {
@@ -324,12 +295,10 @@ impl Detector {
                     continue;
                 }
                 let aux = match c.kind {
-                    CorrelationType::ValueCount => {
-                        match c.value_fields[pos].and_then(|f| ev.first(f)) {
-                            Some(v) => fnv1a(v.to_lowercase().as_bytes()),
-                            None => continue,
-                        }
-                    }
+                    CorrelationType::ValueCount => match c.value_fields[pos].and_then(|f| ev.first(f)) {
+                        Some(v) => fnv1a(v.to_lowercase().as_bytes()),
+                        None => continue,
+                    },
                     CorrelationType::Temporal | CorrelationType::TemporalOrdered => pos as u64,
                     CorrelationType::EventCount => 0,
                 };
@@ -381,24 +350,14 @@ impl Detector {
         struct Head {
             version: u32,
         }
-        let head: Head =
-            serde_json::from_slice(bytes).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
+        let head: Head = serde_json::from_slice(bytes).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
         if head.version != SNAPSHOT_VERSION {
             return Err(SnapshotError::Version(head.version));
         }
-        let mut st: State =
-            serde_json::from_slice(bytes).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
-        let want: Vec<String> = self
-            .set
-            .correlations()
-            .iter()
-            .map(|c| c.meta.id.clone())
-            .collect();
+        let mut st: State = serde_json::from_slice(bytes).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
+        let want: Vec<String> = self.set.correlations().iter().map(|c| c.meta.id.clone()).collect();
         if st.rules != want || st.groups.len() != want.len() {
-            return Err(SnapshotError::Rules(format!(
-                "snapshot has {:?}, rules have {:?}",
-                st.rules, want
-            )));
+            return Err(SnapshotError::Rules(format!("snapshot has {:?}, rules have {:?}", st.rules, want)));
         }
         // Rebuild the queue of windows waiting to close.
         for (ci, groups) in st.groups.iter().enumerate() {
@@ -510,9 +469,7 @@ impl Detector {
                 let e_idx = g.times.partition_point(|(x, _)| *x <= s + span);
                 let win = &g.times[s_idx..e_idx];
                 let n = measure(c.kind, win, c.rules.len());
-                c.condition
-                    .holds(n)
-                    .then(|| (s, win.last().map_or(s, |w| w.0), n))
+                c.condition.holds(n).then(|| (s, win.last().map_or(s, |w| w.0), n))
             })
         };
         if let Some((start, end, n)) = due {
@@ -531,16 +488,7 @@ impl Detector {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn fire(
-        &mut self,
-        set: &RuleSet,
-        ci: usize,
-        key: u64,
-        start: i64,
-        end: i64,
-        n: u64,
-        out: &mut Vec<Alert>,
-    ) {
+    fn fire(&mut self, set: &RuleSet, ci: usize, key: u64, start: i64, end: i64, n: u64, out: &mut Vec<Alert>) {
         let c = &set.correlations()[ci];
         let period = self.cfg.dedup_period_ms.max(1);
         let Some(g) = self.state.groups[ci].get_mut(&key) else {
@@ -556,12 +504,7 @@ impl Detector {
         }
         let mut sample: Vec<String> = g.first_ids.clone();
         sample.extend(g.last_ids.iter().cloned());
-        let group: Vec<(String, String)> = c
-            .group_by
-            .iter()
-            .cloned()
-            .zip(g.values.iter().cloned())
-            .collect();
+        let group: Vec<(String, String)> = c.group_by.iter().cloned().zip(g.values.iter().cloned()).collect();
         let alert = CorrelationAlert {
             rule: ci,
             count: g.dedup_count,
@@ -614,25 +557,13 @@ impl Detector {
                 CorrelationType::ValueCount => fnv1a(alert.dedup_key.as_bytes()),
                 CorrelationType::EventCount => 0,
             };
-            self.observe(
-                set,
-                cj,
-                alert.window_end_ms,
-                &refs,
-                aux,
-                &alert.dedup_key.clone(),
-                out,
-            );
+            self.observe(set, cj, alert.window_end_ms, &refs, aux, &alert.dedup_key.clone(), out);
         }
     }
 
     /// Decides non-monotone windows whose end the watermark passed.
     fn close_due(&mut self, set: &RuleSet, all: bool, out: &mut Vec<Alert>) {
-        let wm = if all {
-            i64::MAX
-        } else {
-            self.watermark().unwrap_or(i64::MIN)
-        };
+        let wm = if all { i64::MAX } else { self.watermark().unwrap_or(i64::MIN) };
         while let Some(Reverse((close, ci, key))) = self.state.closes.peek().copied() {
             if close > wm {
                 break;
@@ -736,22 +667,10 @@ mod tests {
     #[test]
     fn rfc3339_parsing() {
         assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_rfc3339_ms("2024-07-31T13:06:24Z"),
-            Some(1_722_431_184_000)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2024-07-31T13:06:24.5Z"),
-            Some(1_722_431_184_500)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2024-07-31T15:06:24+02:00"),
-            Some(1_722_431_184_000)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2000-02-29T00:00:00Z"),
-            Some(951_782_400_000)
-        );
+        assert_eq!(parse_rfc3339_ms("2024-07-31T13:06:24Z"), Some(1_722_431_184_000));
+        assert_eq!(parse_rfc3339_ms("2024-07-31T13:06:24.5Z"), Some(1_722_431_184_500));
+        assert_eq!(parse_rfc3339_ms("2024-07-31T15:06:24+02:00"), Some(1_722_431_184_000));
+        assert_eq!(parse_rfc3339_ms("2000-02-29T00:00:00Z"), Some(951_782_400_000));
         assert_eq!(parse_rfc3339_ms("Dec 3, 2021, 6:02:30 PM"), None);
         assert_eq!(parse_rfc3339_ms("2024-13-01T00:00:00Z"), None);
     }
@@ -762,14 +681,7 @@ mod tests {
         assert_eq!(measure(CorrelationType::EventCount, &w, 3), 4);
         assert_eq!(measure(CorrelationType::ValueCount, &w, 3), 3);
         assert_eq!(measure(CorrelationType::TemporalOrdered, &w, 3), 3);
-        assert_eq!(
-            measure(CorrelationType::TemporalOrdered, &[(1, 1), (2, 0)], 2),
-            1
-        );
-        assert_eq!(
-            measure(CorrelationType::TemporalOrdered, &[(1, 0), (1, 1)], 2),
-            1,
-            "ties are not ordered"
-        );
+        assert_eq!(measure(CorrelationType::TemporalOrdered, &[(1, 1), (2, 0)], 2), 1);
+        assert_eq!(measure(CorrelationType::TemporalOrdered, &[(1, 0), (1, 1)], 2), 1, "ties are not ordered");
     }
 }

@@ -83,12 +83,7 @@ impl Values {
     pub(crate) fn push(&mut self, field: u32, kind: ValKind, start: u32, end: u32) {
         let slot = self.slot(field);
         let idx = self.vals.len() as u32;
-        self.vals.push(Val {
-            kind,
-            start,
-            end,
-            next: NONE,
-        });
+        self.vals.push(Val { kind, start, end, next: NONE });
         if self.tail[slot] == NONE {
             self.head[slot] = idx;
         } else {
@@ -109,10 +104,7 @@ impl Values {
     /// The values found at `field`, in document order.
     #[inline]
     pub fn get(&self, field: u32) -> ValIter<'_> {
-        ValIter {
-            vals: &self.vals,
-            at: self.head[self.slot(field)],
-        }
+        ValIter { vals: &self.vals, at: self.head[self.slot(field)] }
     }
 
     #[inline]
@@ -162,9 +154,7 @@ impl<'a> Event<'a> {
     pub fn texts(&self, field: u32) -> impl Iterator<Item = &'a str> + 'a {
         let src = self.src;
         let vals = self.vals;
-        vals.get(field)
-            .filter(|v| v.kind.is_scalar())
-            .map(move |v| vals.text(src, v))
+        vals.get(field).filter(|v| v.kind.is_scalar()).map(move |v| vals.text(src, v))
     }
 
     /// Text of the first scalar value at `field`.

@@ -103,10 +103,7 @@ impl window::Resolver for Names<'_> {
         if let Some(i) = self.rules.iter().position(|r| hit(&r.meta)) {
             return Some(RuleRef::Detection(i as u32));
         }
-        self.correlations
-            .iter()
-            .position(|c| hit(&c.meta))
-            .map(RuleRef::Correlation)
+        self.correlations.iter().position(|c| hit(&c.meta)).map(RuleRef::Correlation)
     }
 
     fn names_of(&self, r: RuleRef) -> Vec<String> {
@@ -132,10 +129,7 @@ pub struct Scratch {
 
 impl RuleSet {
     /// Parses and compiles rule files. All errors of all files are reported.
-    pub fn load(
-        files: &[RuleFile],
-        opts: &CompileOptions,
-    ) -> Result<(RuleSet, Vec<RuleWarning>), RuleErrors> {
+    pub fn load(files: &[RuleFile], opts: &CompileOptions) -> Result<(RuleSet, Vec<RuleWarning>), RuleErrors> {
         let mut errors = Vec::new();
         let mut docs = Vec::new();
         for f in files {
@@ -157,26 +151,17 @@ impl RuleSet {
         let mut correlations: Vec<CorrelationRule> = Vec::new();
         for d in &docs {
             if let RuleDoc::Correlation(c) = d {
-                let resolver = Names {
-                    rules: &b.rules,
-                    correlations: &correlations,
-                };
+                let resolver = Names { rules: &b.rules, correlations: &correlations };
                 match window::compile(c, &resolver, &mut b.fields) {
                     Ok(cr) => {
                         if let Some((file, line)) = b.ids.get(&cr.meta.id) {
                             errors.push(c.doc.error(
                                 c.doc.line_of("id"),
-                                format!(
-                                    "duplicate rule id `{}` (first defined at {file}:{line})",
-                                    cr.meta.id
-                                ),
+                                format!("duplicate rule id `{}` (first defined at {file}:{line})", cr.meta.id),
                             ));
                             continue;
                         }
-                        b.ids.insert(
-                            cr.meta.id.clone(),
-                            (c.doc.file.to_string(), c.doc.first_line),
-                        );
+                        b.ids.insert(cr.meta.id.clone(), (c.doc.file.to_string(), c.doc.first_line));
                         correlations.push(cr);
                     }
                     Err(e) => errors.push(e),
@@ -271,10 +256,7 @@ impl RuleSet {
     }
 
     pub fn scratch(&self) -> Scratch {
-        Scratch {
-            vals: Values::new(self.fields.len()),
-            cands: Vec::with_capacity(64),
-        }
+        Scratch { vals: Values::new(self.fields.len()), cands: Vec::with_capacity(64) }
     }
 
     /// Reads `json` (an event of `class`) into `scratch` and appends the
@@ -289,10 +271,7 @@ impl RuleSet {
     ) -> Result<Event<'s>, JsonError> {
         scratch.vals.reset(json);
         json::extract(json, &self.trie, self.keywords, &mut scratch.vals)?;
-        let ev = Event {
-            src: json,
-            vals: &scratch.vals,
-        };
+        let ev = Event { src: json, vals: &scratch.vals };
         let idx = &self.classes[class.index()];
         let cands = &mut scratch.cands;
         cands.clear();
@@ -321,14 +300,12 @@ impl RuleSet {
 
     /// The triggering event id: CloudTrail `eventID`, else EventBridge `id`.
     pub fn event_id<'a>(&self, ev: &Event<'a>) -> Option<&'a str> {
-        ev.first(self.meta_fields.event_id)
-            .or_else(|| ev.first(self.meta_fields.eb_id))
+        ev.first(self.meta_fields.event_id).or_else(|| ev.first(self.meta_fields.eb_id))
     }
 
     /// The event time text: CloudTrail `eventTime`, else EventBridge `time`.
     pub fn event_time<'a>(&self, ev: &Event<'a>) -> Option<&'a str> {
-        ev.first(self.meta_fields.event_time)
-            .or_else(|| ev.first(self.meta_fields.eb_time))
+        ev.first(self.meta_fields.event_time).or_else(|| ev.first(self.meta_fields.eb_time))
     }
 }
 
@@ -356,25 +333,14 @@ impl<'o> Builder<'o> {
             eb_time: fields.intern("time"),
             eb_detail_type: fields.intern("detail-type"),
         };
-        Builder {
-            opts,
-            fields,
-            rules: Vec::new(),
-            keywords: false,
-            warnings: Vec::new(),
-            ids: BTreeMap::new(),
-            meta,
-        }
+        Builder { opts, fields, rules: Vec::new(), keywords: false, warnings: Vec::new(), ids: BTreeMap::new(), meta }
     }
 
     pub(crate) fn add_detection(&mut self, d: &DetectionDoc<'_>) -> Result<u32, RuleError> {
         if let Some((file, line)) = self.ids.get(&d.meta.id) {
             return Err(d.doc.error(
                 d.doc.line_of("id"),
-                format!(
-                    "duplicate rule id `{}` (first defined at {file}:{line})",
-                    d.meta.id
-                ),
+                format!("duplicate rule id `{}` (first defined at {file}:{line})", d.meta.id),
             ));
         }
         let mut ctx = Ctx {
@@ -389,9 +355,7 @@ impl<'o> Builder<'o> {
         let mut conditions: Vec<String> = Vec::new();
         for (k, v) in &d.detection {
             let Some(k) = k.as_str() else {
-                return Err(d
-                    .doc
-                    .error(d.doc.line_of("detection"), "detection keys must be strings"));
+                return Err(d.doc.error(d.doc.line_of("detection"), "detection keys must be strings"));
             };
             match k {
                 "condition" => match v {
@@ -419,38 +383,27 @@ impl<'o> Builder<'o> {
             }
         }
         if conditions.is_empty() {
-            return Err(d
-                .doc
-                .error(d.doc.line_of("detection"), "detection has no `condition`"));
+            return Err(d.doc.error(d.doc.line_of("detection"), "detection has no `condition`"));
         }
         let mut conds = Vec::new();
         for c in &conditions {
-            conds.push(condition::parse(c, &names).map_err(|r| {
-                d.doc
-                    .error(d.doc.line_of("condition"), format!("condition `{c}`: {r}"))
-            })?);
+            conds.push(
+                condition::parse(c, &names)
+                    .map_err(|r| d.doc.error(d.doc.line_of("condition"), format!("condition `{c}`: {r}")))?,
+            );
         }
-        let cond = if conds.len() == 1 {
-            conds.remove(0)
-        } else {
-            Cond::Or(conds)
-        };
+        let cond = if conds.len() == 1 { conds.remove(0) } else { Cond::Or(conds) };
         self.keywords |= ctx.keywords_used;
         for p in &ctx.unset_placeholders {
             self.warnings.push(RuleWarning {
                 file: d.doc.file.to_string(),
                 line: d.doc.line_containing(&format!("%{p}%")),
-                message: format!(
-                    "placeholder `%{p}%` has no configured values: items using it never match"
-                ),
+                message: format!("placeholder `%{p}%` has no configured values: items using it never match"),
             });
         }
         let classes = self.classes_of(d);
         let idx = self.rules.len() as u32;
-        self.ids.insert(
-            d.meta.id.clone(),
-            (d.doc.file.to_string(), d.doc.first_line),
-        );
+        self.ids.insert(d.meta.id.clone(), (d.doc.file.to_string(), d.doc.first_line));
         self.rules.push(DetectionRule {
             meta: d.meta.clone(),
             logsource: d.logsource.clone(),
@@ -477,25 +430,16 @@ impl<'o> Builder<'o> {
         };
         if let Some(p) = &ls.product {
             if !p.eq_ignore_ascii_case("aws") {
-                warn(format!(
-                    "logsource product `{p}` is not aws: the rule never sees an event"
-                ));
+                warn(format!("logsource product `{p}` is not aws: the rule never sees an event"));
                 return 0;
             }
         }
-        match ls
-            .service
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
+        match ls.service.as_deref().map(str::to_ascii_lowercase).as_deref() {
             None => EventClass::ALL.iter().fold(0, |m, c| m | bit(*c)),
             Some("cloudtrail") => bit(EventClass::CloudTrail),
             Some("ecr") => bit(EventClass::Ecr),
             Some("inspector2") | Some("inspector") => bit(EventClass::Inspector2),
-            Some("eventbridge") => {
-                bit(EventClass::Ecr) | bit(EventClass::Inspector2) | bit(EventClass::EventBridge)
-            }
+            Some("eventbridge") => bit(EventClass::Ecr) | bit(EventClass::Inspector2) | bit(EventClass::EventBridge),
             Some(other) => {
                 warn(format!(
                     "logsource service `{other}` is not one trailwatch decodes (cloudtrail, ecr, inspector2, eventbridge): the rule never sees an event"
@@ -516,10 +460,7 @@ impl<'o> Builder<'o> {
                 EventClass::CloudTrail => self.meta.event_name,
                 _ => self.meta.eb_detail_type,
             };
-            let mut ci = ClassIndex {
-                key_field,
-                ..Default::default()
-            };
+            let mut ci = ClassIndex { key_field, ..Default::default() };
             for (i, r) in self.rules.iter_mut().enumerate() {
                 if !r.sees(class) {
                     continue;
@@ -528,10 +469,7 @@ impl<'o> Builder<'o> {
                 match &keys {
                     Some(ks) => {
                         for k in ks {
-                            ci.by_key
-                                .entry(k.as_str().into())
-                                .or_default()
-                                .push(i as u32);
+                            ci.by_key.entry(k.as_str().into()).or_default().push(i as u32);
                         }
                     }
                     None => ci.always.push(i as u32),

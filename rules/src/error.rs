@@ -15,11 +15,7 @@ pub struct RuleError {
 
 impl RuleError {
     pub fn new(file: impl Into<String>, line: usize, reason: impl Into<String>) -> Self {
-        RuleError {
-            file: file.into(),
-            line,
-            reason: reason.into(),
-        }
+        RuleError { file: file.into(), line, reason: reason.into() }
     }
 }
 

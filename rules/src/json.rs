@@ -50,9 +50,7 @@ struct Node {
 
 impl PathTrie {
     pub fn new() -> Self {
-        PathTrie {
-            nodes: vec![Node::default()],
-        }
+        PathTrie { nodes: vec![Node::default()] }
     }
 
     /// Adds a dotted path for field id `field`.
@@ -66,9 +64,7 @@ impl PathTrie {
                     self.nodes.push(Node::default());
                     let children = &mut self.nodes[node].children;
                     let key: Box<[u8]> = seg.as_bytes().into();
-                    let at = children
-                        .binary_search_by(|(k, _)| cmp_key(k, &key))
-                        .unwrap_or_else(|i| i);
+                    let at = children.binary_search_by(|(k, _)| cmp_key(k, &key)).unwrap_or_else(|i| i);
                     children.insert(at, (key, id));
                     id as usize
                 }
@@ -80,10 +76,7 @@ impl PathTrie {
     #[inline]
     fn child(&self, node: usize, key: &[u8]) -> Option<usize> {
         let children = &self.nodes[node].children;
-        children
-            .binary_search_by(|(k, _)| cmp_key(k, key))
-            .ok()
-            .map(|i| children[i].1 as usize)
+        children.binary_search_by(|(k, _)| cmp_key(k, key)).ok().map(|i| children[i].1 as usize)
     }
 
     /// Walks a key that contains dots (`"a.b"` as one JSON key) segment by
@@ -104,19 +97,8 @@ fn cmp_key(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
 /// Reads `text` (one JSON object) and records into `out` every value found at
 /// a path of `trie`. With `all_strings`, every string value anywhere is also
 /// recorded under [`Values::KEYWORDS`] (for field-less keyword searches).
-pub fn extract(
-    text: &str,
-    trie: &PathTrie,
-    all_strings: bool,
-    out: &mut Values,
-) -> Result<(), JsonError> {
-    let mut sc = Scanner {
-        b: text.as_bytes(),
-        pos: 0,
-        trie,
-        all_strings,
-        out,
-    };
+pub fn extract(text: &str, trie: &PathTrie, all_strings: bool, out: &mut Values) -> Result<(), JsonError> {
+    let mut sc = Scanner { b: text.as_bytes(), pos: 0, trie, all_strings, out };
     sc.ws();
     match sc.peek() {
         Some(b'{') => {}
@@ -147,10 +129,7 @@ impl Scanner<'_, '_> {
 
     #[inline]
     fn err(&self, reason: &'static str) -> JsonError {
-        JsonError {
-            offset: self.pos,
-            reason,
-        }
+        JsonError { offset: self.pos, reason }
     }
 
     #[inline]
@@ -173,8 +152,7 @@ impl Scanner<'_, '_> {
         match self.peek() {
             Some(b'{') => {
                 if let Some(f) = field {
-                    self.out
-                        .push(f, ValKind::Object, self.pos as u32, self.pos as u32);
+                    self.out.push(f, ValKind::Object, self.pos as u32, self.pos as u32);
                 }
                 let has_children = node.is_some_and(|n| !self.trie.nodes[n].children.is_empty());
                 if has_children || self.all_strings {
@@ -185,8 +163,7 @@ impl Scanner<'_, '_> {
             }
             Some(b'[') => {
                 if let Some(f) = field {
-                    self.out
-                        .push(f, ValKind::Array, self.pos as u32, self.pos as u32);
+                    self.out.push(f, ValKind::Array, self.pos as u32, self.pos as u32);
                 }
                 if node.is_some() || self.all_strings {
                     self.array(node, depth)
@@ -213,8 +190,7 @@ impl Scanner<'_, '_> {
                 let start = self.pos;
                 self.number()?;
                 if let Some(f) = field {
-                    self.out
-                        .push(f, ValKind::Num, start as u32, self.pos as u32);
+                    self.out.push(f, ValKind::Num, start as u32, self.pos as u32);
                 }
                 Ok(())
             }
@@ -223,31 +199,18 @@ impl Scanner<'_, '_> {
         }
     }
 
-    fn push_str(
-        &mut self,
-        f: u32,
-        start: usize,
-        end: usize,
-        escaped: bool,
-    ) -> Result<(), JsonError> {
+    fn push_str(&mut self, f: u32, start: usize, end: usize, escaped: bool) -> Result<(), JsonError> {
         if escaped {
             let raw = &self.b[start..end];
             let at = start;
-            self.out
-                .push_unescaped(f, raw)
-                .map_err(|reason| JsonError { offset: at, reason })
+            self.out.push_unescaped(f, raw).map_err(|reason| JsonError { offset: at, reason })
         } else {
             self.out.push(f, ValKind::Str, start as u32, end as u32);
             Ok(())
         }
     }
 
-    fn literal(
-        &mut self,
-        lit: &'static [u8],
-        field: Option<u32>,
-        kind: ValKind,
-    ) -> Result<(), JsonError> {
+    fn literal(&mut self, lit: &'static [u8], field: Option<u32>, kind: ValKind) -> Result<(), JsonError> {
         if self.b[self.pos..].starts_with(lit) {
             let start = self.pos;
             self.pos += lit.len();
@@ -351,11 +314,8 @@ impl Scanner<'_, '_> {
                 None => None,
                 Some(n) => {
                     if escaped {
-                        let key =
-                            unescape_to_string(&self.b[kstart..kend]).map_err(|r| JsonError {
-                                offset: kstart,
-                                reason: r,
-                            })?;
+                        let key = unescape_to_string(&self.b[kstart..kend])
+                            .map_err(|r| JsonError { offset: kstart, reason: r })?;
                         self.lookup(n, key.as_bytes())
                     } else {
                         let key = &self.b[kstart..kend];
@@ -578,9 +538,7 @@ fn unescape_to_string(raw: &[u8]) -> Result<String, &'static str> {
 fn hex4(h: &[u8]) -> Result<u32, &'static str> {
     let mut v = 0u32;
     for &c in h {
-        let d = (c as char)
-            .to_digit(16)
-            .ok_or("invalid hex digit in \\u escape")?;
+        let d = (c as char).to_digit(16).ok_or("invalid hex digit in \\u escape")?;
         v = v * 16 + d;
     }
     Ok(v)
@@ -612,8 +570,7 @@ mod tests {
 
     #[test]
     fn extracts_nested_paths_and_arrays() {
-        let text =
-            r#"{"a":{"b":"x","c":[1,{"d":"y"},{"d":"z\n"}]},"e":true,"f":null,"g":[],"h":{"i":2}}"#;
+        let text = r#"{"a":{"b":"x","c":[1,{"d":"y"},{"d":"z\n"}]},"e":true,"f":null,"g":[],"h":{"i":2}}"#;
         let got = run(text, &["a.b", "a.c.d", "e", "f", "g", "h", "a.c"], false).unwrap();
         assert!(got.contains(&(0, "Str:x".into())));
         assert!(got.contains(&(1, "Str:y".into())));
@@ -669,10 +626,7 @@ mod tests {
     #[test]
     fn accepts_valid_json_with_skipped_parts() {
         let text = r#" { "skip" : { "x" : [ 1 , -2.5e3 , "s\"" , { } , [ ] , null , true , false ] } , "a" : "v" } "#;
-        assert_eq!(
-            run(text, &["a"], false).unwrap(),
-            vec![(0, "Str:v".to_string())]
-        );
+        assert_eq!(run(text, &["a"], false).unwrap(), vec![(0, "Str:v".to_string())]);
     }
 
     #[test]

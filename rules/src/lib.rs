@@ -29,9 +29,7 @@ pub mod testing;
 pub mod window;
 
 pub use compile::CompileOptions;
-pub use detect::{
-    Alert, CorrelationAlert, Detector, DetectorConfig, DetectorStats, Suppression, TimeMode,
-};
+pub use detect::{Alert, CorrelationAlert, Detector, DetectorConfig, DetectorStats, Suppression, TimeMode};
 pub use engine::{DetectionRule, RuleFile, RuleSet, Scratch};
 pub use error::{RuleError, RuleErrors, RuleWarning};
 pub use logsource::EventClass;

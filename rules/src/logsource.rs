@@ -25,12 +25,8 @@ pub enum EventClass {
 }
 
 impl EventClass {
-    pub const ALL: [EventClass; 4] = [
-        EventClass::CloudTrail,
-        EventClass::Ecr,
-        EventClass::Inspector2,
-        EventClass::EventBridge,
-    ];
+    pub const ALL: [EventClass; 4] =
+        [EventClass::CloudTrail, EventClass::Ecr, EventClass::Inspector2, EventClass::EventBridge];
 
     /// The `logsource.service` name of this class.
     pub fn service(self) -> &'static str {

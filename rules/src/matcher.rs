@@ -35,15 +35,7 @@ pub struct StrPat {
 
 impl StrPat {
     pub fn new(op: StrOp, pat: &str, cased: bool) -> Self {
-        StrPat {
-            op,
-            pat: if cased {
-                pat.into()
-            } else {
-                pat.to_lowercase().into()
-            },
-            cased,
-        }
+        StrPat { op, pat: if cased { pat.into() } else { pat.to_lowercase().into() }, cased }
     }
 
     #[inline]
@@ -123,10 +115,7 @@ impl Cidr {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
         };
-        let ip: IpAddr = addr
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{s}` is not a CIDR network"))?;
+        let ip: IpAddr = addr.trim().parse().map_err(|_| format!("`{s}` is not a CIDR network"))?;
         let (v6, bits, max) = match ip {
             IpAddr::V4(a) => (false, u128::from(u32::from(a)), 32u32),
             IpAddr::V6(a) => (true, u128::from(a), 128u32),
@@ -141,21 +130,9 @@ impl Cidr {
                 .ok_or_else(|| format!("`{s}` has an invalid prefix length"))?,
         };
         let host_bits = max - len;
-        let full = if max == 32 {
-            u128::from(u32::MAX)
-        } else {
-            u128::MAX
-        };
-        let mask = if host_bits >= 128 {
-            0
-        } else {
-            (full >> host_bits) << host_bits
-        } & full;
-        Ok(Cidr {
-            v6,
-            net: bits & mask,
-            mask,
-        })
+        let full = if max == 32 { u128::from(u32::MAX) } else { u128::MAX };
+        let mask = if host_bits >= 128 { 0 } else { (full >> host_bits) << host_bits } & full;
+        Ok(Cidr { v6, net: bits & mask, mask })
     }
 
     pub fn contains(&self, ip: &IpAddr) -> bool {
@@ -163,9 +140,9 @@ impl Cidr {
             (IpAddr::V4(a), false) => u128::from(u32::from(*a)) & self.mask == self.net,
             (IpAddr::V6(a), true) => u128::from(*a) & self.mask == self.net,
             // An IPv4-mapped IPv6 address also matches an IPv4 network.
-            (IpAddr::V6(a), false) => a
-                .to_ipv4_mapped()
-                .is_some_and(|v4| u128::from(u32::from(v4)) & self.mask == self.net),
+            (IpAddr::V6(a), false) => {
+                a.to_ipv4_mapped().is_some_and(|v4| u128::from(u32::from(v4)) & self.mask == self.net)
+            }
             _ => false,
         }
     }
@@ -289,14 +266,11 @@ impl Item {
             Test::Exists(want) => vals.has(self.field) == *want,
             Test::Null => null_or_missing(self.field, ev),
             Test::Never => false,
-            Test::NullOr(pats) => {
-                null_or_missing(self.field, ev) || any_value(self.field, pats, ev)
-            }
+            Test::NullOr(pats) => null_or_missing(self.field, ev) || any_value(self.field, pats, ev),
             Test::Any(pats) => any_value(self.field, pats, ev),
-            Test::All(pats) => pats.iter().all(|p| {
-                vals.get(self.field)
-                    .any(|v| v.kind.is_scalar() && p.test(vals.text(ev.src, v), v.kind, ev))
-            }),
+            Test::All(pats) => pats
+                .iter()
+                .all(|p| vals.get(self.field).any(|v| v.kind.is_scalar() && p.test(vals.text(ev.src, v), v.kind, ev))),
             Test::EqSet(set) => {
                 let mut buf = [0u8; 128];
                 for v in vals.get(self.field) {
@@ -362,10 +336,7 @@ pub fn optimise(pats: Vec<Pat>, all: bool) -> Test {
                 _ => None,
             })
             .collect();
-        if let Ok(ac) = AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .build(&needles)
-        {
+        if let Ok(ac) = AhoCorasick::builder().ascii_case_insensitive(true).build(&needles) {
             return Test::ContainsSet(ac);
         }
     }
@@ -407,15 +378,9 @@ mod tests {
         let c6 = Cidr::parse("2001:db8::/32").unwrap();
         assert!(c6.contains(&"2001:db8:1::1".parse().unwrap()));
         assert!(!c6.contains(&"2001:db9::1".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0")
-            .unwrap()
-            .contains(&"1.2.3.4".parse().unwrap()));
-        assert!(Cidr::parse("::/0")
-            .unwrap()
-            .contains(&"::1".parse().unwrap()));
-        assert!(Cidr::parse("1.2.3.4")
-            .unwrap()
-            .contains(&"1.2.3.4".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(&"1.2.3.4".parse().unwrap()));
+        assert!(Cidr::parse("::/0").unwrap().contains(&"::1".parse().unwrap()));
+        assert!(Cidr::parse("1.2.3.4").unwrap().contains(&"1.2.3.4".parse().unwrap()));
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("nope").is_err());
     }

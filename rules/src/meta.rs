@@ -102,10 +102,7 @@ impl RuleMeta {
 
     /// MITRE ATT&CK technique ids from `attack.tNNNN[.NNN]` tags.
     pub fn attack_techniques(&self) -> Vec<String> {
-        self.attack_tags()
-            .filter(|t| is_attack_id(t, 't'))
-            .map(|t| t.to_ascii_uppercase())
-            .collect()
+        self.attack_tags().filter(|t| is_attack_id(t, 't')).map(|t| t.to_ascii_uppercase()).collect()
     }
 
     /// ATT&CK tactics from `attack.<tactic-name>` tags (e.g. `defense-evasion`).

@@ -38,10 +38,7 @@ impl DocText<'_> {
 
     /// The file line of the first line containing `needle`, else the start.
     pub fn line_containing(&self, needle: &str) -> usize {
-        self.text
-            .lines()
-            .position(|l| l.contains(needle))
-            .map_or(self.first_line, |i| self.first_line + i)
+        self.text.lines().position(|l| l.contains(needle)).map_or(self.first_line, |i| self.first_line + i)
     }
 
     pub fn error(&self, line: usize, reason: impl Into<String>) -> RuleError {
@@ -58,27 +55,15 @@ pub fn split_documents<'a>(file: &'a str, text: &'a str) -> Vec<DocText<'a>> {
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let t = line.trim_end();
         if t == "---" || t.starts_with("--- ") || t == "..." {
-            docs.push(DocText {
-                file,
-                text: &text[start_byte..offset],
-                first_line: start_line,
-            });
+            docs.push(DocText { file, text: &text[start_byte..offset], first_line: start_line });
             start_byte = offset + line.len();
             start_line = i + 2;
         }
         offset += line.len();
     }
-    docs.push(DocText {
-        file,
-        text: &text[start_byte..],
-        first_line: start_line,
-    });
+    docs.push(DocText { file, text: &text[start_byte..], first_line: start_line });
     // Drop empty documents (a leading `---`, trailing separators, comments only).
-    docs.retain(|d| {
-        d.text
-            .lines()
-            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-    });
+    docs.retain(|d| d.text.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')));
     docs
 }
 
@@ -154,9 +139,7 @@ pub fn parse_file<'a>(file: &'a str, text: &'a str) -> Result<Vec<RuleDoc<'a>>, 
 
 fn parse_doc(doc: DocText<'_>) -> Result<RuleDoc<'_>, RuleError> {
     let value: Value = serde_yaml::from_str(doc.text).map_err(|e| {
-        let line = e
-            .location()
-            .map_or(doc.first_line, |l| doc.first_line + l.line() - 1);
+        let line = e.location().map_or(doc.first_line, |l| doc.first_line + l.line() - 1);
         let msg = e.to_string();
         // serde_yaml appends "at line N column M" relative to the document.
         let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
@@ -175,10 +158,7 @@ fn parse_doc(doc: DocText<'_>) -> Result<RuleDoc<'_>, RuleError> {
     let tests = map.get("tests").cloned();
     if let Some(c) = map.get("correlation") {
         let Value::Mapping(c) = c else {
-            return Err(doc.error(
-                doc.line_of("correlation"),
-                "`correlation` must be a mapping",
-            ));
+            return Err(doc.error(doc.line_of("correlation"), "`correlation` must be a mapping"));
         };
         return Ok(RuleDoc::Correlation(CorrelationDoc {
             meta,
@@ -197,16 +177,10 @@ fn parse_doc(doc: DocText<'_>) -> Result<RuleDoc<'_>, RuleError> {
                 match ls.get(k) {
                     None | Some(Value::Null) => Ok(None),
                     Some(Value::String(s)) => Ok(Some(s.clone())),
-                    Some(_) => {
-                        Err(doc.error(doc.line_of(k), format!("`logsource.{k}` must be a string")))
-                    }
+                    Some(_) => Err(doc.error(doc.line_of(k), format!("`logsource.{k}` must be a string"))),
                 }
             };
-            LogSource {
-                product: get("product")?,
-                service: get("service")?,
-                category: get("category")?,
-            }
+            LogSource { product: get("product")?, service: get("service")?, category: get("category")? }
         }
         Some(_) => return Err(doc.error(doc.line_of("logsource"), "`logsource` must be a mapping")),
     };
@@ -215,13 +189,7 @@ fn parse_doc(doc: DocText<'_>) -> Result<RuleDoc<'_>, RuleError> {
         Some(Value::Mapping(d)) => d.clone(),
         Some(_) => return Err(doc.error(doc.line_of("detection"), "`detection` must be a mapping")),
     };
-    Ok(RuleDoc::Detection(DetectionDoc {
-        meta,
-        logsource,
-        detection,
-        tests,
-        doc,
-    }))
+    Ok(RuleDoc::Detection(DetectionDoc { meta, logsource, detection, tests, doc }))
 }
 
 fn parse_meta(doc: &DocText<'_>, map: &Mapping) -> Result<RuleMeta, RuleError> {
@@ -256,19 +224,14 @@ fn parse_meta(doc: &DocText<'_>, map: &Mapping) -> Result<RuleMeta, RuleError> {
     let id = match string("id")? {
         Some(id) => id,
         // Without an id, derive a stable one so finding ids stay deterministic.
-        None => format!(
-            "tw-{:016x}",
-            fnv1a(format!("{title}\0{}", name.as_deref().unwrap_or("")).as_bytes())
-        ),
+        None => format!("tw-{:016x}", fnv1a(format!("{title}\0{}", name.as_deref().unwrap_or("")).as_bytes())),
     };
     let level = match string("level")? {
         None => Level::Medium,
         Some(l) => Level::parse(&l).ok_or_else(|| {
             doc.error(
                 doc.line_of("level"),
-                format!(
-                    "unknown level `{l}` (expected informational, low, medium, high or critical)"
-                ),
+                format!("unknown level `{l}` (expected informational, low, medium, high or critical)"),
             )
         })?,
     };
@@ -278,12 +241,8 @@ fn parse_meta(doc: &DocText<'_>, map: &Mapping) -> Result<RuleMeta, RuleError> {
         if KNOWN_KEYS.contains(&k.as_str()) {
             continue;
         }
-        let json = serde_json::to_value(v).map_err(|e| {
-            doc.error(
-                doc.line_of(k),
-                format!("custom field `{k}` cannot be represented: {e}"),
-            )
-        })?;
+        let json = serde_json::to_value(v)
+            .map_err(|e| doc.error(doc.line_of(k), format!("custom field `{k}` cannot be represented: {e}")))?;
         custom.insert(k.clone(), json);
     }
     Ok(RuleMeta {
@@ -342,9 +301,7 @@ mod tests {
     fn custom_fields_are_kept() {
         let text = "title: t\nid: x\nlevel: high\nnist_csf: [DE.CM-7]\nremediation: fix it\nlogsource: {product: aws}\ndetection: {sel: {a: 1}, condition: sel}\n";
         let docs = parse_file("r.yml", text).unwrap();
-        let RuleDoc::Detection(d) = &docs[0] else {
-            panic!()
-        };
+        let RuleDoc::Detection(d) = &docs[0] else { panic!() };
         assert_eq!(d.meta.level, Level::High);
         assert_eq!(d.meta.nist_csf(), vec!["DE.CM-7"]);
         assert_eq!(d.meta.remediation().unwrap().0, "fix it");

@@ -54,10 +54,7 @@ pub fn parse_cases(tests: &Value, default_class: EventClass) -> Result<Vec<TestC
         let Value::Mapping(m) = it else {
             return Err(format!("test #{} must be a mapping", i + 1));
         };
-        let name = m
-            .get("name")
-            .and_then(Value::as_str)
-            .map_or_else(|| format!("#{}", i + 1), str::to_string);
+        let name = m.get("name").and_then(Value::as_str).map_or_else(|| format!("#{}", i + 1), str::to_string);
         let expect_match = match m.get("match") {
             None => true,
             Some(Value::Bool(b)) => *b,
@@ -71,22 +68,11 @@ pub fn parse_cases(tests: &Value, default_class: EventClass) -> Result<Vec<TestC
                 .ok_or_else(|| format!("test `{name}`: unknown class `{c}`"))?,
         };
         let event_json = match (m.get("event"), m.get("event_json")) {
-            (Some(ev), None) => {
-                serde_json::to_string(ev).map_err(|e| format!("test `{name}`: event: {e}"))?
-            }
+            (Some(ev), None) => serde_json::to_string(ev).map_err(|e| format!("test `{name}`: event: {e}"))?,
             (None, Some(Value::String(s))) => s.clone(),
-            _ => {
-                return Err(format!(
-                    "test `{name}` needs exactly one of `event` or `event_json`"
-                ))
-            }
+            _ => return Err(format!("test `{name}` needs exactly one of `event` or `event_json`")),
         };
-        out.push(TestCase {
-            name,
-            expect_match,
-            class,
-            event_json,
-        });
+        out.push(TestCase { name, expect_match, class, event_json });
     }
     Ok(out)
 }
@@ -97,10 +83,7 @@ pub fn run_detection_tests(set: &RuleSet) -> Vec<TestOutcome> {
     let mut scratch = set.scratch();
     for (idx, rule) in set.rules().iter().enumerate() {
         let Some(tests) = &rule.tests else { continue };
-        let default_class = EventClass::ALL
-            .into_iter()
-            .find(|c| rule.sees(*c))
-            .unwrap_or(EventClass::CloudTrail);
+        let default_class = EventClass::ALL.into_iter().find(|c| rule.sees(*c)).unwrap_or(EventClass::CloudTrail);
         let base = |case: &str, passed: bool, message: String| TestOutcome {
             rule_id: rule.meta.id.clone(),
             rule_title: rule.meta.title.clone(),
@@ -128,11 +111,7 @@ pub fn run_detection_tests(set: &RuleSet) -> Vec<TestOutcome> {
                     } else if case.expect_match {
                         base(&case.name, false, "expected a match, got none".into())
                     } else {
-                        base(
-                            &case.name,
-                            false,
-                            "expected no match, but the rule matched".into(),
-                        )
+                        base(&case.name, false, "expected no match, but the rule matched".into())
                     }
                 }
             };
@@ -168,14 +147,8 @@ tests:
     match: true
     event: {eventName: Other}
 "#;
-        let (set, _) = RuleSet::load(
-            &[RuleFile {
-                name: "r.yml".into(),
-                text: text.into(),
-            }],
-            &CompileOptions::default(),
-        )
-        .unwrap();
+        let (set, _) =
+            RuleSet::load(&[RuleFile { name: "r.yml".into(), text: text.into() }], &CompileOptions::default()).unwrap();
         let out = run_detection_tests(&set);
         assert_eq!(out.len(), 3);
         assert!(out[0].passed && out[1].passed);

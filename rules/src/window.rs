@@ -85,20 +85,14 @@ pub fn parse_timespan(s: &str) -> Result<i64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
-    let n: i64 = n
-        .parse()
-        .map_err(|_| format!("timespan `{s}` must be <number><s|m|h|d|w>"))?;
+    let n: i64 = n.parse().map_err(|_| format!("timespan `{s}` must be <number><s|m|h|d|w>"))?;
     let secs = match unit {
         "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86400,
         "w" => n * 7 * 86400,
-        _ => {
-            return Err(format!(
-                "timespan `{s}` has an unknown unit (use s, m, h, d or w)"
-            ))
-        }
+        _ => return Err(format!("timespan `{s}` has an unknown unit (use s, m, h, d or w)")),
     };
     if secs <= 0 {
         return Err(format!("timespan `{s}` must be positive"));
@@ -139,12 +133,9 @@ pub(crate) fn compile(
         Some(Value::Sequence(items)) => items
             .iter()
             .map(|v| {
-                v.as_str().map(str::to_string).ok_or_else(|| {
-                    err(
-                        "rules",
-                        "`rules` must be a list of rule ids or names".into(),
-                    )
-                })
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| err("rules", "`rules` must be a list of rule ids or names".into()))
             })
             .collect::<Result<_, _>>()?,
         _ => {
@@ -175,44 +166,27 @@ pub(crate) fn compile(
         Some(Value::Sequence(items)) => items
             .iter()
             .map(|v| {
-                v.as_str().map(str::to_string).ok_or_else(|| {
-                    err(
-                        "group-by",
-                        "`group-by` must be a list of field names".into(),
-                    )
-                })
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| err("group-by", "`group-by` must be a list of field names".into()))
             })
             .collect::<Result<_, _>>()?,
-        Some(_) => {
-            return Err(err(
-                "group-by",
-                "`group-by` must be a list of field names".into(),
-            ))
-        }
+        Some(_) => return Err(err("group-by", "`group-by` must be a list of field names".into())),
     };
     // aliases: alias → { rule name → field }
     let mut aliases: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     if let Some(a) = m.get("aliases") {
         let Value::Mapping(am) = a else {
-            return Err(err(
-                "aliases",
-                "`aliases` must map alias names to {rule: field}".into(),
-            ));
+            return Err(err("aliases", "`aliases` must map alias names to {rule: field}".into()));
         };
         for (k, v) in am {
             let (Some(alias), Value::Mapping(per)) = (k.as_str(), v) else {
-                return Err(err(
-                    "aliases",
-                    "`aliases` must map alias names to {rule: field}".into(),
-                ));
+                return Err(err("aliases", "`aliases` must map alias names to {rule: field}".into()));
             };
             let mut map = BTreeMap::new();
             for (rk, fv) in per {
                 let (Some(rule), Some(field)) = (rk.as_str(), fv.as_str()) else {
-                    return Err(err(
-                        alias,
-                        format!("alias `{alias}` must map rule names to field names"),
-                    ));
+                    return Err(err(alias, format!("alias `{alias}` must map rule names to field names")));
                 };
                 map.insert(rule.to_string(), field.to_string());
             }
@@ -246,12 +220,7 @@ pub(crate) fn compile(
     let cond_map = match m.get("condition") {
         None => None,
         Some(Value::Mapping(cm)) => Some(cm.clone()),
-        Some(_) => {
-            return Err(err(
-                "condition",
-                "`condition` must be a mapping like {gte: 10}".into(),
-            ))
-        }
+        Some(_) => return Err(err("condition", "`condition` must be a mapping like {gte: 10}".into())),
     };
     let mut condition = CountCondition::default();
     let mut value_field_name = None;
@@ -261,19 +230,14 @@ pub(crate) fn compile(
             if key == "field" {
                 value_field_name = Some(
                     v.as_str()
-                        .ok_or_else(|| {
-                            err("field", "`condition.field` must be one field name".into())
-                        })?
+                        .ok_or_else(|| err("field", "`condition.field` must be one field name".into()))?
                         .to_string(),
                 );
                 continue;
             }
-            let n = v.as_u64().ok_or_else(|| {
-                err(
-                    "condition",
-                    format!("`condition.{key}` must be a non-negative integer"),
-                )
-            })?;
+            let n = v
+                .as_u64()
+                .ok_or_else(|| err("condition", format!("`condition.{key}` must be a non-negative integer")))?;
             match key {
                 "gt" => condition.gt = Some(n),
                 "gte" => condition.gte = Some(n),
@@ -284,9 +248,7 @@ pub(crate) fn compile(
                 other => {
                     return Err(err(
                         "condition",
-                        format!(
-                            "unknown condition operator `{other}` (use gt, gte, lt, lte, eq, neq)"
-                        ),
+                        format!("unknown condition operator `{other}` (use gt, gte, lt, lte, eq, neq)"),
                     ))
                 }
             }
@@ -295,10 +257,7 @@ pub(crate) fn compile(
     let has_bound = condition != CountCondition::default();
     match kind {
         CorrelationType::EventCount | CorrelationType::ValueCount if !has_bound => {
-            return Err(err(
-                "correlation",
-                "this correlation type needs a `condition` such as {gte: 10}".into(),
-            ));
+            return Err(err("correlation", "this correlation type needs a `condition` such as {gte: 10}".into()));
         }
         CorrelationType::Temporal | CorrelationType::TemporalOrdered if !has_bound => {
             // Default: every referenced rule must appear.
@@ -311,8 +270,7 @@ pub(crate) fn compile(
         let Some(vf) = &value_field_name else {
             return Err(err(
                 "condition",
-                "value_count needs `condition.field` (the field whose distinct values are counted)"
-                    .into(),
+                "value_count needs `condition.field` (the field whose distinct values are counted)".into(),
             ));
         };
         for (i, r) in rules.iter().enumerate() {
@@ -331,12 +289,7 @@ pub(crate) fn compile(
             .filter(|n| *n > 0)
             .map(|n| n * 1000)
             .ok_or_else(|| err("timespan", "timespan must be positive".into()))?,
-        _ => {
-            return Err(err(
-                "correlation",
-                "correlation needs a `timespan` such as 5m".into(),
-            ))
-        }
+        _ => return Err(err("correlation", "correlation needs a `timespan` such as 5m".into())),
     };
     let generate = match m.get("generate").or(c.generate.as_ref()) {
         None => false,
@@ -375,17 +328,9 @@ mod tests {
 
     #[test]
     fn conditions() {
-        let c = CountCondition {
-            gt: Some(10),
-            lte: Some(20),
-            ..Default::default()
-        };
+        let c = CountCondition { gt: Some(10), lte: Some(20), ..Default::default() };
         assert!(!c.holds(10) && c.holds(11) && c.holds(20) && !c.holds(21));
         assert!(!c.is_monotone());
-        assert!(CountCondition {
-            gte: Some(3),
-            ..Default::default()
-        }
-        .is_monotone());
+        assert!(CountCondition { gte: Some(3), ..Default::default() }.is_monotone());
     }
 }

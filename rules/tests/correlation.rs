@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use trailwatch_rules::{
-    Alert, CompileOptions, CorrelationAlert, Detector, DetectorConfig, EventClass, RuleFile,
-    RuleSet, Suppression,
+    Alert, CompileOptions, CorrelationAlert, Detector, DetectorConfig, EventClass, RuleFile, RuleSet, Suppression,
 };
 
 const BASE: &str = r#"
@@ -46,21 +45,8 @@ detection:
 
 fn set(extra: &str) -> Arc<RuleSet> {
     let text = format!("{BASE}---\n{extra}");
-    let opts = CompileOptions {
-        extra_fields: vec!["sourceIPAddress".into()],
-        ..CompileOptions::default()
-    };
-    Arc::new(
-        RuleSet::load(
-            &[RuleFile {
-                name: "c.yml".into(),
-                text,
-            }],
-            &opts,
-        )
-        .unwrap_or_else(|e| panic!("{e}"))
-        .0,
-    )
+    let opts = CompileOptions { extra_fields: vec!["sourceIPAddress".into()], ..CompileOptions::default() };
+    Arc::new(RuleSet::load(&[RuleFile { name: "c.yml".into(), text }], &opts).unwrap_or_else(|e| panic!("{e}")).0)
 }
 
 fn ev(name: &str, who: &str, secs: i64, id: &str) -> String {
@@ -96,8 +82,7 @@ fn run(det: &mut Detector, events: &[String]) -> Vec<Alert> {
     let mut scratch = det.rule_set().scratch();
     let mut out = Vec::new();
     for e in events {
-        det.process(EventClass::CloudTrail, e, 0, &mut scratch, &mut out)
-            .unwrap();
+        det.process(EventClass::CloudTrail, e, 0, &mut scratch, &mut out).unwrap();
     }
     out
 }
@@ -141,10 +126,7 @@ fn event_count_window_edges() {
     assert_eq!(c.len(), 1, "{out:?}");
     assert_eq!(c[0].count, 3);
     assert_eq!(c[0].window_end_ms - c[0].window_start_ms, 60_000);
-    assert_eq!(
-        c[0].group,
-        vec![("userIdentity.arn".to_string(), "a".to_string())]
-    );
+    assert_eq!(c[0].group, vec![("userIdentity.arn".to_string(), "a".to_string())]);
     assert_eq!(c[0].sample_event_ids, vec!["1", "2", "3"]);
     // One second past: t=0, 30, 61 → no window of 60 s holds 3.
     let mut d = Detector::new(s.clone(), DetectorConfig::default());
@@ -173,9 +155,7 @@ fn event_count_window_edges() {
 #[test]
 fn fires_once_per_burst_not_per_event() {
     let mut d = Detector::new(set(COUNT3), DetectorConfig::default());
-    let evs: Vec<String> = (0..10)
-        .map(|i| ev("GetDownloadUrlForLayer", "a", i, &i.to_string()))
-        .collect();
+    let evs: Vec<String> = (0..10).map(|i| ev("GetDownloadUrlForLayer", "a", i, &i.to_string())).collect();
     let c = corr(&run(&mut d, &evs));
     // 10 events, threshold 3: windows of 3 events each fire, the repeats are
     // updates of the same finding (same dedup key) with a growing count.
@@ -203,19 +183,12 @@ fn out_of_order_burst_fires_by_event_time() {
     let c = corr(&out);
     assert_eq!(c.len(), 1, "{c:?}");
     assert_eq!(c[0].window_start_ms % 1000, 0);
-    assert_eq!(
-        (c[0].window_end_ms - c[0].window_start_ms) / 1000,
-        30,
-        "window [10, 40]"
-    );
+    assert_eq!((c[0].window_end_ms - c[0].window_start_ms) / 1000, 30, "window [10, 40]");
 }
 
 #[test]
 fn late_events_are_dropped_and_counted() {
-    let cfg = DetectorConfig {
-        allowed_lateness_ms: 60_000,
-        ..DetectorConfig::default()
-    };
+    let cfg = DetectorConfig { allowed_lateness_ms: 60_000, ..DetectorConfig::default() };
     let mut d = Detector::new(set(COUNT3), cfg);
     let out = run(
         &mut d,
@@ -244,24 +217,10 @@ correlation:
   condition: {gte: 3, field: eventName}
 "#;
     let mut d = Detector::new(set(rule), DetectorConfig::default());
-    let denied =
-        |n: &str, s, id: &str| ev_with(n, "mallory", s, id, r#","errorCode":"AccessDenied""#);
-    let out = run(
-        &mut d,
-        &[
-            denied("ListUsers", 0, "1"),
-            denied("ListUsers", 1, "2"),
-            denied("ListRoles", 2, "3"),
-        ],
-    );
+    let denied = |n: &str, s, id: &str| ev_with(n, "mallory", s, id, r#","errorCode":"AccessDenied""#);
+    let out = run(&mut d, &[denied("ListUsers", 0, "1"), denied("ListUsers", 1, "2"), denied("ListRoles", 2, "3")]);
     assert!(corr(&out).is_empty(), "2 distinct APIs only");
-    let out = run(
-        &mut d,
-        &[
-            denied("LISTROLES", 3, "4"),
-            denied("GetSecretValue", 4, "5"),
-        ],
-    );
+    let out = run(&mut d, &[denied("LISTROLES", 3, "4"), denied("GetSecretValue", 4, "5")]);
     let c = corr(&out);
     assert_eq!(c.len(), 1);
     assert_eq!(c[0].count, 3);
@@ -280,75 +239,26 @@ correlation:
 "#;
     let mut d = Detector::new(set(ordered), DetectorConfig::default());
     assert!(
-        corr(&run(
-            &mut d,
-            &[
-                ev("DeleteTrail", "a", 0, "1"),
-                ev("StopLogging", "a", 10, "2")
-            ]
-        ))
-        .is_empty(),
+        corr(&run(&mut d, &[ev("DeleteTrail", "a", 0, "1"), ev("StopLogging", "a", 10, "2")])).is_empty(),
         "wrong order"
     );
     let mut d = Detector::new(set(ordered), DetectorConfig::default());
     assert!(
-        corr(&run(
-            &mut d,
-            &[
-                ev("StopLogging", "a", 10, "1"),
-                ev("DeleteTrail", "a", 10, "2")
-            ]
-        ))
-        .is_empty(),
+        corr(&run(&mut d, &[ev("StopLogging", "a", 10, "1"), ev("DeleteTrail", "a", 10, "2")])).is_empty(),
         "ties are not ordered"
     );
     let mut d = Detector::new(set(ordered), DetectorConfig::default());
-    let c = corr(&run(
-        &mut d,
-        &[
-            ev("StopLogging", "a", 0, "1"),
-            ev("DeleteTrail", "a", 60, "2"),
-        ],
-    ));
+    let c = corr(&run(&mut d, &[ev("StopLogging", "a", 0, "1"), ev("DeleteTrail", "a", 60, "2")]));
     assert_eq!(c.len(), 1);
     // Arrival order does not matter, event time does.
     let mut d = Detector::new(set(ordered), DetectorConfig::default());
-    assert_eq!(
-        corr(&run(
-            &mut d,
-            &[
-                ev("DeleteTrail", "a", 60, "2"),
-                ev("StopLogging", "a", 0, "1")
-            ]
-        ))
-        .len(),
-        1
-    );
-    let unordered = ordered
-        .replace("temporal_ordered", "temporal")
-        .replace("corr-seq", "corr-any");
+    assert_eq!(corr(&run(&mut d, &[ev("DeleteTrail", "a", 60, "2"), ev("StopLogging", "a", 0, "1")])).len(), 1);
+    let unordered = ordered.replace("temporal_ordered", "temporal").replace("corr-seq", "corr-any");
     let mut d = Detector::new(set(&unordered), DetectorConfig::default());
-    assert_eq!(
-        corr(&run(
-            &mut d,
-            &[
-                ev("DeleteTrail", "a", 0, "1"),
-                ev("StopLogging", "a", 10, "2")
-            ]
-        ))
-        .len(),
-        1
-    );
+    assert_eq!(corr(&run(&mut d, &[ev("DeleteTrail", "a", 0, "1"), ev("StopLogging", "a", 10, "2")])).len(), 1);
     let mut d = Detector::new(set(&unordered), DetectorConfig::default());
     assert!(
-        corr(&run(
-            &mut d,
-            &[
-                ev("DeleteTrail", "a", 0, "1"),
-                ev("StopLogging", "a", 400, "2")
-            ]
-        ))
-        .is_empty(),
+        corr(&run(&mut d, &[ev("DeleteTrail", "a", 0, "1"), ev("StopLogging", "a", 400, "2")])).is_empty(),
         "too far apart"
     );
 }
@@ -372,28 +282,13 @@ correlation:
     let out = run(
         &mut d,
         &[
-            ev_with(
-                "StopLogging",
-                "a",
-                0,
-                "1",
-                r#","sourceIPAddress":"198.51.100.1""#,
-            ),
-            ev_with(
-                "DeleteTrail",
-                "b",
-                5,
-                "2",
-                r#","requestParameters":{"callerIp":"198.51.100.1"}"#,
-            ),
+            ev_with("StopLogging", "a", 0, "1", r#","sourceIPAddress":"198.51.100.1""#),
+            ev_with("DeleteTrail", "b", 5, "2", r#","requestParameters":{"callerIp":"198.51.100.1"}"#),
         ],
     );
     let c = corr(&out);
     assert_eq!(c.len(), 1);
-    assert_eq!(
-        c[0].group,
-        vec![("ip".to_string(), "198.51.100.1".to_string())]
-    );
+    assert_eq!(c[0].group, vec![("ip".to_string(), "198.51.100.1".to_string())]);
 }
 
 #[test]
@@ -428,16 +323,10 @@ correlation:
         ],
     );
     // generate: true → the base detections are reported too.
-    let dets = out
-        .iter()
-        .filter(|a| matches!(a, Alert::Detection { .. }))
-        .count();
+    let dets = out.iter().filter(|a| matches!(a, Alert::Detection { .. })).count();
     assert_eq!(dets, 2, "{out:?}");
     let c = corr(&out);
-    let ids: Vec<&str> = c
-        .iter()
-        .map(|a| d.rule_set().correlations()[a.rule].meta.id.as_str())
-        .collect();
+    let ids: Vec<&str> = c.iter().map(|a| d.rule_set().correlations()[a.rule].meta.id.as_str()).collect();
     // The inner correlation feeds the outer; only the outer is reported.
     assert_eq!(ids, vec!["corr-chain"], "{c:?}");
 }
@@ -454,18 +343,9 @@ correlation:
   timespan: 60s
   condition: {lt: 3}
 "#;
-    let cfg = DetectorConfig {
-        allowed_lateness_ms: 10_000,
-        ..DetectorConfig::default()
-    };
+    let cfg = DetectorConfig { allowed_lateness_ms: 10_000, ..DetectorConfig::default() };
     let mut d = Detector::new(set(rule), cfg);
-    let out = run(
-        &mut d,
-        &[
-            ev("GetDownloadUrlForLayer", "a", 0, "1"),
-            ev("GetDownloadUrlForLayer", "a", 10, "2"),
-        ],
-    );
+    let out = run(&mut d, &[ev("GetDownloadUrlForLayer", "a", 0, "1"), ev("GetDownloadUrlForLayer", "a", 10, "2")]);
     assert!(corr(&out).is_empty(), "window still open");
     // An event far later moves the watermark past [0, 60].
     let out = run(&mut d, &[ev("GetDownloadUrlForLayer", "b", 200, "3")]);
@@ -474,30 +354,15 @@ correlation:
     assert_eq!(c[0].count, 2);
     let mut rest = Vec::new();
     d.flush(&mut rest);
-    assert_eq!(
-        corr(&rest).len(),
-        1,
-        "b's window is decided at end of input"
-    );
+    assert_eq!(corr(&rest).len(), 1, "b's window is decided at end of input");
 }
 
 #[test]
 fn key_cap_evicts_and_counts() {
-    let cfg = DetectorConfig {
-        max_keys: 100,
-        ..DetectorConfig::default()
-    };
+    let cfg = DetectorConfig { max_keys: 100, ..DetectorConfig::default() };
     let mut d = Detector::new(set(COUNT3), cfg);
-    let evs: Vec<String> = (0..1000)
-        .map(|i| {
-            ev(
-                "GetDownloadUrlForLayer",
-                &format!("p{i}"),
-                i,
-                &i.to_string(),
-            )
-        })
-        .collect();
+    let evs: Vec<String> =
+        (0..1000).map(|i| ev("GetDownloadUrlForLayer", &format!("p{i}"), i, &i.to_string())).collect();
     run(&mut d, &evs);
     let st = d.stats();
     assert!(st.keys <= 100, "{st:?}");
@@ -528,13 +393,7 @@ fn suppressions_with_expiry() {
     let mut out = Vec::new();
     d.process(
         EventClass::CloudTrail,
-        &ev_with(
-            "StopLogging",
-            "a",
-            0,
-            "1",
-            r#","sourceIPAddress":"10.1.2.3""#,
-        ),
+        &ev_with("StopLogging", "a", 0, "1", r#","sourceIPAddress":"10.1.2.3""#),
         now,
         &mut scratch,
         &mut out,
@@ -543,13 +402,7 @@ fn suppressions_with_expiry() {
     assert!(out.is_empty(), "allowlisted network");
     d.process(
         EventClass::CloudTrail,
-        &ev_with(
-            "StopLogging",
-            "a",
-            0,
-            "2",
-            r#","sourceIPAddress":"203.0.113.5""#,
-        ),
+        &ev_with("StopLogging", "a", 0, "2", r#","sourceIPAddress":"203.0.113.5""#),
         now,
         &mut scratch,
         &mut out,
@@ -603,17 +456,11 @@ correlation:
             events.push(ev("DeleteTrail", who, t + 30, &format!("t{i}")));
         }
     }
-    let cfg = || DetectorConfig {
-        allowed_lateness_ms: 120_000,
-        ..DetectorConfig::default()
-    };
+    let cfg = || DetectorConfig { allowed_lateness_ms: 120_000, ..DetectorConfig::default() };
     let mut full = Detector::new(s.clone(), cfg());
     let mut expected = run(&mut full, &events);
     full.flush(&mut expected);
-    assert!(
-        corr(&expected).len() >= 3,
-        "the stream must fire some windows: {expected:?}"
-    );
+    assert!(corr(&expected).len() >= 3, "the stream must fire some windows: {expected:?}");
     for cut in 0..=events.len() {
         let mut a = Detector::new(s.clone(), cfg());
         let mut got = run(&mut a, &events[..cut]);
@@ -630,30 +477,35 @@ correlation:
 fn snapshot_of_other_rules_is_refused() {
     let a = Detector::new(set(COUNT3), DetectorConfig::default());
     let mut b = Detector::new(set(""), DetectorConfig::default());
-    assert!(b
-        .restore(&a.snapshot())
-        .unwrap_err()
-        .to_string()
-        .contains("other correlation rules"));
-    assert!(b
-        .restore(b"{\"version\": 99}")
-        .unwrap_err()
-        .to_string()
-        .contains("version 99"));
+    assert!(b.restore(&a.snapshot()).unwrap_err().to_string().contains("other correlation rules"));
+    assert!(b.restore(b"{\"version\": 99}").unwrap_err().to_string().contains("version 99"));
     assert!(b.restore(b"garbage").is_err());
 }
 
 #[test]
 fn correlation_errors_name_file_line_and_reason() {
     for (body, want) in [
-        ("correlation:\n  type: event_count\n  rules: [nope]\n  timespan: 5m\n  condition: {gte: 2}\n", "`nope`, which is not loaded"),
-        ("correlation:\n  type: event_count\n  rules: [denied]\n  timespan: 5 parsecs\n  condition: {gte: 2}\n", "unknown unit"),
-        ("correlation:\n  type: value_count\n  rules: [denied]\n  timespan: 5m\n  condition: {gte: 2}\n", "condition.field"),
-        ("correlation:\n  type: value_sum\n  rules: [denied]\n  timespan: 5m\n  condition: {gte: 2}\n", "not supported"),
+        (
+            "correlation:\n  type: event_count\n  rules: [nope]\n  timespan: 5m\n  condition: {gte: 2}\n",
+            "`nope`, which is not loaded",
+        ),
+        (
+            "correlation:\n  type: event_count\n  rules: [denied]\n  timespan: 5 parsecs\n  condition: {gte: 2}\n",
+            "unknown unit",
+        ),
+        (
+            "correlation:\n  type: value_count\n  rules: [denied]\n  timespan: 5m\n  condition: {gte: 2}\n",
+            "condition.field",
+        ),
+        (
+            "correlation:\n  type: value_sum\n  rules: [denied]\n  timespan: 5m\n  condition: {gte: 2}\n",
+            "not supported",
+        ),
         ("correlation:\n  type: event_count\n  rules: [denied]\n  timespan: 5m\n", "needs a `condition`"),
     ] {
         let text = format!("{BASE}---\ntitle: bad\nid: bad\n{body}");
-        let err = RuleSet::load(&[RuleFile { name: "c.yml".into(), text: text.clone() }], &CompileOptions::default()).unwrap_err();
+        let err = RuleSet::load(&[RuleFile { name: "c.yml".into(), text: text.clone() }], &CompileOptions::default())
+            .unwrap_err();
         let e = &err.0[0];
         assert!(e.reason.contains(want), "{e}");
         let doc_start = text.lines().position(|l| l == "title: bad").unwrap() + 1;

@@ -4,21 +4,16 @@
 use trailwatch_rules::{CompileOptions, EventClass, RuleFile, RuleSet};
 
 fn set_with(detection: &str, opts: &CompileOptions) -> RuleSet {
-    let text = format!("title: t\nid: r1\nlogsource:\n  product: aws\n  service: cloudtrail\ndetection:\n{detection}\n");
-    let files = [RuleFile {
-        name: "t.yml".into(),
-        text,
-    }];
-    RuleSet::load(&files, opts)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .0
+    let text =
+        format!("title: t\nid: r1\nlogsource:\n  product: aws\n  service: cloudtrail\ndetection:\n{detection}\n");
+    let files = [RuleFile { name: "t.yml".into(), text }];
+    RuleSet::load(&files, opts).unwrap_or_else(|e| panic!("{e}")).0
 }
 
 fn matches(set: &RuleSet, event: &str) -> bool {
     let mut scratch = set.scratch();
     let mut out = Vec::new();
-    set.eval(EventClass::CloudTrail, event, &mut scratch, &mut out)
-        .unwrap();
+    set.eval(EventClass::CloudTrail, event, &mut scratch, &mut out).unwrap();
     !out.is_empty()
 }
 
@@ -34,15 +29,7 @@ fn check(detection: &str, yes: &[&str], no: &[&str]) {
 
 fn load_err(detection: &str) -> String {
     let text = format!("title: t\nid: r1\nlogsource:\n  product: aws\ndetection:\n{detection}\n");
-    RuleSet::load(
-        &[RuleFile {
-            name: "bad.yml".into(),
-            text,
-        }],
-        &CompileOptions::default(),
-    )
-    .unwrap_err()
-    .to_string()
+    RuleSet::load(&[RuleFile { name: "bad.yml".into(), text }], &CompileOptions::default()).unwrap_err().to_string()
 }
 
 #[test]
@@ -84,11 +71,7 @@ fn wildcards_and_escapes() {
         &[r#"{"eventName":"GetObject"}"#],
         &[r#"{"eventName":"GetObbject"}"#],
     );
-    check(
-        "  sel:\n    a: 'x*y*z'\n  condition: sel",
-        &[r#"{"a":"x-1-y-2-z"}"#, r#"{"a":"XYZ"}"#],
-        &[r#"{"a":"xzy"}"#],
-    );
+    check("  sel:\n    a: 'x*y*z'\n  condition: sel", &[r#"{"a":"x-1-y-2-z"}"#, r#"{"a":"XYZ"}"#], &[r#"{"a":"xzy"}"#]);
     check(
         r#"  sel:
     a: 'lit\*star'
@@ -112,21 +95,9 @@ fn contains_startswith_endswith_all() {
         &[r#"{"userAgent":"x TruffleHog y"}"#],
         &[r#"{"userAgent":"x"}"#],
     );
-    check(
-        "  sel:\n    a|startswith: ab\n  condition: sel",
-        &[r#"{"a":"ABc"}"#],
-        &[r#"{"a":"cab"}"#],
-    );
-    check(
-        "  sel:\n    a|endswith: ab\n  condition: sel",
-        &[r#"{"a":"cAB"}"#],
-        &[r#"{"a":"abc"}"#],
-    );
-    check(
-        "  sel:\n    a|contains|all: [foo, bar]\n  condition: sel",
-        &[r#"{"a":"bar foo"}"#],
-        &[r#"{"a":"foo"}"#],
-    );
+    check("  sel:\n    a|startswith: ab\n  condition: sel", &[r#"{"a":"ABc"}"#], &[r#"{"a":"cab"}"#]);
+    check("  sel:\n    a|endswith: ab\n  condition: sel", &[r#"{"a":"cAB"}"#], &[r#"{"a":"abc"}"#]);
+    check("  sel:\n    a|contains|all: [foo, bar]\n  condition: sel", &[r#"{"a":"bar foo"}"#], &[r#"{"a":"foo"}"#]);
     // Many alternatives fold into a set / automaton with the same meaning.
     check(
         "  sel:\n    a|contains: [p1, p2, p3, p4, p5, p6, p7]\n    b: [q1, q2, q3, q4, q5, q6, Q7]\n  condition: sel",
@@ -152,80 +123,38 @@ fn null_numbers_booleans_empty() {
         &[r#"{"readOnly":false}"#, r#"{"readOnly":"false"}"#],
         &[r#"{"readOnly":true}"#],
     );
-    check(
-        "  sel:\n    a: ''\n  condition: sel",
-        &[r#"{"a":""}"#],
-        &[r#"{"a":"x"}"#, r#"{"b":""}"#],
-    );
-    check(
-        "  sel:\n    a: [null, x]\n  condition: sel",
-        &[r#"{"b":1}"#, r#"{"a":"X"}"#],
-        &[r#"{"a":"y"}"#],
-    );
+    check("  sel:\n    a: ''\n  condition: sel", &[r#"{"a":""}"#], &[r#"{"a":"x"}"#, r#"{"b":""}"#]);
+    check("  sel:\n    a: [null, x]\n  condition: sel", &[r#"{"b":1}"#, r#"{"a":"X"}"#], &[r#"{"a":"y"}"#]);
 }
 
 #[test]
 fn regex_with_flags() {
-    check(
-        "  sel:\n    a|re: '^Ab+c$'\n  condition: sel",
-        &[r#"{"a":"Abbc"}"#],
-        &[r#"{"a":"abbc"}"#],
-    );
-    check(
-        "  sel:\n    a|re|i: '^ab+c$'\n  condition: sel",
-        &[r#"{"a":"ABBC"}"#],
-        &[r#"{"a":"ac"}"#],
-    );
-    check(
-        "  sel:\n    a|re|m: '^x$'\n  condition: sel",
-        &[r#"{"a":"y\nx"}"#],
-        &[r#"{"a":"y x"}"#],
-    );
-    check(
-        "  sel:\n    a|re|s: 'y.x'\n  condition: sel",
-        &[r#"{"a":"y\nx"}"#],
-        &[r#"{"a":"yx"}"#],
-    );
+    check("  sel:\n    a|re: '^Ab+c$'\n  condition: sel", &[r#"{"a":"Abbc"}"#], &[r#"{"a":"abbc"}"#]);
+    check("  sel:\n    a|re|i: '^ab+c$'\n  condition: sel", &[r#"{"a":"ABBC"}"#], &[r#"{"a":"ac"}"#]);
+    check("  sel:\n    a|re|m: '^x$'\n  condition: sel", &[r#"{"a":"y\nx"}"#], &[r#"{"a":"y x"}"#]);
+    check("  sel:\n    a|re|s: 'y.x'\n  condition: sel", &[r#"{"a":"y\nx"}"#], &[r#"{"a":"yx"}"#]);
 }
 
 #[test]
 fn cidr_v4_and_v6() {
     check(
         "  sel:\n    sourceIPAddress|cidr: [10.0.0.0/8, '2001:db8::/32']\n  condition: sel",
-        &[
-            r#"{"sourceIPAddress":"10.2.3.4"}"#,
-            r#"{"sourceIPAddress":"2001:db8::5"}"#,
-        ],
-        &[
-            r#"{"sourceIPAddress":"11.0.0.1"}"#,
-            r#"{"sourceIPAddress":"ecs.amazonaws.com"}"#,
-        ],
+        &[r#"{"sourceIPAddress":"10.2.3.4"}"#, r#"{"sourceIPAddress":"2001:db8::5"}"#],
+        &[r#"{"sourceIPAddress":"11.0.0.1"}"#, r#"{"sourceIPAddress":"ecs.amazonaws.com"}"#],
     );
 }
 
 #[test]
 fn base64_and_base64offset_and_wide() {
-    check(
-        "  sel:\n    a|base64: 'abc'\n  condition: sel",
-        &[r#"{"a":"YWJj"}"#],
-        &[r#"{"a":"abc"}"#],
-    );
+    check("  sel:\n    a|base64: 'abc'\n  condition: sel", &[r#"{"a":"YWJj"}"#], &[r#"{"a":"abc"}"#]);
     check(
         "  sel:\n    a|base64offset|contains: '/bin/sh'\n  condition: sel",
         &[r#"{"a":"ZWNobyAvYmluL3No"}"#, r#"{"a":"IC9iaW4vc2g="}"#],
         &[r#"{"a":"L3Vzci9iaW4="}"#],
     );
     // "cmd" as UTF-16LE, base64: "YwBtAGQA"
-    check(
-        "  sel:\n    a|wide|base64: cmd\n  condition: sel",
-        &[r#"{"a":"YwBtAGQA"}"#],
-        &[r#"{"a":"Y21k"}"#],
-    );
-    check(
-        "  sel:\n    a|utf16be|base64: cmd\n  condition: sel",
-        &[r#"{"a":"AGMAbQBk"}"#],
-        &[r#"{"a":"YwBtAGQA"}"#],
-    );
+    check("  sel:\n    a|wide|base64: cmd\n  condition: sel", &[r#"{"a":"YwBtAGQA"}"#], &[r#"{"a":"Y21k"}"#]);
+    check("  sel:\n    a|utf16be|base64: cmd\n  condition: sel", &[r#"{"a":"AGMAbQBk"}"#], &[r#"{"a":"YwBtAGQA"}"#]);
 }
 
 #[test]
@@ -244,34 +173,15 @@ fn exists_and_comparisons() {
         &[r#"{"errorCode":"x"}"#, r#"{"errorCode":null}"#],
         &[r#"{"a":1}"#],
     );
-    check(
-        "  sel:\n    errorCode|exists: false\n  condition: sel",
-        &[r#"{"a":1}"#],
-        &[r#"{"errorCode":"x"}"#],
-    );
+    check("  sel:\n    errorCode|exists: false\n  condition: sel", &[r#"{"a":1}"#], &[r#"{"errorCode":"x"}"#]);
     check(
         "  sel:\n    detail.finding-severity-counts.CRITICAL|gt: 0\n  condition: sel",
         &[r#"{"detail":{"finding-severity-counts":{"CRITICAL":3}}}"#],
-        &[
-            r#"{"detail":{"finding-severity-counts":{"CRITICAL":0}}}"#,
-            r#"{"detail":{}}"#,
-        ],
+        &[r#"{"detail":{"finding-severity-counts":{"CRITICAL":0}}}"#, r#"{"detail":{}}"#],
     );
-    check(
-        "  sel:\n    n|gte: 5\n  condition: sel",
-        &[r#"{"n":5}"#, r#"{"n":"6"}"#],
-        &[r#"{"n":4.9}"#],
-    );
-    check(
-        "  sel:\n    n|lt: 5\n  condition: sel",
-        &[r#"{"n":-1}"#],
-        &[r#"{"n":5}"#],
-    );
-    check(
-        "  sel:\n    n|lte: 5\n  condition: sel",
-        &[r#"{"n":5}"#],
-        &[r#"{"n":6}"#],
-    );
+    check("  sel:\n    n|gte: 5\n  condition: sel", &[r#"{"n":5}"#, r#"{"n":"6"}"#], &[r#"{"n":4.9}"#]);
+    check("  sel:\n    n|lt: 5\n  condition: sel", &[r#"{"n":-1}"#], &[r#"{"n":5}"#]);
+    check("  sel:\n    n|lte: 5\n  condition: sel", &[r#"{"n":5}"#], &[r#"{"n":6}"#]);
 }
 
 #[test]
@@ -292,14 +202,8 @@ fn fieldref_compares_two_fields() {
 #[test]
 fn expand_placeholders_from_configuration() {
     let mut opts = CompileOptions::default();
-    opts.placeholders.insert(
-        "trusted_cidrs".into(),
-        vec!["10.0.0.0/8".into(), "192.168.0.0/16".into()],
-    );
-    let set = set_with(
-        "  sel:\n    sourceIPAddress|cidr|expand: '%trusted_cidrs%'\n  condition: not sel",
-        &opts,
-    );
+    opts.placeholders.insert("trusted_cidrs".into(), vec!["10.0.0.0/8".into(), "192.168.0.0/16".into()]);
+    let set = set_with("  sel:\n    sourceIPAddress|cidr|expand: '%trusted_cidrs%'\n  condition: not sel", &opts);
     assert!(!matches(&set, r#"{"sourceIPAddress":"192.168.1.1"}"#));
     assert!(matches(&set, r#"{"sourceIPAddress":"8.8.8.8"}"#));
 }
@@ -308,10 +212,7 @@ fn expand_placeholders_from_configuration() {
 fn keywords_search_every_string() {
     check(
         "  keywords:\n    - trufflehog\n    - 'evil*tool'\n  condition: keywords",
-        &[
-            r#"{"a":{"b":["x","TruffleHog/3"]}}"#,
-            r#"{"ua":"an evil little tool"}"#,
-        ],
+        &[r#"{"a":{"b":["x","TruffleHog/3"]}}"#, r#"{"ua":"an evil little tool"}"#],
         &[r#"{"a":"clean"}"#],
     );
 }
@@ -320,9 +221,7 @@ fn keywords_search_every_string() {
 fn dotted_paths_cross_arrays() {
     check(
         "  sel:\n    requestParameters.containerDefinitions.privileged: true\n  condition: sel",
-        &[
-            r#"{"requestParameters":{"containerDefinitions":[{"privileged":false},{"privileged":true}]}}"#,
-        ],
+        &[r#"{"requestParameters":{"containerDefinitions":[{"privileged":false},{"privileged":true}]}}"#],
         &[r#"{"requestParameters":{"containerDefinitions":[{"privileged":false}]}}"#],
     );
     check(
@@ -335,31 +234,11 @@ fn dotted_paths_cross_arrays() {
 #[test]
 fn condition_grammar() {
     let d = "  sel_a:\n    a: 1\n  sel_b:\n    b: 1\n  filter:\n    c: 1\n";
-    check(
-        &format!("{d}  condition: 1 of sel_* and not filter"),
-        &[r#"{"b":1}"#],
-        &[r#"{"b":1,"c":1}"#, r#"{"c":1}"#],
-    );
-    check(
-        &format!("{d}  condition: all of sel_*"),
-        &[r#"{"a":1,"b":1}"#],
-        &[r#"{"a":1}"#],
-    );
-    check(
-        &format!("{d}  condition: 1 of them"),
-        &[r#"{"c":1}"#],
-        &[r#"{"d":1}"#],
-    );
-    check(
-        &format!("{d}  condition: all of them"),
-        &[r#"{"a":1,"b":1,"c":1}"#],
-        &[r#"{"a":1,"b":1}"#],
-    );
-    check(
-        &format!("{d}  condition: (sel_a or sel_b) and not (filter)"),
-        &[r#"{"a":1}"#],
-        &[r#"{"a":1,"c":1}"#],
-    );
+    check(&format!("{d}  condition: 1 of sel_* and not filter"), &[r#"{"b":1}"#], &[r#"{"b":1,"c":1}"#, r#"{"c":1}"#]);
+    check(&format!("{d}  condition: all of sel_*"), &[r#"{"a":1,"b":1}"#], &[r#"{"a":1}"#]);
+    check(&format!("{d}  condition: 1 of them"), &[r#"{"c":1}"#], &[r#"{"d":1}"#]);
+    check(&format!("{d}  condition: all of them"), &[r#"{"a":1,"b":1,"c":1}"#], &[r#"{"a":1,"b":1}"#]);
+    check(&format!("{d}  condition: (sel_a or sel_b) and not (filter)"), &[r#"{"a":1}"#], &[r#"{"a":1,"c":1}"#]);
 }
 
 #[test]
@@ -385,21 +264,10 @@ fn errors_name_the_line_and_reason() {
 
 #[test]
 fn malformed_json_is_an_error_not_a_match() {
-    let set = set_with(
-        "  sel:\n    a: 1\n  condition: sel",
-        &CompileOptions::default(),
-    );
+    let set = set_with("  sel:\n    a: 1\n  condition: sel", &CompileOptions::default());
     let mut scratch = set.scratch();
     let mut out = Vec::new();
-    let err = set
-        .eval(
-            EventClass::CloudTrail,
-            r#"{"a":1,"b":[}"#,
-            &mut scratch,
-            &mut out,
-        )
-        .err()
-        .unwrap();
+    let err = set.eval(EventClass::CloudTrail, r#"{"a":1,"b":[}"#, &mut scratch, &mut out).err().unwrap();
     assert!(err.to_string().contains("byte 12"), "{err}");
     assert!(out.is_empty());
 }
@@ -407,25 +275,15 @@ fn malformed_json_is_an_error_not_a_match() {
 #[test]
 fn logsource_routes_classes() {
     let text = "title: scan\nid: s1\nlogsource: {product: aws, service: ecr}\ndetection:\n  sel:\n    detail-type: ECR Image Scan\n    detail.finding-severity-counts.CRITICAL|gt: 0\n  condition: sel\n";
-    let (set, _) = RuleSet::load(
-        &[RuleFile {
-            name: "s.yml".into(),
-            text: text.into(),
-        }],
-        &CompileOptions::default(),
-    )
-    .unwrap();
-    let ev = r#"{"detail-type":"ECR Image Scan","source":"aws.ecr","detail":{"finding-severity-counts":{"CRITICAL":2}}}"#;
+    let (set, _) =
+        RuleSet::load(&[RuleFile { name: "s.yml".into(), text: text.into() }], &CompileOptions::default()).unwrap();
+    let ev =
+        r#"{"detail-type":"ECR Image Scan","source":"aws.ecr","detail":{"finding-severity-counts":{"CRITICAL":2}}}"#;
     let mut scratch = set.scratch();
     let mut out = Vec::new();
-    set.eval(EventClass::Ecr, ev, &mut scratch, &mut out)
-        .unwrap();
+    set.eval(EventClass::Ecr, ev, &mut scratch, &mut out).unwrap();
     assert_eq!(out, vec![0]);
     out.clear();
-    set.eval(EventClass::CloudTrail, ev, &mut scratch, &mut out)
-        .unwrap();
-    assert!(
-        out.is_empty(),
-        "an ecr rule does not see CloudTrail records"
-    );
+    set.eval(EventClass::CloudTrail, ev, &mut scratch, &mut out).unwrap();
+    assert!(out.is_empty(), "an ecr rule does not see CloudTrail records");
 }

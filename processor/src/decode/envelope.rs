@@ -123,40 +123,20 @@ struct S3Object {
 }
 
 /// Unwraps one parsed envelope.
-pub(super) fn dispatch(
-    d: &mut Decoder<'_, '_>,
-    env: Envelope<'_>,
-    whole: &str,
-    pos: Position,
-    via: Via,
-    depth: u8,
-) {
+pub(super) fn dispatch(d: &mut Decoder<'_, '_>, env: Envelope<'_>, whole: &str, pos: Position, via: Via, depth: u8) {
     // CloudTrail log file, or S3 event notification.
     if let Some(records) = env.records {
-        let via = Via {
-            log_file: true,
-            ..via
-        };
+        let via = Via { log_file: true, ..via };
         for (i, raw) in records.into_iter().enumerate() {
-            let p = Position {
-                record: Some(i as u64),
-                ..pos.clone()
-            };
+            let p = Position { record: Some(i as u64), ..pos.clone() };
             let rec = raw.get();
             if !rec.trim_start().starts_with('{') {
-                d.error(
-                    p,
-                    DecodeErrorKind::Envelope,
-                    "a Records element is not an object".into(),
-                );
+                d.error(p, DecodeErrorKind::Envelope, "a Records element is not an object".into());
                 continue;
             }
             if rec.contains("\"aws:s3\"") {
                 match serde_json::from_str::<S3Record>(rec) {
-                    Ok(S3Record {
-                        event_source: Some(src),
-                        s3: Some(s3),
-                    }) if src == "aws:s3" => {
+                    Ok(S3Record { event_source: Some(src), s3: Some(s3) }) if src == "aws:s3" => {
                         (d.out)(Decoded::ObjectRef(ObjectRef {
                             bucket: s3.bucket.name,
                             key: url_decode(&s3.object.key),
@@ -189,10 +169,7 @@ pub(super) fn dispatch(
             region: text(env.region),
             time: text(env.time),
         };
-        let via = Via {
-            eventbridge: true,
-            ..via
-        };
+        let via = Via { eventbridge: true, ..via };
         if dt.ends_with("via CloudTrail") {
             match env.detail {
                 Some(detail) if detail.get().trim_start().starts_with('{') => {
@@ -204,138 +181,77 @@ pub(super) fn dispatch(
                         eventbridge: Some(meta),
                     }));
                 }
-                _ => d.error(
-                    pos,
-                    DecodeErrorKind::Envelope,
-                    format!("EventBridge event `{dt}` has no `detail` object"),
-                ),
+                _ => {
+                    d.error(pos, DecodeErrorKind::Envelope, format!("EventBridge event `{dt}` has no `detail` object"))
+                }
             }
             return;
         }
         if env.detail.is_none() {
-            return d.error(
-                pos,
-                DecodeErrorKind::Envelope,
-                format!("EventBridge event `{dt}` has no `detail`"),
-            );
+            return d.error(pos, DecodeErrorKind::Envelope, format!("EventBridge event `{dt}` has no `detail`"));
         }
         let class = EventClass::from_eventbridge_source(&source);
-        (d.out)(Decoded::Event(Event {
-            json: whole,
-            class,
-            position: pos,
-            via,
-            eventbridge: Some(meta),
-        }));
+        (d.out)(Decoded::Event(Event { json: whole, class, position: pos, via, eventbridge: Some(meta) }));
         return;
     }
     // SNS notification.
-    if let (Some(t), true) = (
-        text(env.sns_type),
-        env.sns_message.is_some() || env.topic_arn.is_some(),
-    ) {
+    if let (Some(t), true) = (text(env.sns_type), env.sns_message.is_some() || env.topic_arn.is_some()) {
         match t.as_ref() {
             "Notification" => match text(env.sns_message) {
                 Some(m) => {
                     let via = Via { sns: true, ..via };
                     d.value(&m, pos, via, depth + 1);
                 }
-                None => d.error(
-                    pos,
-                    DecodeErrorKind::Envelope,
-                    "SNS notification without a string `Message`".into(),
-                ),
+                None => d.error(pos, DecodeErrorKind::Envelope, "SNS notification without a string `Message`".into()),
             },
-            "SubscriptionConfirmation" | "UnsubscribeConfirmation" => (d.out)(Decoded::Skipped {
-                reason: SkipReason::SnsSubscription,
-                position: pos,
-            }),
-            other => d.error(
-                pos,
-                DecodeErrorKind::Envelope,
-                format!("unknown SNS message type `{other}`"),
-            ),
+            "SubscriptionConfirmation" | "UnsubscribeConfirmation" => {
+                (d.out)(Decoded::Skipped { reason: SkipReason::SnsSubscription, position: pos })
+            }
+            other => d.error(pos, DecodeErrorKind::Envelope, format!("unknown SNS message type `{other}`")),
         }
         return;
     }
     // CloudWatch Logs subscription.
     if let Some(mt) = text(env.message_type) {
         if mt == "CONTROL_MESSAGE" {
-            return (d.out)(Decoded::Skipped {
-                reason: SkipReason::ControlMessage,
-                position: pos,
-            });
+            return (d.out)(Decoded::Skipped { reason: SkipReason::ControlMessage, position: pos });
         }
         let Some(events) = env.log_events else {
-            return d.error(
-                pos,
-                DecodeErrorKind::Envelope,
-                "CloudWatch Logs payload without `logEvents`".into(),
-            );
+            return d.error(pos, DecodeErrorKind::Envelope, "CloudWatch Logs payload without `logEvents`".into());
         };
-        let via = Via {
-            cloudwatch_logs: true,
-            ..via
-        };
+        let via = Via { cloudwatch_logs: true, ..via };
         for (i, raw) in events.into_iter().enumerate() {
-            let p = Position {
-                record: Some(i as u64),
-                ..pos.clone()
-            };
+            let p = Position { record: Some(i as u64), ..pos.clone() };
             match serde_json::from_str::<LogEvent<'_>>(raw.get()) {
                 Ok(LogEvent { message: Some(m) }) => {
                     if m.trim_start().starts_with('{') {
                         d.value(&m, p, via, depth + 1);
                     } else {
-                        d.error(
-                            p,
-                            DecodeErrorKind::Envelope,
-                            "log event message is not a JSON object".into(),
-                        );
+                        d.error(p, DecodeErrorKind::Envelope, "log event message is not a JSON object".into());
                     }
                 }
-                _ => d.error(
-                    p,
-                    DecodeErrorKind::Envelope,
-                    "log event without a string `message`".into(),
-                ),
+                _ => d.error(p, DecodeErrorKind::Envelope, "log event without a string `message`".into()),
             }
         }
         return;
     }
     if env.digest_start.is_some() {
-        return (d.out)(Decoded::Skipped {
-            reason: SkipReason::DigestFile,
-            position: pos,
-        });
+        return (d.out)(Decoded::Skipped { reason: SkipReason::DigestFile, position: pos });
     }
     if text(env.s3_event).is_some_and(|e| e == "s3:TestEvent") {
-        return (d.out)(Decoded::Skipped {
-            reason: SkipReason::S3TestEvent,
-            position: pos,
-        });
+        return (d.out)(Decoded::Skipped { reason: SkipReason::S3TestEvent, position: pos });
     }
     if let Some(bucket) = text(env.s3_bucket) {
-        let keys: Vec<String> = env
-            .s3_object_key
-            .and_then(|k| serde_json::from_str(k.get()).ok())
-            .unwrap_or_default();
+        let keys: Vec<String> = env.s3_object_key.and_then(|k| serde_json::from_str(k.get()).ok()).unwrap_or_default();
         if keys.is_empty() {
-            return d.error(
-                pos,
-                DecodeErrorKind::Envelope,
-                "CloudTrail notification without `s3ObjectKey`".into(),
-            );
+            return d.error(pos, DecodeErrorKind::Envelope, "CloudTrail notification without `s3ObjectKey`".into());
         }
         for (i, key) in keys.into_iter().enumerate() {
             (d.out)(Decoded::ObjectRef(ObjectRef {
                 bucket: bucket.to_string(),
                 key,
                 size: None,
-                position: Position {
-                    record: Some(i as u64),
-                    ..pos.clone()
-                },
+                position: Position { record: Some(i as u64), ..pos.clone() },
             }));
         }
         return;
@@ -353,8 +269,7 @@ pub(super) fn dispatch(
     d.error(
         pos,
         DecodeErrorKind::UnknownFormat,
-        "no known event format (CloudTrail, EventBridge, SNS, CloudWatch Logs, S3 notification)"
-            .into(),
+        "no known event format (CloudTrail, EventBridge, SNS, CloudWatch Logs, S3 notification)".into(),
     )
 }
 
@@ -367,9 +282,7 @@ pub(super) fn url_decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(v) => {
                         out.push(v);

@@ -44,10 +44,7 @@ pub struct DecodeOptions {
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions {
-            max_decompressed_bytes: 1 << 30,
-            max_nesting: 4,
-        }
+        DecodeOptions { max_decompressed_bytes: 1 << 30, max_nesting: 4 }
     }
 }
 
@@ -167,10 +164,7 @@ pub struct DecodeError {
 pub enum Decoded<'a> {
     Event(Event<'a>),
     ObjectRef(ObjectRef),
-    Skipped {
-        reason: SkipReason,
-        position: Position,
-    },
+    Skipped { reason: SkipReason, position: Position },
     Error(DecodeError),
 }
 
@@ -181,21 +175,8 @@ pub fn decode(input: &[u8], origin: &str, opts: &DecodeOptions, out: &mut dyn Fn
     let mut d = Decoder { origin, opts, out };
     if input.starts_with(&GZIP_MAGIC) {
         match gunzip(input, opts.max_decompressed_bytes) {
-            Ok(buf) => d.values(
-                &buf,
-                Via {
-                    gzip: true,
-                    ..Via::default()
-                },
-            ),
-            Err((kind, msg)) => d.error(
-                Position {
-                    line: 1,
-                    ..Position::default()
-                },
-                kind,
-                msg,
-            ),
+            Ok(buf) => d.values(&buf, Via { gzip: true, ..Via::default() }),
+            Err((kind, msg)) => d.error(Position { line: 1, ..Position::default() }, kind, msg),
         }
     } else {
         d.values(input, Via::default());
@@ -212,16 +193,10 @@ pub fn decode_reader<R: Read>(
 ) -> std::io::Result<()> {
     let mut br = BufReader::with_capacity(1 << 16, reader);
     let gz = br.fill_buf()?.starts_with(&GZIP_MAGIC);
-    let via = Via {
-        gzip: gz,
-        ..Via::default()
-    };
+    let via = Via { gzip: gz, ..Via::default() };
     let limit = opts.max_decompressed_bytes;
     let mut src: Box<dyn BufRead> = if gz {
-        Box::new(BufReader::with_capacity(
-            1 << 16,
-            flate2::bufread::MultiGzDecoder::new(br).take(limit + 1),
-        ))
+        Box::new(BufReader::with_capacity(1 << 16, flate2::bufread::MultiGzDecoder::new(br).take(limit + 1)))
     } else {
         Box::new(br.take(limit + 1))
     };
@@ -234,11 +209,7 @@ pub fn decode_reader<R: Read>(
         let n = match src.read_until(b'\n', &mut line) {
             Ok(n) => n,
             Err(e) if gz && e.kind() != std::io::ErrorKind::Interrupted => {
-                let pos = Position {
-                    line: line_no + 1,
-                    byte_offset: offset,
-                    record: None,
-                };
+                let pos = Position { line: line_no + 1, byte_offset: offset, record: None };
                 d.error(pos, DecodeErrorKind::Gzip, format!("gzip: {e}"));
                 return Ok(());
             }
@@ -254,24 +225,12 @@ pub fn decode_reader<R: Read>(
             continue;
         }
         if offset + n as u64 > limit {
-            let pos = Position {
-                line: line_no,
-                byte_offset: offset,
-                record: None,
-            };
-            d.error(
-                pos,
-                DecodeErrorKind::TooLarge,
-                format!("input exceeds {limit} bytes"),
-            );
+            let pos = Position { line: line_no, byte_offset: offset, record: None };
+            d.error(pos, DecodeErrorKind::TooLarge, format!("input exceeds {limit} bytes"));
             return Ok(());
         }
         if looks_complete(trimmed) {
-            let pos = Position {
-                line: line_no,
-                byte_offset: offset,
-                record: None,
-            };
+            let pos = Position { line: line_no, byte_offset: offset, record: None };
             d.unit(trimmed, pos, via, 0);
             offset += n as u64;
             continue;
@@ -279,30 +238,14 @@ pub fn decode_reader<R: Read>(
         // A value that spans lines: read the rest and decode it as a document.
         let mut rest = line.clone();
         if let Err(e) = src.read_to_end(&mut rest) {
-            let pos = Position {
-                line: line_no,
-                byte_offset: offset,
-                record: None,
-            };
-            let kind = if gz {
-                DecodeErrorKind::Gzip
-            } else {
-                DecodeErrorKind::Utf8
-            };
+            let pos = Position { line: line_no, byte_offset: offset, record: None };
+            let kind = if gz { DecodeErrorKind::Gzip } else { DecodeErrorKind::Utf8 };
             d.error(pos, kind, format!("cannot read input: {e}"));
             return Ok(());
         }
         if offset + rest.len() as u64 > limit {
-            let pos = Position {
-                line: line_no,
-                byte_offset: offset,
-                record: None,
-            };
-            d.error(
-                pos,
-                DecodeErrorKind::TooLarge,
-                format!("input exceeds {limit} bytes"),
-            );
+            let pos = Position { line: line_no, byte_offset: offset, record: None };
+            d.error(pos, DecodeErrorKind::TooLarge, format!("input exceeds {limit} bytes"));
             return Ok(());
         }
         d.document(&rest, line_no, offset, via);
@@ -313,35 +256,23 @@ pub fn decode_reader<R: Read>(
 fn gunzip(input: &[u8], limit: u64) -> Result<Vec<u8>, (DecodeErrorKind, String)> {
     let mut buf = Vec::new();
     let mut r = flate2::read::MultiGzDecoder::new(input).take(limit + 1);
-    r.read_to_end(&mut buf)
-        .map_err(|e| (DecodeErrorKind::Gzip, format!("gzip: {e}")))?;
+    r.read_to_end(&mut buf).map_err(|e| (DecodeErrorKind::Gzip, format!("gzip: {e}")))?;
     if buf.len() as u64 > limit {
-        return Err((
-            DecodeErrorKind::TooLarge,
-            format!("decompressed input exceeds {limit} bytes"),
-        ));
+        return Err((DecodeErrorKind::TooLarge, format!("decompressed input exceeds {limit} bytes")));
     }
     Ok(buf)
 }
 
 fn trim(b: &[u8]) -> &[u8] {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
+    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |i| i + 1);
     &b[start..end]
 }
 
 /// A line that holds a whole JSON value (the NDJSON case), judged by its ends.
 fn looks_complete(t: &[u8]) -> bool {
-    matches!(
-        (t.first(), t.last()),
-        (Some(b'{'), Some(b'}')) | (Some(b'['), Some(b']'))
-    ) || !matches!(t.first(), Some(b'{') | Some(b'['))
+    matches!((t.first(), t.last()), (Some(b'{'), Some(b'}')) | (Some(b'['), Some(b']')))
+        || !matches!(t.first(), Some(b'{') | Some(b'['))
 }
 
 struct Decoder<'o, 'f> {
@@ -352,12 +283,7 @@ struct Decoder<'o, 'f> {
 
 impl Decoder<'_, '_> {
     fn error(&mut self, position: Position, kind: DecodeErrorKind, message: String) {
-        (self.out)(Decoded::Error(DecodeError {
-            origin: self.origin.to_string(),
-            position,
-            kind,
-            message,
-        }));
+        (self.out)(Decoded::Error(DecodeError { origin: self.origin.to_string(), position, kind, message }));
     }
 
     /// A whole (decompressed) unit: NDJSON when its first line is a complete
@@ -371,11 +297,7 @@ impl Decoder<'_, '_> {
                 for (i, raw) in buf.split(|b| *b == b'\n').enumerate() {
                     let t = trim(raw);
                     if !t.is_empty() {
-                        let pos = Position {
-                            line: i as u64 + 1,
-                            byte_offset: offset,
-                            record: None,
-                        };
+                        let pos = Position { line: i as u64 + 1, byte_offset: offset, record: None };
                         self.unit(t, pos, via, 0);
                     }
                     offset += raw.len() as u64 + 1;
@@ -389,11 +311,7 @@ impl Decoder<'_, '_> {
     fn unit(&mut self, bytes: &[u8], pos: Position, via: Via, depth: u8) {
         match std::str::from_utf8(bytes) {
             Ok(text) => self.value(text, pos, via, depth),
-            Err(e) => self.error(
-                pos,
-                DecodeErrorKind::Utf8,
-                format!("invalid UTF-8 at byte {}", e.valid_up_to()),
-            ),
+            Err(e) => self.error(pos, DecodeErrorKind::Utf8, format!("invalid UTF-8 at byte {}", e.valid_up_to())),
         }
     }
 
@@ -409,11 +327,7 @@ impl Decoder<'_, '_> {
                     byte_offset: base_offset + at as u64,
                     record: None,
                 };
-                self.error(
-                    pos,
-                    DecodeErrorKind::Utf8,
-                    format!("invalid UTF-8 at byte {at}"),
-                );
+                self.error(pos, DecodeErrorKind::Utf8, format!("invalid UTF-8 at byte {at}"));
                 String::from_utf8_lossy(buf)
             }
         };
@@ -421,8 +335,7 @@ impl Decoder<'_, '_> {
         let mut start = 0usize;
         while start < text.len() {
             let rest = &text[start..];
-            let mut stream = serde_json::Deserializer::from_str(rest)
-                .into_iter::<&serde_json::value::RawValue>();
+            let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<&serde_json::value::RawValue>();
             loop {
                 let before = stream.byte_offset();
                 match stream.next() {
@@ -448,9 +361,7 @@ impl Decoder<'_, '_> {
                         self.error(pos, DecodeErrorKind::Json, format!("invalid JSON: {e}"));
                         // Resume at the line after the error.
                         let err_at = start + line_col_to_offset(rest, e.line(), e.column());
-                        let next = text[err_at.min(text.len())..]
-                            .find('\n')
-                            .map_or(text.len(), |i| err_at + i + 1);
+                        let next = text[err_at.min(text.len())..].find('\n').map_or(text.len(), |i| err_at + i + 1);
                         start = next.max(at + 1).min(text.len());
                         while start < text.len() && !text.is_char_boundary(start) {
                             start += 1;
@@ -483,16 +394,11 @@ impl Decoder<'_, '_> {
                 )
             }
             None => {
-                return (self.out)(Decoded::Skipped {
-                    reason: SkipReason::Empty,
-                    position: pos,
-                });
+                return (self.out)(Decoded::Skipped { reason: SkipReason::Empty, position: pos });
             }
         }
         // Hot path: a CloudTrail record, known by its first key.
-        if envelope::first_key(t).is_some_and(envelope::is_cloudtrail_key)
-            && !text.contains("\"aws:s3\"")
-        {
+        if envelope::first_key(t).is_some_and(envelope::is_cloudtrail_key) && !text.contains("\"aws:s3\"") {
             return (self.out)(Decoded::Event(Event {
                 json: text,
                 class: EventClass::CloudTrail,
@@ -514,10 +420,7 @@ impl Decoder<'_, '_> {
             Err(e) => return self.error(pos, DecodeErrorKind::Json, format!("invalid JSON: {e}")),
         };
         for (i, raw) in items.into_iter().enumerate() {
-            let p = Position {
-                record: Some(i as u64),
-                ..pos.clone()
-            };
+            let p = Position { record: Some(i as u64), ..pos.clone() };
             self.value(raw.get(), p, via, depth + 1);
         }
     }

@@ -13,15 +13,10 @@ enum Item {
 
 fn run(input: &[u8]) -> Vec<Item> {
     let mut out = Vec::new();
-    decode(input, "t", &DecodeOptions::default(), &mut |d| {
-        out.push(conv(d))
-    });
+    decode(input, "t", &DecodeOptions::default(), &mut |d| out.push(conv(d)));
     // The streaming form must agree with the in-memory one.
     let mut streamed = Vec::new();
-    decode_reader(input, "t", &DecodeOptions::default(), &mut |d| {
-        streamed.push(conv(d))
-    })
-    .unwrap();
+    decode_reader(input, "t", &DecodeOptions::default(), &mut |d| streamed.push(conv(d))).unwrap();
     assert_eq!(out, streamed, "decode and decode_reader disagree");
     out
 }
@@ -41,35 +36,19 @@ fn gz(b: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-const CT: &str = r#"{"eventVersion":"1.08","eventName":"StopLogging","eventSource":"cloudtrail.amazonaws.com","eventID":"1"}"#;
+const CT: &str =
+    r#"{"eventVersion":"1.08","eventName":"StopLogging","eventSource":"cloudtrail.amazonaws.com","eventID":"1"}"#;
 
 fn pos(line: u64, record: Option<u64>) -> Position {
-    Position {
-        line,
-        byte_offset: 0,
-        record,
-    }
+    Position { line, byte_offset: 0, record }
 }
 
 fn strip_offsets(items: Vec<Item>) -> Vec<Item> {
     items
         .into_iter()
         .map(|i| match i {
-            Item::Ev(c, j, p) => Item::Ev(
-                c,
-                j,
-                Position {
-                    byte_offset: 0,
-                    ..p
-                },
-            ),
-            Item::Err(k, p) => Item::Err(
-                k,
-                Position {
-                    byte_offset: 0,
-                    ..p
-                },
-            ),
+            Item::Ev(c, j, p) => Item::Ev(c, j, Position { byte_offset: 0, ..p }),
+            Item::Err(k, p) => Item::Err(k, Position { byte_offset: 0, ..p }),
             o => o,
         })
         .collect()
@@ -80,21 +59,12 @@ fn plain_record_and_ndjson_with_a_bad_line() {
     let input = format!("{CT}\n\n{{\"eventVersion\": [}}\n{CT}\n");
     let got = strip_offsets(run(input.as_bytes()));
     assert_eq!(got.len(), 3);
-    assert_eq!(
-        got[0],
-        Item::Ev(EventClass::CloudTrail, CT.into(), pos(1, None))
-    );
+    assert_eq!(got[0], Item::Ev(EventClass::CloudTrail, CT.into(), pos(1, None)));
     // The hot path hands a broken record to the engine (which reports it);
     // a line that is not even an object is an error here.
-    assert_eq!(
-        got[2],
-        Item::Ev(EventClass::CloudTrail, CT.into(), pos(4, None))
-    );
+    assert_eq!(got[2], Item::Ev(EventClass::CloudTrail, CT.into(), pos(4, None)));
     let got = strip_offsets(run(format!("{CT}\nnot json\n{CT}\n").as_bytes()));
-    assert_eq!(
-        got[1],
-        Item::Err(DecodeErrorKind::UnknownFormat, pos(2, None))
-    );
+    assert_eq!(got[1], Item::Err(DecodeErrorKind::UnknownFormat, pos(2, None)));
     let got = strip_offsets(run(format!("{CT}\n{{\"foo\": [1,}}\n{CT}\n").as_bytes()));
     assert_eq!(got[1], Item::Err(DecodeErrorKind::Json, pos(2, None)));
     assert_eq!(got.len(), 3);
@@ -118,19 +88,14 @@ fn pretty_printed_document_and_array() {
     let doc = format!("{{\n  \"Records\": [\n    {CT},\n    {CT}\n  ]\n}}\n");
     let got = strip_offsets(run(doc.as_bytes()));
     assert_eq!(got.len(), 2);
-    assert!(
-        matches!(&got[1], Item::Ev(EventClass::CloudTrail, _, p) if p.record == Some(1) && p.line == 1)
-    );
+    assert!(matches!(&got[1], Item::Ev(EventClass::CloudTrail, _, p) if p.record == Some(1) && p.line == 1));
     let arr = format!("[\n{CT},\n{CT}\n]");
     assert_eq!(run(arr.as_bytes()).len(), 2);
     // Concatenated multi-line values, a broken one in the middle.
     let cat = "{\n\"eventVersion\": \"1\"\n}\n{\n\"x\": \n}\n{\n\"eventVersion\": \"2\"\n}\n";
     let got = strip_offsets(run(cat.as_bytes()));
     assert!(matches!(got[0], Item::Ev(..)));
-    assert!(
-        matches!(got[1], Item::Err(DecodeErrorKind::Json, _)),
-        "{got:?}"
-    );
+    assert!(matches!(got[1], Item::Err(DecodeErrorKind::Json, _)), "{got:?}");
     assert!(matches!(got.last(), Some(Item::Ev(..))), "{got:?}");
 }
 
@@ -139,20 +104,11 @@ fn eventbridge_cloudtrail_and_ecr() {
     let eb = format!(
         r#"{{"version":"0","id":"e-1","detail-type":"AWS API Call via CloudTrail","source":"aws.ecr","account":"1","time":"t","region":"r","resources":[],"detail":{CT}}}"#
     );
-    assert_eq!(
-        strip_offsets(run(eb.as_bytes())),
-        vec![Item::Ev(EventClass::CloudTrail, CT.into(), pos(1, None))]
-    );
+    assert_eq!(strip_offsets(run(eb.as_bytes())), vec![Item::Ev(EventClass::CloudTrail, CT.into(), pos(1, None))]);
     let scan = r#"{"version":"0","id":"e-2","detail-type":"ECR Image Scan","source":"aws.ecr","detail":{"scan-status":"COMPLETE"}}"#;
-    assert_eq!(
-        strip_offsets(run(scan.as_bytes())),
-        vec![Item::Ev(EventClass::Ecr, scan.into(), pos(1, None))]
-    );
+    assert_eq!(strip_offsets(run(scan.as_bytes())), vec![Item::Ev(EventClass::Ecr, scan.into(), pos(1, None))]);
     let bad = r#"{"detail-type":"ECR Image Scan","source":"aws.ecr"}"#;
-    assert!(matches!(
-        run(bad.as_bytes())[0],
-        Item::Err(DecodeErrorKind::Envelope, _)
-    ));
+    assert!(matches!(run(bad.as_bytes())[0], Item::Err(DecodeErrorKind::Envelope, _)));
 }
 
 #[test]
@@ -163,83 +119,41 @@ fn cloudwatch_logs_and_sns() {
     );
     let got = strip_offsets(run(&gz(cwl.as_bytes())));
     assert_eq!(got.len(), 3);
-    assert_eq!(
-        got[0],
-        Item::Ev(EventClass::CloudTrail, CT.into(), pos(1, Some(0)))
-    );
-    assert_eq!(
-        got[1],
-        Item::Err(DecodeErrorKind::Envelope, pos(1, Some(1)))
-    );
+    assert_eq!(got[0], Item::Ev(EventClass::CloudTrail, CT.into(), pos(1, Some(0))));
+    assert_eq!(got[1], Item::Err(DecodeErrorKind::Envelope, pos(1, Some(1))));
     let ctl = r#"{"messageType":"CONTROL_MESSAGE","logEvents":[]}"#;
-    assert_eq!(
-        run(ctl.as_bytes()),
-        vec![Item::Skip(SkipReason::ControlMessage)]
-    );
+    assert_eq!(run(ctl.as_bytes()), vec![Item::Skip(SkipReason::ControlMessage)]);
 
-    let scan =
-        r#"{"version":"0","id":"e","detail-type":"ECR Image Scan","source":"aws.ecr","detail":{}}"#;
+    let scan = r#"{"version":"0","id":"e","detail-type":"ECR Image Scan","source":"aws.ecr","detail":{}}"#;
     let sns = format!(
         r#"{{"Type":"Notification","MessageId":"m","TopicArn":"arn","Message":{}}}"#,
         serde_json::to_string(scan).unwrap()
     );
-    assert_eq!(
-        strip_offsets(run(sns.as_bytes())),
-        vec![Item::Ev(EventClass::Ecr, scan.into(), pos(1, None))]
-    );
+    assert_eq!(strip_offsets(run(sns.as_bytes())), vec![Item::Ev(EventClass::Ecr, scan.into(), pos(1, None))]);
     let s3 = r#"{"Records":[{"eventVersion":"2.1","eventSource":"aws:s3","s3":{"bucket":{"name":"b"},"object":{"key":"AWSLogs/1/CloudTrail/a+b%3Dc.json.gz","size":10}}}]}"#;
-    let sns_s3 = format!(
-        r#"{{"Type":"Notification","TopicArn":"arn","Message":{}}}"#,
-        serde_json::to_string(s3).unwrap()
-    );
-    assert_eq!(
-        run(sns_s3.as_bytes()),
-        vec![Item::Obj(
-            "b".into(),
-            "AWSLogs/1/CloudTrail/a b=c.json.gz".into()
-        )]
-    );
+    let sns_s3 =
+        format!(r#"{{"Type":"Notification","TopicArn":"arn","Message":{}}}"#, serde_json::to_string(s3).unwrap());
+    assert_eq!(run(sns_s3.as_bytes()), vec![Item::Obj("b".into(), "AWSLogs/1/CloudTrail/a b=c.json.gz".into())]);
     let notice = r#"{"s3Bucket":"trail-bucket","s3ObjectKey":["k1","k2"]}"#;
     assert_eq!(run(notice.as_bytes()).len(), 2);
-    assert_eq!(
-        run(br#"{"Service":"Amazon S3","Event":"s3:TestEvent"}"#),
-        vec![Item::Skip(SkipReason::S3TestEvent)]
-    );
+    assert_eq!(run(br#"{"Service":"Amazon S3","Event":"s3:TestEvent"}"#), vec![Item::Skip(SkipReason::S3TestEvent)]);
     assert_eq!(
         run(br#"{"Type":"SubscriptionConfirmation","TopicArn":"a","Message":"m"}"#),
         vec![Item::Skip(SkipReason::SnsSubscription)]
     );
-    assert_eq!(
-        run(br#"{"digestStartTime":"x","logFiles":[]}"#),
-        vec![Item::Skip(SkipReason::DigestFile)]
-    );
+    assert_eq!(run(br#"{"digestStartTime":"x","logFiles":[]}"#), vec![Item::Skip(SkipReason::DigestFile)]);
 }
 
 #[test]
 fn nesting_limit_and_unknown_formats() {
     let mut v = CT.to_string();
     for _ in 0..6 {
-        v = format!(
-            r#"{{"Type":"Notification","TopicArn":"a","Message":{}}}"#,
-            serde_json::to_string(&v).unwrap()
-        );
+        v = format!(r#"{{"Type":"Notification","TopicArn":"a","Message":{}}}"#, serde_json::to_string(&v).unwrap());
     }
-    assert!(matches!(
-        run(v.as_bytes())[0],
-        Item::Err(DecodeErrorKind::Nesting, _)
-    ));
-    assert!(matches!(
-        run(b"42")[0],
-        Item::Err(DecodeErrorKind::UnknownFormat, _)
-    ));
-    assert!(matches!(
-        run(b"{}")[0],
-        Item::Err(DecodeErrorKind::UnknownFormat, _)
-    ));
-    assert!(matches!(
-        run(b"{\"foo\":1}")[0],
-        Item::Err(DecodeErrorKind::UnknownFormat, _)
-    ));
+    assert!(matches!(run(v.as_bytes())[0], Item::Err(DecodeErrorKind::Nesting, _)));
+    assert!(matches!(run(b"42")[0], Item::Err(DecodeErrorKind::UnknownFormat, _)));
+    assert!(matches!(run(b"{}")[0], Item::Err(DecodeErrorKind::UnknownFormat, _)));
+    assert!(matches!(run(b"{\"foo\":1}")[0], Item::Err(DecodeErrorKind::UnknownFormat, _)));
 }
 
 #[test]
@@ -247,35 +161,22 @@ fn bad_gzip_utf8_and_size_limits() {
     let mut g = gz(format!("{CT}\n{CT}\n").as_bytes());
     g.truncate(g.len() / 2);
     let got = run(&g);
-    assert!(
-        got.iter()
-            .any(|i| matches!(i, Item::Err(DecodeErrorKind::Gzip, _))),
-        "{got:?}"
-    );
+    assert!(got.iter().any(|i| matches!(i, Item::Err(DecodeErrorKind::Gzip, _))), "{got:?}");
     let mut bad = CT.as_bytes().to_vec();
     bad[30] = 0xff;
     let got = run(&[bad.as_slice(), b"\n", CT.as_bytes()].concat());
     assert!(matches!(got[0], Item::Err(DecodeErrorKind::Utf8, _)));
     assert!(matches!(got[1], Item::Ev(..)));
-    let opts = DecodeOptions {
-        max_decompressed_bytes: 50,
-        ..DecodeOptions::default()
-    };
+    let opts = DecodeOptions { max_decompressed_bytes: 50, ..DecodeOptions::default() };
     let mut out = Vec::new();
-    decode(&gz(format!("{CT}\n").as_bytes()), "t", &opts, &mut |d| {
-        out.push(conv(d))
-    });
+    decode(&gz(format!("{CT}\n").as_bytes()), "t", &opts, &mut |d| out.push(conv(d)));
     assert!(matches!(out[0], Item::Err(DecodeErrorKind::TooLarge, _)));
 }
 
 #[test]
 fn every_shared_sample_decodes_to_its_class() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/samples");
-    assert!(
-        root.is_dir(),
-        "shared samples missing at {}",
-        root.display()
-    );
+    assert!(root.is_dir(), "shared samples missing at {}", root.display());
     let mut n = 0;
     for dir in ["ecr", "stratus-detonations"] {
         for e in std::fs::read_dir(root.join(dir)).unwrap() {
@@ -338,9 +239,6 @@ fn random_and_mutated_input_never_panics() {
         }
         let mut count = 0;
         decode(&b, "fuzz", &DecodeOptions::default(), &mut |_| count += 1);
-        decode_reader(b.as_slice(), "fuzz", &DecodeOptions::default(), &mut |_| {
-            count += 1
-        })
-        .unwrap();
+        decode_reader(b.as_slice(), "fuzz", &DecodeOptions::default(), &mut |_| count += 1).unwrap();
     }
 }

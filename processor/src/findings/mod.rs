@@ -102,8 +102,7 @@ fn str_at<'a>(v: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
 /// Whole seconds: Security Hub takes ISO 8601 times, CloudTrail has seconds.
 fn rfc3339(t: OffsetDateTime) -> String {
     let t = t.replace_nanosecond(0).unwrap_or(t);
-    t.format(&Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+    t.format(&Rfc3339).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
 fn parse_time(s: &str) -> Option<OffsetDateTime> {
@@ -126,12 +125,7 @@ fn event_severity(class: EventClass, ev: &serde_json::Value) -> Option<Level> {
         EventClass::Inspector2 => str_at(ev, &["detail", "severity"]).and_then(Level::parse),
         EventClass::Ecr => {
             let counts = ev.get("detail")?.get("finding-severity-counts")?;
-            let has = |k: &str| {
-                counts
-                    .get(k)
-                    .and_then(|c| c.as_u64())
-                    .is_some_and(|n| n > 0)
-            };
+            let has = |k: &str| counts.get(k).and_then(|c| c.as_u64()).is_some_and(|n| n > 0);
             if has("CRITICAL") {
                 Some(Level::Critical)
             } else if has("HIGH") {
@@ -166,10 +160,7 @@ fn tactic_type(tactic: &str) -> Option<&'static str> {
 
 fn types_of(rule: &RuleMeta, class: EventClass) -> Vec<String> {
     if let Some(serde_json::Value::Array(items)) = rule.custom.get("asff_types") {
-        let t: Vec<String> = items
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect();
+        let t: Vec<String> = items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
         if !t.is_empty() {
             return t;
         }
@@ -217,31 +208,15 @@ pub fn build_finding(input: &FindingInput<'_>, ctx: &FindingContext) -> AsffFind
     }
     .filter(|a| validate::is_account(a))
     .map(str::to_string);
-    let region = if ct {
-        str_at(ev, &["awsRegion"])
-    } else {
-        str_at(ev, &["region"])
-    }
-    .map(str::to_string);
+    let region = if ct { str_at(ev, &["awsRegion"]) } else { str_at(ev, &["region"]) }.map(str::to_string);
     let (account, affected) = match &ctx.report_to {
-        ReportTo::EventAccount => (
-            event_account
-                .clone()
-                .unwrap_or_else(|| ctx.product_account.clone()),
-            None,
-        ),
+        ReportTo::EventAccount => (event_account.clone().unwrap_or_else(|| ctx.product_account.clone()), None),
         ReportTo::Central { account } => (account.clone(), event_account.clone()),
     };
     let product_region = region.clone().unwrap_or_else(|| ctx.product_region.clone());
-    let product_arn =
-        format!("arn:aws:securityhub:{product_region}:{account}:product/{account}/default");
+    let product_arn = format!("arn:aws:securityhub:{product_region}:{account}:product/{account}/default");
 
-    let event_time = if ct {
-        str_at(ev, &["eventTime"])
-    } else {
-        str_at(ev, &["time"])
-    }
-    .and_then(parse_time);
+    let event_time = if ct { str_at(ev, &["eventTime"]) } else { str_at(ev, &["time"]) }.and_then(parse_time);
     let (first, last) = match &input.correlation {
         Some(c) => (c.window_start, c.window_end),
         None => {
@@ -266,10 +241,7 @@ pub fn build_finding(input: &FindingInput<'_>, ctx: &FindingContext) -> AsffFind
     let original = Some(rule.level.as_str().to_string());
     let types = types_of(rule, input.class);
 
-    let mut description = rule
-        .description
-        .clone()
-        .unwrap_or_else(|| rule.title.clone());
+    let mut description = rule.description.clone().unwrap_or_else(|| rule.title.clone());
     if let Some(c) = &input.correlation {
         let group: Vec<String> = c.group.iter().map(|(k, v)| format!("{k}={v}")).collect();
         description = format!(
@@ -283,19 +255,11 @@ pub fn build_finding(input: &FindingInput<'_>, ctx: &FindingContext) -> AsffFind
     }
 
     let remediation = Some(match rule.remediation() {
-        Some((text, url)) => Remediation {
-            recommendation: Recommendation {
-                text: clip(&text, 512),
-                url,
-            },
-        },
+        Some((text, url)) => Remediation { recommendation: Recommendation { text: clip(&text, 512), url } },
         None => Remediation {
             recommendation: Recommendation {
                 text: clip(
-                    &format!(
-                        "Review the activity that triggered \"{}\" and confirm it was authorised.",
-                        rule.title
-                    ),
+                    &format!("Review the activity that triggered \"{}\" and confirm it was authorised.", rule.title),
                     512,
                 ),
                 url: rule.references.first().cloned(),
@@ -306,36 +270,21 @@ pub fn build_finding(input: &FindingInput<'_>, ctx: &FindingContext) -> AsffFind
     let mut pf = BTreeMap::new();
     pf.insert("trailwatch/RuleId".to_string(), rule.id.clone());
     pf.insert("trailwatch/RuleTitle".to_string(), clip(&rule.title, 2048));
-    pf.insert(
-        "trailwatch/RuleLevel".to_string(),
-        rule.level.as_str().to_string(),
-    );
-    pf.insert(
-        "trailwatch/RuleSource".to_string(),
-        clip(&format!("{}:{}", rule.source, rule.line), 2048),
-    );
-    pf.insert(
-        "trailwatch/EventClass".to_string(),
-        input.class.service().to_string(),
-    );
+    pf.insert("trailwatch/RuleLevel".to_string(), rule.level.as_str().to_string());
+    pf.insert("trailwatch/RuleSource".to_string(), clip(&format!("{}:{}", rule.source, rule.line), 2048));
+    pf.insert("trailwatch/EventClass".to_string(), input.class.service().to_string());
     let ids = match &input.correlation {
         Some(c) => &c.sample_event_ids,
         None => &input.event_ids,
     };
     if !ids.is_empty() {
-        pf.insert(
-            "trailwatch/EventIds".to_string(),
-            clip(&ids.join(","), 2048),
-        );
+        pf.insert("trailwatch/EventIds".to_string(), clip(&ids.join(","), 2048));
     }
     if ct {
         for (k, path) in [
             ("aws/cloudtrail/EventName", &["eventName"][..]),
             ("aws/cloudtrail/EventSource", &["eventSource"][..]),
-            (
-                "aws/cloudtrail/UserIdentityArn",
-                &["userIdentity", "arn"][..],
-            ),
+            ("aws/cloudtrail/UserIdentityArn", &["userIdentity", "arn"][..]),
             ("aws/cloudtrail/SourceIPAddress", &["sourceIPAddress"][..]),
         ] {
             if let Some(v) = str_at(ev, path) {
@@ -347,16 +296,10 @@ pub fn build_finding(input: &FindingInput<'_>, ctx: &FindingContext) -> AsffFind
     }
     if let Some(c) = &input.correlation {
         pf.insert("trailwatch/Count".to_string(), c.count.to_string());
-        pf.insert(
-            "trailwatch/WindowStart".to_string(),
-            rfc3339(c.window_start),
-        );
+        pf.insert("trailwatch/WindowStart".to_string(), rfc3339(c.window_start));
         pf.insert("trailwatch/WindowEnd".to_string(), rfc3339(c.window_end));
         let group: Vec<String> = c.group.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        pf.insert(
-            "trailwatch/GroupKey".to_string(),
-            clip(&group.join(","), 2048),
-        );
+        pf.insert("trailwatch/GroupKey".to_string(), clip(&group.join(","), 2048));
     }
     if let Some(a) = &affected {
         pf.insert("trailwatch/AffectedAccount".to_string(), a.clone());
@@ -365,11 +308,7 @@ pub fn build_finding(input: &FindingInput<'_>, ctx: &FindingContext) -> AsffFind
     let nist = rule.nist_csf();
     let compliance = (!nist.is_empty()).then(|| Compliance {
         status: "FAILED".into(),
-        related_requirements: nist
-            .iter()
-            .take(validate::MAX_REQUIREMENTS)
-            .map(|n| format!("NIST CSF {n}"))
-            .collect(),
+        related_requirements: nist.iter().take(validate::MAX_REQUIREMENTS).map(|n| format!("NIST CSF {n}")).collect(),
     });
 
     let mut res = resources::resources_of(input.class, ev, region.as_deref());
@@ -404,23 +343,11 @@ pub fn build_finding(input: &FindingInput<'_>, ctx: &FindingContext) -> AsffFind
             action_type: "AWS_API_CALL".into(),
             aws_api_call_action: AwsApiCallAction {
                 api: str_at(ev, &["eventName"]).unwrap_or("unknown").to_string(),
-                service_name: str_at(ev, &["eventSource"])
-                    .unwrap_or("unknown")
-                    .to_string(),
-                caller_type: if is_v4 || ip.parse::<std::net::IpAddr>().is_ok() {
-                    "remoteIp"
-                } else {
-                    "domain"
-                }
-                .into(),
-                remote_ip_details: is_v4.then(|| RemoteIpDetails {
-                    ip_address_v4: ip.to_string(),
-                }),
-                domain_details: (!ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err()).then(
-                    || DomainDetails {
-                        domain: clip(ip, 128),
-                    },
-                ),
+                service_name: str_at(ev, &["eventSource"]).unwrap_or("unknown").to_string(),
+                caller_type: if is_v4 || ip.parse::<std::net::IpAddr>().is_ok() { "remoteIp" } else { "domain" }.into(),
+                remote_ip_details: is_v4.then(|| RemoteIpDetails { ip_address_v4: ip.to_string() }),
+                domain_details: (!ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err())
+                    .then(|| DomainDetails { domain: clip(ip, 128) }),
                 first_seen: rfc3339(first),
                 last_seen: rfc3339(last),
             },
@@ -443,11 +370,7 @@ pub fn build_finding(input: &FindingInput<'_>, ctx: &FindingContext) -> AsffFind
         // The event time, not the wall clock: a replay creates the same finding.
         created_at: rfc3339(first),
         updated_at: rfc3339(input.now.max(last)),
-        severity: Severity {
-            label: label.into(),
-            normalized,
-            original: original.clone(),
-        },
+        severity: Severity { label: label.into(), normalized, original: original.clone() },
         title: clip(&rule.title, validate::MAX_TITLE),
         description: clip(description.trim(), validate::MAX_DESCRIPTION),
         remediation,
@@ -456,15 +379,10 @@ pub fn build_finding(input: &FindingInput<'_>, ctx: &FindingContext) -> AsffFind
         resources: res,
         compliance,
         record_state: "ACTIVE".into(),
-        workflow: Workflow {
-            status: "NEW".into(),
-        },
+        workflow: Workflow { status: "NEW".into() },
         action,
         finding_provider_fields: FindingProviderFields {
-            severity: ProviderSeverity {
-                label: label.into(),
-                original,
-            },
+            severity: ProviderSeverity { label: label.into(), original },
             types,
         },
         region,

@@ -20,13 +20,7 @@ fn res(kind: &str, id: String, region: Option<&str>, details: Option<Value>) -> 
         .filter(|p| !p.is_empty())
         .unwrap_or("aws")
         .to_string();
-    Resource {
-        kind: kind.into(),
-        id,
-        partition,
-        region: region.map(str::to_string),
-        details,
-    }
+    Resource { kind: kind.into(), id, partition, region: region.map(str::to_string), details }
 }
 
 /// `arn:aws:sts::A:assumed-role/NAME/SESSION` → `arn:aws:iam::A:role/NAME`.
@@ -47,14 +41,9 @@ pub(super) fn resources_of(class: EventClass, ev: &Value, region: Option<&str>) 
                 let registry = s(&rp, &["registryId"]).unwrap_or(account);
                 let r = region.unwrap_or("us-east-1");
                 let repo_arn = format!("arn:aws:ecr:{r}:{registry}:repository/{repo}");
-                let digest = s(&rp, &["imageDigest"])
-                    .or_else(|| s(&rp, &["layerDigest"]))
-                    .or_else(|| {
-                        rp.get("imageIds")
-                            .and_then(|i| i.get(0))
-                            .and_then(|i| i.get("imageDigest"))
-                            .and_then(Value::as_str)
-                    });
+                let digest = s(&rp, &["imageDigest"]).or_else(|| s(&rp, &["layerDigest"])).or_else(|| {
+                    rp.get("imageIds").and_then(|i| i.get(0)).and_then(|i| i.get("imageDigest")).and_then(Value::as_str)
+                });
                 if let Some(d) = digest {
                     out.push(res(
                         "AwsEcrContainerImage",
@@ -70,28 +59,18 @@ pub(super) fn resources_of(class: EventClass, ev: &Value, region: Option<&str>) 
                     Some(json!({"AwsEcrRepository": {"RepositoryName": repo}})),
                 ));
             }
-            let td = s(
-                ev,
-                &["responseElements", "taskDefinition", "taskDefinitionArn"],
-            )
-            .map(str::to_string)
-            .or_else(|| s(&rp, &["taskDefinition"]).map(str::to_string))
-            .or_else(|| {
-                s(&rp, &["family"]).map(|f| {
-                    format!(
-                        "arn:aws:ecs:{}:{account}:task-definition/{f}",
-                        region.unwrap_or("us-east-1")
-                    )
-                })
-            });
+            let td = s(ev, &["responseElements", "taskDefinition", "taskDefinitionArn"])
+                .map(str::to_string)
+                .or_else(|| s(&rp, &["taskDefinition"]).map(str::to_string))
+                .or_else(|| {
+                    s(&rp, &["family"])
+                        .map(|f| format!("arn:aws:ecs:{}:{account}:task-definition/{f}", region.unwrap_or("us-east-1")))
+                });
             if let Some(td) = td {
                 let id = if td.starts_with("arn:") {
                     td
                 } else {
-                    format!(
-                        "arn:aws:ecs:{}:{account}:task-definition/{td}",
-                        region.unwrap_or("us-east-1")
-                    )
+                    format!("arn:aws:ecs:{}:{account}:task-definition/{td}", region.unwrap_or("us-east-1"))
                 };
                 out.push(res("AwsEcsTaskDefinition", id, region, None));
             }
@@ -99,36 +78,40 @@ pub(super) fn resources_of(class: EventClass, ev: &Value, region: Option<&str>) 
                 let id = if c.starts_with("arn:") {
                     c.to_string()
                 } else {
-                    format!(
-                        "arn:aws:ecs:{}:{account}:cluster/{c}",
-                        region.unwrap_or("us-east-1")
-                    )
+                    format!("arn:aws:ecs:{}:{account}:cluster/{c}", region.unwrap_or("us-east-1"))
                 };
                 out.push(res("AwsEcsCluster", id, region, None));
             }
             let ui = ev.get("userIdentity").cloned().unwrap_or(Value::Null);
-            match s(&ui, &["type"]) {
-                Some("IAMUser") => {
-                    if let Some(arn) = s(&ui, &["arn"]) {
-                        out.push(res("AwsIamUser", arn.to_string(), None, None));
-                    }
-                }
-                Some("AssumedRole") => {
+            let arn = s(&ui, &["arn"]).unwrap_or("");
+            // The type when given, else what the ARN says (correlation
+            // findings carry only the grouped fields).
+            let kind = s(&ui, &["type"]).unwrap_or(if arn.contains(":assumed-role/") {
+                "AssumedRole"
+            } else if arn.contains(":user/") {
+                "IAMUser"
+            } else if arn.ends_with(":root") {
+                "Root"
+            } else if arn.contains(":role/") {
+                "Role"
+            } else {
+                ""
+            });
+            match kind {
+                "IAMUser" if !arn.is_empty() => out.push(res("AwsIamUser", arn.to_string(), None, None)),
+                "AssumedRole" => {
                     let role = s(&ui, &["sessionContext", "sessionIssuer", "arn"])
                         .map(str::to_string)
-                        .or_else(|| s(&ui, &["arn"]).and_then(role_arn_of_assumed));
+                        .or_else(|| role_arn_of_assumed(arn));
                     if let Some(role) = role {
                         out.push(res("AwsIamRole", role, None, None));
                     }
                 }
-                Some("Root") => {
-                    if let Some(a) = s(&ui, &["accountId"]) {
-                        out.push(res(
-                            "AwsAccount",
-                            format!("AWS::::Account:{a}"),
-                            region,
-                            None,
-                        ));
+                "Role" => out.push(res("AwsIamRole", arn.to_string(), None, None)),
+                "Root" => {
+                    let account = s(&ui, &["accountId"]).or_else(|| arn.split(':').nth(4)).unwrap_or("");
+                    if !account.is_empty() {
+                        out.push(res("AwsAccount", format!("AWS::::Account:{account}"), region, None));
                     }
                 }
                 _ => {}
@@ -158,9 +141,7 @@ pub(super) fn resources_of(class: EventClass, ev: &Value, region: Option<&str>) 
                 }
             }
             if class == EventClass::Ecr {
-                if let (Some(repo), Some(digest)) =
-                    (s(&d, &["repository-name"]), s(&d, &["image-digest"]))
-                {
+                if let (Some(repo), Some(digest)) = (s(&d, &["repository-name"]), s(&d, &["image-digest"])) {
                     let account = s(ev, &["account"]).unwrap_or("");
                     let r = region.unwrap_or("us-east-1");
                     out.push(res(

@@ -31,23 +31,13 @@ fn rule(level: Level, tags: &[&str]) -> RuleMeta {
 }
 
 fn samples(rel: &str) -> Vec<Value> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/samples")
-        .join(rel);
-    let text = std::fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("shared sample {} missing: {e}", p.display()));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/samples").join(rel);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("shared sample {} missing: {e}", p.display()));
+    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 fn build(rule: &RuleMeta, class: EventClass, ev: &Value, ctx: &FindingContext) -> AsffFinding {
-    let id = ev
-        .get("eventID")
-        .or_else(|| ev.get("id"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let id = ev.get("eventID").or_else(|| ev.get("id")).and_then(Value::as_str).map(str::to_string);
     build_finding(
         &FindingInput {
             rule,
@@ -67,26 +57,11 @@ fn every_sample_gives_a_valid_finding() {
     let ctx = FindingContext::default();
     let mut n = 0;
     for (file, class) in [
-        (
-            "stratus-detonations/aws.defense-evasion.cloudtrail-stop.jsonl",
-            EventClass::CloudTrail,
-        ),
-        (
-            "stratus-detonations/aws.persistence.iam-backdoor-role.jsonl",
-            EventClass::CloudTrail,
-        ),
-        (
-            "ecr/cloudtrail_ecr_api_examples.jsonl",
-            EventClass::CloudTrail,
-        ),
-        (
-            "ecr/eventbridge_ecr_image_scan_basic.jsonl",
-            EventClass::Ecr,
-        ),
-        (
-            "ecr/eventbridge_inspector2_finding_ecr.jsonl",
-            EventClass::Inspector2,
-        ),
+        ("stratus-detonations/aws.defense-evasion.cloudtrail-stop.jsonl", EventClass::CloudTrail),
+        ("stratus-detonations/aws.persistence.iam-backdoor-role.jsonl", EventClass::CloudTrail),
+        ("ecr/cloudtrail_ecr_api_examples.jsonl", EventClass::CloudTrail),
+        ("ecr/eventbridge_ecr_image_scan_basic.jsonl", EventClass::Ecr),
+        ("ecr/eventbridge_inspector2_finding_ecr.jsonl", EventClass::Inspector2),
     ] {
         for ev in samples(file) {
             let f = build(&r, class, &ev, &ctx);
@@ -103,8 +78,7 @@ fn every_sample_gives_a_valid_finding() {
 fn ids_are_deterministic() {
     let r = rule(Level::High, &[]);
     let ctx = FindingContext::default();
-    let evs =
-        samples("stratus-detonations/aws.credential-access.secretsmanager-retrieve-secrets.jsonl");
+    let evs = samples("stratus-detonations/aws.credential-access.secretsmanager-retrieve-secrets.jsonl");
     let a = build(&r, EventClass::CloudTrail, &evs[0], &ctx);
     let b = build(&r, EventClass::CloudTrail, &evs[0], &ctx);
     assert_eq!(a, b);
@@ -120,52 +94,23 @@ fn ids_are_deterministic() {
 #[test]
 fn cloudtrail_finding_content() {
     let ev = &samples("stratus-detonations/aws.defense-evasion.cloudtrail-stop.jsonl")[0];
-    let r = rule(
-        Level::High,
-        &[
-            "attack.defense-evasion",
-            "attack.t1562.008",
-            "nist_csf.de.cm-7",
-            "nist_csf.pr.pt-1",
-        ],
-    );
+    let r = rule(Level::High, &["attack.defense-evasion", "attack.t1562.008", "nist_csf.de.cm-7", "nist_csf.pr.pt-1"]);
     let f = build(&r, EventClass::CloudTrail, ev, &FindingContext::default());
     assert_eq!(f.aws_account_id, "143434273843");
-    assert_eq!(
-        f.product_arn,
-        "arn:aws:securityhub:apiso-centralnorth-2r:143434273843:product/143434273843/default"
-    );
+    assert_eq!(f.product_arn, "arn:aws:securityhub:apiso-centralnorth-2r:143434273843:product/143434273843/default");
     assert_eq!(f.severity.label, "HIGH");
     assert_eq!(f.types, vec!["TTPs/Defense Evasion"]);
     assert_eq!(f.finding_provider_fields.types, f.types);
-    assert_eq!(
-        f.compliance.as_ref().unwrap().related_requirements,
-        vec!["NIST CSF DE.CM-7", "NIST CSF PR.PT-1"]
-    );
-    assert_eq!(
-        f.remediation.as_ref().unwrap().recommendation.text,
-        "Turn it back on."
-    );
+    assert_eq!(f.compliance.as_ref().unwrap().related_requirements, vec!["NIST CSF DE.CM-7", "NIST CSF PR.PT-1"]);
+    assert_eq!(f.remediation.as_ref().unwrap().recommendation.text, "Turn it back on.");
     assert_eq!(f.created_at, "2024-07-31T13:06:24Z");
     assert_eq!(f.updated_at, "2026-01-01T00:00:00Z");
-    assert!(f
-        .resources
-        .iter()
-        .any(|r| r.kind == "AwsIamUser" && r.id == "arn:aws:iam::143434273843:user/christophe"));
-    assert!(f
-        .resources
-        .iter()
-        .any(|r| r.kind == "AwsAccount" && r.id == "AWS::::Account:143434273843"));
+    assert!(f.resources.iter().any(|r| r.kind == "AwsIamUser" && r.id == "arn:aws:iam::143434273843:user/christophe"));
+    assert!(f.resources.iter().any(|r| r.kind == "AwsAccount" && r.id == "AWS::::Account:143434273843"));
     let act = &f.action.as_ref().unwrap().aws_api_call_action;
     assert_eq!(act.api, "StopLogging");
-    assert_eq!(
-        act.remote_ip_details.as_ref().unwrap().ip_address_v4,
-        "86.245.153.234"
-    );
-    assert_eq!(
-        f.product_fields["trailwatch/EventIds"],
-        "10163ed2-2253-469d-a5ee-cbc6651f8934"
-    );
+    assert_eq!(act.remote_ip_details.as_ref().unwrap().ip_address_v4, "86.245.153.234");
+    assert_eq!(f.product_fields["trailwatch/EventIds"], "10163ed2-2253-469d-a5ee-cbc6651f8934");
 }
 
 #[test]
@@ -178,38 +123,21 @@ fn severity_levels_and_scan_severity() {
         (Level::High, "HIGH", 70),
         (Level::Critical, "CRITICAL", 90),
     ] {
-        let f = build(
-            &rule(l, &[]),
-            EventClass::CloudTrail,
-            ev,
-            &FindingContext::default(),
-        );
-        assert_eq!(
-            (f.severity.label.as_str(), f.severity.normalized),
-            (label, n)
-        );
+        let f = build(&rule(l, &[]), EventClass::CloudTrail, ev, &FindingContext::default());
+        assert_eq!((f.severity.label.as_str(), f.severity.normalized), (label, n));
     }
     // A scan with criticals raises an informational rule to CRITICAL.
     let scan = &samples("ecr/eventbridge_ecr_image_scan_basic.jsonl")[0];
-    let f = build(
-        &rule(Level::Informational, &[]),
-        EventClass::Ecr,
-        scan,
-        &FindingContext::default(),
-    );
+    let f = build(&rule(Level::Informational, &[]), EventClass::Ecr, scan, &FindingContext::default());
     assert_eq!(f.severity.label, "CRITICAL");
-    assert_eq!(
-        f.types,
-        vec!["Software and Configuration Checks/Vulnerabilities/CVE"]
-    );
+    assert_eq!(f.types, vec!["Software and Configuration Checks/Vulnerabilities/CVE"]);
     assert!(f.resources.iter().any(|r| r.kind == "AwsEcrContainerImage"));
 }
 
 #[test]
 fn assumed_role_resource_and_ecr_repository() {
     assert_eq!(
-        resources::role_arn_of_assumed("arn:aws:sts::123456789012:assumed-role/ci-deployer/run-42")
-            .unwrap(),
+        resources::role_arn_of_assumed("arn:aws:sts::123456789012:assumed-role/ci-deployer/run-42").unwrap(),
         "arn:aws:iam::123456789012:role/ci-deployer"
     );
     let ev: Value = serde_json::json!({
@@ -219,73 +147,34 @@ fn assumed_role_resource_and_ecr_repository() {
         "userIdentity": {"type": "AssumedRole", "arn": "arn:aws:sts::123456789012:assumed-role/ci-deployer/run-42"},
         "requestParameters": {"repositoryName": "app/web", "layerDigest": "sha256:ab"}
     });
-    let f = build(
-        &rule(Level::Medium, &[]),
-        EventClass::CloudTrail,
-        &ev,
-        &FindingContext::default(),
-    );
+    let f = build(&rule(Level::Medium, &[]), EventClass::CloudTrail, &ev, &FindingContext::default());
     assert!(validate(&f).is_ok());
     let kinds: Vec<&str> = f.resources.iter().map(|r| r.kind.as_str()).collect();
-    assert_eq!(
-        kinds,
-        vec![
-            "AwsEcrContainerImage",
-            "AwsEcrRepository",
-            "AwsIamRole",
-            "AwsAccount"
-        ]
-    );
-    assert_eq!(
-        f.resources[1].id,
-        "arn:aws:ecr:eu-west-1:123456789012:repository/app/web"
-    );
-    assert_eq!(
-        f.resources[2].id,
-        "arn:aws:iam::123456789012:role/ci-deployer"
-    );
+    assert_eq!(kinds, vec!["AwsEcrContainerImage", "AwsEcrRepository", "AwsIamRole", "AwsAccount"]);
+    assert_eq!(f.resources[1].id, "arn:aws:ecr:eu-west-1:123456789012:repository/app/web");
+    assert_eq!(f.resources[2].id, "arn:aws:iam::123456789012:role/ci-deployer");
     let act = &f.action.as_ref().unwrap().aws_api_call_action;
     assert_eq!(act.caller_type, "domain");
-    assert_eq!(
-        act.domain_details.as_ref().unwrap().domain,
-        "ecs.amazonaws.com"
-    );
+    assert_eq!(act.domain_details.as_ref().unwrap().domain, "ecs.amazonaws.com");
 }
 
 #[test]
 fn central_reporting_keeps_the_affected_account() {
     let ev = &samples("stratus-detonations/aws.defense-evasion.cloudtrail-stop.jsonl")[0];
-    let ctx = FindingContext {
-        report_to: ReportTo::Central {
-            account: "999999999999".into(),
-        },
-        ..FindingContext::default()
-    };
+    let ctx =
+        FindingContext { report_to: ReportTo::Central { account: "999999999999".into() }, ..FindingContext::default() };
     let f = build(&rule(Level::High, &[]), EventClass::CloudTrail, ev, &ctx);
     assert_eq!(f.aws_account_id, "999999999999");
-    assert!(f
-        .product_arn
-        .contains(":999999999999:product/999999999999/default"));
-    assert!(f
-        .resources
-        .iter()
-        .any(|r| r.id == "AWS::::Account:143434273843"));
-    assert_eq!(
-        f.product_fields["trailwatch/AffectedAccount"],
-        "143434273843"
-    );
+    assert!(f.product_arn.contains(":999999999999:product/999999999999/default"));
+    assert!(f.resources.iter().any(|r| r.id == "AWS::::Account:143434273843"));
+    assert_eq!(f.product_fields["trailwatch/AffectedAccount"], "143434273843");
     assert!(validate(&f).is_ok());
 }
 
 #[test]
 fn validation_names_each_violation() {
     let ev = &samples("stratus-detonations/aws.defense-evasion.cloudtrail-stop.jsonl")[0];
-    let mut f = build(
-        &rule(Level::High, &[]),
-        EventClass::CloudTrail,
-        ev,
-        &FindingContext::default(),
-    );
+    let mut f = build(&rule(Level::High, &[]), EventClass::CloudTrail, ev, &FindingContext::default());
     f.schema_version = "1".into();
     f.aws_account_id = "12".into();
     f.types = vec!["Bogus/Thing".into()];
@@ -293,10 +182,7 @@ fn validation_names_each_violation() {
     f.resources.clear();
     f.severity.label = "SEVERE".into();
     f.created_at = "yesterday".into();
-    f.compliance = Some(Compliance {
-        status: "FAILED".into(),
-        related_requirements: vec!["x".into(); 33],
-    });
+    f.compliance = Some(Compliance { status: "FAILED".into(), related_requirements: vec!["x".into(); 33] });
     let v = validate(&f).unwrap_err();
     let fields: Vec<&str> = v.iter().map(|x| x.field).collect();
     for want in [
@@ -325,17 +211,13 @@ fn long_text_is_clipped_and_huge_findings_shrink() {
     let f = build(&r, EventClass::CloudTrail, ev, &FindingContext::default());
     assert_eq!(f.description.chars().count(), 1024);
     assert!(f.description.ends_with('…'));
-    assert_eq!(
-        f.compliance.as_ref().unwrap().related_requirements.len(),
-        32
-    );
+    assert_eq!(f.compliance.as_ref().unwrap().related_requirements.len(), 32);
     assert!(validate(&f).is_ok());
     let mut big = f.clone();
     for i in 0..200 {
         big.product_fields.insert(format!("k{i}"), "v".repeat(2000));
     }
-    big.product_fields
-        .retain(|k, _| k.len() < 5 || k.starts_with("trail"));
+    big.product_fields.retain(|k, _| k.len() < 5 || k.starts_with("trail"));
     let mut huge = build(&r, EventClass::CloudTrail, ev, &FindingContext::default());
     for res in &mut huge.resources {
         res.details = Some(serde_json::json!({"blob": "y".repeat(150_000)}));
@@ -374,10 +256,7 @@ fn correlation_findings_use_the_dedup_key() {
     let b = mk(corr(30));
     assert_eq!(a.id, b.id, "an update keeps the Id");
     assert_eq!(b.product_fields["trailwatch/Count"], "30");
-    assert_eq!(
-        a.product_fields["trailwatch/WindowStart"],
-        "2024-07-31T13:00:00Z"
-    );
+    assert_eq!(a.product_fields["trailwatch/WindowStart"], "2024-07-31T13:00:00Z");
     assert_eq!(a.product_fields["trailwatch/EventIds"], "a,b");
     assert_eq!(a.first_observed_at, "2024-07-31T13:00:00Z");
     assert!(validate(&a).is_ok());

@@ -25,13 +25,8 @@ pub const MAX_RESOURCES: usize = 32;
 pub const MAX_REQUIREMENTS: usize = 32;
 pub const MAX_PRODUCT_FIELDS: usize = 50;
 pub const MAX_TYPES: usize = 50;
-const NAMESPACES: [&str; 5] = [
-    "Software and Configuration Checks",
-    "TTPs",
-    "Effects",
-    "Unusual Behaviors",
-    "Sensitive Data Identifications",
-];
+const NAMESPACES: [&str; 5] =
+    ["Software and Configuration Checks", "TTPs", "Effects", "Unusual Behaviors", "Sensitive Data Identifications"];
 const LABELS: [&str; 5] = ["INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL"];
 
 /// Every violation of `f`, or Ok.
@@ -39,25 +34,16 @@ pub fn validate(f: &AsffFinding) -> Result<(), Vec<AsffViolation>> {
     let mut v = Vec::new();
     let mut bad = |field: &'static str, reason: String| v.push(AsffViolation { field, reason });
     if f.schema_version != "2018-10-08" {
-        bad(
-            "SchemaVersion",
-            format!("must be 2018-10-08, is `{}`", f.schema_version),
-        );
+        bad("SchemaVersion", format!("must be 2018-10-08, is `{}`", f.schema_version));
     }
     if f.id.is_empty() || f.id.len() > 512 {
-        bad(
-            "Id",
-            format!("must be 1..=512 characters, is {}", f.id.len()),
-        );
+        bad("Id", format!("must be 1..=512 characters, is {}", f.id.len()));
     }
     if f.generator_id.is_empty() || f.generator_id.len() > 512 {
         bad("GeneratorId", "must be 1..=512 characters".into());
     }
     if !is_account(&f.aws_account_id) {
-        bad(
-            "AwsAccountId",
-            format!("`{}` is not a 12-digit account id", f.aws_account_id),
-        );
+        bad("AwsAccountId", format!("`{}` is not a 12-digit account id", f.aws_account_id));
     }
     match parse_product_arn(&f.product_arn) {
         Some(account) if account == f.aws_account_id => {}
@@ -70,10 +56,7 @@ pub fn validate(f: &AsffFinding) -> Result<(), Vec<AsffViolation>> {
         ),
         None => bad(
             "ProductArn",
-            format!(
-                "`{}` is not arn:aws:securityhub:REGION:ACCOUNT:product/ACCOUNT/default",
-                f.product_arn
-            ),
+            format!("`{}` is not arn:aws:securityhub:REGION:ACCOUNT:product/ACCOUNT/default", f.product_arn),
         ),
     }
     if f.types.is_empty() || f.types.len() > MAX_TYPES {
@@ -81,12 +64,8 @@ pub fn validate(f: &AsffFinding) -> Result<(), Vec<AsffViolation>> {
     }
     for t in &f.types {
         let parts: Vec<&str> = t.split('/').collect();
-        if parts.len() > 3 || !NAMESPACES.contains(&parts[0]) || parts.iter().any(|p| p.is_empty())
-        {
-            bad(
-                "Types",
-                format!("`{t}` is not namespace/category/classifier of the ASFF taxonomy"),
-            );
+        if parts.len() > 3 || !NAMESPACES.contains(&parts[0]) || parts.iter().any(|p| p.is_empty()) {
+            bad("Types", format!("`{t}` is not namespace/category/classifier of the ASFF taxonomy"));
         }
     }
     for (field, t) in [
@@ -100,10 +79,7 @@ pub fn validate(f: &AsffFinding) -> Result<(), Vec<AsffViolation>> {
         }
     }
     if !LABELS.contains(&f.severity.label.as_str()) {
-        bad(
-            "Severity.Label",
-            format!("`{}` is not a severity label", f.severity.label),
-        );
+        bad("Severity.Label", format!("`{}` is not a severity label", f.severity.label));
     }
     if f.severity.normalized > 100 {
         bad("Severity.Normalized", "must be 0..=100".into());
@@ -112,19 +88,10 @@ pub fn validate(f: &AsffFinding) -> Result<(), Vec<AsffViolation>> {
         bad("Title", format!("must be 1..={MAX_TITLE} characters"));
     }
     if f.description.is_empty() || f.description.chars().count() > MAX_DESCRIPTION {
-        bad(
-            "Description",
-            format!("must be 1..={MAX_DESCRIPTION} characters"),
-        );
+        bad("Description", format!("must be 1..={MAX_DESCRIPTION} characters"));
     }
     if f.resources.is_empty() || f.resources.len() > MAX_RESOURCES {
-        bad(
-            "Resources",
-            format!(
-                "must have 1..={MAX_RESOURCES} entries, has {}",
-                f.resources.len()
-            ),
-        );
+        bad("Resources", format!("must have 1..={MAX_RESOURCES} entries, has {}", f.resources.len()));
     }
     for r in &f.resources {
         if r.kind.is_empty() || r.id.is_empty() {
@@ -133,32 +100,20 @@ pub fn validate(f: &AsffFinding) -> Result<(), Vec<AsffViolation>> {
     }
     if let Some(c) = &f.compliance {
         if c.related_requirements.len() > MAX_REQUIREMENTS {
-            bad(
-                "Compliance.RelatedRequirements",
-                format!("at most {MAX_REQUIREMENTS} entries"),
-            );
+            bad("Compliance.RelatedRequirements", format!("at most {MAX_REQUIREMENTS} entries"));
         }
     }
     if let Some(r) = &f.remediation {
         if r.recommendation.text.chars().count() > 512 {
-            bad(
-                "Remediation.Recommendation.Text",
-                "at most 512 characters".into(),
-            );
+            bad("Remediation.Recommendation.Text", "at most 512 characters".into());
         }
     }
     if f.product_fields.len() > MAX_PRODUCT_FIELDS {
-        bad(
-            "ProductFields",
-            format!("at most {MAX_PRODUCT_FIELDS} pairs"),
-        );
+        bad("ProductFields", format!("at most {MAX_PRODUCT_FIELDS} pairs"));
     }
     for (k, val) in &f.product_fields {
         if k.len() > 128 || val.len() > 2048 {
-            bad(
-                "ProductFields",
-                format!("`{k}`: keys ≤128 and values ≤2048 characters"),
-            );
+            bad("ProductFields", format!("`{k}`: keys ≤128 and values ≤2048 characters"));
         }
     }
     let size = f.to_json_line().len();
