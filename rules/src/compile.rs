@@ -294,7 +294,7 @@ impl Ctx<'_, '_> {
     }
 
     /// Fills `%name%` placeholders with their configured values (every
-    /// combination). A placeholder with no configured values yields nothing,
+    /// combination; values may contain wildcards). A placeholder with no configured values yields nothing,
     /// so the item can never match; the loader warns about it.
     fn expand(&mut self, text: &str) -> Vec<String> {
         let mut out = vec![String::new()];
@@ -317,8 +317,9 @@ impl Ctx<'_, '_> {
             let mut next = Vec::with_capacity(out.len() * vals.len());
             for o in &out {
                 for v in &vals {
-                    // Placeholder values are literals: escape Sigma wildcards.
-                    next.push(format!("{o}{prefix}{}", escape_wildcards(v)));
+                    // Like pySigma's value placeholders: `*` and `?` in a
+                    // configured value are wildcards (escape them with `\`).
+                    next.push(format!("{o}{prefix}{v}"));
                 }
             }
             out = next;

@@ -17,9 +17,25 @@
 //! The class defaults to the first class the rule's logsource selects. Each
 //! test runs through the whole rule set (JSON extraction and rule index
 //! included) and checks whether *this* rule matched.
+//!
+//! A correlation rule's cases give a sequence of events, fed in order to a
+//! fresh detector (then flushed), and either `match: true|false` or
+//! `expect: N`, the number of new (non-update) alerts of this correlation:
+//!
+//! ```yaml
+//! tests:
+//!   - name: 3 downloads in a minute
+//!     expect: 1
+//!     events:
+//!       - {eventName: GetDownloadUrlForLayer, eventTime: '2026-01-01T00:00:00Z', userIdentity: {arn: a}}
+//!       - ...
+//! ```
 
 use serde_yaml::Value;
 
+use std::sync::Arc;
+
+use crate::detect::{Alert, Detector, DetectorConfig};
 use crate::engine::RuleSet;
 use crate::logsource::EventClass;
 
@@ -75,6 +91,84 @@ pub fn parse_cases(tests: &Value, default_class: EventClass) -> Result<Vec<TestC
         out.push(TestCase { name, expect_match, class, event_json });
     }
     Ok(out)
+}
+
+/// Runs the tests of every detection and correlation rule that has some.
+pub fn run_all_tests(set: &Arc<RuleSet>) -> Vec<TestOutcome> {
+    let mut out = run_detection_tests(set);
+    out.extend(run_correlation_tests(set));
+    out
+}
+
+/// Runs the tests of every correlation rule in `set` that has some.
+pub fn run_correlation_tests(set: &Arc<RuleSet>) -> Vec<TestOutcome> {
+    let mut outcomes = Vec::new();
+    for (ci, c) in set.correlations().iter().enumerate() {
+        let Some(tests) = &c.tests else { continue };
+        let base = |case: &str, passed: bool, message: String| TestOutcome {
+            rule_id: c.meta.id.clone(),
+            rule_title: c.meta.title.clone(),
+            source: c.meta.source.clone(),
+            line: c.meta.line,
+            case: case.to_string(),
+            passed,
+            message,
+        };
+        let Value::Sequence(items) = tests else {
+            outcomes.push(base("(tests)", false, "`tests` must be a list".into()));
+            continue;
+        };
+        for (i, it) in items.iter().enumerate() {
+            let name = it.get("name").and_then(Value::as_str).map_or_else(|| format!("#{}", i + 1), str::to_string);
+            let Some(Value::Sequence(events)) = it.get("events") else {
+                outcomes.push(base(&name, false, "a correlation test needs `events:` (a list of events)".into()));
+                continue;
+            };
+            let expect = match (it.get("expect").and_then(Value::as_u64), it.get("match").and_then(Value::as_bool)) {
+                (Some(n), _) => n,
+                (None, Some(true)) | (None, None) => u64::MAX,
+                (None, Some(false)) => 0,
+            };
+            let class = match it.get("class").and_then(Value::as_str) {
+                None => EventClass::CloudTrail,
+                Some(cl) => match EventClass::ALL.into_iter().find(|k| k.service() == cl) {
+                    Some(k) => k,
+                    None => {
+                        outcomes.push(base(&name, false, format!("unknown class `{cl}`")));
+                        continue;
+                    }
+                },
+            };
+            let cfg = DetectorConfig { allowed_lateness_ms: i64::MAX / 4, ..DetectorConfig::default() };
+            let mut det = Detector::new(Arc::clone(set), cfg);
+            let mut scratch = set.scratch();
+            let mut alerts = Vec::new();
+            let mut error = None;
+            for ev in events {
+                let json = match ev {
+                    Value::String(s) => s.clone(),
+                    other => serde_json::to_string(other).unwrap_or_default(),
+                };
+                if let Err(e) = det.process(class, &json, 0, &mut scratch, &mut alerts) {
+                    error = Some(format!("event is not valid JSON: {e}"));
+                    break;
+                }
+            }
+            det.flush(&mut alerts);
+            let fired =
+                alerts.iter().filter(|a| matches!(a, Alert::Correlation(x) if x.rule == ci && !x.is_update)).count()
+                    as u64;
+            let outcome = match error {
+                Some(e) => base(&name, false, e),
+                None if expect == u64::MAX && fired > 0 => base(&name, true, String::new()),
+                None if expect == fired => base(&name, true, String::new()),
+                None if expect == u64::MAX => base(&name, false, "expected the correlation to fire, it did not".into()),
+                None => base(&name, false, format!("expected {expect} alert(s), got {fired}")),
+            };
+            outcomes.push(outcome);
+        }
+    }
+    outcomes
 }
 
 /// Runs the tests of every detection rule in `set` that has some.
@@ -154,5 +248,49 @@ tests:
         assert!(out[0].passed && out[1].passed);
         assert!(!out[2].passed);
         assert!(out[2].message.contains("expected a match"));
+    }
+
+    #[test]
+    fn correlation_cases() {
+        let text = r#"
+title: download
+id: d
+name: download
+logsource: {product: aws, service: cloudtrail}
+detection:
+  sel: {eventName: GetDownloadUrlForLayer}
+  condition: sel
+---
+title: bulk
+id: b
+correlation:
+  type: event_count
+  rules: [download]
+  group-by: [userIdentity.arn]
+  timespan: 1m
+  condition: {gte: 2}
+tests:
+  - name: two in a minute
+    expect: 1
+    events:
+      - {eventName: GetDownloadUrlForLayer, eventTime: '2026-01-01T00:00:00Z', userIdentity: {arn: a}}
+      - {eventName: GetDownloadUrlForLayer, eventTime: '2026-01-01T00:00:30Z', userIdentity: {arn: a}}
+  - name: too slow
+    match: false
+    events:
+      - {eventName: GetDownloadUrlForLayer, eventTime: '2026-01-01T00:00:00Z', userIdentity: {arn: a}}
+      - {eventName: GetDownloadUrlForLayer, eventTime: '2026-01-01T00:02:00Z', userIdentity: {arn: a}}
+  - name: wrong
+    expect: 2
+    events:
+      - {eventName: GetDownloadUrlForLayer, eventTime: '2026-01-01T00:00:00Z', userIdentity: {arn: a}}
+      - {eventName: GetDownloadUrlForLayer, eventTime: '2026-01-01T00:00:01Z', userIdentity: {arn: a}}
+"#;
+        let (set, _) =
+            RuleSet::load(&[RuleFile { name: "r.yml".into(), text: text.into() }], &CompileOptions::default()).unwrap();
+        let out = run_all_tests(&std::sync::Arc::new(set));
+        assert_eq!(out.len(), 3);
+        assert!(out[0].passed && out[1].passed, "{out:?}");
+        assert!(!out[2].passed && out[2].message.contains("expected 2"), "{out:?}");
     }
 }
