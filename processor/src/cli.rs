@@ -238,49 +238,65 @@ fn services(r: &trailwatch_rules::DetectionRule) -> String {
 
 fn list_cmd(args: &RuleArgs, format: ListFormat) -> anyhow::Result<i32> {
     let (_, set, _) = load_rules(args)?;
+    // One row per rule: detections, then correlations (which see the alerts
+    // of the rules they name).
+    struct Row<'a> {
+        meta: &'a trailwatch_rules::RuleMeta,
+        sees: String,
+        condition: String,
+    }
+    let mut rows: Vec<Row<'_>> = set
+        .rules()
+        .iter()
+        .map(|r| Row { meta: &r.meta, sees: services(r), condition: r.condition_text.clone() })
+        .collect();
+    for c in set.correlations() {
+        rows.push(Row {
+            meta: &c.meta,
+            sees: format!("correlation ({:?}, {}s)", c.kind, c.timespan_ms / 1000).to_lowercase(),
+            condition: format!("{:?} by {}", c.condition, c.group_by.join(", ")),
+        });
+    }
     let out = io::stdout();
     let mut out = out.lock();
-    match format {
-        ListFormat::Text => {
-            for r in set.rules() {
-                writeln!(
-                    out,
-                    "{:<38} {:<13} {:<24} {}  [{}]",
-                    r.meta.id,
-                    r.meta.level.as_str(),
-                    services(r),
-                    r.meta.title,
-                    r.meta.nist_csf().join(", ")
-                )?;
-            }
-        }
-        ListFormat::Markdown => {
-            writeln!(out, "| id | title | level | sees | NIST CSF |")?;
-            writeln!(out, "|---|---|---|---|---|")?;
-            for r in set.rules() {
+    for r in &rows {
+        let m = r.meta;
+        match format {
+            ListFormat::Text => writeln!(
+                out,
+                "{:<38} {:<13} {:<24} {}  [{}]",
+                m.id,
+                m.level.as_str(),
+                r.sees,
+                m.title,
+                m.nist_csf().join(", ")
+            )?,
+            ListFormat::Markdown => {
+                if std::ptr::eq(r, &rows[0]) {
+                    writeln!(out, "| id | title | level | sees | NIST CSF |")?;
+                    writeln!(out, "|---|---|---|---|---|")?;
+                }
                 writeln!(
                     out,
                     "| `{}` | {} | {} | {} | {} |",
-                    r.meta.id,
-                    r.meta.title.replace('|', "\\|"),
-                    r.meta.level.as_str(),
-                    services(r),
-                    r.meta.nist_csf().join(", ")
-                )?;
+                    m.id,
+                    m.title.replace('|', "\\|"),
+                    m.level.as_str(),
+                    r.sees,
+                    m.nist_csf().join(", ")
+                )?
             }
-        }
-        ListFormat::Json => {
-            for r in set.rules() {
+            ListFormat::Json => {
                 let v = serde_json::json!({
-                    "id": r.meta.id,
-                    "title": r.meta.title,
-                    "level": r.meta.level.as_str(),
-                    "status": r.meta.status,
-                    "sees": services(r),
-                    "tags": r.meta.tags,
-                    "nist_csf": r.meta.nist_csf(),
-                    "source": format!("{}:{}", r.meta.source, r.meta.line),
-                    "condition": r.condition_text,
+                    "id": m.id,
+                    "title": m.title,
+                    "level": m.level.as_str(),
+                    "status": m.status,
+                    "sees": r.sees,
+                    "tags": m.tags,
+                    "nist_csf": m.nist_csf(),
+                    "source": format!("{}:{}", m.source, m.line),
+                    "condition": r.condition,
                 });
                 writeln!(out, "{v}")?;
             }
