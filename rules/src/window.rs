@@ -81,6 +81,15 @@ pub struct CorrelationRule {
     pub tests: Option<Value>,
 }
 
+/// A string or a list of strings.
+fn string_list(v: &Value) -> Option<Vec<String>> {
+    match v {
+        Value::String(s) => Some(vec![s.clone()]),
+        Value::Sequence(items) => items.iter().map(|i| i.as_str().map(str::to_string)).collect(),
+        _ => None,
+    }
+}
+
 pub fn parse_timespan(s: &str) -> Result<i64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -128,17 +137,9 @@ pub(crate) fn compile(
         Some(t) => return Err(err("type", format!("unknown correlation type `{t}`"))),
         None => return Err(err("correlation", "correlation needs a `type`".into())),
     };
-    let names: Vec<String> = match m.get("rules") {
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Sequence(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| err("rules", "`rules` must be a list of rule ids or names".into()))
-            })
-            .collect::<Result<_, _>>()?,
-        _ => {
+    let names = match m.get("rules") {
+        Some(v) => string_list(v).ok_or_else(|| err("rules", "`rules` must be a list of rule ids or names".into()))?,
+        None => {
             return Err(err(
                 "correlation",
                 "correlation needs `rules` (ids or names of the rules it correlates)".into(),
@@ -160,18 +161,9 @@ pub(crate) fn compile(
             }
         }
     }
-    let group_by: Vec<String> = match m.get("group-by") {
+    let group_by = match m.get("group-by") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Sequence(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| err("group-by", "`group-by` must be a list of field names".into()))
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(err("group-by", "`group-by` must be a list of field names".into())),
+        Some(v) => string_list(v).ok_or_else(|| err("group-by", "`group-by` must be a list of field names".into()))?,
     };
     // aliases: alias → { rule name → field }
     let mut aliases: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();

@@ -333,31 +333,24 @@ impl Decoder<'_, '_> {
         };
         let text: &str = &text;
         let mut start = 0usize;
+        // Lines are counted incrementally: recounting from the top for each
+        // value would be quadratic on large documents.
+        let (mut counted_to, mut lines) = (0usize, 0u64);
         while start < text.len() {
             let rest = &text[start..];
             let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<&serde_json::value::RawValue>();
             loop {
                 let before = stream.byte_offset();
-                match stream.next() {
+                let item = stream.next();
+                let skip = rest[before..].len() - rest[before..].trim_start().len();
+                let at = start + before + skip;
+                lines += count_lines(&text.as_bytes()[counted_to.min(at)..at]);
+                counted_to = counted_to.max(at);
+                let pos = Position { line: first_line + lines, byte_offset: base_offset + at as u64, record: None };
+                match item {
                     None => return,
-                    Some(Ok(raw)) => {
-                        let skip = rest[before..].len() - rest[before..].trim_start().len();
-                        let at = start + before + skip;
-                        let pos = Position {
-                            line: first_line + count_lines(&text.as_bytes()[..at]),
-                            byte_offset: base_offset + at as u64,
-                            record: None,
-                        };
-                        self.value(raw.get(), pos, via, 0);
-                    }
+                    Some(Ok(raw)) => self.value(raw.get(), pos, via, 0),
                     Some(Err(e)) => {
-                        let skip = rest[before..].len() - rest[before..].trim_start().len();
-                        let at = start + before + skip;
-                        let pos = Position {
-                            line: first_line + count_lines(&text.as_bytes()[..at]),
-                            byte_offset: base_offset + at as u64,
-                            record: None,
-                        };
                         self.error(pos, DecodeErrorKind::Json, format!("invalid JSON: {e}"));
                         // Resume at the line after the error.
                         let err_at = start + line_col_to_offset(rest, e.line(), e.column());
