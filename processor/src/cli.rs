@@ -34,8 +34,22 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the service: sources (Kinesis, SQS, files) → rules → sinks (Security
+    /// Hub, files), with checkpoints, metrics and graceful shutdown. Without a
+    /// config, runs the embedded default (the demo events, findings on stdout).
+    Run(RunArgs),
     /// Replay archived events (files, directories, or - for stdin) through the rules.
     Replay(ReplayArgs),
+    /// Exit 0 when a running trailwatch answers 200 on its health endpoint
+    /// (for container health checks; no curl needed).
+    Healthcheck {
+        /// The URL to check.
+        #[arg(long, default_value = "http://127.0.0.1:9464/healthz")]
+        url: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Validate, list or test rules.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -82,6 +96,15 @@ pub struct ReplayArgs {
     pub inputs: Vec<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub rules: RuleArgs,
+    /// Serve /metrics, /healthz and /readyz here instead of `metrics.listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum RulesCommand {
     /// Check that rule files load; errors name file, line and reason.
@@ -114,14 +137,19 @@ pub enum ListFormat {
 /// Config, rule set and warnings for the rule arguments of a command.
 fn load_rules(args: &RuleArgs) -> anyhow::Result<(Config, RuleSet, Vec<trailwatch_rules::RuleWarning>)> {
     let cfg = Config::load(args.config.as_deref())?;
+    let (set, warnings) = rules_for(&cfg, args)?;
+    Ok((cfg, set, warnings))
+}
+
+/// The rule set of a config plus the command line's rule arguments.
+fn rules_for(cfg: &Config, args: &RuleArgs) -> anyhow::Result<(RuleSet, Vec<trailwatch_rules::RuleWarning>)> {
     let builtin = cfg.rules.builtin && !args.no_builtin;
     let mut opts = ruleset::compile_options(&cfg.rules, builtin)?;
     // Suppressions read their fields from every event.
     opts.extra_fields = cfg.suppressions.iter().map(|s| s.field.clone()).collect();
     let mut dirs = cfg.rules.paths.clone();
     dirs.extend(args.rules.iter().cloned());
-    let (set, warnings) = ruleset::load(&dirs, builtin, &opts)?;
-    Ok((cfg, set, warnings))
+    ruleset::load(&dirs, builtin, &opts)
 }
 
 /// Compile options for commands that take rule directories only.
@@ -130,7 +158,24 @@ fn plain_options(builtin: bool) -> anyhow::Result<CompileOptions> {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    if let Command::Run(a) = cli.command {
+        return run_cmd(a, &cli.log_level);
+    }
+    crate::telemetry::init_logging(&cli.log_level, crate::config::LogFormat::Text);
     match cli.command {
+        Command::Run(_) => unreachable!("handled above"),
+        Command::Healthcheck { url, timeout } => {
+            match crate::http::check(&url, std::time::Duration::from_secs(timeout)) {
+                Ok(body) => {
+                    println!("{body}");
+                    Ok(0)
+                }
+                Err(e) => {
+                    eprintln!("unhealthy: {e}");
+                    Ok(1)
+                }
+            }
+        }
         Command::Replay(a) => replay_cmd(a),
         Command::Rules(RulesCommand::Validate { dirs }) => validate_cmd(&dirs),
         Command::Rules(RulesCommand::List { rules, format }) => list_cmd(&rules, format),
@@ -141,6 +186,53 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
 fn print_warnings(w: &[trailwatch_rules::RuleWarning]) {
     for w in w {
         eprintln!("{w}");
+    }
+}
+
+fn run_cmd(a: RunArgs, log_level: &str) -> anyhow::Result<i32> {
+    let embedded = a.rules.config.is_none();
+    let fallback = embedded.then_some(crate::config::EMBEDDED_DEFAULT);
+    let mut cfg = Config::load_or(a.rules.config.as_deref(), fallback)?;
+    if let Some(l) = a.metrics_listen {
+        cfg.metrics.enabled = true;
+        cfg.metrics.listen = l;
+        cfg.validate()?;
+    }
+    crate::telemetry::init_logging(log_level, cfg.telemetry.log_format);
+    if cfg.sources.is_empty() {
+        anyhow::bail!("no sources configured: add a [sources.<name>] section (see trailwatch.example.toml)");
+    }
+    let (set, warnings) = rules_for(&cfg, &a.rules)?;
+    print_warnings(&warnings);
+    if set.rules().is_empty() {
+        anyhow::bail!("no rules to run: give --rules DIR or drop --no-builtin");
+    }
+    let opts = crate::service::RunOptions {
+        detector: detector_config(&cfg)?,
+        findings: finding_context(&cfg, None, None),
+        now: None,
+        dead_letter: None,
+        decode: DecodeOptions::default(),
+        on_listen: None,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("trailwatch").build()?;
+    let summary = rt.block_on(crate::service::run(cfg, Arc::new(set), opts, crate::service::shutdown_signal()))?;
+    eprint!("{}", summary.text());
+    Ok(0)
+}
+
+/// Where findings are reported, from config and command-line overrides.
+fn finding_context(cfg: &Config, central_account: Option<String>, region: Option<String>) -> FindingContext {
+    FindingContext {
+        product_region: region.unwrap_or(cfg.findings.region.clone()),
+        report_to: match (central_account, cfg.findings.report_to) {
+            (Some(account), _) => ReportTo::Central { account },
+            (None, ReportToConfig::Central) => {
+                ReportTo::Central { account: cfg.findings.central_account.clone().unwrap_or_default() }
+            }
+            (None, ReportToConfig::EventAccount) => ReportTo::EventAccount,
+        },
+        ..FindingContext::default()
     }
 }
 
@@ -160,17 +252,7 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
         dead_letter: a.dead_letter,
         progress: !a.no_progress && io::stderr().is_terminal(),
         decode: DecodeOptions::default(),
-        findings: FindingContext {
-            product_region: a.region.unwrap_or(cfg.findings.region.clone()),
-            report_to: match (a.central_account, cfg.findings.report_to) {
-                (Some(account), _) => ReportTo::Central { account },
-                (None, ReportToConfig::Central) => {
-                    ReportTo::Central { account: cfg.findings.central_account.clone().unwrap_or_default() }
-                }
-                (None, ReportToConfig::EventAccount) => ReportTo::EventAccount,
-            },
-            ..FindingContext::default()
-        },
+        findings: finding_context(&cfg, a.central_account, a.region),
         now,
         detector: detector_config(&cfg)?,
     };

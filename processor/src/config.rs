@@ -13,6 +13,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+pub use crate::aws::AwsConfig;
+use crate::sinks::SinkConfig;
+use crate::sources::SourceConfig;
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -22,6 +26,139 @@ pub struct Config {
     /// Allowlist entries applied to every rule's matches (no rule edits).
     pub suppressions: Vec<SuppressionConfig>,
     pub findings: FindingsConfig,
+    /// Overrides of the AWS SDK's region/endpoint/profile chain.
+    pub aws: AwsConfig,
+    /// The long-running service (`trailwatch run`).
+    pub service: ServiceConfig,
+    /// Inputs, by name (`[sources.<name>]`, each with a `type`).
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// Where checkpoints and window state are committed.
+    pub checkpoints: CheckpointsConfig,
+    /// Outputs, by name (`[sinks.<name>]`, each with a `type`); none = ASFF JSON lines on stdout.
+    pub sinks: BTreeMap<String, SinkConfig>,
+    pub metrics: MetricsConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[service]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// Local state: checkpoints and window snapshots (file store), the
+    /// Security Hub spool, the dead-letter file.
+    pub state_dir: PathBuf,
+    /// How often checkpoints and window state are committed. Input is
+    /// acknowledged (SQS delete, Kinesis checkpoint) only at a commit.
+    #[serde(with = "duration_text")]
+    pub commit_interval: Duration,
+    /// Deadline for a graceful shutdown (SIGTERM/SIGINT): stop reading,
+    /// drain, flush sinks, commit. ECS waits 30 s by default before SIGKILL.
+    #[serde(with = "duration_text")]
+    pub shutdown_timeout: Duration,
+    /// Batches waiting between sources and rules, and between rules and sinks.
+    pub channel_capacity: usize,
+    /// Records that cannot be decoded or evaluated (default: state_dir/dead-letter.ndjson).
+    pub dead_letter: Option<PathBuf>,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            state_dir: PathBuf::from("trailwatch-state"),
+            commit_interval: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(25),
+            channel_capacity: 16,
+            dead_letter: None,
+        }
+    }
+}
+
+impl ServiceConfig {
+    pub fn dead_letter_path(&self) -> PathBuf {
+        self.dead_letter.clone().unwrap_or_else(|| self.state_dir.join("dead-letter.ndjson"))
+    }
+}
+
+/// Which checkpoint store.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreKind {
+    /// A file in `service.state_dir` (one instance).
+    #[default]
+    File,
+    /// A DynamoDB table, window snapshots in S3 (deployments).
+    Dynamodb,
+    /// Nothing is kept (replays, demos): a restart reads from the start position.
+    None,
+}
+
+/// `[checkpoints]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointsConfig {
+    pub store: StoreKind,
+    /// DynamoDB table (partition key `pk`, string).
+    pub table: Option<String>,
+    /// S3 bucket and prefix for window-state snapshots (dynamodb store).
+    pub snapshot_bucket: Option<String>,
+    pub snapshot_prefix: String,
+    /// Names this deployment's items, so several can share a table.
+    pub key_prefix: String,
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+impl Default for CheckpointsConfig {
+    fn default() -> Self {
+        CheckpointsConfig {
+            store: StoreKind::File,
+            table: None,
+            snapshot_bucket: None,
+            snapshot_prefix: "trailwatch/".to_string(),
+            key_prefix: "trailwatch".to_string(),
+            region: None,
+            endpoint_url: None,
+        }
+    }
+}
+
+/// `[metrics]`: the HTTP endpoint for /metrics, /healthz and /readyz.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    /// Listen address; 127.0.0.1 by default (0.0.0.0:9464 in the container).
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { enabled: true, listen: "127.0.0.1:9464".to_string() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[telemetry]`: logs and traces.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    /// OTLP/HTTP endpoint for traces (e.g. http://127.0.0.1:4318); off when unset.
+    pub otlp_endpoint: Option<String>,
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig { log_format: LogFormat::Text, otlp_endpoint: None, service_name: "trailwatch".to_string() }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -133,13 +270,24 @@ pub enum ReportToConfig {
 impl Config {
     /// Defaults, then `path` (if any), then environment overrides; validated.
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
-        let mut doc: toml::Table = match path {
-            Some(p) => {
+        Config::load_or(path, None)
+    }
+
+    /// Like [`Config::load`], with `fallback` (TOML text) used when there is
+    /// neither a file nor `TRAILWATCH_CONFIG_TOML`.
+    pub fn load_or(path: Option<&Path>, fallback: Option<&str>) -> anyhow::Result<Config> {
+        let inline = std::env::var(INLINE_ENV).ok().filter(|t| !t.trim().is_empty());
+        let inline = inline.or_else(|| fallback.map(str::to_string));
+        let mut doc: toml::Table = match (path, inline) {
+            (Some(p), _) => {
                 let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display()))?;
                 text.parse::<toml::Table>()
                     .map_err(|e| anyhow::anyhow!("{}: {}", p.display(), one_line(&e.to_string())))?
             }
-            None => toml::Table::new(),
+            (None, Some(text)) => text
+                .parse::<toml::Table>()
+                .map_err(|e| anyhow::anyhow!("{INLINE_ENV}: {}", one_line(&e.to_string())))?,
+            (None, None) => toml::Table::new(),
         };
         apply_env(&mut doc, std::env::vars())?;
         let cfg: Config = toml::Value::Table(doc).try_into().map_err(|e: toml::de::Error| {
@@ -193,10 +341,51 @@ impl Config {
                 problems.push(format!("rules.placeholders.{name} has an empty value"));
             }
         }
+        for (name, src) in &self.sources {
+            check_name("sources", name, &mut problems);
+            src.validate(name, &mut problems);
+        }
+        for (name, sink) in &self.sinks {
+            check_name("sinks", name, &mut problems);
+            sink.validate(name, &mut problems);
+        }
+        if self.service.commit_interval.is_zero() {
+            problems.push("service.commit_interval must be above 0".to_string());
+        }
+        if self.service.channel_capacity == 0 {
+            problems.push("service.channel_capacity must be at least 1".to_string());
+        }
+        if self.checkpoints.store == StoreKind::Dynamodb {
+            if self.checkpoints.table.as_deref().is_none_or(|t| t.trim().is_empty()) {
+                problems.push("checkpoints.store = \"dynamodb\" needs checkpoints.table".to_string());
+            }
+            if self.checkpoints.snapshot_bucket.as_deref().is_none_or(|t| t.trim().is_empty()) {
+                problems.push(
+                    "checkpoints.store = \"dynamodb\" needs checkpoints.snapshot_bucket (window state goes to S3)"
+                        .to_string(),
+                );
+            }
+        }
+        if self.metrics.enabled && self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!("metrics.listen `{}` is not an address like 127.0.0.1:9464", self.metrics.listen));
+        }
+        if let Some(e) = &self.telemetry.otlp_endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                problems.push(format!("telemetry.otlp_endpoint `{e}` must be an http(s) URL"));
+            }
+        }
         if !problems.is_empty() {
             bail!("invalid configuration:\n  {}", problems.join("\n  "));
         }
         Ok(())
+    }
+}
+
+/// Component names become metric labels and env-override path segments.
+fn check_name(section: &str, name: &str, problems: &mut Vec<String>) {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        problems.push(format!("{section}.{name}: names use lower-case letters, digits, - and _"));
     }
 }
 
@@ -215,6 +404,10 @@ fn one_line(s: &str) -> String {
 }
 
 const ENV_PREFIX: &str = "TRAILWATCH__";
+/// The configuration `trailwatch run` uses when given none.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+/// The whole TOML text in one variable (e.g. from an SSM parameter in ECS).
+pub const INLINE_ENV: &str = "TRAILWATCH_CONFIG_TOML";
 
 /// Applies `TRAILWATCH__A__B=value` as `a.b = value`.
 fn apply_env(doc: &mut toml::Table, vars: impl Iterator<Item = (String, String)>) -> anyhow::Result<()> {
@@ -245,6 +438,26 @@ fn parse_env_value(v: &str) -> toml::Value {
     match format!("x = {v}").parse::<toml::Table>() {
         Ok(mut t) => t.remove("x").unwrap_or_else(|| toml::Value::String(v.to_string())),
         Err(_) => toml::Value::String(v.to_string()),
+    }
+}
+
+/// Optional durations, written like [`duration_text`].
+pub mod duration_text_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration_text::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct W(#[serde(with = "super::duration_text")] Duration);
+        Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
     }
 }
 
@@ -327,6 +540,54 @@ mod tests {
         assert!(e.contains("central_account"), "{e}");
         assert!(e.contains("not a CIDR"), "{e}");
         assert!(e.contains("RFC 3339"), "{e}");
+    }
+
+    #[test]
+    fn every_source_and_sink_type_parses_and_typos_are_named() {
+        let text = r#"
+            [sources.k]
+            type = "kinesis"
+            stream_name = "s"
+            [sources.q]
+            type = "sqs"
+            queue_url = "http://127.0.0.1:1/q"
+            visibility_timeout = "90s"
+            [sources.f]
+            type = "file"
+            paths = ["-"]
+            [sinks.sh]
+            type = "securityhub"
+            member_role_name = "Import"
+            [sinks.o]
+            type = "ocsf-jsonl"
+            path = "o.ndjson"
+            [checkpoints]
+            store = "dynamodb"
+            table = "t"
+            snapshot_bucket = "b"
+        "#;
+        let cfg: Config = toml::from_str(text).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.sources["k"].kind(), "kinesis");
+        assert!(!cfg.sources["q"].is_finite() && cfg.sources["f"].is_finite());
+        assert_eq!(cfg.sinks["o"].kind(), "ocsf-jsonl");
+        let again: Config = toml::from_str(&toml::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(cfg, again);
+        let e = toml::from_str::<Config>("[sources.k]\ntype = \"kinesis\"\nstream_nam = \"s\"\n").unwrap_err();
+        assert!(e.to_string().contains("stream_nam"), "{e}");
+        let e = toml::from_str::<Config>("[sinks.x]\ntype = \"splunk\"\n").unwrap_err();
+        assert!(e.to_string().contains("splunk"), "{e}");
+        let bad: Config =
+            toml::from_str("[sources.k]\ntype = \"kinesis\"\n[checkpoints]\nstore = \"dynamodb\"\n").unwrap();
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("stream_name") && e.contains("checkpoints.table"), "{e}");
+    }
+
+    #[test]
+    fn the_embedded_default_is_valid() {
+        let cfg: Config = toml::from_str(EMBEDDED_DEFAULT).unwrap();
+        cfg.validate().unwrap();
+        assert!(cfg.sources["demo"].is_finite());
     }
 
     #[test]

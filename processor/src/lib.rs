@@ -1,14 +1,30 @@
 //! trailwatch-processor: the service and CLI around the Sigma engine.
 //!
-//! Data flow of `trailwatch replay`: [`replay`] walks inputs → [`decode`]
-//! turns bytes into events (format detection, envelopes, positions) →
-//! `trailwatch_rules::RuleSet` evaluates them → [`findings`] builds ASFF
-//! findings → one JSON finding per line. [`ruleset`] loads rule directories
-//! and the built-in pack; [`cli`] holds the commands; [`telemetry`] logging.
+//! Data flow of `trailwatch run` ([`service`]): [`sources`] (files, Kinesis,
+//! SQS) read and [`decode`] input into batches → the detector stage
+//! ([`evaluate`]: `trailwatch_rules` rules and correlation windows → ASFF
+//! [`findings`]) → the sink stage ([`sinks`]: Security Hub, JSON lines),
+//! which commits checkpoints and window state to a [`state`] store only after
+//! the sinks accepted everything before them. [`metrics`], [`health`] and
+//! [`http`] make it observable; [`aws`] builds SDK clients; [`config`] is the
+//! typed configuration.
+//!
+//! `trailwatch replay` ([`replay`]) runs the same [`evaluate`] core
+//! synchronously over archives. [`ruleset`] loads rule directories and the
+//! built-in pack; [`cli`] holds the commands; [`telemetry`] sets up logging.
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod decode;
+pub mod evaluate;
 pub mod findings;
+pub mod health;
+pub mod http;
+pub mod metrics;
 pub mod replay;
 pub mod ruleset;
+pub mod service;
+pub mod sinks;
+pub mod sources;
+pub mod state;
 pub mod telemetry;

@@ -5,7 +5,6 @@ use trailwatch_processor::cli::{self, Cli};
 
 fn main() {
     let cli = Cli::parse();
-    trailwatch_processor::telemetry::init_logging(&cli.log_level);
     match cli::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {

@@ -5,17 +5,19 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use time::OffsetDateTime;
-use trailwatch_rules::{Alert, CorrelationAlert, Detector, DetectorConfig, DetectorStats, EventClass, RuleSet};
+use trailwatch_rules::{DetectorConfig, DetectorStats, RuleSet};
 
-use crate::decode::{self, DecodeOptions, Decoded, Position};
-use crate::findings::{self, FindingContext, FindingInput};
+use crate::decode::{self, DecodeOptions, Decoded};
+use crate::evaluate::{Emitted, Evaluator, EventRef};
+use crate::findings::FindingContext;
+use crate::sources::file::expand_inputs;
 
 /// What to replay and where findings go.
 pub struct ReplayOptions {
@@ -99,13 +101,10 @@ impl ReplayStats {
     }
 }
 
-/// Errors past this many are logged at debug level only (they are all counted).
-const LOGGED_ERRORS: u64 = 100;
-
 /// Replays every input through `set`, writing findings to `out`.
 pub fn replay(set: Arc<RuleSet>, opts: &ReplayOptions, out: &mut dyn Write) -> anyhow::Result<ReplayStats> {
     let started = Instant::now();
-    let inputs = expand_inputs(&opts.inputs)?;
+    let inputs = expand_inputs(&opts.inputs).map_err(anyhow::Error::msg)?;
     let total_bytes: u64 = inputs.iter().filter_map(|p| p.metadata().ok()).map(|m| m.len()).sum();
     let bar = if opts.progress && total_bytes > (8 << 20) {
         let b = ProgressBar::new(total_bytes);
@@ -123,278 +122,84 @@ pub fn replay(set: Arc<RuleSet>, opts: &ReplayOptions, out: &mut dyn Write) -> a
         )),
         None => None,
     };
-    let mut st = Processor {
-        set: &set,
-        det: Detector::new(Arc::clone(&set), opts.detector.clone()),
-        scratch: set.scratch(),
-        alerts: Vec::new(),
-        stats: ReplayStats::default(),
-        out,
-        dead_letter: dead_letter.as_mut().map(|w| w as &mut dyn Write),
-        opts,
-        io_error: None,
-    };
-    for input in &inputs {
-        st.stats.inputs += 1;
-        let origin = input.display().to_string();
-        let reader: Box<dyn Read> = if input.as_os_str() == "-" {
-            Box::new(io::stdin().lock())
-        } else {
-            Box::new(File::open(input).with_context(|| format!("cannot open {origin}"))?)
-        };
-        let reader = Counting { inner: reader, bar: &bar, n: 0 };
-        let mut bytes = 0u64;
-        decode::decode_reader(reader, &origin, &opts.decode, &mut |item| st.handle(&origin, item))
-            .with_context(|| format!("cannot read {origin}"))?;
-        if let Ok(m) = input.metadata() {
-            bytes = m.len();
-        }
-        st.stats.bytes += bytes;
-        if let Some(e) = st.io_error.take() {
-            return Err(e).context("cannot write findings");
-        }
-    }
-    bar.finish_and_clear();
-    // End of input: decide every window still open.
-    let mut alerts = Vec::new();
-    st.det.flush(&mut alerts);
-    for a in alerts {
-        st.emit_alert(a, None);
-    }
-    if let Some(e) = st.io_error.take() {
-        return Err(e).context("cannot write findings");
-    }
-    st.stats.detector = st.det.stats();
-    for w in st.det.inert_suppressions() {
-        tracing::warn!(field = w, "suppression on a field no rule reads never applies");
-    }
-    st.out.flush().context("cannot write findings")?;
-    if let Some(d) = st.dead_letter.as_mut() {
-        d.flush().context("cannot write the dead-letter file")?;
-    }
-    let mut stats = st.stats;
-    stats.elapsed = started.elapsed();
-    Ok(stats)
-}
-
-struct Processor<'a> {
-    set: &'a RuleSet,
-    det: Detector,
-    scratch: trailwatch_rules::Scratch,
-    alerts: Vec<Alert>,
-    stats: ReplayStats,
-    out: &'a mut dyn Write,
-    dead_letter: Option<&'a mut dyn Write>,
-    opts: &'a ReplayOptions,
-    io_error: Option<io::Error>,
-}
-
-impl Processor<'_> {
-    fn handle(&mut self, origin: &str, item: Decoded<'_>) {
-        match item {
-            Decoded::Event(ev) => {
-                self.stats.events += 1;
-                *self.stats.events_by_class.entry(ev.class.service()).or_default() += 1;
-                let now_ms = (self.opts.now.unix_timestamp_nanos() / 1_000_000) as i64;
-                let mut alerts = std::mem::take(&mut self.alerts);
-                alerts.clear();
-                match self.det.process(ev.class, ev.json, now_ms, &mut self.scratch, &mut alerts) {
-                    Err(e) => self.bad(origin, &ev.position, "json", &e.to_string(), Some(ev.json)),
-                    Ok(()) => {
-                        for a in alerts.drain(..) {
-                            self.emit_alert(a, Some((ev.class, ev.json, origin, &ev.position)));
-                        }
-                    }
+    let mut eval = Evaluator::new(Arc::clone(&set), opts.detector.clone(), opts.findings.clone());
+    // Write errors stop the replay after the current input.
+    let io_error: std::cell::RefCell<Option<io::Error>> = std::cell::RefCell::new(None);
+    let mut bytes = 0u64;
+    {
+        let mut emit = |e: Emitted| {
+            let res = match e {
+                Emitted::Finding(f) => {
+                    let line = f.asff.to_json_line();
+                    out.write_all(line.as_bytes()).and_then(|_| out.write_all(b"\n"))
                 }
-                self.alerts = alerts;
+                Emitted::DeadLetter(d) => match dead_letter.as_mut() {
+                    Some(w) => writeln!(w, "{}", d.to_json_line()),
+                    None => Ok(()),
+                },
+            };
+            if let Err(e) = res {
+                io_error.borrow_mut().get_or_insert(e);
             }
-            Decoded::Error(e) => {
-                let kind = e.kind.as_str();
-                self.bad(origin, &e.position, kind, &e.message, None);
-            }
-            Decoded::Skipped { .. } => self.stats.skipped += 1,
-            Decoded::ObjectRef(_) => self.stats.object_refs += 1,
-        }
-    }
-
-    /// Turns one alert into a finding. `current` is the event being
-    /// processed when the alert fired (None for windows closed at the end).
-    fn emit_alert(&mut self, alert: Alert, current: Option<(EventClass, &str, &str, &Position)>) {
-        match alert {
-            Alert::Detection { rule, event_id, .. } => {
-                let Some((class, json, origin, pos)) = current else { return };
-                let set = self.set;
-                let r = set.rule(rule);
-                self.count_match(&r.meta.id, &r.meta.title);
-                // Matches are rare: parsing the whole event here costs little.
-                let event: serde_json::Value = match serde_json::from_str(json) {
-                    Ok(v) => v,
-                    Err(e) => return self.bad(origin, pos, "json", &e.to_string(), Some(json)),
-                };
-                let input = FindingInput {
-                    rule: &r.meta,
-                    class,
-                    event: &event,
-                    event_ids: event_id.into_iter().collect(),
-                    correlation: None,
-                    now: self.opts.now,
-                };
-                self.write(&input, origin, pos);
-            }
-            Alert::Correlation(c) => {
-                let set = self.set;
-                let meta = &set.correlations()[c.rule].meta;
-                self.count_match(&meta.id, &meta.title);
-                let (class, event) = correlation_document(&c, current.map(|(cl, j, _, _)| (cl, j)));
-                let summary = findings::CorrelationSummary {
-                    count: c.count,
-                    window_start: ms_time(c.window_start_ms),
-                    window_end: ms_time(c.window_end_ms),
-                    group: c.group.clone(),
-                    sample_event_ids: c.sample_event_ids.clone(),
-                    dedup_key: c.dedup_key.clone(),
-                };
-                let input = FindingInput {
-                    rule: meta,
-                    class,
-                    event: &event,
-                    event_ids: c.sample_event_ids.clone(),
-                    correlation: Some(summary),
-                    now: self.opts.now,
-                };
-                let (origin, pos) = match current {
-                    Some((_, _, o, p)) => (o.to_string(), p.clone()),
-                    None => ("end of input".to_string(), Position::default()),
-                };
-                self.write(&input, &origin, &pos);
-            }
-        }
-    }
-
-    fn count_match(&mut self, id: &str, title: &str) {
-        let entry = self.stats.matches.entry(id.to_string()).or_insert_with(|| (title.to_string(), 0));
-        entry.1 += 1;
-    }
-
-    fn write(&mut self, input: &FindingInput<'_>, origin: &str, pos: &Position) {
-        let finding = findings::build_finding(input, &self.opts.findings);
-        if let Err(violations) = findings::validate(&finding) {
-            self.stats.invalid_findings += 1;
-            let why: Vec<String> = violations.iter().map(|v| v.to_string()).collect();
-            tracing::error!(rule = %input.rule.id, %origin, position = %pos, "finding failed ASFF validation: {}", why.join("; "));
-            return;
-        }
-        self.stats.findings += 1;
-        let line = finding.to_json_line();
-        if let Err(e) = self.out.write_all(line.as_bytes()).and_then(|_| self.out.write_all(b"\n")) {
-            self.io_error.get_or_insert(e);
-        }
-    }
-
-    fn bad(&mut self, origin: &str, pos: &Position, kind: &'static str, reason: &str, raw: Option<&str>) {
-        self.stats.bad_records += 1;
-        *self.stats.bad_by_kind.entry(kind).or_default() += 1;
-        if self.stats.bad_records <= LOGGED_ERRORS {
-            tracing::warn!(%origin, position = %pos, kind, "bad record skipped: {reason}");
-            if self.stats.bad_records == LOGGED_ERRORS {
-                tracing::warn!("further bad records are logged at debug level (all are counted)");
-            }
-        } else {
-            tracing::debug!(%origin, position = %pos, kind, "bad record skipped: {reason}");
-        }
-        if let Some(d) = self.dead_letter.as_mut() {
-            let rec = serde_json::json!({
-                "origin": origin,
-                "line": pos.line,
-                "byte_offset": pos.byte_offset,
-                "record": pos.record,
-                "kind": kind,
-                "error": reason,
-                "raw": raw.map(|r| truncate(r, 64 * 1024)),
-            });
-            if let Err(e) = writeln!(d, "{rec}") {
-                self.io_error.get_or_insert(e);
-            }
-        }
-    }
-}
-
-fn ms_time(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
-
-/// The document a correlation finding describes: its group key as nested
-/// fields (so resources are typed from e.g. `userIdentity.arn`), plus the
-/// account and region of the event that completed the window, if any.
-fn correlation_document(c: &CorrelationAlert, current: Option<(EventClass, &str)>) -> (EventClass, serde_json::Value) {
-    let mut doc = serde_json::Map::new();
-    for (path, value) in &c.group {
-        let parts: Vec<&str> = path.split('.').collect();
-        let mut cur = &mut doc;
-        for (i, p) in parts.iter().enumerate() {
-            if i + 1 == parts.len() {
-                cur.insert((*p).to_string(), serde_json::Value::String(value.clone()));
+        };
+        for input in &inputs {
+            let origin = input.display().to_string();
+            let reader: Box<dyn Read> = if input.as_os_str() == "-" {
+                Box::new(io::stdin().lock())
+            } else {
+                Box::new(File::open(input).with_context(|| format!("cannot open {origin}"))?)
+            };
+            let mut reader = Counting { inner: reader, bar: &bar, n: 0 };
+            decode::decode_reader(&mut reader, &origin, &opts.decode, &mut |item| match item {
+                Decoded::Event(ev) => {
+                    let r = EventRef {
+                        class: ev.class,
+                        json: ev.json,
+                        origin: &origin,
+                        position: &ev.position,
+                        ingest_ms: None,
+                    };
+                    eval.event(r, opts.now, &mut emit);
+                }
+                Decoded::Error(e) => {
+                    eval.bad_record(&origin, &e.position, e.kind.as_str(), &e.message, None, &mut emit);
+                }
+                Decoded::Skipped { .. } => eval.skipped(1),
+                Decoded::ObjectRef(_) => eval.object_ref(),
+            })
+            .with_context(|| format!("cannot read {origin}"))?;
+            bytes += reader.n;
+            if io_error.borrow().is_some() {
                 break;
             }
-            let next = cur.entry((*p).to_string()).or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
-            match next {
-                serde_json::Value::Object(m) => cur = m,
-                _ => break,
-            }
         }
+        bar.finish_and_clear();
+        // End of input: decide every window still open.
+        eval.flush(opts.now, &mut emit);
     }
-    let mut class = EventClass::CloudTrail;
-    if let Some((cl, json)) = current {
-        class = cl;
-        if let Ok(serde_json::Value::Object(ev)) = serde_json::from_str::<serde_json::Value>(json) {
-            for k in ["recipientAccountId", "awsRegion", "account", "region"] {
-                if let Some(v) = ev.get(k) {
-                    doc.entry(k.to_string()).or_insert_with(|| v.clone());
-                }
-            }
-        }
+    if let Some(e) = io_error.into_inner() {
+        return Err(e).context("cannot write findings");
     }
-    (class, serde_json::Value::Object(doc))
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
+    out.flush().context("cannot write findings")?;
+    if let Some(d) = dead_letter.as_mut() {
+        d.flush().context("cannot write the dead-letter file")?;
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-/// Files of the inputs, directories walked recursively in name order.
-fn expand_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for i in inputs {
-        if i.as_os_str() == "-" {
-            out.push(i.clone());
-        } else if i.is_dir() {
-            let mut files: Vec<PathBuf> = walkdir::WalkDir::new(i)
-                .follow_links(true)
-                .into_iter()
-                .filter_map(|e| e.ok())
-                .filter(|e| e.file_type().is_file() && !is_hidden(e.path()))
-                .map(|e| e.into_path())
-                .collect();
-            files.sort();
-            out.extend(files);
-        } else if i.is_file() {
-            out.push(i.clone());
-        } else {
-            anyhow::bail!("input {} does not exist", i.display());
-        }
-    }
-    Ok(out)
-}
-
-fn is_hidden(p: &Path) -> bool {
-    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
+    let e = eval.stats();
+    Ok(ReplayStats {
+        inputs: inputs.len() as u64,
+        bytes,
+        events: e.events,
+        events_by_class: e.events_by_class,
+        bad_records: e.bad_records,
+        bad_by_kind: e.bad_by_kind,
+        skipped: e.skipped,
+        object_refs: e.object_refs,
+        findings: e.findings,
+        invalid_findings: e.invalid_findings,
+        matches: e.matches,
+        detector: e.detector,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// Counts bytes read for the progress bar.

@@ -1,1 +1,210 @@
-//! Shared helpers for end-to-end tests.
+//! Test harness for trailwatch's end-to-end tests: real AWS-compatible
+//! servers on 127.0.0.1, started and stopped by the tests.
+//!
+//! - [`Server::moto`]: `moto[server]` (SQS, S3, DynamoDB, Security Hub), from
+//!   the repository's `.venv/` (installed by `scripts/test`);
+//! - [`Server::kinesalite`]: Kinesis, from the repository's `node_modules/`.
+//!
+//! Each server runs in a wrapper that exits when the test process does, so a
+//! crashed test leaves nothing behind; [`Server`] kills it on drop. Ports are
+//! free ports picked at start. Credentials are dummies, region us-east-1.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const REGION: &str = "us-east-1";
+/// The account moto uses for everything.
+pub const MOTO_ACCOUNT: &str = "123456789012";
+
+/// The repository root (the tests crate lives one level below).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// `../shared` next to the repository (public rules and samples).
+pub fn shared() -> PathBuf {
+    let p = repo_root().join("../shared");
+    assert!(p.join("sigma/rules").is_dir(), "shared material missing at {}", p.display());
+    p
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// Sets the dummy AWS credentials and region for SDK clients in this process
+/// and in the `trailwatch` processes it starts.
+pub fn aws_env() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Set once, before any client exists; every test uses the same values.
+        std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+        std::env::set_var("AWS_REGION", REGION);
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    });
+}
+
+/// A local AWS-compatible server, killed on drop.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    pub endpoint: String,
+    kind: Kind,
+    log: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Moto,
+    Kinesalite,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Moto => "moto",
+            Kind::Kinesalite => "kinesalite",
+        }
+    }
+
+    /// The command that serves on `port`, wrapped so that it exits when the
+    /// test process is gone.
+    fn command(self, port: u16) -> anyhow::Result<Command> {
+        let root = repo_root();
+        match self {
+            Kind::Moto => {
+                let python = root.join(".venv/bin/python");
+                if !python.exists() || !root.join(".venv/bin/moto_server").exists() {
+                    anyhow::bail!(
+                        "moto is not installed in {}: run scripts/test (it installs moto[server] into .venv/)",
+                        root.join(".venv").display()
+                    );
+                }
+                let code = format!(
+                    "import os, sys, threading, time\n\
+                     parent = os.getppid()\n\
+                     def watch():\n\
+                     \x20   while os.getppid() == parent:\n\
+                     \x20       time.sleep(0.5)\n\
+                     \x20   os._exit(0)\n\
+                     threading.Thread(target=watch, daemon=True).start()\n\
+                     from moto.server import main\n\
+                     sys.argv = ['moto_server', '-H', '127.0.0.1', '-p', '{port}']\n\
+                     main()\n"
+                );
+                let mut cmd = Command::new(python);
+                cmd.arg("-c").arg(code);
+                Ok(cmd)
+            }
+            Kind::Kinesalite => {
+                if !root.join("node_modules/kinesalite").is_dir() {
+                    anyhow::bail!(
+                        "kinesalite is not installed in {}: run scripts/test (it runs npm install)",
+                        root.join("node_modules").display()
+                    );
+                }
+                // Streams become ACTIVE at once.
+                let code = format!(
+                    "const ppid = process.ppid;\n\
+                     setInterval(() => {{ try {{ process.kill(ppid, 0) }} catch (e) {{ process.exit(0) }} }}, 500);\n\
+                     require('kinesalite')({{createStreamMs: 5, deleteStreamMs: 5, updateStreamMs: 5, shardLimit: 1000}})\n\
+                     .listen({port}, '127.0.0.1', err => {{ if (err) {{ console.error(err); process.exit(1) }} }});\n"
+                );
+                let mut cmd = Command::new("node");
+                cmd.arg("-e").arg(code).current_dir(&root);
+                Ok(cmd)
+            }
+        }
+    }
+}
+
+impl Server {
+    /// Starts moto (SQS, S3, DynamoDB, Security Hub) on a free port and waits until it answers.
+    pub fn moto() -> anyhow::Result<Server> {
+        Server::start(Kind::Moto, free_port())
+    }
+
+    /// Starts kinesalite (Kinesis) on a free port and waits until it answers.
+    pub fn kinesalite() -> anyhow::Result<Server> {
+        Server::start(Kind::Kinesalite, free_port())
+    }
+
+    fn start(kind: Kind, port: u16) -> anyhow::Result<Server> {
+        let name = kind.name();
+        let mut cmd = kind.command(port)?;
+        let log = std::env::temp_dir().join(format!("trailwatch-test-{name}-{port}.log"));
+        let out = std::fs::File::create(&log)?;
+        let err = out.try_clone()?;
+        let child = cmd.stdin(Stdio::null()).stdout(out).stderr(err).spawn()?;
+        let mut s = Server { child, port, endpoint: format!("http://127.0.0.1:{port}"), kind, log };
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let started = Instant::now();
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(s);
+            }
+            if let Ok(Some(status)) = s.child.try_wait() {
+                anyhow::bail!("{name} exited at start ({status}): {}", s.log_text());
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                anyhow::bail!("{name} did not listen on {port} within 30s: {}", s.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The server's output so far (for failure messages).
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        let tail: Vec<&str> = s.lines().rev().take(20).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Stops the server (an outage) without dropping the handle.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port (the outage ends). Server state is lost.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        let mut again = Server::start(self.kind, self.port)?;
+        std::mem::swap(&mut self.child, &mut again.child);
+        // `again` now holds the dead process; dropping it only reaps it.
+        Ok(())
+    }
+
+    /// An SDK config for test-side clients (creating streams, queues,
+    /// reading findings back) pointed at this server, without SDK retries so
+    /// failures are fast and visible.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_env();
+        let aws = trailwatch_processor::aws::AwsConfig {
+            region: Some(REGION.to_string()),
+            endpoint_url: Some(self.endpoint.clone()),
+            max_attempts: Some(1),
+            ..Default::default()
+        };
+        trailwatch_processor::aws::sdk_config(&aws).await
+    }
+
+    /// The `[aws]` section that points trailwatch at this server.
+    pub fn aws_section(&self) -> String {
+        format!("[aws]\nregion = \"{REGION}\"\nendpoint_url = \"{}\"\n", self.endpoint)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,345 @@
+//! Prometheus metrics: every metric trailwatch exports, registered once in
+//! one registry, named `trailwatch_<subsystem>_<name>_<unit>` with `_total`
+//! counters and base units (seconds, bytes). Labels come from small fixed
+//! sets (source and sink names from the config, shard ids, rule ids, decode
+//! error kinds, outcomes) — never principals, IPs or event ids.
+//!
+//! Components take [`get`] once, outside hot loops, and keep label handles
+//! (`with_label_values`) they use per batch.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets from 10 ms to ~1 h: end-to-end latency includes
+/// CloudTrail's own ~5 min delivery delay.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0];
+/// Request latency buckets, 5 ms to 60 s.
+const REQUEST_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0, 10000.0];
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub build_info: IntGaugeVec,
+    // Sources.
+    /// Units received (Kinesis records, SQS messages, S3 objects, files).
+    pub source_records: IntCounterVec,
+    pub source_bytes: IntCounterVec,
+    /// Events decoded out of them.
+    pub source_events: IntCounterVec,
+    pub source_errors: IntCounterVec,
+    pub decode_errors: IntCounterVec,
+    pub source_skipped: IntCounterVec,
+    pub kinesis_behind_latest: GaugeVec,
+    pub sqs_oldest_message_age: GaugeVec,
+    pub sqs_messages_poison: IntCounterVec,
+    // Rules.
+    pub events_by_logsource: IntCounterVec,
+    pub rule_evaluations: IntCounterVec,
+    pub rule_matches: IntCounterVec,
+    pub suppressed: IntCounter,
+    pub findings_invalid: IntCounter,
+    // Windows.
+    pub window_keys: IntGauge,
+    pub window_evictions: IntCounter,
+    pub window_late_events: IntCounter,
+    pub window_missing_group_key: IntCounter,
+    pub window_watermark: Gauge,
+    // Sinks.
+    pub sink_findings: IntCounterVec,
+    pub sink_request_duration: HistogramVec,
+    pub sink_batch_size: HistogramVec,
+    pub sink_retries: IntCounterVec,
+    pub sink_spool_bytes: IntGaugeVec,
+    pub sink_spool_findings: IntGaugeVec,
+    pub dead_letters: IntCounter,
+    // End to end.
+    pub event_to_finding: Histogram,
+    pub ingest_to_finding: Histogram,
+    // Pipeline and checkpoints.
+    pub pipeline_batches: IntCounter,
+    pub pipeline_queue_depth: IntGaugeVec,
+    pub checkpoint_commits: IntCounterVec,
+    pub checkpoint_last_success: Gauge,
+    pub checkpoint_commit_duration: Histogram,
+    pub up: IntGauge,
+    pub ready: IntGauge,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition");
+    r.register(Box::new(c.clone())).expect("metric registered once");
+    c
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("metric definition");
+    r.register(Box::new(c.clone())).expect("metric registered once");
+    c
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("metric definition");
+    r.register(Box::new(g.clone())).expect("metric registered once");
+    g
+}
+
+fn int_gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definition");
+    r.register(Box::new(g.clone())).expect("metric registered once");
+    g
+}
+
+fn int_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("metric definition");
+    r.register(Box::new(g.clone())).expect("metric registered once");
+    g
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> Gauge {
+    let g = Gauge::new(name, help).expect("metric definition");
+    r.register(Box::new(g.clone())).expect("metric registered once");
+    g
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())).expect("metric definition");
+    r.register(Box::new(h.clone())).expect("metric registered once");
+    h
+}
+
+fn histogram_vec(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+    let h =
+        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels).expect("metric definition");
+    r.register(Box::new(h.clone())).expect("metric registered once");
+    h
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = Registry::new();
+        let build_info = int_gauge_vec(&r, "trailwatch_build_info", "Build information; always 1.", &["version"]);
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        Metrics {
+            build_info,
+            source_records: counter_vec(
+                &r,
+                "trailwatch_source_records_total",
+                "Input units received: Kinesis records, SQS messages, S3 objects, files.",
+                &["source", "shard"],
+            ),
+            source_bytes: counter_vec(
+                &r,
+                "trailwatch_source_bytes_total",
+                "Bytes of input received (before decompression).",
+                &["source", "shard"],
+            ),
+            source_events: counter_vec(
+                &r,
+                "trailwatch_source_events_total",
+                "Events decoded from the input.",
+                &["source", "shard"],
+            ),
+            source_errors: counter_vec(
+                &r,
+                "trailwatch_source_errors_total",
+                "Failed source requests (AWS API errors, unreadable objects), by kind.",
+                &["source", "kind"],
+            ),
+            decode_errors: counter_vec(
+                &r,
+                "trailwatch_decode_errors_total",
+                "Malformed records (counted, dead-lettered, skipped), by kind.",
+                &["source", "kind"],
+            ),
+            source_skipped: counter_vec(
+                &r,
+                "trailwatch_source_skipped_total",
+                "Input values skipped on purpose (digest files, control messages, test events).",
+                &["source", "reason"],
+            ),
+            kinesis_behind_latest: gauge_vec(
+                &r,
+                "trailwatch_kinesis_behind_latest_seconds",
+                "Kinesis MillisBehindLatest of the last GetRecords, in seconds.",
+                &["source", "shard"],
+            ),
+            sqs_oldest_message_age: gauge_vec(
+                &r,
+                "trailwatch_sqs_oldest_message_age_seconds",
+                "Age of the oldest message in the queue (ApproximateAgeOfOldestMessage or the oldest received).",
+                &["source"],
+            ),
+            sqs_messages_poison: counter_vec(
+                &r,
+                "trailwatch_sqs_poison_messages_total",
+                "SQS messages left for the queue's redrive policy (not deleted), by reason.",
+                &["source", "reason"],
+            ),
+            events_by_logsource: counter_vec(
+                &r,
+                "trailwatch_events_total",
+                "Events evaluated, by log source class.",
+                &["logsource"],
+            ),
+            rule_evaluations: counter_vec(
+                &r,
+                "trailwatch_rule_evaluations_total",
+                "Times a rule's detection was evaluated (after the rule index).",
+                &["rule"],
+            ),
+            rule_matches: counter_vec(
+                &r,
+                "trailwatch_rule_matches_total",
+                "Rule matches that became findings (correlations included).",
+                &["rule", "level"],
+            ),
+            suppressed: counter(&r, "trailwatch_suppressed_matches_total", "Matches dropped by suppressions."),
+            findings_invalid: counter(
+                &r,
+                "trailwatch_findings_invalid_total",
+                "Findings that failed ASFF validation and were not emitted.",
+            ),
+            window_keys: int_gauge(&r, "trailwatch_window_keys", "Correlation group keys held in memory."),
+            window_evictions: counter(
+                &r,
+                "trailwatch_window_evictions_total",
+                "Correlation group keys evicted by the max_keys cap.",
+            ),
+            window_late_events: counter(
+                &r,
+                "trailwatch_window_late_events_total",
+                "Events older than the watermark, dropped from correlation windows.",
+            ),
+            window_missing_group_key: counter(
+                &r,
+                "trailwatch_window_missing_group_key_total",
+                "Events not counted by a correlation because a group-by field was missing.",
+            ),
+            window_watermark: gauge(
+                &r,
+                "trailwatch_window_watermark_seconds",
+                "Event-time watermark of the correlation windows (Unix time).",
+            ),
+            sink_findings: counter_vec(
+                &r,
+                "trailwatch_sink_findings_total",
+                "Findings handled by a sink, by outcome (sent, spooled, failed, dead_lettered).",
+                &["sink", "outcome"],
+            ),
+            sink_request_duration: histogram_vec(
+                &r,
+                "trailwatch_sink_request_duration_seconds",
+                "Duration of sink requests (e.g. BatchImportFindings).",
+                &["sink"],
+                REQUEST_BUCKETS,
+            ),
+            sink_batch_size: histogram_vec(
+                &r,
+                "trailwatch_sink_batch_size",
+                "Findings per sink request.",
+                &["sink"],
+                BATCH_BUCKETS,
+            ),
+            sink_retries: counter_vec(
+                &r,
+                "trailwatch_sink_retries_total",
+                "Retried sink requests or findings, by reason.",
+                &["sink", "reason"],
+            ),
+            sink_spool_bytes: int_gauge_vec(
+                &r,
+                "trailwatch_sink_spool_bytes",
+                "Bytes of findings waiting in the sink's on-disk spool.",
+                &["sink"],
+            ),
+            sink_spool_findings: int_gauge_vec(
+                &r,
+                "trailwatch_sink_spool_findings",
+                "Findings waiting in the sink's on-disk spool.",
+                &["sink"],
+            ),
+            dead_letters: counter(&r, "trailwatch_dead_letters_total", "Records written to the dead-letter file."),
+            event_to_finding: histogram(
+                &r,
+                "trailwatch_event_to_finding_seconds",
+                "From event time to the finding accepted by the sinks.",
+                LATENCY_BUCKETS,
+            ),
+            ingest_to_finding: histogram(
+                &r,
+                "trailwatch_ingest_to_finding_seconds",
+                "From the input reaching trailwatch to the finding accepted by the sinks.",
+                LATENCY_BUCKETS,
+            ),
+            pipeline_batches: counter(&r, "trailwatch_pipeline_batches_total", "Source batches evaluated."),
+            pipeline_queue_depth: int_gauge_vec(
+                &r,
+                "trailwatch_pipeline_queue_depth",
+                "Messages waiting between pipeline stages.",
+                &["stage"],
+            ),
+            checkpoint_commits: counter_vec(
+                &r,
+                "trailwatch_checkpoint_commits_total",
+                "Commits of checkpoints and window state, by outcome.",
+                &["outcome"],
+            ),
+            checkpoint_last_success: gauge(
+                &r,
+                "trailwatch_checkpoint_last_success_timestamp_seconds",
+                "Unix time of the last successful commit (alert on time() minus this).",
+            ),
+            checkpoint_commit_duration: histogram(
+                &r,
+                "trailwatch_checkpoint_commit_duration_seconds",
+                "Duration of a commit: sink flush, state write, acknowledgements.",
+                REQUEST_BUCKETS,
+            ),
+            up: int_gauge(&r, "trailwatch_up", "1 while the service runs."),
+            ready: int_gauge(&r, "trailwatch_ready", "1 when sources are connected and sinks healthy."),
+            registry: r,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let enc = TextEncoder::new();
+        if let Err(e) = enc.encode(&self.registry.gather(), &mut buf) {
+            tracing::error!("cannot encode metrics: {e}");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process-wide metrics.
+pub fn get() -> &'static Metrics {
+    &METRICS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let m = get();
+        m.source_events.with_label_values(&["s", "0"]).inc();
+        let text = m.render();
+        assert!(text.contains("trailwatch_build_info{version="), "{text}");
+        for fam in m.registry.gather() {
+            let name = fam.name();
+            assert!(name.starts_with("trailwatch_"), "{name}");
+            let counter = fam.get_field_type() == prometheus::proto::MetricType::COUNTER;
+            assert_eq!(counter, name.ends_with("_total"), "{name}: counters and only counters end in _total");
+            assert!(!name.contains("millis") && !name.ends_with("_ms"), "{name}: base units");
+        }
+    }
+}

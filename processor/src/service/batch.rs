@@ -1,0 +1,210 @@
+//! Decoded input, owned: what a source hands to the detector stage.
+//!
+//! Sources decode (gunzip, unwrap envelopes) in their own tasks, so that work
+//! runs beside evaluation; the events of a batch are copied into one string
+//! buffer (one allocation per batch, not per event).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use trailwatch_rules::EventClass;
+
+use crate::decode::{self, DecodeOptions, Decoded, ObjectRef, Position};
+
+/// One decoded event inside an [`EventBatch`].
+#[derive(Debug, Clone)]
+pub struct BatchEvent {
+    start: usize,
+    end: usize,
+    pub class: EventClass,
+    /// Index into the batch's origins.
+    origin: u32,
+    pub position: Position,
+}
+
+/// A malformed record found while decoding.
+#[derive(Debug, Clone)]
+pub struct BatchError {
+    origin: u32,
+    pub position: Position,
+    pub kind: &'static str,
+    pub message: String,
+}
+
+/// Events, errors and object references decoded from one or more units.
+#[derive(Debug, Default)]
+pub struct EventBatch {
+    text: String,
+    events: Vec<BatchEvent>,
+    errors: Vec<BatchError>,
+    origins: Vec<String>,
+    /// Values skipped on purpose, by reason.
+    pub skipped: BTreeMap<&'static str, u64>,
+    /// S3 objects announced by notifications (the SQS source fetches them).
+    pub object_refs: Vec<ObjectRef>,
+    /// Processing time (epoch ms) the input reached trailwatch.
+    pub ingest_ms: Option<i64>,
+    /// Bytes of input (before decompression) the batch came from.
+    pub input_bytes: u64,
+}
+
+impl EventBatch {
+    pub fn new(ingest_ms: Option<i64>) -> Self {
+        EventBatch { ingest_ms, ..EventBatch::default() }
+    }
+
+    /// Decodes one unit of input (a Kinesis record, an SQS body, an S3 object).
+    pub fn push_unit(&mut self, data: &[u8], origin: String, opts: &DecodeOptions) {
+        self.input_bytes += data.len() as u64;
+        let o = self.add_origin(origin);
+        let origin = self.origins[o as usize].clone();
+        decode::decode(data, &origin, opts, &mut |item| self.push_decoded(o, item));
+    }
+
+    /// Registers where the following items come from; returns its index.
+    pub fn add_origin(&mut self, origin: String) -> u32 {
+        if self.origins.last().is_some_and(|l| *l == origin) {
+            return (self.origins.len() - 1) as u32;
+        }
+        self.origins.push(origin);
+        (self.origins.len() - 1) as u32
+    }
+
+    /// Adds one decoder item from origin `o` (see [`EventBatch::add_origin`]).
+    pub fn push_decoded(&mut self, o: u32, item: Decoded<'_>) {
+        match item {
+            Decoded::Event(ev) => {
+                let start = self.text.len();
+                self.text.push_str(ev.json);
+                self.events.push(BatchEvent {
+                    start,
+                    end: self.text.len(),
+                    class: ev.class,
+                    origin: o,
+                    position: ev.position,
+                });
+            }
+            Decoded::Error(e) => self.errors.push(BatchError {
+                origin: o,
+                position: e.position,
+                kind: e.kind.as_str(),
+                message: e.message,
+            }),
+            Decoded::Skipped { reason, .. } => *self.skipped.entry(reason.as_str()).or_default() += 1,
+            Decoded::ObjectRef(r) => self.object_refs.push(r),
+        }
+    }
+
+    /// Moves everything of `other` into this batch.
+    pub fn append(&mut self, other: EventBatch) {
+        let base_origin = self.origins.len() as u32;
+        let base_text = self.text.len();
+        self.text.push_str(&other.text);
+        self.origins.extend(other.origins);
+        self.events.extend(other.events.into_iter().map(|mut e| {
+            e.start += base_text;
+            e.end += base_text;
+            e.origin += base_origin;
+            e
+        }));
+        self.errors.extend(other.errors.into_iter().map(|mut e| {
+            e.origin += base_origin;
+            e
+        }));
+        for (k, n) in other.skipped {
+            *self.skipped.entry(k).or_default() += n;
+        }
+        self.object_refs.extend(other.object_refs);
+        self.input_bytes += other.input_bytes;
+        self.ingest_ms = match (self.ingest_ms, other.ingest_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.errors.is_empty()
+    }
+
+    /// Bytes of event text held.
+    pub fn text_bytes(&self) -> usize {
+        self.text.len()
+    }
+
+    pub fn events(&self) -> impl Iterator<Item = (&BatchEvent, &str, &str)> {
+        self.events.iter().map(|e| (e, &self.text[e.start..e.end], self.origins[e.origin as usize].as_str()))
+    }
+
+    pub fn errors(&self) -> impl Iterator<Item = (&BatchError, &str)> {
+        self.errors.iter().map(|e| (e, self.origins[e.origin as usize].as_str()))
+    }
+
+    pub fn error_count(&self) -> usize {
+        self.errors.len()
+    }
+}
+
+/// Where a source stands in a partition: written by the commit that makes
+/// everything before it durable (e.g. a Kinesis shard and sequence number).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Partition within the source (a shard id).
+    pub partition: String,
+    /// Opaque position (a sequence number), compared by the source.
+    pub position: String,
+}
+
+/// How a batch ended, reported to the source that sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckStatus {
+    /// Its findings are accepted by every sink (or spooled) and the window
+    /// state that counted its events is committed: the input can go.
+    Committed,
+    /// The pipeline stopped before that: keep the input (it will come again).
+    Dropped,
+}
+
+/// A batch from a source, with what to do once it is durable.
+#[derive(Debug)]
+pub struct SourceBatch {
+    /// The configured source name.
+    pub source: Arc<str>,
+    pub events: EventBatch,
+    pub checkpoint: Option<Checkpoint>,
+    /// Told when the batch is committed (SQS deletes its messages then).
+    pub ack: Option<oneshot::Sender<AckStatus>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_decode_into_one_buffer_with_origins() {
+        let mut b = EventBatch::new(Some(5));
+        let opts = DecodeOptions::default();
+        b.push_unit(br#"{"eventVersion":"1.08","eventName":"A"}"#, "k:1".into(), &opts);
+        b.push_unit(b"{\"Records\":[{\"eventName\":\"B\"},{\"eventName\":\"C\"}]}\nnot json", "k:2".into(), &opts);
+        let got: Vec<(String, String)> =
+            b.events().map(|(_, json, origin)| (origin.to_string(), json.to_string())).collect();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].0, "k:1");
+        assert!(got[2].1.contains("\"C\""));
+        assert_eq!(b.error_count(), 1);
+        let (e, origin) = b.errors().next().unwrap();
+        assert_eq!(origin, "k:2");
+        assert_eq!(e.position.line, 2);
+
+        let mut c = EventBatch::new(Some(3));
+        c.push_unit(br#"{"eventVersion":"1.08","eventName":"D"}"#, "k:3".into(), &opts);
+        b.append(c);
+        let last = b.events().last().map(|(_, j, o)| (j.to_string(), o.to_string())).unwrap();
+        assert!(last.0.contains("\"D\"") && last.1 == "k:3");
+        assert_eq!(b.ingest_ms, Some(3));
+    }
+}

@@ -1,0 +1,161 @@
+//! The detector stage: one thread that owns the rules and the correlation
+//! windows. It evaluates batches in arrival order, hands findings and dead
+//! letters to the sink stage, and at every commit interval sends a commit
+//! marker carrying the window snapshot, the positions and the acks of every
+//! batch evaluated before it (see `design.md`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+
+use super::batch::{AckStatus, SourceBatch};
+use super::{CommitRequest, Input, Output};
+use crate::evaluate::{Emitted, EvalStats, Evaluator, EventRef};
+use crate::metrics;
+use crate::state::Committed;
+
+pub(crate) struct DetectorStage {
+    pub eval: Evaluator,
+    pub rx: mpsc::Receiver<Input>,
+    pub tx: mpsc::Sender<Output>,
+    pub commit_interval: Duration,
+    /// Fixed processing time (replays); None = the clock.
+    pub now: Option<OffsetDateTime>,
+    /// Decide every open window at the end (finite input only; a service
+    /// that stops keeps its windows in the snapshot instead).
+    pub flush_at_end: bool,
+    /// Take window snapshots at commits (a store is configured and there
+    /// are correlations).
+    pub snapshots: bool,
+}
+
+#[derive(Default)]
+struct Pending {
+    positions: BTreeMap<String, String>,
+    acks: Vec<oneshot::Sender<AckStatus>>,
+    batches: u64,
+    /// Events or ticks went through the windows since the last commit.
+    windows_changed: bool,
+}
+
+impl DetectorStage {
+    /// Runs until every sender is gone; returns what was evaluated.
+    pub fn run(mut self) -> EvalStats {
+        let mut pending = Pending::default();
+        let mut last_commit = Instant::now();
+        let mut last_publish = Instant::now();
+        let m = metrics::get();
+        let depth = m.pipeline_queue_depth.with_label_values(&["rules"]);
+        while let Some(msg) = self.rx.blocking_recv() {
+            depth.set(self.rx.len() as i64);
+            let ok = match msg {
+                Input::Batch(b) => self.batch(*b, &mut pending),
+                Input::Tick => {
+                    let now = self.now();
+                    let mut out = Collected::default();
+                    self.eval.advance(now, &mut |e| out.push(e));
+                    pending.windows_changed = true;
+                    self.send(out)
+                }
+            };
+            if !ok {
+                tracing::error!("the sink stage stopped; the detector stops too");
+                return self.eval.stats();
+            }
+            if last_publish.elapsed() >= Duration::from_secs(1) {
+                self.eval.publish_metrics();
+                last_publish = Instant::now();
+            }
+            if pending.batches > 0 && last_commit.elapsed() >= self.commit_interval {
+                if !self.commit(&mut pending, false) {
+                    return self.eval.stats();
+                }
+                last_commit = Instant::now();
+            }
+        }
+        // Every source is done (or stopped): close what must close, commit.
+        if self.flush_at_end {
+            let now = self.now();
+            let mut out = Collected::default();
+            self.eval.flush(now, &mut |e| out.push(e));
+            pending.windows_changed = true;
+            self.send(out);
+        }
+        self.commit(&mut pending, true);
+        self.eval.publish_metrics();
+        self.eval.stats()
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        self.now.unwrap_or_else(OffsetDateTime::now_utc)
+    }
+
+    fn batch(&mut self, b: SourceBatch, pending: &mut Pending) -> bool {
+        let m = metrics::get();
+        m.pipeline_batches.inc();
+        let now = self.now();
+        let mut out = Collected::default();
+        let source = Arc::clone(&b.source);
+        for (e, origin) in b.events.errors() {
+            m.decode_errors.with_label_values(&[&source, e.kind]).inc();
+            self.eval.bad_record(origin, &e.position, e.kind, &e.message, None, &mut |x| out.push(x));
+        }
+        for _ in &b.events.object_refs {
+            self.eval.object_ref();
+        }
+        self.eval.skipped(b.events.skipped.values().sum());
+        let mut by_class: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for (ev, json, origin) in b.events.events() {
+            *by_class.entry(ev.class.service()).or_default() += 1;
+            let r = EventRef { class: ev.class, json, origin, position: &ev.position, ingest_ms: b.events.ingest_ms };
+            self.eval.event(r, now, &mut |x| out.push(x));
+        }
+        for (class, n) in by_class {
+            m.events_by_logsource.with_label_values(&[class]).inc_by(n);
+        }
+        if !b.events.is_empty() {
+            pending.windows_changed = true;
+        }
+        if let Some(cp) = b.checkpoint {
+            pending.positions.insert(Committed::key(&source, &cp.partition), cp.position);
+        }
+        if let Some(ack) = b.ack {
+            pending.acks.push(ack);
+        }
+        pending.batches += 1;
+        self.send(out)
+    }
+
+    fn send(&mut self, out: Collected) -> bool {
+        if out.findings.is_empty() && out.dead_letters.is_empty() {
+            return true;
+        }
+        self.tx.blocking_send(Output::Batch { findings: out.findings, dead_letters: out.dead_letters }).is_ok()
+    }
+
+    fn commit(&mut self, pending: &mut Pending, last: bool) -> bool {
+        let windows = (self.snapshots && (pending.windows_changed || last)).then(|| self.eval.detector().snapshot());
+        let p = std::mem::take(pending);
+        let req = CommitRequest { positions: p.positions, acks: p.acks, windows, last };
+        self.tx.blocking_send(Output::Commit(req)).is_ok()
+    }
+}
+
+/// Findings and dead letters of one batch.
+#[derive(Default)]
+struct Collected {
+    findings: Vec<Arc<crate::evaluate::Finding>>,
+    dead_letters: Vec<crate::evaluate::DeadLetter>,
+}
+
+impl Collected {
+    fn push(&mut self, e: Emitted) {
+        match e {
+            Emitted::Finding(f) => self.findings.push(Arc::from(f)),
+            Emitted::DeadLetter(d) => self.dead_letters.push(d),
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! `trailwatch run`: the long-running service.
+//!
+//! ```text
+//! sources (tasks)  --Input-->  detector stage (thread)  --Output-->  sink stage (task)  --> sinks
+//!   decode units                 rules, windows, ASFF                  flush, commit, ack
+//! ```
+//!
+//! Both channels are bounded: a slow sink slows the rules, which slow the
+//! sources. Commits follow the order of the stream: see `design.md` for why a
+//! Kinesis checkpoint or an SQS delete never runs ahead of the findings and
+//! the window state of the events before it.
+
+pub mod batch;
+mod detector;
+mod sink_stage;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use trailwatch_rules::{DetectorConfig, RuleSet};
+
+use crate::config::Config;
+use crate::decode::DecodeOptions;
+use crate::evaluate::{DeadLetter, EvalStats, Evaluator, Finding};
+use crate::findings::FindingContext;
+use crate::health::Health;
+use crate::sinks::dead_letter::DeadLetterWriter;
+use crate::sources::{BatchSender, SourceContext, SourceError};
+use crate::state::Committed;
+use batch::{AckStatus, SourceBatch};
+pub use sink_stage::SinkStats;
+
+/// Into the detector stage.
+pub(crate) enum Input {
+    Batch(Box<SourceBatch>),
+    /// Once a second: moves processing time, publishes metrics, lets an idle
+    /// pipeline commit.
+    Tick,
+}
+
+/// Out of the detector stage, in stream order.
+pub(crate) enum Output {
+    Batch { findings: Vec<Arc<Finding>>, dead_letters: Vec<DeadLetter> },
+    Commit(CommitRequest),
+}
+
+/// Everything before this marker is to be made durable, then acknowledged.
+pub(crate) struct CommitRequest {
+    /// Positions that moved since the last commit.
+    pub positions: BTreeMap<String, String>,
+    pub acks: Vec<oneshot::Sender<AckStatus>>,
+    /// The window snapshot; None when the windows did not change.
+    pub windows: Option<Vec<u8>>,
+    pub last: bool,
+}
+
+/// Knobs that come from the command line, not the config file.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub detector: DetectorConfig,
+    pub findings: FindingContext,
+    /// Fixed processing time (reproducible replays); None = the clock.
+    pub now: Option<OffsetDateTime>,
+    /// Overrides `service.dead_letter`; truncated instead of appended.
+    pub dead_letter: Option<PathBuf>,
+    pub decode: DecodeOptions,
+    /// Called with the bound metrics address once the endpoint listens.
+    pub on_listen: Option<fn(SocketAddr)>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    pub eval: EvalStats,
+    pub sinks: SinkStats,
+    pub elapsed: Duration,
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl RunSummary {
+    pub fn text(&self) -> String {
+        let e = &self.eval;
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let mut s = format!(
+            "{} events in {:.2}s ({:.0} events/s); {} bad records; {} skipped; {} findings; {} commits\n",
+            e.events,
+            secs,
+            e.events as f64 / secs,
+            e.bad_records,
+            e.skipped,
+            self.sinks.findings,
+            self.sinks.commits,
+        );
+        if !e.bad_by_kind.is_empty() {
+            let kinds: Vec<String> = e.bad_by_kind.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+            s.push_str(&format!("bad records by kind: {}\n", kinds.join(", ")));
+        }
+        if !e.matches.is_empty() {
+            s.push_str("matches per rule:\n");
+            let mut rows: Vec<_> = e.matches.iter().collect();
+            rows.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then(a.0.cmp(b.0)));
+            for (id, (title, n)) in rows {
+                s.push_str(&format!("  {n:>8}  {title}  ({id})\n"));
+            }
+        }
+        s
+    }
+}
+
+/// Runs the service until every (finite) source is done or `shutdown`
+/// resolves, then shuts down in order within `service.shutdown_timeout`.
+pub async fn run(
+    cfg: Config,
+    set: Arc<RuleSet>,
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<RunSummary> {
+    let started = Instant::now();
+    let m = crate::metrics::get();
+    m.up.set(1);
+    let health = Arc::new(Health::new());
+    let stop_http = CancellationToken::new();
+
+    let metrics_addr = if cfg.metrics.enabled {
+        let addr: SocketAddr =
+            cfg.metrics.listen.parse().with_context(|| format!("metrics.listen `{}`", cfg.metrics.listen))?;
+        let (bound, _task) = crate::http::serve(addr, Arc::clone(&health), stop_http.clone())
+            .await
+            .with_context(|| format!("cannot listen on {addr} for /metrics"))?;
+        tracing::info!("metrics on http://{bound}/metrics");
+        if let Some(f) = opts.on_listen {
+            f(bound);
+        }
+        Some(bound)
+    } else {
+        None
+    };
+
+    // State first: it says where every source resumes.
+    let store = crate::state::build(&cfg.checkpoints, &cfg.service, &cfg.aws).await?;
+    let committed = match &store {
+        Some(s) => {
+            let c = s.load().await.with_context(|| format!("cannot load state from the {}", s.describe()))?;
+            if let Some(c) = &c {
+                tracing::info!(commit = c.commit, positions = c.positions.len(), "resuming from the {}", s.describe());
+            }
+            c.unwrap_or_default()
+        }
+        None => Committed::default(),
+    };
+
+    let mut eval = Evaluator::new(Arc::clone(&set), opts.detector.clone(), opts.findings.clone());
+    if let Some(w) = &committed.windows {
+        if let Err(e) = eval.detector().restore(w) {
+            tracing::warn!("window state not restored, windows start empty: {e}");
+        }
+    }
+
+    let mut sinks = Vec::new();
+    let sink_cfgs: Vec<(String, crate::sinks::SinkConfig)> = if cfg.sinks.is_empty() {
+        vec![("stdout".to_string(), crate::sinks::SinkConfig::AsffJsonl(Default::default()))]
+    } else {
+        cfg.sinks.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
+    for (name, sc) in &sink_cfgs {
+        let ctx = crate::sinks::SinkContext {
+            name,
+            aws: &cfg.aws,
+            findings: &opts.findings,
+            state_dir: &cfg.service.state_dir,
+            health: Arc::clone(&health),
+        };
+        let sink = crate::sinks::build(sc, &ctx).await.with_context(|| format!("sink {name} ({})", sc.kind()))?;
+        health.set_sink(name, true);
+        sinks.push((name.clone(), sink));
+    }
+    let dead_letter = match &opts.dead_letter {
+        Some(p) => DeadLetterWriter::new(p, true),
+        None => DeadLetterWriter::new(&cfg.service.dead_letter_path(), false),
+    };
+
+    let cap = cfg.service.channel_capacity;
+    let (in_tx, in_rx) = mpsc::channel::<Input>(cap);
+    let (out_tx, out_rx) = mpsc::channel::<Output>(cap);
+    let hard_stop = CancellationToken::new();
+    let all_finite = !cfg.sources.is_empty() && cfg.sources.values().all(|s| s.is_finite());
+
+    let sink_stage = sink_stage::SinkStage {
+        rx: out_rx,
+        sinks,
+        dead_letter: Some(dead_letter),
+        store,
+        committed: committed.clone(),
+        health: Arc::clone(&health),
+        hard_stop: hard_stop.clone(),
+    };
+    // A sink stage that fails for good (a checkpoint conflict) stops the service.
+    let stage_failed = CancellationToken::new();
+    let sink_task = {
+        let failed = stage_failed.clone();
+        tokio::spawn(async move {
+            let r = sink_stage.run().await;
+            if r.is_err() {
+                failed.cancel();
+            }
+            r
+        })
+    };
+
+    let snapshots = cfg.checkpoints.store != crate::config::StoreKind::None && !set.correlations().is_empty();
+    let det = detector::DetectorStage {
+        eval,
+        rx: in_rx,
+        tx: out_tx,
+        commit_interval: cfg.service.commit_interval,
+        now: opts.now,
+        flush_at_end: all_finite,
+        snapshots,
+    };
+    let det_task = tokio::task::spawn_blocking(move || det.run());
+
+    // Ticks keep time moving and let an idle pipeline publish and commit.
+    let stop_ticks = CancellationToken::new();
+    {
+        let tx = in_tx.clone();
+        let stop = stop_ticks.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = every.tick() => { let _ = tx.try_send(Input::Tick); }
+                }
+            }
+        });
+    }
+
+    let stop_sources = CancellationToken::new();
+    let mut sources: JoinSet<(String, Result<(), SourceError>)> = JoinSet::new();
+    for (name, sc) in &cfg.sources {
+        health.add_source(name);
+        let src = crate::sources::build(name, sc, &cfg.aws).await.with_context(|| format!("source {name}"))?;
+        let ctx = SourceContext {
+            name: Arc::from(name.as_str()),
+            out: BatchSender::new(in_tx.clone()),
+            shutdown: stop_sources.clone(),
+            checkpoints: committed.positions_of(name),
+            health: Arc::clone(&health),
+            decode: opts.decode.clone(),
+        };
+        let name = name.clone();
+        sources.spawn(async move { (name, src.run(ctx).await) });
+    }
+    // Only sources and the ticker hold senders now: when they are gone the
+    // detector sees the end of its input.
+    drop(in_tx);
+    health.set_started();
+
+    let mut failure: Option<anyhow::Error> = None;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut finite_left = sources.len();
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!("shutdown requested: stopping the sources");
+                break;
+            }
+            _ = stage_failed.cancelled() => {
+                tracing::error!("the sink stage failed: stopping");
+                break;
+            }
+            done = sources.join_next() => match done {
+                None => break,
+                Some(Ok((name, Ok(())))) => {
+                    tracing::info!(source = %name, "source finished");
+                    finite_left -= 1;
+                    if finite_left == 0 && all_finite {
+                        break;
+                    }
+                }
+                Some(Ok((name, Err(e)))) => {
+                    tracing::error!(source = %name, "source failed: {e}");
+                    failure = Some(anyhow::anyhow!("source {name}: {e}"));
+                    break;
+                }
+                Some(Err(e)) => {
+                    failure = Some(anyhow::anyhow!("a source task panicked: {e}"));
+                    break;
+                }
+            },
+        }
+    }
+
+    // Shutdown, in order: stop reading → drain the rules → flush sinks and
+    // commit (the detector's final commit marker) → exit; all within the deadline.
+    health.set_shutting_down();
+    let deadline = tokio::time::Instant::now() + cfg.service.shutdown_timeout;
+    stop_sources.cancel();
+    while let Ok(Some(done)) = tokio::time::timeout_at(deadline, sources.join_next()).await {
+        if let Ok((name, Err(e))) = done {
+            tracing::error!(source = %name, "source failed while stopping: {e}");
+            failure.get_or_insert_with(|| anyhow::anyhow!("source {name}: {e}"));
+        }
+    }
+    if !sources.is_empty() {
+        tracing::warn!("{} source(s) did not stop before the deadline", sources.len());
+        sources.abort_all();
+    }
+    stop_ticks.cancel();
+
+    let rest = async {
+        let eval = det_task.await.map_err(|e| anyhow::anyhow!("the detector stage panicked: {e}"))?;
+        let sinks = sink_task.await.map_err(|e| anyhow::anyhow!("the sink stage panicked: {e}"))?;
+        anyhow::Ok((eval, sinks))
+    };
+    let (eval, sinks) = match tokio::time::timeout_at(deadline, rest).await {
+        Ok(r) => r?,
+        Err(_) => {
+            hard_stop.cancel();
+            stop_http.cancel();
+            anyhow::bail!(
+                "shutdown did not finish within {:?}; uncommitted input will be read again",
+                cfg.service.shutdown_timeout
+            );
+        }
+    };
+    stop_http.cancel();
+    m.up.set(0);
+    let sinks = sinks.context("the sink stage failed")?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(RunSummary { eval, sinks, elapsed: started.elapsed(), metrics_addr })
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,195 @@
+//! The sink stage: hands findings to every sink, writes dead letters, and
+//! carries out commits in order: flush every sink (delivered or spooled),
+//! sync the dead-letter file, write checkpoints + window state, then tell the
+//! sources (SQS deletes). A failing sink or store is retried with backoff
+//! until it recovers or the shutdown deadline cancels `hard_stop`; input
+//! whose commit never happened is simply read again after a restart.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::batch::AckStatus;
+use super::{CommitRequest, Output};
+use crate::health::Health;
+use crate::metrics;
+use crate::sinks::dead_letter::DeadLetterWriter;
+use crate::sinks::Sink;
+use crate::state::{Committed, StateError, StateStore};
+
+pub(crate) struct SinkStage {
+    pub rx: mpsc::Receiver<Output>,
+    pub sinks: Vec<(String, Box<dyn Sink>)>,
+    pub dead_letter: Option<DeadLetterWriter>,
+    pub store: Option<Box<dyn StateStore>>,
+    pub committed: Committed,
+    pub health: Arc<Health>,
+    /// Cancelled when the shutdown deadline passes: stop retrying.
+    pub hard_stop: CancellationToken,
+}
+
+/// What the sink stage did.
+#[derive(Debug, Default, Clone)]
+pub struct SinkStats {
+    pub findings: u64,
+    pub dead_letters: u64,
+    pub commits: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("stopped at the shutdown deadline with uncommitted input (it will be read again)")]
+    Deadline,
+    #[error("cannot write the dead-letter file {path}: {error}")]
+    DeadLetter { path: String, error: std::io::Error },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+impl SinkStage {
+    pub async fn run(mut self) -> Result<SinkStats, StageError> {
+        let mut stats = SinkStats::default();
+        let depth = metrics::get().pipeline_queue_depth.with_label_values(&["sinks"]);
+        while let Some(msg) = self.rx.recv().await {
+            depth.set(self.rx.len() as i64);
+            match msg {
+                Output::Batch { findings, dead_letters } => {
+                    if !dead_letters.is_empty() {
+                        self.write_dead_letters(&dead_letters)?;
+                        stats.dead_letters += dead_letters.len() as u64;
+                    }
+                    if !findings.is_empty() {
+                        self.send(&findings).await?;
+                        stats.findings += findings.len() as u64;
+                    }
+                }
+                Output::Commit(req) => {
+                    self.commit(req).await?;
+                    stats.commits += 1;
+                }
+            }
+        }
+        for (name, sink) in &mut self.sinks {
+            if let Err(e) = sink.close().await {
+                tracing::error!(sink = %name, "closing the sink failed: {e}");
+            }
+        }
+        Ok(stats)
+    }
+
+    fn write_dead_letters(&mut self, letters: &[crate::evaluate::DeadLetter]) -> Result<(), StageError> {
+        let Some(w) = self.dead_letter.as_mut() else { return Ok(()) };
+        for d in letters {
+            w.write(d).map_err(|error| StageError::DeadLetter { path: w.path().display().to_string(), error })?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, findings: &[Arc<crate::evaluate::Finding>]) -> Result<(), StageError> {
+        for (name, sink) in &mut self.sinks {
+            let mut backoff = BACKOFF_START;
+            loop {
+                match sink.send(findings).await {
+                    Ok(()) => {
+                        self.health.set_sink(name, true);
+                        break;
+                    }
+                    Err(e) => {
+                        self.health.set_sink(name, false);
+                        tracing::warn!(sink = %name, "sink cannot take findings, retrying in {backoff:?}: {e}");
+                        metrics::get().sink_retries.with_label_values(&[name, "send"]).inc();
+                        if !wait(&self.hard_stop, &mut backoff).await {
+                            return Err(StageError::Deadline);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self, req: CommitRequest) -> Result<(), StageError> {
+        let started = Instant::now();
+        let m = metrics::get();
+        // 1. Everything before the marker is delivered or spooled.
+        for (name, sink) in &mut self.sinks {
+            let mut backoff = BACKOFF_START;
+            loop {
+                match sink.flush().await {
+                    Ok(()) => {
+                        self.health.set_sink(name, sink.healthy());
+                        break;
+                    }
+                    Err(e) => {
+                        self.health.set_sink(name, false);
+                        tracing::warn!(sink = %name, "sink flush failed, retrying in {backoff:?}: {e}");
+                        m.sink_retries.with_label_values(&[name, "flush"]).inc();
+                        if !wait(&self.hard_stop, &mut backoff).await {
+                            m.checkpoint_commits.with_label_values(&["abandoned"]).inc();
+                            return Err(StageError::Deadline);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(w) = self.dead_letter.as_mut() {
+            w.sync().map_err(|error| StageError::DeadLetter { path: w.path().display().to_string(), error })?;
+        }
+        // 2. Checkpoints and window state, together.
+        let changed: Vec<String> = req.positions.keys().cloned().collect();
+        let mut next = self.committed.clone();
+        next.commit += 1;
+        next.positions.extend(req.positions);
+        if let Some(w) = req.windows {
+            next.windows = Some(w);
+        }
+        if let Some(store) = &self.store {
+            let mut backoff = BACKOFF_START;
+            loop {
+                match store.commit(&next, &changed).await {
+                    Ok(()) => break,
+                    Err(e) if e.is_retryable() => {
+                        tracing::warn!("commit to the {} failed, retrying in {backoff:?}: {e}", store.describe());
+                        m.checkpoint_commits.with_label_values(&["retried"]).inc();
+                        if !wait(&self.hard_stop, &mut backoff).await {
+                            m.checkpoint_commits.with_label_values(&["abandoned"]).inc();
+                            return Err(StageError::Deadline);
+                        }
+                    }
+                    Err(e) => {
+                        m.checkpoint_commits.with_label_values(&["failed"]).inc();
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+        self.committed = next;
+        // 3. The input can go.
+        for ack in req.acks {
+            let _ = ack.send(AckStatus::Committed);
+        }
+        m.checkpoint_commits.with_label_values(&["ok"]).inc();
+        m.checkpoint_last_success.set(time::OffsetDateTime::now_utc().unix_timestamp() as f64);
+        m.checkpoint_commit_duration.observe(started.elapsed().as_secs_f64());
+        if req.last {
+            tracing::info!(commit = self.committed.commit, "final commit written");
+        }
+        Ok(())
+    }
+}
+
+/// Sleeps for the backoff (doubling it, with jitter); false when `stop` fired.
+async fn wait(stop: &CancellationToken, backoff: &mut Duration) -> bool {
+    let jitter = rand::random_range(0.8..1.2);
+    let d = backoff.mul_f64(jitter);
+    *backoff = (*backoff * 2).min(BACKOFF_MAX);
+    tokio::select! {
+        _ = stop.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}
