@@ -199,6 +199,15 @@ fn run_cmd(a: RunArgs, log_level: &str) -> anyhow::Result<i32> {
         cfg.validate()?;
     }
     crate::telemetry::init_logging(log_level, cfg.telemetry.log_format);
+    if embedded
+        && std::env::var_os(crate::config::INLINE_ENV).is_none()
+        && !std::path::Path::new("examples/events").exists()
+    {
+        anyhow::bail!(
+            "without --config, `trailwatch run` reads the demo events in ./examples/events: run it from the \
+             repository root, or give --config FILE (see trailwatch.example.toml)"
+        );
+    }
     if cfg.sources.is_empty() {
         anyhow::bail!("no sources configured: add a [sources.<name>] section (see trailwatch.example.toml)");
     }
@@ -214,6 +223,7 @@ fn run_cmd(a: RunArgs, log_level: &str) -> anyhow::Result<i32> {
         dead_letter: None,
         decode: DecodeOptions::default(),
         on_listen: None,
+        commits: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("trailwatch").build()?;
     let summary = rt.block_on(crate::service::run(cfg, Arc::new(set), opts, crate::service::shutdown_signal()))?;

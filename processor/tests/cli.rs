@@ -301,3 +301,47 @@ fn config_suppressions_and_windows_apply() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("allowed_lateness"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn run_with_the_embedded_default_matches_replay() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // No config: the embedded default reads examples/events (relative to the
+    // working directory); metrics off so parallel tests do not share a port.
+    let run_out = run(bin().current_dir(&root).env("TRAILWATCH__METRICS__ENABLED", "false").arg("run"));
+    assert!(run_out.status.success(), "{}", text(&run_out.stderr));
+    let replay_out = run(bin().current_dir(&root).args(["replay", "--no-progress", "examples/events"]));
+    assert!(replay_out.status.success(), "{}", text(&replay_out.stderr));
+    let ids = |out: &Output| {
+        let mut v: Vec<String> = text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("one finding per line")["Id"].to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let from_run = ids(&run_out);
+    assert!(!from_run.is_empty());
+    assert_eq!(from_run, ids(&replay_out), "the service and replay evaluate alike");
+    assert!(text(&run_out.stderr).contains("39 events"), "{}", text(&run_out.stderr));
+}
+
+#[test]
+fn run_reports_config_errors_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[sources.k]\ntype = \"kinesis\"\n[sinks.s]\ntype = \"securityhub\"\nbatch_size = 500\n")
+        .unwrap();
+    let out = run(bin().args(["run", "--config"]).arg(&cfg));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("sources.k needs stream_name or stream_arn"), "{err}");
+    assert!(err.contains("sinks.s.batch_size"), "{err}");
+}
+
+#[test]
+fn healthcheck_fails_clearly_when_nothing_listens() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = run(bin().args(["healthcheck", "--url", &format!("http://127.0.0.1:{port}/healthz")]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("unhealthy"), "{}", text(&out.stderr));
+}

@@ -75,6 +75,9 @@ pub struct RunOptions {
     pub decode: DecodeOptions,
     /// Called with the bound metrics address once the endpoint listens.
     pub on_listen: Option<fn(SocketAddr)>,
+    /// Told the number of commits made so far, after each one (for
+    /// embedders and tests that wait for input to be durable).
+    pub commits: Option<tokio::sync::watch::Sender<u64>>,
 }
 
 /// What a run did.
@@ -202,6 +205,7 @@ pub async fn run(
         committed: committed.clone(),
         health: Arc::clone(&health),
         hard_stop: hard_stop.clone(),
+        commits: opts.commits.clone(),
     };
     // A sink stage that fails for good (a checkpoint conflict) stops the service.
     let stage_failed = CancellationToken::new();
@@ -269,6 +273,8 @@ pub async fn run(
     let mut failure: Option<anyhow::Error> = None;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut finite_left = sources.len();
+    // With every source finished but not all of them finite (a file source
+    // with exit_when_done = false), the service stays up until shut down.
     loop {
         tokio::select! {
             _ = &mut shutdown => {
@@ -279,8 +285,8 @@ pub async fn run(
                 tracing::error!("the sink stage failed: stopping");
                 break;
             }
-            done = sources.join_next() => match done {
-                None => break,
+            done = sources.join_next(), if !sources.is_empty() => match done {
+                None => {}
                 Some(Ok((name, Ok(())))) => {
                     tracing::info!(source = %name, "source finished");
                     finite_left -= 1;

@@ -28,6 +28,7 @@ pub(crate) struct SinkStage {
     pub health: Arc<Health>,
     /// Cancelled when the shutdown deadline passes: stop retrying.
     pub hard_stop: CancellationToken,
+    pub commits: Option<tokio::sync::watch::Sender<u64>>,
 }
 
 /// What the sink stage did.
@@ -71,6 +72,9 @@ impl SinkStage {
                 Output::Commit(req) => {
                     self.commit(req).await?;
                     stats.commits += 1;
+                    if let Some(w) = &self.commits {
+                        w.send_replace(stats.commits);
+                    }
                 }
             }
         }
