@@ -147,3 +147,82 @@ async fn bad_records_go_to_the_dead_letter_file_and_the_stream_goes_on() {
     assert_eq!(rec["line"], 2);
     assert_eq!(rec["kind"], "json");
 }
+
+/// A sink that cannot keep up (a FIFO nobody reads) stops the reading: the
+/// bounded channels hold a few batches, not the whole input.
+#[tokio::test]
+async fn a_stalled_sink_slows_the_source_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("many.ndjson");
+    let n = 20_000u32;
+    let text: Vec<String> = (0..n).map(|i| event(i, i % 60)).collect();
+    std::fs::write(&input, text.join("\n") + "\n").unwrap();
+    let fifo = dir.path().join("sink.fifo");
+    let st = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(st.success());
+    // Every event matches; a per-event finding of ~2 KB fills the pipe fast.
+    let rules = r#"
+title: every denial
+id: 6f1d1b0e-0000-4000-8000-000000000003
+level: low
+tags: [nist_csf.de.cm-1]
+logsource: {product: aws, service: cloudtrail}
+detection:
+    sel: {errorCode: AccessDenied}
+    condition: sel
+"#;
+    let (set, _) = ruleset::compile(
+        &[RuleFile { name: "all.yml".into(), text: rules.into() }],
+        &trailwatch_rules::CompileOptions::default(),
+    )
+    .unwrap();
+    let cfg_text = format!(
+        r#"
+        [service]
+        state_dir = "{state}"
+        channel_capacity = 1
+        [sources.stall_test]
+        type = "file"
+        paths = ["{input}"]
+        batch_events = 10
+        [sinks.pipe]
+        type = "asff-jsonl"
+        path = "{fifo}"
+        [checkpoints]
+        store = "none"
+        [metrics]
+        enabled = false
+        "#,
+        state = dir.path().join("state").display(),
+        input = input.display(),
+        fifo = fifo.display(),
+    );
+    let cfg: Config = toml::from_str(&cfg_text).unwrap();
+    // Opening a FIFO for writing blocks until a reader opens it: open the
+    // read end first, but do not read yet.
+    let reader_path = fifo.clone();
+    let reader = std::thread::spawn(move || std::fs::File::open(reader_path).unwrap());
+    let opts = RunOptions {
+        detector: DetectorConfig::default(),
+        findings: FindingContext::default(),
+        now: None,
+        dead_letter: None,
+        decode: DecodeOptions::default(),
+        on_listen: None,
+        commits: None,
+    };
+    let run = tokio::spawn(service::run(cfg, Arc::new(set), opts, std::future::pending()));
+    let mut pipe = tokio::task::spawn_blocking(move || reader.join().unwrap()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let read = trailwatch_processor::metrics::get().source_events.with_label_values(&["stall_test", ""]).get();
+    assert!(!run.is_finished());
+    assert!(read < 2_000, "with the sink stalled only a few batches are read, not {read} of {n}");
+    // Drain the pipe: everything flows and nothing is lost.
+    let lines = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(&mut pipe).lines().count()
+    });
+    let summary = tokio::time::timeout(Duration::from_secs(120), run).await.expect("the run ends").unwrap().unwrap();
+    assert_eq!(summary.eval.events, u64::from(n));
+    assert_eq!(lines.await.unwrap(), n as usize);
+}

@@ -88,8 +88,8 @@ pub struct SinkContext<'a> {
 /// Builds the sink of a config entry.
 pub async fn build(cfg: &SinkConfig, ctx: &SinkContext<'_>) -> Result<Box<dyn Sink>, SinkError> {
     Ok(match cfg {
-        SinkConfig::AsffJsonl(c) => Box::new(jsonl::JsonlSink::open(ctx.name, c, JsonlFormat::Asff)?),
-        SinkConfig::OcsfJsonl(c) => Box::new(jsonl::JsonlSink::open(ctx.name, c, JsonlFormat::Ocsf)?),
+        SinkConfig::AsffJsonl(c) => Box::new(jsonl::JsonlSink::open(ctx.name, c, JsonlFormat::Asff).await?),
+        SinkConfig::OcsfJsonl(c) => Box::new(jsonl::JsonlSink::open(ctx.name, c, JsonlFormat::Ocsf).await?),
         SinkConfig::Securityhub(c) => Box::new(securityhub::SecurityHubSink::build(c, ctx).await?),
     })
 }

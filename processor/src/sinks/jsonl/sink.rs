@@ -1,39 +1,42 @@
-use std::fs::OpenOptions;
-use std::io::{BufWriter, Write};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 
 use super::{ocsf, JsonlFormat, JsonlSinkConfig};
 use crate::evaluate::Finding;
 use crate::sinks::{observe_delivered, Sink, SinkError};
 
+/// Writes through tokio's file I/O (a blocking pool), so a slow disk or a
+/// full pipe slows the pipeline down without blocking the runtime.
 pub struct JsonlSink {
     name: String,
     format: JsonlFormat,
-    out: BufWriter<Box<dyn Write + Send>>,
-    file: Option<std::fs::File>,
+    out: BufWriter<Box<dyn AsyncWrite + Send + Unpin>>,
+    file: Option<tokio::fs::File>,
     target: String,
 }
 
 impl JsonlSink {
-    pub fn open(name: &str, cfg: &JsonlSinkConfig, format: JsonlFormat) -> Result<Self, SinkError> {
+    pub async fn open(name: &str, cfg: &JsonlSinkConfig, format: JsonlFormat) -> Result<Self, SinkError> {
         let target = cfg.path.display().to_string();
-        let (out, file): (Box<dyn Write + Send>, _) = if cfg.path.as_os_str() == "-" {
-            (Box::new(std::io::stdout()), None)
+        let (out, file): (Box<dyn AsyncWrite + Send + Unpin>, _) = if cfg.path.as_os_str() == "-" {
+            (Box::new(tokio::io::stdout()), None)
         } else {
             if let Some(dir) = cfg.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
+                tokio::fs::create_dir_all(dir)
+                    .await
                     .map_err(|error| SinkError::Io { context: format!("cannot create {}", dir.display()), error })?;
             }
-            let f = OpenOptions::new()
+            let f = tokio::fs::OpenOptions::new()
                 .create(true)
                 .write(true)
                 .append(!cfg.truncate)
                 .truncate(cfg.truncate)
                 .open(&cfg.path)
+                .await
                 .map_err(|error| SinkError::Io { context: format!("cannot open {target}"), error })?;
-            let sync = f.try_clone().map_err(|error| SinkError::Io { context: target.clone(), error })?;
+            let sync = f.try_clone().await.map_err(|error| SinkError::Io { context: target.clone(), error })?;
             (Box::new(f), Some(sync))
         };
         Ok(JsonlSink { name: name.to_string(), format, out: BufWriter::with_capacity(1 << 16, out), file, target })
@@ -47,12 +50,16 @@ impl JsonlSink {
 #[async_trait]
 impl Sink for JsonlSink {
     async fn send(&mut self, findings: &[Arc<Finding>]) -> Result<(), SinkError> {
+        let mut buf = Vec::with_capacity(findings.len() * 2048);
         for f in findings {
-            let line = match self.format {
-                JsonlFormat::Asff => f.asff.to_json_line(),
-                JsonlFormat::Ocsf => ocsf::to_json_line(f),
-            };
-            self.out.write_all(line.as_bytes()).and_then(|_| self.out.write_all(b"\n")).map_err(|e| self.io(e))?;
+            match self.format {
+                JsonlFormat::Asff => buf.extend_from_slice(f.asff.to_json_line().as_bytes()),
+                JsonlFormat::Ocsf => buf.extend_from_slice(ocsf::to_json_line(f).as_bytes()),
+            }
+            buf.push(b'\n');
+        }
+        if let Err(e) = self.out.write_all(&buf).await {
+            return Err(self.io(e));
         }
         crate::metrics::get().sink_findings.with_label_values(&[&self.name, "sent"]).inc_by(findings.len() as u64);
         observe_delivered(findings);
@@ -60,9 +67,16 @@ impl Sink for JsonlSink {
     }
 
     async fn flush(&mut self) -> Result<(), SinkError> {
-        self.out.flush().map_err(|e| self.io(e))?;
+        if let Err(e) = self.out.flush().await {
+            return Err(self.io(e));
+        }
         if let Some(f) = &self.file {
-            f.sync_data().map_err(|e| self.io(e))?;
+            // A FIFO or a character device cannot be synced; that is fine.
+            if let Err(e) = f.sync_data().await {
+                if e.kind() != std::io::ErrorKind::InvalidInput {
+                    return Err(self.io(e));
+                }
+            }
         }
         Ok(())
     }
