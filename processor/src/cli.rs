@@ -53,6 +53,13 @@ pub enum Command {
     /// Validate, list or test rules.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Check a configuration (file, TRAILWATCH_CONFIG_TOML, TRAILWATCH__* overrides)
+    /// without connecting to anything, and print it with every default filled in.
+    Config {
+        /// Configuration file (default: TRAILWATCH_CONFIG, else the embedded default of `run`).
+        #[arg(long, value_name = "FILE", env = "TRAILWATCH_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -177,6 +184,22 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             }
         }
         Command::Replay(a) => replay_cmd(a),
+        Command::Config { config } => {
+            let fallback = config.is_none().then_some(crate::config::EMBEDDED_DEFAULT);
+            let cfg = Config::load_or(config.as_deref(), fallback)?;
+            // The rules must load too: placeholders, paths and mappings are config.
+            let (set, warnings) = rules_for(&cfg, &RuleArgs { config: None, rules: Vec::new(), no_builtin: false })?;
+            print_warnings(&warnings);
+            print!("{}", toml::to_string(&cfg).context("cannot print the configuration")?);
+            eprintln!(
+                "configuration ok: {} source(s), {} sink(s), {} rules, {} correlations",
+                cfg.sources.len(),
+                cfg.sinks.len().max(1),
+                set.rules().len(),
+                set.correlations().len()
+            );
+            Ok(0)
+        }
         Command::Rules(RulesCommand::Validate { dirs }) => validate_cmd(&dirs),
         Command::Rules(RulesCommand::List { rules, format }) => list_cmd(&rules, format),
         Command::Rules(RulesCommand::Test { dirs }) => test_cmd(&dirs),

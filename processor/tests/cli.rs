@@ -345,3 +345,38 @@ fn healthcheck_fails_clearly_when_nothing_listens() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("unhealthy"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn config_prints_the_effective_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[sources.q]\ntype = \"sqs\"\nqueue_url = \"http://127.0.0.1:1/q\"\n").unwrap();
+    let out = run(bin().args(["config", "--config"]).arg(&cfg).env("TRAILWATCH__SERVICE__COMMIT_INTERVAL", "30s"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed: toml::Table = text(&out.stdout).parse().expect("the effective config is TOML");
+    assert_eq!(printed["sources"]["q"]["receivers"].as_integer(), Some(4), "defaults are filled in");
+    assert_eq!(printed["service"]["commit_interval"].as_str(), Some("30s"), "env overrides apply");
+    assert!(text(&out.stderr).contains("configuration ok"), "{}", text(&out.stderr));
+}
+
+/// Every configuration the central CloudFormation stack can write to SSM
+/// (deploy/render-config.py renders them all) is one trailwatch accepts.
+#[test]
+fn deploy_templates_render_configs_the_service_accepts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out =
+        Command::new("python3").arg(root.join("deploy/render-config.py")).arg("--print").output().expect("python3");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Its own status lines ("render-config: ... ok") are not part of the configs.
+    let all: String =
+        text(&out.stdout).lines().filter(|l| !l.starts_with("render-config:")).map(|l| format!("{l}\n")).collect();
+    let configs: Vec<&str> = all.split("# --- ").filter(|c| !c.trim().is_empty()).collect();
+    assert!(configs.len() >= 2, "rendered: {all}");
+    let dir = tempfile::tempdir().unwrap();
+    for (i, c) in configs.iter().enumerate() {
+        let p = dir.path().join(format!("c{i}.toml"));
+        std::fs::write(&p, c.split_once('\n').map_or("", |(_, body)| body)).unwrap();
+        let r = run(bin().args(["config", "--config"]).arg(&p));
+        assert!(r.status.success(), "config {i} ({}) rejected: {}", c.lines().next().unwrap_or(""), text(&r.stderr));
+    }
+}
