@@ -42,9 +42,9 @@ pub fn write(
         return Err(DatasetError::Exists(dir.to_path_buf()));
     }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    // Replace only what this tool writes.
-    for f in formats {
-        let sub = dir.join(f.as_str());
+    // Replace only what this tool writes (a previous run's results included).
+    for sub in formats.iter().map(|f| f.as_str()).chain(["run"]) {
+        let sub = dir.join(sub);
         if sub.exists() {
             std::fs::remove_dir_all(&sub).map_err(io(&sub))?;
         }
