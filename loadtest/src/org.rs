@@ -183,6 +183,9 @@ pub struct Org {
     pub ci_runner_ips: Vec<String>,
     /// Approved upstream registries for pull-through cache rules.
     pub approved_upstreams: Vec<&'static str>,
+    /// IAM Identity Center's SAML provider in every account, and the id CloudTrail shows for it.
+    pub saml_provider: String,
+    pub saml_id: String,
 }
 
 const TEAMS: &[&str] = &[
@@ -477,7 +480,11 @@ impl Org {
         let mut ci_runner_ips: Vec<String> =
             (0..4).map(|_| format!("10.{}.200.{}", accounts[registry].net, rng.random_range(4..250))).collect();
         ci_runner_ips.extend((0..4).map(|_| util::public_ip(rng)));
+        let saml_provider = format!("AWSSSO_{}_DO_NOT_DELETE", util::hex(rng, 16));
+        let saml_id = format!("{}=", util::upper_alnum(rng, 27));
         Org {
+            saml_provider,
+            saml_id,
             id: org_id,
             ci_role: Role::new(rng, "github-actions-ecr-push", ""),
             accounts,

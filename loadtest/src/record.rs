@@ -71,6 +71,8 @@ pub enum Who<'a> {
     Service { invoked_by: &'a str },
     /// `AWSAccount`: a principal of another account (cross-account calls).
     Account { account: &'a str, principal: &'a str },
+    /// `SAMLUser`: AssumeRoleWithSAML, how IAM Identity Center signs people into an account.
+    Saml { provider_id: &'a str, user: &'a str },
     /// `WebIdentityUser`: the AssumeRoleWithWebIdentity call itself.
     WebIdentity { provider: &'a str, subject: &'a str },
     /// No type, `invokedBy: AWS Internal` (e.g. ECR lifecycle policy runs).
@@ -342,6 +344,10 @@ fn identity(j: &mut Json, who: &Who<'_>, now: i64) {
         }
         Who::Account { account, principal } => {
             j.s("type", "AWSAccount").s("principalId", principal).s("accountId", account);
+        }
+        Who::Saml { provider_id, user } => {
+            j.s("type", "SAMLUser").s("principalId", &format!("{provider_id}:{user}"));
+            j.s("userName", user).s("identityProvider", provider_id);
         }
         Who::WebIdentity { provider, subject } => {
             j.s("type", "WebIdentityUser");

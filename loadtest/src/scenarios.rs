@@ -1442,8 +1442,9 @@ fn federated_console_login(ctx: &mut Ctx<'_, '_>) {
     ctx.principal = sso.who(org).arn();
     let t = ctx.t;
     // Identity Center enforces MFA at sign-in; CloudTrail still says MFAUsed "No" for the federated session.
-    let id = console_login(ctx.em, t, &sso, &person.ip, false);
-    ctx.take(vec![id], t);
+    let saml = traffic::saml_sign_in(ctx.em, t, &sso, &person.ip);
+    let id = console_login(ctx.em, t + 1, &sso, &person.ip, false);
+    ctx.take(vec![saml, id], t + 1);
 }
 
 fn org_account_assume_role(ctx: &mut Ctx<'_, '_>) {

@@ -803,6 +803,40 @@ impl<'a> Sso<'a> {
     }
 }
 
+/// The AssumeRoleWithSAML that starts an Identity Center session in an account.
+pub fn saml_sign_in(em: &mut Emitter<'_>, t: i64, sso: &Sso<'_>, ip: &str) -> String {
+    let org = em.org;
+    let acct = &org.accounts[sso.account];
+    let role_arn = format!("arn:aws:iam::{}:role/{}{}", acct.id, sso.role.path, sso.role.name);
+    let provider = format!("arn:aws:iam::{}:saml-provider/{}", acct.id, org.saml_provider);
+    let p = object(300, |j| {
+        j.s("roleArn", &role_arn).s("principalArn", &provider).n("durationSeconds", 43_200);
+    });
+    let r = object(700, |j| {
+        j.key("credentials").obj().s("accessKeyId", &sso.key).s("sessionToken", "IQoJb3JpZ2luX2VjEXAMPLE");
+        j.s("expiration", &util::inspector_time(t + 43_200)).end();
+        j.key("assumedRoleUser").obj().s("assumedRoleId", &format!("{}:{}", sso.role.id, sso.session));
+        j.s("arn", &format!("arn:aws:sts::{}:assumed-role/{}/{}", acct.id, sso.role.name, sso.session)).end();
+        j.s("subject", sso.session).s("subjectType", "persistent");
+        j.s("issuer", &format!("https://portal.sso.{}.amazonaws.com/saml/assertion/{}", org.regions[0], org.saml_id));
+        j.s("audience", "https://signin.aws.amazon.com/saml").s("nameQualifier", &org.saml_id);
+    });
+    let who = Who::Saml { provider_id: &org.saml_id, user: sso.session };
+    em.ct(&Call::new(
+        t,
+        sso.account,
+        org.global_region(),
+        "sts.amazonaws.com",
+        "AssumeRoleWithSAML",
+        who,
+        ip,
+        UA_BROWSER,
+    )
+    .params(&p)
+    .response(&r)
+    .read_only(true))
+}
+
 /// A ConsoleLogin record for an SSO session.
 pub fn console_login(em: &mut Emitter<'_>, t: i64, sso: &Sso<'_>, ip: &str, mfa_used: bool) -> String {
     let org = em.org;
@@ -854,8 +888,9 @@ fn human_session(em: &mut Emitter<'_>, t: i64) -> usize {
     let cli = person.engineer && em.rng.random_bool(0.3);
     let mut n = 0;
     if !cli {
-        console_login(em, t, &sso, &person.ip, true);
-        n += 1;
+        saml_sign_in(em, t, &sso, &person.ip);
+        console_login(em, t + 1, &sso, &person.ip, true);
+        n += 2;
     }
     let region = org.pick_region(&mut em.rng);
     let calls = em.rng.random_range(6..30);
