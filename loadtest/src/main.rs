@@ -1,4 +1,14 @@
+//! `trailwatch-loadtest`: parse arguments, run the command.
+
+use clap::Parser;
+use trailwatch_loadtest::cli::{self, Cli};
+
 fn main() {
-    eprintln!("trailwatch-loadtest: not yet implemented (issue 9)");
-    std::process::exit(2);
+    match cli::run(Cli::parse()) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    }
 }

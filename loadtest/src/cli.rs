@@ -1,0 +1,297 @@
+//! Command line: `generate`, `run`, `scenarios`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+use crate::dataset;
+use crate::generate::GenOptions;
+use crate::org::OrgOptions;
+use crate::output::{FileOptions, Format};
+use crate::runner::{self, replay::ReplayTarget, Limits, Order, RunOptions};
+use crate::scenarios::{self, Scenario};
+use crate::util;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "trailwatch-loadtest",
+    version,
+    about = "Synthetic org traffic with ground truth, and a benchmark runner for trailwatch"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a dataset: events in the chosen formats, truth.json, trailwatch.toml.
+    Generate(GenerateArgs),
+    /// Generate (or take) a dataset, replay it through trailwatch, report speed and quality.
+    Run(RunArgs),
+    /// List the injected scenarios (attacks and look-alikes).
+    Scenarios {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GenArgs {
+    /// Seed: the same seed and options give byte-identical output.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Accounts in the org (management, security, log archive, shared services, then workloads).
+    #[arg(long, default_value_t = 20)]
+    pub accounts: usize,
+    /// Regions workloads run in, the first being primary (global services log in us-east-1).
+    #[arg(long, value_delimiter = ',', default_value = "us-east-1,eu-west-1")]
+    pub regions: Vec<String>,
+    /// Organization id (default: derived from the seed).
+    #[arg(long)]
+    pub org_id: Option<String>,
+    /// Start of event time (RFC 3339).
+    #[arg(long, default_value = "2026-11-02T00:00:00Z")]
+    pub start: String,
+    /// Length of event time: 90s, 15m, 6h, 1d.
+    #[arg(long, default_value = "24h")]
+    pub duration: String,
+    /// Benign events per second of event time (35/s is about 3 million a day).
+    #[arg(long, default_value_t = 35.0)]
+    pub rate: f64,
+    /// Attack scenarios: all, none, or a comma-separated list of names (see `scenarios`).
+    #[arg(long, default_value = "all")]
+    pub scenarios: String,
+    /// Benign look-alikes: all, none, or a comma-separated list of names.
+    #[arg(long, default_value = "all")]
+    pub lookalikes: String,
+    /// Instances of each selected scenario and look-alike.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    /// gzip level (0-9) of compressed files.
+    #[arg(long, default_value_t = 1)]
+    pub gzip_level: u32,
+    /// Also gzip the NDJSON formats (ndjson, eventbridge).
+    #[arg(long)]
+    pub gzip: bool,
+    /// Refuse rate x duration above this many events.
+    #[arg(long, default_value_t = 100_000_000)]
+    pub max_events: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub gen: GenArgs,
+    /// Dataset directory.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Output formats, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "cloudtrail")]
+    pub format: Vec<Format>,
+    /// Replace a dataset already in --out.
+    #[arg(long)]
+    pub force: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub gen: GenArgs,
+    /// Use this existing dataset instead of generating one.
+    #[arg(long, conflicts_with = "out")]
+    pub dataset: Option<PathBuf>,
+    /// Where to generate the dataset.
+    #[arg(long, short, default_value = "target/loadtest/dataset")]
+    pub out: PathBuf,
+    /// Replace a dataset already in --out.
+    #[arg(long)]
+    pub force: bool,
+    /// The format trailwatch reads.
+    #[arg(long, value_enum, default_value = "cloudtrail")]
+    pub format: Format,
+    /// File order: by delivery time across accounts (like a live feed) or path order.
+    #[arg(long, value_enum, default_value = "time")]
+    pub order: Order,
+    /// trailwatch binary (default: target/release/trailwatch, next to this binary, or on PATH).
+    #[arg(long, env = "TRAILWATCH_BIN")]
+    pub trailwatch: Option<PathBuf>,
+    /// trailwatch configuration (default: the dataset's trailwatch.toml describing the org).
+    #[arg(long, conflicts_with = "no_org_config")]
+    pub config: Option<PathBuf>,
+    /// Run trailwatch with its defaults instead of the dataset's org configuration.
+    #[arg(long)]
+    pub no_org_config: bool,
+    /// Kill trailwatch after this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub max_seconds: u64,
+    /// JSON report path (default: <dataset>/run/report.json).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Skip looking up the raw events of example false positives.
+    #[arg(long)]
+    pub no_examples: bool,
+    /// No progress bars.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Extra arguments for `trailwatch replay` (after --).
+    #[arg(last = true)]
+    pub extra: Vec<String>,
+}
+
+/// Parses `all`, `none` or a list of names from `pool`.
+pub fn select(spec: &str, pool: &'static [Scenario], what: &str) -> anyhow::Result<Vec<&'static Scenario>> {
+    match spec.trim() {
+        "all" => Ok(pool.iter().collect()),
+        "none" | "" => Ok(Vec::new()),
+        list => {
+            let mut out = Vec::new();
+            for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                match pool.iter().find(|s| s.name == name) {
+                    Some(s) => out.push(s),
+                    None => {
+                        let known: Vec<&str> = pool.iter().map(|s| s.name).collect();
+                        bail!("unknown {what} `{name}`; known: {}", known.join(", "));
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+impl GenArgs {
+    pub fn options(&self) -> anyhow::Result<(GenOptions, FileOptions)> {
+        let start = util::parse_rfc3339(&self.start)
+            .with_context(|| format!("--start `{}` is not an RFC 3339 time", self.start))?;
+        let duration = util::parse_duration(&self.duration)
+            .with_context(|| format!("--duration `{}` is not a duration like 90s, 15m, 6h or 1d", self.duration))?;
+        if self.gzip_level > 9 {
+            bail!("--gzip-level must be 0-9, got {}", self.gzip_level);
+        }
+        let opts = GenOptions {
+            seed: self.seed,
+            org: OrgOptions { accounts: self.accounts, regions: self.regions.clone(), org_id: self.org_id.clone() },
+            start,
+            duration,
+            rate: self.rate,
+            attacks: select(&self.scenarios, scenarios::ATTACKS, "scenario")?,
+            lookalikes: select(&self.lookalikes, scenarios::LOOKALIKES, "look-alike")?,
+            repeat: self.repeat,
+            max_events: self.max_events,
+        };
+        opts.validate()?;
+        Ok((opts, FileOptions { gzip_level: self.gzip_level, gzip_ndjson: self.gzip }))
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Generate(a) => generate_cmd(a),
+        Command::Run(a) => run_cmd(a),
+        Command::Scenarios { json } => scenarios_cmd(json),
+    }
+}
+
+fn progress(no_progress: bool) -> bool {
+    !no_progress && std::io::stderr().is_terminal()
+}
+
+fn generate_cmd(a: GenerateArgs) -> anyhow::Result<i32> {
+    let (opts, fopts) = a.gen.options()?;
+    let mut formats = a.format.clone();
+    formats.sort();
+    formats.dedup();
+    let (truth, took) = dataset::write(&opts, &a.out, &formats, fopts, a.force, progress(a.no_progress))?;
+    let secs = took.as_secs_f64().max(1e-9);
+    println!(
+        "generated {} events ({} CloudTrail, {} EventBridge) in {:.2}s ({:.0} events/s); {} attack scenarios, {} look-alikes",
+        truth.generator.events,
+        truth.generator.events_cloudtrail,
+        truth.generator.events_eventbridge,
+        secs,
+        truth.generator.events as f64 / secs,
+        truth.scenarios.len(),
+        truth.lookalikes.len()
+    );
+    for o in &truth.generator.outputs {
+        println!("  {:<12} {} files, {:.1} MiB in {}", o.format, o.files, o.bytes as f64 / 1048576.0, o.dir.display());
+    }
+    println!("  truth: {}", a.out.join(dataset::TRUTH_FILE).display());
+    Ok(0)
+}
+
+fn run_cmd(a: RunArgs) -> anyhow::Result<i32> {
+    let binary = runner::replay::find_trailwatch(a.trailwatch.as_deref())?;
+    let show = progress(a.no_progress);
+    let (dir, generated_in) = match &a.dataset {
+        Some(d) => (d.clone(), None),
+        None => {
+            let (opts, fopts) = a.gen.options()?;
+            let (truth, took) = dataset::write(&opts, &a.out, &[a.format], fopts, a.force, show)?;
+            eprintln!(
+                "generated {} events in {:.2}s into {}",
+                truth.generator.events,
+                took.as_secs_f64(),
+                a.out.display()
+            );
+            (a.out.clone(), Some(took))
+        }
+    };
+    let config = if a.no_org_config {
+        None
+    } else {
+        match &a.config {
+            Some(c) => Some(c.clone()),
+            None => Some(dir.join(dataset::CONFIG_FILE)).filter(|p| p.is_file()),
+        }
+    };
+    let mut target = ReplayTarget { binary, config, extra_args: a.extra.clone() };
+    let opts = RunOptions {
+        dataset: dir.clone(),
+        format: a.format,
+        order: a.order,
+        limits: Limits { max_time: Duration::from_secs(a.max_seconds) },
+        progress: show,
+        examples: !a.no_examples,
+        generated_in,
+    };
+    let report = runner::run(&opts, &mut target)?;
+    let path = a.report.clone().unwrap_or_else(|| dir.join("run").join("report.json"));
+    let text = serde_json::to_string_pretty(&report).context("cannot serialise the report")?;
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    print!("{}", report.summary());
+    println!("report: {}", path.display());
+    if !report.completed() {
+        eprintln!("trailwatch output:\n{}", report.trailwatch.summary);
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+fn scenarios_cmd(json: bool) -> anyhow::Result<i32> {
+    let rows: Vec<(&str, &Scenario)> = scenarios::ATTACKS
+        .iter()
+        .map(|s| ("attack", s))
+        .chain(scenarios::LOOKALIKES.iter().map(|s| ("look-alike", s)))
+        .collect();
+    if json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(kind, s)| serde_json::json!({"name": s.name, "kind": kind, "theme": s.theme, "summary": s.summary}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for (kind, s) in rows {
+            println!("{:<10} {:<38} {:<32} {}", kind, s.name, s.theme, s.summary);
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,101 @@
+//! CloudTrail log files as CloudTrail delivers them to S3: one gzip
+//! `{"Records":[...]}` per account, region and ~5 minutes, under
+//! `AWSLogs/<acct>/CloudTrail/<region>/YYYY/MM/DD/`. Native EventBridge
+//! events (scan results, Inspector findings) never pass through CloudTrail;
+//! they go to `EventBridge/<acct>/<region>/YYYY/MM/DD/` as gzip NDJSON so one
+//! directory holds the whole dataset.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::{name_suffix, Batch, FileOptions, GzPool, Output, OutputError, OutputSummary};
+use crate::record::{EventKind, GenEvent};
+use crate::util::{compact, Civil};
+
+pub struct CloudTrailFiles {
+    dir: PathBuf,
+    pool: GzPool,
+    summary: OutputSummary,
+}
+
+impl CloudTrailFiles {
+    pub fn new(dir: &Path, opts: FileOptions) -> Self {
+        CloudTrailFiles {
+            dir: dir.to_path_buf(),
+            pool: GzPool::new(opts.gzip_level),
+            summary: OutputSummary { format: "cloudtrail".into(), dir: dir.to_path_buf(), ..OutputSummary::default() },
+        }
+    }
+}
+
+/// `<acct>_CloudTrail_<region>_<YYYYMMDDTHHMMZ>_<16 chars>.json.gz` and its folder.
+pub fn log_file_path(dir: &Path, account: &str, region: &str, delivered: i64) -> PathBuf {
+    let c = Civil::from_unix(delivered);
+    let ts = compact(delivered);
+    dir.join("AWSLogs")
+        .join(account)
+        .join("CloudTrail")
+        .join(region)
+        .join(format!("{:04}", c.year))
+        .join(format!("{:02}", c.month))
+        .join(format!("{:02}", c.day))
+        .join(format!("{account}_CloudTrail_{region}_{ts}_{}.json.gz", name_suffix(&format!("{account}{region}{ts}"))))
+}
+
+impl Output for CloudTrailFiles {
+    fn write(&mut self, batch: &Batch<'_>) -> Result<(), OutputError> {
+        let mut groups: BTreeMap<(u16, u16, bool), Vec<&GenEvent>> = BTreeMap::new();
+        for ev in batch.events {
+            let native = matches!(ev.kind, EventKind::EventBridge(_));
+            groups.entry((ev.account, ev.region, native)).or_default().push(ev);
+        }
+        let org = batch.org;
+        for ((account, region, native), events) in groups {
+            let acct = &org.accounts[account as usize].id;
+            let region = &org.regions[region as usize];
+            let size: usize = events.iter().map(|e| e.json.len() + 1).sum::<usize>() + 16;
+            let mut data = Vec::with_capacity(size);
+            let path = if native {
+                let c = Civil::from_unix(batch.end);
+                let ts = compact(batch.end);
+                let path = self
+                    .dir
+                    .join("EventBridge")
+                    .join(acct)
+                    .join(region)
+                    .join(format!("{:04}", c.year))
+                    .join(format!("{:02}", c.month))
+                    .join(format!("{:02}", c.day))
+                    .join(format!(
+                        "{acct}_EventBridge_{region}_{ts}_{}.ndjson.gz",
+                        name_suffix(&format!("eb{acct}{region}{ts}"))
+                    ));
+                for ev in &events {
+                    data.extend_from_slice(ev.json.as_bytes());
+                    data.push(b'\n');
+                }
+                path
+            } else {
+                data.extend_from_slice(b"{\"Records\":[");
+                for (i, ev) in events.iter().enumerate() {
+                    if i > 0 {
+                        data.push(b',');
+                    }
+                    data.extend_from_slice(ev.json.as_bytes());
+                }
+                data.extend_from_slice(b"]}");
+                log_file_path(&self.dir, acct, region, batch.end)
+            };
+            self.pool.submit(path, data)?;
+            self.summary.events += events.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<OutputSummary, OutputError> {
+        let (files, bytes) = self.pool.finish()?;
+        self.summary.files = files;
+        self.summary.bytes = bytes;
+        Ok(self.summary.clone())
+    }
+}
