@@ -278,14 +278,14 @@ impl Processor<'_> {
 
     fn write(&mut self, input: &FindingInput<'_>, origin: &str, pos: &Position) {
         let finding = findings::build_finding(input, &self.opts.findings);
-        if let Err(violations) = findings::validate(&finding) {
+        let line = finding.to_json_line();
+        if let Err(violations) = findings::validate_serialized(&finding, line.len()) {
             self.stats.invalid_findings += 1;
             let why: Vec<String> = violations.iter().map(|v| v.to_string()).collect();
             tracing::error!(rule = %input.rule.id, %origin, position = %pos, "finding failed ASFF validation: {}", why.join("; "));
             return;
         }
         self.stats.findings += 1;
-        let line = finding.to_json_line();
         if let Err(e) = self.out.write_all(line.as_bytes()).and_then(|_| self.out.write_all(b"\n")) {
             self.io_error.get_or_insert(e);
         }
