@@ -3,18 +3,19 @@
 //! exactly when windows fire and when late data is dropped.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::doc::Event;
 use crate::engine::{RuleSet, Scratch};
+use crate::groups::{blob, with_pairs, Fired, Group, GroupMap, Pair, Times};
 use crate::json::JsonError;
 use crate::logsource::EventClass;
 use crate::matcher::Cidr;
 use crate::parse::fnv1a;
-use crate::window::CorrelationType;
+use crate::window::{CorrelationRule, CorrelationType};
 
 /// Which clock windows use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -109,36 +110,45 @@ pub enum SnapshotError {
     Rules(String),
 }
 
-pub const SNAPSHOT_VERSION: u32 = 1;
-const SAMPLE: usize = 5;
+pub const SNAPSHOT_VERSION: u32 = 2;
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Group {
-    values: Vec<String>,
-    /// (event time, aux) sorted by time; aux = value hash or rule position.
-    times: Vec<(i64, u64)>,
-    /// Events at or before this time belong to a window that already fired.
-    fired_until: i64,
-    last_seen: i64,
-    first_ids: Vec<String>,
-    last_ids: VecDeque<String>,
-    dedup_bucket: i64,
-    dedup_count: u64,
+/// The running state (see `groups.rs` for how a group is stored).
+#[derive(Debug, Clone, Default)]
+struct State {
+    groups: Vec<GroupMap>,
+    max_time: Option<i64>,
+    stats: DetectorStats,
+    /// Non-monotone windows waiting for the watermark, per correlation:
+    /// (close time, key). Decided in (close time, correlation, key) order.
+    closes: Vec<BinaryHeap<Reverse<(i64, u64)>>>,
+    since_expiry: u32,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct State {
+/// The snapshot format (version 2): plain JSON, independent of the
+/// in-memory encoding.
+#[derive(Serialize, Deserialize)]
+struct StateSnap {
     version: u32,
     /// Ids of the correlations, to refuse a snapshot of other rules.
     rules: Vec<String>,
-    groups: Vec<HashMap<u64, Group>>,
+    groups: Vec<Vec<GroupSnap>>,
     max_time: Option<i64>,
     stats: DetectorStats,
-    /// Non-monotone windows waiting for the watermark: (close time, corr, key).
-    #[serde(skip)]
-    closes: BinaryHeap<Reverse<(i64, usize, u64)>>,
-    #[serde(skip)]
-    since_expiry: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct GroupSnap {
+    key: u64,
+    last_seen: i64,
+    /// (event time ms, aux) sorted by time.
+    times: Vec<(i64, u64)>,
+    /// Display values: kept only for correlations decided at window close.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    values: Vec<String>,
+    first_ids: Vec<String>,
+    last_ids: Vec<String>,
+    /// (spent until, dedup bucket, dedup count) once the group has fired.
+    fired: Option<(i64, i64, u64)>,
 }
 
 /// Evaluates events and keeps correlation windows.
@@ -213,12 +223,9 @@ fn group_hash(values: &[&str]) -> u64 {
 impl Detector {
     pub fn new(set: Arc<RuleSet>, cfg: DetectorConfig) -> Self {
         let supp_fields = cfg.suppressions.iter().map(|s| set.fields().get(&s.field)).collect();
-        let state = State {
-            version: SNAPSHOT_VERSION,
-            rules: set.correlations().iter().map(|c| c.meta.id.clone()).collect(),
-            groups: vec![HashMap::new(); set.correlations().len()],
-            ..State::default()
-        };
+        let n = set.correlations().len();
+        let state =
+            State { groups: vec![GroupMap::default(); n], closes: vec![BinaryHeap::new(); n], ..State::default() };
         Detector { set, cfg, supp_fields, state, matches: Vec::new() }
     }
 
@@ -342,7 +349,39 @@ impl Detector {
 
     /// The whole window state, versioned (JSON).
     pub fn snapshot(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.state).unwrap_or_default()
+        let snap = StateSnap {
+            version: SNAPSHOT_VERSION,
+            rules: self.rule_ids(),
+            groups: self
+                .state
+                .groups
+                .iter()
+                .map(|m| {
+                    m.iter()
+                        .map(|g| {
+                            let ids = blob::ids(&g.blob);
+                            let first = ids.len().min(usize::from(g.blob.first().copied().unwrap_or(0)));
+                            GroupSnap {
+                                key: g.key,
+                                last_seen: g.last_seen,
+                                times: g.times.to_pairs(),
+                                values: blob::values(&g.blob),
+                                first_ids: ids[..first].to_vec(),
+                                last_ids: ids[first..].to_vec(),
+                                fired: g.fired.as_ref().map(|f| (f.until, f.dedup_bucket, f.dedup_count)),
+                            }
+                        })
+                        .collect()
+                })
+                .collect(),
+            max_time: self.state.max_time,
+            stats: self.state.stats.clone(),
+        };
+        serde_json::to_vec(&snap).unwrap_or_default()
+    }
+
+    fn rule_ids(&self) -> Vec<String> {
+        self.set.correlations().iter().map(|c| c.meta.id.clone()).collect()
     }
 
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
@@ -354,22 +393,50 @@ impl Detector {
         if head.version != SNAPSHOT_VERSION {
             return Err(SnapshotError::Version(head.version));
         }
-        let mut st: State = serde_json::from_slice(bytes).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
-        let want: Vec<String> = self.set.correlations().iter().map(|c| c.meta.id.clone()).collect();
-        if st.rules != want || st.groups.len() != want.len() {
-            return Err(SnapshotError::Rules(format!("snapshot has {:?}, rules have {:?}", st.rules, want)));
+        let snap: StateSnap = serde_json::from_slice(bytes).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
+        let want = self.rule_ids();
+        if snap.rules != want || snap.groups.len() != want.len() {
+            return Err(SnapshotError::Rules(format!("snapshot has {:?}, rules have {:?}", snap.rules, want)));
         }
-        // Rebuild the queue of windows waiting to close.
-        for (ci, groups) in st.groups.iter().enumerate() {
+        let mut st = State {
+            max_time: snap.max_time,
+            stats: snap.stats,
+            closes: vec![BinaryHeap::new(); want.len()],
+            ..State::default()
+        };
+        for (ci, groups) in snap.groups.into_iter().enumerate() {
             let c = &self.set.correlations()[ci];
-            if c.condition.is_monotone() {
-                continue;
-            }
-            for (k, g) in groups {
-                if let Some((t0, _)) = g.times.first() {
-                    st.closes.push(Reverse((t0 + c.timespan_ms, ci, *k)));
+            let mut map = GroupMap::default();
+            for gs in groups {
+                if map.index_of(gs.key).is_some()
+                    || gs.first_ids.len() > blob::SAMPLE.into()
+                    || gs.last_ids.len() > blob::SAMPLE.into()
+                {
+                    return Err(SnapshotError::Invalid(format!(
+                        "group {} of correlation {} is malformed",
+                        gs.key, c.meta.id
+                    )));
                 }
+                let mut times = gs.times;
+                times.sort_by_key(|p| p.0);
+                let vals: Vec<&str> = gs.values.iter().map(String::as_str).collect();
+                let mut g = Group::new(gs.key, gs.last_seen, false, (!vals.is_empty()).then_some(&vals[..]));
+                g.times = Times::from_pairs(&times);
+                for id in gs.first_ids.iter().chain(&gs.last_ids) {
+                    blob::push_id(&mut g.blob, id);
+                }
+                g.fired = gs
+                    .fired
+                    .map(|(until, dedup_bucket, dedup_count)| Box::new(Fired { until, dedup_bucket, dedup_count }));
+                // Rebuild the queue of windows waiting to close.
+                if !c.condition.is_monotone() {
+                    if let Some(t0) = g.times.first_time() {
+                        st.closes[ci].push(Reverse((t0 + c.timespan_ms, gs.key)));
+                    }
+                }
+                map.insert_new(g);
             }
+            st.groups.push(map);
         }
         self.state = st;
         Ok(())
@@ -424,103 +491,101 @@ impl Detector {
         }
         let c = &set.correlations()[ci];
         let key = group_hash(vals);
-        let total: usize = self.state.groups.iter().map(|g| g.len()).sum();
-        if !self.state.groups[ci].contains_key(&key) && total >= self.cfg.max_keys {
-            self.evict();
-        }
         let monotone = c.condition.is_monotone();
-        let g = self.state.groups[ci].entry(key).or_insert_with(|| Group {
-            values: vals.iter().map(|v| v.to_string()).collect(),
-            fired_until: i64::MIN,
-            last_seen: t,
-            dedup_bucket: i64::MIN,
-            ..Group::default()
-        });
-        if t <= g.fired_until {
+        let idx = match self.state.groups[ci].index_of(key) {
+            Some(i) => i,
+            None => {
+                let total: usize = self.state.groups.iter().map(GroupMap::len).sum();
+                if total >= self.cfg.max_keys {
+                    self.evict();
+                }
+                // Monotone windows fire on an arriving event, which carries
+                // the group values; others keep them for when they close.
+                let keep = (!monotone).then_some(vals);
+                let wide = c.kind == CorrelationType::ValueCount;
+                self.state.groups[ci].insert_new(Group::new(key, t, wide, keep))
+            }
+        };
+        let g = self.state.groups[ci].at_mut(idx);
+        if g.fired.as_ref().is_some_and(|f| t <= f.until) {
             return;
         }
-        let at = g.times.partition_point(|(x, _)| *x <= t);
-        g.times.insert(at, (t, aux));
+        let at = g.times.insert(t, aux);
         g.last_seen = g.last_seen.max(t);
         if !event_id.is_empty() {
-            if g.first_ids.len() < SAMPLE {
-                g.first_ids.push(event_id.to_string());
-            } else {
-                if g.last_ids.len() == SAMPLE {
-                    g.last_ids.pop_front();
-                }
-                g.last_ids.push_back(event_id.to_string());
-            }
+            blob::push_id(&mut g.blob, event_id);
         }
         if !monotone {
-            if g.times.len() == 1 || at == 0 {
-                let close = g.times[0].0 + c.timespan_ms;
-                self.state.closes.push(Reverse((close, ci, key)));
+            if at == 0 {
+                let close = t + c.timespan_ms;
+                self.state.closes[ci].push(Reverse((close, key)));
             }
             return;
         }
-        // Earliest window [s, s + span] containing t where the condition holds.
-        let span = c.timespan_ms;
-        let due = {
-            let lo = g.times.partition_point(|(x, _)| *x < t - span);
-            let hi = g.times.partition_point(|(x, _)| *x <= t);
-            (lo..hi).find_map(|s_idx| {
-                let s = g.times[s_idx].0;
-                let e_idx = g.times.partition_point(|(x, _)| *x <= s + span);
-                let win = &g.times[s_idx..e_idx];
-                let n = measure(c.kind, win, c.rules.len());
-                c.condition.holds(n).then(|| (s, win.last().map_or(s, |w| w.0), n))
-            })
-        };
+        let due = with_pairs!(&g.times, v => earliest_due(v, t, c));
         if let Some((start, end, n)) = due {
-            self.fire(set, ci, key, start, end, n, out);
+            self.fire(set, ci, key, start, end, n, Some(vals), out);
             return;
         }
         // Drop what no future window (within lateness) can use.
         if let Some(w) = self.watermark() {
-            if let Some(g) = self.state.groups[ci].get_mut(&key) {
-                let cut = g.times.partition_point(|(x, _)| *x < w - span);
-                if cut > 0 {
-                    g.times.drain(..cut);
-                }
+            let g = self.state.groups[ci].at_mut(idx);
+            let cut = g.times.count_lt(w - c.timespan_ms);
+            if cut > 0 {
+                g.times.drain_front(cut);
             }
         }
     }
 
+    /// Reports a window of group `key`; `vals` are its group values when the
+    /// caller has them (monotone windows), else they come from the group.
     #[allow(clippy::too_many_arguments)]
-    fn fire(&mut self, set: &RuleSet, ci: usize, key: u64, start: i64, end: i64, n: u64, out: &mut Vec<Alert>) {
+    fn fire(
+        &mut self,
+        set: &RuleSet,
+        ci: usize,
+        key: u64,
+        start: i64,
+        end: i64,
+        n: u64,
+        vals: Option<&[&str]>,
+        out: &mut Vec<Alert>,
+    ) {
         let c = &set.correlations()[ci];
         let period = self.cfg.dedup_period_ms.max(1);
-        let Some(g) = self.state.groups[ci].get_mut(&key) else {
+        let Some(g) = self.state.groups[ci].get_mut(key) else {
             return;
         };
         let bucket = start.div_euclid(period);
-        let is_update = g.dedup_bucket == bucket;
+        let f =
+            g.fired.get_or_insert_with(|| Box::new(Fired { until: i64::MIN, dedup_bucket: i64::MIN, dedup_count: 0 }));
+        let is_update = f.dedup_bucket == bucket;
         if is_update {
-            g.dedup_count += n;
+            f.dedup_count += n;
         } else {
-            g.dedup_bucket = bucket;
-            g.dedup_count = n;
+            f.dedup_bucket = bucket;
+            f.dedup_count = n;
         }
-        let mut sample: Vec<String> = g.first_ids.clone();
-        sample.extend(g.last_ids.iter().cloned());
-        let group: Vec<(String, String)> = c.group_by.iter().cloned().zip(g.values.iter().cloned()).collect();
+        // The window is spent: its events cannot fire again.
+        f.until = end;
+        let count = f.dedup_count;
+        let values: Vec<String> = match vals {
+            Some(v) => v.iter().map(|s| s.to_string()).collect(),
+            None => blob::values(&g.blob),
+        };
         let alert = CorrelationAlert {
             rule: ci,
-            count: g.dedup_count,
+            count,
             window_start_ms: start,
             window_end_ms: end,
-            group,
-            sample_event_ids: sample,
-            dedup_key: format!("{}|{}|{}", c.meta.id, g.values.join("\u{1f}"), bucket),
+            group: c.group_by.iter().cloned().zip(values.iter().cloned()).collect(),
+            sample_event_ids: blob::ids(&g.blob),
+            dedup_key: format!("{}|{}|{}", c.meta.id, values.join("\u{1f}"), bucket),
             is_update,
         };
-        // The window is spent: its events cannot fire again.
-        g.fired_until = end;
-        let cut = g.times.partition_point(|(x, _)| *x <= end);
-        g.times.drain(..cut);
-        g.first_ids.clear();
-        g.last_ids.clear();
+        let cut = g.times.count_le(end);
+        g.times.drain_front(cut);
+        blob::clear_ids(&mut g.blob);
         if is_update {
             self.state.stats.correlation_updates += 1;
         } else {
@@ -564,35 +629,38 @@ impl Detector {
     /// Decides non-monotone windows whose end the watermark passed.
     fn close_due(&mut self, set: &RuleSet, all: bool, out: &mut Vec<Alert>) {
         let wm = if all { i64::MAX } else { self.watermark().unwrap_or(i64::MIN) };
-        while let Some(Reverse((close, ci, key))) = self.state.closes.peek().copied() {
+        loop {
+            let next = (self.state.closes.iter().enumerate())
+                .filter_map(|(ci, h)| h.peek().map(|Reverse((close, key))| (*close, ci, *key)))
+                .min();
+            let Some((close, ci, key)) = next else { break };
             if close > wm {
                 break;
             }
-            self.state.closes.pop();
+            self.state.closes[ci].pop();
             let c = &set.correlations()[ci];
             let span = c.timespan_ms;
-            let Some(g) = self.state.groups[ci].get(&key) else {
+            let Some(g) = self.state.groups[ci].get(key) else {
                 continue;
             };
-            let Some(&(s, _)) = g.times.first() else {
+            let Some(s) = g.times.first_time() else {
                 continue;
             };
             if s + span != close {
                 continue; // stale entry: the window start moved
             }
-            let e_idx = g.times.partition_point(|(x, _)| *x <= s + span);
-            let n = measure(c.kind, &g.times[..e_idx], c.rules.len());
-            let end = g.times[e_idx - 1].0;
+            let e_idx = g.times.count_le(s + span);
+            let n = with_pairs!(&g.times, v => measure(c.kind, &v[..e_idx], c.rules.len()));
+            let end = g.times.time_at(e_idx - 1);
             if c.condition.holds(n) {
-                self.fire(set, ci, key, s, end, n, out);
-            } else if let Some(g) = self.state.groups[ci].get_mut(&key) {
-                g.times.drain(..e_idx);
-                g.first_ids.clear();
-                g.last_ids.clear();
+                self.fire(set, ci, key, s, end, n, None, out);
+            } else if let Some(g) = self.state.groups[ci].get_mut(key) {
+                g.times.drain_front(e_idx);
+                blob::clear_ids(&mut g.blob);
             }
-            if let Some(g) = self.state.groups[ci].get(&key) {
-                if let Some(&(s2, _)) = g.times.first() {
-                    self.state.closes.push(Reverse((s2 + span, ci, key)));
+            if let Some(g) = self.state.groups[ci].get(key) {
+                if let Some(s2) = g.times.first_time() {
+                    self.state.closes[ci].push(Reverse((s2 + span, key)));
                 }
             }
         }
@@ -611,7 +679,7 @@ impl Detector {
         let set = Arc::clone(&self.set);
         for (ci, groups) in self.state.groups.iter_mut().enumerate() {
             let span = set.correlations()[ci].timespan_ms;
-            groups.retain(|_, g| g.last_seen >= w - span);
+            groups.retain_seen_since(w - span);
         }
     }
 
@@ -619,25 +687,50 @@ impl Detector {
     fn evict(&mut self) {
         let mut all: Vec<(i64, usize, u64)> = Vec::new();
         for (ci, groups) in self.state.groups.iter().enumerate() {
-            for (k, g) in groups {
-                all.push((g.last_seen, ci, *k));
-            }
+            all.extend(groups.iter().map(|g| (g.last_seen, ci, g.key)));
         }
-        all.sort_unstable();
         let n = (self.cfg.max_keys / 10).max(1).min(all.len());
+        if n == 0 {
+            return;
+        }
+        if n < all.len() {
+            all.select_nth_unstable(n - 1);
+        }
         for &(_, ci, k) in &all[..n] {
-            self.state.groups[ci].remove(&k);
+            self.state.groups[ci].remove(k);
         }
         self.state.stats.evictions += n as u64;
     }
 }
 
+/// For a monotone condition: the earliest window `[s, s + span]` containing
+/// the new event at `t` whose count satisfies it → (start, end, count).
+fn earliest_due<P: Pair>(times: &[P], t: i64, c: &CorrelationRule) -> Option<(i64, i64, u64)> {
+    let span = c.timespan_ms;
+    let lo = times.partition_point(|p| p.t() < t - span);
+    let hi = times.partition_point(|p| p.t() <= t);
+    let window = |s_idx: usize| {
+        let s = times[s_idx].t();
+        let e_idx = times.partition_point(|p| p.t() <= s + span);
+        let win = &times[s_idx..e_idx];
+        let n = measure(c.kind, win, c.rules.len());
+        c.condition.holds(n).then(|| (s, win.last().map_or(s, |w| w.t()), n))
+    };
+    if hi == times.len() {
+        // The new event is the newest: every candidate window reaches the
+        // end, so windows starting later hold a subset of the events of
+        // earlier ones and count no more; only the earliest can hold first.
+        return if lo < hi { window(lo) } else { None };
+    }
+    (lo..hi).find_map(window)
+}
+
 /// The count a window's events give for a correlation type.
-fn measure(kind: CorrelationType, win: &[(i64, u64)], nrules: usize) -> u64 {
+fn measure<P: Pair>(kind: CorrelationType, win: &[P], nrules: usize) -> u64 {
     match kind {
         CorrelationType::EventCount => win.len() as u64,
         CorrelationType::ValueCount | CorrelationType::Temporal => {
-            let mut seen: Vec<u64> = win.iter().map(|(_, a)| *a).collect();
+            let mut seen: Vec<u64> = win.iter().map(|p| p.aux()).collect();
             seen.sort_unstable();
             seen.dedup();
             seen.len() as u64
@@ -646,10 +739,10 @@ fn measure(kind: CorrelationType, win: &[(i64, u64)], nrules: usize) -> u64 {
             // Longest prefix of the rule order matched at strictly increasing times.
             let mut next = 0u64;
             let mut last_t = i64::MIN;
-            for &(t, pos) in win {
-                if pos == next && t > last_t {
+            for p in win {
+                if p.aux() == next && p.t() > last_t {
                     next += 1;
-                    last_t = t;
+                    last_t = p.t();
                     if next as usize == nrules {
                         break;
                     }
@@ -677,11 +770,11 @@ mod tests {
 
     #[test]
     fn measures() {
-        let w = [(1, 0), (2, 1), (3, 0), (4, 2)];
+        let w: [(i64, u64); 4] = [(1, 0), (2, 1), (3, 0), (4, 2)];
         assert_eq!(measure(CorrelationType::EventCount, &w, 3), 4);
         assert_eq!(measure(CorrelationType::ValueCount, &w, 3), 3);
         assert_eq!(measure(CorrelationType::TemporalOrdered, &w, 3), 3);
-        assert_eq!(measure(CorrelationType::TemporalOrdered, &[(1, 1), (2, 0)], 2), 1);
-        assert_eq!(measure(CorrelationType::TemporalOrdered, &[(1, 0), (1, 1)], 2), 1, "ties are not ordered");
+        assert_eq!(measure(CorrelationType::TemporalOrdered, &[(1i64, 1u64), (2, 0)], 2), 1);
+        assert_eq!(measure(CorrelationType::TemporalOrdered, &[(1i64, 0u64), (1, 1)], 2), 1, "ties are not ordered");
     }
 }

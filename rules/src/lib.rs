@@ -11,7 +11,9 @@
 //! - [`logsource`]: the event classes and their `logsource` names;
 //! - [`window`]: correlation rules (event_count, value_count, temporal);
 //!   [`detect`]: the stateful [`Detector`] — suppressions, event-time windows,
-//!   watermark, dedup, snapshots (see `detect_design.md`);
+//!   watermark, dedup, snapshots (see `detect_design.md`); `groups`: the
+//!   compact storage of its window state (a slab, an 8-byte-slot index,
+//!   packed times and sample ids);
 //! - [`testing`]: rule tests kept in the rule files;
 //! - [`meta`]: rule metadata (level, tags, NIST CSF, remediation).
 pub mod compile;
@@ -20,6 +22,7 @@ pub mod detect;
 pub mod doc;
 pub mod engine;
 pub mod error;
+mod groups;
 pub mod json;
 pub mod logsource;
 pub mod matcher;

@@ -474,6 +474,81 @@ correlation:
 }
 
 #[test]
+fn uuid_ids_millisecond_times_and_value_hashes_survive_snapshots() {
+    let rules = r#"
+title: many downloads
+id: corr-many
+correlation:
+  type: event_count
+  rules: [layer_download]
+  group-by: [userIdentity.arn]
+  timespan: 10m
+  condition: {gte: 12}
+---
+title: enumeration
+id: corr-enum
+correlation:
+  type: value_count
+  rules: [denied]
+  group-by: [userIdentity.arn]
+  timespan: 10m
+  condition: {gte: 4, field: eventName}
+---
+title: few downloads
+id: corr-few
+correlation:
+  type: event_count
+  rules: [layer_download]
+  group-by: [userIdentity.arn]
+  timespan: 60s
+  condition: {lt: 3}
+"#;
+    let s = set(rules);
+    let uuid = |i: i64| format!("{:08x}-0000-4000-8000-{:012x}", i * 7919, i);
+    let mut events = Vec::new();
+    for i in 0..60i64 {
+        let who = ["arn:aws:iam::1:user/a", "arn:aws:iam::1:user/b"][(i % 2) as usize];
+        let t = (i * 13) % 90 + i * 4;
+        // Upper-case UUIDs and other ids are kept as text, canonical UUIDs packed.
+        let id = match i % 5 {
+            0 => uuid(i).to_uppercase(),
+            1 => format!("id-{i}"),
+            _ => uuid(i),
+        };
+        let mut e = ev("GetDownloadUrlForLayer", who, t, &id);
+        if i % 4 == 1 {
+            // A millisecond time: the group's times switch encoding.
+            e = e.replace("Z\"", ".250Z\"");
+        }
+        events.push(e);
+        if i % 3 == 0 {
+            let api = ["ListUsers", "ListRoles", "GetSecretValue", "ListKeys", "DescribeTrails"][(i % 5) as usize];
+            events.push(ev_with(api, who, t + 1, &uuid(1000 + i), r#","errorCode":"AccessDenied""#));
+        }
+    }
+    let cfg = || DetectorConfig { allowed_lateness_ms: 120_000, ..DetectorConfig::default() };
+    let mut full = Detector::new(s.clone(), cfg());
+    let mut expected = run(&mut full, &events);
+    full.flush(&mut expected);
+    let c = corr(&expected);
+    let by = |id: &str| c.iter().filter(|a| full.rule_set().correlations()[a.rule].meta.id == id).count();
+    assert!(by("corr-many") >= 2 && by("corr-enum") >= 1 && by("corr-few") >= 1, "{c:?}");
+    let many = c.iter().find(|a| full.rule_set().correlations()[a.rule].meta.id == "corr-many").unwrap();
+    assert_eq!(many.sample_event_ids.len(), 10, "first five and last five: {many:?}");
+    assert!(many.sample_event_ids.iter().all(|id| events.iter().any(|e| e.contains(&format!("\"eventID\":\"{id}\"")))));
+    for cut in 0..=events.len() {
+        let mut a = Detector::new(s.clone(), cfg());
+        let mut got = run(&mut a, &events[..cut]);
+        let snap = a.snapshot();
+        let mut b = Detector::new(s.clone(), cfg());
+        b.restore(&snap).unwrap();
+        got.extend(run(&mut b, &events[cut..]));
+        b.flush(&mut got);
+        assert_eq!(got, expected, "cut at {cut}");
+    }
+}
+
+#[test]
 fn snapshot_of_other_rules_is_refused() {
     let a = Detector::new(set(COUNT3), DetectorConfig::default());
     let mut b = Detector::new(set(""), DetectorConfig::default());

@@ -36,7 +36,9 @@ pub use envelope::ObjectRef;
 /// Limits for one unit of input.
 #[derive(Debug, Clone)]
 pub struct DecodeOptions {
-    /// Gunzipped data beyond this is an error (protects against gzip bombs).
+    /// Gunzipped data beyond this is an error (protects against gzip bombs);
+    /// when streaming plain input, no one value (line or document) may be
+    /// larger (memory stays bounded however long the input is).
     pub max_decompressed_bytes: u64,
     /// How deep SNS → CloudWatch Logs → ... wrappers may nest.
     pub max_nesting: u8,
@@ -184,7 +186,9 @@ pub fn decode(input: &[u8], origin: &str, opts: &DecodeOptions, out: &mut dyn Fn
 }
 
 /// Streaming form: line-delimited input is read with bounded memory; input
-/// whose first value spans lines is read whole (up to the size limit).
+/// whose first value spans lines is read whole (up to the size limit). Plain
+/// input has no total limit, only the per-value one: a replayed archive may
+/// be many gigabytes of NDJSON.
 pub fn decode_reader<R: Read>(
     reader: R,
     origin: &str,
@@ -198,15 +202,18 @@ pub fn decode_reader<R: Read>(
     let mut src: Box<dyn BufRead> = if gz {
         Box::new(BufReader::with_capacity(1 << 16, flate2::bufread::MultiGzDecoder::new(br).take(limit + 1)))
     } else {
-        Box::new(br.take(limit + 1))
+        Box::new(br)
     };
+    // Bytes read so far that count against the limit: all of a gzip unit,
+    // the current value of plain input.
+    let counted = |offset: u64, len: usize| if gz { offset + len as u64 } else { len as u64 };
     let mut d = Decoder { origin, opts, out };
     let mut line = Vec::with_capacity(4096);
     let mut line_no = 0u64;
     let mut offset = 0u64;
     loop {
         line.clear();
-        let n = match src.read_until(b'\n', &mut line) {
+        let n = match (&mut src).take(limit + 1).read_until(b'\n', &mut line) {
             Ok(n) => n,
             Err(e) if gz && e.kind() != std::io::ErrorKind::Interrupted => {
                 let pos = Position { line: line_no + 1, byte_offset: offset, record: None };
@@ -224,7 +231,7 @@ pub fn decode_reader<R: Read>(
             offset += n as u64;
             continue;
         }
-        if offset + n as u64 > limit {
+        if counted(offset, n) > limit {
             let pos = Position { line: line_no, byte_offset: offset, record: None };
             d.error(pos, DecodeErrorKind::TooLarge, format!("input exceeds {limit} bytes"));
             return Ok(());
@@ -237,13 +244,13 @@ pub fn decode_reader<R: Read>(
         }
         // A value that spans lines: read the rest and decode it as a document.
         let mut rest = line.clone();
-        if let Err(e) = src.read_to_end(&mut rest) {
+        if let Err(e) = (&mut src).take(limit + 1 - n as u64).read_to_end(&mut rest) {
             let pos = Position { line: line_no, byte_offset: offset, record: None };
             let kind = if gz { DecodeErrorKind::Gzip } else { DecodeErrorKind::Utf8 };
             d.error(pos, kind, format!("cannot read input: {e}"));
             return Ok(());
         }
-        if offset + rest.len() as u64 > limit {
+        if counted(offset, rest.len()) > limit {
             let pos = Position { line: line_no, byte_offset: offset, record: None };
             d.error(pos, DecodeErrorKind::TooLarge, format!("input exceeds {limit} bytes"));
             return Ok(());

@@ -174,6 +174,31 @@ fn bad_gzip_utf8_and_size_limits() {
 }
 
 #[test]
+fn streamed_plain_input_is_limited_per_value_gzip_in_total() {
+    let opts = DecodeOptions { max_decompressed_bytes: CT.len() as u64 + 1, ..DecodeOptions::default() };
+    let ndjson = format!("{CT}\n").repeat(20);
+    let mut out = Vec::new();
+    decode_reader(ndjson.as_bytes(), "t", &opts, &mut |d| out.push(conv(d))).unwrap();
+    assert_eq!(out.len(), 20);
+    assert!(out.iter().all(|i| matches!(i, Item::Ev(..))), "{out:?}");
+    // One value over the limit stops the unit with a clear error.
+    let long = format!("{CT}\n{}\n", CT.replace("StopLogging", "StopLoggingAndMore"));
+    let mut out = Vec::new();
+    decode_reader(long.as_bytes(), "t", &opts, &mut |d| out.push(conv(d))).unwrap();
+    assert!(matches!(out[0], Item::Ev(..)));
+    assert!(matches!(out[1], Item::Err(DecodeErrorKind::TooLarge, Position { line: 2, .. })), "{out:?}");
+    let doc = format!("[\n{CT}\n]\n");
+    let mut out = Vec::new();
+    decode_reader(doc.as_bytes(), "t", &opts, &mut |d| out.push(conv(d))).unwrap();
+    assert!(matches!(out[0], Item::Err(DecodeErrorKind::TooLarge, _)), "a document is one value: {out:?}");
+    // Gzip counts the whole decompressed unit (gzip bombs).
+    let mut out = Vec::new();
+    decode_reader(gz(ndjson.as_bytes()).as_slice(), "t", &opts, &mut |d| out.push(conv(d))).unwrap();
+    assert!(matches!(out.last(), Some(Item::Err(DecodeErrorKind::TooLarge, _))), "{out:?}");
+    assert_eq!(out.iter().filter(|i| matches!(i, Item::Ev(..))).count(), 1);
+}
+
+#[test]
 fn every_shared_sample_decodes_to_its_class() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/samples");
     assert!(root.is_dir(), "shared samples missing at {}", root.display());

@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use trailwatch_rules::{EventClass, Level, RuleMeta};
 
 pub use asff::*;
-pub use validate::{validate, AsffViolation, MAX_FINDING_BYTES};
+pub use validate::{validate, validate_serialized, AsffViolation, MAX_FINDING_BYTES};
 
 /// Where findings are reported.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
