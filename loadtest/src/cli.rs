@@ -11,7 +11,8 @@ use crate::dataset;
 use crate::generate::GenOptions;
 use crate::org::OrgOptions;
 use crate::output::{FileOptions, Format};
-use crate::runner::{self, replay::ReplayTarget, Limits, Order, RunOptions};
+use crate::runner::live::{LiveTarget, Via};
+use crate::runner::{self, replay::ReplayTarget, Limits, Order, RunOptions, Target};
 use crate::scenarios::{self, Scenario};
 use crate::util;
 
@@ -141,6 +142,26 @@ pub struct RunArgs {
     /// No progress bars.
     #[arg(long)]
     pub no_progress: bool,
+    /// Run `trailwatch run` live on a Kinesis stream or an SQS queue this tool creates and feeds,
+    /// instead of `trailwatch replay` (needs --endpoint-url or AWS credentials; reads the ndjson
+    /// format for Kinesis and the eventbridge format for SQS).
+    #[arg(long, value_enum)]
+    pub live: Option<Via>,
+    /// AWS endpoint for --live (e.g. kinesalite's or moto's http://127.0.0.1:PORT).
+    #[arg(long, requires = "live")]
+    pub endpoint_url: Option<String>,
+    /// AWS region for --live.
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// Shards of the Kinesis stream for --live.
+    #[arg(long, default_value_t = 2)]
+    pub shards: u32,
+    /// Events per second sent at most for --live (default: as fast as the endpoint takes them).
+    #[arg(long)]
+    pub send_rate: Option<f64>,
+    /// Batches in flight for --live.
+    #[arg(long, default_value_t = 4)]
+    pub senders: usize,
     /// Extra arguments for `trailwatch replay` (after --).
     #[arg(last = true)]
     pub extra: Vec<String>,
@@ -228,7 +249,13 @@ fn generate_cmd(a: GenerateArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn run_cmd(a: RunArgs) -> anyhow::Result<i32> {
+fn run_cmd(mut a: RunArgs) -> anyhow::Result<i32> {
+    if let Some(via) = a.live {
+        a.format = via.format();
+        if !a.extra.is_empty() {
+            bail!("arguments after -- are for `trailwatch replay`; --live runs `trailwatch run`");
+        }
+    }
     let binary = runner::replay::find_trailwatch(a.trailwatch.as_deref())?;
     let show = progress(a.no_progress);
     let (dir, generated_in) = match &a.dataset {
@@ -253,7 +280,32 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<i32> {
             None => Some(dir.join(dataset::CONFIG_FILE)).filter(|p| p.is_file()),
         }
     };
-    let mut target = ReplayTarget { binary, config, extra_args: a.extra.clone() };
+    let mut target: Box<dyn Target> = match a.live {
+        None => Box::new(ReplayTarget { binary, config, extra_args: a.extra.clone() }),
+        Some(via) => {
+            let Some(endpoint) = a.endpoint_url.clone() else {
+                bail!("--live needs --endpoint-url (the loadtest creates and deletes a stream or queue there)");
+            };
+            // Local emulators take any credentials; give the SDK (here and in the child) dummies
+            // rather than letting it probe the instance metadata service.
+            let local = endpoint.contains("://127.0.0.1") || endpoint.contains("://localhost");
+            if local && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+                std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+                std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+                std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+            }
+            Box::new(LiveTarget {
+                binary,
+                config,
+                via,
+                endpoint,
+                region: a.region.clone(),
+                shards: a.shards,
+                send_rate: a.send_rate,
+                senders: a.senders,
+            })
+        }
+    };
     let opts = RunOptions {
         dataset: dir.clone(),
         format: a.format,
@@ -263,7 +315,7 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<i32> {
         examples: !a.no_examples,
         generated_in,
     };
-    let report = runner::run(&opts, &mut target)?;
+    let report = runner::run(&opts, target.as_mut())?;
     let path = a.report.clone().unwrap_or_else(|| dir.join("run").join("report.json"));
     let text = serde_json::to_string_pretty(&report).context("cannot serialise the report")?;
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;

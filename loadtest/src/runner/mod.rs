@@ -1,15 +1,16 @@
 //! The runner: a dataset (generated or given) → trailwatch → throughput,
 //! resources and detection quality against the ground truth.
 //!
-//! - [`replay`]: the `trailwatch replay` subprocess target (the only one
-//!   today; a live-service target that feeds Kinesis/SQS and collects
-//!   findings implements the same [`Target`] trait);
+//! - [`replay`]: the `trailwatch replay` subprocess target;
+//! - [`live`]: `trailwatch run` on a Kinesis stream or SQS queue this tool
+//!   feeds (an emulator or any endpoint), with end-to-end latency;
 //! - [`usage`]: CPU time and peak RSS of the child;
 //! - [`score`]: findings vs. truth (precision, recall, misses, false positives);
 //! - [`examples`]: raw events behind example false positives;
 //! - [`report`]: the JSON report and the human summary.
 
 pub mod examples;
+pub mod live;
 pub mod replay;
 pub mod report;
 pub mod score;
@@ -49,6 +50,8 @@ pub struct Outcome {
     /// Findings, one ASFF JSON per line.
     pub findings: PathBuf,
     pub input_bytes: u64,
+    /// End-to-end latency (live targets only).
+    pub latency: Option<live::Latency>,
 }
 
 /// A system under test: runs trailwatch over `inputs` and measures it.

@@ -104,6 +104,7 @@ impl Target for ReplayTarget {
             stderr: stderr_text,
             findings,
             input_bytes: total_bytes,
+            latency: None,
         })
     }
 }

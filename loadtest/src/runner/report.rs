@@ -15,6 +15,9 @@ pub struct Report {
     pub dataset: DatasetInfo,
     pub trailwatch: RunInfo,
     pub throughput: Throughput,
+    /// End-to-end latency of a live run (absent for replay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<super::live::Latency>,
     pub quality: Quality,
     /// Things that make the figures doubtful (events not read, bad records, late events dropped).
     pub warnings: Vec<String>,
@@ -125,6 +128,7 @@ impl Report {
                 peak_rss_bytes: o.peak_rss_bytes,
                 peak_rss_source: o.peak_rss_source.to_string(),
             },
+            latency: o.latency.clone(),
             quality,
             warnings,
         }
@@ -179,6 +183,13 @@ impl Report {
             t.peak_rss_bytes as f64 / 1048576.0,
             t.peak_rss_source
         );
+        if let Some(l) = &self.latency {
+            let _ = writeln!(
+                s,
+                "latency ({}): p50 {:.2}s, p90 {:.2}s, p99 {:.2}s, max {:.2}s over {} findings",
+                l.from_to, l.p50_seconds, l.p90_seconds, l.p99_seconds, l.max_seconds, l.findings_measured
+            );
+        }
         let _ = writeln!(
             s,
             "findings: {} ({} true positive, {} false positive); precision {}; recall {} ({}/{} scenarios)",
