@@ -1,23 +1,358 @@
-use async_trait::async_trait;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use super::KinesisSourceConfig;
-use crate::aws::AwsConfig;
-use crate::sources::{Source, SourceContext, SourceError};
+use async_trait::async_trait;
+use aws_sdk_kinesis::error::ProvideErrorMetadata;
+use aws_sdk_kinesis::primitives::DateTime;
+use aws_sdk_kinesis::types::{Shard, ShardIteratorType};
+use aws_sdk_kinesis::Client;
+use tokio::sync::mpsc;
+
+use super::{KinesisSourceConfig, StartPosition};
+use crate::aws::{self, AwsConfig};
+use crate::service::batch::{Checkpoint, EventBatch, SourceBatch};
+use crate::sources::{count_batch, Source, SourceContext, SourceError};
+
+/// The position recorded for a shard read to its end (closed by a reshard).
+pub const SHARD_END: &str = "SHARD_END";
 
 pub struct KinesisSource {
-    #[allow(dead_code)]
     cfg: KinesisSourceConfig,
+    client: Client,
+    /// For logs and origins: the stream name, else its ARN.
+    stream: String,
 }
 
 impl KinesisSource {
-    pub async fn build(_name: &str, cfg: &KinesisSourceConfig, _aws: &AwsConfig) -> Result<Self, SourceError> {
-        Ok(KinesisSource { cfg: cfg.clone() })
+    pub async fn build(_name: &str, cfg: &KinesisSourceConfig, aws_cfg: &AwsConfig) -> Result<Self, SourceError> {
+        let sdk = aws::sdk_config(&aws_cfg.with_overrides(cfg.region.as_ref(), cfg.endpoint_url.as_ref())).await;
+        let stream = cfg.stream_name.clone().or_else(|| cfg.stream_arn.clone()).unwrap_or_default();
+        Ok(KinesisSource { cfg: cfg.clone(), client: Client::new(&sdk), stream })
     }
+}
+
+/// What a shard reader tells the coordinator.
+enum ReaderEvent {
+    /// The shard is closed and every record of it was sent.
+    Finished(String),
+    /// The reader hit an error it cannot get past.
+    Failed(String, SourceError),
 }
 
 #[async_trait]
 impl Source for KinesisSource {
-    async fn run(self: Box<Self>, _ctx: SourceContext) -> Result<(), SourceError> {
-        Err(SourceError::Fatal("the kinesis source is not built yet".into()))
+    async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
+        let me = Arc::new(*self);
+        let ctx = Arc::new(ctx);
+        // Shards already read to their end in an earlier run.
+        let mut finished: BTreeSet<String> =
+            ctx.checkpoints.iter().filter(|(_, p)| p.as_str() == SHARD_END).map(|(s, _)| s.clone()).collect();
+        let mut started: BTreeSet<String> = BTreeSet::new();
+        let (tx, mut rx) = mpsc::channel::<ReaderEvent>(64);
+        let mut readers = tokio::task::JoinSet::new();
+        let mut last_listing: Option<Instant> = None;
+        let mut failures = 0u32;
+        loop {
+            let due = last_listing.is_none_or(|t| t.elapsed() >= me.cfg.shard_discovery_interval);
+            if due {
+                match me.list_shards().await {
+                    Ok(shards) => {
+                        failures = 0;
+                        last_listing = Some(Instant::now());
+                        ctx.health.set_source(&ctx.name, true);
+                        let known: BTreeSet<&str> = shards.iter().map(|s| s.shard_id()).collect();
+                        for s in &shards {
+                            let id = s.shard_id().to_string();
+                            if started.contains(&id) || finished.contains(&id) {
+                                continue;
+                            }
+                            // Parents first: a child waits until every parent
+                            // that still exists has been read to its end, so
+                            // the records of a key stay in order.
+                            let parents = [s.parent_shard_id(), s.adjacent_parent_shard_id()];
+                            let waiting = parents.iter().flatten().any(|p| known.contains(p) && !finished.contains(*p));
+                            if waiting {
+                                continue;
+                            }
+                            let has_parent = parents.iter().flatten().any(|p| known.contains(p));
+                            started.insert(id.clone());
+                            let (me, ctx, tx) = (Arc::clone(&me), Arc::clone(&ctx), tx.clone());
+                            readers.spawn(async move {
+                                let res = me.read_shard(&ctx, &id, has_parent).await;
+                                let _ = match res {
+                                    Ok(true) => tx.send(ReaderEvent::Finished(id)).await,
+                                    Ok(false) => Ok(()),
+                                    Err(e) => tx.send(ReaderEvent::Failed(id, e)).await,
+                                };
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        crate::metrics::get().source_errors.with_label_values(&[&ctx.name, "list_shards"]).inc();
+                        tracing::warn!(source = %ctx.name, stream = %me.stream, error = %e, "cannot list shards");
+                        if let SourceError::Fatal(_) = e {
+                            ctx.health.set_source(&ctx.name, false);
+                            return Err(e);
+                        }
+                        if failures >= 3 {
+                            ctx.health.set_source(&ctx.name, false);
+                        }
+                        last_listing = Some(Instant::now() - me.cfg.shard_discovery_interval + backoff(failures));
+                    }
+                }
+            }
+            let wait = last_listing
+                .map(|t| me.cfg.shard_discovery_interval.saturating_sub(t.elapsed()))
+                .unwrap_or_default()
+                .max(Duration::from_millis(50));
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => break,
+                ev = rx.recv() => match ev {
+                    Some(ReaderEvent::Finished(id)) => {
+                        tracing::info!(source = %ctx.name, shard = %id, "shard closed and fully read");
+                        finished.insert(id);
+                        // Its children may start now.
+                        last_listing = None;
+                    }
+                    Some(ReaderEvent::Failed(id, e)) => {
+                        tracing::error!(source = %ctx.name, shard = %id, error = %e, "shard reader failed");
+                        ctx.health.set_source(&ctx.name, false);
+                        readers.abort_all();
+                        return Err(e);
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        // Readers stop at the cancellation; wait so their last batches are sent.
+        while readers.join_next().await.is_some() {}
+        Ok(())
     }
+}
+
+impl KinesisSource {
+    fn stream_args<T>(&self, b: T, name: fn(T, String) -> T, arn: fn(T, String) -> T) -> T {
+        match (&self.cfg.stream_name, &self.cfg.stream_arn) {
+            (_, Some(a)) => arn(b, a.clone()),
+            (Some(n), None) => name(b, n.clone()),
+            (None, None) => b,
+        }
+    }
+
+    /// Every shard of the stream (open and closed ones still in retention).
+    async fn list_shards(&self) -> Result<Vec<Shard>, SourceError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let req = self.client.list_shards();
+            // With a NextToken the stream must not be named again.
+            let req = match &token {
+                Some(t) => req.next_token(t),
+                None => self.stream_args(req, |b, v| b.stream_name(v), |b, v| b.stream_arn(v)),
+            };
+            let resp = req.send().await.map_err(|e| {
+                let code = e.code().unwrap_or_default().to_string();
+                let message = aws::error_text(&e);
+                if code == "ResourceNotFoundException" {
+                    SourceError::Fatal(format!("stream {} not found: {message}", self.stream))
+                } else {
+                    SourceError::Aws { operation: "ListShards", message }
+                }
+            })?;
+            out.extend(resp.shards().iter().cloned());
+            match resp.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// An iterator for `shard`: after `after` if given, else at the configured start.
+    async fn iterator(&self, shard: &str, after: Option<&str>, has_parent: bool) -> Result<String, SourceError> {
+        let req = self.stream_args(
+            self.client.get_shard_iterator().shard_id(shard),
+            |b, v| b.stream_name(v),
+            |b, v| b.stream_arn(v),
+        );
+        let req = match after {
+            Some(seq) => req.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq),
+            // A child of a shard we read starts at its beginning, whatever the start position.
+            None if has_parent => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            None => match self.cfg.start_position {
+                StartPosition::TrimHorizon => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+                StartPosition::Latest => req.shard_iterator_type(ShardIteratorType::Latest),
+                StartPosition::AtTimestamp => {
+                    let t =
+                        self.cfg.start_timestamp.as_deref().and_then(crate::config::parse_time).ok_or_else(|| {
+                            SourceError::Config("start_position = \"at-timestamp\" needs start_timestamp".into())
+                        })?;
+                    let secs = t as f64 / 1e3;
+                    req.shard_iterator_type(ShardIteratorType::AtTimestamp).timestamp(DateTime::from_secs_f64(secs))
+                }
+            },
+        };
+        let resp = req.send().await.map_err(|e| {
+            let code = e.code().unwrap_or_default().to_string();
+            let message = aws::error_text(&e);
+            if code == "ResourceNotFoundException" {
+                SourceError::Fatal(format!("shard {shard} of {} not found: {message}", self.stream))
+            } else {
+                SourceError::Aws { operation: "GetShardIterator", message }
+            }
+        })?;
+        resp.shard_iterator().map(str::to_string).ok_or_else(|| SourceError::Aws {
+            operation: "GetShardIterator",
+            message: format!("no iterator returned for {shard}"),
+        })
+    }
+
+    /// Reads one shard until it closes (Ok(true)) or shutdown (Ok(false)).
+    async fn read_shard(&self, ctx: &SourceContext, shard: &str, has_parent: bool) -> Result<bool, SourceError> {
+        let m = crate::metrics::get();
+        let behind = m.kinesis_behind_latest.with_label_values(&[&ctx.name, shard]);
+        let mut last_seq: Option<String> = ctx.checkpoints.get(shard).cloned();
+        let mut iterator: Option<String> = None;
+        let mut idle = self.cfg.poll_interval;
+        let mut failures = 0u32;
+        tracing::info!(source = %ctx.name, shard, after = ?last_seq, "reading shard");
+        loop {
+            if ctx.shutdown.is_cancelled() {
+                return Ok(false);
+            }
+            let it = match iterator.take() {
+                Some(it) => it,
+                None => match self.iterator(shard, last_seq.as_deref(), has_parent).await {
+                    Ok(it) => {
+                        failures = 0;
+                        it
+                    }
+                    Err(e @ (SourceError::Fatal(_) | SourceError::Config(_))) => return Err(e),
+                    Err(e) => {
+                        failures += 1;
+                        m.source_errors.with_label_values(&[&ctx.name, "get_shard_iterator"]).inc();
+                        tracing::warn!(source = %ctx.name, shard, error = %e, "retrying");
+                        if sleep_or_stop(ctx, backoff(failures)).await {
+                            return Ok(false);
+                        }
+                        continue;
+                    }
+                },
+            };
+            let resp = match self.client.get_records().shard_iterator(&it).limit(self.cfg.max_records).send().await {
+                Ok(r) => {
+                    failures = 0;
+                    r
+                }
+                Err(e) => {
+                    let code = e.code().unwrap_or_default().to_string();
+                    let kind = match code.as_str() {
+                        // Iterators live 5 minutes: get a new one from the last position.
+                        "ExpiredIteratorException" => "expired_iterator",
+                        "ProvisionedThroughputExceededException" => "throttled",
+                        "ResourceNotFoundException" => {
+                            return Err(SourceError::Fatal(format!(
+                                "shard {shard} of {} is gone: {}",
+                                self.stream,
+                                aws::error_text(&e)
+                            )))
+                        }
+                        _ => "get_records",
+                    };
+                    m.source_errors.with_label_values(&[&ctx.name, kind]).inc();
+                    if kind == "expired_iterator" {
+                        continue;
+                    }
+                    failures += 1;
+                    iterator = if kind == "throttled" { Some(it) } else { None };
+                    tracing::warn!(source = %ctx.name, shard, error = %aws::error_text(&e), "GetRecords failed; backing off");
+                    if sleep_or_stop(ctx, backoff(failures)).await {
+                        return Ok(false);
+                    }
+                    continue;
+                }
+            };
+            if let Some(ms) = resp.millis_behind_latest() {
+                behind.set(ms as f64 / 1000.0);
+            }
+            let records = resp.records();
+            let next = resp.next_shard_iterator().map(str::to_string);
+            if !records.is_empty() {
+                let now = now_ms();
+                let mut batch = EventBatch::new(Some(now));
+                for r in records {
+                    let origin = format!("kinesis:{}/{}/{}", self.stream, shard, r.sequence_number());
+                    batch.push_unit(r.data().as_ref(), origin, &ctx.decode);
+                }
+                let seq = records[records.len() - 1].sequence_number().to_string();
+                count_batch(&ctx.name, shard, records.len() as u64, &batch);
+                let sent = ctx
+                    .out
+                    .send(SourceBatch {
+                        source: Arc::clone(&ctx.name),
+                        events: batch,
+                        checkpoint: Some(Checkpoint { partition: shard.to_string(), position: seq.clone() }),
+                        ack: None,
+                    })
+                    .await;
+                if !sent {
+                    return Ok(false);
+                }
+                last_seq = Some(seq);
+            }
+            match next {
+                None => {
+                    // Closed by a reshard and read to the end: record it, so a
+                    // restart neither re-reads it nor holds its children back.
+                    let sent = ctx
+                        .out
+                        .send(SourceBatch {
+                            source: Arc::clone(&ctx.name),
+                            events: EventBatch::new(Some(now_ms())),
+                            checkpoint: Some(Checkpoint { partition: shard.to_string(), position: SHARD_END.into() }),
+                            ack: None,
+                        })
+                        .await;
+                    behind.set(0.0);
+                    return Ok(sent);
+                }
+                Some(n) => iterator = Some(n),
+            }
+            // 5 GetRecords/s per shard: never faster than poll_interval; an
+            // idle shard backs off, one that is behind polls again at once.
+            let behind_ms = resp.millis_behind_latest().unwrap_or(0);
+            let wait = if records.is_empty() && behind_ms == 0 {
+                let w = idle;
+                idle = (idle * 2).min(self.cfg.max_idle_poll_interval);
+                w
+            } else {
+                idle = self.cfg.poll_interval;
+                self.cfg.poll_interval
+            };
+            if sleep_or_stop(ctx, wait).await {
+                return Ok(false);
+            }
+        }
+    }
+}
+
+/// Sleeps, or returns true at shutdown.
+async fn sleep_or_stop(ctx: &SourceContext, d: Duration) -> bool {
+    tokio::select! {
+        _ = ctx.shutdown.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}
+
+/// Exponential backoff with full jitter, 100 ms to 10 s.
+fn backoff(failures: u32) -> Duration {
+    let cap = 100u64.saturating_mul(1 << failures.min(7)).min(10_000);
+    Duration::from_millis(rand::random_range(cap / 2..=cap))
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }

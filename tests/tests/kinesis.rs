@@ -1,0 +1,240 @@
+//! The Kinesis source against a real Kinesis emulator (kinesalite): records
+//! in every envelope come out as findings, a malformed record goes to the
+//! dead letter, a restart resumes from the checkpoint without repeating or
+//! losing findings, and a resharded stream is read parents first.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use trailwatch_processor::config::Config;
+use trailwatch_processor::service::{self, RunOptions, RunSummary};
+use trailwatch_processor::{decode::DecodeOptions, findings::FindingContext, ruleset};
+use trailwatch_rules::{DetectorConfig, RuleFile};
+use trailwatch_tests::Server;
+
+const RULES: &str = r#"
+title: Test marker call
+id: 6f1d1b0e-0000-4000-8000-0000000000a1
+level: high
+tags: [nist_csf.de.cm-1]
+logsource: {product: aws, service: cloudtrail}
+detection:
+    sel: {eventName: TwMarker}
+    condition: sel
+"#;
+
+fn record(i: u32) -> String {
+    format!(
+        r#"{{"eventVersion":"1.08","eventTime":"2026-11-01T10:00:{s:02}Z","eventSource":"iam.amazonaws.com","eventName":"TwMarker","awsRegion":"us-east-1","eventID":"00000000-0000-4000-8000-{i:012}","recipientAccountId":"111122223333","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/u{i}","accountId":"111122223333"}}}}"#,
+        s = i % 60
+    )
+}
+
+fn eventbridge(i: u32) -> String {
+    format!(
+        r#"{{"version":"0","id":"eb-{i}","detail-type":"AWS API Call via CloudTrail","source":"aws.iam","account":"111122223333","time":"2026-11-01T10:00:00Z","region":"us-east-1","resources":[],"detail":{}}}"#,
+        record(i)
+    )
+}
+
+/// A CloudWatch Logs subscription payload (gzip JSON) carrying `ids` as log events.
+fn cwl(ids: &[u32]) -> Vec<u8> {
+    let events: Vec<String> = ids
+        .iter()
+        .map(|i| format!(r#"{{"id":"{i}","timestamp":1793527200000,"message":{}}}"#, serde_json::json!(record(*i))))
+        .collect();
+    let doc = format!(
+        r#"{{"messageType":"DATA_MESSAGE","owner":"111122223333","logGroup":"aws-cloudtrail","logStream":"111122223333_CloudTrail_us-east-1","subscriptionFilters":["tw"],"logEvents":[{}]}}"#,
+        events.join(",")
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(doc.as_bytes()).unwrap();
+    gz.finish().unwrap()
+}
+
+async fn put(client: &aws_sdk_kinesis::Client, stream: &str, items: Vec<Vec<u8>>) {
+    let entries: Vec<PutRecordsRequestEntry> = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, data)| {
+            PutRecordsRequestEntry::builder().data(Blob::new(data)).partition_key(format!("k{i}")).build().unwrap()
+        })
+        .collect();
+    let out = client.put_records().stream_name(stream).set_records(Some(entries)).send().await.unwrap();
+    assert_eq!(out.failed_record_count(), Some(0));
+}
+
+async fn create_stream(client: &aws_sdk_kinesis::Client, stream: &str, shards: i32) {
+    client.create_stream().stream_name(stream).shard_count(shards).send().await.unwrap();
+    for _ in 0..100 {
+        let d = client.describe_stream_summary().stream_name(stream).send().await.unwrap();
+        if d.stream_description_summary().unwrap().stream_status() == &aws_sdk_kinesis::types::StreamStatus::Active {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("stream {stream} not active");
+}
+
+fn config(server: &Server, dir: &Path, stream: &str) -> Config {
+    let text = format!(
+        r#"
+        {aws}
+        [service]
+        state_dir = "{state}"
+        commit_interval = "200ms"
+        [sources.stream]
+        type = "kinesis"
+        stream_name = "{stream}"
+        poll_interval = "200ms"
+        max_idle_poll_interval = "400ms"
+        shard_discovery_interval = "1s"
+        [sinks.out]
+        type = "asff-jsonl"
+        path = "{out}"
+        [metrics]
+        enabled = false
+        "#,
+        aws = server.aws_section(),
+        state = dir.join("state").display(),
+        out = findings_path(dir).display(),
+    );
+    let cfg: Config = toml::from_str(&text).unwrap();
+    cfg.validate().unwrap();
+    cfg
+}
+
+fn findings_path(dir: &Path) -> PathBuf {
+    dir.join("findings.ndjson")
+}
+
+fn finding_events(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(findings_path(dir))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["ProductFields"]["trailwatch/EventIds"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// Runs the service until `want` findings are in the file and a commit
+/// followed them, then shuts it down (as SIGTERM would).
+async fn run_until(cfg: Config, dir: &Path, want: usize) -> RunSummary {
+    trailwatch_tests::aws_env();
+    let (set, _) = ruleset::compile(
+        &[RuleFile { name: "test.yml".into(), text: RULES.into() }],
+        &trailwatch_rules::CompileOptions::default(),
+    )
+    .unwrap();
+    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
+    let opts = RunOptions {
+        detector: DetectorConfig::default(),
+        findings: FindingContext::default(),
+        now: None,
+        dead_letter: None,
+        decode: DecodeOptions::default(),
+        on_listen: None,
+        commits: Some(tx),
+    };
+    let dir = dir.to_path_buf();
+    let shutdown = async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+        while finding_events(&dir).len() < want && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // One more commit: the checkpoint of what produced them is durable.
+        let seen = *rx.borrow();
+        let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|n| *n > seen)).await;
+    };
+    tokio::time::timeout(Duration::from_secs(60), service::run(cfg, Arc::new(set), opts, shutdown))
+        .await
+        .expect("the run ends")
+        .expect("the run succeeds")
+}
+
+#[tokio::test]
+async fn envelopes_dead_letters_and_restart_without_repeats() {
+    let server = Server::kinesalite().unwrap();
+    let client = aws_sdk_kinesis::Client::new(&server.sdk_config().await);
+    create_stream(&client, "events", 2).await;
+    put(
+        &client,
+        "events",
+        vec![
+            record(1).into_bytes(),
+            eventbridge(2).into_bytes(),
+            cwl(&[3, 4]),
+            b"{not json".to_vec(),
+            record(5).into_bytes(),
+        ],
+    )
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let s1 = run_until(config(&server, dir.path(), "events"), dir.path(), 5).await;
+    let mut ids = finding_events(dir.path());
+    ids.sort();
+    let want: Vec<String> = [1, 2, 3, 4, 5].iter().map(|i| format!("00000000-0000-4000-8000-{i:012}")).collect();
+    assert_eq!(ids, want, "every envelope gives its finding");
+    assert_eq!(s1.eval.events, 5);
+    let dead = std::fs::read_to_string(dir.path().join("state/dead-letter.ndjson")).unwrap();
+    assert_eq!(dead.lines().count(), 1, "{dead}");
+    assert!(dead.contains("kinesis:events/shardId-"), "the dead letter names the record: {dead}");
+
+    // More records while it is down; the restart resumes after the checkpoint.
+    put(&client, "events", vec![record(6).into_bytes(), record(7).into_bytes()]).await;
+    let s2 = run_until(config(&server, dir.path(), "events"), dir.path(), 7).await;
+    assert_eq!(s2.eval.events, 2, "only the new records are read again");
+    let mut ids = finding_events(dir.path());
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((n, ids.len()), (7, 7), "no finding lost or repeated: {ids:?}");
+}
+
+#[tokio::test]
+async fn a_split_shard_is_read_parent_first() {
+    let server = Server::kinesalite().unwrap();
+    let client = aws_sdk_kinesis::Client::new(&server.sdk_config().await);
+    create_stream(&client, "resharded", 1).await;
+    put(&client, "resharded", (10..14).map(|i| record(i).into_bytes()).collect()).await;
+    // Split the only shard in two (at the middle of the hash key range).
+    let shards = client.list_shards().stream_name("resharded").send().await.unwrap();
+    let parent = shards.shards()[0].shard_id().to_string();
+    client
+        .split_shard()
+        .stream_name("resharded")
+        .shard_to_split(&parent)
+        .new_starting_hash_key("170141183460469231731687303715884105728")
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let d = client.describe_stream_summary().stream_name("resharded").send().await.unwrap();
+        if d.stream_description_summary().unwrap().stream_status() == &aws_sdk_kinesis::types::StreamStatus::Active {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    put(&client, "resharded", (20..26).map(|i| record(i).into_bytes()).collect()).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = run_until(config(&server, dir.path(), "resharded"), dir.path(), 10).await;
+    assert_eq!(s.eval.events, 10);
+    let ids = finding_events(dir.path());
+    assert_eq!(ids.len(), 10);
+    // The parent's records (10..14) come before any child's (20..26).
+    let pos = |i: u32| ids.iter().position(|x| x.ends_with(&format!("{i:012}"))).unwrap();
+    let last_parent = (10..14).map(pos).max().unwrap();
+    let first_child = (20..26).map(pos).min().unwrap();
+    assert!(last_parent < first_child, "parent first: {ids:?}");
+    // The closed parent is committed as read to its end.
+    let state = std::fs::read_to_string(dir.path().join("state/state.json")).unwrap();
+    assert!(state.contains("SHARD_END"), "{state}");
+}
