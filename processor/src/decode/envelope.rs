@@ -190,6 +190,32 @@ pub(super) fn dispatch(d: &mut Decoder<'_, '_>, env: Envelope<'_>, whole: &str, 
         if env.detail.is_none() {
             return d.error(pos, DecodeErrorKind::Envelope, format!("EventBridge event `{dt}` has no `detail`"));
         }
+        // S3 "Object Created" through EventBridge (a bucket with EventBridge
+        // notifications on): a new CloudTrail log file to fetch, like an S3
+        // event notification.
+        if dt == "Object Created" && source == "aws.s3" {
+            #[derive(Deserialize)]
+            struct Detail {
+                bucket: Option<Named>,
+                object: Option<Obj>,
+            }
+            #[derive(Deserialize)]
+            struct Named {
+                name: String,
+            }
+            #[derive(Deserialize)]
+            struct Obj {
+                key: String,
+                size: Option<u64>,
+            }
+            let detail = env.detail.and_then(|r| serde_json::from_str::<Detail>(r.get()).ok());
+            return match detail {
+                Some(Detail { bucket: Some(b), object: Some(o) }) => {
+                    (d.out)(Decoded::ObjectRef(ObjectRef { bucket: b.name, key: o.key, size: o.size, position: pos }))
+                }
+                _ => d.error(pos, DecodeErrorKind::Envelope, "S3 `Object Created` event without bucket and key".into()),
+            };
+        }
         let class = EventClass::from_eventbridge_source(&source);
         (d.out)(Decoded::Event(Event { json: whole, class, position: pos, via, eventbridge: Some(meta) }));
         return;

@@ -109,6 +109,10 @@ fn eventbridge_cloudtrail_and_ecr() {
     assert_eq!(strip_offsets(run(scan.as_bytes())), vec![Item::Ev(EventClass::Ecr, scan.into(), pos(1, None))]);
     let bad = r#"{"detail-type":"ECR Image Scan","source":"aws.ecr"}"#;
     assert!(matches!(run(bad.as_bytes())[0], Item::Err(DecodeErrorKind::Envelope, _)));
+    let created = r#"{"version":"0","id":"e-3","detail-type":"Object Created","source":"aws.s3","detail":{"bucket":{"name":"trail"},"object":{"key":"AWSLogs/1/CloudTrail/x.json.gz","size":9}}}"#;
+    assert_eq!(run(created.as_bytes()), vec![Item::Obj("trail".into(), "AWSLogs/1/CloudTrail/x.json.gz".into())]);
+    let no_key = r#"{"version":"0","id":"e-4","detail-type":"Object Created","source":"aws.s3","detail":{"bucket":{"name":"trail"}}}"#;
+    assert!(matches!(run(no_key.as_bytes())[0], Item::Err(DecodeErrorKind::Envelope, _)));
 }
 
 #[test]
