@@ -28,12 +28,12 @@ fn trailwatch() -> PathBuf {
     bin
 }
 
-fn live(via: &str, server: &Server) -> Report {
+fn live(via: &str, server: &Server, rate: &str) -> Report {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = Command::new(env!("CARGO_BIN_EXE_trailwatch-loadtest"))
         .args(["run", "--live", via, "--endpoint-url", &server.endpoint])
-        .args(["--accounts", "5", "--duration", "1h", "--rate", "1", "--seed", "3"])
+        .args(["--accounts", "5", "--duration", "1h", "--rate", rate, "--seed", "3"])
         .args(["--scenarios", "root-activity,scan-on-push-disabled,critical-image-scan", "--lookalikes", "none"])
         .args(["--max-seconds", "240", "--no-progress"])
         .arg("--out")
@@ -53,10 +53,16 @@ fn live(via: &str, server: &Server) -> Report {
     serde_json::from_str(&std::fs::read_to_string(data.join("run/report.json")).expect("report written")).unwrap()
 }
 
-fn check(r: &Report) {
+fn check(r: &Report, exactly_once: bool) {
     assert!(r.completed(), "{:?}", r.trailwatch);
-    // Every event sent was read by trailwatch, none lost on the way.
-    assert_eq!(r.throughput.events, r.dataset.events_generated);
+    // Every event sent was read by trailwatch, none lost on the way. A
+    // Kinesis shard is read once from its checkpoint; SQS standard queues
+    // deliver at least once, so an event may be read twice (same finding id).
+    if exactly_once {
+        assert_eq!(r.throughput.events, r.dataset.events_generated);
+    } else {
+        assert!(r.throughput.events >= r.dataset.events_generated);
+    }
     let l = r.latency.as_ref().expect("latency measured");
     assert!(l.findings_measured > 0 && l.p50_seconds <= l.max_seconds);
     let q = &r.quality;
@@ -67,11 +73,12 @@ fn check(r: &Report) {
 #[test]
 fn kinesis_end_to_end_with_latency() {
     let server = Server::kinesalite().expect("kinesalite starts (scripts/test installs it)");
-    check(&live("kinesis", &server));
+    check(&live("kinesis", &server, "1"), true);
 }
 
 #[test]
 fn sqs_end_to_end_with_latency() {
     let server = Server::moto().expect("moto starts (scripts/test installs it)");
-    check(&live("sqs", &server));
+    // moto scans the queue on every send: keep it shallow.
+    check(&live("sqs", &server, "0.25"), false);
 }
