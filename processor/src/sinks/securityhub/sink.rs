@@ -169,7 +169,8 @@ impl SecurityHubSink {
         }
         let shared = self.shared.clone();
         self.tasks.spawn(async move {
-            let left = shared.deliver(&key, items, shared.cfg.max_retries).await;
+            // Boxed: keeps the task small (the SDK call futures are large in debug builds).
+            let left = Box::pin(shared.deliver(&key, items, shared.cfg.max_retries)).await;
             if left.is_empty() {
                 Ok(())
             } else {
@@ -513,7 +514,7 @@ impl Shared {
         let batch_size = self.cfg.batch_size.clamp(1, 100);
         for (key, items) in groups {
             for chunk in items.chunks(batch_size) {
-                if !self.deliver(&key, chunk.to_vec(), DRAIN_RETRIES).await.is_empty() {
+                if !Box::pin(self.deliver(&key, chunk.to_vec(), DRAIN_RETRIES)).await.is_empty() {
                     return false;
                 }
             }
