@@ -60,6 +60,22 @@ struct Metrics {
     batch_size: Histogram,
 }
 
+impl Metrics {
+    fn new(name: &str) -> Metrics {
+        let mm = crate::metrics::get();
+        Metrics {
+            sent: mm.sink_findings.with_label_values(&[name, "sent"]),
+            spooled: mm.sink_findings.with_label_values(&[name, "spooled"]),
+            failed: mm.sink_findings.with_label_values(&[name, "failed"]),
+            retry_throttled: mm.sink_retries.with_label_values(&[name, "throttled"]),
+            retry_error: mm.sink_retries.with_label_values(&[name, "error"]),
+            retry_finding: mm.sink_retries.with_label_values(&[name, "failed_finding"]),
+            duration: mm.sink_request_duration.with_label_values(&[name]),
+            batch_size: mm.sink_batch_size.with_label_values(&[name]),
+        }
+    }
+}
+
 struct Shared {
     name: String,
     cfg: SecurityHubSinkConfig,
@@ -121,16 +137,7 @@ impl SecurityHubSink {
         let dead_path: PathBuf =
             cfg.dead_letter.clone().unwrap_or_else(|| ctx.state_dir.join("securityhub-rejected.ndjson"));
         let name = ctx.name.to_string();
-        let m = Metrics {
-            sent: mm.sink_findings.with_label_values(&[&name, "sent"]),
-            spooled: mm.sink_findings.with_label_values(&[&name, "spooled"]),
-            failed: mm.sink_findings.with_label_values(&[&name, "failed"]),
-            retry_throttled: mm.sink_retries.with_label_values(&[&name, "throttled"]),
-            retry_error: mm.sink_retries.with_label_values(&[&name, "error"]),
-            retry_finding: mm.sink_retries.with_label_values(&[&name, "failed_finding"]),
-            duration: mm.sink_request_duration.with_label_values(&[&name]),
-            batch_size: mm.sink_batch_size.with_label_values(&[&name]),
-        };
+        let m = Metrics::new(&name);
         let shared = Arc::new(Shared {
             name,
             cfg: cfg.clone(),
@@ -556,7 +563,198 @@ async fn drain_loop(shared: Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_securityhub::config::{Credentials, SharedCredentialsProvider};
     use aws_sdk_securityhub::types::ImportFindingsError;
+    use std::collections::VecDeque;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    type Requests = Arc<Mutex<Vec<Vec<String>>>>;
+
+    /// A fake Security Hub endpoint: answers request n with `script[n]`
+    /// (status, error type, body) and records the Ids each request carried.
+    async fn fake(script: Vec<(u16, &'static str, &'static str)>) -> (String, Requests) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let script = Arc::new(Mutex::new(VecDeque::from(script)));
+        let seen: Requests = Arc::default();
+        let seen2 = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else { return };
+                let script = script.clone();
+                let seen = seen2.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let head_end = loop {
+                            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break p + 4;
+                            }
+                            let mut chunk = [0u8; 8192];
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        while buf.len() < head_end + len {
+                            let mut chunk = [0u8; 8192];
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let body: serde_json::Value =
+                            serde_json::from_slice(&buf[head_end..head_end + len]).unwrap_or_default();
+                        buf.drain(..head_end + len);
+                        let ids: Vec<String> = body["Findings"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|f| f["Id"].as_str().map(str::to_string))
+                            .collect();
+                        seen.lock().unwrap().push(ids);
+                        let (status, kind, text) = script.lock().unwrap().pop_front().unwrap_or((500, "", "{}"));
+                        let mut resp = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+                            text.len()
+                        );
+                        if !kind.is_empty() {
+                            resp.push_str(&format!("x-amzn-errortype: {kind}\r\n"));
+                        }
+                        resp.push_str("\r\n");
+                        resp.push_str(text);
+                        if sock.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (format!("http://{addr}"), seen)
+    }
+
+    const OK: (u16, &str, &str) = (200, "", r#"{"FailedCount":0,"SuccessCount":1,"FailedFindings":[]}"#);
+    const DOWN: (u16, &str, &str) = (503, "ServiceUnavailableException", r#"{"message":"down"}"#);
+    const INVALID: (u16, &str, &str) = (400, "InvalidInputException", r#"{"Message":"invalid finding"}"#);
+
+    async fn shared_for(endpoint: &str, dir: &std::path::Path, name: &str, max_retries: u32) -> Arc<Shared> {
+        let aws = crate::aws::AwsConfig {
+            region: Some("us-east-1".into()),
+            endpoint_url: Some(endpoint.into()),
+            max_attempts: Some(1),
+            ..Default::default()
+        };
+        let base = crate::aws::sdk_config(&aws)
+            .await
+            .to_builder()
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new("k", "s", None, None, "test")))
+            .build();
+        let cfg = SecurityHubSinkConfig { max_retries, ..Default::default() };
+        Arc::new(Shared {
+            name: name.into(),
+            cfg,
+            base,
+            assume_roles: false,
+            routes: tokio::sync::Mutex::new(HashMap::new()),
+            spool: Mutex::new(Spool::open(&dir.join("spool"), 1 << 20).unwrap()),
+            dead: Mutex::new(DeadLetterWriter::new(&dir.join("rejected.ndjson"), false)),
+            failing: AtomicBool::new(false),
+            drain: Notify::new(),
+            m: Metrics::new(name),
+        })
+    }
+
+    fn items(ids: &[&str]) -> Vec<Item> {
+        ids.iter()
+            .map(|id| Item {
+                id: id.to_string(),
+                line: serde_json::json!({"Id": id, "AwsAccountId": "111122223333",
+                    "ProductArn": "arn:aws:securityhub:us-east-1:111122223333:product/111122223333/default",
+                    "Resources": [{"Type": "Other", "Id": "x"}]})
+                .to_string(),
+                finding: None,
+            })
+            .collect()
+    }
+
+    fn key() -> RouteKey {
+        ("111122223333".into(), Some("us-east-1".into()))
+    }
+
+    fn rejected(dir: &std::path::Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join("rejected.ndjson"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn failed_findings_are_retried_or_dead_lettered_without_holding_the_rest() {
+        let partial = r#"{"FailedCount":2,"SuccessCount":1,"FailedFindings":[
+            {"Id":"b","ErrorCode":"ThrottlingException","ErrorMessage":"slow down"},
+            {"Id":"c","ErrorCode":"InvalidInput","ErrorMessage":"Finding size exceeded 240 KB"}]}"#;
+        let (endpoint, seen) = fake(vec![DOWN, (200, "", partial), OK]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let sh = shared_for(&endpoint, dir.path(), "unit_partial", 3).await;
+        let left = sh.deliver(&key(), items(&["a", "b", "c"]), 3).await;
+        assert!(left.is_empty(), "everything delivered or dead-lettered");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, [vec!["a", "b", "c"], vec!["a", "b", "c"], vec!["b"]], "503 retried whole, then only b");
+        sh.dead.lock().unwrap().sync().unwrap();
+        let dead = rejected(dir.path());
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0]["kind"], "securityhub_rejected");
+        assert!(dead[0]["error"].as_str().unwrap().starts_with("c: InvalidInput: Finding size exceeded"), "{dead:?}");
+        assert!(dead[0]["raw"].as_str().unwrap().contains("\"Id\":\"c\""));
+        assert_eq!(sh.m.sent.get(), 2);
+        assert_eq!(sh.m.failed.get(), 1);
+        assert_eq!(sh.m.retry_error.get(), 1);
+        assert_eq!(sh.m.retry_finding.get(), 1);
+        assert_eq!(sh.m.batch_size.get_sample_count(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_call_refused_as_invalid_is_halved_until_the_bad_finding_is_found() {
+        let (endpoint, seen) = fake(vec![INVALID, OK, INVALID, OK, INVALID]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let sh = shared_for(&endpoint, dir.path(), "unit_bisect", 3).await;
+        let left = sh.deliver(&key(), items(&["a", "b", "c", "d"]), 3).await;
+        assert!(left.is_empty());
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, [vec!["a", "b", "c", "d"], vec!["a", "b"], vec!["c", "d"], vec!["c"], vec!["d"]]);
+        sh.dead.lock().unwrap().sync().unwrap();
+        let dead = rejected(dir.path());
+        assert_eq!(dead.len(), 1);
+        assert!(dead[0]["error"].as_str().unwrap().starts_with("d: InvalidInputException"), "{dead:?}");
+        assert_eq!(sh.m.sent.get(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_service_leaves_the_batch_for_the_spool_after_the_retries() {
+        let (endpoint, seen) = fake(vec![DOWN, DOWN, DOWN]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let sh = shared_for(&endpoint, dir.path(), "unit_down", 1).await;
+        let left = sh.deliver(&key(), items(&["a", "b"]), 1).await;
+        assert_eq!(left.len(), 2, "nothing dropped");
+        assert_eq!(seen.lock().unwrap().len(), 2, "one try and one retry");
+        assert!(sh.failing.load(Ordering::Relaxed));
+        assert!(sh.spool_items(key(), left).is_ok());
+        assert_eq!(sh.spool.lock().unwrap().findings(), 2);
+        // Back up: the drainer's step delivers the spooled segment and deletes it.
+        let (endpoint, _) = fake(vec![OK]).await;
+        let sh2 = shared_for(&endpoint, dir.path(), "unit_down_after", 1).await;
+        assert_eq!(sh2.spool.lock().unwrap().findings(), 2, "the spool survived (reopened)");
+        assert!(sh2.drain_one().await);
+        assert!(sh2.spool_is_empty());
+        assert_eq!(sh2.m.sent.get(), 2);
+    }
 
     fn answer(failed: &[(&str, &str)]) -> BatchImportFindingsOutput {
         let mut b = BatchImportFindingsOutput::builder()
@@ -586,29 +784,6 @@ mod tests {
         let internal = classify(&ids, &answer(&[("a", "InternalException"), ("c", "AccessDeniedException")]));
         assert_eq!(internal.retry, [0]);
         assert_eq!(internal.rejected.len(), 1);
-    }
-
-    #[test]
-    fn the_answer_of_the_real_service_is_parsed_into_failed_findings() {
-        // The JSON shape BatchImportFindings answers with (AWS API reference).
-        let body = r#"{"FailedCount":1,"SuccessCount":1,"FailedFindings":[{"Id":"trailwatch/r/2","ErrorCode":"InvalidInput","ErrorMessage":"Finding size exceeded 240 KB"}]}"#;
-        let v: serde_json::Value = serde_json::from_str(body).unwrap();
-        let mut b = BatchImportFindingsOutput::builder()
-            .failed_count(v["FailedCount"].as_i64().unwrap() as i32)
-            .success_count(v["SuccessCount"].as_i64().unwrap() as i32);
-        for f in v["FailedFindings"].as_array().unwrap() {
-            b = b.failed_findings(
-                ImportFindingsError::builder()
-                    .id(f["Id"].as_str().unwrap())
-                    .error_code(f["ErrorCode"].as_str().unwrap())
-                    .error_message(f["ErrorMessage"].as_str().unwrap())
-                    .build(),
-            );
-        }
-        let a = classify(&["trailwatch/r/1", "trailwatch/r/2"], &b.build());
-        assert_eq!(a.delivered, [0]);
-        assert_eq!(a.rejected[0].0, 1);
-        assert!(a.rejected[0].2.contains("240 KB"));
     }
 
     #[test]
