@@ -31,8 +31,12 @@ detection:
 "#;
 
 fn event(i: u32) -> String {
+    event_in(i, MOTO_ACCOUNT)
+}
+
+fn event_in(i: u32, account: &str) -> String {
     format!(
-        r#"{{"eventVersion":"1.08","eventTime":"2026-11-01T10:{m:02}:{s:02}Z","eventSource":"iam.amazonaws.com","eventName":"ListUsers","awsRegion":"us-east-1","errorCode":"AccessDenied","sourceIPAddress":"192.0.2.7","eventID":"00000000-0000-4000-8000-{i:012}","recipientAccountId":"{MOTO_ACCOUNT}","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::{MOTO_ACCOUNT}:user/u{i}","accountId":"{MOTO_ACCOUNT}"}}}}"#,
+        r#"{{"eventVersion":"1.08","eventTime":"2026-11-01T10:{m:02}:{s:02}Z","eventSource":"iam.amazonaws.com","eventName":"ListUsers","awsRegion":"us-east-1","errorCode":"AccessDenied","sourceIPAddress":"192.0.2.7","eventID":"00000000-0000-4000-8000-{i:012}","recipientAccountId":"{account}","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::{account}:user/u{i}","accountId":"{account}"}}}}"#,
         m = (i / 60) % 60,
         s = i % 60,
     )
@@ -45,6 +49,10 @@ fn write_events(path: &Path, n: u32) {
 
 /// A config with one file source and the securityhub sink `sink` pointed at `server`.
 fn config(server: &Server, dir: &Path, input: &Path, sink: &str, exit_when_done: bool) -> Config {
+    config_with(server, dir, input, sink, exit_when_done, "")
+}
+
+fn config_with(server: &Server, dir: &Path, input: &Path, sink: &str, exit_when_done: bool, extra: &str) -> Config {
     let text = format!(
         r#"
         {aws}
@@ -60,6 +68,7 @@ fn config(server: &Server, dir: &Path, input: &Path, sink: &str, exit_when_done:
         type = "securityhub"
         max_retries = 1
         batch_timeout = "50ms"
+        {extra}
         [metrics]
         enabled = false
         "#,
@@ -73,6 +82,14 @@ fn config(server: &Server, dir: &Path, input: &Path, sink: &str, exit_when_done:
 }
 
 async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> RunSummary {
+    run_as(cfg, FindingContext::default(), shutdown).await
+}
+
+async fn run_as(
+    cfg: Config,
+    findings: FindingContext,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> RunSummary {
     let (set, _) = ruleset::compile(
         &[RuleFile { name: "sh.yml".into(), text: RULE.into() }],
         &trailwatch_rules::CompileOptions::default(),
@@ -80,7 +97,7 @@ async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -
     .unwrap();
     let opts = RunOptions {
         detector: DetectorConfig::default(),
-        findings: FindingContext::default(),
+        findings,
         now: None,
         dead_letter: None,
         decode: DecodeOptions::default(),
@@ -95,7 +112,11 @@ async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -
 
 /// Every finding moto holds, by Id (moto ignores filters; pages of 100).
 async fn findings_in(server: &Server) -> Vec<serde_json::Value> {
-    let client = aws_sdk_securityhub::Client::new(&server.sdk_config().await);
+    findings_with(&server.sdk_config().await).await
+}
+
+async fn findings_with(sdk: &aws_config::SdkConfig) -> Vec<serde_json::Value> {
+    let client = aws_sdk_securityhub::Client::new(sdk);
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -108,6 +129,7 @@ async fn findings_in(server: &Server) -> Vec<serde_json::Value> {
                 "Title": f.title(),
                 "Severity": f.severity().and_then(|s| s.label()).map(|l| l.as_str().to_string()),
                 "Types": f.types(),
+                "Resources": f.resources().iter().map(|r| format!("{}:{}", r.r#type().unwrap_or(""), r.id().unwrap_or(""))).collect::<Vec<_>>(),
             }));
         }
         token = r.next_token().filter(|t| !t.is_empty()).map(str::to_string);
@@ -252,4 +274,62 @@ async fn an_outage_spools_findings_and_they_arrive_after_it() {
     assert_eq!(spooled(dir.path(), "sh_outage"), 0, "the spool is empty again");
     assert_eq!(m.sink_spool_findings.with_label_values(&["sh_outage"]).get(), 0);
     assert_eq!(m.sink_findings.with_label_values(&["sh_outage", "sent"]).get(), 120);
+}
+
+/// Event-account mode: the sink assumes the member role in the event's
+/// account and imports there (moto keeps findings per account).
+#[tokio::test]
+async fn findings_are_imported_in_the_event_account_through_the_member_role() {
+    aws_env();
+    let server = Server::moto().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.ndjson");
+    let member = "111122223333";
+    std::fs::write(&input, format!("{}\n{}\n", event_in(0, member), event_in(1, member))).unwrap();
+    let cfg =
+        config_with(&server, dir.path(), &input, "sh_member", true, "member_role_name = \"TrailwatchFindingsImport\"");
+    run(cfg, std::future::pending()).await;
+    assert_eq!(metrics::get().sink_findings.with_label_values(&["sh_member", "sent"]).get(), 2);
+    assert!(findings_in(&server).await.is_empty(), "nothing under the central (own) account");
+
+    let own = server.sdk_config().await;
+    let role =
+        aws_config::sts::AssumeRoleProvider::builder(format!("arn:aws:iam::{member}:role/TrailwatchFindingsImport"))
+            .session_name("test")
+            .configure(&own)
+            .build()
+            .await;
+    let in_member = own
+        .to_builder()
+        .credentials_provider(aws_sdk_securityhub::config::SharedCredentialsProvider::new(role))
+        .build();
+    let found = findings_with(&in_member).await;
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0]["AwsAccountId"], member);
+    assert_eq!(found[0]["ProductArn"], format!("arn:aws:securityhub:us-east-1:{member}:product/{member}/default"));
+}
+
+/// Central mode: findings of any account are imported under the central one.
+#[tokio::test]
+async fn central_mode_imports_every_account_under_the_central_one() {
+    aws_env();
+    let server = Server::moto().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.ndjson");
+    std::fs::write(&input, format!("{}\n{}\n", event_in(0, "111122223333"), event_in(1, "444455556666"))).unwrap();
+    let findings = FindingContext {
+        report_to: trailwatch_processor::findings::ReportTo::Central { account: MOTO_ACCOUNT.into() },
+        ..FindingContext::default()
+    };
+    run_as(config(&server, dir.path(), &input, "sh_central", true), findings, std::future::pending()).await;
+    let found = findings_in(&server).await;
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().all(|f| f["AwsAccountId"] == MOTO_ACCOUNT));
+    // The affected accounts stay in Resources (each finding names its own).
+    for account in ["111122223333", "444455556666"] {
+        let is_account =
+            |r: &serde_json::Value| r.as_str().is_some_and(|r| r.starts_with("AwsAccount:") && r.contains(account));
+        let named = found.iter().filter(|f| f["Resources"].as_array().unwrap().iter().any(is_account)).count();
+        assert_eq!(named, 1, "{account} is kept in one finding's Resources: {found:?}");
+    }
 }
