@@ -333,3 +333,39 @@ async fn central_mode_imports_every_account_under_the_central_one() {
         assert_eq!(named, 1, "{account} is kept in one finding's Resources: {found:?}");
     }
 }
+
+/// `trailwatch replay --to-securityhub`: the replayed findings are imported
+/// through the same sink, with `[aws]` from the config.
+#[test]
+fn replay_can_import_into_security_hub() {
+    use clap::Parser;
+    aws_env();
+    let server = Server::moto().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.ndjson");
+    write_events(&input, 3);
+    let rules = dir.path().join("rule.yml");
+    std::fs::write(&rules, RULE).unwrap();
+    let cfg = dir.path().join("trailwatch.toml");
+    let text = format!("{}\n[service]\nstate_dir = \"{}\"\n", server.aws_section(), dir.path().join("state").display());
+    std::fs::write(&cfg, text).unwrap();
+    let args = [
+        "trailwatch".as_ref(),
+        "replay".as_ref(),
+        "--config".as_ref(),
+        cfg.as_os_str(),
+        "--no-builtin".as_ref(),
+        "--rules".as_ref(),
+        rules.as_os_str(),
+        "--no-progress".as_ref(),
+        "--to-securityhub".as_ref(),
+        input.as_os_str(),
+    ];
+    let cli = trailwatch_processor::cli::Cli::parse_from(args);
+    assert_eq!(trailwatch_processor::cli::run(cli).unwrap(), 0);
+    let written = std::fs::read_to_string(dir.path().join("state/replay-findings.ndjson")).unwrap();
+    assert_eq!(written.lines().count(), 3);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let found = rt.block_on(findings_in(&server));
+    assert_eq!(found.len(), 3, "{found:?}");
+}

@@ -194,6 +194,60 @@ impl SecurityHubSink {
         self.oldest_pending = None;
     }
 
+    /// Buffers one finding; dispatches its batch when full.
+    fn push(&mut self, key: RouteKey, item: Item) {
+        let batch_size = self.shared.cfg.batch_size.clamp(1, 100);
+        let buf = self.pending.entry(key.clone()).or_default();
+        buf.push(item);
+        if buf.len() >= batch_size {
+            let items = std::mem::take(buf);
+            self.dispatch(key, items);
+        }
+        self.oldest_pending.get_or_insert_with(Instant::now);
+    }
+
+    /// Sends timed-out batches and bounds the work in flight: the rate
+    /// limiters and permits pace the tasks; this bounds the waiting batches.
+    async fn pace(&mut self) -> Result<(), SinkError> {
+        if self.oldest_pending.is_some_and(|t| t.elapsed() >= self.shared.cfg.batch_timeout) {
+            self.dispatch_all();
+        }
+        while let Some(r) = self.tasks.try_join_next() {
+            self.reaped(r)?;
+        }
+        let max_tasks = self.shared.cfg.concurrency.max(1) * 4;
+        while self.tasks.len() >= max_tasks {
+            if let Some(r) = self.tasks.join_next().await {
+                self.reaped(r)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Findings already written as ASFF JSON, one object per line (what
+    /// `trailwatch replay --to-securityhub` produces); they were validated
+    /// when they were built. Same batching, pacing, retries and spool as `send`.
+    pub async fn send_json_lines(&mut self, lines: Vec<String>) -> Result<(), SinkError> {
+        self.unstick()?;
+        for line in lines {
+            let v: serde_json::Value = match serde_json::from_str(&line) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.shared.reject("?", "Unreadable", &format!("not a JSON finding: {e}"), &line);
+                    continue;
+                }
+            };
+            let id = v.get("Id").and_then(|x| x.as_str()).unwrap_or_default().to_string();
+            self.push(convert::route_of(&v), Item { id, line, finding: None });
+        }
+        self.pace().await
+    }
+
+    /// Findings delivered, dead-lettered and spooled by this sink so far (this process).
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (self.shared.m.sent.get(), self.shared.m.failed.get(), self.shared.m.spooled.get())
+    }
+
     fn reaped(&mut self, r: Result<Result<(), Stuck>, tokio::task::JoinError>) -> Result<(), SinkError> {
         match r {
             Ok(Ok(())) => Ok(()),
@@ -233,7 +287,6 @@ impl Sink for SecurityHubSink {
     async fn send(&mut self, findings: &[Arc<Finding>]) -> Result<(), SinkError> {
         // Push back (before taking anything) while findings are stuck.
         self.unstick()?;
-        let batch_size = self.shared.cfg.batch_size.clamp(1, 100);
         for f in findings {
             let line = f.asff.to_json_line();
             if let Err(v) = validate_serialized(&f.asff, line.len()) {
@@ -242,30 +295,9 @@ impl Sink for SecurityHubSink {
                 continue;
             }
             let key = route_key(&f.asff.aws_account_id, &f.asff.product_arn);
-            let item = Item { id: f.asff.id.clone(), line, finding: Some(f.clone()) };
-            let buf = self.pending.entry(key.clone()).or_default();
-            buf.push(item);
-            if buf.len() >= batch_size {
-                let items = std::mem::take(buf);
-                self.dispatch(key, items);
-            }
-            self.oldest_pending.get_or_insert_with(Instant::now);
+            self.push(key, Item { id: f.asff.id.clone(), line, finding: Some(f.clone()) });
         }
-        if self.oldest_pending.is_some_and(|t| t.elapsed() >= self.shared.cfg.batch_timeout) {
-            self.dispatch_all();
-        }
-        while let Some(r) = self.tasks.try_join_next() {
-            self.reaped(r)?;
-        }
-        // Bounded work in flight: the rate limiters and permits pace the
-        // tasks; this keeps the number of waiting batches (memory) bounded.
-        let max_tasks = self.shared.cfg.concurrency.max(1) * 4;
-        while self.tasks.len() >= max_tasks {
-            if let Some(r) = self.tasks.join_next().await {
-                self.reaped(r)?;
-            }
-        }
-        Ok(())
+        self.pace().await
     }
 
     async fn flush(&mut self) -> Result<(), SinkError> {
