@@ -98,6 +98,11 @@ pub struct ReplayArgs {
     /// Region for ProductArn when an event carries none (default from config).
     #[arg(long)]
     pub region: Option<String>,
+    /// Also import the findings into Security Hub, with `[aws]` and the config's
+    /// securityhub sink settings (findings then go to --output or
+    /// state_dir/replay-findings.ndjson, not stdout).
+    #[arg(long)]
+    pub to_securityhub: bool,
     /// Inputs: files, directories (recursively), or - for stdin. Plain or gzip.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
@@ -289,7 +294,14 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
         now,
         detector: detector_config(&cfg)?,
     };
-    let stats = match &a.output {
+    let output = match (&a.output, a.to_securityhub) {
+        (None, true) => Some(cfg.service.state_dir.join("replay-findings.ndjson")),
+        (o, _) => o.clone(),
+    };
+    if let Some(dir) = output.as_ref().and_then(|p| p.parent()).filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let stats = match &output {
         Some(p) => {
             let f = std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
             let mut w = io::BufWriter::new(f);
@@ -302,7 +314,53 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
         }
     };
     eprint!("{}", stats.summary());
+    if a.to_securityhub {
+        let path = output.expect("set above with --to-securityhub");
+        import_to_securityhub(&cfg, &opts.findings, &path)?;
+    }
     Ok(0)
+}
+
+/// `replay --to-securityhub`: the replayed findings through the Security Hub sink.
+fn import_to_securityhub(cfg: &Config, findings: &FindingContext, path: &std::path::Path) -> anyhow::Result<()> {
+    use crate::sinks::{securityhub::SecurityHubSink, Sink, SinkConfig};
+    let (name, sh) = cfg
+        .sinks
+        .iter()
+        .find_map(|(n, s)| match s {
+            SinkConfig::Securityhub(c) => Some((n.clone(), c.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| ("securityhub".to_string(), Default::default()));
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("trailwatch").build()?;
+    rt.block_on(async {
+        let ctx = crate::sinks::SinkContext {
+            name: &name,
+            aws: &cfg.aws,
+            findings,
+            state_dir: &cfg.service.state_dir,
+            health: Arc::new(crate::health::Health::new()),
+        };
+        let mut sink = SecurityHubSink::build(&sh, &ctx).await?;
+        let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut chunk = Vec::with_capacity(1000);
+        for line in io::BufRead::lines(io::BufReader::new(file)) {
+            let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+            if !line.trim().is_empty() {
+                chunk.push(line);
+            }
+            if chunk.len() == 1000 {
+                sink.send_json_lines(std::mem::take(&mut chunk)).await?;
+            }
+        }
+        sink.send_json_lines(chunk).await?;
+        sink.close().await?;
+        let (sent, failed, spooled) = sink.counts();
+        eprintln!(
+            "security hub: {sent} findings imported, {failed} rejected, {spooled} spooled for the next `trailwatch run` (sink {name})"
+        );
+        anyhow::Ok(())
+    })
 }
 
 /// Window and suppression settings from configuration.
