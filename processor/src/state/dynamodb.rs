@@ -11,10 +11,12 @@
 //!   generation that wrote it), `owner`.
 //!
 //! # Commit
-//! 1. The window snapshot goes to S3 first, under
-//!    `<snapshot_prefix><p>/windows-<commit>-<instance>.json` (the random
-//!    instance id keeps two instances writing the same generation from
-//!    overwriting each other's object). An unchanged snapshot is not uploaded again.
+//! 1. The window snapshot goes to S3 first, to one of two slots of this
+//!    instance, `<snapshot_prefix><p>/windows-<instance>-<slot>.json`, the one
+//!    the head does not point at (so the referenced object is never
+//!    overwritten, and steady state needs no deletes). The random instance id
+//!    keeps two instances from overwriting each other's objects. An unchanged
+//!    snapshot is not uploaded again.
 //! 2. One `TransactWriteItems` puts the changed position items and the head
 //!    item, each with `attribute_not_exists(pk) OR commit < :commit` (or the
 //!    same generation by the same owner: a retry after a lost reply). Either
@@ -28,9 +30,10 @@
 //!    leaves some positions ahead of the head; a restart resumes from those
 //!    positions (their findings were delivered before the commit started) with
 //!    the older window snapshot, so a correlation spanning them may miss counts.
-//! 3. After the commit, this instance's previous snapshot object is deleted
-//!    (best effort; a lifecycle rule on the prefix can sweep leftovers of
-//!    crashed or conflicting instances).
+//! 3. After the first commit, the snapshot loaded at start (a previous
+//!    instance's) is deleted, best effort: without `s3:DeleteObject` (the
+//!    CloudFormation stack does not grant it) two small objects per restart
+//!    stay until a lifecycle rule on the prefix removes them.
 //!
 //! Throttling, 5xx and transport errors come back as retryable
 //! [`StateError::Aws`]; the sink stage retries them with backoff.
@@ -42,7 +45,7 @@
 //! # IAM
 //! `dynamodb:GetItem`, `dynamodb:PutItem` (TransactWriteItems needs the
 //! per-item actions) on the table; `s3:GetObject`, `s3:PutObject`,
-//! `s3:DeleteObject` on `arn:aws:s3:::<snapshot_bucket>/<snapshot_prefix>*`.
+//! `s3:DeleteObject` (optional, see above) on `arn:aws:s3:::<snapshot_bucket>/<snapshot_prefix>*`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -83,11 +86,10 @@ where
 
 impl DynamoStore {
     pub async fn build(cfg: &crate::config::CheckpointsConfig, aws_cfg: &aws::AwsConfig) -> Result<Self, StateError> {
-        let table = cfg
-            .table
-            .clone()
-            .filter(|t| !t.trim().is_empty())
-            .ok_or_else(|| StateError::Invalid("checkpoints.store = \"dynamodb\" needs checkpoints.table".into()))?;
+        let table =
+            cfg.table.clone().filter(|t| !t.trim().is_empty()).ok_or_else(|| {
+                StateError::Invalid("checkpoints.store = \"dynamodb\" needs checkpoints.table".into())
+            })?;
         let bucket = cfg.snapshot_bucket.clone().filter(|t| !t.trim().is_empty()).ok_or_else(|| {
             StateError::Invalid("checkpoints.store = \"dynamodb\" needs checkpoints.snapshot_bucket".into())
         })?;
@@ -172,15 +174,17 @@ impl DynamoStore {
         Err(aws_error("dynamodb TransactWriteItems", e))
     }
 
-    /// Uploads the snapshot unless it is the one last written; returns its key.
-    async fn write_snapshot(&self, commit: u64, bytes: &[u8]) -> Result<(String, Option<String>), StateError> {
+    /// Uploads the snapshot unless it is the one last written; returns its
+    /// key and the key of a loaded snapshot that it replaces.
+    async fn write_snapshot(&self, bytes: &[u8]) -> Result<(String, Option<String>), StateError> {
         let previous = self.last_snapshot.lock().expect("snapshot lock").clone();
         if let Some((key, old)) = &previous {
             if old == bytes {
                 return Ok((key.clone(), None));
             }
         }
-        let key = format!("{}{}/windows-{commit:020}-{}.json", self.snapshot_prefix, self.key_prefix, self.instance);
+        let slot = |n: u8| format!("{}{}/windows-{}-{n}.json", self.snapshot_prefix, self.key_prefix, self.instance);
+        let key = if previous.as_ref().is_some_and(|(k, _)| *k == slot(0)) { slot(1) } else { slot(0) };
         self.s3
             .put_object()
             .bucket(&self.bucket)
@@ -190,7 +194,8 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|e| aws_error("s3 PutObject", e))?;
-        Ok((key, previous.map(|(k, _)| k)))
+        let foreign = previous.map(|(k, _)| k).filter(|k| *k != slot(0) && *k != slot(1));
+        Ok((key, foreign))
     }
 }
 
@@ -256,7 +261,7 @@ impl StateStore for DynamoStore {
     async fn commit(&self, c: &Committed, changed: &[String]) -> Result<(), StateError> {
         let (snapshot, replaced) = match &c.windows {
             Some(bytes) => {
-                let (k, old) = self.write_snapshot(c.commit, bytes).await?;
+                let (k, old) = self.write_snapshot(bytes).await?;
                 (Some(k), old)
             }
             None => (None, None),
@@ -276,7 +281,14 @@ impl StateStore for DynamoStore {
             ("pk".to_string(), AttributeValue::S(self.head_pk())),
             ("commit".to_string(), gen.clone()),
             ("keys".to_string(), AttributeValue::L(c.positions.keys().cloned().map(AttributeValue::S).collect())),
-            ("updated_at".to_string(), AttributeValue::S(time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default())),
+            (
+                "updated_at".to_string(),
+                AttributeValue::S(
+                    time::OffsetDateTime::now_utc()
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                ),
+            ),
         ]);
         if let Some(k) = &snapshot {
             head.insert("snapshot".to_string(), AttributeValue::S(k.clone()));
@@ -292,7 +304,7 @@ impl StateStore for DynamoStore {
         if let (Some(k), Some(bytes)) = (&snapshot, &c.windows) {
             *self.last_snapshot.lock().expect("snapshot lock") = Some((k.clone(), bytes.clone()));
         }
-        if let Some(old) = replaced.filter(|o| Some(o) != snapshot.as_ref()) {
+        if let Some(old) = replaced {
             if let Err(e) = self.s3.delete_object().bucket(&self.bucket).key(&old).send().await {
                 tracing::debug!("old window snapshot s3://{}/{old} not deleted: {}", self.bucket, aws::error_text(&e));
             }
