@@ -246,6 +246,15 @@ async fn a_stale_instance_cannot_move_a_checkpoint_backwards() {
     resumed.positions.insert(key.clone(), "300".into());
     new.commit(&resumed, std::slice::from_ref(&key)).await.unwrap();
     assert_eq!(store(&server).await.load().await.unwrap().unwrap(), resumed);
+
+    // Only the referenced snapshot is left: the first instance's was deleted
+    // once replaced, an unchanged snapshot is not uploaded again.
+    let sdk = server.sdk_config().await;
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let listed = s3.list_objects_v2().bucket(BUCKET).send().await.unwrap();
+    let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    let head = head_item(&server).await.unwrap();
+    assert_eq!(keys, vec![head["snapshot"].as_s().unwrap().as_str()]);
 }
 
 #[tokio::test]

@@ -10,6 +10,9 @@
 //! - `<p>#pos#<source>/<partition>`: `position` (S), `commit` (N, the
 //!   generation that wrote it), `owner`.
 //!
+//! The head item is limited to 400 KB like any item: room for a few thousand
+//! partition keys.
+//!
 //! # Commit
 //! 1. The window snapshot goes to S3 first, to one of two slots of this
 //!    instance, `<snapshot_prefix><p>/windows-<instance>-<slot>.json`, the one
