@@ -320,12 +320,16 @@ async fn an_outage_delays_the_commit_and_it_is_retried() {
         assert!(started.elapsed() < Duration::from_secs(20), "the service never loaded its state");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // moto logs a request as its reply starts: let the reply reach the service.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!run.is_finished(), "the service stopped at start: {:?}", run.await);
     server.stop();
 
     // Retries back off 0.2, 0.4, 0.8, 1.6, 3.2 s (±20 %): after the 5th failed
     // attempt there are at least 2.5 s to bring the server back.
     let started = Instant::now();
     while retried() < retried_before + 5 {
+        assert!(!run.is_finished(), "the service stopped during the outage: {:?}", run.await);
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "the commit is not retried: {} retries, {} commits",
@@ -351,4 +355,11 @@ async fn an_outage_delays_the_commit_and_it_is_retried() {
     let summary = tokio::time::timeout(Duration::from_secs(30), run).await.unwrap().unwrap().unwrap();
     assert_eq!(summary.eval.events, 5);
     assert_eq!(findings(dir.path()).len(), delivered, "nothing is delivered twice");
+}
+
+#[test]
+fn the_config_names_what_the_dynamodb_store_is_missing() {
+    let cfg: Config = toml::from_str("[checkpoints]\nstore = \"dynamodb\"\n").unwrap();
+    let e = format!("{:#}", cfg.validate().unwrap_err());
+    assert!(e.contains("needs checkpoints.table") && e.contains("needs checkpoints.snapshot_bucket"), "{e}");
 }
