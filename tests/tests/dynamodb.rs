@@ -210,6 +210,10 @@ async fn a_stale_instance_cannot_move_a_checkpoint_backwards() {
 
     let key = Committed::key("stream", "shardId-000000000000");
     let mut c = Committed { commit: 1, ..Default::default() };
+    c.positions.insert(key.clone(), "50".into());
+    c.windows = Some(b"{\"version\":1,\"n\":0}".to_vec());
+    old.commit(&c, std::slice::from_ref(&key)).await.unwrap();
+    c.commit = 2;
     c.positions.insert(key.clone(), "100".into());
     c.windows = Some(b"{\"version\":1,\"n\":1}".to_vec());
     old.commit(&c, std::slice::from_ref(&key)).await.unwrap();
@@ -225,9 +229,9 @@ async fn a_stale_instance_cannot_move_a_checkpoint_backwards() {
     // Re-sending the same commit (a retry after a lost reply) is not a conflict.
     new.commit(&resumed, std::slice::from_ref(&key)).await.unwrap();
 
-    // The first instance goes on with its own generation 2: refused.
+    // The first instance goes on with its own generation 3: refused.
     let mut stale = c.clone();
-    stale.commit = 2;
+    stale.commit = 3;
     stale.positions.insert(key.clone(), "150".into());
     let e = old.commit(&stale, std::slice::from_ref(&key)).await.unwrap_err();
     assert!(matches!(e, StateError::Conflict(_)), "{e}");
@@ -247,8 +251,8 @@ async fn a_stale_instance_cannot_move_a_checkpoint_backwards() {
     new.commit(&resumed, std::slice::from_ref(&key)).await.unwrap();
     assert_eq!(store(&server).await.load().await.unwrap().unwrap(), resumed);
 
-    // Only the referenced snapshot is left: the first instance's was deleted
-    // once replaced, an unchanged snapshot is not uploaded again.
+    // Only the referenced snapshot is left: the first instance's two were
+    // deleted once replaced, an unchanged snapshot is not uploaded again.
     let sdk = server.sdk_config().await;
     let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
     let listed = s3.list_objects_v2().bucket(BUCKET).send().await.unwrap();

@@ -5,8 +5,8 @@
 //! Partition key `pk` (S), no sort key. Items, `<p>` = `checkpoints.key_prefix`:
 //! - `<p>#head`: `commit` (N, the commit generation), `keys` (L of S: every
 //!   position key ever committed), `owner` (S, the writing instance's random
-//!   id), `snapshot` (S, the S3 key of the window
-//!   snapshot; absent when there are no windows), `updated_at` (S, RFC 3339).
+//!   id), `snapshot` (S, the S3 key of the window snapshot; absent when there
+//!   are no windows), `updated_at` (S, RFC 3339).
 //! - `<p>#pos#<source>/<partition>`: `position` (S), `commit` (N, the
 //!   generation that wrote it), `owner`.
 //!
@@ -33,10 +33,11 @@
 //!    leaves some positions ahead of the head; a restart resumes from those
 //!    positions (their findings were delivered before the commit started) with
 //!    the older window snapshot, so a correlation spanning them may miss counts.
-//! 3. After the first commit, the snapshot loaded at start (a previous
-//!    instance's) is deleted, best effort: without `s3:DeleteObject` (the
-//!    CloudFormation stack does not grant it) two small objects per restart
-//!    stay until a lifecycle rule on the prefix removes them.
+//! 3. After the first commit, the previous instance's two slots (the
+//!    snapshot loaded at start and its sibling) are deleted, best effort:
+//!    without `s3:DeleteObject` (the CloudFormation stack does not grant it)
+//!    two small objects per restart stay until a lifecycle rule on the prefix
+//!    removes them.
 //!
 //! Throttling, 5xx and transport errors come back as retryable
 //! [`StateError::Aws`]; the sink stage retries them with backoff.
@@ -308,8 +309,19 @@ impl StateStore for DynamoStore {
             *self.last_snapshot.lock().expect("snapshot lock") = Some((k.clone(), bytes.clone()));
         }
         if let Some(old) = replaced {
-            if let Err(e) = self.s3.delete_object().bucket(&self.bucket).key(&old).send().await {
-                tracing::debug!("old window snapshot s3://{}/{old} not deleted: {}", self.bucket, aws::error_text(&e));
+            // The previous instance's other slot is no longer needed either.
+            let sibling = old
+                .strip_suffix("-0.json")
+                .map(|b| format!("{b}-1.json"))
+                .or_else(|| old.strip_suffix("-1.json").map(|b| format!("{b}-0.json")));
+            for key in std::iter::once(old).chain(sibling) {
+                if let Err(e) = self.s3.delete_object().bucket(&self.bucket).key(&key).send().await {
+                    tracing::debug!(
+                        "old window snapshot s3://{}/{key} not deleted: {}",
+                        self.bucket,
+                        aws::error_text(&e)
+                    );
+                }
             }
         }
         Ok(())
