@@ -151,31 +151,7 @@ impl DynamoStore {
 
     async fn transact(&self, items: Vec<TransactWriteItem>, commit: u64) -> Result<(), StateError> {
         let r = self.ddb.transact_write_items().set_transact_items(Some(items)).send().await;
-        let Err(e) = r else { return Ok(()) };
-        if let SdkError::ServiceError(s) = &e {
-            if let aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(
-                t,
-            ) = s.err()
-            {
-                let stale = t.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
-                    // Some emulators leave the reasons out; the message still says why.
-                    || t.message().is_some_and(|m| m.contains("ConditionalCheckFailed"));
-                if stale {
-                    return Err(StateError::Conflict(format!(
-                        "table {} already holds a commit at or after generation {commit}: another instance owns \
-                         these checkpoints",
-                        self.table
-                    )));
-                }
-                // Cancelled by a concurrent transaction or throttling: worth another try.
-                return Err(StateError::Aws {
-                    operation: "dynamodb TransactWriteItems",
-                    message: aws::error_text(&e),
-                    retryable: true,
-                });
-            }
-        }
-        Err(aws_error("dynamodb TransactWriteItems", e))
+        r.map(|_| ()).map_err(|e| transact_error(e, &self.table, commit))
     }
 
     /// Uploads the snapshot unless it is the one last written; returns its
@@ -201,6 +177,46 @@ impl DynamoStore {
         let foreign = previous.map(|(k, _)| k).filter(|k| *k != slot(0) && *k != slot(1));
         Ok((key, foreign))
     }
+}
+
+/// A failed TransactWriteItems: a failed condition is a [`StateError::Conflict`];
+/// a cancellation by a concurrent transaction or throttling is retryable.
+fn transact_error(
+    e: SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, HttpResponse>,
+    table: &str,
+    commit: u64,
+) -> StateError {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    if let SdkError::ServiceError(s) = &e {
+        if let TransactWriteItemsError::TransactionCanceledException(t) = s.err() {
+            let codes: Vec<&str> = t.cancellation_reasons().iter().filter_map(|r| r.code()).collect();
+            // Some emulators leave the reasons out; the message still says why.
+            let stale = codes.contains(&"ConditionalCheckFailed")
+                || t.message().is_some_and(|m| m.contains("ConditionalCheckFailed"));
+            if stale {
+                return StateError::Conflict(format!(
+                    "table {table} already holds a commit at or after generation {commit}: another instance owns \
+                     these checkpoints"
+                ));
+            }
+            let transient = codes.iter().all(|c| {
+                matches!(
+                    *c,
+                    "None"
+                        | "TransactionConflict"
+                        | "ThrottlingError"
+                        | "ProvisionedThroughputExceeded"
+                        | "RequestLimitExceeded"
+                )
+            });
+            return StateError::Aws {
+                operation: "dynamodb TransactWriteItems",
+                message: aws::error_text(&e),
+                retryable: transient,
+            };
+        }
+    }
+    aws_error("dynamodb TransactWriteItems", e)
 }
 
 fn n(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
@@ -329,5 +345,63 @@ impl StateStore for DynamoStore {
 
     fn describe(&self) -> String {
         format!("dynamodb store (table {}, snapshots in s3://{}/{})", self.table, self.bucket, self.snapshot_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    use aws_sdk_dynamodb::types::error::TransactionCanceledException;
+    use aws_sdk_dynamodb::types::CancellationReason;
+    use aws_smithy_types::body::SdkBody;
+
+    fn cancelled(codes: &[&str]) -> StateError {
+        let mut t = TransactionCanceledException::builder().message("Transaction cancelled");
+        for c in codes {
+            t = t.cancellation_reasons(CancellationReason::builder().code(*c).build());
+        }
+        let raw = HttpResponse::new(400.try_into().unwrap(), SdkBody::empty());
+        transact_error(
+            SdkError::service_error(TransactWriteItemsError::TransactionCanceledException(t.build()), raw),
+            "t",
+            7,
+        )
+    }
+
+    #[test]
+    fn cancellations_are_conflicts_or_retries() {
+        let e = cancelled(&["None", "ConditionalCheckFailed"]);
+        assert!(matches!(e, StateError::Conflict(_)) && !e.is_retryable(), "{e}");
+        assert!(e.to_string().contains("generation 7"), "{e}");
+        let e = cancelled(&["TransactionConflict", "None"]);
+        assert!(matches!(e, StateError::Aws { .. }) && e.is_retryable(), "{e}");
+        let e = cancelled(&["ThrottlingError"]);
+        assert!(e.is_retryable(), "{e}");
+        // A bad item does not get better by retrying.
+        let e = cancelled(&["ValidationError"]);
+        assert!(!e.is_retryable(), "{e}");
+    }
+
+    #[test]
+    fn throttling_and_server_errors_are_retryable() {
+        let throttled = TransactWriteItemsError::ProvisionedThroughputExceededException(
+            aws_sdk_dynamodb::types::error::ProvisionedThroughputExceededException::builder()
+                .message("slow down")
+                // Parsed from the reply in real use.
+                .meta(
+                    aws_smithy_types::error::ErrorMetadata::builder()
+                        .code("ProvisionedThroughputExceededException")
+                        .build(),
+                )
+                .build(),
+        );
+        let raw = HttpResponse::new(400.try_into().unwrap(), SdkBody::empty());
+        assert!(transact_error(SdkError::service_error(throttled, raw), "t", 1).is_retryable());
+        let internal = TransactWriteItemsError::InternalServerError(
+            aws_sdk_dynamodb::types::error::InternalServerError::builder().message("oops").build(),
+        );
+        let raw = HttpResponse::new(500.try_into().unwrap(), SdkBody::empty());
+        assert!(transact_error(SdkError::service_error(internal, raw), "t", 1).is_retryable());
     }
 }
