@@ -367,3 +367,37 @@ fn the_config_names_what_the_dynamodb_store_is_missing() {
     let e = format!("{:#}", cfg.validate().unwrap_err());
     assert!(e.contains("needs checkpoints.table") && e.contains("needs checkpoints.snapshot_bucket"), "{e}");
 }
+
+#[tokio::test]
+async fn a_service_overtaken_by_another_instance_stops_with_a_conflict() {
+    let server = Server::moto().unwrap();
+    create_resources(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.ndjson");
+    write_events(&input, 0..3);
+    let cfg = config(&server, dir.path(), &input, "100ms");
+    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
+    let (set, opts) = options(tx);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(async move {
+        service::run(cfg, set, opts, async move {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|n| *n >= 1)).await.unwrap().unwrap();
+
+    // Another instance takes over and commits a later generation.
+    let other = store(&server).await;
+    let mut c = other.load().await.unwrap().expect("the service committed");
+    c.commit += 10;
+    other.commit(&c, &[]).await.unwrap();
+
+    // The service's final commit is refused: it reports the conflict instead of overwriting.
+    let _ = stop_tx.send(());
+    let result = tokio::time::timeout(Duration::from_secs(30), run).await.unwrap().unwrap();
+    let e = format!("{:#}", result.err().expect("the run fails"));
+    assert!(e.contains("checkpoint conflict"), "{e}");
+    let head = head_item(&server).await.unwrap();
+    assert_eq!(head["commit"].as_n().unwrap(), &c.commit.to_string(), "the newer generation stands");
+}
