@@ -396,7 +396,7 @@ async fn a_service_overtaken_by_another_instance_stops_with_a_conflict() {
     // The service's final commit is refused: it reports the conflict instead of overwriting.
     let _ = stop_tx.send(());
     let result = tokio::time::timeout(Duration::from_secs(30), run).await.unwrap().unwrap();
-    let e = format!("{:#}", result.err().expect("the run fails"));
+    let e = format!("{:#}", result.expect_err("the run fails"));
     assert!(e.contains("checkpoint conflict"), "{e}");
     let head = head_item(&server).await.unwrap();
     assert_eq!(head["commit"].as_n().unwrap(), &c.commit.to_string(), "the newer generation stands");
