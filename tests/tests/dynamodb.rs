@@ -1,0 +1,403 @@
+//! The DynamoDB checkpoint store against moto (DynamoDB + S3): the service
+//! resumes its windows from it after a restart; a stale instance cannot move
+//! a checkpoint backwards; a DynamoDB/S3 outage delays the commit (retried)
+//! instead of losing or acknowledging anything early.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use trailwatch_processor::aws::AwsConfig;
+use trailwatch_processor::config::{CheckpointsConfig, Config, StoreKind};
+use trailwatch_processor::service::{self, RunOptions, RunSummary};
+use trailwatch_processor::state::dynamodb::DynamoStore;
+use trailwatch_processor::state::{Committed, StateError, StateStore};
+use trailwatch_processor::{decode::DecodeOptions, findings::FindingContext, ruleset};
+use trailwatch_rules::{DetectorConfig, RuleFile};
+use trailwatch_tests::Server;
+
+const TABLE: &str = "trailwatch-checkpoints";
+const BUCKET: &str = "trailwatch-state";
+
+const RULES: &str = r#"
+title: console denied
+id: 6f1d1b0e-0000-4000-8000-000000000001
+name: denied
+level: informational
+logsource: {product: aws, service: cloudtrail}
+detection:
+    sel: {errorCode: AccessDenied}
+    condition: sel
+---
+title: Repeated AccessDenied
+id: 6f1d1b0e-0000-4000-8000-000000000002
+level: high
+correlation:
+    type: event_count
+    rules: [denied]
+    group-by: [userIdentity.arn]
+    timespan: 10m
+    condition: {gt: 3}
+"#;
+
+fn event(i: u32) -> String {
+    format!(
+        r#"{{"eventVersion":"1.08","eventTime":"2026-11-01T10:{i:02}:00Z","eventSource":"iam.amazonaws.com","eventName":"ListUsers","awsRegion":"us-east-1","errorCode":"AccessDenied","eventID":"00000000-0000-4000-8000-{i:012}","recipientAccountId":"111122223333","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/mallory","accountId":"111122223333"}}}}"#
+    )
+}
+
+fn write_events(path: &Path, range: std::ops::Range<u32>) {
+    let text: Vec<String> = range.map(event).collect();
+    std::fs::write(path, text.join("\n") + "\n").unwrap();
+}
+
+/// The table (partition key `pk`, string) and the snapshot bucket.
+async fn create_resources(server: &Server) {
+    let sdk = server.sdk_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    ddb.create_table()
+        .table_name(TABLE)
+        .attribute_definitions(
+            AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build().unwrap(),
+        )
+        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    s3.create_bucket().bucket(BUCKET).send().await.unwrap();
+}
+
+async fn head_item(server: &Server) -> Option<std::collections::HashMap<String, AttributeValue>> {
+    let ddb = aws_sdk_dynamodb::Client::new(&server.sdk_config().await);
+    ddb.get_item()
+        .table_name(TABLE)
+        .key("pk", AttributeValue::S("trailwatch#head".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+}
+
+fn config(server: &Server, dir: &Path, input: &Path, commit_interval: &str) -> Config {
+    let text = format!(
+        r#"
+        [service]
+        state_dir = "{state}"
+        commit_interval = "{commit_interval}"
+        [sources.files]
+        type = "file"
+        paths = ["{input}"]
+        exit_when_done = false
+        [checkpoints]
+        store = "dynamodb"
+        table = "{TABLE}"
+        snapshot_bucket = "{BUCKET}"
+        [sinks.out]
+        type = "asff-jsonl"
+        path = "{out}"
+        [metrics]
+        enabled = false
+        {aws}max_attempts = 1
+        "#,
+        state = dir.join("state").display(),
+        input = input.display(),
+        out = dir.join("findings.ndjson").display(),
+        aws = server.aws_section(),
+    );
+    let cfg: Config = toml::from_str(&text).unwrap();
+    cfg.validate().unwrap();
+    cfg
+}
+
+fn options(commits: tokio::sync::watch::Sender<u64>) -> (Arc<trailwatch_rules::RuleSet>, RunOptions) {
+    let (set, _) = ruleset::compile(
+        &[RuleFile { name: "test.yml".into(), text: RULES.into() }],
+        &trailwatch_rules::CompileOptions::default(),
+    )
+    .unwrap();
+    let opts = RunOptions {
+        detector: DetectorConfig::default(),
+        findings: FindingContext::default(),
+        now: None,
+        dead_letter: None,
+        decode: DecodeOptions::default(),
+        on_listen: None,
+        commits: Some(commits),
+    };
+    (Arc::new(set), opts)
+}
+
+/// Runs until the first commit after the input was read, then shuts down.
+async fn run_once(cfg: Config) -> RunSummary {
+    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
+    let (set, opts) = options(tx);
+    let shutdown = async move {
+        let _ = tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|n| *n >= 1)).await;
+    };
+    tokio::time::timeout(Duration::from_secs(60), service::run(cfg, set, opts, shutdown))
+        .await
+        .expect("the run ends")
+        .expect("the run succeeds")
+}
+
+fn findings(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("findings.ndjson"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn store(server: &Server) -> DynamoStore {
+    server.sdk_config().await; // dummy credentials in the environment
+    let cfg = CheckpointsConfig {
+        store: StoreKind::Dynamodb,
+        table: Some(TABLE.into()),
+        snapshot_bucket: Some(BUCKET.into()),
+        ..Default::default()
+    };
+    let aws = AwsConfig {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(server.endpoint.clone()),
+        max_attempts: Some(1),
+        ..Default::default()
+    };
+    DynamoStore::build(&cfg, &aws).await.unwrap()
+}
+
+#[tokio::test]
+async fn windows_survive_a_restart_through_dynamodb_and_s3() {
+    let server = Server::moto().unwrap();
+    create_resources(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.ndjson");
+    let second = dir.path().join("second.ndjson");
+    write_events(&first, 0..3);
+    write_events(&second, 3..5);
+
+    let s1 = run_once(config(&server, dir.path(), &first, "100ms")).await;
+    assert_eq!(s1.eval.events, 3);
+    assert!(findings(dir.path()).is_empty(), "3 denials are not more than 3");
+    let head = head_item(&server).await.expect("the head item is written");
+    let gen1: u64 = head["commit"].as_n().unwrap().parse().unwrap();
+    assert!(gen1 >= 1, "{head:?}");
+    assert!(head["snapshot"].as_s().unwrap().starts_with("trailwatch/trailwatch/windows-"), "{head:?}");
+    assert!(!dir.path().join("state/state.json").exists(), "nothing goes to the file store");
+
+    let s2 = run_once(config(&server, dir.path(), &second, "100ms")).await;
+    assert_eq!(s2.eval.events, 2);
+    let f = findings(dir.path());
+    assert_eq!(f.len(), 1, "the 4th denial completes the window started before the restart: {f:?}");
+    assert_eq!(f[0]["GeneratorId"], "6f1d1b0e-0000-4000-8000-000000000002");
+    assert_eq!(f[0]["ProductFields"]["trailwatch/Count"], "4");
+    assert_eq!(f[0]["FirstObservedAt"], "2026-11-01T10:00:00Z");
+    let gen2: u64 = head_item(&server).await.unwrap()["commit"].as_n().unwrap().parse().unwrap();
+    assert!(gen2 > gen1, "the second run continues the generations: {gen1} then {gen2}");
+}
+
+#[tokio::test]
+async fn a_stale_instance_cannot_move_a_checkpoint_backwards() {
+    let server = Server::moto().unwrap();
+    create_resources(&server).await;
+    let old = store(&server).await;
+    assert_eq!(old.load().await.unwrap(), None);
+
+    let key = Committed::key("stream", "shardId-000000000000");
+    let mut c = Committed { commit: 1, ..Default::default() };
+    c.positions.insert(key.clone(), "50".into());
+    c.windows = Some(b"{\"version\":1,\"n\":0}".to_vec());
+    old.commit(&c, std::slice::from_ref(&key)).await.unwrap();
+    c.commit = 2;
+    c.positions.insert(key.clone(), "100".into());
+    c.windows = Some(b"{\"version\":1,\"n\":1}".to_vec());
+    old.commit(&c, std::slice::from_ref(&key)).await.unwrap();
+
+    // A second instance takes over from what the first committed.
+    let new = store(&server).await;
+    let mut resumed = new.load().await.unwrap().expect("committed state");
+    assert_eq!(resumed, c);
+    resumed.commit += 1;
+    resumed.positions.insert(key.clone(), "200".into());
+    resumed.windows = Some(b"{\"version\":1,\"n\":2}".to_vec());
+    new.commit(&resumed, std::slice::from_ref(&key)).await.unwrap();
+    // Re-sending the same commit (a retry after a lost reply) is not a conflict.
+    new.commit(&resumed, std::slice::from_ref(&key)).await.unwrap();
+
+    // The first instance goes on with its own generation 3: refused.
+    let mut stale = c.clone();
+    stale.commit = 3;
+    stale.positions.insert(key.clone(), "150".into());
+    let e = old.commit(&stale, std::slice::from_ref(&key)).await.unwrap_err();
+    assert!(matches!(e, StateError::Conflict(_)), "{e}");
+    assert!(!e.is_retryable());
+    // An older generation as well.
+    let e = old.commit(&c, std::slice::from_ref(&key)).await.unwrap_err();
+    assert!(matches!(e, StateError::Conflict(_)), "{e}");
+
+    // The newer instance's commit stands, windows included.
+    let now = store(&server).await.load().await.unwrap().unwrap();
+    assert_eq!(now, resumed);
+    assert_eq!(now.positions_of("stream").get("shardId-000000000000").map(String::as_str), Some("200"));
+
+    // The newer one goes on.
+    resumed.commit += 1;
+    resumed.positions.insert(key.clone(), "300".into());
+    new.commit(&resumed, std::slice::from_ref(&key)).await.unwrap();
+    assert_eq!(store(&server).await.load().await.unwrap().unwrap(), resumed);
+
+    // Only the referenced snapshot is left: the first instance's two were
+    // deleted once replaced, an unchanged snapshot is not uploaded again.
+    let sdk = server.sdk_config().await;
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let listed = s3.list_objects_v2().bucket(BUCKET).send().await.unwrap();
+    let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    let head = head_item(&server).await.unwrap();
+    assert_eq!(keys, vec![head["snapshot"].as_s().unwrap().as_str()]);
+}
+
+#[tokio::test]
+async fn many_partitions_are_committed_in_several_transactions() {
+    let server = Server::moto().unwrap();
+    create_resources(&server).await;
+    let s = store(&server).await;
+    let mut c = Committed { commit: 1, ..Default::default() };
+    for i in 0..250 {
+        c.positions.insert(Committed::key("stream", &format!("shardId-{i:012}")), format!("{}", 1000 + i));
+    }
+    let changed: Vec<String> = c.positions.keys().cloned().collect();
+    s.commit(&c, &changed).await.unwrap();
+    let back = store(&server).await.load().await.unwrap().unwrap();
+    assert_eq!(back, c);
+    assert_eq!(back.positions_of("stream").len(), 250);
+}
+
+#[tokio::test]
+async fn a_missing_table_is_a_clear_error() {
+    let server = Server::moto().unwrap();
+    let e = store(&server).await.load().await.unwrap_err().to_string();
+    assert!(e.contains("GetItem") && e.contains("ResourceNotFound"), "{e}");
+    let e = match DynamoStore::build(
+        &CheckpointsConfig { store: StoreKind::Dynamodb, snapshot_bucket: Some(BUCKET.into()), ..Default::default() },
+        &AwsConfig::default(),
+    )
+    .await
+    {
+        Ok(_) => panic!("a store without a table"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("checkpoints.table"), "{e}");
+}
+
+#[tokio::test]
+async fn an_outage_delays_the_commit_and_it_is_retried() {
+    let mut server = Server::moto().unwrap();
+    create_resources(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.ndjson");
+    write_events(&input, 0..5);
+    let cfg = config(&server, dir.path(), &input, "2s");
+
+    let retried = || trailwatch_processor::metrics::get().checkpoint_commits.with_label_values(&["retried"]).get();
+    let retried_before = retried();
+    let posts = |server: &Server| server.log_text().matches("POST /").count();
+    let posts_before = posts(&server);
+    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
+    let (set, opts) = options(tx);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(async move {
+        service::run(cfg, set, opts, async move {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+
+    // The state is loaded (the next request moto sees), then the outage starts,
+    // before the first commit (due 2 s after the start).
+    let started = Instant::now();
+    while posts(&server) <= posts_before {
+        assert!(started.elapsed() < Duration::from_secs(20), "the service never loaded its state");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // moto logs a request as its reply starts: let the reply reach the service.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!run.is_finished(), "the service stopped at start: {:?}", run.await);
+    server.stop();
+
+    // Retries back off 0.2, 0.4, 0.8, 1.6, 3.2 s (±20 %): after the 5th failed
+    // attempt there are at least 2.5 s to bring the server back.
+    let started = Instant::now();
+    while retried() < retried_before + 5 {
+        assert!(!run.is_finished(), "the service stopped during the outage: {:?}", run.await);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the commit is not retried: {} retries, {} commits",
+            retried() - retried_before,
+            *rx.borrow()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(*rx.borrow(), 0, "nothing is committed while the store is down");
+    let delivered = findings(dir.path()).len();
+    assert!(delivered >= 1, "findings are delivered before the commit is attempted");
+
+    server.restart().unwrap();
+    create_resources(&server).await;
+    tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|n| *n >= 1))
+        .await
+        .expect("the commit goes through once the store is back")
+        .unwrap();
+    let head = head_item(&server).await.expect("the head item is written after the outage");
+    assert!(head.contains_key("snapshot"), "{head:?}");
+
+    let _ = stop_tx.send(());
+    let summary = tokio::time::timeout(Duration::from_secs(30), run).await.unwrap().unwrap().unwrap();
+    assert_eq!(summary.eval.events, 5);
+    assert_eq!(findings(dir.path()).len(), delivered, "nothing is delivered twice");
+}
+
+#[test]
+fn the_config_names_what_the_dynamodb_store_is_missing() {
+    let cfg: Config = toml::from_str("[checkpoints]\nstore = \"dynamodb\"\n").unwrap();
+    let e = format!("{:#}", cfg.validate().unwrap_err());
+    assert!(e.contains("needs checkpoints.table") && e.contains("needs checkpoints.snapshot_bucket"), "{e}");
+}
+
+#[tokio::test]
+async fn a_service_overtaken_by_another_instance_stops_with_a_conflict() {
+    let server = Server::moto().unwrap();
+    create_resources(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.ndjson");
+    write_events(&input, 0..3);
+    let cfg = config(&server, dir.path(), &input, "100ms");
+    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
+    let (set, opts) = options(tx);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(async move {
+        service::run(cfg, set, opts, async move {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|n| *n >= 1)).await.unwrap().unwrap();
+
+    // Another instance takes over and commits a later generation.
+    let other = store(&server).await;
+    let mut c = other.load().await.unwrap().expect("the service committed");
+    c.commit += 10;
+    other.commit(&c, &[]).await.unwrap();
+
+    // The service's final commit is refused: it reports the conflict instead of overwriting.
+    let _ = stop_tx.send(());
+    let result = tokio::time::timeout(Duration::from_secs(30), run).await.unwrap().unwrap();
+    let e = format!("{:#}", result.expect_err("the run fails"));
+    assert!(e.contains("checkpoint conflict"), "{e}");
+    let head = head_item(&server).await.unwrap();
+    assert_eq!(head["commit"].as_n().unwrap(), &c.commit.to_string(), "the newer generation stands");
+}
