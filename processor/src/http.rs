@@ -109,3 +109,36 @@ pub fn check(url: &str, timeout: std::time::Duration) -> Result<String, String> 
         Err(format!("{status}: {body}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readyz_follows_health_over_http() {
+        let health = Arc::new(Health::new());
+        health.add_source("k");
+        let stop = CancellationToken::new();
+        let (addr, task) = serve("127.0.0.1:0".parse().unwrap(), Arc::clone(&health), stop.clone()).await.unwrap();
+        let get = move |path: &'static str| {
+            tokio::task::spawn_blocking(move || check(&format!("http://{addr}{path}"), Duration::from_secs(5)))
+        };
+        assert_eq!(get("/healthz").await.unwrap(), Ok("ok".to_string()));
+        let starting = get("/readyz").await.unwrap().unwrap_err();
+        assert!(starting.contains("503") && starting.contains("starting"), "{starting}");
+        health.set_started();
+        let unconnected = get("/readyz").await.unwrap().unwrap_err();
+        assert!(unconnected.contains("source k not connected"), "{unconnected}");
+        health.set_source("k", true);
+        assert_eq!(get("/readyz").await.unwrap(), Ok("ready".to_string()));
+        health.set_shutting_down();
+        let stopping = get("/readyz").await.unwrap().unwrap_err();
+        assert!(stopping.contains("503") && stopping.contains("shutting down"), "{stopping}");
+        // Alive while draining.
+        assert_eq!(get("/healthz").await.unwrap(), Ok("ok".to_string()));
+        stop.cancel();
+        task.await.unwrap();
+    }
+}

@@ -342,4 +342,22 @@ mod tests {
             assert!(!name.contains("millis") && !name.ends_with("_ms"), "{name}: base units");
         }
     }
+
+    /// Every family registered above has a row in README's metrics table
+    /// (read from this file's source: unlabelled vecs are not gathered yet).
+    #[test]
+    fn every_metric_is_in_the_readme_table() {
+        let readme = include_str!("../../README.md");
+        let src = include_str!("metrics.rs");
+        let names: Vec<&str> = src
+            .split('"')
+            .filter(|s| {
+                s.len() > 11 && s.starts_with("trailwatch_") && s.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            })
+            .collect();
+        assert!(names.len() > 30, "{names:?}");
+        for n in names {
+            assert!(readme.contains(&format!("| `{n}` |")), "{n} is missing from README's metrics table");
+        }
+    }
 }

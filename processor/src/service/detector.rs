@@ -94,6 +94,8 @@ impl DetectorStage {
     }
 
     fn batch(&mut self, b: SourceBatch, pending: &mut Pending) -> bool {
+        // One span per batch (low cardinality: the source name only).
+        let _span = tracing::info_span!("detector_batch", source = %b.source, events = b.events.len()).entered();
         let m = metrics::get();
         m.pipeline_batches.inc();
         let now = self.now();

@@ -98,7 +98,8 @@ impl SinkStage {
         for (name, sink) in &mut self.sinks {
             let mut backoff = BACKOFF_START;
             loop {
-                match sink.send(findings).await {
+                let span = tracing::info_span!("sink_send", sink = %name, findings = findings.len());
+                match tracing::Instrument::instrument(sink.send(findings), span).await {
                     Ok(()) => {
                         self.health.set_sink(name, true);
                         break;
@@ -124,7 +125,9 @@ impl SinkStage {
         for (name, sink) in &mut self.sinks {
             let mut backoff = BACKOFF_START;
             loop {
-                match sink.flush().await {
+                match tracing::Instrument::instrument(sink.flush(), tracing::info_span!("sink_flush", sink = %name))
+                    .await
+                {
                     Ok(()) => {
                         self.health.set_sink(name, sink.healthy());
                         break;

@@ -50,6 +50,7 @@ impl JsonlSink {
 #[async_trait]
 impl Sink for JsonlSink {
     async fn send(&mut self, findings: &[Arc<Finding>]) -> Result<(), SinkError> {
+        let started = std::time::Instant::now();
         let mut buf = Vec::with_capacity(findings.len() * 2048);
         for f in findings {
             match self.format {
@@ -61,7 +62,11 @@ impl Sink for JsonlSink {
         if let Err(e) = self.out.write_all(&buf).await {
             return Err(self.io(e));
         }
-        crate::metrics::get().sink_findings.with_label_values(&[&self.name, "sent"]).inc_by(findings.len() as u64);
+        let m = crate::metrics::get();
+        m.sink_findings.with_label_values(&[&self.name, "sent"]).inc_by(findings.len() as u64);
+        // One write of the buffered batch is this sink's "request".
+        m.sink_request_duration.with_label_values(&[&self.name]).observe(started.elapsed().as_secs_f64());
+        m.sink_batch_size.with_label_values(&[&self.name]).observe(findings.len() as f64);
         observe_delivered(findings);
         Ok(())
     }
