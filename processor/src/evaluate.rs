@@ -17,6 +17,9 @@ use crate::metrics;
 #[derive(Debug, Clone)]
 pub struct Finding {
     pub asff: AsffFinding,
+    /// `asff` as one JSON line, serialised once when the finding was built
+    /// (sinks write it as it is).
+    pub json: String,
     /// Event time of the triggering event (window end for correlations).
     pub event_time_ms: Option<i64>,
     /// Processing time the triggering input reached trailwatch.
@@ -98,6 +101,9 @@ pub struct Evaluator {
     /// Matches per rule index, published to metrics in [`Evaluator::publish_metrics`].
     rule_matches: Vec<u64>,
     corr_matches: Vec<u64>,
+    /// Matches per rule index since the start, for [`EvalStats::matches`].
+    rule_totals: Vec<u64>,
+    corr_totals: Vec<u64>,
     published: DetectorStats,
 }
 
@@ -110,6 +116,7 @@ impl Evaluator {
         let scratch = set.scratch();
         let rule_matches = vec![0; set.rules().len()];
         let corr_matches = vec![0; set.correlations().len()];
+        let (rule_totals, corr_totals) = (rule_matches.clone(), corr_matches.clone());
         Evaluator {
             set,
             det,
@@ -119,6 +126,8 @@ impl Evaluator {
             stats: EvalStats::default(),
             rule_matches,
             corr_matches,
+            rule_totals,
+            corr_totals,
             published: DetectorStats::default(),
         }
     }
@@ -134,6 +143,11 @@ impl Evaluator {
     pub fn stats(&self) -> EvalStats {
         let mut s = self.stats.clone();
         s.detector = self.det.stats();
+        let rules = self.set.rules().iter().map(|r| &r.meta).zip(&self.rule_totals);
+        let corrs = self.set.correlations().iter().map(|c| &c.meta).zip(&self.corr_totals);
+        for (meta, &n) in rules.chain(corrs).filter(|(_, &n)| n > 0) {
+            s.matches.insert(meta.id.clone(), (meta.title.clone(), n));
+        }
         s
     }
 
@@ -147,8 +161,10 @@ impl Evaluator {
         match self.det.process(ev.class, ev.json, now_ms, &mut self.scratch, &mut alerts) {
             Err(e) => self.bad(ev.origin, ev.position, "json", &e.to_string(), Some(ev.json), out),
             Ok(()) => {
+                // Parsed once for all the alerts of this event, and only if any.
+                let mut parsed = None;
                 for a in alerts.drain(..) {
-                    self.alert(a, Some(ev), now, out);
+                    self.alert(a, Some(ev), &mut parsed, now, out);
                 }
             }
         }
@@ -182,7 +198,7 @@ impl Evaluator {
         let mut alerts = Vec::new();
         self.det.advance(now_ms, &mut alerts);
         for a in alerts {
-            self.alert(a, None, now, out);
+            self.alert(a, None, &mut None, now, out);
         }
     }
 
@@ -191,7 +207,7 @@ impl Evaluator {
         let mut alerts = Vec::new();
         self.det.flush(&mut alerts);
         for a in alerts {
-            self.alert(a, None, now, out);
+            self.alert(a, None, &mut None, now, out);
         }
     }
 
@@ -226,11 +242,13 @@ impl Evaluator {
     }
 
     /// Turns one alert into a finding. `current` is the event being
-    /// processed when the alert fired (None for windows closed without one).
+    /// processed when the alert fired (None for windows closed without one),
+    /// `parsed` its JSON once a detection needed it.
     fn alert(
         &mut self,
         alert: Alert,
         current: Option<EventRef<'_>>,
+        parsed: &mut Option<serde_json::Value>,
         now: OffsetDateTime,
         out: &mut dyn FnMut(Emitted),
     ) {
@@ -239,17 +257,25 @@ impl Evaluator {
                 let Some(ev) = current else { return };
                 let set = Arc::clone(&self.set);
                 let r = set.rule(rule);
-                self.count_match(&r.meta.id, &r.meta.title);
+                self.rule_totals[rule as usize] += 1;
                 self.rule_matches[rule as usize] += 1;
-                // Matches are rare: parsing the whole event here costs little.
-                let event: serde_json::Value = match serde_json::from_str(ev.json) {
-                    Ok(v) => v,
-                    Err(e) => return self.bad(ev.origin, ev.position, "json", &e.to_string(), Some(ev.json), out),
-                };
+                if parsed.is_none() {
+                    // Only the fields a finding reads, unless the finding Id
+                    // must hash the whole event (no event id).
+                    let res = match event_id {
+                        Some(_) => findings::parse_event(ev.json),
+                        None => serde_json::from_str(ev.json),
+                    };
+                    match res {
+                        Ok(v) => *parsed = Some(v),
+                        Err(e) => return self.bad(ev.origin, ev.position, "json", &e.to_string(), Some(ev.json), out),
+                    }
+                }
+                let Some(event) = parsed.as_ref() else { return };
                 let input = FindingInput {
                     rule: &r.meta,
                     class: ev.class,
-                    event: &event,
+                    event,
                     event_ids: event_id.into_iter().collect(),
                     correlation: None,
                     now,
@@ -259,7 +285,7 @@ impl Evaluator {
             Alert::Correlation(c) => {
                 let set = Arc::clone(&self.set);
                 let meta = &set.correlations()[c.rule].meta;
-                self.count_match(&meta.id, &meta.title);
+                self.corr_totals[c.rule] += 1;
                 self.corr_matches[c.rule] += 1;
                 let (class, event) = correlation_document(&c, current.map(|e| (e.class, e.json)));
                 let summary = findings::CorrelationSummary {
@@ -288,11 +314,6 @@ impl Evaluator {
         }
     }
 
-    fn count_match(&mut self, id: &str, title: &str) {
-        let entry = self.stats.matches.entry(id.to_string()).or_insert_with(|| (title.to_string(), 0));
-        entry.1 += 1;
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn emit(
         &mut self,
@@ -304,8 +325,8 @@ impl Evaluator {
         is_update: bool,
         out: &mut dyn FnMut(Emitted),
     ) {
-        let asff = findings::build_finding(input, &self.ctx);
-        if let Err(violations) = findings::validate(&asff) {
+        let (asff, json) = findings::build_finding_line(input, &self.ctx);
+        if let Err(violations) = findings::validate_serialized(&asff, json.len()) {
             self.stats.invalid_findings += 1;
             metrics::get().findings_invalid.inc();
             let why: Vec<String> = violations.iter().map(|v| v.to_string()).collect();
@@ -313,7 +334,7 @@ impl Evaluator {
             return;
         }
         self.stats.findings += 1;
-        out(Emitted::Finding(Box::new(Finding { asff, event_time_ms, ingest_ms, is_update })));
+        out(Emitted::Finding(Box::new(Finding { asff, json, event_time_ms, ingest_ms, is_update })));
     }
 
     fn bad(

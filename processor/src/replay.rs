@@ -129,10 +129,7 @@ pub fn replay(set: Arc<RuleSet>, opts: &ReplayOptions, out: &mut dyn Write) -> a
     {
         let mut emit = |e: Emitted| {
             let res = match e {
-                Emitted::Finding(f) => {
-                    let line = f.asff.to_json_line();
-                    out.write_all(line.as_bytes()).and_then(|_| out.write_all(b"\n"))
-                }
+                Emitted::Finding(f) => out.write_all(f.json.as_bytes()).and_then(|_| out.write_all(b"\n")),
                 Emitted::DeadLetter(d) => match dead_letter.as_mut() {
                     Some(w) => writeln!(w, "{}", d.to_json_line()),
                     None => Ok(()),

@@ -8,6 +8,7 @@
 //!   to fit rather than ever being emitted invalid.
 
 mod asff;
+mod event;
 mod resources;
 mod validate;
 
@@ -19,6 +20,7 @@ use time::OffsetDateTime;
 use trailwatch_rules::{EventClass, Level, RuleMeta};
 
 pub use asff::*;
+pub use event::parse_event;
 pub use validate::{validate, validate_serialized, AsffViolation, MAX_FINDING_BYTES};
 
 /// Where findings are reported.
@@ -86,9 +88,10 @@ pub fn finding_id(rule_id: &str, identity: &str) -> String {
     h.update(rule_id.as_bytes());
     h.update([0]);
     h.update(identity.as_bytes());
-    let hex = hex::encode(h.finalize());
+    // 32 hex digits: the first 16 bytes of the digest.
+    let hex = hex::encode(&h.finalize()[..16]);
     let rule: String = rule_id.chars().take(128).collect();
-    format!("trailwatch/{rule}/{}", &hex[..32])
+    format!("trailwatch/{rule}/{hex}")
 }
 
 fn str_at<'a>(v: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
@@ -198,6 +201,12 @@ fn clip(s: &str, max: usize) -> String {
 
 /// Builds the finding for one match.
 pub fn build_finding(input: &FindingInput<'_>, ctx: &FindingContext) -> AsffFinding {
+    build_finding_line(input, ctx).0
+}
+
+/// [`build_finding`] and the finding as one JSON line, serialised once (the
+/// size check needs it, and sinks write it as it is).
+pub fn build_finding_line(input: &FindingInput<'_>, ctx: &FindingContext) -> (AsffFinding, String) {
     let ev = input.event;
     let rule = input.rule;
     let ct = input.class == EventClass::CloudTrail;
@@ -387,24 +396,28 @@ pub fn build_finding(input: &FindingInput<'_>, ctx: &FindingContext) -> AsffFind
         },
         region,
     };
-    shrink_to_fit(&mut f);
-    f
+    let line = shrink_to_fit(&mut f);
+    (f, line)
 }
 
-/// Drops optional bulk until the finding fits Security Hub's size limit.
-fn shrink_to_fit(f: &mut AsffFinding) {
-    if f.to_json_line().len() <= MAX_FINDING_BYTES {
-        return;
+/// Drops optional bulk until the finding fits Security Hub's size limit;
+/// returns the finding's JSON line.
+fn shrink_to_fit(f: &mut AsffFinding) -> String {
+    let line = f.to_json_line();
+    if line.len() <= MAX_FINDING_BYTES {
+        return line;
     }
     for r in &mut f.resources {
         r.details = None;
     }
-    if f.to_json_line().len() <= MAX_FINDING_BYTES {
-        return;
+    let line = f.to_json_line();
+    if line.len() <= MAX_FINDING_BYTES {
+        return line;
     }
     for v in f.product_fields.values_mut() {
         *v = clip(v, 256);
     }
+    f.to_json_line()
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@ use trailwatch_rules::EventClass;
 
 use super::asff::Resource;
 
+static NULL: Value = Value::Null;
+
 fn s<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     let mut cur = v;
     for p in path {
@@ -36,12 +38,12 @@ pub(super) fn resources_of(class: EventClass, ev: &Value, region: Option<&str>) 
     match class {
         EventClass::CloudTrail => {
             let account = s(ev, &["recipientAccountId"]).unwrap_or("");
-            let rp = ev.get("requestParameters").cloned().unwrap_or(Value::Null);
-            if let Some(repo) = s(&rp, &["repositoryName"]) {
-                let registry = s(&rp, &["registryId"]).unwrap_or(account);
+            let rp = ev.get("requestParameters").unwrap_or(&NULL);
+            if let Some(repo) = s(rp, &["repositoryName"]) {
+                let registry = s(rp, &["registryId"]).unwrap_or(account);
                 let r = region.unwrap_or("us-east-1");
                 let repo_arn = format!("arn:aws:ecr:{r}:{registry}:repository/{repo}");
-                let digest = s(&rp, &["imageDigest"]).or_else(|| s(&rp, &["layerDigest"])).or_else(|| {
+                let digest = s(rp, &["imageDigest"]).or_else(|| s(rp, &["layerDigest"])).or_else(|| {
                     rp.get("imageIds").and_then(|i| i.get(0)).and_then(|i| i.get("imageDigest")).and_then(Value::as_str)
                 });
                 if let Some(d) = digest {
@@ -61,9 +63,9 @@ pub(super) fn resources_of(class: EventClass, ev: &Value, region: Option<&str>) 
             }
             let td = s(ev, &["responseElements", "taskDefinition", "taskDefinitionArn"])
                 .map(str::to_string)
-                .or_else(|| s(&rp, &["taskDefinition"]).map(str::to_string))
+                .or_else(|| s(rp, &["taskDefinition"]).map(str::to_string))
                 .or_else(|| {
-                    s(&rp, &["family"])
+                    s(rp, &["family"])
                         .map(|f| format!("arn:aws:ecs:{}:{account}:task-definition/{f}", region.unwrap_or("us-east-1")))
                 });
             if let Some(td) = td {
@@ -74,7 +76,7 @@ pub(super) fn resources_of(class: EventClass, ev: &Value, region: Option<&str>) 
                 };
                 out.push(res("AwsEcsTaskDefinition", id, region, None));
             }
-            if let Some(c) = s(&rp, &["cluster"]) {
+            if let Some(c) = s(rp, &["cluster"]) {
                 let id = if c.starts_with("arn:") {
                     c.to_string()
                 } else {
@@ -82,11 +84,11 @@ pub(super) fn resources_of(class: EventClass, ev: &Value, region: Option<&str>) 
                 };
                 out.push(res("AwsEcsCluster", id, region, None));
             }
-            let ui = ev.get("userIdentity").cloned().unwrap_or(Value::Null);
-            let arn = s(&ui, &["arn"]).unwrap_or("");
+            let ui = ev.get("userIdentity").unwrap_or(&NULL);
+            let arn = s(ui, &["arn"]).unwrap_or("");
             // The type when given, else what the ARN says (correlation
             // findings carry only the grouped fields).
-            let kind = s(&ui, &["type"]).unwrap_or(if arn.contains(":assumed-role/") {
+            let kind = s(ui, &["type"]).unwrap_or(if arn.contains(":assumed-role/") {
                 "AssumedRole"
             } else if arn.contains(":user/") {
                 "IAMUser"
@@ -100,7 +102,7 @@ pub(super) fn resources_of(class: EventClass, ev: &Value, region: Option<&str>) 
             match kind {
                 "IAMUser" if !arn.is_empty() => out.push(res("AwsIamUser", arn.to_string(), None, None)),
                 "AssumedRole" => {
-                    let role = s(&ui, &["sessionContext", "sessionIssuer", "arn"])
+                    let role = s(ui, &["sessionContext", "sessionIssuer", "arn"])
                         .map(str::to_string)
                         .or_else(|| role_arn_of_assumed(arn));
                     if let Some(role) = role {
@@ -109,7 +111,7 @@ pub(super) fn resources_of(class: EventClass, ev: &Value, region: Option<&str>) 
                 }
                 "Role" => out.push(res("AwsIamRole", arn.to_string(), None, None)),
                 "Root" => {
-                    let account = s(&ui, &["accountId"]).or_else(|| arn.split(':').nth(4)).unwrap_or("");
+                    let account = s(ui, &["accountId"]).or_else(|| arn.split(':').nth(4)).unwrap_or("");
                     if !account.is_empty() {
                         out.push(res("AwsAccount", format!("AWS::::Account:{account}"), region, None));
                     }
@@ -118,7 +120,7 @@ pub(super) fn resources_of(class: EventClass, ev: &Value, region: Option<&str>) 
             }
         }
         EventClass::Ecr | EventClass::Inspector2 | EventClass::EventBridge => {
-            let d = ev.get("detail").cloned().unwrap_or(Value::Null);
+            let d = ev.get("detail").unwrap_or(&NULL);
             if class == EventClass::Inspector2 {
                 if let Some(items) = d.get("resources").and_then(Value::as_array) {
                     for r in items {
@@ -141,7 +143,7 @@ pub(super) fn resources_of(class: EventClass, ev: &Value, region: Option<&str>) 
                 }
             }
             if class == EventClass::Ecr {
-                if let (Some(repo), Some(digest)) = (s(&d, &["repository-name"]), s(&d, &["image-digest"])) {
+                if let (Some(repo), Some(digest)) = (s(d, &["repository-name"]), s(d, &["image-digest"])) {
                     let account = s(ev, &["account"]).unwrap_or("");
                     let r = region.unwrap_or("us-east-1");
                     out.push(res(

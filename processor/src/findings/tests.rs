@@ -261,3 +261,93 @@ fn correlation_findings_use_the_dedup_key() {
     assert_eq!(a.first_observed_at, "2024-07-31T13:00:00Z");
     assert!(validate(&a).is_ok());
 }
+
+/// Every event of `../shared/samples` and `examples/events`, with its class.
+fn all_sample_events() -> Vec<(EventClass, Value)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    for dir in ["../shared/samples/stratus-detonations", "../shared/samples/ecr", "examples/events"] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "jsonl" || x == "ndjson") {
+                files.push(e.path());
+            }
+        }
+    }
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        for line in std::fs::read_to_string(&f).unwrap().lines().filter(|l| !l.trim().is_empty()) {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let class = match (v.get("detail-type").and_then(Value::as_str), v.get("source").and_then(Value::as_str)) {
+                (Some("ECR Image Scan"), _) | (_, Some("aws.ecr")) => EventClass::Ecr,
+                (_, Some("aws.inspector2")) => EventClass::Inspector2,
+                (Some(_), _) => EventClass::EventBridge,
+                _ => EventClass::CloudTrail,
+            };
+            out.push((class, v));
+        }
+    }
+    out
+}
+
+#[test]
+fn pruned_event_gives_the_same_finding() {
+    let r = rule(Level::Medium, &["attack.persistence", "nist_csf.de.cm-7"]);
+    let mut events = all_sample_events();
+    assert!(events.len() > 300, "{}", events.len());
+    // Shapes the samples lack: wrong types on kept paths, duplicate and
+    // escaped keys, deep nesting under skipped keys.
+    for extra in [
+        r#"{"eventID":"e1","eventTime":"2026-01-01T00:00:00Z","userIdentity":"x","requestParameters":[1,{"repositoryName":"r"}],"responseElements":{"taskDefinition":"td"}}"#,
+        r#"{"eventID":"e2","recipientAccountId":"111111111111","recipientAccountId":"222222222222","requestParameters":{"repositoryName":"a","repositoryName":"b","imageIds":[{"imageDigest":"sha256:1"}],"deep":{"x":[[[{}]]]}}}"#,
+        r#"{"eventID":"e3","user\u0049dentity":{"type":"IAMUser","arn":"arn:aws:iam::111111111111:user/\u00e9"},"sourceIPAddress":"2001:db8::1","awsRegion":null}"#,
+    ] {
+        events.push((EventClass::CloudTrail, serde_json::from_str(extra).unwrap()));
+    }
+    for ctx in [
+        FindingContext::default(),
+        FindingContext { report_to: ReportTo::Central { account: "999999999999".into() }, ..FindingContext::default() },
+    ] {
+        for (class, ev) in &events {
+            let text = ev.to_string();
+            let pruned = parse_event(&text).unwrap();
+            // The ids come from the engine, not from the parsed event.
+            let ids: Vec<String> = ev
+                .get("eventID")
+                .or_else(|| ev.get("id"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .into_iter()
+                .collect();
+            let line = |event: &Value| {
+                let input = FindingInput {
+                    rule: &r,
+                    class: *class,
+                    event,
+                    event_ids: ids.clone(),
+                    correlation: None,
+                    now: datetime!(2026-01-01 0:00 UTC),
+                };
+                build_finding_line(&input, &ctx).1
+            };
+            assert_eq!(line(&pruned), line(ev), "{text}");
+        }
+    }
+}
+
+#[test]
+fn the_json_line_is_the_serialised_finding() {
+    let r = rule(Level::High, &["attack.defense-evasion"]);
+    for (class, ev) in all_sample_events().iter().take(50) {
+        let input = FindingInput {
+            rule: &r,
+            class: *class,
+            event: ev,
+            event_ids: vec!["id-1".into()],
+            correlation: None,
+            now: datetime!(2026-01-01 0:00 UTC),
+        };
+        let (f, line) = build_finding_line(&input, &FindingContext::default());
+        assert_eq!(line, serde_json::to_string(&f).unwrap());
+    }
+}

@@ -54,7 +54,7 @@ impl Sink for JsonlSink {
         let mut buf = Vec::with_capacity(findings.len() * 2048);
         for f in findings {
             match self.format {
-                JsonlFormat::Asff => buf.extend_from_slice(f.asff.to_json_line().as_bytes()),
+                JsonlFormat::Asff => buf.extend_from_slice(f.json.as_bytes()),
                 JsonlFormat::Ocsf => buf.extend_from_slice(ocsf::to_json_line(f).as_bytes()),
             }
             buf.push(b'\n');

@@ -288,7 +288,7 @@ impl Sink for SecurityHubSink {
         // Push back (before taking anything) while findings are stuck.
         self.unstick()?;
         for f in findings {
-            let line = f.asff.to_json_line();
+            let line = f.json.clone();
             if let Err(v) = validate_serialized(&f.asff, line.len()) {
                 let reason: Vec<String> = v.iter().map(ToString::to_string).collect();
                 self.shared.reject(&f.asff.id, "InvalidFinding", &reason.join("; "), &line);
