@@ -53,6 +53,7 @@ fn replay_opts(file: &Path) -> ReplayOptions {
         findings: FindingContext::default(),
         now: OffsetDateTime::from_unix_timestamp(1_793_600_000).unwrap(),
         detector: DetectorConfig::default(),
+        format: Default::default(),
     }
 }
 

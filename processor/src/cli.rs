@@ -83,6 +83,12 @@ pub struct ReplayArgs {
     /// Write findings here (one ASFF JSON finding per line) instead of stdout.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// What to write per match: `asff` findings, or `matches`: one short JSON
+    /// line per match (rule_id, rule_title, level, event_id, event_time;
+    /// correlations with count, window and group), without building
+    /// findings, for backtesting rules over archives.
+    #[arg(long, value_enum, default_value_t = ReplayFormatArg::Asff)]
+    pub format: ReplayFormatArg,
     /// Write records that could not be decoded or evaluated here (JSON lines).
     #[arg(long, value_name = "FILE")]
     pub dead_letter: Option<PathBuf>,
@@ -137,6 +143,12 @@ pub enum RulesCommand {
         #[arg(value_name = "DIR")]
         dirs: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReplayFormatArg {
+    Asff,
+    Matches,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -280,6 +292,9 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
     if set.rules().is_empty() {
         anyhow::bail!("no rules to run: give --rules DIR or drop --no-builtin");
     }
+    if a.to_securityhub && a.format == ReplayFormatArg::Matches {
+        anyhow::bail!("--to-securityhub imports findings: it cannot be combined with --format matches");
+    }
     let now = match &a.now {
         Some(t) => OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
             .with_context(|| format!("--now `{t}` is not an RFC 3339 time"))?,
@@ -293,6 +308,10 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
         findings: finding_context(&cfg, a.central_account, a.region),
         now,
         detector: detector_config(&cfg)?,
+        format: match a.format {
+            ReplayFormatArg::Asff => replay::ReplayFormat::Asff,
+            ReplayFormatArg::Matches => replay::ReplayFormat::Matches,
+        },
     };
     let output = match (&a.output, a.to_securityhub) {
         (None, true) => Some(cfg.service.state_dir.join("replay-findings.ndjson")),

@@ -59,7 +59,41 @@ impl DeadLetter {
 #[derive(Debug)]
 pub enum Emitted {
     Finding(Box<Finding>),
+    /// A rule match as one JSON line, instead of a finding (see
+    /// [`Evaluator::matches_only`]).
+    Match(String),
     DeadLetter(DeadLetter),
+}
+
+/// One line of [`Evaluator::matches_only`] output.
+#[derive(serde::Serialize)]
+struct MatchLine<'a> {
+    rule_id: &'a str,
+    rule_title: &'a str,
+    level: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_time: Option<String>,
+    /// Correlations: the count, the window, the group and sample event ids.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window_start: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window_end: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<BTreeMap<&'a str, &'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_ids: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    update: bool,
+}
+
+impl MatchLine<'_> {
+    fn to_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
 }
 
 /// Counters over everything evaluated.
@@ -73,6 +107,8 @@ pub struct EvalStats {
     pub object_refs: u64,
     pub findings: u64,
     pub invalid_findings: u64,
+    /// Match lines emitted instead of findings ([`Evaluator::matches_only`]).
+    pub match_lines: u64,
     /// rule id → (title, matches)
     pub matches: BTreeMap<String, (String, u64)>,
     pub detector: DetectorStats,
@@ -105,6 +141,7 @@ pub struct Evaluator {
     rule_totals: Vec<u64>,
     corr_totals: Vec<u64>,
     published: DetectorStats,
+    matches_only: bool,
 }
 
 impl Evaluator {
@@ -129,7 +166,17 @@ impl Evaluator {
             rule_totals,
             corr_totals,
             published: DetectorStats::default(),
+            matches_only: false,
         }
+    }
+
+    /// Emit each match as a short JSON line ([`Emitted::Match`]: rule, level,
+    /// event id and time; for correlations the count, window and group)
+    /// instead of building a finding: for backtesting rules over archives,
+    /// where which events fire matters and findings are not wanted.
+    pub fn matches_only(mut self, on: bool) -> Self {
+        self.matches_only = on;
+        self
     }
 
     pub fn rule_set(&self) -> &Arc<RuleSet> {
@@ -259,6 +306,23 @@ impl Evaluator {
                 let r = set.rule(rule);
                 self.rule_totals[rule as usize] += 1;
                 self.rule_matches[rule as usize] += 1;
+                if self.matches_only {
+                    let line = MatchLine {
+                        rule_id: &r.meta.id,
+                        rule_title: &r.meta.title,
+                        level: r.meta.level.as_str(),
+                        event_id: event_id.as_deref(),
+                        event_time: event_time_ms.map(|t| findings::rfc3339(ms_time(t))),
+                        count: None,
+                        window_start: None,
+                        window_end: None,
+                        group: None,
+                        event_ids: None,
+                        update: false,
+                    };
+                    self.stats.match_lines += 1;
+                    return out(Emitted::Match(line.to_line()));
+                }
                 if parsed.is_none() {
                     // Only the fields a finding reads, unless the finding Id
                     // must hash the whole event (no event id).
@@ -287,6 +351,23 @@ impl Evaluator {
                 let meta = &set.correlations()[c.rule].meta;
                 self.corr_totals[c.rule] += 1;
                 self.corr_matches[c.rule] += 1;
+                if self.matches_only {
+                    let line = MatchLine {
+                        rule_id: &meta.id,
+                        rule_title: &meta.title,
+                        level: meta.level.as_str(),
+                        event_id: None,
+                        event_time: None,
+                        count: Some(c.count),
+                        window_start: Some(findings::rfc3339(ms_time(c.window_start_ms))),
+                        window_end: Some(findings::rfc3339(ms_time(c.window_end_ms))),
+                        group: Some(c.group.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()),
+                        event_ids: Some(&c.sample_event_ids),
+                        update: c.is_update,
+                    };
+                    self.stats.match_lines += 1;
+                    return out(Emitted::Match(line.to_line()));
+                }
                 let (class, event) = correlation_document(&c, current.map(|e| (e.class, e.json)));
                 let summary = findings::CorrelationSummary {
                     count: c.count,

@@ -33,6 +33,20 @@ pub struct ReplayOptions {
     pub now: OffsetDateTime,
     /// Correlation windows and suppressions.
     pub detector: DetectorConfig,
+    /// What is written per match.
+    pub format: ReplayFormat,
+}
+
+/// What `replay` writes per match.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReplayFormat {
+    /// One ASFF finding per line, as Security Hub would get it.
+    #[default]
+    Asff,
+    /// One short JSON line per match (rule id, title, level, event id and
+    /// time; correlations with count, window, group and sample event ids),
+    /// no finding built: for backtesting rules over archives.
+    Matches,
 }
 
 /// Counters reported at the end of a replay.
@@ -48,6 +62,8 @@ pub struct ReplayStats {
     pub object_refs: u64,
     pub findings: u64,
     pub invalid_findings: u64,
+    /// Lines written with [`ReplayFormat::Matches`].
+    pub match_lines: u64,
     /// rule id → (title, matches)
     pub matches: BTreeMap<String, (String, u64)>,
     pub detector: DetectorStats,
@@ -58,8 +74,13 @@ impl ReplayStats {
     /// The end-of-run summary printed to stderr.
     pub fn summary(&self) -> String {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let written = if self.match_lines > 0 && self.findings == 0 {
+            format!("{} matches", self.match_lines)
+        } else {
+            format!("{} findings", self.findings)
+        };
         let mut s = format!(
-            "replayed {} input{}, {} events in {:.2}s ({:.0} events/s); {} bad records; {} skipped; {} findings\n",
+            "replayed {} input{}, {} events in {:.2}s ({:.0} events/s); {} bad records; {} skipped; {written}\n",
             self.inputs,
             if self.inputs == 1 { "" } else { "s" },
             self.events,
@@ -67,7 +88,6 @@ impl ReplayStats {
             self.events as f64 / secs,
             self.bad_records,
             self.skipped,
-            self.findings,
         );
         if !self.bad_by_kind.is_empty() {
             let kinds: Vec<String> = self.bad_by_kind.iter().map(|(k, n)| format!("{k}: {n}")).collect();
@@ -122,7 +142,8 @@ pub fn replay(set: Arc<RuleSet>, opts: &ReplayOptions, out: &mut dyn Write) -> a
         )),
         None => None,
     };
-    let mut eval = Evaluator::new(Arc::clone(&set), opts.detector.clone(), opts.findings.clone());
+    let mut eval = Evaluator::new(Arc::clone(&set), opts.detector.clone(), opts.findings.clone())
+        .matches_only(opts.format == ReplayFormat::Matches);
     // Write errors stop the replay after the current input.
     let io_error: std::cell::RefCell<Option<io::Error>> = std::cell::RefCell::new(None);
     let mut bytes = 0u64;
@@ -130,6 +151,7 @@ pub fn replay(set: Arc<RuleSet>, opts: &ReplayOptions, out: &mut dyn Write) -> a
         let mut emit = |e: Emitted| {
             let res = match e {
                 Emitted::Finding(f) => out.write_all(f.json.as_bytes()).and_then(|_| out.write_all(b"\n")),
+                Emitted::Match(line) => out.write_all(line.as_bytes()).and_then(|_| out.write_all(b"\n")),
                 Emitted::DeadLetter(d) => match dead_letter.as_mut() {
                     Some(w) => writeln!(w, "{}", d.to_json_line()),
                     None => Ok(()),
@@ -193,6 +215,7 @@ pub fn replay(set: Arc<RuleSet>, opts: &ReplayOptions, out: &mut dyn Write) -> a
         object_refs: e.object_refs,
         findings: e.findings,
         invalid_findings: e.invalid_findings,
+        match_lines: e.match_lines,
         matches: e.matches,
         detector: e.detector,
         elapsed: started.elapsed(),

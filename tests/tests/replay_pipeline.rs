@@ -7,7 +7,7 @@ use std::sync::Arc;
 use trailwatch_processor::config::Config;
 use trailwatch_processor::decode::DecodeOptions;
 use trailwatch_processor::findings::{self, FindingContext};
-use trailwatch_processor::replay::{replay, ReplayOptions};
+use trailwatch_processor::replay::{replay, ReplayFormat, ReplayOptions};
 use trailwatch_processor::ruleset;
 use trailwatch_rules::DetectorConfig;
 
@@ -26,6 +26,7 @@ fn demo_events_through_the_builtin_pack() -> anyhow::Result<()> {
         findings: FindingContext::default(),
         now: time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000),
         detector: DetectorConfig::default(),
+        format: ReplayFormat::Asff,
     };
     let mut out = Vec::new();
     let stats = replay(Arc::new(set), &ropts, &mut out)?;
@@ -39,5 +40,58 @@ fn demo_events_through_the_builtin_pack() -> anyhow::Result<()> {
     }
     // Ids do not depend on the run: same rule and event, same id.
     assert_eq!(findings::finding_id("r", "e"), findings::finding_id("r", "e"));
+    Ok(())
+}
+
+/// `--format matches` reports the same matches as the findings (rule and
+/// triggering event), one short line each, and builds no finding.
+#[test]
+fn matches_format_lists_what_the_findings_report() -> anyhow::Result<()> {
+    let cfg = Config::default();
+    let opts = ruleset::compile_options(&cfg.rules, true)?;
+    let set = Arc::new(ruleset::load(&[], true, &opts)?.0);
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/events");
+    let mut ropts = ReplayOptions {
+        inputs: vec![examples],
+        dead_letter: None,
+        progress: false,
+        decode: DecodeOptions::default(),
+        findings: FindingContext::default(),
+        now: time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000),
+        detector: DetectorConfig::default(),
+        format: ReplayFormat::Asff,
+    };
+    let mut asff = Vec::new();
+    let a = replay(Arc::clone(&set), &ropts, &mut asff)?;
+    ropts.format = ReplayFormat::Matches;
+    let mut lines = Vec::new();
+    let m = replay(set, &ropts, &mut lines)?;
+    assert_eq!((m.findings, m.match_lines), (0, a.findings));
+    assert_eq!(m.matches, a.matches);
+    let from_findings: Vec<(String, String)> = String::from_utf8(asff)?
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let pf = &v["ProductFields"];
+            (
+                pf["trailwatch/RuleId"].as_str().unwrap().to_string(),
+                pf["trailwatch/EventIds"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let from_matches: Vec<(String, String)> = String::from_utf8(lines)?
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert!(v["rule_title"].is_string() && v["level"].is_string(), "{l}");
+            let ids = match v["event_ids"].as_array() {
+                Some(ids) => ids.iter().map(|i| i.as_str().unwrap()).collect::<Vec<_>>().join(","),
+                None => v["event_id"].as_str().unwrap().to_string(),
+            };
+            (v["rule_id"].as_str().unwrap().to_string(), ids)
+        })
+        .collect();
+    assert!(!from_matches.is_empty());
+    assert_eq!(from_matches, from_findings);
     Ok(())
 }

@@ -157,6 +157,8 @@ impl Collected {
     fn push(&mut self, e: Emitted) {
         match e {
             Emitted::Finding(f) => self.findings.push(Arc::from(f)),
+            // The service always builds findings (matches_only is for replay).
+            Emitted::Match(_) => {}
             Emitted::DeadLetter(d) => self.dead_letters.push(d),
         }
     }
