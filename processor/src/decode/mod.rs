@@ -172,6 +172,11 @@ pub enum Decoded<'a> {
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// S3 event notifications start like CloudTrail records (`eventVersion`);
+/// this marks them. A prebuilt SIMD searcher: it runs on every record.
+static S3_EVENT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"aws:s3\""));
+
 /// Decodes one unit of input; calls `out` for every item in input order.
 pub fn decode(input: &[u8], origin: &str, opts: &DecodeOptions, out: &mut dyn FnMut(Decoded<'_>)) {
     let mut d = Decoder { origin, opts, out };
@@ -212,22 +217,56 @@ pub fn decode_reader<R: Read>(
     let mut line_no = 0u64;
     let mut offset = 0u64;
     loop {
+        // The next line, at most limit + 1 bytes. Nearly every NDJSON line
+        // lies whole in the reader's 64 KiB buffer: it is then decoded where
+        // it is (`in_place` bytes) instead of being copied into `line`.
         line.clear();
-        let n = match (&mut src).take(limit + 1).read_until(b'\n', &mut line) {
-            Ok(n) => n,
-            Err(e) if gz && e.kind() != std::io::ErrorKind::Interrupted => {
-                let pos = Position { line: line_no + 1, byte_offset: offset, record: None };
-                d.error(pos, DecodeErrorKind::Gzip, format!("gzip: {e}"));
-                return Ok(());
+        let (mut n, mut in_place) = (0usize, 0usize);
+        loop {
+            let buf = match src.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if gz => {
+                    let pos = Position { line: line_no + 1, byte_offset: offset, record: None };
+                    d.error(pos, DecodeErrorKind::Gzip, format!("gzip: {e}"));
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            if buf.is_empty() {
+                break;
             }
-            Err(e) => return Err(e),
-        };
+            let room = (limit + 1 - n as u64).min(buf.len() as u64) as usize;
+            match memchr::memchr(b'\n', &buf[..room]) {
+                Some(i) if n == 0 => {
+                    (n, in_place) = (i + 1, i + 1);
+                    break;
+                }
+                Some(i) => {
+                    line.extend_from_slice(&buf[..=i]);
+                    src.consume(i + 1);
+                    n += i + 1;
+                    break;
+                }
+                None => {
+                    line.extend_from_slice(&buf[..room]);
+                    src.consume(room);
+                    n += room;
+                    if n as u64 > limit {
+                        break;
+                    }
+                }
+            }
+        }
         if n == 0 {
             return Ok(());
         }
         line_no += 1;
-        let trimmed = trim(&line);
+        // No I/O: the line is still buffered.
+        let whole: &[u8] = if in_place > 0 { &src.fill_buf()?[..in_place] } else { &line };
+        let trimmed = trim(whole);
         if trimmed.is_empty() {
+            src.consume(in_place);
             offset += n as u64;
             continue;
         }
@@ -239,11 +278,13 @@ pub fn decode_reader<R: Read>(
         if looks_complete(trimmed) {
             let pos = Position { line: line_no, byte_offset: offset, record: None };
             d.unit(trimmed, pos, via, 0);
+            src.consume(in_place);
             offset += n as u64;
             continue;
         }
         // A value that spans lines: read the rest and decode it as a document.
-        let mut rest = line.clone();
+        let mut rest = whole.to_vec();
+        src.consume(in_place);
         if let Err(e) = (&mut src).take(limit + 1 - n as u64).read_to_end(&mut rest) {
             let pos = Position { line: line_no, byte_offset: offset, record: None };
             let kind = if gz { DecodeErrorKind::Gzip } else { DecodeErrorKind::Utf8 };
@@ -398,7 +439,7 @@ impl Decoder<'_, '_> {
             }
         }
         // Hot path: a CloudTrail record, known by its first key.
-        if envelope::first_key(t).is_some_and(envelope::is_cloudtrail_key) && !text.contains("\"aws:s3\"") {
+        if envelope::first_key(t).is_some_and(envelope::is_cloudtrail_key) && S3_EVENT.find(text.as_bytes()).is_none() {
             return (self.out)(Decoded::Event(Event {
                 json: text,
                 class: EventClass::CloudTrail,

@@ -18,7 +18,23 @@ fn run(input: &[u8]) -> Vec<Item> {
     let mut streamed = Vec::new();
     decode_reader(input, "t", &DecodeOptions::default(), &mut |d| streamed.push(conv(d))).unwrap();
     assert_eq!(out, streamed, "decode and decode_reader disagree");
+    // Lines split across reads (the reader's buffer) decode the same.
+    let mut chunked = Vec::new();
+    decode_reader(Chunks(input, 7), "t", &DecodeOptions::default(), &mut |d| chunked.push(conv(d))).unwrap();
+    assert_eq!(out, chunked, "decode_reader over short reads disagrees");
     out
+}
+
+/// A reader that returns at most N bytes per read.
+struct Chunks<'a>(&'a [u8], usize);
+
+impl std::io::Read for Chunks<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.len().min(self.1).min(buf.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
 }
 
 fn conv(d: Decoded<'_>) -> Item {
@@ -187,10 +203,12 @@ fn streamed_plain_input_is_limited_per_value_gzip_in_total() {
     assert!(out.iter().all(|i| matches!(i, Item::Ev(..))), "{out:?}");
     // One value over the limit stops the unit with a clear error.
     let long = format!("{CT}\n{}\n", CT.replace("StopLogging", "StopLoggingAndMore"));
-    let mut out = Vec::new();
-    decode_reader(long.as_bytes(), "t", &opts, &mut |d| out.push(conv(d))).unwrap();
-    assert!(matches!(out[0], Item::Ev(..)));
-    assert!(matches!(out[1], Item::Err(DecodeErrorKind::TooLarge, Position { line: 2, .. })), "{out:?}");
+    for chunk in [1 << 20, 5] {
+        let mut out = Vec::new();
+        decode_reader(Chunks(long.as_bytes(), chunk), "t", &opts, &mut |d| out.push(conv(d))).unwrap();
+        assert!(matches!(out[0], Item::Ev(..)));
+        assert!(matches!(out[1], Item::Err(DecodeErrorKind::TooLarge, Position { line: 2, .. })), "{out:?}");
+    }
     let doc = format!("[\n{CT}\n]\n");
     let mut out = Vec::new();
     decode_reader(doc.as_bytes(), "t", &opts, &mut |d| out.push(conv(d))).unwrap();
@@ -269,5 +287,6 @@ fn random_and_mutated_input_never_panics() {
         let mut count = 0;
         decode(&b, "fuzz", &DecodeOptions::default(), &mut |_| count += 1);
         decode_reader(b.as_slice(), "fuzz", &DecodeOptions::default(), &mut |_| count += 1).unwrap();
+        decode_reader(Chunks(&b, 3), "fuzz", &DecodeOptions::default(), &mut |_| count += 1).unwrap();
     }
 }
