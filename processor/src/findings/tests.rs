@@ -351,3 +351,48 @@ fn the_json_line_is_the_serialised_finding() {
         assert_eq!(line, serde_json::to_string(&f).unwrap());
     }
 }
+
+#[test]
+fn hand_written_json_is_serde_json() {
+    let ev = &samples("ecr/cloudtrail_ecr_api_examples.jsonl")[0];
+    let base = build(&rule(Level::High, &["nist_csf.de.cm-7"]), EventClass::CloudTrail, ev, &FindingContext::default());
+    let same = |f: &AsffFinding| assert_eq!(f.to_json_line(), serde_json::to_string(f).unwrap());
+    same(&base);
+    // Every optional part absent.
+    let mut bare = base.clone();
+    bare.remediation = None;
+    bare.source_url = None;
+    bare.compliance = None;
+    bare.action = None;
+    bare.region = None;
+    bare.severity.original = None;
+    bare.finding_provider_fields.severity.original = None;
+    bare.product_fields.clear();
+    bare.types.clear();
+    for r in &mut bare.resources {
+        r.region = None;
+        r.details = None;
+    }
+    same(&bare);
+    bare.resources.clear();
+    same(&bare);
+    // Strings that need escapes, at every length around the 16-byte chunks.
+    let mut odd = base.clone();
+    for (i, s) in
+        ["a\"b", "back\\slash", "tab\there", "\u{1}\u{1f}", "é ü 漢字 🙂", "</script>", "\u{7f}"].iter().enumerate()
+    {
+        for pad in [0, 5, 15, 16, 17, 31, 40] {
+            let v = format!("{}{s}", "x".repeat(pad));
+            odd.title = v.clone();
+            odd.id = v.clone();
+            odd.types = vec![v.clone(), "TTPs".into()];
+            odd.product_fields.insert(format!("k{i}{v}"), v.clone());
+            if let Some(a) = odd.action.as_mut() {
+                a.aws_api_call_action.domain_details = Some(DomainDetails { domain: v.clone() });
+                a.aws_api_call_action.remote_ip_details = None;
+            }
+            odd.resources[0].details = Some(serde_json::json!({"K": v, "N": [1, 2.5, null, true]}));
+            same(&odd);
+        }
+    }
+}
