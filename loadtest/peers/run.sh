@@ -1,17 +1,40 @@
 #!/usr/bin/env bash
-# Side by side: the same Sigma rules over the same CloudTrail events through
-# trailwatch (`replay`), rsigma (`engine eval` and `engine daemon`) and the
-# sigma-rust library, each pinned to one core; then events/s per engine and
-# every rule whose matches differ (see compare.py).
+# Side by side: the same Sigma rules over the same events through trailwatch
+# (`replay`), rsigma (`engine eval` and `engine daemon`) and the sigma-rust
+# library, each pinned to the same core, one after the other in one run;
+# then events/s per engine (per wall second and per CPU second), peak RSS,
+# and every rule whose matches differ (compare.py).
 #
-#   loadtest/peers/run.sh              # 200k generated events, CPU 0
-#   EVENTS=1000000 CPU=1 loadtest/peers/run.sh
-#   EVENTS_FILE=my.ndjson loadtest/peers/run.sh   # your own NDJSON CloudTrail records
+#   loadtest/peers/run.sh                        # both event sets below, CPU 0
+#   SETS=day CPU=1 loadtest/peers/run.sh         # only the realistic day, on CPU 1
+#   EVENTS_FILE=my.ndjson [CONFIG=trailwatch.toml] loadtest/peers/run.sh
+#
+# Event sets (SETS, default "day synthetic"):
+# - day: a realistic day of a 20-account org from `trailwatch-loadtest
+#   generate --format ndjson` (3 million events, attacks and look-alikes
+#   injected; DAY_ACCOUNTS, DAY_DURATION, DAY_RATE change it), with the
+#   dataset's trailwatch.toml (org accounts, trusted CIDRs, registries) for
+#   trailwatch and the same placeholder values for rsigma;
+# - synthetic: EVENTS (default 200000) records from the vs_parse generator
+#   (copies of the Stratus Red Team samples, attack techniques included, plus
+#   node-role image pulls);
+# - file: EVENTS_FILE (and CONFIG, if given).
 #
 # Rule sets: the 57 SigmaHQ AWS rules in ../shared/sigma/rules, and the
 # built-in pack (rules/pack; rsigma gets its %placeholders% through a
-# value_placeholders pipeline made from rules/pack/placeholders.json;
-# sigma-rust has no `expand` and no correlations and runs what it can load).
+# value_placeholders pipeline made from rules/pack/placeholders.json and the
+# config; sigma-rust has no `expand` and no correlations and runs what it
+# can load).
+#
+# Output, measured separately so that it is clear which figure is which:
+# - trailwatch-asff: findings as ASFF JSON lines to a file (its normal output);
+# - trailwatch-asff-null: the same to /dev/null (findings built, not stored);
+# - trailwatch-matches: `--format matches`, one short JSON line per match to
+#   a file (the output obligation of rsigma's match lines);
+# - rsigma-eval: match lines to a file (its normal output);
+# - rsigma-eval-null: the same to /dev/null;
+# - rsigma-daemon: its streaming mode, events on stdin, matches to a file;
+# - sigma-rust: a library without output; the harness counts matches.
 #
 # The peers are built here, never vendored: rsigma 0.23.0 with
 # `cargo install --locked` (later versions need a newer rustc; ~10 minutes on
@@ -26,18 +49,20 @@ PEERS="${PEERS_DIR:-$ROOT/target/peers}"
 SHARED="$ROOT/../shared"
 EVENTS="${EVENTS:-200000}"
 CPU="${CPU:-0}"
+SETS="${SETS:-day synthetic}"
+[ -n "${EVENTS_FILE:-}" ] && SETS="file"
 OUT="$PEERS/out"
 RSIGMA="$PEERS/rsigma/bin/rsigma"
 HARNESS="$PEERS/sigma-rust-harness/target/release/sigma-rust-harness"
 TW="$ROOT/target/release/trailwatch"
-NOW=2026-11-01T00:00:00Z
+LOADTEST="$ROOT/target/release/trailwatch-loadtest"
+NOW=2026-11-03T00:00:00Z
 
 say() { printf '\n== %s\n' "$*" >&2; }
 die() { echo "run.sh: $*" >&2; exit 1; }
 
 [ -d "$SHARED/sigma/rules" ] || die "needs ../shared next to the repository ($SHARED)"
-command -v taskset >/dev/null || die "needs taskset (util-linux)"
-command -v python3 >/dev/null || die "needs python3"
+command -v python3 >/dev/null || die "needs python3 (3.11 or later)"
 mkdir -p "$PEERS" "$OUT"
 
 if [ ! -x "$RSIGMA" ]; then
@@ -51,72 +76,105 @@ cp "$HERE/sigma-rust-harness/Cargo.toml" "$PEERS/sigma-rust-harness/"
 rm -rf "$PEERS/sigma-rust-harness/src" && cp -r "$HERE/sigma-rust-harness/src" "$PEERS/sigma-rust-harness/"
 cargo build --release --quiet --manifest-path "$PEERS/sigma-rust-harness/Cargo.toml"
 
-say "building trailwatch (release)"
-(cd "$ROOT" && cargo build --release --quiet -p trailwatch-processor --bin trailwatch)
+say "building trailwatch and trailwatch-loadtest (release)"
+(cd "$ROOT" && cargo build --release --quiet -p trailwatch-processor --bin trailwatch \
+    -p trailwatch-loadtest --bin trailwatch-loadtest)
 
-if [ -n "${EVENTS_FILE:-}" ]; then
-    INPUT="$(cd "$(dirname "$EVENTS_FILE")" && pwd)/$(basename "$EVENTS_FILE")"
-else
-    INPUT="$PEERS/cloudtrail-$EVENTS.ndjson"
-    if [ ! -s "$INPUT" ]; then
-        say "generating $EVENTS CloudTrail records"
-        (cd "$ROOT" && TRAILWATCH_BENCH_EVENTS="$EVENTS" TRAILWATCH_BENCH_WRITE="$INPUT" \
-            cargo bench --quiet -p trailwatch-processor --bench vs_parse)
-    fi
-fi
-N=$(grep -c . "$INPUT")
-export INPUT
+# input_of SET: sets INPUT and CONFIG for an event set, generating it once.
+input_of() {
+    CONFIG=""
+    case "$1" in
+        day)
+            local d="$PEERS/day-${DAY_ACCOUNTS:-20}-${DAY_DURATION:-24h}-${DAY_RATE:-35}"
+            INPUT="$d.ndjson"
+            CONFIG="$d/trailwatch.toml"
+            if [ ! -s "$INPUT" ]; then
+                say "generating the day ($d)"
+                "$LOADTEST" generate --out "$d" --format ndjson --force --accounts "${DAY_ACCOUNTS:-20}" \
+                    --duration "${DAY_DURATION:-24h}" --rate "${DAY_RATE:-35}"
+                # One file in time order (the hourly files sort by name).
+                cat "$d"/ndjson/*.ndjson > "$INPUT.tmp" && mv "$INPUT.tmp" "$INPUT"
+            fi ;;
+        synthetic)
+            INPUT="$PEERS/cloudtrail-$EVENTS.ndjson"
+            if [ ! -s "$INPUT" ]; then
+                say "generating $EVENTS synthetic CloudTrail records"
+                (cd "$ROOT" && TRAILWATCH_BENCH_EVENTS="$EVENTS" TRAILWATCH_BENCH_WRITE="$INPUT" \
+                    cargo bench --quiet -p trailwatch-processor --bench vs_parse)
+            fi ;;
+        file)
+            INPUT="$(cd "$(dirname "$EVENTS_FILE")" && pwd)/$(basename "$EVENTS_FILE")"
+            CONFIG="${CONFIG_FILE:-${CONFIG:-}}" ;;
+        *) die "unknown event set $1 (day, synthetic)" ;;
+    esac
+}
 
-# rsigma's placeholders: a pipeline with the pack's defaults.
-python3 - "$ROOT/rules/pack/placeholders.json" "$PEERS/pack-placeholders.yml" <<'EOF'
-import json, sys
-ph = json.load(open(sys.argv[1]))
+# rsigma's placeholders: a pipeline with the pack's defaults, overridden by
+# the config's [rules.placeholders] as trailwatch does.
+placeholders() {
+    python3 - "$ROOT/rules/pack/placeholders.json" "$1" "$2" <<'EOF'
+import json, sys, tomllib
+ph = {k: v["values"] for k, v in json.load(open(sys.argv[1])).items()}
+if sys.argv[2]:
+    ph.update(tomllib.load(open(sys.argv[2], "rb")).get("rules", {}).get("placeholders", {}))
 out = ["name: trailwatch pack placeholders", "priority: 10", "vars:"]
 for k, v in ph.items():
     out.append(f"  {k}:")
-    out += [f"    - {json.dumps(x)}" for x in v["values"]]
+    out += [f"    - {json.dumps(x)}" for x in v]
 out += ["transformations:", "  - id: placeholders", "    type: value_placeholders"]
-open(sys.argv[2], "w").write("\n".join(out) + "\n")
+open(sys.argv[3], "w").write("\n".join(out) + "\n")
 EOF
-
-# timed NAME CMD...: runs pinned to $CPU, stdout to $dir/NAME.out, stderr to
-# $dir/NAME.err, wall seconds to $dir/NAME.time.
-timed() {
-    local name="$1"; shift
-    local t0 t1
-    t0=$(date +%s.%N)
-    taskset -c "$CPU" "$@" > "$dir/$name.out" 2> "$dir/$name.err" || die "$name failed (see $dir/$name.err)"
-    t1=$(date +%s.%N)
-    python3 -c "print($t1 - $t0)" > "$dir/$name.time"
-    echo "  $name: $(cat "$dir/$name.time") s" >&2
 }
 
-for set in sigmahq pack; do
-    dir="$OUT/$set"
-    mkdir -p "$dir"
-    rm -f "$dir"/*
-    if [ "$set" = sigmahq ]; then
-        rules="$SHARED/sigma/rules"
-        tw_rules=(--no-builtin --rules "$rules")
-        rs_rules=(-r "$rules")
-    else
-        rules="$ROOT/rules/pack"
-        tw_rules=()
-        rs_rules=(-r "$rules" -p "$PEERS/pack-placeholders.yml" --no-detections)
-    fi
-    say "rules: $set, $N events, pinned to CPU $CPU; load: $(uptime | sed 's/.*load average/load average/')"
-    timed trailwatch "$TW" replay --no-progress --now "$NOW" "${tw_rules[@]}" "$INPUT"
-    timed rsigma-eval "$RSIGMA" engine eval "${rs_rules[@]}" --timestamp-field eventTime \
-        --output-format ndjson -e "@$INPUT"
-    timed rsigma-daemon sh -c '"$0" engine daemon "$@" < "$INPUT"' "$RSIGMA" "${rs_rules[@]}" \
-        --timestamp-field eventTime --api-addr "unix://$dir/rsigma.sock" --input stdin --output stdout
-    timed sigma-rust "$HARNESS" "$rules" "$INPUT"
-    # Match lists per event, for the rules whose counts differ (not timed).
-    "$RSIGMA" engine eval "${rs_rules[@]}" --timestamp-field eventTime --include-event \
-        --output-format ndjson -e "@$INPUT" > "$dir/rsigma-events.out" 2> /dev/null
-    "$HARNESS" "$rules" "$INPUT" --per-event > /dev/null 2> "$dir/sigma-rust-events.out"
+# timed NAME STDOUT [--stdin FILE] CMD...: pinned to $CPU; costs in $dir/NAME.json.
+timed() {
+    local name="$1" out="$2"; shift 2
+    local stdin=()
+    if [ "$1" = --stdin ]; then stdin=(--stdin "$2"); shift 2; fi
+    python3 "$HERE/timed.py" "$dir/$name.json" "$CPU" "$out" "${stdin[@]}" -- "$@" \
+        || die "$name failed (see $dir/$name.err)"
+}
+
+for set in $SETS; do
+    input_of "$set"
+    N=$(grep -c . "$INPUT")
+    tw_config=()
+    [ -n "$CONFIG" ] && tw_config=(--config "$CONFIG")
+    placeholders "$CONFIG" "$PEERS/placeholders-$set.yml"
+    for rules_name in sigmahq pack; do
+        dir="$OUT/$set/$rules_name"
+        mkdir -p "$dir"
+        rm -f "$dir"/*
+        echo "$N" > "$dir/events"
+        if [ "$rules_name" = sigmahq ]; then
+            rules="$SHARED/sigma/rules"
+            tw_rules=(--no-builtin --rules "$rules")
+            rs_rules=(-r "$rules")
+        else
+            rules="$ROOT/rules/pack"
+            tw_rules=()
+            rs_rules=(-r "$rules" -p "$PEERS/placeholders-$set.yml" --no-detections)
+        fi
+        say "events: $set ($N, $(basename "$INPUT")), rules: $rules_name, pinned to CPU $CPU"
+        tw=("$TW" replay --no-progress --now "$NOW" "${tw_config[@]}" "${tw_rules[@]}")
+        rs=("$RSIGMA" engine eval "${rs_rules[@]}" --timestamp-field eventTime --output-format ndjson -e "@$INPUT")
+        timed trailwatch-asff "$dir/trailwatch-asff.out" "${tw[@]}" "$INPUT"
+        # The findings themselves are not compared (the match lines are): a
+        # day of findings on the SigmaHQ rules is gigabytes.
+        wc -l < "$dir/trailwatch-asff.out" > "$dir/trailwatch-asff.lines"; rm "$dir/trailwatch-asff.out"
+        timed trailwatch-asff-null /dev/null "${tw[@]}" "$INPUT"
+        timed trailwatch-matches "$dir/trailwatch-matches.out" "${tw[@]}" --format matches "$INPUT"
+        timed rsigma-eval "$dir/rsigma-eval.out" "${rs[@]}"
+        timed rsigma-eval-null /dev/null "${rs[@]}"
+        timed rsigma-daemon "$dir/rsigma-daemon.out" --stdin "$INPUT" "$RSIGMA" engine daemon "${rs_rules[@]}" \
+            --timestamp-field eventTime --api-addr "unix://$dir/rsigma.sock" --input stdin --output stdout
+        timed sigma-rust "$dir/sigma-rust.out" "$HARNESS" "$rules" "$INPUT"
+        # Matched event ids per rule, for the rules whose counts differ (not timed).
+        "${rs[@]}" --include-event 2> /dev/null | python3 "$HERE/compare.py" --rsigma-events > "$dir/rsigma-events.tsv"
+        "$HARNESS" "$rules" "$INPUT" --per-event > /dev/null 2> "$dir/sigma-rust-events.out"
+    done
 done
 
 say "results"
-python3 "$HERE/compare.py" "$OUT" "$N" "$SHARED/sigma/rules" "$ROOT/rules/pack" | tee "$OUT/summary.txt"
+python3 "$HERE/compare.py" "$OUT" "$SHARED/sigma/rules" "$ROOT/rules/pack" $SETS | tee "$OUT/summary.txt"
 echo "(raw outputs and peers.json in $OUT)" >&2
