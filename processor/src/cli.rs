@@ -159,6 +159,15 @@ fn rules_for(cfg: &Config, args: &RuleArgs) -> anyhow::Result<(RuleSet, Vec<trai
     let mut opts = ruleset::compile_options(&cfg.rules, builtin)?;
     // Suppressions read their fields from every event.
     opts.extra_fields = cfg.suppressions.iter().map(|s| s.field.clone()).collect();
+    if builtin {
+        let empty = ruleset::empty_pack_placeholders(&opts)?;
+        if !empty.is_empty() {
+            tracing::info!(
+                placeholders = %empty.join(", "),
+                "built-in pack: rules that need these org placeholders stay off until they are set in [rules.placeholders] (rules/pack/placeholders.json says what each one assumes)"
+            );
+        }
+    }
     let mut dirs = cfg.rules.paths.clone();
     dirs.extend(args.rules.iter().cloned());
     ruleset::load(&dirs, builtin, &opts)
@@ -479,9 +488,10 @@ fn list_cmd(args: &RuleArgs, format: ListFormat) -> anyhow::Result<i32> {
 }
 
 fn test_cmd(dirs: &[PathBuf]) -> anyhow::Result<i32> {
-    // The pack's tests run with the pack's placeholder defaults.
+    // The pack's tests run with the pack's placeholder defaults, and its
+    // example org where a default is empty (placeholders.json `test_values`).
     let files = if dirs.is_empty() { ruleset::builtin_files() } else { ruleset::files_in(dirs)? };
-    let (set, warnings) = ruleset::compile(&files, &plain_options(true)?)?;
+    let (set, warnings) = ruleset::compile(&files, &ruleset::test_options()?)?;
     print_warnings(&warnings);
     let set = Arc::new(set);
     let outcomes = testing::run_all_tests(&set);

@@ -185,6 +185,7 @@ fn readme_demo_runs_on_the_builtin_pack() {
         vec![
             "CloudTrail Logging Stopped Or Trail Deleted",
             "ECR Image Scan Found Critical Or High Vulnerabilities",
+            "ECR Repository Or Registry Policy Grants Public Access",
             "ECR Scan On Push Disabled"
         ]
     );
@@ -322,7 +323,7 @@ fn run_with_the_embedded_default_matches_replay() {
     let from_run = ids(&run_out);
     assert!(!from_run.is_empty());
     assert_eq!(from_run, ids(&replay_out), "the service and replay evaluate alike");
-    assert!(text(&run_out.stderr).contains("39 events"), "{}", text(&run_out.stderr));
+    assert!(text(&run_out.stderr).contains("41 events"), "{}", text(&run_out.stderr));
 }
 
 #[test]
@@ -378,5 +379,27 @@ fn deploy_templates_render_configs_the_service_accepts() {
         std::fs::write(&p, c.split_once('\n').map_or("", |(_, body)| body)).unwrap();
         let r = run(bin().args(["config", "--config"]).arg(&p));
         assert!(r.status.success(), "config {i} ({}) rejected: {}", c.lines().next().unwrap_or(""), text(&r.stderr));
+    }
+}
+
+#[test]
+fn readme_documents_the_pack_as_rules_list_prints_it() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+    let out = run(bin().args(["rules", "list", "--format", "markdown"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.lines().count() > 20, "{table}");
+    assert!(
+        readme.contains(&table),
+        "README's pack table is stale: paste `trailwatch rules list --format markdown`:\n{table}"
+    );
+    let placeholders: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/pack/placeholders.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    for (name, p) in placeholders.as_object().unwrap() {
+        assert!(readme.contains(&format!("| `%{name}%` |")), "README's pack defaults table lacks %{name}%");
+        assert!(!p["assumes"].as_str().unwrap_or("").is_empty(), "%{name}% must say what its default assumes");
     }
 }
