@@ -226,7 +226,8 @@ fn run_cmd(a: RunArgs, log_level: &str) -> anyhow::Result<i32> {
         cfg.metrics.listen = l;
         cfg.validate()?;
     }
-    crate::telemetry::init_logging(log_level, cfg.telemetry.log_format);
+    // Before anything runs: a bad OTEL_* variable stops start-up too.
+    let telemetry = crate::telemetry::Telemetry::init(&cfg.telemetry, log_level, &|k| std::env::var(k).ok())?;
     if embedded
         && std::env::var_os(crate::config::INLINE_ENV).is_none()
         && !std::path::Path::new("examples/events").exists()
@@ -254,7 +255,23 @@ fn run_cmd(a: RunArgs, log_level: &str) -> anyhow::Result<i32> {
         commits: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("trailwatch").build()?;
-    let summary = rt.block_on(crate::service::run(cfg, Arc::new(set), opts, crate::service::shutdown_signal()))?;
+    // The trace flush shares the shutdown deadline, counted from the signal
+    // (or from the end of the run when the input ended by itself).
+    let shutdown_timeout = cfg.service.shutdown_timeout;
+    let signalled = Arc::new(std::sync::OnceLock::new());
+    let signal = {
+        let signalled = Arc::clone(&signalled);
+        async move {
+            crate::service::shutdown_signal().await;
+            let _ = signalled.set(std::time::Instant::now());
+        }
+    };
+    let result = rt.block_on(crate::service::run(cfg, Arc::new(set), opts, signal));
+    let from = signalled.get().copied().unwrap_or_else(std::time::Instant::now);
+    if let Some(r) = telemetry.shutdown(from + shutdown_timeout) {
+        tracing::debug!(sent = r.sent, rejected = r.rejected, failed = r.failed, dropped = r.dropped, "spans exported");
+    }
+    let summary = result?;
     eprint!("{}", summary.text());
     Ok(0)
 }
