@@ -326,6 +326,42 @@ fn run_with_the_embedded_default_matches_replay() {
 }
 
 #[test]
+fn an_unreachable_otlp_collector_neither_blocks_the_run_nor_its_exit() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let started = std::time::Instant::now();
+    let out = run(bin()
+        .current_dir(&root)
+        .env("TRAILWATCH__METRICS__ENABLED", "false")
+        .env("TRAILWATCH__SERVICE__SHUTDOWN_TIMEOUT", "2s")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{closed}"))
+        .arg("run"));
+    let took = started.elapsed();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("39 events"), "{err}");
+    assert!(text(&out.stdout).lines().count() > 0, "findings are written as usual");
+    assert!(err.contains("OTLP export failed"), "the failure is logged: {err}");
+    assert!(err.contains("spans not exported before the shutdown deadline"), "{err}");
+    assert!(took < std::time::Duration::from_secs(20), "the flush keeps to the shutdown deadline: {took:?}");
+}
+
+#[test]
+fn bad_otel_variables_stop_run_before_it_starts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = run(bin()
+        .current_dir(&root)
+        .env("TRAILWATCH__METRICS__ENABLED", "false")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .arg("run"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("OTEL_EXPORTER_OTLP_PROTOCOL") && err.contains("http/protobuf"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing ran");
+}
+
+#[test]
 fn run_reports_config_errors_before_starting() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
