@@ -8,7 +8,7 @@ by scripts/test) and appends one JSON line per request to --out:
   {"n": 2, "status": 200, "headers": {...}, "resource": {...}, "scope": "...", "spans": [...]}
 
 Spans are flattened for the test to assert on: hex ids, typed attribute
-values, events, status. `--fail-first N` answers the first N requests with
+values, events, status. `--tls-cert/--tls-key` serve https. `--fail-first N` answers the first N requests with
 `--fail-status` (default 503); `--reject K` reports K rejected spans (OTLP
 partial success) in the first successful answer. Listens on 127.0.0.1 only
 and exits when its parent (the test) is gone.
@@ -73,6 +73,8 @@ def main():
     p.add_argument("--fail-first", type=int, default=0)
     p.add_argument("--fail-status", type=int, default=503)
     p.add_argument("--reject", type=int, default=0)
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
     a = p.parse_args()
 
     lock = threading.Lock()
@@ -143,6 +145,12 @@ def main():
 
     threading.Thread(target=watch, daemon=True).start()
     server = ThreadingHTTPServer(("127.0.0.1", a.port), Handler)
+    if a.tls_cert:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(a.tls_cert, a.tls_key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     print(f"listening on 127.0.0.1:{a.port}", file=sys.stderr, flush=True)
     server.serve_forever()
 

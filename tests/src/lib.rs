@@ -219,6 +219,9 @@ pub struct ReceiverOptions {
     pub fail_status: Option<u16>,
     /// Report this many rejected spans (partial success) in the first 200.
     pub reject: u32,
+    /// Serve https with the test certificate of `tests/fixtures/otlp-tls`
+    /// (issued by its `ca.pem` for 127.0.0.1).
+    pub tls: bool,
 }
 
 /// The OTLP/HTTP trace receiver of `tests/otlp_receiver.py` on a free port,
@@ -254,8 +257,13 @@ impl OtlpReceiver {
             .args(["--fail-first", &opts.fail_first.to_string()])
             .args(["--fail-status", &opts.fail_status.unwrap_or(503).to_string()])
             .args(["--reject", &opts.reject.to_string()]);
+        if opts.tls {
+            let tls = root.join("tests/fixtures/otlp-tls");
+            cmd.arg("--tls-cert").arg(tls.join("server.pem")).arg("--tls-key").arg(tls.join("server.key"));
+        }
         let child = spawn_listening("otlp receiver", cmd, port, &log)?;
-        Ok(OtlpReceiver { child, endpoint: format!("http://127.0.0.1:{port}"), out, log })
+        let scheme = if opts.tls { "https" } else { "http" };
+        Ok(OtlpReceiver { child, endpoint: format!("{scheme}://127.0.0.1:{port}"), out, log })
     }
 
     /// Every request so far, decoded, in arrival order.
