@@ -195,13 +195,19 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             // The rules must load too: placeholders, paths and mappings are config.
             let (set, warnings) = rules_for(&cfg, &RuleArgs { config: None, rules: Vec::new(), no_builtin: false })?;
             print_warnings(&warnings);
+            // Trace export also depends on OTEL_* variables: resolve them as `run` would.
+            let traces = crate::telemetry::ExportSettings::resolve(&cfg.telemetry, &|k| std::env::var(k).ok())?;
             print!("{}", toml::to_string(&cfg).context("cannot print the configuration")?);
             eprintln!(
-                "configuration ok: {} source(s), {} sink(s), {} rules, {} correlations",
+                "configuration ok: {} source(s), {} sink(s), {} rules, {} correlations; {}",
                 cfg.sources.len(),
                 cfg.sinks.len().max(1),
                 set.rules().len(),
-                set.correlations().len()
+                set.correlations().len(),
+                match &traces {
+                    Some(t) => format!("traces exported to {}", t.url),
+                    None => "traces not exported".to_string(),
+                }
             );
             Ok(0)
         }

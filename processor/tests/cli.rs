@@ -387,12 +387,30 @@ fn config_prints_the_effective_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, "[sources.q]\ntype = \"sqs\"\nqueue_url = \"http://127.0.0.1:1/q\"\n").unwrap();
-    let out = run(bin().args(["config", "--config"]).arg(&cfg).env("TRAILWATCH__SERVICE__COMMIT_INTERVAL", "30s"));
+    let out = run(bin()
+        .args(["config", "--config"])
+        .arg(&cfg)
+        .env("TRAILWATCH__SERVICE__COMMIT_INTERVAL", "30s")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let printed: toml::Table = text(&out.stdout).parse().expect("the effective config is TOML");
     assert_eq!(printed["sources"]["q"]["receivers"].as_integer(), Some(4), "defaults are filled in");
     assert_eq!(printed["service"]["commit_interval"].as_str(), Some("30s"), "env overrides apply");
     assert!(text(&out.stderr).contains("configuration ok"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("traces not exported"), "{}", text(&out.stderr));
+    let otlp = run(bin()
+        .args(["config", "--config"])
+        .arg(&cfg)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+        .env_remove("OTEL_SDK_DISABLED")
+        .env_remove("OTEL_TRACES_EXPORTER")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"));
+    assert!(
+        text(&otlp.stderr).contains("traces exported to http://collector:4318/v1/traces"),
+        "{}",
+        text(&otlp.stderr)
+    );
 }
 
 /// Every configuration the central CloudFormation stack can write to SSM
