@@ -197,7 +197,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             print_warnings(&warnings);
             // Trace export also depends on OTEL_* variables: resolve them as `run` would.
             let traces = crate::telemetry::ExportSettings::resolve(&cfg.telemetry, &|k| std::env::var(k).ok())?;
-            print!("{}", toml::to_string(&cfg).context("cannot print the configuration")?);
+            // Header values are credentials (a collector's token): not printed.
+            let mut shown = cfg.clone();
+            shown.telemetry.otlp_headers.values_mut().for_each(|v| *v = "<redacted>".to_string());
+            print!("{}", toml::to_string(&shown).context("cannot print the configuration")?);
             eprintln!(
                 "configuration ok: {} source(s), {} sink(s), {} rules, {} correlations; {}",
                 cfg.sources.len(),

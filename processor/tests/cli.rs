@@ -403,6 +403,7 @@ fn config_prints_the_effective_configuration() {
         .args(["config", "--config"])
         .arg(&cfg)
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+        .env("TRAILWATCH__TELEMETRY__OTLP_HEADERS__AUTHORIZATION", "Bearer s3cret")
         .env_remove("OTEL_SDK_DISABLED")
         .env_remove("OTEL_TRACES_EXPORTER")
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"));
@@ -410,6 +411,12 @@ fn config_prints_the_effective_configuration() {
         text(&otlp.stderr).contains("traces exported to http://collector:4318/v1/traces"),
         "{}",
         text(&otlp.stderr)
+    );
+    let shown: toml::Table = text(&otlp.stdout).parse().unwrap();
+    assert_eq!(
+        shown["telemetry"]["otlp_headers"]["authorization"].as_str(),
+        Some("<redacted>"),
+        "no credentials printed"
     );
 }
 
