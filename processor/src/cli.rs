@@ -162,9 +162,10 @@ fn rules_for(cfg: &Config, args: &RuleArgs) -> anyhow::Result<(RuleSet, Vec<trai
     if builtin {
         let empty = ruleset::empty_pack_placeholders(&opts)?;
         if !empty.is_empty() {
-            tracing::info!(
+            // A warning: a deployment without its org context misses whole themes.
+            tracing::warn!(
                 placeholders = %empty.join(", "),
-                "built-in pack: rules that need these org placeholders stay off until they are set in [rules.placeholders] (rules/pack/placeholders.json says what each one assumes)"
+                "built-in pack: org context not configured; items that need these placeholders match nothing (the rules about outside accounts stay off) until they are set in [rules.placeholders]; rules/pack/placeholders.json says what each default assumes"
             );
         }
     }
