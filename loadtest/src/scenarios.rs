@@ -344,6 +344,37 @@ fn layer_download_unexpected(ctx: &mut Ctx<'_, '_>) {
     ctx.take(ids, t + layers as i64 * 2);
 }
 
+/// A node role's credentials (taken from instance metadata) used from the
+/// internet: the principal is an expected puller, the network is not.
+fn stolen_node_credentials(ctx: &mut Ctx<'_, '_>) {
+    let org = ctx.em.org;
+    let Some(w) = (0..org.accounts.len()).find(|&i| !org.accounts[i].clusters.is_empty()) else {
+        return;
+    };
+    let c = &org.accounts[w].clusters[0];
+    let node = c.nodes.first().expect("a cluster has nodes");
+    let key = session_key(ctx.em);
+    let ip = util::public_ip(ctx.rng());
+    ctx.account = w;
+    ctx.region = c.region;
+    let who = Who::Role {
+        account: &org.accounts[w].id,
+        role: &c.node_role,
+        session: &node.instance_id,
+        key: &key,
+        mfa: false,
+        created: ctx.t - 3 * 3600,
+        web_identity: None,
+        invoked_by: None,
+    };
+    ctx.principal = who.arn();
+    let repo = central_repo(ctx);
+    let layers = ctx.org().repos[repo].layers.len().min(4);
+    let ids = pull_image(ctx.em, ctx.t, w, c.region, repo, who, &ip, UA_CLI, layers, true);
+    let t = ctx.t;
+    ctx.take(ids, t + layers as i64 * 2);
+}
+
 fn bulk_layer_download(ctx: &mut Ctx<'_, '_>) {
     let reg = ctx.org().registry;
     let a = hijacked_sso(ctx, reg, 3);
@@ -1490,6 +1521,13 @@ pub static ATTACKS: &[Scenario] = &[
         60,
         "an IAM user's leaked key pulls an image from outside the org's networks",
         layer_download_unexpected
+    ),
+    scenario!(
+        "stolen-node-credentials",
+        THEME_LAYERS,
+        30,
+        "an EKS node role's session pulls an image from an address outside the org's networks",
+        stolen_node_credentials
     ),
     scenario!(
         "bulk-layer-download",

@@ -64,16 +64,17 @@ fn generate_replay_and_report() {
         serde_json::from_str(&std::fs::read_to_string(data.join("run/report.json")).expect("report written")).unwrap();
     assert!(report.completed());
     assert_eq!(report.dataset.format, Format::Cloudtrail);
-    assert_eq!(report.dataset.scenarios, 31);
+    let attacks = trailwatch_loadtest::scenarios::ATTACKS.len();
+    assert_eq!(report.dataset.scenarios as usize, attacks);
     // trailwatch read every generated event.
     assert_eq!(report.throughput.events, report.dataset.events_generated);
     assert!(report.throughput.wall_seconds > 0.0 && report.throughput.cpu_seconds > 0.0);
     assert!(report.throughput.peak_rss_bytes > 1 << 20);
     let q = &report.quality;
     let recall = q.recall.expect("recall is computed when scenarios were injected");
-    assert_eq!(q.scenarios, 31);
-    assert_eq!(q.detected.len() + q.missed.len(), 31);
-    assert!((recall - q.detected.len() as f64 / 31.0).abs() < 1e-9);
+    assert_eq!(q.scenarios as usize, attacks);
+    assert_eq!(q.detected.len() + q.missed.len(), attacks);
+    assert!((recall - q.detected.len() as f64 / attacks as f64).abs() < 1e-9);
     assert_eq!(q.true_positive_findings + q.false_positive_findings, q.findings);
     assert_eq!(q.by_rule.iter().map(|r| r.findings).sum::<u64>(), q.findings);
     let findings = std::fs::read_to_string(data.join("run/findings.ndjson")).unwrap_or_default();

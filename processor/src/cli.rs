@@ -171,6 +171,16 @@ fn rules_for(cfg: &Config, args: &RuleArgs) -> anyhow::Result<(RuleSet, Vec<trai
     let mut opts = ruleset::compile_options(&cfg.rules, builtin)?;
     // Suppressions read their fields from every event.
     opts.extra_fields = cfg.suppressions.iter().map(|s| s.field.clone()).collect();
+    if builtin {
+        let empty = ruleset::empty_pack_placeholders(&opts)?;
+        if !empty.is_empty() {
+            // A warning: a deployment without its org context misses whole themes.
+            tracing::warn!(
+                placeholders = %empty.join(", "),
+                "built-in pack: org context not configured; items that need these placeholders match nothing (the rules about outside accounts stay off) until they are set in [rules.placeholders]; rules/pack/placeholders.json says what each default assumes"
+            );
+        }
+    }
     let mut dirs = cfg.rules.paths.clone();
     dirs.extend(args.rules.iter().cloned());
     ruleset::load(&dirs, builtin, &opts)
@@ -207,13 +217,22 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             // The rules must load too: placeholders, paths and mappings are config.
             let (set, warnings) = rules_for(&cfg, &RuleArgs { config: None, rules: Vec::new(), no_builtin: false })?;
             print_warnings(&warnings);
-            print!("{}", toml::to_string(&cfg).context("cannot print the configuration")?);
+            // Trace export also depends on OTEL_* variables: resolve them as `run` would.
+            let traces = crate::telemetry::ExportSettings::resolve(&cfg.telemetry, &|k| std::env::var(k).ok())?;
+            // Header values are credentials (a collector's token): not printed.
+            let mut shown = cfg.clone();
+            shown.telemetry.otlp_headers.values_mut().for_each(|v| *v = "<redacted>".to_string());
+            print!("{}", toml::to_string(&shown).context("cannot print the configuration")?);
             eprintln!(
-                "configuration ok: {} source(s), {} sink(s), {} rules, {} correlations",
+                "configuration ok: {} source(s), {} sink(s), {} rules, {} correlations; {}",
                 cfg.sources.len(),
                 cfg.sinks.len().max(1),
                 set.rules().len(),
-                set.correlations().len()
+                set.correlations().len(),
+                match &traces {
+                    Some(t) => format!("traces exported to {}", t.url),
+                    None => "traces not exported".to_string(),
+                }
             );
             Ok(0)
         }
@@ -238,7 +257,8 @@ fn run_cmd(a: RunArgs, log_level: &str) -> anyhow::Result<i32> {
         cfg.metrics.listen = l;
         cfg.validate()?;
     }
-    crate::telemetry::init_logging(log_level, cfg.telemetry.log_format);
+    // Before anything runs: a bad OTEL_* variable stops start-up too.
+    let telemetry = crate::telemetry::Telemetry::init(&cfg.telemetry, log_level, &|k| std::env::var(k).ok())?;
     if embedded
         && std::env::var_os(crate::config::INLINE_ENV).is_none()
         && !std::path::Path::new("examples/events").exists()
@@ -266,7 +286,23 @@ fn run_cmd(a: RunArgs, log_level: &str) -> anyhow::Result<i32> {
         commits: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("trailwatch").build()?;
-    let summary = rt.block_on(crate::service::run(cfg, Arc::new(set), opts, crate::service::shutdown_signal()))?;
+    // The trace flush shares the shutdown deadline, counted from the signal
+    // (or from the end of the run when the input ended by itself).
+    let shutdown_timeout = cfg.service.shutdown_timeout;
+    let signalled = Arc::new(std::sync::OnceLock::new());
+    let signal = {
+        let signalled = Arc::clone(&signalled);
+        async move {
+            crate::service::shutdown_signal().await;
+            let _ = signalled.set(std::time::Instant::now());
+        }
+    };
+    let result = rt.block_on(crate::service::run(cfg, Arc::new(set), opts, signal));
+    let from = signalled.get().copied().unwrap_or_else(std::time::Instant::now);
+    if let Some(r) = telemetry.shutdown(from + shutdown_timeout) {
+        tracing::debug!(sent = r.sent, rejected = r.rejected, failed = r.failed, dropped = r.dropped, "spans exported");
+    }
+    let summary = result?;
     eprint!("{}", summary.text());
     Ok(0)
 }
@@ -498,9 +534,10 @@ fn list_cmd(args: &RuleArgs, format: ListFormat) -> anyhow::Result<i32> {
 }
 
 fn test_cmd(dirs: &[PathBuf]) -> anyhow::Result<i32> {
-    // The pack's tests run with the pack's placeholder defaults.
+    // The pack's tests run with the pack's placeholder defaults, and its
+    // example org where a default is empty (placeholders.json `test_values`).
     let files = if dirs.is_empty() { ruleset::builtin_files() } else { ruleset::files_in(dirs)? };
-    let (set, warnings) = ruleset::compile(&files, &plain_options(true)?)?;
+    let (set, warnings) = ruleset::compile(&files, &ruleset::test_options()?)?;
     print_warnings(&warnings);
     let set = Arc::new(set);
     let outcomes = testing::run_all_tests(&set);

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::aws::AwsConfig;
 use crate::sinks::SinkConfig;
 use crate::sources::SourceConfig;
+pub use crate::telemetry::config::{LogFormat, TelemetryConfig};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -37,6 +38,7 @@ pub struct Config {
     /// Outputs, by name (`[sinks.<name>]`, each with a `type`); none = ASFF JSON lines on stdout.
     pub sinks: BTreeMap<String, SinkConfig>,
     pub metrics: MetricsConfig,
+    /// Logs and trace export (OTLP).
     pub telemetry: TelemetryConfig,
 }
 
@@ -134,30 +136,6 @@ pub struct MetricsConfig {
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig { enabled: true, listen: "127.0.0.1:9464".to_string() }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
-/// `[telemetry]`: logs and traces.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct TelemetryConfig {
-    pub log_format: LogFormat,
-    /// OTLP/HTTP endpoint for traces (e.g. http://127.0.0.1:4318); off when unset.
-    pub otlp_endpoint: Option<String>,
-    pub service_name: String,
-}
-
-impl Default for TelemetryConfig {
-    fn default() -> Self {
-        TelemetryConfig { log_format: LogFormat::Text, otlp_endpoint: None, service_name: "trailwatch".to_string() }
     }
 }
 
@@ -369,11 +347,7 @@ impl Config {
         if self.metrics.enabled && self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
             problems.push(format!("metrics.listen `{}` is not an address like 127.0.0.1:9464", self.metrics.listen));
         }
-        if let Some(e) = &self.telemetry.otlp_endpoint {
-            if !(e.starts_with("http://") || e.starts_with("https://")) {
-                problems.push(format!("telemetry.otlp_endpoint `{e}` must be an http(s) URL"));
-            }
-        }
+        self.telemetry.validate(&mut problems);
         if !problems.is_empty() {
             bail!("invalid configuration:\n  {}", problems.join("\n  "));
         }

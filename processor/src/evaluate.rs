@@ -261,6 +261,12 @@ impl Evaluator {
     /// Adds what changed since the last call to the Prometheus metrics.
     pub fn publish_metrics(&mut self) {
         let m = metrics::get();
+        // Counted by the engine per rule (a plain add in its loop), added
+        // here with the matches: once a second, not per event.
+        let set = &self.set;
+        self.scratch.drain_evaluations(|rule, n| {
+            m.rule_evaluations.with_label_values(&[set.rule(rule).meta.id.as_str()]).inc_by(n);
+        });
         for (i, n) in self.rule_matches.iter_mut().enumerate() {
             if *n > 0 {
                 let meta = &self.set.rule(i as u32).meta;

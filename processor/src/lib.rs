@@ -11,7 +11,8 @@
 //!
 //! `trailwatch replay` ([`replay`]) runs the same [`evaluate`] core
 //! synchronously over archives. [`ruleset`] loads rule directories and the
-//! built-in pack; [`cli`] holds the commands; [`telemetry`] sets up logging.
+//! built-in pack; [`cli`] holds the commands; [`telemetry`] sets up logging and
+//! exports traces over OTLP.
 pub mod aws;
 pub mod cli;
 pub mod config;

@@ -68,6 +68,10 @@ pub struct Metrics {
     pub checkpoint_commit_duration: Histogram,
     pub up: IntGauge,
     pub ready: IntGauge,
+    // Trace export (OTLP).
+    pub otlp_spans_exported: IntCounterVec,
+    pub otlp_spans_dropped: IntCounterVec,
+    pub otlp_export_retries: IntCounterVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -302,6 +306,24 @@ impl Metrics {
             ),
             up: int_gauge(&r, "trailwatch_up", "1 while the service runs."),
             ready: int_gauge(&r, "trailwatch_ready", "1 when sources are connected and sinks healthy."),
+            otlp_spans_exported: counter_vec(
+                &r,
+                "trailwatch_otlp_spans_exported_total",
+                "Spans sent to the OTLP collector, by outcome (sent, rejected by the collector, failed).",
+                &["outcome"],
+            ),
+            otlp_spans_dropped: counter_vec(
+                &r,
+                "trailwatch_otlp_spans_dropped_total",
+                "Spans dropped before export, by reason (queue_full, shutdown).",
+                &["reason"],
+            ),
+            otlp_export_retries: counter_vec(
+                &r,
+                "trailwatch_otlp_export_retries_total",
+                "Retried OTLP export requests, by reason (throttled, unavailable, network, timeout).",
+                &["reason"],
+            ),
             registry: r,
         }
     }

@@ -20,8 +20,13 @@ pub fn builtin_files() -> Vec<RuleFile> {
 
 /// One placeholder default of the pack, with what it assumes.
 #[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PlaceholderDefault {
     pub values: Vec<String>,
+    /// The example org the pack's own tests run with, where `values` is
+    /// empty (an org's account list cannot have a default).
+    #[serde(default)]
+    pub test_values: Vec<String>,
     #[serde(default)]
     pub assumes: String,
 }
@@ -47,6 +52,25 @@ pub fn compile_options(cfg: &RulesConfig, builtin: bool) -> anyhow::Result<Compi
         placeholders.insert(k.clone(), v.clone());
     }
     Ok(CompileOptions { placeholders, field_mappings: cfg.field_mappings.clone(), extra_fields: Vec::new() })
+}
+
+/// Compile options for `rules test`: the pack defaults, with the example org
+/// (`test_values`) filled in where a default is empty, so rules that need org
+/// context are tested too.
+pub fn test_options() -> anyhow::Result<CompileOptions> {
+    let mut opts = compile_options(&crate::config::Config::default().rules, true)?;
+    for (k, v) in pack_placeholders()? {
+        if v.values.is_empty() && !v.test_values.is_empty() {
+            opts.placeholders.insert(k, v.test_values);
+        }
+    }
+    Ok(opts)
+}
+
+/// The pack placeholders left empty by `opts` (and the rules they switch off
+/// are inactive until configured).
+pub fn empty_pack_placeholders(opts: &CompileOptions) -> anyhow::Result<Vec<String>> {
+    Ok(pack_placeholders()?.into_keys().filter(|k| opts.placeholders.get(k).is_none_or(|v| v.is_empty())).collect())
 }
 
 /// Every `.yml`/`.yaml` file under `dirs` (a file path is taken as is), in

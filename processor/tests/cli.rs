@@ -185,6 +185,7 @@ fn readme_demo_runs_on_the_builtin_pack() {
         vec![
             "CloudTrail Logging Stopped Or Trail Deleted",
             "ECR Image Scan Found Critical Or High Vulnerabilities",
+            "ECR Repository Or Registry Policy Grants Public Access",
             "ECR Scan On Push Disabled"
         ]
     );
@@ -322,7 +323,43 @@ fn run_with_the_embedded_default_matches_replay() {
     let from_run = ids(&run_out);
     assert!(!from_run.is_empty());
     assert_eq!(from_run, ids(&replay_out), "the service and replay evaluate alike");
-    assert!(text(&run_out.stderr).contains("39 events"), "{}", text(&run_out.stderr));
+    assert!(text(&run_out.stderr).contains("41 events"), "{}", text(&run_out.stderr));
+}
+
+#[test]
+fn an_unreachable_otlp_collector_neither_blocks_the_run_nor_its_exit() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let started = std::time::Instant::now();
+    let out = run(bin()
+        .current_dir(&root)
+        .env("TRAILWATCH__METRICS__ENABLED", "false")
+        .env("TRAILWATCH__SERVICE__SHUTDOWN_TIMEOUT", "2s")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{closed}"))
+        .arg("run"));
+    let took = started.elapsed();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("41 events"), "{err}");
+    assert!(text(&out.stdout).lines().count() > 0, "findings are written as usual");
+    assert!(err.contains("OTLP export failed"), "the failure is logged: {err}");
+    assert!(err.contains("spans not exported before the shutdown deadline"), "{err}");
+    assert!(took < std::time::Duration::from_secs(20), "the flush keeps to the shutdown deadline: {took:?}");
+}
+
+#[test]
+fn bad_otel_variables_stop_run_before_it_starts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = run(bin()
+        .current_dir(&root)
+        .env("TRAILWATCH__METRICS__ENABLED", "false")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .arg("run"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("OTEL_EXPORTER_OTLP_PROTOCOL") && err.contains("http/protobuf"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing ran");
 }
 
 #[test]
@@ -351,12 +388,37 @@ fn config_prints_the_effective_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, "[sources.q]\ntype = \"sqs\"\nqueue_url = \"http://127.0.0.1:1/q\"\n").unwrap();
-    let out = run(bin().args(["config", "--config"]).arg(&cfg).env("TRAILWATCH__SERVICE__COMMIT_INTERVAL", "30s"));
+    let out = run(bin()
+        .args(["config", "--config"])
+        .arg(&cfg)
+        .env("TRAILWATCH__SERVICE__COMMIT_INTERVAL", "30s")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let printed: toml::Table = text(&out.stdout).parse().expect("the effective config is TOML");
     assert_eq!(printed["sources"]["q"]["receivers"].as_integer(), Some(4), "defaults are filled in");
     assert_eq!(printed["service"]["commit_interval"].as_str(), Some("30s"), "env overrides apply");
     assert!(text(&out.stderr).contains("configuration ok"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("traces not exported"), "{}", text(&out.stderr));
+    let otlp = run(bin()
+        .args(["config", "--config"])
+        .arg(&cfg)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+        .env("TRAILWATCH__TELEMETRY__OTLP_HEADERS__AUTHORIZATION", "Bearer s3cret")
+        .env_remove("OTEL_SDK_DISABLED")
+        .env_remove("OTEL_TRACES_EXPORTER")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"));
+    assert!(
+        text(&otlp.stderr).contains("traces exported to http://collector:4318/v1/traces"),
+        "{}",
+        text(&otlp.stderr)
+    );
+    let shown: toml::Table = text(&otlp.stdout).parse().unwrap();
+    assert_eq!(
+        shown["telemetry"]["otlp_headers"]["authorization"].as_str(),
+        Some("<redacted>"),
+        "no credentials printed"
+    );
 }
 
 /// Every configuration the central CloudFormation stack can write to SSM
@@ -378,5 +440,27 @@ fn deploy_templates_render_configs_the_service_accepts() {
         std::fs::write(&p, c.split_once('\n').map_or("", |(_, body)| body)).unwrap();
         let r = run(bin().args(["config", "--config"]).arg(&p));
         assert!(r.status.success(), "config {i} ({}) rejected: {}", c.lines().next().unwrap_or(""), text(&r.stderr));
+    }
+}
+
+#[test]
+fn readme_documents_the_pack_as_rules_list_prints_it() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+    let out = run(bin().args(["rules", "list", "--format", "markdown"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.lines().count() > 20, "{table}");
+    assert!(
+        readme.contains(&table),
+        "README's pack table is stale: paste `trailwatch rules list --format markdown`:\n{table}"
+    );
+    let placeholders: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/pack/placeholders.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    for (name, p) in placeholders.as_object().unwrap() {
+        assert!(readme.contains(&format!("| `%{name}%` |")), "README's pack defaults table lacks %{name}%");
+        assert!(!p["assumes"].as_str().unwrap_or("").is_empty(), "%{name}% must say what its default assumes");
     }
 }

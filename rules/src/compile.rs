@@ -166,6 +166,7 @@ impl Ctx<'_, '_> {
                 "lte" => m.cmp = Some(NumOp::Lte),
                 "fieldref" => m.fieldref = true,
                 "expand" => m.expand = true,
+                "none" => m.none = true,
                 "i" | "m" | "s" => {
                     return Err(self.err(key, format!("modifier `{md}` is a sub-modifier of `re` and must follow it")));
                 }
@@ -173,7 +174,7 @@ impl Ctx<'_, '_> {
                     return Err(self.err(
                         key,
                         format!(
-                            "unknown modifier `{other}` in `{spec}` (known: contains, startswith, endswith, all, cased, re, i, m, s, cidr, base64, base64offset, utf16le, utf16be, utf16, wide, windash, exists, gt, gte, lt, lte, fieldref, expand)"
+                            "unknown modifier `{other}` in `{spec}` (known: contains, startswith, endswith, all, cased, re, i, m, s, cidr, base64, base64offset, utf16le, utf16be, utf16, wide, windash, exists, gt, gte, lt, lte, fieldref, expand; trailwatch extension: none)"
                         ),
                     ));
                 }
@@ -223,6 +224,9 @@ impl Ctx<'_, '_> {
             }
         }
         if saw_null {
+            if m.none {
+                return Err(self.err(key, format!("`{spec}`: `none` cannot be combined with a null value")));
+            }
             if m.all {
                 return Err(self.err(key, format!("`{spec}`: `all` cannot be combined with a null value")));
             }
@@ -230,7 +234,19 @@ impl Ctx<'_, '_> {
             let test = if pats.is_empty() { Test::Null } else { Test::NullOr(pats) };
             return Ok(Item { field, test });
         }
-        Ok(Item { field, test: optimise(pats, m.all) })
+        let test = optimise(pats, m.all);
+        if m.none {
+            if field == crate::doc::Values::KEYWORDS {
+                return Err(self.err(key, "keyword searches cannot use `none`"));
+            }
+            // No alternatives (an unset placeholder): nothing to be outside of,
+            // so the item never matches rather than matching every value.
+            return Ok(Item {
+                field,
+                test: if matches!(test, Test::Never) { Test::Never } else { Test::NoneOf(Box::new(test)) },
+            });
+        }
+        Ok(Item { field, test })
     }
 
     fn value(&mut self, key: &str, spec: &str, m: &Mods, v: &Value, out: &mut Vec<Pat>) -> CResult<()> {
@@ -357,6 +373,8 @@ struct Mods {
     cmp: Option<NumOp>,
     fieldref: bool,
     expand: bool,
+    /// Trailwatch extension: some value matches none of the alternatives.
+    none: bool,
 }
 
 impl Mods {
@@ -375,6 +393,9 @@ impl Mods {
         }
         if self.fieldref && (self.re || self.cidr || self.exists || self.cmp.is_some()) {
             return Err("fieldref cannot be combined with re, cidr, exists or comparisons");
+        }
+        if self.none && (self.all || self.exists) {
+            return Err("`none` cannot be combined with all or exists");
         }
         let plain_enc = self.enc.iter().filter(|e| matches!(e, Enc::Base64 | Enc::Base64Offset)).count();
         if plain_enc > 1 {

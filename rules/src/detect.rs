@@ -158,7 +158,13 @@ pub struct Detector {
     supp_fields: Vec<Option<u32>>,
     state: State,
     matches: Vec<u32>,
+    /// Reused per event: distinct value hashes for value_count.
+    aux_buf: Vec<u64>,
 }
+
+/// At most this many values of one event count towards a value_count
+/// window (bounds the work a huge array can cause).
+const MAX_VALUES_PER_EVENT: usize = 1024;
 
 /// Epoch ms of an RFC 3339 time (`2024-07-31T13:06:24Z`, fractions and
 /// offsets allowed).
@@ -226,7 +232,7 @@ impl Detector {
         let n = set.correlations().len();
         let state =
             State { groups: vec![GroupMap::default(); n], closes: vec![BinaryHeap::new(); n], ..State::default() };
-        Detector { set, cfg, supp_fields, state, matches: Vec::new() }
+        Detector { set, cfg, supp_fields, state, matches: Vec::new(), aux_buf: Vec::new() }
     }
 
     pub fn rule_set(&self) -> &Arc<RuleSet> {
@@ -273,6 +279,7 @@ impl Detector {
         let event_id = set.event_id(&ev);
         let mut observed = false;
         let matches = std::mem::take(&mut self.matches);
+        let mut aux_buf = std::mem::take(&mut self.aux_buf);
         for &m in &matches {
             let rule = set.rule(m);
             if self.suppressed(&rule.meta.id, &ev, now_ms) {
@@ -302,10 +309,30 @@ impl Detector {
                     continue;
                 }
                 let aux = match c.kind {
-                    CorrelationType::ValueCount => match c.value_fields[pos].and_then(|f| ev.first(f)) {
-                        Some(v) => fnv1a(v.to_lowercase().as_bytes()),
-                        None => continue,
-                    },
+                    CorrelationType::ValueCount => {
+                        // Every distinct value of the field counts, also when
+                        // one event carries several (the image digests of one
+                        // BatchDeleteImage call), as detections match any element.
+                        let Some(f) = c.value_fields[pos] else {
+                            continue;
+                        };
+                        aux_buf.clear();
+                        for v in ev.texts(f).take(MAX_VALUES_PER_EVENT) {
+                            let h = fnv1a(v.to_lowercase().as_bytes());
+                            if !aux_buf.contains(&h) {
+                                aux_buf.push(h);
+                            }
+                        }
+                        let Some((&first, rest)) = aux_buf.split_first() else {
+                            continue;
+                        };
+                        let id = event_id.unwrap_or("");
+                        self.observe(&set, ci, t, &vals, first, id, out);
+                        for &h in rest {
+                            self.observe(&set, ci, t, &vals, h, "", out);
+                        }
+                        continue;
+                    }
                     CorrelationType::Temporal | CorrelationType::TemporalOrdered => pos as u64,
                     CorrelationType::EventCount => 0,
                 };
@@ -313,6 +340,7 @@ impl Detector {
             }
         }
         self.matches = matches;
+        self.aux_buf = aux_buf;
         if observed || self.state.max_time.is_none_or(|m| t > m) {
             self.state.max_time = Some(self.state.max_time.map_or(t, |m| m.max(t)));
         }

@@ -31,6 +31,9 @@ impl ValKind {
 #[derive(Debug, Clone, Copy)]
 pub struct Val {
     pub kind: ValKind,
+    /// The text is in the scratch buffer (unescaped strings, and every value
+    /// read from JSON held inside a string, e.g. an IAM policy document).
+    in_scratch: bool,
     start: u32,
     end: u32,
     next: u32,
@@ -81,9 +84,14 @@ impl Values {
 
     #[inline]
     pub(crate) fn push(&mut self, field: u32, kind: ValKind, start: u32, end: u32) {
+        self.link(field, Val { kind, in_scratch: false, start, end, next: NONE });
+    }
+
+    #[inline]
+    fn link(&mut self, field: u32, val: Val) {
         let slot = self.slot(field);
         let idx = self.vals.len() as u32;
-        self.vals.push(Val { kind, start, end, next: NONE });
+        self.vals.push(val);
         if self.tail[slot] == NONE {
             self.head[slot] = idx;
         } else {
@@ -97,8 +105,17 @@ impl Values {
         let start = self.scratch.len() as u32;
         crate::json::unescape_into(raw, &mut self.scratch)?;
         let end = self.scratch.len() as u32;
-        self.push(field, ValKind::Owned, start, end);
+        self.link(field, Val { kind: ValKind::Owned, in_scratch: true, start, end, next: NONE });
         Ok(())
+    }
+
+    /// Records a value whose text (`raw`, already unescaped) is not part of
+    /// the event text: it is copied into the scratch buffer.
+    pub(crate) fn push_copy(&mut self, field: u32, kind: ValKind, raw: &str) {
+        let start = self.scratch.len() as u32;
+        self.scratch.push_str(raw);
+        let end = self.scratch.len() as u32;
+        self.link(field, Val { kind, in_scratch: true, start, end, next: NONE });
     }
 
     /// The values found at `field`, in document order.
@@ -116,8 +133,8 @@ impl Values {
     #[inline]
     pub fn text<'a>(&'a self, src: &'a str, v: &Val) -> &'a str {
         match v.kind {
-            ValKind::Owned => &self.scratch[v.start as usize..v.end as usize],
             ValKind::Object | ValKind::Array => "",
+            _ if v.in_scratch => &self.scratch[v.start as usize..v.end as usize],
             _ => &src[v.start as usize..v.end as usize],
         }
     }

@@ -125,6 +125,22 @@ impl window::Resolver for Names<'_> {
 pub struct Scratch {
     pub(crate) vals: Values,
     pub(crate) cands: Vec<u32>,
+    /// Detection evaluations per rule index since the last
+    /// [`Scratch::drain_evaluations`]: a plain add in the loop, no atomics.
+    evals: Vec<u64>,
+}
+
+impl Scratch {
+    /// Calls `f(rule index, evaluations)` for every rule evaluated since the
+    /// last call, and resets the counts (the caller publishes them).
+    pub fn drain_evaluations(&mut self, mut f: impl FnMut(u32, u64)) {
+        for (i, n) in self.evals.iter_mut().enumerate() {
+            if *n > 0 {
+                f(i as u32, *n);
+                *n = 0;
+            }
+        }
+    }
 }
 
 impl RuleSet {
@@ -256,7 +272,11 @@ impl RuleSet {
     }
 
     pub fn scratch(&self) -> Scratch {
-        Scratch { vals: Values::new(self.fields.len()), cands: Vec::with_capacity(64) }
+        Scratch {
+            vals: Values::new(self.fields.len()),
+            cands: Vec::with_capacity(64),
+            evals: vec![0; self.rules.len()],
+        }
     }
 
     /// Reads `json` (an event of `class`) into `scratch` and appends the
@@ -269,11 +289,11 @@ impl RuleSet {
         scratch: &'s mut Scratch,
         out: &mut Vec<u32>,
     ) -> Result<Event<'s>, JsonError> {
-        scratch.vals.reset(json);
-        json::extract(json, &self.trie, self.keywords, &mut scratch.vals)?;
-        let ev = Event { src: json, vals: &scratch.vals };
+        let Scratch { vals, cands, evals } = scratch;
+        vals.reset(json);
+        json::extract(json, &self.trie, self.keywords, vals)?;
+        let ev = Event { src: json, vals: &*vals };
         let idx = &self.classes[class.index()];
-        let cands = &mut scratch.cands;
         cands.clear();
         let mut buf = [0u8; 96];
         if let Some(v) = ev.vals.get(idx.key_field).next() {
@@ -291,6 +311,7 @@ impl RuleSet {
             }
         }
         for &r in cands.iter().chain(idx.always.iter()) {
+            evals[r as usize] += 1;
             if self.rules[r as usize].matches(&ev) {
                 out.push(r);
             }

@@ -34,49 +34,66 @@ impl std::error::Error for JsonError {}
 
 /// Field paths compiled into a trie over path segments.
 ///
-/// Node 0 is the root (the top-level object). A node may be a field itself
-/// (`field`), have children, or both (`a` and `a.b` are both used).
-#[derive(Debug, Clone, Default)]
+/// Node 0 is the root (the top-level object). A node may be a field itself,
+/// have children, or both (`a` and `a.b` are both used). A `*` segment
+/// (`Condition.*.aws:PrincipalOrgID`) matches any one key: the trie is built
+/// so that every key leads to exactly one node (a key with an exact child
+/// also carries the wildcard paths), so the scanner never backtracks.
+#[derive(Debug, Clone)]
 pub struct PathTrie {
     nodes: Vec<Node>,
+    paths: Vec<(String, u32)>,
+}
+
+impl Default for PathTrie {
+    fn default() -> Self {
+        PathTrie::new()
+    }
 }
 
 #[derive(Debug, Clone, Default)]
 struct Node {
     /// Children sorted by (length, bytes) for binary search.
     children: Vec<(Box<[u8]>, u32)>,
+    /// The child for a `*` segment: any key that is not in `children`.
+    any: Option<u32>,
     field: Option<u32>,
+    /// Further fields ending here (a wildcard path meeting an exact one).
+    more: Box<[u32]>,
 }
+
+impl Node {
+    #[inline]
+    fn has_children(&self) -> bool {
+        !self.children.is_empty() || self.any.is_some()
+    }
+}
+
+type Entry<'a> = (&'a [&'a str], u32);
 
 impl PathTrie {
     pub fn new() -> Self {
-        PathTrie { nodes: vec![Node::default()] }
+        PathTrie { nodes: vec![Node::default()], paths: Vec::new() }
     }
 
-    /// Adds a dotted path for field id `field`.
+    /// Adds a dotted path for field id `field` (rebuilds the trie: rule
+    /// sets have at most a few hundred paths, and this runs at load only).
     pub fn insert(&mut self, path: &str, field: u32) {
-        let mut node = 0usize;
-        for seg in path.split('.') {
-            node = match self.child(node, seg.as_bytes()) {
-                Some(n) => n,
-                None => {
-                    let id = self.nodes.len() as u32;
-                    self.nodes.push(Node::default());
-                    let children = &mut self.nodes[node].children;
-                    let key: Box<[u8]> = seg.as_bytes().into();
-                    let at = children.binary_search_by(|(k, _)| cmp_key(k, &key)).unwrap_or_else(|i| i);
-                    children.insert(at, (key, id));
-                    id as usize
-                }
-            };
-        }
-        self.nodes[node].field = Some(field);
+        self.paths.push((path.to_string(), field));
+        let split: Vec<Vec<&str>> = self.paths.iter().map(|(p, _)| p.split('.').collect()).collect();
+        let entries: Vec<Entry<'_>> = split.iter().zip(&self.paths).map(|(s, (_, f))| (&s[..], *f)).collect();
+        let mut nodes = Vec::new();
+        build(&mut nodes, entries);
+        self.nodes = nodes;
     }
 
     #[inline]
     fn child(&self, node: usize, key: &[u8]) -> Option<usize> {
-        let children = &self.nodes[node].children;
-        children.binary_search_by(|(k, _)| cmp_key(k, key)).ok().map(|i| children[i].1 as usize)
+        let n = &self.nodes[node];
+        match n.children.binary_search_by(|(k, _)| cmp_key(k, key)) {
+            Ok(i) => Some(n.children[i].1 as usize),
+            Err(_) => n.any.map(|a| a as usize),
+        }
     }
 
     /// Walks a key that contains dots (`"a.b"` as one JSON key) segment by
@@ -89,6 +106,34 @@ impl PathTrie {
     }
 }
 
+/// Builds the node for `entries` (remaining segments, field) and returns its index.
+fn build(nodes: &mut Vec<Node>, entries: Vec<Entry<'_>>) -> u32 {
+    let id = nodes.len();
+    nodes.push(Node::default());
+    let mut fields = Vec::new();
+    let mut exact: std::collections::BTreeMap<&str, Vec<Entry<'_>>> = std::collections::BTreeMap::new();
+    let mut wild = Vec::new();
+    for (segs, f) in entries {
+        match segs.split_first() {
+            None => fields.push(f),
+            Some((&"*", rest)) => wild.push((rest, f)),
+            Some((seg, rest)) => exact.entry(seg).or_default().push((rest, f)),
+        }
+    }
+    fields.sort_unstable();
+    fields.dedup();
+    let mut children = Vec::with_capacity(exact.len());
+    for (seg, mut es) in exact {
+        es.extend(wild.iter().copied());
+        let c = build(nodes, es);
+        children.push((Box::<[u8]>::from(seg.as_bytes()), c));
+    }
+    children.sort_by(|(a, _), (b, _)| cmp_key(a, b));
+    let any = (!wild.is_empty()).then(|| build(nodes, wild));
+    nodes[id] = Node { children, any, field: fields.first().copied(), more: fields.get(1..).unwrap_or(&[]).into() };
+    id as u32
+}
+
 #[inline]
 fn cmp_key(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
@@ -98,7 +143,7 @@ fn cmp_key(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
 /// a path of `trie`. With `all_strings`, every string value anywhere is also
 /// recorded under [`Values::KEYWORDS`] (for field-less keyword searches).
 pub fn extract(text: &str, trie: &PathTrie, all_strings: bool, out: &mut Values) -> Result<(), JsonError> {
-    let mut sc = Scanner { b: text.as_bytes(), pos: 0, trie, all_strings, out };
+    let mut sc = Scanner { b: text.as_bytes(), pos: 0, trie, all_strings, copy: false, out };
     sc.ws();
     match sc.peek() {
         Some(b'{') => {}
@@ -118,6 +163,9 @@ struct Scanner<'t, 'o> {
     pos: usize,
     trie: &'t PathTrie,
     all_strings: bool,
+    /// `b` is not the event text (JSON read out of a string): values are
+    /// copied into the scratch buffer instead of pointing into `b`.
+    copy: bool,
     out: &'o mut Values,
 }
 
@@ -148,13 +196,11 @@ impl Scanner<'_, '_> {
         if depth > MAX_DEPTH {
             return Err(self.err("nesting too deep"));
         }
-        let field = node.and_then(|n| self.trie.nodes[n].field);
         match self.peek() {
             Some(b'{') => {
-                if let Some(f) = field {
-                    self.out.push(f, ValKind::Object, self.pos as u32, self.pos as u32);
-                }
-                let has_children = node.is_some_and(|n| !self.trie.nodes[n].children.is_empty());
+                let at = self.pos;
+                self.mark(node, ValKind::Object, at, at, false)?;
+                let has_children = node.is_some_and(|n| self.trie.nodes[n].has_children());
                 if has_children || self.all_strings {
                     self.object(if has_children { node } else { None }, depth)
                 } else {
@@ -162,9 +208,8 @@ impl Scanner<'_, '_> {
                 }
             }
             Some(b'[') => {
-                if let Some(f) = field {
-                    self.out.push(f, ValKind::Array, self.pos as u32, self.pos as u32);
-                }
+                let at = self.pos;
+                self.mark(node, ValKind::Array, at, at, false)?;
                 if node.is_some() || self.all_strings {
                     self.array(node, depth)
                 } else {
@@ -175,27 +220,116 @@ impl Scanner<'_, '_> {
                 let start = self.pos + 1;
                 let escaped = self.string()?;
                 let end = self.pos - 1;
-                if let Some(f) = field {
-                    self.push_str(f, start, end, escaped)?;
-                }
+                self.mark(node, ValKind::Str, start, end, escaped)?;
                 if self.all_strings {
                     self.push_str(Values::KEYWORDS, start, end, escaped)?;
                 }
-                Ok(())
+                match node {
+                    Some(n) if self.trie.nodes[n].has_children() => self.descend(n, start, end, escaped, depth),
+                    _ => Ok(()),
+                }
             }
-            Some(b't') => self.literal(b"true", field, ValKind::True),
-            Some(b'f') => self.literal(b"false", field, ValKind::False),
-            Some(b'n') => self.literal(b"null", field, ValKind::Null),
+            Some(b't') => self.literal(b"true", node, ValKind::True),
+            Some(b'f') => self.literal(b"false", node, ValKind::False),
+            Some(b'n') => self.literal(b"null", node, ValKind::Null),
             Some(c) if c == b'-' || c.is_ascii_digit() => {
                 let start = self.pos;
                 self.number()?;
-                if let Some(f) = field {
-                    self.out.push(f, ValKind::Num, start as u32, self.pos as u32);
-                }
-                Ok(())
+                let end = self.pos;
+                self.mark(node, ValKind::Num, start, end, false)
             }
             Some(_) => Err(self.err("unexpected character")),
             None => Err(self.err("unexpected end of input")),
+        }
+    }
+
+    /// Records a value for every field that ends at `node`.
+    #[inline]
+    fn mark(
+        &mut self,
+        node: Option<usize>,
+        kind: ValKind,
+        start: usize,
+        end: usize,
+        escaped: bool,
+    ) -> Result<(), JsonError> {
+        let Some(n) = node else {
+            return Ok(());
+        };
+        let trie = self.trie;
+        let Some(f) = trie.nodes[n].field else {
+            return Ok(());
+        };
+        self.record(f, kind, start, end, escaped)?;
+        for &f in trie.nodes[n].more.iter() {
+            self.record(f, kind, start, end, escaped)?;
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn record(&mut self, f: u32, kind: ValKind, start: usize, end: usize, escaped: bool) -> Result<(), JsonError> {
+        if kind == ValKind::Str {
+            return self.push_str(f, start, end, escaped);
+        }
+        if self.copy && start != end {
+            let text = std::str::from_utf8(&self.b[start..end])
+                .map_err(|_| JsonError { offset: start, reason: "invalid UTF-8" })?;
+            self.out.push_copy(f, kind, text);
+        } else {
+            self.out.push(f, kind, start as u32, end as u32);
+        }
+        Ok(())
+    }
+
+    /// A string on a path that goes on below it holds JSON (IAM policy
+    /// documents are strings in CloudTrail `requestParameters`): read it as
+    /// if it were nested there. A string that is not one whole JSON object
+    /// or array stays just a string.
+    fn descend(&mut self, node: usize, start: usize, end: usize, escaped: bool, depth: usize) -> Result<(), JsonError> {
+        let raw = &self.b[start..end];
+        let unescaped;
+        let inner: &str = if escaped {
+            let mut s = String::with_capacity(raw.len());
+            if unescape_into(raw, &mut s).is_err() {
+                return Ok(());
+            }
+            unescaped = s;
+            &unescaped
+        } else {
+            match std::str::from_utf8(raw) {
+                Ok(s) => s,
+                Err(_) => return Ok(()),
+            }
+        };
+        let open = match inner.trim_start_matches([' ', '\n', '\r', '\t']).as_bytes().first() {
+            Some(c @ (b'{' | b'[')) => *c,
+            _ => return Ok(()),
+        };
+        let mut sub = Scanner {
+            b: inner.as_bytes(),
+            pos: 0,
+            trie: self.trie,
+            all_strings: false,
+            copy: true,
+            out: &mut *self.out,
+        };
+        // Check the grammar first, so a string that only looks like JSON
+        // leaves no partial values behind.
+        sub.ws();
+        let whole = sub.skip_value(depth + 1).is_ok() && {
+            sub.ws();
+            sub.pos == sub.b.len()
+        };
+        if !whole {
+            return Ok(());
+        }
+        sub.pos = 0;
+        sub.ws();
+        if open == b'{' {
+            sub.object(Some(node), depth + 1)
+        } else {
+            sub.array(Some(node), depth + 1)
         }
     }
 
@@ -204,20 +338,23 @@ impl Scanner<'_, '_> {
             let raw = &self.b[start..end];
             let at = start;
             self.out.push_unescaped(f, raw).map_err(|reason| JsonError { offset: at, reason })
+        } else if self.copy {
+            let text = std::str::from_utf8(&self.b[start..end])
+                .map_err(|_| JsonError { offset: start, reason: "invalid UTF-8" })?;
+            self.out.push_copy(f, ValKind::Str, text);
+            Ok(())
         } else {
             self.out.push(f, ValKind::Str, start as u32, end as u32);
             Ok(())
         }
     }
 
-    fn literal(&mut self, lit: &'static [u8], field: Option<u32>, kind: ValKind) -> Result<(), JsonError> {
+    fn literal(&mut self, lit: &'static [u8], node: Option<usize>, kind: ValKind) -> Result<(), JsonError> {
         if self.b[self.pos..].starts_with(lit) {
             let start = self.pos;
             self.pos += lit.len();
-            if let Some(f) = field {
-                self.out.push(f, kind, start as u32, self.pos as u32);
-            }
-            Ok(())
+            let end = self.pos;
+            self.mark(node, kind, start, end, false)
         } else {
             Err(self.err("invalid literal"))
         }
@@ -627,6 +764,67 @@ mod tests {
     fn accepts_valid_json_with_skipped_parts() {
         let text = r#" { "skip" : { "x" : [ 1 , -2.5e3 , "s\"" , { } , [ ] , null , true , false ] } , "a" : "v" } "#;
         assert_eq!(run(text, &["a"], false).unwrap(), vec![(0, "Str:v".to_string())]);
+    }
+
+    #[test]
+    fn wildcard_segments_match_any_key_and_meet_exact_paths() {
+        let text = r#"{"c":{"StringEquals":{"k":"a"},"StringLike":{"k":"b","j":"x"},"Other":{"j":"y"}}}"#;
+        let got = run(text, &["c.*.k", "c.StringLike.j", "c.*"], false).unwrap();
+        assert!(got.contains(&(0, "Str:a".into())));
+        assert!(got.contains(&(0, "Str:b".into())));
+        // The exact path sees its key; the wildcard path is not shadowed by it.
+        assert_eq!(got.iter().filter(|(f, _)| *f == 1).count(), 1);
+        assert!(got.contains(&(1, "Str:x".into())));
+        assert_eq!(got.iter().filter(|(f, s)| *f == 2 && s.starts_with("Object")).count(), 3);
+    }
+
+    #[test]
+    fn json_held_in_a_string_is_read_where_the_path_goes_on() {
+        let policy = r#"{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Allow\",\"Principal\":\"*\",\"Condition\":{\"StringEquals\":{\"aws:PrincipalOrgID\":\"o-abc\"}},\"N\":3}]}"#;
+        let text = format!(r#"{{"rp":{{"policyText":"{policy}","other":"{{\"Effect\":\"Deny\"}}"}}}}"#);
+        let got = run(
+            &text,
+            &[
+                "rp.policyText.Statement.Effect",
+                "rp.policyText.Statement.Principal",
+                "rp.policyText.Statement.Condition.*.aws:PrincipalOrgID",
+                "rp.policyText.Statement.N",
+                "rp.policyText",
+            ],
+            false,
+        )
+        .unwrap();
+        assert!(got.contains(&(0, "Str:Allow".into())), "{got:?}");
+        assert!(got.contains(&(1, "Str:*".into())));
+        assert!(got.contains(&(2, "Str:o-abc".into())));
+        assert!(got.contains(&(3, "Num:3".into())));
+        // The string itself is still the value of its own field.
+        assert!(got.iter().any(|(f, s)| *f == 4 && s.starts_with("Owned:{\"Version\"")));
+        // Only the wanted path descends: `other` holds JSON too, but no rule reads into it.
+        assert!(!got.iter().any(|(_, s)| s.contains("Deny")));
+    }
+
+    #[test]
+    fn strings_that_are_not_whole_json_stay_strings() {
+        for inner in [r#"{\"a\":1"#, r#"{\"a\":1} tail"#, "not json", r#"[1,]"#, ""] {
+            let text = format!(r#"{{"p":"{inner}"}}"#);
+            let got = run(&text, &["p.a", "p"], false).unwrap();
+            assert_eq!(got.iter().filter(|(f, _)| *f == 0).count(), 0, "{inner}");
+            assert_eq!(got.iter().filter(|(f, _)| *f == 1).count(), 1, "{inner}");
+        }
+        // Unescaped JSON in a string (no quotes inside, so no escapes) is read too.
+        let got = run(r#"{"p":"[1, 2]"}"#, &["p.x", "p"], false).unwrap();
+        assert!(got.contains(&(1, "Num:1".into())) && got.contains(&(1, "Num:2".into())), "{got:?}");
+    }
+
+    #[test]
+    fn json_in_strings_nests_and_stays_bounded() {
+        // A string holding a string holding JSON.
+        let text = r#"{"a":"{\"b\":\"{\\\"c\\\":\\\"deep\\\"}\"}"}"#;
+        let got = run(text, &["a.b.c"], false).unwrap();
+        assert_eq!(got, vec![(0, "Str:deep".to_string())]);
+        // Malformed JSON outside the string is still an error.
+        assert!(run(r#"{"a":"{\"b\":1}", }"#, &["a.b"], false).is_err());
     }
 
     #[test]

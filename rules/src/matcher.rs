@@ -223,6 +223,11 @@ pub enum Test {
     /// `field: [null, ...]`: missing, JSON null, or any alternative.
     NullOr(Vec<Pat>),
     Exists(bool),
+    /// `|none` (a trailwatch extension): some value of the field matches
+    /// none of the alternatives (the inner test is Any, EqSet or ContainsSet).
+    /// Unlike `not field: x`, one outsider among many values is enough:
+    /// "a principal of this policy is not an org account".
+    NoneOf(Box<Test>),
     /// Nothing can match (an empty list, or a placeholder with no values).
     Never,
 }
@@ -259,10 +264,43 @@ fn any_value(field: u32, pats: &[Pat], ev: &Event<'_>) -> bool {
     false
 }
 
+impl Test {
+    /// Whether one scalar value passes a value-level test (Any, EqSet,
+    /// ContainsSet); other tests look at the whole field and answer false.
+    fn value_matches(&self, t: &str, kind: ValKind, ev: &Event<'_>) -> bool {
+        match self {
+            Test::Any(pats) => pats.iter().any(|p| p.test(t, kind, ev)),
+            Test::EqSet(set) => {
+                let mut buf = [0u8; 128];
+                if t.is_ascii() && t.len() <= buf.len() {
+                    let b = &mut buf[..t.len()];
+                    b.copy_from_slice(t.as_bytes());
+                    b.make_ascii_lowercase();
+                    // ASCII bytes are valid UTF-8.
+                    std::str::from_utf8(b).is_ok_and(|s| set.contains(s))
+                } else {
+                    set.contains(t.to_lowercase().as_str())
+                }
+            }
+            Test::ContainsSet(ac) => {
+                if t.is_ascii() {
+                    ac.is_match(t)
+                } else {
+                    ac.is_match(&t.to_lowercase())
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
 impl Item {
     pub fn matches(&self, ev: &Event<'_>) -> bool {
         let vals = ev.vals;
         match &self.test {
+            Test::NoneOf(inner) => vals
+                .get(self.field)
+                .any(|v| v.kind.is_scalar() && !inner.value_matches(vals.text(ev.src, v), v.kind, ev)),
             Test::Exists(want) => vals.has(self.field) == *want,
             Test::Null => null_or_missing(self.field, ev),
             Test::Never => false,
@@ -271,39 +309,9 @@ impl Item {
             Test::All(pats) => pats
                 .iter()
                 .all(|p| vals.get(self.field).any(|v| v.kind.is_scalar() && p.test(vals.text(ev.src, v), v.kind, ev))),
-            Test::EqSet(set) => {
-                let mut buf = [0u8; 128];
-                for v in vals.get(self.field) {
-                    if !v.kind.is_scalar() {
-                        continue;
-                    }
-                    let t = vals.text(ev.src, v);
-                    let hit = if t.is_ascii() && t.len() <= buf.len() {
-                        let b = &mut buf[..t.len()];
-                        b.copy_from_slice(t.as_bytes());
-                        b.make_ascii_lowercase();
-                        // ASCII bytes are valid UTF-8.
-                        std::str::from_utf8(b).is_ok_and(|s| set.contains(s))
-                    } else {
-                        set.contains(t.to_lowercase().as_str())
-                    };
-                    if hit {
-                        return true;
-                    }
-                }
-                false
-            }
-            Test::ContainsSet(ac) => vals.get(self.field).any(|v| {
-                if !v.kind.is_scalar() {
-                    return false;
-                }
-                let t = vals.text(ev.src, v);
-                if t.is_ascii() {
-                    ac.is_match(t)
-                } else {
-                    ac.is_match(&t.to_lowercase())
-                }
-            }),
+            Test::EqSet(_) | Test::ContainsSet(_) => vals
+                .get(self.field)
+                .any(|v| v.kind.is_scalar() && self.test.value_matches(vals.text(ev.src, v), v.kind, ev)),
         }
     }
 }

@@ -587,3 +587,47 @@ fn correlation_errors_name_file_line_and_reason() {
         assert!(e.line >= doc_start, "line {} should point into the bad document (from {doc_start})", e.line);
     }
 }
+
+#[test]
+fn value_count_counts_every_value_an_event_carries() {
+    let rule = r#"
+title: deletes
+id: base-deletes
+name: deletes
+logsource: {product: aws, service: cloudtrail}
+detection:
+  sel: {eventName: BatchDeleteImage}
+  condition: sel
+---
+title: mass deletion
+id: corr-mass
+correlation:
+  type: value_count
+  rules: [deletes]
+  group-by: [userIdentity.arn]
+  timespan: 10m
+  condition: {gte: 5, field: requestParameters.imageIds.imageDigest}
+"#;
+    let del = |secs, id: &str, digests: &[&str]| {
+        let ids: Vec<String> = digests.iter().map(|d| format!(r#"{{"imageDigest":"{d}"}}"#)).collect();
+        ev_with(
+            "BatchDeleteImage",
+            "mallory",
+            secs,
+            id,
+            &format!(r#","requestParameters":{{"imageIds":[{}]}}"#, ids.join(",")),
+        )
+    };
+    let mut d = Detector::new(set(rule), DetectorConfig::default());
+    // Three distinct digests in one call, one repeated: 3, not 1 and not 4.
+    let out = run(&mut d, &[del(0, "1", &["a", "b", "c", "a"])]);
+    assert!(corr(&out).is_empty());
+    let out = run(&mut d, &[del(30, "2", &["c", "D"])]);
+    assert!(corr(&out).is_empty(), "4 distinct so far");
+    let out = run(&mut d, &[del(60, "3", &["e", "f"])]);
+    let c = corr(&out);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].count, 5);
+    // Each event id is sampled once, not once per value.
+    assert_eq!(c[0].sample_event_ids, vec!["1", "2", "3"]);
+}

@@ -287,3 +287,55 @@ fn logsource_routes_classes() {
     set.eval(EventClass::CloudTrail, ev, &mut scratch, &mut out).unwrap();
     assert!(out.is_empty(), "an ecr rule does not see CloudTrail records");
 }
+
+#[test]
+fn none_matches_when_some_value_is_outside_the_list() {
+    let opts = CompileOptions {
+        placeholders: [("org_accounts".to_string(), vec!["111122223333".to_string(), "444455556666".to_string()])]
+            .into(),
+        ..CompileOptions::default()
+    };
+    let det = "  sel:\n    p.AWS|contains|expand|none: '%org_accounts%'\n  condition: sel";
+    let set = set_with(det, &opts);
+    // One outsider among insiders is enough (unlike `not`, which needs all outside).
+    assert!(matches(&set, r#"{"p":{"AWS":["arn:aws:iam::111122223333:root","arn:aws:iam::999988887777:root"]}}"#));
+    assert!(matches(&set, r#"{"p":{"AWS":"999988887777"}}"#));
+    assert!(!matches(&set, r#"{"p":{"AWS":["arn:aws:iam::111122223333:root","444455556666"]}}"#));
+    // A missing field has no value outside the list.
+    assert!(!matches(&set, r#"{"q":1}"#));
+    // An unset placeholder leaves nothing to be outside of: never matches.
+    let unset = set_with(det, &CompileOptions::default());
+    assert!(!matches(&unset, r#"{"p":{"AWS":"999988887777"}}"#));
+    // Folded sets (six or more alternatives) behave the same.
+    check(
+        "  sel:\n    r|none: [a, b, c, d, e, f]\n  condition: sel",
+        &[r#"{"r":["a","x"]}"#, r#"{"r":"G"}"#],
+        &[r#"{"r":["A","f"]}"#, r#"{"r":[]}"#],
+    );
+    assert!(load_err("  sel:\n    r|all|none: [a, b]\n  condition: sel").contains("`none` cannot be combined"));
+    assert!(load_err("  sel:\n    r|none: [a, null]\n  condition: sel").contains("null"));
+}
+
+#[test]
+fn policy_documents_held_in_strings_are_matched_by_path() {
+    let det = "  public:\n    requestParameters.policyText.Statement.Principal: '*'\n  allow:\n    requestParameters.policyText.Statement.Effect: Allow\n  org:\n    requestParameters.policyText.Statement.Condition.*.aws:PrincipalOrgID|exists: true\n  condition: public and allow and not org";
+    let policy = |cond: &str| {
+        let doc = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"s","Effect":"Allow","Principal":"*","Action":["ecr:BatchGetImage"]{cond}}}]}}"#
+        );
+        format!(
+            r#"{{"eventName":"SetRepositoryPolicy","requestParameters":{{"policyText":{}}}}}"#,
+            serde_json::to_string(&doc).unwrap()
+        )
+    };
+    check(
+        det,
+        &[&policy(""), &policy(r#","Condition":{"IpAddress":{"aws:SourceIp":"203.0.113.0/24"}}"#)],
+        &[
+            &policy(r#","Condition":{"StringEquals":{"aws:PrincipalOrgID":"o-abc"}}"#),
+            &policy(r#","Condition":{"ForAnyValue:StringLike":{"aws:PrincipalOrgID":["o-abc"]}}"#),
+            // Not JSON inside: just a string, no statement to match.
+            r#"{"eventName":"SetRepositoryPolicy","requestParameters":{"policyText":"Principal *"}}"#,
+        ],
+    );
+}

@@ -3,7 +3,9 @@
 //!
 //! - [`Server::moto`]: `moto[server]` (SQS, S3, DynamoDB, Security Hub), from
 //!   the repository's `.venv/` (installed by `scripts/test`);
-//! - [`Server::kinesalite`]: Kinesis, from the repository's `node_modules/`.
+//! - [`Server::kinesalite`]: Kinesis, from the repository's `node_modules/`;
+//! - [`OtlpReceiver`]: an OTLP/HTTP trace receiver (`tests/otlp_receiver.py`,
+//!   decoding with the official `opentelemetry-proto` classes from `.venv/`).
 //!
 //! Each server runs in a wrapper that exits when the test process does, so a
 //! crashed test leaves nothing behind; [`Server`] kills it on drop. Ports are
@@ -206,5 +208,105 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// How the [`OtlpReceiver`] answers.
+#[derive(Debug, Clone, Default)]
+pub struct ReceiverOptions {
+    /// Answer the first N requests with `fail_status` (default 503).
+    pub fail_first: u32,
+    pub fail_status: Option<u16>,
+    /// Report this many rejected spans (partial success) in the first 200.
+    pub reject: u32,
+    /// Serve https with the test certificate of `tests/fixtures/otlp-tls`
+    /// (issued by its `ca.pem` for 127.0.0.1).
+    pub tls: bool,
+}
+
+/// The OTLP/HTTP trace receiver of `tests/otlp_receiver.py` on a free port,
+/// killed on drop. Each request it got is a JSON line of [`OtlpReceiver::requests`].
+pub struct OtlpReceiver {
+    child: Child,
+    pub endpoint: String,
+    out: PathBuf,
+    log: PathBuf,
+}
+
+impl OtlpReceiver {
+    pub fn start(opts: &ReceiverOptions) -> anyhow::Result<OtlpReceiver> {
+        let root = repo_root();
+        let python = root.join(".venv/bin/python");
+        let probe = Command::new(&python)
+            .args(["-c", "import opentelemetry.proto.collector.trace.v1.trace_service_pb2"])
+            .output();
+        if !probe.map(|o| o.status.success()).unwrap_or(false) {
+            anyhow::bail!(
+                "opentelemetry-proto is not installed in {}: run scripts/test (it installs it)",
+                root.join(".venv").display()
+            );
+        }
+        let port = free_port();
+        let out = std::env::temp_dir().join(format!("trailwatch-test-otlp-{port}.ndjson"));
+        let log = std::env::temp_dir().join(format!("trailwatch-test-otlp-{port}.log"));
+        let _ = std::fs::remove_file(&out);
+        let mut cmd = Command::new(python);
+        cmd.arg(root.join("tests/otlp_receiver.py"))
+            .args(["--port", &port.to_string(), "--out"])
+            .arg(&out)
+            .args(["--fail-first", &opts.fail_first.to_string()])
+            .args(["--fail-status", &opts.fail_status.unwrap_or(503).to_string()])
+            .args(["--reject", &opts.reject.to_string()]);
+        if opts.tls {
+            let tls = root.join("tests/fixtures/otlp-tls");
+            cmd.arg("--tls-cert").arg(tls.join("server.pem")).arg("--tls-key").arg(tls.join("server.key"));
+        }
+        let child = spawn_listening("otlp receiver", cmd, port, &log)?;
+        let scheme = if opts.tls { "https" } else { "http" };
+        Ok(OtlpReceiver { child, endpoint: format!("{scheme}://127.0.0.1:{port}"), out, log })
+    }
+
+    /// Every request so far, decoded, in arrival order.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("the receiver writes JSON lines"))
+            .collect()
+    }
+
+    /// The receiver's own output (for failure messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.out);
+    }
+}
+
+/// Spawns `cmd` with its output in `log` and waits until it listens on `port`.
+fn spawn_listening(name: &str, mut cmd: Command, port: u16, log: &Path) -> anyhow::Result<Child> {
+    let out = std::fs::File::create(log)?;
+    let err = out.try_clone()?;
+    let mut child = cmd.stdin(Stdio::null()).stdout(out).stderr(err).spawn()?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let started = Instant::now();
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(child);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            anyhow::bail!("{name} exited at start ({status}): {}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            anyhow::bail!("{name} did not listen on {port} within 30s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

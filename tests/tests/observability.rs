@@ -100,6 +100,8 @@ async fn live_metrics_pass_promtool_and_health_endpoints_answer() {
     assert!(sample(&text, "trailwatch_source_events_total{").unwrap_or(0.0) > 0.0, "{text}");
     assert!(sample(&text, "trailwatch_events_total{").unwrap_or(0.0) > 0.0, "{text}");
     assert!(sample(&text, "trailwatch_rule_matches_total{").unwrap_or(0.0) > 0.0, "{text}");
+    // Every demo event is tried by at least one rule after the index.
+    assert!(sample(&text, "trailwatch_rule_evaluations_total{").unwrap_or(0.0) > 0.0, "{text}");
     assert!(sample(&text, "trailwatch_sink_findings_total{outcome=\"sent\",sink=\"stdout\"}").unwrap_or(0.0) > 0.0);
     assert!(sample(&text, "trailwatch_sink_request_duration_seconds_count{sink=\"stdout\"}").unwrap_or(0.0) > 0.0);
     assert!(sample(&text, "trailwatch_sink_batch_size_count{sink=\"stdout\"}").unwrap_or(0.0) > 0.0);

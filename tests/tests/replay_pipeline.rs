@@ -31,8 +31,8 @@ fn demo_events_through_the_builtin_pack() -> anyhow::Result<()> {
     let mut out = Vec::new();
     let stats = replay(Arc::new(set), &ropts, &mut out)?;
     assert_eq!(stats.bad_records, 0);
-    assert_eq!(stats.events, 39);
-    assert_eq!(stats.findings, 3);
+    assert_eq!(stats.events, 41);
+    assert_eq!(stats.findings, 4);
     for line in String::from_utf8(out)?.lines() {
         let v: serde_json::Value = serde_json::from_str(line)?;
         assert_eq!(v["SchemaVersion"], "2018-10-08");

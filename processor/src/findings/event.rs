@@ -63,6 +63,7 @@ const FIELDS: &[Field] = &[
         name: "detail",
         keep: &[
             all("severity"),
+            all("findingArn"),
             all("finding-severity-counts"),
             all("resources"),
             all("repository-name"),

@@ -235,6 +235,11 @@ pub fn build_finding_line(input: &FindingInput<'_>, ctx: &FindingContext) -> (As
     };
     let identity = match &input.correlation {
         Some(c) => c.dedup_key.clone(),
+        // Inspector sends a new event each time it updates a finding: key on
+        // the Inspector finding, so an update upserts instead of adding one.
+        None if input.class == EventClass::Inspector2 && str_at(ev, &["detail", "findingArn"]).is_some() => {
+            format!("inspector2:{}", str_at(ev, &["detail", "findingArn"]).unwrap_or_default())
+        }
         None => input.event_ids.first().cloned().unwrap_or_else(|| {
             // No event id: the event's own text identifies it.
             hex::encode(Sha256::digest(ev.to_string().as_bytes()))

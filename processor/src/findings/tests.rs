@@ -396,3 +396,21 @@ fn hand_written_json_is_serde_json() {
         }
     }
 }
+
+#[test]
+fn inspector_updates_of_one_finding_share_the_id() {
+    let r = rule(Level::High, &[]);
+    let ctx = FindingContext::default();
+    let ev = samples("ecr/eventbridge_inspector2_finding_ecr.jsonl").remove(0);
+    let mut update = ev.clone();
+    update["id"] = Value::String("another-eventbridge-id".into());
+    update["time"] = Value::String("2021-12-04T18:02:30Z".into());
+    update["detail"]["severity"] = Value::String("CRITICAL".into());
+    let (a, b) = (build(&r, EventClass::Inspector2, &ev, &ctx), build(&r, EventClass::Inspector2, &update, &ctx));
+    assert_eq!(a.id, b.id, "same Inspector finding, new event");
+    // The update carries Inspector's new severity.
+    assert_eq!(b.severity.label, "CRITICAL");
+    let mut other = ev.clone();
+    other["detail"]["findingArn"] = Value::String("arn:aws:inspector2:us-east-2:123456789012:finding/other".into());
+    assert_ne!(a.id, build(&r, EventClass::Inspector2, &other, &ctx).id);
+}

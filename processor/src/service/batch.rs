@@ -178,6 +178,8 @@ pub struct SourceBatch {
     pub checkpoint: Option<Checkpoint>,
     /// Told when the batch is committed (SQS deletes its messages then).
     pub ack: Option<oneshot::Sender<AckStatus>>,
+    /// The `source_batch` span's trace, continued by the stages after it.
+    pub trace: Option<crate::telemetry::TraceContext>,
 }
 
 #[cfg(test)]

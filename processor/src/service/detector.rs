@@ -58,7 +58,7 @@ impl DetectorStage {
                     let mut out = Collected::default();
                     self.eval.advance(now, &mut |e| out.push(e));
                     pending.windows_changed = true;
-                    self.send(out)
+                    self.send(out, None)
                 }
             };
             if !ok {
@@ -82,7 +82,7 @@ impl DetectorStage {
             let mut out = Collected::default();
             self.eval.flush(now, &mut |e| out.push(e));
             pending.windows_changed = true;
-            self.send(out);
+            self.send(out, None);
         }
         self.commit(&mut pending, true);
         self.eval.publish_metrics();
@@ -94,8 +94,17 @@ impl DetectorStage {
     }
 
     fn batch(&mut self, b: SourceBatch, pending: &mut Pending) -> bool {
-        // One span per batch (low cardinality: the source name only).
-        let _span = tracing::info_span!("detector_batch", source = %b.source, events = b.events.len()).entered();
+        // One span per batch (low cardinality: the source name only), a
+        // child of the source's span for the batch.
+        let span = tracing::info_span!(
+            "detector_batch",
+            source = %b.source,
+            events = b.events.len(),
+            findings = tracing::field::Empty,
+            dead_letters = tracing::field::Empty
+        );
+        crate::telemetry::set_parent(&span, b.trace);
+        let _entered = span.enter();
         let m = metrics::get();
         m.pipeline_batches.inc();
         let now = self.now();
@@ -128,14 +137,17 @@ impl DetectorStage {
             pending.acks.push(ack);
         }
         pending.batches += 1;
-        self.send(out)
+        span.record("findings", out.findings.len());
+        span.record("dead_letters", out.dead_letters.len());
+        let trace = crate::telemetry::context_of(&span);
+        self.send(out, trace)
     }
 
-    fn send(&mut self, out: Collected) -> bool {
+    fn send(&mut self, out: Collected, trace: Option<crate::telemetry::TraceContext>) -> bool {
         if out.findings.is_empty() && out.dead_letters.is_empty() {
             return true;
         }
-        self.tx.blocking_send(Output::Batch { findings: out.findings, dead_letters: out.dead_letters }).is_ok()
+        self.tx.blocking_send(Output::Batch { findings: out.findings, dead_letters: out.dead_letters, trace }).is_ok()
     }
 
     fn commit(&mut self, pending: &mut Pending, last: bool) -> bool {

@@ -49,7 +49,12 @@ pub(crate) enum Input {
 
 /// Out of the detector stage, in stream order.
 pub(crate) enum Output {
-    Batch { findings: Vec<Arc<Finding>>, dead_letters: Vec<DeadLetter> },
+    Batch {
+        findings: Vec<Arc<Finding>>,
+        dead_letters: Vec<DeadLetter>,
+        /// The `detector_batch` span's trace (None for windows closed by time).
+        trace: Option<crate::telemetry::TraceContext>,
+    },
     Commit(CommitRequest),
 }
 

@@ -59,13 +59,13 @@ impl SinkStage {
         while let Some(msg) = self.rx.recv().await {
             depth.set(self.rx.len() as i64);
             match msg {
-                Output::Batch { findings, dead_letters } => {
+                Output::Batch { findings, dead_letters, trace } => {
                     if !dead_letters.is_empty() {
                         self.write_dead_letters(&dead_letters)?;
                         stats.dead_letters += dead_letters.len() as u64;
                     }
                     if !findings.is_empty() {
-                        self.send(&findings).await?;
+                        self.send(&findings, trace).await?;
                         stats.findings += findings.len() as u64;
                     }
                 }
@@ -94,18 +94,27 @@ impl SinkStage {
         Ok(())
     }
 
-    async fn send(&mut self, findings: &[Arc<crate::evaluate::Finding>]) -> Result<(), StageError> {
+    async fn send(
+        &mut self,
+        findings: &[Arc<crate::evaluate::Finding>],
+        trace: Option<crate::telemetry::TraceContext>,
+    ) -> Result<(), StageError> {
         for (name, sink) in &mut self.sinks {
             let mut backoff = BACKOFF_START;
+            let mut attempt = 1u32;
             loop {
-                let span = tracing::info_span!("sink_send", sink = %name, findings = findings.len());
-                match tracing::Instrument::instrument(sink.send(findings), span).await {
+                // One span per attempt, in the trace of the batch the findings came from.
+                let span = tracing::info_span!("sink_send", sink = %name, findings = findings.len(), attempt);
+                crate::telemetry::set_parent(&span, trace);
+                attempt += 1;
+                match tracing::Instrument::instrument(sink.send(findings), span.clone()).await {
                     Ok(()) => {
                         self.health.set_sink(name, true);
                         break;
                     }
                     Err(e) => {
                         self.health.set_sink(name, false);
+                        crate::telemetry::mark_error(&span, &e.to_string());
                         tracing::warn!(sink = %name, "sink cannot take findings, retrying in {backoff:?}: {e}");
                         metrics::get().sink_retries.with_label_values(&[name, "send"]).inc();
                         if !wait(&self.hard_stop, &mut backoff).await {
@@ -119,6 +128,21 @@ impl SinkStage {
     }
 
     async fn commit(&mut self, req: CommitRequest) -> Result<(), StageError> {
+        // A trace of its own: it makes durable the work of many batches.
+        let span = tracing::info_span!(
+            "commit",
+            commit = self.committed.commit + 1,
+            positions = req.positions.len(),
+            last = req.last
+        );
+        let r = tracing::Instrument::instrument(self.commit_inner(req), span.clone()).await;
+        if let Err(e) = &r {
+            crate::telemetry::mark_error(&span, &e.to_string());
+        }
+        r
+    }
+
+    async fn commit_inner(&mut self, req: CommitRequest) -> Result<(), StageError> {
         let started = Instant::now();
         let m = metrics::get();
         // 1. Everything before the marker is delivered or spooled.

@@ -135,6 +135,35 @@ pub async fn build(
     })
 }
 
+/// The span of one batch being read and decoded: the root of the batch's
+/// trace (created once per batch, never per event). Waiting for input (a
+/// long poll, an idle shard) is not in it: it starts when there is input.
+pub fn batch_span(source: &str, shard: &str) -> tracing::Span {
+    use tracing::field::Empty;
+    let span =
+        tracing::info_span!("source_batch", source, shard = Empty, records = Empty, events = Empty, bytes = Empty);
+    if !shard.is_empty() {
+        span.record("shard", shard);
+    }
+    span
+}
+
+/// Counts a batch in the source metrics, records its size on its span and
+/// closes the span; returns the trace context the batch carries on.
+pub fn finish_batch(
+    span: tracing::Span,
+    source: &str,
+    shard: &str,
+    units: u64,
+    batch: &EventBatch,
+) -> Option<crate::telemetry::TraceContext> {
+    count_batch(source, shard, units, batch);
+    span.record("records", units);
+    span.record("events", batch.len() as u64);
+    span.record("bytes", batch.input_bytes);
+    crate::telemetry::context_of(&span)
+}
+
 /// Counts a batch in the source metrics (records = input units).
 pub fn count_batch(source: &str, shard: &str, units: u64, batch: &EventBatch) {
     let m = crate::metrics::get();

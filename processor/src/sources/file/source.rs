@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use super::FileSourceConfig;
 use crate::decode;
 use crate::service::batch::{EventBatch, SourceBatch};
-use crate::sources::{count_batch, Source, SourceContext, SourceError};
+use crate::sources::{batch_span, finish_batch, Source, SourceContext, SourceError};
 
 pub struct FileSource {
     cfg: FileSourceConfig,
@@ -52,16 +52,18 @@ fn read_all(inputs: &[PathBuf], batch_events: usize, ctx: &SourceContext) -> Res
             }
         };
         let mut batch = EventBatch::new(Some(now_ms()));
+        let mut span = batch_span(&ctx.name, "");
         let mut o = batch.add_origin(origin.clone());
         let mut stopped = false;
         let mut units = 1u64;
-        let send = |batch: EventBatch, units: u64| -> bool {
-            count_batch(&ctx.name, "", units, &batch);
+        let send = |batch: EventBatch, units: u64, span: tracing::Span| -> bool {
+            let trace = finish_batch(span, &ctx.name, "", units, &batch);
             ctx.out.blocking_send(SourceBatch {
                 source: Arc::clone(&ctx.name),
                 events: batch,
                 checkpoint: None,
                 ack: None,
+                trace,
             })
         };
         let counting = CountingReader { inner: reader, n: 0 };
@@ -73,7 +75,8 @@ fn read_all(inputs: &[PathBuf], batch_events: usize, ctx: &SourceContext) -> Res
             batch.push_decoded(o, item);
             if batch.len() + batch.error_count() >= batch_events {
                 let full = std::mem::replace(&mut batch, EventBatch::new(Some(now_ms())));
-                if !send(full, std::mem::take(&mut units)) || ctx.shutdown.is_cancelled() {
+                let full_span = std::mem::replace(&mut span, batch_span(&ctx.name, ""));
+                if !send(full, std::mem::take(&mut units), full_span) || ctx.shutdown.is_cancelled() {
                     stopped = true;
                 }
                 o = batch.add_origin(origin.clone());
@@ -87,7 +90,7 @@ fn read_all(inputs: &[PathBuf], batch_events: usize, ctx: &SourceContext) -> Res
             return Ok(());
         }
         let has_any = !batch.is_empty() || !batch.skipped.is_empty() || !batch.object_refs.is_empty() || units > 0;
-        if has_any && !send(batch, units) {
+        if has_any && !send(batch, units, span) {
             return Ok(());
         }
     }

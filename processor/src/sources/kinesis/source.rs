@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use super::{KinesisSourceConfig, StartPosition};
 use crate::aws::{self, AwsConfig};
 use crate::service::batch::{Checkpoint, EventBatch, SourceBatch};
-use crate::sources::{count_batch, Source, SourceContext, SourceError};
+use crate::sources::{batch_span, finish_batch, Source, SourceContext, SourceError};
 
 /// The position recorded for a shard read to its end (closed by a reshard).
 pub const SHARD_END: &str = "SHARD_END";
@@ -282,13 +282,16 @@ impl KinesisSource {
             let next = resp.next_shard_iterator().map(str::to_string);
             if !records.is_empty() {
                 let now = now_ms();
+                let span = batch_span(&ctx.name, shard);
                 let mut batch = EventBatch::new(Some(now));
-                for r in records {
-                    let origin = format!("kinesis:{}/{}/{}", self.stream, shard, r.sequence_number());
-                    batch.push_unit(r.data().as_ref(), origin, &ctx.decode);
-                }
+                span.in_scope(|| {
+                    for r in records {
+                        let origin = format!("kinesis:{}/{}/{}", self.stream, shard, r.sequence_number());
+                        batch.push_unit(r.data().as_ref(), origin, &ctx.decode);
+                    }
+                });
                 let seq = records[records.len() - 1].sequence_number().to_string();
-                count_batch(&ctx.name, shard, records.len() as u64, &batch);
+                let trace = finish_batch(span, &ctx.name, shard, records.len() as u64, &batch);
                 let sent = ctx
                     .out
                     .send(SourceBatch {
@@ -296,6 +299,7 @@ impl KinesisSource {
                         events: batch,
                         checkpoint: Some(Checkpoint { partition: shard.to_string(), position: seq.clone() }),
                         ack: None,
+                        trace,
                     })
                     .await;
                 if !sent {
@@ -314,6 +318,7 @@ impl KinesisSource {
                             events: EventBatch::new(Some(now_ms())),
                             checkpoint: Some(Checkpoint { partition: shard.to_string(), position: SHARD_END.into() }),
                             ack: None,
+                            trace: None,
                         })
                         .await;
                     behind.set(0.0);

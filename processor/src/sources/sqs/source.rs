@@ -14,7 +14,7 @@ use super::SqsSourceConfig;
 use crate::aws::{self, AwsConfig};
 use crate::decode::ObjectRef;
 use crate::service::batch::{AckStatus, EventBatch, SourceBatch};
-use crate::sources::{count_batch, Source, SourceContext, SourceError};
+use crate::sources::{batch_span, finish_batch, Source, SourceContext, SourceError};
 
 pub struct SqsSource {
     cfg: SqsSourceConfig,
@@ -163,8 +163,10 @@ impl SqsSource {
             }
             let mut batch = EventBatch::new(Some(now));
             let mut handles: Vec<String> = Vec::new();
+            // Decoding and S3 reads are the batch's work (the long poll is waiting).
+            let span = batch_span(&ctx.name, "");
             for msg in &messages {
-                match self.prepare(ctx, msg, now).await {
+                match tracing::Instrument::instrument(self.prepare(ctx, msg, now), span.clone()).await {
                     Prepared::Ok(b) => {
                         batch.append(b);
                         handles.extend(msg.receipt_handle().map(str::to_string));
@@ -196,11 +198,17 @@ impl SqsSource {
             if handles.is_empty() {
                 continue;
             }
-            count_batch(&ctx.name, "", handles.len() as u64, &batch);
+            let trace = finish_batch(span, &ctx.name, "", handles.len() as u64, &batch);
             let (tx, rx) = oneshot::channel();
             let sent = ctx
                 .out
-                .send(SourceBatch { source: Arc::clone(&ctx.name), events: batch, checkpoint: None, ack: Some(tx) })
+                .send(SourceBatch {
+                    source: Arc::clone(&ctx.name),
+                    events: batch,
+                    checkpoint: None,
+                    ack: Some(tx),
+                    trace,
+                })
                 .await;
             if !sent {
                 break;
