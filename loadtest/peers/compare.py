@@ -7,6 +7,8 @@ every rule whose match counts differ between engines, with example event ids.
 usage: compare.py OUT_DIR SIGMAHQ_RULES_DIR PACK_DIR SET...
        compare.py --rsigma-events < rsigma eval --include-event output
            (prints "rule_id<TAB>event id" per match, for the comparison)
+       compare.py --compact < rsigma output
+           (keeps rule_id and a correlation's group_key of each match line)
 
 Writes OUT_DIR/peers.json with the same figures. Standard library only.
 """
@@ -17,8 +19,8 @@ import re
 import sys
 
 # Engines whose matches are counted; the run that counts for each.
-COUNTED = {"trailwatch": "trailwatch-matches", "rsigma-eval": "rsigma-eval",
-           "rsigma-daemon": "rsigma-daemon", "sigma-rust": "sigma-rust"}
+COUNTED = {"trailwatch": "trailwatch-matches.out", "rsigma-eval": "rsigma-eval.matches",
+           "rsigma-daemon": "rsigma-daemon.matches", "sigma-rust": "sigma-rust.out"}
 # Every timed run: (name, what it writes).
 RUNS = [
     ("trailwatch-asff", "ASFF findings to a file"),
@@ -56,6 +58,14 @@ def rsigma_events():
                 out.write(f"{r.group(1)}\t{ev['id']}\n")
 
 
+def compact():
+    for m in jsonl_lines(sys.stdin):
+        keep = {"rule_id": m.get("rule_id") or m.get("rule_title")}
+        if "group_key" in m:
+            keep["group_key"] = m["group_key"]
+        sys.stdout.write(json.dumps(keep) + "\n")
+
+
 def rule_docs(path):
     """(id, title, is_correlation, referenced names) per YAML document; a
     line-based reading of top-level keys, enough for Sigma rule files."""
@@ -90,26 +100,30 @@ def rule_docs(path):
     return docs
 
 
+def jsonl_lines(lines):
+    for line in lines:
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                pass
+
+
 def jsonl(path):
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if line.startswith("{"):
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    pass
+        yield from jsonl_lines(f)
 
 
 def counts_of(d, engine):
-    out = os.path.join(d, COUNTED[engine] + ".out")
+    out = os.path.join(d, COUNTED[engine])
     c = collections.Counter()
     if engine == "trailwatch":
         for m in jsonl(out):
             c[m["rule_id"]] += 1
     elif engine.startswith("rsigma"):
         for m in jsonl(out):
-            c[m.get("rule_id") or m.get("rule_title")] += 1
+            c[m["rule_id"]] += 1
     else:
         summary = next(jsonl(out))
         c.update({k: v for k, v in summary["matches"].items() if v})
@@ -140,7 +154,7 @@ def correlation_groups(d):
     for m in jsonl(os.path.join(d, "trailwatch-matches.out")):
         if "count" in m:
             groups["trailwatch"][m["rule_id"]].add(tuple(sorted(m.get("group", {}).items())))
-    for m in jsonl(os.path.join(d, "rsigma-eval.out")):
+    for m in jsonl(os.path.join(d, "rsigma-eval.matches")):
         if "group_key" in m:
             groups["rsigma"][m.get("rule_id")].add(tuple(sorted(tuple(kv) for kv in m["group_key"])))
     return groups
@@ -260,6 +274,8 @@ def report(d, set_name, rules_dir, rules_name):
 def main():
     if sys.argv[1:] == ["--rsigma-events"]:
         return rsigma_events()
+    if sys.argv[1:] == ["--compact"]:
+        return compact()
     out_dir, sigmahq, pack = sys.argv[1:4]
     report_all = {"sets": {}}
     for set_name in sys.argv[4:]:

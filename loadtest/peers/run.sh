@@ -92,8 +92,11 @@ input_of() {
                 say "generating the day ($d)"
                 "$LOADTEST" generate --out "$d" --format ndjson --force --accounts "${DAY_ACCOUNTS:-20}" \
                     --duration "${DAY_DURATION:-24h}" --rate "${DAY_RATE:-35}"
-                # One file in time order (the hourly files sort by name).
-                cat "$d"/ndjson/*.ndjson > "$INPUT.tmp" && mv "$INPUT.tmp" "$INPUT"
+                # One file in time order (the hourly files sort by name);
+                # each hourly file goes once copied (a day is 4 GiB).
+                rm -f "$INPUT.tmp"
+                for f in "$d"/ndjson/*.ndjson; do cat "$f" >> "$INPUT.tmp" && rm "$f"; done
+                mv "$INPUT.tmp" "$INPUT"
             fi ;;
         synthetic)
             INPUT="$PEERS/cloudtrail-$EVENTS.ndjson"
@@ -158,16 +161,20 @@ for set in $SETS; do
         say "events: $set ($N, $(basename "$INPUT")), rules: $rules_name, pinned to CPU $CPU"
         tw=("$TW" replay --no-progress --now "$NOW" "${tw_config[@]}" "${tw_rules[@]}")
         rs=("$RSIGMA" engine eval "${rs_rules[@]}" --timestamp-field eventTime --output-format ndjson -e "@$INPUT")
+        # Outputs are cut down to what compare.py reads as soon as they are
+        # timed: a day of findings on the SigmaHQ rules is 7 GB.
         timed trailwatch-asff "$dir/trailwatch-asff.out" "${tw[@]}" "$INPUT"
-        # The findings themselves are not compared (the match lines are): a
-        # day of findings on the SigmaHQ rules is gigabytes.
         wc -l < "$dir/trailwatch-asff.out" > "$dir/trailwatch-asff.lines"; rm "$dir/trailwatch-asff.out"
         timed trailwatch-asff-null /dev/null "${tw[@]}" "$INPUT"
         timed trailwatch-matches "$dir/trailwatch-matches.out" "${tw[@]}" --format matches "$INPUT"
         timed rsigma-eval "$dir/rsigma-eval.out" "${rs[@]}"
+        python3 "$HERE/compare.py" --compact < "$dir/rsigma-eval.out" > "$dir/rsigma-eval.matches"
+        rm "$dir/rsigma-eval.out"
         timed rsigma-eval-null /dev/null "${rs[@]}"
         timed rsigma-daemon "$dir/rsigma-daemon.out" --stdin "$INPUT" "$RSIGMA" engine daemon "${rs_rules[@]}" \
             --timestamp-field eventTime --api-addr "unix://$dir/rsigma.sock" --input stdin --output stdout
+        python3 "$HERE/compare.py" --compact < "$dir/rsigma-daemon.out" > "$dir/rsigma-daemon.matches"
+        rm "$dir/rsigma-daemon.out"
         timed sigma-rust "$dir/sigma-rust.out" "$HARNESS" "$rules" "$INPUT"
         # Matched event ids per rule, for the rules whose counts differ (not timed).
         "${rs[@]}" --include-event 2> /dev/null | python3 "$HERE/compare.py" --rsigma-events > "$dir/rsigma-events.tsv"
