@@ -150,7 +150,7 @@ async fn pipeline_spans_reach_a_real_otlp_decoder_linked_retried_and_flushed_at_
     let sources = by_name("source_batch");
     let detectors = by_name("detector_batch");
     let batches = m.pipeline_batches.get() as usize;
-    assert!(batches >= 8, "39 demo events in batches of 5: {batches}");
+    assert!(batches >= 8, "41 demo events in batches of 5: {batches}");
     assert_eq!((sources.len(), detectors.len()), (batches, batches));
     let events: i64 = sources.iter().map(|sp| int(&sp["attributes"]["events"])).sum();
     assert_eq!(events as u64, summary.eval.events);
