@@ -426,8 +426,11 @@ fn config_prints_the_effective_configuration() {
 #[test]
 fn deploy_templates_render_configs_the_service_accepts() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out =
-        Command::new("python3").arg(root.join("deploy/render-config.py")).arg("--print").output().expect("python3");
+    // The script needs cfn-lint, which scripts/lint-deploy installs into .venv/
+    // (scripts/test runs it before the tests); a system python3 may have it too.
+    let venv = root.join(".venv/bin/python");
+    let python = if venv.exists() { venv } else { PathBuf::from("python3") };
+    let out = Command::new(&python).arg(root.join("deploy/render-config.py")).arg("--print").output().expect("python");
     assert!(out.status.success(), "{}", text(&out.stderr));
     // Its own status lines ("render-config: ... ok") are not part of the configs.
     let all: String =
@@ -435,12 +438,24 @@ fn deploy_templates_render_configs_the_service_accepts() {
     let configs: Vec<&str> = all.split("# --- ").filter(|c| !c.trim().is_empty()).collect();
     assert!(configs.len() >= 2, "rendered: {all}");
     let dir = tempfile::tempdir().unwrap();
+    let mut traced = 0;
     for (i, c) in configs.iter().enumerate() {
+        let (label, body) = c.split_once('\n').unwrap_or((c, ""));
         let p = dir.path().join(format!("c{i}.toml"));
-        std::fs::write(&p, c.split_once('\n').map_or("", |(_, body)| body)).unwrap();
+        std::fs::write(&p, body).unwrap();
         let r = run(bin().args(["config", "--config"]).arg(&p));
-        assert!(r.status.success(), "config {i} ({}) rejected: {}", c.lines().next().unwrap_or(""), text(&r.stderr));
+        assert!(r.status.success(), "config {i} ({label}) rejected: {}", text(&r.stderr));
+        // With EnableXRayTracing the service exports to the collector sidecar, in X-Ray's id format.
+        let effective = text(&r.stdout);
+        let exports = effective.contains("otlp_endpoint = \"http://127.0.0.1:4318\"");
+        assert_eq!(exports, label.contains("EnableXRay=True"), "{label}:\n{effective}");
+        if exports {
+            assert!(effective.contains("trace_id_format = \"xray\""), "{label}:\n{effective}");
+            assert!(text(&r.stderr).contains("traces exported to http://127.0.0.1:4318/v1/traces"), "{label}");
+            traced += 1;
+        }
     }
+    assert!(traced > 0, "no rendered variant enables tracing: {all}");
 }
 
 #[test]

@@ -72,13 +72,48 @@ pub struct CompileOptions {
 #[derive(Debug, Clone)]
 pub struct Search {
     pub groups: Vec<Vec<Item>>,
+    /// Per group, when some of its fields are scoped (`Statement[].Effect`):
+    /// which items are, and the one whose values name the candidate elements.
+    /// Empty when no group is scoped (the common case).
+    pub scopes: Vec<Option<Scope>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub scoped: Vec<bool>,
+    pub anchor: usize,
 }
 
 impl Search {
     #[inline]
     pub fn matches(&self, ev: &crate::doc::Event<'_>) -> bool {
-        self.groups.iter().any(|g| g.iter().all(|i| i.matches(ev)))
+        if self.scopes.is_empty() {
+            return self.groups.iter().any(|g| g.iter().all(|i| i.matches(ev)));
+        }
+        self.groups.iter().zip(&self.scopes).any(|(g, sc)| match sc {
+            None => g.iter().all(|i| i.matches(ev)),
+            Some(sc) => scoped_group_matches(g, sc, ev),
+        })
     }
+}
+
+/// A group whose scoped items must all hold in one element: tries each
+/// element the anchor item's field has a value in.
+fn scoped_group_matches(g: &[Item], sc: &Scope, ev: &crate::doc::Event<'_>) -> bool {
+    if !g.iter().zip(&sc.scoped).all(|(i, s)| *s || i.matches(ev)) {
+        return false;
+    }
+    let mut tried: Vec<u32> = Vec::new();
+    for v in ev.vals.get(g[sc.anchor].field) {
+        if v.elem == 0 || tried.contains(&v.elem) {
+            continue;
+        }
+        tried.push(v.elem);
+        if g.iter().zip(&sc.scoped).all(|(i, s)| !*s || i.matches_in(ev, v.elem)) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Context for compiling one rule.
@@ -121,7 +156,42 @@ impl Ctx<'_, '_> {
             Value::Null => return Err(self.err(name, format!("search `{name}` is empty"))),
             scalar => vec![vec![self.item(name, "", scalar)?]],
         };
-        Ok(Search { groups })
+        let scopes: Vec<Option<Scope>> = groups.iter().map(|g| self.scope_of(name, g)).collect::<CResult<_>>()?;
+        let scopes = if scopes.iter().all(Option::is_none) { Vec::new() } else { scopes };
+        Ok(Search { groups, scopes })
+    }
+
+    /// The scope of a group: its fields that cross a `[]` key must all name
+    /// the same one (`...Statement[]`), and one of them must need a value.
+    fn scope_of(&self, name: &str, g: &[Item]) -> CResult<Option<Scope>> {
+        let mut prefix: Option<&str> = None;
+        let mut scoped = Vec::with_capacity(g.len());
+        for i in g {
+            let path = if i.field == crate::doc::Values::KEYWORDS { "" } else { self.fields.name(i.field) };
+            let Some(at) = path.find("[]") else {
+                scoped.push(false);
+                continue;
+            };
+            if path[at + 2..].contains("[]") {
+                return Err(self.err(name, format!("`{path}`: only one `[]` scope per field path")));
+            }
+            let p = &path[..at + 2];
+            if prefix.is_some_and(|q| q != p) {
+                return Err(self.err(
+                    name,
+                    format!("search `{name}` mixes two scopes (`{}` and `{p}`) in one map", prefix.unwrap_or_default()),
+                ));
+            }
+            prefix = Some(p);
+            scoped.push(true);
+        }
+        if prefix.is_none() {
+            return Ok(None);
+        }
+        let anchor = g.iter().zip(&scoped).position(|(i, s)| *s && i.needs_value()).ok_or_else(|| {
+            self.err(name, format!("search `{name}`: a scoped map needs a field that must have a value in the element (not only exists: false or null)"))
+        })?;
+        Ok(Some(Scope { scoped, anchor }))
     }
 
     fn map(&mut self, name: &str, m: &serde_yaml::Mapping) -> CResult<Vec<Item>> {

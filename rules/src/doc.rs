@@ -34,6 +34,10 @@ pub struct Val {
     /// The text is in the scratch buffer (unescaped strings, and every value
     /// read from JSON held inside a string, e.g. an IAM policy document).
     in_scratch: bool,
+    /// The element of the innermost scoped array (`Statement[]`) the value
+    /// is in; 0 outside any. Ties the fields of a scoped selection to one
+    /// element (one policy statement).
+    pub elem: u32,
     start: u32,
     end: u32,
     next: u32,
@@ -48,6 +52,10 @@ pub struct Values {
     tail: Vec<u32>,
     vals: Vec<Val>,
     scratch: String,
+    /// Set by the scanner: the scoped element values are being read in.
+    pub(crate) cur_elem: u32,
+    /// The last element id given out in this event.
+    pub(crate) last_elem: u32,
 }
 
 impl Values {
@@ -61,6 +69,8 @@ impl Values {
             tail: vec![NONE; fields + 1],
             vals: Vec::with_capacity(64),
             scratch: String::new(),
+            cur_elem: 0,
+            last_elem: 0,
         }
     }
 
@@ -71,6 +81,8 @@ impl Values {
         self.tail.fill(NONE);
         self.vals.clear();
         self.scratch.clear();
+        self.cur_elem = 0;
+        self.last_elem = 0;
     }
 
     #[inline]
@@ -84,7 +96,7 @@ impl Values {
 
     #[inline]
     pub(crate) fn push(&mut self, field: u32, kind: ValKind, start: u32, end: u32) {
-        self.link(field, Val { kind, in_scratch: false, start, end, next: NONE });
+        self.link(field, Val { kind, in_scratch: false, elem: self.cur_elem, start, end, next: NONE });
     }
 
     #[inline]
@@ -105,7 +117,7 @@ impl Values {
         let start = self.scratch.len() as u32;
         crate::json::unescape_into(raw, &mut self.scratch)?;
         let end = self.scratch.len() as u32;
-        self.link(field, Val { kind: ValKind::Owned, in_scratch: true, start, end, next: NONE });
+        self.link(field, Val { kind: ValKind::Owned, in_scratch: true, elem: self.cur_elem, start, end, next: NONE });
         Ok(())
     }
 
@@ -115,7 +127,7 @@ impl Values {
         let start = self.scratch.len() as u32;
         self.scratch.push_str(raw);
         let end = self.scratch.len() as u32;
-        self.link(field, Val { kind, in_scratch: true, start, end, next: NONE });
+        self.link(field, Val { kind, in_scratch: true, elem: self.cur_elem, start, end, next: NONE });
     }
 
     /// The values found at `field`, in document order.

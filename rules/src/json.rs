@@ -60,6 +60,9 @@ struct Node {
     field: Option<u32>,
     /// Further fields ending here (a wildcard path meeting an exact one).
     more: Box<[u32]>,
+    /// A rule path marks this key `[]` (`Statement[]`): each element of an
+    /// array here (or the one object) gets its own element id.
+    scope: bool,
 }
 
 impl Node {
@@ -83,7 +86,7 @@ impl PathTrie {
         let split: Vec<Vec<&str>> = self.paths.iter().map(|(p, _)| p.split('.').collect()).collect();
         let entries: Vec<Entry<'_>> = split.iter().zip(&self.paths).map(|(s, (_, f))| (&s[..], *f)).collect();
         let mut nodes = Vec::new();
-        build(&mut nodes, entries);
+        build(&mut nodes, entries, false);
         self.nodes = nodes;
     }
 
@@ -107,30 +110,43 @@ impl PathTrie {
 }
 
 /// Builds the node for `entries` (remaining segments, field) and returns its index.
-fn build(nodes: &mut Vec<Node>, entries: Vec<Entry<'_>>) -> u32 {
+fn build(nodes: &mut Vec<Node>, entries: Vec<Entry<'_>>, scope: bool) -> u32 {
     let id = nodes.len();
     nodes.push(Node::default());
     let mut fields = Vec::new();
-    let mut exact: std::collections::BTreeMap<&str, Vec<Entry<'_>>> = std::collections::BTreeMap::new();
+    let mut exact: std::collections::BTreeMap<&str, (Vec<Entry<'_>>, bool)> = std::collections::BTreeMap::new();
     let mut wild = Vec::new();
+    let mut wild_scope = false;
     for (segs, f) in entries {
-        match segs.split_first() {
-            None => fields.push(f),
-            Some((&"*", rest)) => wild.push((rest, f)),
-            Some((seg, rest)) => exact.entry(seg).or_default().push((rest, f)),
+        let Some((seg, rest)) = segs.split_first() else {
+            fields.push(f);
+            continue;
+        };
+        let (name, scoped) = match seg.strip_suffix("[]") {
+            Some(n) => (n, true),
+            None => (*seg, false),
+        };
+        if name == "*" {
+            wild.push((rest, f));
+            wild_scope |= scoped;
+        } else {
+            let e = exact.entry(name).or_default();
+            e.0.push((rest, f));
+            e.1 |= scoped;
         }
     }
     fields.sort_unstable();
     fields.dedup();
     let mut children = Vec::with_capacity(exact.len());
-    for (seg, mut es) in exact {
+    for (seg, (mut es, scoped)) in exact {
         es.extend(wild.iter().copied());
-        let c = build(nodes, es);
+        let c = build(nodes, es, scoped || wild_scope);
         children.push((Box::<[u8]>::from(seg.as_bytes()), c));
     }
     children.sort_by(|(a, _), (b, _)| cmp_key(a, b));
-    let any = (!wild.is_empty()).then(|| build(nodes, wild));
-    nodes[id] = Node { children, any, field: fields.first().copied(), more: fields.get(1..).unwrap_or(&[]).into() };
+    let any = (!wild.is_empty()).then(|| build(nodes, wild, wild_scope));
+    nodes[id] =
+        Node { children, any, field: fields.first().copied(), more: fields.get(1..).unwrap_or(&[]).into(), scope };
     id as u32
 }
 
@@ -196,6 +212,20 @@ impl Scanner<'_, '_> {
         if depth > MAX_DEPTH {
             return Err(self.err("nesting too deep"));
         }
+        // At a scoped key each element (the elements of an array there pass
+        // through here one by one) is read under an element id of its own.
+        if node.is_some_and(|n| self.trie.nodes[n].scope) && self.peek() != Some(b'[') {
+            let outer = self.out.cur_elem;
+            self.out.last_elem += 1;
+            self.out.cur_elem = self.out.last_elem;
+            let r = self.value_at(node, depth);
+            self.out.cur_elem = outer;
+            return r;
+        }
+        self.value_at(node, depth)
+    }
+
+    fn value_at(&mut self, node: Option<usize>, depth: usize) -> Result<(), JsonError> {
         match self.peek() {
             Some(b'{') => {
                 let at = self.pos;

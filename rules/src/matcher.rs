@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use aho_corasick::AhoCorasick;
 use regex::Regex;
 
-use crate::doc::{Event, ValKind};
+use crate::doc::{Event, Val, ValKind};
 
 /// How a string pattern is anchored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,9 +239,9 @@ pub struct Item {
     pub test: Test,
 }
 
-fn null_or_missing(field: u32, ev: &Event<'_>) -> bool {
+fn null_or_missing<'a>(values: impl Iterator<Item = &'a Val>) -> bool {
     let mut any = false;
-    for v in ev.vals.get(field) {
+    for v in values {
         if v.kind == ValKind::Null {
             return true;
         }
@@ -295,24 +295,52 @@ impl Test {
 }
 
 impl Item {
+    #[inline]
     pub fn matches(&self, ev: &Event<'_>) -> bool {
-        let vals = ev.vals;
         match &self.test {
-            Test::NoneOf(inner) => vals
-                .get(self.field)
-                .any(|v| v.kind.is_scalar() && !inner.value_matches(vals.text(ev.src, v), v.kind, ev)),
-            Test::Exists(want) => vals.has(self.field) == *want,
-            Test::Null => null_or_missing(self.field, ev),
-            Test::Never => false,
-            Test::NullOr(pats) => null_or_missing(self.field, ev) || any_value(self.field, pats, ev),
+            // The common tests, without the element filter.
             Test::Any(pats) => any_value(self.field, pats, ev),
-            Test::All(pats) => pats
-                .iter()
-                .all(|p| vals.get(self.field).any(|v| v.kind.is_scalar() && p.test(vals.text(ev.src, v), v.kind, ev))),
-            Test::EqSet(_) | Test::ContainsSet(_) => vals
-                .get(self.field)
-                .any(|v| v.kind.is_scalar() && self.test.value_matches(vals.text(ev.src, v), v.kind, ev)),
+            Test::Exists(want) => ev.vals.has(self.field) == *want,
+            _ => self.eval(ev, |_| true),
         }
+    }
+
+    /// The item within one element of a scoped array (`Statement[]`):
+    /// only the field's values inside element `elem` count.
+    pub fn matches_in(&self, ev: &Event<'_>, elem: u32) -> bool {
+        self.eval(ev, |v| v.elem == elem)
+    }
+
+    #[inline]
+    fn eval(&self, ev: &Event<'_>, keep: impl Fn(&Val) -> bool) -> bool {
+        let vals = ev.vals;
+        let mut values = vals.get(self.field).filter(|v| keep(v));
+        let text = |v: &Val| vals.text(ev.src, v);
+        match &self.test {
+            Test::NoneOf(inner) => values.any(|v| v.kind.is_scalar() && !inner.value_matches(text(v), v.kind, ev)),
+            Test::Exists(want) => values.next().is_some() == *want,
+            Test::Null => null_or_missing(values),
+            Test::Never => false,
+            Test::NullOr(pats) => {
+                let vs: Vec<&Val> = values.collect();
+                null_or_missing(vs.iter().copied())
+                    || vs.iter().any(|v| v.kind.is_scalar() && pats.iter().any(|p| p.test(text(v), v.kind, ev)))
+            }
+            Test::Any(pats) => values.any(|v| v.kind.is_scalar() && pats.iter().any(|p| p.test(text(v), v.kind, ev))),
+            Test::All(pats) => {
+                let vs: Vec<&Val> = values.filter(|v| v.kind.is_scalar()).collect();
+                pats.iter().all(|p| vs.iter().any(|v| p.test(text(v), v.kind, ev)))
+            }
+            Test::EqSet(_) | Test::ContainsSet(_) => {
+                values.any(|v| v.kind.is_scalar() && self.test.value_matches(text(v), v.kind, ev))
+            }
+        }
+    }
+
+    /// Whether the item can only hold where its field has a value (so the
+    /// values name the elements a scoped group can hold in).
+    pub fn needs_value(&self) -> bool {
+        !matches!(self.test, Test::Exists(false) | Test::Null | Test::NullOr(_))
     }
 }
 

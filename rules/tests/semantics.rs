@@ -339,3 +339,39 @@ fn policy_documents_held_in_strings_are_matched_by_path() {
         ],
     );
 }
+
+#[test]
+fn scoped_fields_hold_in_one_array_element() {
+    // Allow + Principal "*" + no org condition, all in the same statement.
+    let det = "  public:\n    p.Statement[].Effect: Allow\n    p.Statement[].Principal: '\\*'\n    p.Statement[].Condition.*.aws:PrincipalOrgID|exists: false\n  condition: public";
+    let doc = |stmts: &str| {
+        format!(r#"{{"p":{}}}"#, serde_json::to_string(&format!(r#"{{"Statement":[{stmts}]}}"#)).unwrap())
+    };
+    let open = r#"{"Effect":"Allow","Principal":"*","Action":"ecr:BatchGetImage"}"#;
+    let org = r#"{"Effect":"Allow","Principal":"*","Action":"ecr:*","Condition":{"StringEquals":{"aws:PrincipalOrgID":"o-1"}}}"#;
+    let deny = r#"{"Effect":"Deny","Principal":"*","Action":"ecr:*"}"#;
+    let named = r#"{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"ecr:*"}"#;
+    check(
+        det,
+        // An open statement next to an org-restricted one is still open.
+        &[&doc(open), &doc(&format!("{org},{open}")), &doc(&format!("{open},{org}"))],
+        &[
+            &doc(org),
+            // Deny with "*" and Allow for a named account: no statement is both.
+            &doc(&format!("{deny},{named}")),
+            &doc(""),
+        ],
+    );
+    // A single statement object (not an array) is one element too.
+    let single = format!(r#"{{"p":{}}}"#, serde_json::to_string(&format!(r#"{{"Statement":{open}}}"#)).unwrap());
+    assert!(matches(&set_with(det, &CompileOptions::default()), &single));
+    // Unscoped paths keep matching across elements, as before.
+    check(
+        "  s:\n    p.Statement.Effect: Allow\n    p.Statement.Principal: '\\*'\n  condition: s",
+        &[&doc(&format!("{deny},{named}"))],
+        &[&doc(named)],
+    );
+    assert!(load_err("  s:\n    a[].b: 1\n    c[].d: 2\n  condition: s").contains("mixes two scopes"));
+    assert!(load_err("  s:\n    a[].b|exists: false\n  condition: s").contains("needs a field"));
+    assert!(load_err("  s:\n    a[].b[].c: 1\n  condition: s").contains("only one"));
+}

@@ -38,6 +38,9 @@ fn config(dir: &Path, endpoint: &str) -> Config {
         # at the end goes out only with the shutdown flush.
         trace_batch_size = 4
         trace_export_interval = "60s"
+        # What the CloudFormation stack sets for X-Ray (the default, random,
+        # is what tests/otlp_https.rs exports).
+        trace_id_format = "xray"
         "#
     ))
     .unwrap();
@@ -87,6 +90,8 @@ async fn pipeline_spans_reach_a_real_otlp_decoder_linked_retried_and_flushed_at_
         on_listen: None,
         commits: None,
     };
+    let unix_now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let started = unix_now();
     // The file source is finite: the run ends by itself, then the flush.
     let summary = tokio::time::timeout(
         Duration::from_secs(60),
@@ -101,6 +106,7 @@ async fn pipeline_spans_reach_a_real_otlp_decoder_linked_retried_and_flushed_at_
             .unwrap()
             .expect("the exporter stops before the deadline");
 
+    let ended = unix_now();
     let requests = receiver.requests();
     let statuses: Vec<i64> = requests.iter().map(|r| r["status"].as_i64().unwrap()).collect();
     assert_eq!(&statuses[..2], &[503, 503], "{statuses:?}\n{}", receiver.log_text());
@@ -144,7 +150,7 @@ async fn pipeline_spans_reach_a_real_otlp_decoder_linked_retried_and_flushed_at_
     let sources = by_name("source_batch");
     let detectors = by_name("detector_batch");
     let batches = m.pipeline_batches.get() as usize;
-    assert!(batches >= 8, "39 demo events in batches of 5: {batches}");
+    assert!(batches >= 8, "41 demo events in batches of 5: {batches}");
     assert_eq!((sources.len(), detectors.len()), (batches, batches));
     let events: i64 = sources.iter().map(|sp| int(&sp["attributes"]["events"])).sum();
     assert_eq!(events as u64, summary.eval.events);
@@ -165,6 +171,12 @@ async fn pipeline_spans_reach_a_real_otlp_decoder_linked_retried_and_flushed_at_
         traces.insert(s(&d["trace_id"]));
     }
     assert_eq!(traces.len(), batches, "a trace per batch");
+    // X-Ray ids: 8 hex digits of Unix seconds (when the trace started), then 24 random ones.
+    for sp in &spans {
+        let id = s(&sp["trace_id"]);
+        let secs = u64::from_str_radix(&id[..8], 16).unwrap();
+        assert!((started..=ended).contains(&secs), "trace id {id} does not start with the run's time");
+    }
     let sends = by_name("sink_send");
     let with_findings = detectors.iter().filter(|d| int(&d["attributes"]["findings"]) > 0).count();
     assert!(with_findings > 0, "the demo events produce findings");

@@ -42,6 +42,19 @@ pub enum Compression {
     Gzip,
 }
 
+/// How the 16 bytes of a new trace id are made.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TraceIdFormat {
+    /// All random (W3C Trace Context, what OpenTelemetry SDKs do by default).
+    #[default]
+    Random,
+    /// The first 4 bytes are the Unix time in seconds, the other 12 random:
+    /// the AWS X-Ray trace id format, which X-Ray accepts everywhere (W3C
+    /// ids need an ADOT collector of v0.34 or later, in commercial regions).
+    Xray,
+}
+
 /// `[telemetry]`: logs and traces.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -69,6 +82,9 @@ pub struct TelemetryConfig {
     /// Share of traces exported, 0 to 1, decided once per trace at its root
     /// span (a source batch); every span of the trace follows that decision.
     pub trace_sample_ratio: f64,
+    /// `random` trace ids, or `xray`: the first 4 bytes are the trace's
+    /// start in Unix seconds (AWS X-Ray's id format), the rest random.
+    pub trace_id_format: TraceIdFormat,
     /// Which spans, and events inside them, are exported (`RUST_LOG`
     /// syntax), independently of the log level.
     pub trace_filter: String,
@@ -94,6 +110,7 @@ impl Default for TelemetryConfig {
             service_name: None,
             resource_attributes: BTreeMap::new(),
             trace_sample_ratio: 1.0,
+            trace_id_format: TraceIdFormat::Random,
             trace_filter: "trailwatch_processor=info".to_string(),
             trace_queue_size: NonZeroUsize::new(2048).expect("non-zero"),
             trace_batch_size: NonZeroUsize::new(512).expect("non-zero"),
@@ -156,6 +173,7 @@ pub struct ExportSettings {
     /// `service.name` first, then the rest, sorted by key.
     pub resource: Vec<(String, String)>,
     pub sample_ratio: f64,
+    pub id_format: TraceIdFormat,
     pub filter: String,
     pub queue_size: usize,
     pub batch_size: usize,
@@ -289,6 +307,7 @@ impl ExportSettings {
             timeout,
             resource,
             sample_ratio: cfg.trace_sample_ratio,
+            id_format: cfg.trace_id_format,
             filter: cfg.trace_filter.clone(),
             queue_size: cfg.trace_queue_size.get(),
             batch_size: cfg.trace_batch_size.get(),
@@ -424,6 +443,16 @@ mod tests {
         assert_eq!(resolve(&cfg, &[("OTEL_TRACES_EXPORTER", "none")]), Ok(None));
         assert_eq!(s.timeout, DEFAULT_TIMEOUT);
         assert_eq!(s.compression, Compression::None);
+        assert_eq!(s.id_format, TraceIdFormat::Random);
+    }
+
+    #[test]
+    fn trace_id_format_is_read_and_typos_are_named() {
+        let cfg: TelemetryConfig =
+            toml::from_str("otlp_endpoint = \"http://127.0.0.1:4318\"\ntrace_id_format = \"xray\"").unwrap();
+        assert_eq!(resolve(&cfg, &[]).unwrap().unwrap().id_format, TraceIdFormat::Xray);
+        let e = toml::from_str::<TelemetryConfig>("trace_id_format = \"x-ray\"").unwrap_err().to_string();
+        assert!(e.contains("x-ray") && e.contains("xray") && e.contains("random"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //! Sampling is parent-based: a root span keeps its trace with probability
 //! `ratio` (decided on the trace id, as OpenTelemetry's TraceIdRatioBased
 //! sampler does), every other span follows its parent.
+//!
+//! A root span's trace id is random, or in AWS X-Ray's format
+//! ([`TraceIdFormat::Xray`]): its start in Unix seconds, then 12 random bytes.
 
 use std::cell::Cell;
 use std::fmt;
@@ -24,6 +27,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
+use super::config::TraceIdFormat;
 use super::TraceContext;
 
 /// Caps per span, so one chatty span cannot hold unbounded memory.
@@ -130,16 +134,18 @@ fn on_exporter_thread() -> bool {
 pub struct OtlpLayer {
     queue: mpsc::Sender<SpanRecord>,
     sampler: Sampler,
+    id_format: TraceIdFormat,
     dropped_full: prometheus::IntCounter,
     dropped_closed: prometheus::IntCounter,
 }
 
 impl OtlpLayer {
-    pub fn new(queue: mpsc::Sender<SpanRecord>, sampler: Sampler) -> OtlpLayer {
+    pub fn new(queue: mpsc::Sender<SpanRecord>, sampler: Sampler, id_format: TraceIdFormat) -> OtlpLayer {
         let m = crate::metrics::get();
         OtlpLayer {
             queue,
             sampler,
+            id_format,
             dropped_full: m.otlp_spans_dropped.with_label_values(&["queue_full"]),
             dropped_closed: m.otlp_spans_dropped.with_label_values(&["shutdown"]),
         }
@@ -159,6 +165,20 @@ fn nonzero_id<const N: usize>() -> [u8; N] {
     }
 }
 
+/// The id of a trace starting at `start_ns` (Unix time). X-Ray's format
+/// keeps the sampler's input, the low 8 bytes, random.
+fn new_trace_id(format: TraceIdFormat, start_ns: u64) -> [u8; 16] {
+    match format {
+        TraceIdFormat::Random => nonzero_id(),
+        TraceIdFormat::Xray => {
+            let mut id: [u8; 16] = nonzero_id();
+            // Unix seconds fit in 32 bits until 2106.
+            id[..4].copy_from_slice(&((start_ns / 1_000_000_000) as u32).to_be_bytes());
+            id
+        }
+    }
+}
+
 impl<S> Layer<S> for OtlpLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -169,10 +189,12 @@ where
         }
         let Some(span) = ctx.span(id) else { return };
         let parent = span.parent().and_then(|p| p.extensions().get::<SpanState>().map(|s| s.ctx));
+        // Both clocks read together: end_ns is start_ns plus the monotonic elapsed time.
+        let (start_ns, started) = (now_ns(), Instant::now());
         let ctx = match parent {
             Some(p) => TraceContext { trace_id: p.trace_id, span_id: nonzero_id(), sampled: p.sampled },
             None => {
-                let trace_id = nonzero_id();
+                let trace_id = new_trace_id(self.id_format, start_ns);
                 TraceContext { trace_id, span_id: nonzero_id(), sampled: self.sampler.keeps(&trace_id) }
             }
         };
@@ -181,8 +203,8 @@ where
         let mut state = SpanState {
             ctx,
             parent: parent.map(|p| p.span_id),
-            start_ns: now_ns(),
-            started: Instant::now(),
+            start_ns,
+            started,
             attributes: Vec::new(),
             dropped_attributes: 0,
             events: Vec::new(),
@@ -353,8 +375,12 @@ mod tests {
     use tracing_subscriber::layer::SubscriberExt;
 
     fn collect(ratio: f64, cap: usize, f: impl FnOnce()) -> Vec<SpanRecord> {
+        collect_ids(TraceIdFormat::Random, ratio, cap, f)
+    }
+
+    fn collect_ids(format: TraceIdFormat, ratio: f64, cap: usize, f: impl FnOnce()) -> Vec<SpanRecord> {
         let (tx, mut rx) = mpsc::channel(cap);
-        let sub = tracing_subscriber::registry().with(OtlpLayer::new(tx, Sampler::ratio(ratio)));
+        let sub = tracing_subscriber::registry().with(OtlpLayer::new(tx, Sampler::ratio(ratio), format));
         tracing::subscriber::with_default(sub, f);
         let mut out = Vec::new();
         while let Ok(r) = rx.try_recv() {
@@ -441,6 +467,40 @@ mod tests {
         let kept = (0..2000).filter(|_| s.keeps(&rand::random())).count();
         assert!((800..1200).contains(&kept), "about half of random trace ids: {kept}");
         assert!(Sampler::ratio(1.0).keeps(&[0xff; 16]));
+    }
+
+    #[test]
+    fn xray_trace_ids_start_with_the_trace_start_in_unix_seconds() {
+        let secs = |id: &[u8; 16]| u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+        let spans = collect_ids(TraceIdFormat::Xray, 1.0, 64, || {
+            for _ in 0..10 {
+                let root = tracing::info_span!("root");
+                let _c = root.in_scope(|| tracing::info_span!("child"));
+            }
+        });
+        assert_eq!(spans.len(), 20);
+        let mut randoms = std::collections::BTreeSet::new();
+        for s in &spans {
+            if s.parent_span_id.is_none() {
+                assert_eq!(u64::from(secs(&s.trace_id)), s.start_ns / 1_000_000_000, "{:x?}", s.trace_id);
+                randoms.insert(s.trace_id[4..].to_vec());
+            } else {
+                assert!(spans.iter().any(|r| r.parent_span_id.is_none() && r.trace_id == s.trace_id));
+            }
+        }
+        assert_eq!(randoms.len(), 10, "the 12 bytes after the time are random");
+        // The sampler reads the low 8 bytes, which stay random: the ratio holds.
+        let s = Sampler::ratio(0.5);
+        let kept = (0..2000).filter(|_| s.keeps(&new_trace_id(TraceIdFormat::Xray, now_ns()))).count();
+        assert!((800..1200).contains(&kept), "about half of X-Ray trace ids: {kept}");
+
+        let now = (now_ns() / 1_000_000_000) as u32;
+        let random = collect(1.0, 64, || {
+            for _ in 0..10 {
+                let _r = tracing::info_span!("root");
+            }
+        });
+        assert!(random.iter().any(|s| secs(&s.trace_id) != now), "random ids are not time-prefixed");
     }
 
     #[test]

@@ -29,7 +29,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-pub use config::{Compression, ExportSettings, LogFormat, SettingsError, TelemetryConfig};
+pub use config::{Compression, ExportSettings, LogFormat, SettingsError, TelemetryConfig, TraceIdFormat};
 pub use otlp::ExportReport;
 
 /// Where a span sits in its trace: enough to parent work done elsewhere
@@ -135,10 +135,11 @@ impl Telemetry {
             .map_err(|e| SettingsError::Config { key: "trace_filter".into(), reason: e.to_string() })?;
         let (tx, rx) = tokio::sync::mpsc::channel(settings.queue_size);
         let sampler = layer::Sampler::ratio(settings.sample_ratio);
+        let id_format = settings.id_format;
         let exporter = otlp::start(settings, rx).map_err(TelemetryError::Start)?;
         tracing_subscriber::registry()
             .with(log_layer(log_level, cfg.log_format))
-            .with(layer::OtlpLayer::new(tx, sampler).with_filter(filter))
+            .with(layer::OtlpLayer::new(tx, sampler, id_format).with_filter(filter))
             .try_init()
             .map_err(|_| TelemetryError::AlreadyInstalled)?;
         tracing::info!(%url, "exporting traces over OTLP/HTTP");
