@@ -186,6 +186,8 @@ def report(d, set_name, rules_dir, rules_name):
     harness = next(jsonl(os.path.join(d, "sigma-rust.out")))
     sr_failed = {re.search(r"\(([^)]*)\)", f).group(1) for f in harness["rules_failed"] if "(" in f}
     sr_loaded = set(harness["matches"].keys())
+    rs_path = os.path.join(d, "rsigma-loaded.txt")
+    rs_loaded = set(open(rs_path).read().split()) if os.path.exists(rs_path) else None
     print(f"\n## events: {set_name} ({n}), rules: {rules_name} ({len(docs)} rule documents, "
           f"{len(base)} base rules used only by correlations)")
     t = timing(d, n)
@@ -199,6 +201,10 @@ def report(d, set_name, rules_dir, rules_name):
           f"failed {len(harness['rules_failed'])}, skipped {harness['correlations_skipped']} correlations)")
     for f in harness["rules_failed"]:
         print(f"  sigma-rust could not load: {f}")
+    if rs_loaded is not None:
+        for doc in docs:
+            if doc["id"] not in rs_loaded:
+                print(f"  rsigma could not load: {doc['title']} ({doc['id']})")
     ratios = []
     print("trailwatch ÷ peer, events per CPU second (per wall second):")
     for label, tw, peers in RATIOS:
@@ -222,6 +228,8 @@ def report(d, set_name, rules_dir, rules_name):
                 vals[e] = None
             elif e == "trailwatch" and rid in base:
                 vals[e] = None  # not reported alone
+            elif e.startswith("rsigma") and rs_loaded is not None and rid not in rs_loaded:
+                vals[e] = None  # rsigma could not load it
             else:
                 vals[e] = counts[e].get(rid, 0)
         known = [v for v in vals.values() if v is not None]
@@ -260,6 +268,8 @@ def report(d, set_name, rules_dir, rules_name):
             if "trailwatch" in label2 and r["matches"]["trailwatch"] is None:
                 continue
             if "sigma-rust" in label2 and r["matches"]["sigma-rust"] is None:
+                continue
+            if "rsigma" in label2 and r["matches"]["rsigma-eval"] is None:
                 continue
             diff = sorted(x - y)
             if diff:

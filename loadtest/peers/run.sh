@@ -176,6 +176,14 @@ for set in $SETS; do
         python3 "$HERE/compare.py" --compact < "$dir/rsigma-daemon.out" > "$dir/rsigma-daemon.matches"
         rm "$dir/rsigma-daemon.out"
         timed sigma-rust "$dir/sigma-rust.out" "$HARNESS" "$rules" "$INPUT"
+        # The rules rsigma could load (it skips, with a warning, those using
+        # trailwatch's extensions, e.g. the |none modifier).
+        find "$rules" -name '*.yml' -print0 | xargs -0 -n1 "$RSIGMA" rule parse 2> /dev/null \
+            | python3 -c 'import json, sys
+for line in sys.stdin:
+    d = json.loads(line)
+    for r in d["rules"] + d["correlations"]:
+        print(r.get("id"))' > "$dir/rsigma-loaded.txt"
         # Matched event ids per rule, for the rules whose counts differ (not timed).
         "${rs[@]}" --include-event 2> /dev/null | python3 "$HERE/compare.py" --rsigma-events > "$dir/rsigma-events.tsv"
         "$HARNESS" "$rules" "$INPUT" --per-event > /dev/null 2> "$dir/sigma-rust-events.out"
