@@ -310,3 +310,27 @@ fn spawn_listening(name: &str, mut cmd: Command, port: u16, log: &Path) -> anyho
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Runs the service over a finite source to its end, then stops the OTLP
+/// exporter within `flush` (the order `trailwatch run` follows) and returns
+/// the run's summary and the exporter's report.
+pub async fn run_then_flush(
+    cfg: trailwatch_processor::config::Config,
+    set: trailwatch_rules::RuleSet,
+    opts: trailwatch_processor::service::RunOptions,
+    telemetry: trailwatch_processor::telemetry::Telemetry,
+    flush: Duration,
+) -> (trailwatch_processor::service::RunSummary, trailwatch_processor::telemetry::ExportReport) {
+    let summary = tokio::time::timeout(
+        Duration::from_secs(60),
+        trailwatch_processor::service::run(cfg, std::sync::Arc::new(set), opts, std::future::pending::<()>()),
+    )
+    .await
+    .expect("the run ends")
+    .expect("the run succeeds");
+    let report = tokio::task::spawn_blocking(move || telemetry.shutdown(Instant::now() + flush))
+        .await
+        .unwrap()
+        .expect("the exporter stops before the deadline");
+    (summary, report)
+}

@@ -8,16 +8,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use trailwatch_processor::config::{Config, EMBEDDED_DEFAULT};
-use trailwatch_processor::service::{self, RunOptions};
+use trailwatch_processor::service::RunOptions;
 use trailwatch_processor::telemetry::{ExportReport, Telemetry};
 use trailwatch_processor::{decode::DecodeOptions, findings::FindingContext, metrics, ruleset};
 use trailwatch_rules::DetectorConfig;
-use trailwatch_tests::{OtlpReceiver, ReceiverOptions};
+use trailwatch_tests::{run_then_flush, OtlpReceiver, ReceiverOptions};
 
 fn config(dir: &Path, endpoint: &str) -> Config {
     let events = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/events");
@@ -93,18 +92,7 @@ async fn pipeline_spans_reach_a_real_otlp_decoder_linked_retried_and_flushed_at_
     let unix_now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let started = unix_now();
     // The file source is finite: the run ends by itself, then the flush.
-    let summary = tokio::time::timeout(
-        Duration::from_secs(60),
-        service::run(cfg, Arc::new(set), run_opts, std::future::pending::<()>()),
-    )
-    .await
-    .expect("the run ends")
-    .expect("the run succeeds");
-    let report: ExportReport =
-        tokio::task::spawn_blocking(move || telemetry.shutdown(Instant::now() + Duration::from_secs(30)))
-            .await
-            .unwrap()
-            .expect("the exporter stops before the deadline");
+    let (summary, report) = run_then_flush(cfg, set, run_opts, telemetry, Duration::from_secs(30)).await;
 
     let ended = unix_now();
     let requests = receiver.requests();

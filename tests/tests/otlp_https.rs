@@ -7,15 +7,14 @@
 //! Its own process: the exporter is the process-wide tracing subscriber,
 //! and SSL_CERT_FILE must be set before the client loads its roots.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use trailwatch_processor::config::Config;
-use trailwatch_processor::service::{self, RunOptions};
+use trailwatch_processor::service::RunOptions;
 use trailwatch_processor::telemetry::{ExportReport, Telemetry};
 use trailwatch_processor::{decode::DecodeOptions, findings::FindingContext, ruleset};
 use trailwatch_rules::DetectorConfig;
-use trailwatch_tests::{repo_root, OtlpReceiver, ReceiverOptions};
+use trailwatch_tests::{repo_root, run_then_flush, OtlpReceiver, ReceiverOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_go_over_https_to_a_collector_with_a_verified_certificate() {
@@ -58,18 +57,7 @@ async fn spans_go_over_https_to_a_collector_with_a_verified_certificate() {
         on_listen: None,
         commits: None,
     };
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        service::run(cfg, Arc::new(set), run_opts, std::future::pending::<()>()),
-    )
-    .await
-    .expect("the run ends")
-    .expect("the run succeeds");
-    let report: ExportReport =
-        tokio::task::spawn_blocking(move || telemetry.shutdown(Instant::now() + Duration::from_secs(20)))
-            .await
-            .unwrap()
-            .expect("the exporter stops before the deadline");
+    let (_, report) = run_then_flush(cfg, set, run_opts, telemetry, Duration::from_secs(20)).await;
 
     let requests = receiver.requests();
     let spans: Vec<&serde_json::Value> = requests.iter().flat_map(|r| r["spans"].as_array().unwrap()).collect();
