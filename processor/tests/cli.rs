@@ -538,3 +538,32 @@ fn readme_documents_the_pack_as_rules_list_prints_it() {
         assert!(!p["assumes"].as_str().unwrap_or("").is_empty(), "%{name}% must say what its default assumes");
     }
 }
+
+#[test]
+fn every_stratus_technique_raises_a_pack_finding() {
+    // Real CloudTrail records of 35 public attack-technique detonations, one
+    // technique per file. The org is the detonation's own account (its
+    // recipientAccountId): anything shared with another account is outside it.
+    let dir = shared!().join("samples/stratus-detonations");
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let mut silent = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let account = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find_map(|e| e["recipientAccountId"].as_str().map(str::to_string))
+            .expect("a recipientAccountId");
+        let cfg = cfg_dir.path().join("org.toml");
+        std::fs::write(&cfg, format!("[rules.placeholders]\norg_accounts = [\"{account}\"]\n")).unwrap();
+        let out = run(bin().args(["replay", "--no-progress", "--now", NOW, "--config"]).arg(&cfg).arg(f));
+        assert!(out.status.success(), "{}: {}", f.display(), text(&out.stderr));
+        if out.stdout.is_empty() {
+            silent.push(f.file_name().unwrap().to_string_lossy().to_string());
+        }
+    }
+    assert!(files.len() >= 35, "{} detonation files", files.len());
+    assert!(silent.is_empty(), "techniques without a pack finding: {silent:?}");
+}
