@@ -118,8 +118,10 @@ impl Health {
     pub fn partition(self: &Arc<Self>, source: &str, partition: &str, interval: Duration) -> PartitionBeat {
         let budget = self.budget(interval);
         let key = (source.to_string(), partition.to_string());
-        lock(&self.partitions)
-            .insert(key.clone(), PartitionState { last_poll: Instant::now(), budget, busy_since: None, stalled: false });
+        lock(&self.partitions).insert(
+            key.clone(),
+            PartitionState { last_poll: Instant::now(), budget, busy_since: None, stalled: false },
+        );
         PartitionBeat { health: Arc::clone(self), key }
     }
 

@@ -55,9 +55,7 @@ pub fn install_fatal_hook() {
         tracing::error!(thread, location = at, "panic: {message}; exiting with {PANIC_EXIT_CODE}");
         // stderr is unbuffered: this line is out even if the log pipeline is not.
         eprintln!("trailwatch: panic in thread '{thread}' at {at}: {message}");
-        eprintln!(
-            "trailwatch: exiting with code {PANIC_EXIT_CODE}; uncommitted input is read again after a restart"
-        );
+        eprintln!("trailwatch: exiting with code {PANIC_EXIT_CODE}; uncommitted input is read again after a restart");
         if std::env::var_os("RUST_BACKTRACE").is_some() {
             previous(info);
         }
@@ -111,9 +109,7 @@ pub fn test_point(point: &str) {
 
 /// Like [`test_point`], for a point that fires only on records holding the marker.
 pub fn test_point_record(point: &str, record: &[u8]) {
-    if test_spec().is_some_and(|s| s == point)
-        && memchr::memmem::find(record, TEST_PANIC_MARKER.as_bytes()).is_some()
-    {
+    if test_spec().is_some_and(|s| s == point) && memchr::memmem::find(record, TEST_PANIC_MARKER.as_bytes()).is_some() {
         panic!("injected test panic at {point} on a record holding {TEST_PANIC_MARKER}");
     }
 }

@@ -52,8 +52,7 @@ impl Env {
         client.create_stream().stream_name(&stream).shard_count(shards).send().await.unwrap();
         for _ in 0..100 {
             let d = client.describe_stream_summary().stream_name(&stream).send().await.unwrap();
-            if d.stream_description_summary().unwrap().stream_status()
-                == &aws_sdk_kinesis::types::StreamStatus::Active
+            if d.stream_description_summary().unwrap().stream_status() == &aws_sdk_kinesis::types::StreamStatus::Active
             {
                 break;
             }

@@ -173,8 +173,10 @@ impl DetectorStage {
         }
         // Waiting on the sink stage is not this stage's stall.
         self.beat.idle();
-        let ok =
-            self.tx.blocking_send(Output::Batch { findings: out.findings, dead_letters: out.dead_letters, trace }).is_ok();
+        let ok = self
+            .tx
+            .blocking_send(Output::Batch { findings: out.findings, dead_letters: out.dead_letters, trace })
+            .is_ok();
         self.beat.busy();
         ok
     }

@@ -262,7 +262,8 @@ impl KinesisSource {
                     }
                 },
             };
-            let mut resp = match self.client.get_records().shard_iterator(&it).limit(self.cfg.max_records).send().await {
+            let mut resp = match self.client.get_records().shard_iterator(&it).limit(self.cfg.max_records).send().await
+            {
                 Ok(r) => {
                     failures = 0;
                     crate::panics::test_point("kinesis-reader");
