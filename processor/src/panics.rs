@@ -52,9 +52,15 @@ pub fn install_fatal_hook() {
         let message = payload_text(info.payload());
         let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
         let at = location.as_deref().unwrap_or("unknown location");
-        tracing::error!(thread, location = at, "panic: {message}; exiting with {PANIC_EXIT_CODE}");
         // stderr is unbuffered: this line is out even if the log pipeline is not.
         eprintln!("trailwatch: panic in thread '{thread}' at {at}: {message}");
+        // Logging below could block (a panic while a logger lock is held):
+        // the exit happens regardless.
+        std::thread::spawn(|| {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            std::process::exit(PANIC_EXIT_CODE);
+        });
+        tracing::error!(thread, location = at, "panic: {message}; exiting with {PANIC_EXIT_CODE}");
         eprintln!("trailwatch: exiting with code {PANIC_EXIT_CODE}; uncommitted input is read again after a restart");
         if std::env::var_os("RUST_BACKTRACE").is_some() {
             previous(info);

@@ -299,3 +299,39 @@ async fn a_record_whose_decoding_panics_is_dead_lettered() {
 async fn an_event_whose_evaluation_panics_is_dead_lettered() {
     a_panicking_record_is_dead_lettered("evaluate").await;
 }
+
+/// Embedded without the fail-fast hook (a library host), a shard reader that
+/// dies still fails the run, naming the shard, instead of leaving it unread.
+/// (The injection variable is read once per process; the binaries started by
+/// the other tests get their own environment.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_dead_shard_reader_fails_the_run() {
+    use std::sync::Arc;
+    use trailwatch_processor::service::{self, RunOptions};
+
+    let env = Env::start(1).await;
+    env.put((0..2).map(|i| record(i, "ok")).collect()).await;
+    std::env::set_var("TRAILWATCH_TEST_PANIC_AT", "kinesis-reader");
+    let text = std::fs::read_to_string(env.dir.path().join("trailwatch.toml")).unwrap();
+    let mut cfg: trailwatch_processor::config::Config = toml::from_str(&text).unwrap();
+    cfg.metrics.enabled = false;
+    let (set, _) = trailwatch_processor::ruleset::compile(
+        &[trailwatch_rules::RuleFile { name: "marker.yml".into(), text: RULE.into() }],
+        &trailwatch_rules::CompileOptions::default(),
+    )
+    .unwrap();
+    let opts = RunOptions {
+        detector: Default::default(),
+        findings: Default::default(),
+        now: None,
+        dead_letter: None,
+        decode: Default::default(),
+        on_listen: None,
+        commits: None,
+    };
+    let run = service::run(cfg, Arc::new(set), opts, std::future::pending::<()>());
+    let r = tokio::time::timeout(Duration::from_secs(60), run).await.expect("the run ends by itself");
+    let e = format!("{:#}", r.expect_err("the run fails"));
+    assert!(e.contains("the reader of shard shardId-000000000000 died"), "{e}");
+    assert!(e.contains("injected test panic at kinesis-reader"), "{e}");
+}

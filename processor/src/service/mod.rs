@@ -125,6 +125,9 @@ impl RunSummary {
     }
 }
 
+/// How the sink stage task ended.
+type SinkOutcome = Result<Result<SinkStats, sink_stage::StageError>, tokio::task::JoinError>;
+
 /// Runs the service until every (finite) source is done or `shutdown`
 /// resolves, then shuts down in order within `service.shutdown_timeout`.
 pub async fn run(
@@ -278,7 +281,7 @@ pub async fn run(
     // hook, a sink stage that failed for good) stops the service: never a
     // process that serves /metrics while nothing flows.
     let mut det_done: Option<Result<EvalStats, tokio::task::JoinError>> = None;
-    let mut sink_done: Option<Result<Result<SinkStats, sink_stage::StageError>, tokio::task::JoinError>> = None;
+    let mut sink_done: Option<SinkOutcome> = None;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut finite_left = sources.len();
     // With every source finished but not all of them finite (a file source
