@@ -284,6 +284,9 @@ fn run_cmd(a: RunArgs, log_level: &str) -> anyhow::Result<i32> {
     }
     // Before anything runs: a bad OTEL_* variable stops start-up too.
     let telemetry = crate::telemetry::Telemetry::init(&cfg.telemetry, log_level, &|k| std::env::var(k).ok())?;
+    // Fail fast: a panic outside the per-record guards ends the process
+    // (exit 70) instead of leaving a task dead behind a healthy endpoint.
+    crate::panics::install_fatal_hook();
     if embedded
         && std::env::var_os(crate::config::INLINE_ENV).is_none()
         && !std::path::Path::new("examples/events").exists()

@@ -61,6 +61,17 @@ pub struct ServiceConfig {
     pub channel_capacity: usize,
     /// Records that cannot be decoded or evaluated (default: state_dir/dead-letter.ndjson).
     pub dead_letter: Option<PathBuf>,
+    /// A source partition (Kinesis shard reader, SQS receiver) that completed
+    /// no poll within this many of its poll intervals (idle backoff included)
+    /// is stalled: /readyz fails naming it.
+    pub source_stall_polls: u32,
+    /// ... but never sooner than this (one slow AWS call is not a stall).
+    #[serde(with = "duration_text")]
+    pub source_stall_min: Duration,
+    /// A stage (detector, sinks) busy with one batch for longer than this
+    /// without progress is stuck: /healthz fails.
+    #[serde(with = "duration_text")]
+    pub stage_stall_timeout: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -71,6 +82,9 @@ impl Default for ServiceConfig {
             shutdown_timeout: Duration::from_secs(25),
             channel_capacity: 16,
             dead_letter: None,
+            source_stall_polls: 10,
+            source_stall_min: Duration::from_secs(30),
+            stage_stall_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -344,6 +358,12 @@ impl Config {
         }
         if self.service.commit_interval.is_zero() {
             problems.push("service.commit_interval must be above 0".to_string());
+        }
+        if self.service.source_stall_polls == 0 {
+            problems.push("service.source_stall_polls must be at least 1".to_string());
+        }
+        if self.service.stage_stall_timeout.is_zero() {
+            problems.push("service.stage_stall_timeout must be above 0".to_string());
         }
         if self.service.channel_capacity == 0 {
             problems.push("service.channel_capacity must be at least 1".to_string());

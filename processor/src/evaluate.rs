@@ -218,6 +218,14 @@ impl Evaluator {
         self.alerts = alerts;
     }
 
+    /// After a panic caught while evaluating one event (`panics::guard`): the
+    /// per-event scratch may be half-written, so it starts afresh. (Why the
+    /// windows are kept is in `service/design.md`, "Panics".)
+    pub fn recover_from_panic(&mut self) {
+        self.scratch = self.set.scratch();
+        self.alerts.clear();
+    }
+
     /// A record the decoder could not read (counted, logged, dead-lettered).
     pub fn bad_record(
         &mut self,

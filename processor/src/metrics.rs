@@ -74,6 +74,10 @@ pub struct Metrics {
     pub otlp_spans_exported: IntCounterVec,
     pub otlp_spans_dropped: IntCounterVec,
     pub otlp_export_retries: IntCounterVec,
+    // Faults and progress (panics caught per record, stalled readers and stages).
+    pub record_panics: IntCounterVec,
+    pub source_partition_stalled: IntGaugeVec,
+    pub pipeline_stage_stalled: IntGaugeVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -330,6 +334,24 @@ impl Metrics {
                 "trailwatch_otlp_export_retries_total",
                 "Retried OTLP export requests, by reason (throttled, unavailable, network, timeout).",
                 &["reason"],
+            ),
+            record_panics: counter_vec(
+                &r,
+                "trailwatch_record_panics_total",
+                "Records whose decoding or evaluation panicked, by stage (decode, evaluate); each is dead-lettered.",
+                &["stage"],
+            ),
+            source_partition_stalled: int_gauge_vec(
+                &r,
+                "trailwatch_source_partition_stalled",
+                "1 while a source partition (Kinesis shard, SQS receiver) has completed no poll within its stall budget.",
+                &["source", "partition"],
+            ),
+            pipeline_stage_stalled: int_gauge_vec(
+                &r,
+                "trailwatch_pipeline_stage_stalled",
+                "1 while a pipeline stage (detector, sinks) has been busy without progress past service.stage_stall_timeout, or is gone.",
+                &["stage"],
             ),
             registry: r,
         }

@@ -183,6 +183,11 @@ impl Server {
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
+    /// The server's process id (to pause it with SIGSTOP: a hung endpoint).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the server (an outage) without dropping the handle.
     pub fn stop(&mut self) {
         let _ = self.child.kill();

@@ -12,6 +12,9 @@ use trailwatch_rules::EventClass;
 
 use crate::decode::{self, DecodeOptions, Decoded, ObjectRef, Position};
 
+/// Raw text kept in a dead letter (as the evaluator's).
+const RAW_LIMIT: usize = 64 * 1024;
+
 /// One decoded event inside an [`EventBatch`].
 #[derive(Debug, Clone)]
 pub struct BatchEvent {
@@ -30,6 +33,8 @@ pub struct BatchError {
     pub position: Position,
     pub kind: &'static str,
     pub message: String,
+    /// The raw unit, when the decoder could not say more (a caught panic).
+    pub raw: Option<String>,
 }
 
 /// Events, errors and object references decoded from one or more units.
@@ -55,11 +60,34 @@ impl EventBatch {
     }
 
     /// Decodes one unit of input (a Kinesis record, an SQS body, an S3 object).
+    /// A unit whose decoding panics is dropped whole and becomes one error of
+    /// kind `panic` carrying the message and the raw unit (see `panics.rs`).
     pub fn push_unit(&mut self, data: &[u8], origin: String, opts: &DecodeOptions) {
         self.input_bytes += data.len() as u64;
         let o = self.add_origin(origin);
         let origin = self.origins[o as usize].clone();
-        decode::decode(data, &origin, opts, &mut |item| self.push_decoded(o, item));
+        let mark = (self.text.len(), self.events.len(), self.errors.len(), self.object_refs.len());
+        let skipped = self.skipped.clone();
+        let r = crate::panics::guard("decode", || {
+            crate::panics::test_point_record("decode", data);
+            decode::decode(data, &origin, opts, &mut |item| self.push_decoded(o, item));
+        });
+        if let Err(message) = r {
+            // Nothing of a unit half decoded: the dead letter holds all of it.
+            self.text.truncate(mark.0);
+            self.events.truncate(mark.1);
+            self.errors.truncate(mark.2);
+            self.object_refs.truncate(mark.3);
+            self.skipped = skipped;
+            let raw = String::from_utf8_lossy(&data[..data.len().min(RAW_LIMIT)]).into_owned();
+            self.errors.push(BatchError {
+                origin: o,
+                position: Position { line: 1, byte_offset: 0, record: None },
+                kind: "panic",
+                message,
+                raw: Some(raw),
+            });
+        }
     }
 
     /// Registers where the following items come from; returns its index.
@@ -90,6 +118,7 @@ impl EventBatch {
                 position: e.position,
                 kind: e.kind.as_str(),
                 message: e.message,
+                raw: None,
             }),
             Decoded::Skipped { reason, .. } => *self.skipped.entry(reason.as_str()).or_default() += 1,
             Decoded::ObjectRef(r) => self.object_refs.push(r),

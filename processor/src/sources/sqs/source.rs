@@ -64,15 +64,20 @@ impl Source for SqsSource {
             let (me, ctx) = (Arc::clone(&me), Arc::clone(&ctx));
             receivers.spawn(async move { me.receive_loop(&ctx, i, visibility).await });
         }
-        let mut result = Ok(());
+        // One receiver failing or dying fails the source at once (the service
+        // then stops): never a queue read by fewer receivers than configured
+        // without anyone noticing.
         while let Some(r) = receivers.join_next().await {
             match r {
-                Ok(Err(e)) => result = Err(e),
-                Err(e) if e.is_panic() => result = Err(SourceError::Fatal(format!("an sqs receiver panicked: {e}"))),
-                _ => {}
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(e) => {
+                    ctx.health.set_source(&ctx.name, false);
+                    return Err(SourceError::Fatal(format!("an sqs receiver died: {e}")));
+                }
             }
         }
-        result
+        Ok(())
     }
 }
 
@@ -103,6 +108,9 @@ impl SqsSource {
         let m = crate::metrics::get();
         let mut acks: JoinSet<()> = JoinSet::new();
         let mut failures = 0u32;
+        // Readiness watches this receiver: a long poll must complete within its budget.
+        let interval = self.cfg.wait_time.max(Duration::from_secs(1));
+        let beat = ctx.health.partition(&ctx.name, &format!("receiver-{receiver}"), interval);
         loop {
             while acks.try_join_next().is_some() {}
             let mut req = self
@@ -124,6 +132,8 @@ impl SqsSource {
                 Ok(r) => {
                     failures = 0;
                     ctx.health.set_source(&ctx.name, true);
+                    beat.polled(interval);
+                    crate::panics::test_point("sqs-receiver");
                     r.messages.unwrap_or_default()
                 }
                 Err(e) => {
@@ -166,7 +176,8 @@ impl SqsSource {
             // Decoding and S3 reads are the batch's work (the long poll is waiting).
             let span = batch_span(&ctx.name, "");
             for msg in &messages {
-                match tracing::Instrument::instrument(self.prepare(ctx, msg, now), span.clone()).await {
+                // Decoding and S3 reads are not a stalled poll.
+                match beat.busy(tracing::Instrument::instrument(self.prepare(ctx, msg, now), span.clone())).await {
                     Prepared::Ok(b) => {
                         batch.append(b);
                         handles.extend(msg.receipt_handle().map(str::to_string));
@@ -200,15 +211,14 @@ impl SqsSource {
             }
             let trace = finish_batch(span, &ctx.name, "", handles.len() as u64, &batch);
             let (tx, rx) = oneshot::channel();
-            let sent = ctx
-                .out
-                .send(SourceBatch {
+            let sent = beat
+                .busy(ctx.out.send(SourceBatch {
                     source: Arc::clone(&ctx.name),
                     events: batch,
                     checkpoint: None,
                     ack: Some(tx),
                     trace,
-                })
+                }))
                 .await;
             if !sent {
                 break;
@@ -244,7 +254,19 @@ impl SqsSource {
                 continue;
             }
             match self.fetch(&r).await {
-                Ok(bytes) => b.push_unit(&bytes, format!("s3://{}/{}", r.bucket, r.key), &ctx.decode),
+                Ok(bytes) => {
+                    // Gunzip and parse of an object on the decode pool, off the runtime's threads.
+                    let (origin, opts) = (format!("s3://{}/{}", r.bucket, r.key), ctx.decode.clone());
+                    let unit = crate::service::blocking::decode(move || {
+                        let mut u = EventBatch::new(Some(now));
+                        u.push_unit(&bytes, origin, &opts);
+                        u
+                    });
+                    match unit.await {
+                        Ok(u) => b.append(u),
+                        Err(e) => return Prepared::Poison(Poison::Undecodable(e)),
+                    }
+                }
                 Err(FetchError::Permanent(w)) => return Prepared::Poison(Poison::Object(w)),
                 Err(FetchError::Transient(w)) => return Prepared::Retry(w),
             }
