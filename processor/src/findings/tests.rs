@@ -97,7 +97,10 @@ fn cloudtrail_finding_content() {
     let r = rule(Level::High, &["attack.defense-evasion", "attack.t1562.008", "nist_csf.de.cm-7", "nist_csf.pr.pt-1"]);
     let f = build(&r, EventClass::CloudTrail, ev, &FindingContext::default());
     assert_eq!(f.aws_account_id, "143434273843");
-    assert_eq!(f.product_arn, "arn:aws:securityhub:apiso-centralnorth-2r:143434273843:product/143434273843/default");
+    // Imported in the import region (findings.region), not the event's
+    // (here an anonymised, non-existent one); the event's region is kept.
+    assert_eq!(f.product_arn, "arn:aws:securityhub:us-east-1:143434273843:product/143434273843/default");
+    assert_eq!(f.product_fields["trailwatch/EventRegion"], "apiso-centralnorth-2r");
     assert_eq!(f.severity.label, "HIGH");
     assert_eq!(f.types, vec!["TTPs/Defense Evasion"]);
     assert_eq!(f.finding_provider_fields.types, f.types);
@@ -431,10 +434,10 @@ fn non_ascii_text_is_clipped_to_the_byte_limit_not_lost() {
     r.title = "é".repeat(1100);
     let f = build(&r, EventClass::CloudTrail, &ev, &FindingContext::default());
     assert!(validate(&f).is_ok(), "{:?}", validate(&f));
-    assert!(f.description.len() <= MAX_DESCRIPTION, "{} bytes", f.description.len());
+    assert!(f.description.len() <= validate::MAX_DESCRIPTION, "{} bytes", f.description.len());
     assert!(f.description.starts_with("éé") && f.description.ends_with('…'));
     assert_eq!(f.description.trim_end_matches('…').chars().filter(|c| *c != 'é').count(), 0, "cut between characters");
-    assert!(f.title.len() <= MAX_TITLE);
+    assert!(f.title.len() <= validate::MAX_TITLE);
     // 1100 × 'é' is 2200 bytes: over the 2048-byte ProductFields value limit.
     let t = &f.product_fields["trailwatch/RuleTitle"];
     assert!(t.len() <= 2048 && t.ends_with('…'), "{}", t.len());
@@ -463,7 +466,8 @@ fn a_finding_from_another_region_is_imported_in_the_import_region() {
     assert_eq!(f.product_arn, "arn:aws:securityhub:us-east-1:111122223333:product/111122223333/default");
     assert_eq!(f.region.as_deref(), Some("us-east-1"));
     assert_eq!(f.product_fields["trailwatch/EventRegion"], "eu-west-1");
-    assert!(f.resources.iter().all(|r| r.region.as_deref() == Some("eu-west-1")), "{:?}", f.resources);
+    assert!(f.resources.iter().any(|r| r.region.as_deref() == Some("eu-west-1")), "{:?}", f.resources);
+    assert!(f.resources.iter().all(|r| r.region.as_deref() != Some("us-east-1")), "{:?}", f.resources);
     // An allowed import region keeps its own findings.
     let ctx = FindingContext { import_regions: vec!["eu-west-1".into()], ..ctx };
     let f2 = build(&r, EventClass::CloudTrail, &ev, &ctx);

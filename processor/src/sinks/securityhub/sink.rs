@@ -544,13 +544,13 @@ impl Shared {
 
     /// Spool gauges, parked routes and health from the queues' state.
     fn publish(&self) {
-        let now = Instant::now();
         let (mut findings, mut bytes, mut parked) = (0u64, 0u64, 0i64);
         for q in self.queue_list() {
             let st = q.st.lock().unwrap_or_else(|p| p.into_inner());
             findings += st.findings;
             bytes += st.bytes;
-            if st.failures > 0 && (st.findings > 0 || st.parked_until.is_some_and(|t| t > now)) {
+            // Parked: failing, with findings waiting for it.
+            if st.failures > 0 && st.findings > 0 {
                 parked += 1;
             }
         }
