@@ -145,16 +145,9 @@ fn ids(f: &[serde_json::Value]) -> Vec<String> {
     f.iter().map(|v| v["Id"].as_str().unwrap().to_string()).collect()
 }
 
+/// Findings in a sink's spool (one queue directory per route).
 fn spooled(dir: &Path, sink: &str) -> usize {
-    let d = dir.join("state/spool").join(sink);
-    std::fs::read_dir(&d)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".ndjson"))
-                .map(|e| std::fs::read_to_string(e.path()).unwrap().lines().count())
-                .sum()
-        })
-        .unwrap_or(0)
+    spooled_route(dir, sink)
 }
 
 #[tokio::test]
@@ -495,7 +488,7 @@ async fn healthy_findings_arrive_while_another_route_is_refused() {
     }
 }
 
-/// Findings in every route queue of a sink's spool.
+/// Findings in every route queue (`<account>_<region>/`) of a sink's spool.
 fn spooled_route(dir: &Path, sink: &str) -> usize {
     let root = dir.join("state/spool").join(sink);
     let Ok(rd) = std::fs::read_dir(&root) else { return 0 };
