@@ -425,7 +425,8 @@ async fn refusing_proxy(upstream: &str, refuse: &'static str) -> (String, Seen) 
                         .to_string();
                     seen.lock().unwrap().push(region.clone());
                     let response = if region == refuse {
-                        let body = r#"{"Message":"User is not authorized to perform: securityhub:BatchImportFindings"}"#;
+                        let body =
+                            r#"{"Message":"User is not authorized to perform: securityhub:BatchImportFindings"}"#;
                         format!(
                             "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\nx-amzn-errortype: AccessDeniedException\r\ncontent-length: {}\r\n\r\n{body}",
                             body.len()

@@ -189,7 +189,9 @@ fn open_queues(root: &Path) -> std::io::Result<HashMap<RouteKey, Spool>> {
         }
         let spool = Spool::open(&entry.path(), u64::MAX)?;
         let key = match spool.oldest() {
-            Ok(Some((_, lines))) => lines.first().and_then(|l| serde_json::from_str(l).ok()).map(|v| convert::route_of(&v)),
+            Ok(Some((_, lines))) => {
+                lines.first().and_then(|l| serde_json::from_str(l).ok()).map(|v| convert::route_of(&v))
+            }
             _ => None,
         };
         match key {
@@ -213,7 +215,9 @@ fn open_queues(root: &Path) -> std::io::Result<HashMap<RouteKey, Spool>> {
         for (key, lines) in groups {
             let spool = match out.entry(key.clone()) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(Spool::open(&queue_dir(root, &key), u64::MAX)?),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(Spool::open(&queue_dir(root, &key), u64::MAX)?)
+                }
             };
             spool.append(&lines).map_err(std::io::Error::other)?;
         }
@@ -682,7 +686,12 @@ impl Shared {
         for i in items {
             self.dead_letter(
                 "securityhub_refused",
-                format!("{}: {reason} (route {}/{} refused {refusals} times in a row)", i.id, key.0, key.1.as_deref().unwrap_or("-")),
+                format!(
+                    "{}: {reason} (route {}/{} refused {refusals} times in a row)",
+                    i.id,
+                    key.0,
+                    key.1.as_deref().unwrap_or("-")
+                ),
                 &i.line,
             );
         }
@@ -1053,7 +1062,11 @@ mod tests {
                             .to_string();
                         regions.lock().unwrap().push(region.clone());
                         let (status, kind, text) = if refuse == Some(region.as_str()) {
-                            (403, "AccessDeniedException", r#"{"Message":"not authorized to perform securityhub:BatchImportFindings in this region"}"#)
+                            (
+                                403,
+                                "AccessDeniedException",
+                                r#"{"Message":"not authorized to perform securityhub:BatchImportFindings in this region"}"#,
+                            )
                         } else {
                             script.lock().unwrap().pop_front().unwrap_or((500, "", "{}"))
                         };

@@ -62,14 +62,7 @@ impl Spool {
         let next_seq = found.last().map_or(1, |s| s.seq + 1);
         let bytes = found.iter().map(|s| s.bytes).sum();
         let findings = found.iter().map(|s| s.findings).sum();
-        Ok(Spool {
-            dir: dir.to_path_buf(),
-            segments: found.into(),
-            next_seq,
-            bytes,
-            findings,
-            max_bytes,
-        })
+        Ok(Spool { dir: dir.to_path_buf(), segments: found.into(), next_seq, bytes, findings, max_bytes })
     }
 
     pub fn is_empty(&self) -> bool {
