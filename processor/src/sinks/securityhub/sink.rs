@@ -931,7 +931,7 @@ impl Shared {
             .into_iter()
             .filter(|q| {
                 let st = q.st.lock().unwrap_or_else(|p| p.into_inner());
-                st.findings > 0 && !st.parked_until.is_some_and(|t| t > now)
+                st.findings > 0 && st.parked_until.is_none_or(|t| t <= now)
             })
             .collect();
         let mut set = JoinSet::new();
