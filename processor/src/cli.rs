@@ -339,6 +339,7 @@ fn run_cmd(a: RunArgs, log_level: &str) -> anyhow::Result<i32> {
 fn finding_context(cfg: &Config, central_account: Option<String>, region: Option<String>) -> FindingContext {
     FindingContext {
         product_region: region.unwrap_or(cfg.findings.region.clone()),
+        import_regions: cfg.findings.import_regions.clone(),
         report_to: match (central_account, cfg.findings.report_to) {
             (Some(account), _) => ReportTo::Central { account },
             (None, ReportToConfig::Central) => {

@@ -249,8 +249,14 @@ pub struct FindingsConfig {
     /// from; `central`: all findings are reported under `central_account`.
     pub report_to: ReportToConfig,
     pub central_account: Option<String>,
-    /// Region for ProductArn when an event carries none.
+    /// The region findings are imported into (their ProductArn and
+    /// `Region`): the one the import role allows. A finding of an event from
+    /// another region is routed here, not refused; the event's region stays
+    /// in its resources and in ProductFields `trailwatch/EventRegion`.
     pub region: String,
+    /// Event regions whose findings are imported in their own region instead
+    /// (the import role must allow each); empty: every finding goes to `region`.
+    pub import_regions: Vec<String>,
 }
 
 impl Default for FindingsConfig {
@@ -259,6 +265,7 @@ impl Default for FindingsConfig {
             report_to: ReportToConfig::EventAccount,
             central_account: None,
             region: "us-east-1".to_string(),
+            import_regions: Vec::new(),
         }
     }
 }

@@ -426,6 +426,15 @@ impl Evaluator {
             metrics::get().findings_invalid.inc();
             let why: Vec<String> = violations.iter().map(|v| v.to_string()).collect();
             tracing::error!(rule = %input.rule.id, %origin, position = %pos, "finding failed ASFF validation: {}", why.join("; "));
+            // Dead-lettered with the reason, like a bad record, so it is kept
+            // (and synced) before the input is acknowledged.
+            out(Emitted::DeadLetter(DeadLetter {
+                origin: origin.to_string(),
+                position: pos.clone(),
+                kind: "invalid_finding",
+                error: format!("rule {}: finding {}: {}", input.rule.id, asff.id, why.join("; ")),
+                raw: Some(truncate(&json, 64 * 1024).to_string()),
+            }));
             return;
         }
         self.stats.findings += 1;
@@ -508,4 +517,46 @@ fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trailwatch_rules::RuleFile;
+
+    /// Issue 15: a finding that fails validation was only logged and
+    /// counted; it is dead-lettered now, with the reason and the finding.
+    #[test]
+    fn an_invalid_finding_is_dead_lettered_with_the_reason() {
+        let rule = r#"
+title: bad types
+id: 6f1d1b0e-0000-4000-8000-0000000000bb
+level: high
+asff_types: ["Not A Namespace/x"]
+logsource: {product: aws, service: cloudtrail}
+detection:
+    sel: {eventName: ListUsers}
+    condition: sel
+"#;
+        let (set, _) = crate::ruleset::compile(
+            &[RuleFile { name: "bad.yml".into(), text: rule.into() }],
+            &trailwatch_rules::CompileOptions::default(),
+        )
+        .unwrap();
+        let mut eval = Evaluator::new(Arc::new(set), DetectorConfig::default(), FindingContext::default());
+        let json = r#"{"eventVersion":"1.08","eventID":"e1","eventTime":"2026-01-01T00:00:00Z","eventSource":"iam.amazonaws.com","eventName":"ListUsers","awsRegion":"us-east-1","recipientAccountId":"111122223333","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/u","accountId":"111122223333"}}"#;
+        let pos = Position { line: 7, ..Default::default() };
+        let mut out = Vec::new();
+        let ev = EventRef { class: EventClass::CloudTrail, json, origin: "f.ndjson", position: &pos, ingest_ms: None };
+        eval.event(ev, OffsetDateTime::UNIX_EPOCH, &mut |e| out.push(e));
+        assert_eq!(out.len(), 1, "{out:?}");
+        let Emitted::DeadLetter(d) = &out[0] else { panic!("not a dead letter: {out:?}") };
+        assert_eq!(d.kind, "invalid_finding");
+        assert_eq!(d.origin, "f.ndjson");
+        assert_eq!(d.position.line, 7);
+        assert!(d.error.contains("Types") && d.error.contains("Not A Namespace/x"), "{}", d.error);
+        assert!(d.raw.as_deref().unwrap().contains("\"GeneratorId\":\"6f1d1b0e-0000-4000-8000-0000000000bb\""));
+        assert_eq!(eval.stats().invalid_findings, 1);
+        assert_eq!(eval.stats().findings, 0);
+    }
 }

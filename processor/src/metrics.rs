@@ -58,6 +58,7 @@ pub struct Metrics {
     pub sink_retries: IntCounterVec,
     pub sink_spool_bytes: IntGaugeVec,
     pub sink_spool_findings: IntGaugeVec,
+    pub securityhub_routes_parked: IntGaugeVec,
     pub dead_letters: IntCounter,
     // End to end.
     pub event_to_finding: Histogram,
@@ -212,7 +213,7 @@ impl Metrics {
             findings_invalid: counter(
                 &r,
                 "trailwatch_findings_invalid_total",
-                "Findings that failed ASFF validation and were not emitted.",
+                "Findings that failed ASFF validation: dead-lettered (kind invalid_finding), not emitted.",
             ),
             rules_skipped: int_gauge(
                 &r,
@@ -276,6 +277,12 @@ impl Metrics {
                 &r,
                 "trailwatch_sink_spool_findings",
                 "Findings waiting in the sink's on-disk spool.",
+                &["sink"],
+            ),
+            securityhub_routes_parked: int_gauge_vec(
+                &r,
+                "trailwatch_securityhub_routes_parked",
+                "Security Hub routes (account and region) whose last attempt failed and whose findings wait in their spool.",
                 &["sink"],
             ),
             dead_letters: counter(&r, "trailwatch_dead_letters_total", "Records written to the dead-letter file."),
