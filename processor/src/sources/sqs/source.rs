@@ -204,6 +204,21 @@ impl SqsSource {
             if let Some(sent) = oldest_sent {
                 m.sqs_oldest_message_age.with_label_values(&[&ctx.name]).set((now - sent).max(0) as f64 / 1000.0);
             }
+            // Until the batch's own settle task takes over, keep every message
+            // invisible: S3 reads and waiting for this batch's turn can take
+            // longer than a short visibility timeout.
+            let received: Vec<String> =
+                messages.iter().filter_map(|m| m.receipt_handle().map(str::to_string)).collect();
+            let keep = tokio_util::sync::CancellationToken::new();
+            let guard = keep.clone().drop_guard();
+            acks.spawn(keep_visible(
+                self.sqs.clone(),
+                self.cfg.queue_url.clone(),
+                Arc::clone(&ctx.name),
+                received,
+                visibility,
+                keep,
+            ));
             let mut batch = EventBatch::new(Some(now));
             let mut handles: Vec<String> = Vec::new();
             let mut retry = false;
@@ -291,6 +306,7 @@ impl SqsSource {
             let url = self.cfg.queue_url.clone();
             let name = Arc::clone(&ctx.name);
             acks.spawn(async move { settle(sqs, url, name, handles, rx, visibility).await });
+            drop(guard);
         }
         // Stopped receiving: wait for what is in flight to be committed or dropped.
         while acks.join_next().await.is_some() {}
@@ -365,6 +381,46 @@ enum FetchError {
     Transient(String),
 }
 
+/// Extends the visibility of `handles` every half timeout until `stop`.
+async fn keep_visible(
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+    source: Arc<str>,
+    handles: Vec<String>,
+    visibility: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let every = (visibility / 2).max(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => extend(&sqs, &url, &source, &handles, visibility).await,
+        }
+    }
+}
+
+async fn extend(sqs: &aws_sdk_sqs::Client, url: &str, source: &str, handles: &[String], visibility: Duration) {
+    let entries: Vec<_> = handles
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(h)
+                .visibility_timeout(visibility.as_secs().max(1) as i32)
+                .build()
+                .ok()
+        })
+        .collect();
+    for chunk in entries.chunks(10) {
+        let r = sqs.change_message_visibility_batch().queue_url(url).set_entries(Some(chunk.to_vec())).send().await;
+        if let Err(e) = r {
+            crate::metrics::get().source_errors.with_label_values(&[source, "change_visibility"]).inc();
+            tracing::warn!(source = %source, error = %aws::error_text(&e), "cannot extend visibility");
+        }
+    }
+}
+
 /// Waits for a batch's fate: deletes its messages once committed, keeps
 /// their visibility extended while it is in flight, leaves them otherwise.
 async fn settle(
@@ -381,27 +437,7 @@ async fn settle(
     let status = loop {
         tokio::select! {
             r = &mut rx => break r.unwrap_or(AckStatus::Dropped),
-            _ = tokio::time::sleep(every) => {
-                let entries: Vec<_> = handles
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, h)| {
-                        ChangeMessageVisibilityBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .receipt_handle(h)
-                            .visibility_timeout(visibility.as_secs().max(1) as i32)
-                            .build()
-                            .ok()
-                    })
-                    .collect();
-                for chunk in entries.chunks(10) {
-                    let r = sqs.change_message_visibility_batch().queue_url(&url).set_entries(Some(chunk.to_vec())).send().await;
-                    if let Err(e) = r {
-                        m.source_errors.with_label_values(&[&source, "change_visibility"]).inc();
-                        tracing::warn!(source = %source, error = %aws::error_text(&e), "cannot extend visibility");
-                    }
-                }
-            }
+            _ = tokio::time::sleep(every) => extend(&sqs, &url, &source, &handles, visibility).await,
         }
     };
     if status != AckStatus::Committed {
