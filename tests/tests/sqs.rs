@@ -398,7 +398,9 @@ async fn four_receivers_draining_a_backlog_lose_no_correlation() {
     .unwrap();
     let (tx, mut rx) = tokio::sync::watch::channel(0u64);
     let opts = RunOptions {
-        detector: DetectorConfig::default(),
+        // A lateness of 2 minutes: one batch (~12 minutes of event time)
+        // handed on before an older one would make the older one late.
+        detector: DetectorConfig { allowed_lateness_ms: 2 * 60_000, ..DetectorConfig::default() },
         findings: FindingContext::default(),
         now: None,
         dead_letter: None,
