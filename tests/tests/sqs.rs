@@ -363,16 +363,17 @@ async fn four_receivers_draining_a_backlog_lose_no_correlation() {
     let url = queue(&sqs, "backlog", &[]).await;
     let files: Vec<Vec<Vec<String>>> = (0..ACCOUNTS.len()).map(account_files).collect();
     // Delivered in time order across accounts, as CloudTrail writes them.
-    for i in 0..FILES as usize {
-        for (ai, account) in ACCOUNTS.iter().enumerate() {
-            let key = format!(
-                "AWSLogs/o-abc/{account}/CloudTrail/us-east-1/2026/11/01/{account}_CloudTrail_us-east-1_20261101T{:02}{:02}Z_{i}.json.gz",
-                i / 12,
-                (i % 12) * 5
-            );
-            s3.put_object().bucket("org-trail").key(&key).body(gz(&files[ai][i]).into()).send().await.unwrap();
-            sqs.send_message().queue_url(&url).message_body(s3_notification("org-trail", &key)).send().await.unwrap();
-        }
+    // (slot, account index) in delivery order.
+    let order = (0..FILES as usize).flat_map(|i| (0..ACCOUNTS.len()).map(move |ai| (i, ai)));
+    for (i, ai) in order {
+        let account = ACCOUNTS[ai];
+        let key = format!(
+            "AWSLogs/o-abc/{account}/CloudTrail/us-east-1/2026/11/01/{account}_CloudTrail_us-east-1_20261101T{:02}{:02}Z_{i}.json.gz",
+            i / 12,
+            (i % 12) * 5
+        );
+        s3.put_object().bucket("org-trail").key(&key).body(gz(&files[ai][i]).into()).send().await.unwrap();
+        sqs.send_message().queue_url(&url).message_body(s3_notification("org-trail", &key)).send().await.unwrap();
     }
     let want: Vec<String> = {
         let mut v: Vec<String> = ACCOUNTS
