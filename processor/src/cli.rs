@@ -372,7 +372,8 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
         decode: DecodeOptions::default(),
         findings: finding_context(&cfg, a.central_account, a.region),
         now,
-        detector: detector_config(&cfg)?,
+        // An archive is read long after it was written: no future bound.
+        detector: DetectorConfig { max_future_skew_ms: None, ..detector_config(&cfg)? },
         format: match a.format {
             ReplayFormatArg::Asff => replay::ReplayFormat::Asff,
             ReplayFormatArg::Matches => replay::ReplayFormat::Matches,
@@ -472,6 +473,9 @@ fn detector_config(cfg: &Config) -> anyhow::Result<DetectorConfig> {
         max_keys: cfg.windows.max_keys,
         dedup_period_ms: cfg.windows.dedup_period.as_millis() as i64,
         suppressions,
+        idle_timeout_ms: Some(cfg.windows.idle_timeout.as_millis() as i64).filter(|t| *t > 0),
+        max_future_skew_ms: Some(cfg.windows.max_future_skew.as_millis() as i64).filter(|t| *t > 0),
+        max_event_ids: cfg.windows.max_event_ids,
     })
 }
 

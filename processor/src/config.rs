@@ -213,6 +213,17 @@ pub struct WindowsConfig {
     /// updates the existing finding instead of creating a new one.
     #[serde(with = "duration_text")]
     pub dedup_period: Duration,
+    /// A partition (Kinesis shard, account+region of a queue) without events
+    /// for this long stops holding the watermark back; `0s`: never.
+    #[serde(with = "duration_text")]
+    pub idle_timeout: Duration,
+    /// Event times further than this ahead of the clock move no watermark
+    /// (counted, logged once per partition); `0s`: no bound. `run` only.
+    #[serde(with = "duration_text")]
+    pub max_future_skew: Duration,
+    /// Event ids remembered so that a redelivered event counts once in the
+    /// windows (about 40 bytes each; the oldest are forgotten over it); 0: off.
+    pub max_event_ids: usize,
 }
 
 impl Default for WindowsConfig {
@@ -222,6 +233,9 @@ impl Default for WindowsConfig {
             allowed_lateness: Duration::from_secs(15 * 60),
             max_keys: 1_000_000,
             dedup_period: Duration::from_secs(3600),
+            idle_timeout: Duration::from_secs(10 * 60),
+            max_future_skew: Duration::from_secs(5 * 60),
+            max_event_ids: 1_000_000,
         }
     }
 }

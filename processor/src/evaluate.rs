@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
-use trailwatch_rules::{Alert, CorrelationAlert, Detector, DetectorConfig, DetectorStats, EventClass, RuleSet};
+use trailwatch_rules::{
+    Alert, CorrelationAlert, Detector, DetectorConfig, DetectorStats, EventClass, PartitionId, RuleSet,
+};
 
 use crate::decode::Position;
 use crate::findings::{self, AsffFinding, FindingContext, FindingInput};
@@ -198,14 +200,45 @@ impl Evaluator {
         s
     }
 
-    /// Evaluates one event. `now` is the processing time (UpdatedAt).
+    /// Evaluates one event of the default partition. `now` is the
+    /// processing time (UpdatedAt).
     pub fn event(&mut self, ev: EventRef<'_>, now: OffsetDateTime, out: &mut dyn FnMut(Emitted)) {
+        let p = self.det.partition("");
+        self.event_in(p, ev, now, out);
+    }
+
+    /// The watermark partition named `name` (a shard, an account+region, a
+    /// file; see the rules crate's `detect_design.md`), registered if new.
+    pub fn partition(&mut self, name: &str) -> PartitionId {
+        self.det.partition(name)
+    }
+
+    /// The partition has ended (a Kinesis shard read to SHARD_END).
+    pub fn close_partition(&mut self, p: PartitionId, now: OffsetDateTime, out: &mut dyn FnMut(Emitted)) {
+        let mut alerts = Vec::new();
+        self.det.close_partition(p, &mut alerts);
+        for a in alerts {
+            self.alert(a, None, &mut None, now, out);
+        }
+    }
+
+    /// Evaluates one event of partition `p`.
+    pub fn event_in(&mut self, p: PartitionId, ev: EventRef<'_>, now: OffsetDateTime, out: &mut dyn FnMut(Emitted)) {
         self.stats.events += 1;
         *self.stats.events_by_class.entry(ev.class.service()).or_default() += 1;
         let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
         let mut alerts = std::mem::take(&mut self.alerts);
         alerts.clear();
-        match self.det.process(ev.class, ev.json, now_ms, &mut self.scratch, &mut alerts) {
+        let res = self.det.process_in(p, ev.class, ev.json, now_ms, &mut self.scratch, &mut alerts);
+        for name in self.det.take_future_partitions() {
+            tracing::warn!(
+                partition = %name,
+                origin = %ev.origin,
+                position = %ev.position,
+                "event time further ahead of processing time than windows.max_future_skew: it moves no watermark (logged once per partition, all are counted)"
+            );
+        }
+        match res {
             Err(e) => self.bad(ev.origin, ev.position, "json", &e.to_string(), Some(ev.json), out),
             Ok(()) => {
                 // Parsed once for all the alerts of this event, and only if any.
@@ -294,6 +327,8 @@ impl Evaluator {
         m.window_keys.set(s.keys as i64);
         m.window_evictions.inc_by(s.evictions.saturating_sub(p.evictions));
         m.window_late_events.inc_by(s.late_dropped.saturating_sub(p.late_dropped));
+        m.window_duplicate_events.inc_by(s.duplicate_events.saturating_sub(p.duplicate_events));
+        m.window_future_events.inc_by(s.future_events.saturating_sub(p.future_events));
         m.window_missing_group_key.inc_by(s.missing_group_key.saturating_sub(p.missing_group_key));
         m.suppressed.inc_by(s.suppressed.saturating_sub(p.suppressed));
         if let Some(w) = s.watermark_ms {

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub window_keys: IntGauge,
     pub window_evictions: IntCounter,
     pub window_late_events: IntCounter,
+    pub window_duplicate_events: IntCounter,
+    pub window_future_events: IntCounter,
     pub window_missing_group_key: IntCounter,
     pub window_watermark: Gauge,
     // Sinks.
@@ -230,6 +232,16 @@ impl Metrics {
                 &r,
                 "trailwatch_window_late_events_total",
                 "Events older than the watermark, dropped from correlation windows.",
+            ),
+            window_duplicate_events: counter(
+                &r,
+                "trailwatch_window_duplicate_events_total",
+                "Redelivered events (an event id already counted) kept out of correlation windows.",
+            ),
+            window_future_events: counter(
+                &r,
+                "trailwatch_window_future_events_total",
+                "Events whose time is further ahead of processing time than windows.max_future_skew; they move no watermark.",
             ),
             window_missing_group_key: counter(
                 &r,

@@ -44,6 +44,9 @@ pub struct EventBatch {
     events: Vec<BatchEvent>,
     errors: Vec<BatchError>,
     origins: Vec<String>,
+    /// Watermark partition of each origin that has its own (the
+    /// account+region of a CloudTrail log file read from S3).
+    origin_partitions: Vec<Option<Arc<str>>>,
     /// Values skipped on purpose, by reason.
     pub skipped: BTreeMap<&'static str, u64>,
     /// S3 objects announced by notifications (the SQS source fetches them).
@@ -63,8 +66,17 @@ impl EventBatch {
     /// A unit whose decoding panics is dropped whole and becomes one error of
     /// kind `panic` carrying the message and the raw unit (see `panics.rs`).
     pub fn push_unit(&mut self, data: &[u8], origin: String, opts: &DecodeOptions) {
+        self.push_unit_in(data, origin, None, opts);
+    }
+
+    /// [`EventBatch::push_unit`], its events in watermark partition `partition`.
+    pub fn push_unit_in(&mut self, data: &[u8], origin: String, partition: Option<Arc<str>>, opts: &DecodeOptions) {
         self.input_bytes += data.len() as u64;
         let o = self.add_origin(origin);
+        if partition.is_some() {
+            self.origin_partitions.resize(self.origins.len(), None);
+            self.origin_partitions[o as usize] = partition;
+        }
         let origin = self.origins[o as usize].clone();
         let mark = (self.text.len(), self.events.len(), self.errors.len(), self.object_refs.len());
         let skipped = self.skipped.clone();
@@ -130,6 +142,10 @@ impl EventBatch {
         let base_origin = self.origins.len() as u32;
         let base_text = self.text.len();
         self.text.push_str(&other.text);
+        if !other.origin_partitions.is_empty() {
+            self.origin_partitions.resize(self.origins.len(), None);
+            self.origin_partitions.extend(other.origin_partitions);
+        }
         self.origins.extend(other.origins);
         self.events.extend(other.events.into_iter().map(|mut e| {
             e.start += base_text;
@@ -167,6 +183,11 @@ impl EventBatch {
 
     pub fn events(&self) -> impl Iterator<Item = (&BatchEvent, &str, &str)> {
         self.events.iter().map(|e| (e, &self.text[e.start..e.end], self.origins[e.origin as usize].as_str()))
+    }
+
+    /// The watermark partition an event's origin has, if its own.
+    pub fn partition_of(&self, e: &BatchEvent) -> Option<&Arc<str>> {
+        self.origin_partitions.get(e.origin as usize).and_then(Option::as_ref)
     }
 
     pub fn errors(&self) -> impl Iterator<Item = (&BatchError, &str)> {
@@ -209,6 +230,26 @@ pub struct SourceBatch {
     pub ack: Option<oneshot::Sender<AckStatus>>,
     /// The `source_batch` span's trace, continued by the stages after it.
     pub trace: Option<crate::telemetry::TraceContext>,
+    /// Watermark partitions: see [`Partitions`].
+    pub partitions: Partitions,
+}
+
+/// What a batch tells the watermarks (see the rules crate's
+/// `detect_design.md`): which partition its events belong to, which
+/// partitions start or end, and whether to hold the watermark.
+#[derive(Debug, Clone, Default)]
+pub struct Partitions {
+    /// Partition of the events whose origin has none of its own; None: the
+    /// source's name.
+    pub default: Option<Arc<str>>,
+    /// Registered before the events: each holds the watermark back from now
+    /// until it has events, idles or ends (a shard whose reader started).
+    pub open: Vec<Arc<str>>,
+    /// Ended after the events (a shard read to SHARD_END).
+    pub close: Vec<Arc<str>>,
+    /// The watermark does not advance for this long (processing time) from
+    /// when the batch is evaluated: queue messages may come back.
+    pub hold_for: Option<std::time::Duration>,
 }
 
 #[cfg(test)]

@@ -131,22 +131,48 @@ impl DetectorStage {
             self.eval.object_ref();
         }
         self.eval.skipped(b.events.skipped.values().sum());
+        let parts = &b.partitions;
+        if let Some(d) = parts.hold_for {
+            let until = now + d;
+            self.eval.detector().hold_watermark_until((until.unix_timestamp_nanos() / 1_000_000) as i64);
+        }
+        for name in &parts.open {
+            self.eval.partition(name);
+        }
+        let default = self.eval.partition(parts.default.as_deref().unwrap_or(&source));
+        // Events of one origin come together: look its partition up once.
+        let mut last: Option<(Arc<str>, trailwatch_rules::PartitionId)> = None;
         let mut by_class: BTreeMap<&'static str, u64> = BTreeMap::new();
         for (ev, json, origin) in b.events.events() {
             *by_class.entry(ev.class.service()).or_default() += 1;
+            let p = match b.events.partition_of(ev) {
+                None => default,
+                Some(name) => match last {
+                    Some((ref n, id)) if Arc::ptr_eq(n, name) => id,
+                    _ => {
+                        let id = self.eval.partition(name);
+                        last = Some((Arc::clone(name), id));
+                        id
+                    }
+                },
+            };
             let r = EventRef { class: ev.class, json, origin, position: &ev.position, ingest_ms: b.events.ingest_ms };
             // One event's panic dead-letters that event; the stream goes on
             // (a crash would meet it again after every restart).
             let eval = &mut self.eval;
             let caught = crate::panics::guard("evaluate", || {
                 crate::panics::test_point_record("evaluate", json.as_bytes());
-                eval.event(r, now, &mut |x| out.push(x));
+                eval.event_in(p, r, now, &mut |x| out.push(x));
             });
             if let Err(message) = caught {
                 tracing::error!(%origin, position = %ev.position, "evaluating an event panicked; dead-lettered: {message}");
                 self.eval.recover_from_panic();
                 self.eval.bad_record(origin, &ev.position, "panic", &message, Some(json), &mut |x| out.push(x));
             }
+        }
+        for name in &parts.close {
+            let p = self.eval.partition(name);
+            self.eval.close_partition(p, now, &mut |x| out.push(x));
         }
         for (class, n) in by_class {
             m.events_by_logsource.with_label_values(&[class]).inc_by(n);

@@ -173,8 +173,10 @@ pub async fn run(
 
     let mut eval = Evaluator::new(Arc::clone(&set), opts.detector.clone(), opts.findings.clone());
     if let Some(w) = &committed.windows {
-        if let Err(e) = eval.detector().restore(w) {
-            tracing::warn!("window state not restored, windows start empty: {e}");
+        match eval.detector().restore(w) {
+            Ok(None) => {}
+            Ok(Some(note)) => tracing::warn!("{note}"),
+            Err(e) => tracing::warn!("window state not restored, windows start empty: {e}"),
         }
     }
 

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::{KinesisSourceConfig, StartPosition};
 use crate::aws::{self, AwsConfig};
-use crate::service::batch::{Checkpoint, EventBatch, SourceBatch};
+use crate::service::batch::{Checkpoint, EventBatch, Partitions, SourceBatch};
 use crate::sources::{batch_span, finish_batch, Source, SourceContext, SourceError};
 
 /// The position recorded for a shard read to its end (closed by a reshard).
@@ -64,6 +64,7 @@ impl Source for KinesisSource {
                         last_listing = Some(Instant::now());
                         ctx.health.set_source(&ctx.name, true);
                         let known: BTreeSet<&str> = shards.iter().map(|s| s.shard_id()).collect();
+                        let mut to_start = Vec::new();
                         for s in &shards {
                             let id = s.shard_id().to_string();
                             if started.contains(&id) || finished.contains(&id) {
@@ -78,6 +79,26 @@ impl Source for KinesisSource {
                                 continue;
                             }
                             let has_parent = parents.iter().flatten().any(|p| known.contains(p));
+                            to_start.push((id, has_parent));
+                        }
+                        // Each shard has its own watermark: registered before
+                        // any of them delivers, every shard holds the combined
+                        // one back until it has records, idles or is closed.
+                        if !to_start.is_empty() {
+                            let open = to_start.iter().map(|(id, _)| shard_partition(&ctx.name, id)).collect();
+                            let batch = SourceBatch {
+                                source: Arc::clone(&ctx.name),
+                                events: EventBatch::new(Some(now_ms())),
+                                checkpoint: None,
+                                ack: None,
+                                trace: None,
+                                partitions: Partitions { open, ..Partitions::default() },
+                            };
+                            if !ctx.out.send(batch).await {
+                                break;
+                            }
+                        }
+                        for (id, has_parent) in to_start {
                             started.insert(id.clone());
                             let (me, ctx, tx) = (Arc::clone(&me), Arc::clone(&ctx), tx.clone());
                             let shard_id = id.clone();
@@ -239,6 +260,7 @@ impl KinesisSource {
         // Readiness watches this reader: a poll must complete within its budget.
         let beat = ctx.health.partition(&ctx.name, shard, self.cfg.poll_interval);
         tracing::info!(source = %ctx.name, shard, after = ?last_seq, "reading shard");
+        let partition = shard_partition(&ctx.name, shard);
         loop {
             if ctx.shutdown.is_cancelled() {
                 return Ok(false);
@@ -333,6 +355,7 @@ impl KinesisSource {
                         checkpoint: Some(Checkpoint { partition: shard.to_string(), position: seq.clone() }),
                         ack: None,
                         trace,
+                        partitions: Partitions { default: Some(Arc::clone(&partition)), ..Partitions::default() },
                     }))
                     .await;
                 if !sent {
@@ -351,6 +374,8 @@ impl KinesisSource {
                             checkpoint: Some(Checkpoint { partition: shard.to_string(), position: SHARD_END.into() }),
                             ack: None,
                             trace: None,
+                            // A closed shard no longer holds the watermark back.
+                            partitions: Partitions { close: vec![Arc::clone(&partition)], ..Partitions::default() },
                         }))
                         .await;
                     behind.set(0.0);
@@ -374,6 +399,11 @@ impl KinesisSource {
             }
         }
     }
+}
+
+/// The watermark partition of a shard.
+fn shard_partition(source: &str, shard: &str) -> Arc<str> {
+    Arc::from(format!("{source}/{shard}"))
 }
 
 /// Sleeps, or returns true at shutdown.
