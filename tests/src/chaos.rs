@@ -26,7 +26,8 @@ pub const DENIED_RULE: &str = "6f1d1b0e-0000-4000-8000-00000000c0d1";
 pub const TAMPER_RULE: &str = "6f1d1b0e-0000-4000-8000-00000000c0d2";
 pub const BURST_RULE: &str = "6f1d1b0e-0000-4000-8000-00000000c0c1";
 
-/// Two detections (one event in 10, one in 97) and a correlation over the first.
+/// Two detections (one event in 10, one in 97) and a correlation over the
+/// first (`generate: true`: the denials are findings of their own too).
 pub const RULES: &str = r#"
 title: Chaos test denial
 id: 6f1d1b0e-0000-4000-8000-00000000c0d1
@@ -57,6 +58,7 @@ correlation:
     group-by: [userIdentity.arn]
     timespan: 10m
     condition: {gte: 40}
+    generate: true
 "#;
 
 const NAMES: [&str; 8] =
@@ -144,9 +146,9 @@ impl Scenario {
 type = "kinesis"
 stream_name = "{stream}"
 endpoint_url = "{endpoint}"
-max_records = 2000
-poll_interval = "100ms"
-max_idle_poll_interval = "300ms"
+max_records = 100
+poll_interval = "200ms"
+max_idle_poll_interval = "400ms"
 shard_discovery_interval = "2s"
 "#
             ),
@@ -189,8 +191,6 @@ shutdown_timeout = "20s"
 [sinks.securityhub]
 type = "securityhub"
 batch_timeout = "200ms"
-requests_per_second = 50.0
-burst = 50
 
 [sinks.archive]
 type = "asff-jsonl"
@@ -301,6 +301,42 @@ enabled = false
             }
         }
         out
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        // A failed test keeps its logs, config and state for a look.
+        if std::thread::panicking() {
+            let keep = std::env::temp_dir().join(format!("trailwatch-chaos-{}-{}", std::process::id(), self.n_events));
+            let _ = Command::new("cp").arg("-r").arg(self.dir.path()).arg(&keep).status();
+            eprintln!("kept the scenario's files in {}", keep.display());
+        }
+    }
+}
+
+/// Runs `f` on a runtime whose threads have 16 MiB stacks (the SDK's
+/// deserialisers in debug builds overflow 2 MiB under a deep test future),
+/// re-raising its panic.
+pub fn block_on<F>(f: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_stack_size(16 << 20)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let out = rt.block_on(async move { tokio::spawn(f).await });
+    rt.shutdown_timeout(Duration::from_secs(5));
+    match out {
+        Ok(v) => v,
+        Err(e) => match e.try_into_panic() {
+            Ok(p) => std::panic::resume_unwind(p),
+            Err(e) => panic!("the test task failed: {e}"),
+        },
     }
 }
 
@@ -427,10 +463,33 @@ pub fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(sdk).force_path_style(true).build())
 }
 
-/// Creates a stream of `shards` shards and puts events `0..n`, one per
-/// record, keyed by user (a user's events stay in order in one shard).
-/// Returns the last sequence number of each shard.
-pub async fn feed_kinesis(kinesalite: &Server, stream: &str, shards: i32, n: u64) -> BTreeMap<String, String> {
+/// A CloudWatch Logs subscription payload (gzip JSON, the shape CloudTrail
+/// reaches Kinesis in) carrying events `ids`.
+pub fn cwl_record(ids: &[u64]) -> Vec<u8> {
+    let events: Vec<String> = ids
+        .iter()
+        .map(|i| format!(r#"{{"id":"{i}","timestamp":1793527200000,"message":{}}}"#, serde_json::json!(event(*i))))
+        .collect();
+    let doc = format!(
+        r#"{{"messageType":"DATA_MESSAGE","owner":"111122223333","logGroup":"aws-cloudtrail","logStream":"111122223333_CloudTrail_us-east-1","subscriptionFilters":["tw"],"logEvents":[{}]}}"#,
+        events.join(",")
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(doc.as_bytes()).unwrap();
+    gz.finish().unwrap()
+}
+
+/// Creates a stream of `shards` shards and puts events `0..n` as CloudWatch
+/// Logs subscription records of up to `per_record` events of one user, keyed
+/// by user (a user's events stay in order in one shard). Returns the last
+/// sequence number of each shard.
+pub async fn feed_kinesis(
+    kinesalite: &Server,
+    stream: &str,
+    shards: i32,
+    n: u64,
+    per_record: usize,
+) -> BTreeMap<String, String> {
     let client = aws_sdk_kinesis::Client::new(&kinesalite.sdk_config().await);
     client.create_stream().stream_name(stream).shard_count(shards).send().await.unwrap();
     for _ in 0..200 {
@@ -440,38 +499,36 @@ pub async fn feed_kinesis(kinesalite: &Server, stream: &str, shards: i32, n: u64
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut last: BTreeMap<String, String> = BTreeMap::new();
-    let chunks: Vec<Vec<u64>> = (0..n).collect::<Vec<_>>().chunks(500).map(|c| c.to_vec()).collect();
-    // A few PutRecords in flight; kinesalite takes them in any order.
-    for group in chunks.chunks(4) {
-        let mut tasks = Vec::new();
-        for chunk in group {
-            let (client, stream, chunk) = (client.clone(), stream.to_string(), chunk.clone());
-            tasks.push(tokio::spawn(async move {
-                let entries: Vec<PutRecordsRequestEntry> = chunk
-                    .iter()
-                    .map(|i| {
-                        PutRecordsRequestEntry::builder()
-                            .data(Blob::new(event(*i)))
-                            .partition_key(format!("u{}", i % USERS))
-                            .build()
-                            .unwrap()
-                    })
-                    .collect();
-                let out = client.put_records().stream_name(stream).set_records(Some(entries)).send().await.unwrap();
-                assert_eq!(out.failed_record_count(), Some(0));
-                out.records()
-                    .iter()
-                    .map(|r| (r.shard_id().unwrap_or("").to_string(), r.sequence_number().unwrap_or("").to_string()))
-                    .collect::<Vec<_>>()
-            }));
+    let mut pending: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    let mut records: Vec<(u64, Vec<u64>)> = Vec::new();
+    for i in 0..n {
+        let buf = pending.entry(i % USERS).or_default();
+        buf.push(i);
+        if buf.len() >= per_record.max(1) {
+            records.push((i % USERS, std::mem::take(buf)));
         }
-        for t in tasks {
-            for (shard, seq) in t.await.unwrap() {
-                let e = last.entry(shard).or_insert_with(String::new);
-                if position_cmp(&seq, e).is_gt() {
-                    *e = seq;
-                }
+    }
+    records.extend(pending.into_iter().filter(|(_, v)| !v.is_empty()));
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    // One PutRecords at a time: the order of a user's records is kept.
+    for chunk in records.chunks(250) {
+        let entries: Vec<PutRecordsRequestEntry> = chunk
+            .iter()
+            .map(|(user, ids)| {
+                PutRecordsRequestEntry::builder()
+                    .data(Blob::new(cwl_record(ids)))
+                    .partition_key(format!("u{user}"))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let out = client.put_records().stream_name(stream).set_records(Some(entries)).send().await.unwrap();
+        assert_eq!(out.failed_record_count(), Some(0));
+        for r in out.records() {
+            let e = last.entry(r.shard_id().unwrap_or("").to_string()).or_default();
+            let seq = r.sequence_number().unwrap_or("");
+            if position_cmp(seq, e).is_gt() {
+                *e = seq.to_string();
             }
         }
     }

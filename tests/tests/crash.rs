@@ -8,6 +8,8 @@
 //!
 //! Sizes (defaults meet issue 15: ≥ 50k events, ≥ 4 shards, several kills):
 //! `TW_CRASH_EVENTS`, `TW_CRASH_SHARDS`, `TW_CRASH_KILLS`,
+//! `TW_CRASH_PER_RECORD` (events per Kinesis record: CloudWatch Logs
+//! subscription payloads, the shape CloudTrail reaches Kinesis in),
 //! `TW_CRASH_PER_FILE` (events per log file, SQS); `TW_CRASH_SEED` repeats a
 //! run (the seed is printed).
 //!
@@ -42,12 +44,13 @@ async fn kinesis(store: Store) {
     if store == Store::Dynamodb {
         chaos::create_store_resources(&moto).await;
     }
-    let last = chaos::feed_kinesis(&kinesalite, "chaos", shards, n).await;
+    let last = chaos::feed_kinesis(&kinesalite, "chaos", shards, n, env_or("TW_CRASH_PER_RECORD", 20)).await;
     assert_eq!(last.len(), shards as usize, "every shard got records");
     let input = Input::Kinesis { stream: "chaos".into(), endpoint: kinesalite.endpoint.clone() };
+    eprintln!("fed in {:.1}s", t0.elapsed().as_secs_f64());
     let scenario = Scenario::new(n, &input, store, &moto.endpoint, &moto);
     let expected = scenario.expected();
-    eprintln!("fed in {:.1}s", t0.elapsed().as_secs_f64());
+    eprintln!("replayed at {:.1}s", t0.elapsed().as_secs_f64());
     let drain = Drain::Kinesis { source: "stream".into(), last };
     let p = plan(seed);
     let log = chaos::run_plan(&scenario, &moto, &p, &drain, &expected).await;
@@ -57,18 +60,22 @@ async fn kinesis(store: Store) {
     eprintln!("wall time {:.1}s", t0.elapsed().as_secs_f64());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kinesis_kill9_with_the_file_store() {
-    kinesis(Store::File).await;
+#[test]
+fn kinesis_kill9_with_the_file_store() {
+    chaos::block_on(kinesis(Store::File));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kinesis_kill9_with_the_dynamodb_store() {
-    kinesis(Store::Dynamodb).await;
+#[test]
+fn kinesis_kill9_with_the_dynamodb_store() {
+    chaos::block_on(kinesis(Store::Dynamodb));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqs_kill9_with_the_file_store() {
+#[test]
+fn sqs_kill9_with_the_file_store() {
+    chaos::block_on(sqs_kill9());
+}
+
+async fn sqs_kill9() {
     let t0 = Instant::now();
     let seed = seed_from_env("TW_CRASH_SEED");
     let n: u64 = env_or("TW_CRASH_EVENTS", 50_000);
@@ -77,9 +84,10 @@ async fn sqs_kill9_with_the_file_store() {
     let moto = Server::moto().unwrap();
     let url = chaos::feed_sqs(&moto, n, per_file, 5).await;
     let input = Input::Sqs { queue_url: url.clone() };
+    eprintln!("fed in {:.1}s", t0.elapsed().as_secs_f64());
     let scenario = Scenario::new(n, &input, Store::File, &moto.endpoint, &moto);
     let expected = scenario.expected();
-    eprintln!("fed in {:.1}s", t0.elapsed().as_secs_f64());
+    eprintln!("replayed at {:.1}s", t0.elapsed().as_secs_f64());
     let p = plan(seed);
     let log = chaos::run_plan(&scenario, &moto, &p, &Drain::Sqs { url }, &expected).await;
     assert!(log.observations > p.kills, "checkpoints were observed");

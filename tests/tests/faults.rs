@@ -55,7 +55,7 @@ async fn kinesis(store: Store) {
     if store == Store::Dynamodb {
         chaos::create_store_resources(&moto).await;
     }
-    let last = chaos::feed_kinesis(&kinesalite, "faulty", 4, n).await;
+    let last = chaos::feed_kinesis(&kinesalite, "faulty", 4, n, 10).await;
     let kp = proxy(&kinesalite, seed, &[Service::Kinesis]);
     let moto_services: &[Service] = match store {
         Store::File => &[Service::SecurityHub],
@@ -76,18 +76,22 @@ async fn kinesis(store: Store) {
     eprintln!("wall time {:.1}s", t0.elapsed().as_secs_f64());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kinesis_through_faults_with_the_file_store() {
-    kinesis(Store::File).await;
+#[test]
+fn kinesis_through_faults_with_the_file_store() {
+    chaos::block_on(kinesis(Store::File));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kinesis_through_faults_with_the_dynamodb_store() {
-    kinesis(Store::Dynamodb).await;
+#[test]
+fn kinesis_through_faults_with_the_dynamodb_store() {
+    chaos::block_on(kinesis(Store::Dynamodb));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqs_and_s3_through_faults() {
+#[test]
+fn sqs_and_s3_through_faults() {
+    chaos::block_on(sqs_faults());
+}
+
+async fn sqs_faults() {
     let t0 = Instant::now();
     let seed = seed_from_env("TW_FAULT_SEED");
     let n: u64 = env_or("TW_FAULT_EVENTS", 20_000);
