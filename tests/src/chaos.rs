@@ -295,8 +295,9 @@ enabled = false
         let mut out = BTreeMap::new();
         for n in 0..runs {
             let text = std::fs::read_to_string(self.dir.path().join(format!("run-{n}.log"))).unwrap_or_default();
-            for l in text.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")) {
-                let key: String = l.split_once(": ").map(|(_, m)| m).unwrap_or(l).chars().take(70).collect();
+            for l in text.lines().map(strip_ansi) {
+                let Some((_, msg)) = l.split_once(" WARN ").or_else(|| l.split_once(" ERROR ")) else { continue };
+                let key: String = msg.chars().take(70).collect();
                 *out.entry(key).or_default() += 1;
             }
         }
@@ -338,6 +339,24 @@ where
             Err(e) => panic!("the test task failed: {e}"),
         },
     }
+}
+
+/// The text of a log line without its colour codes.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A `trailwatch run` child, SIGKILLed on drop.
@@ -582,7 +601,9 @@ pub async fn feed_sqs(moto: &Server, n: u64, per_file: u64, visibility: u32) -> 
         let entries: Vec<SendMessageBatchRequestEntry> = batch
             .iter()
             .enumerate()
-            .map(|(i, body)| SendMessageBatchRequestEntry::builder().id(format!("m{b}-{i}")).message_body(body).build().unwrap())
+            .map(|(i, body)| {
+                SendMessageBatchRequestEntry::builder().id(format!("m{b}-{i}")).message_body(body).build().unwrap()
+            })
             .collect();
         let out = sqs.send_message_batch().queue_url(&url).set_entries(Some(entries)).send().await.unwrap();
         assert!(out.failed().is_empty(), "{:?}", out.failed());
@@ -624,10 +645,7 @@ impl CheckpointLog {
             let new = positions
                 .get(k)
                 .unwrap_or_else(|| panic!("{when}: partition {k} (was at {old}) vanished from the checkpoint"));
-            assert!(
-                position_cmp(new, old).is_ge(),
-                "{when}: checkpoint of {k} moved backwards from {old} to {new}"
-            );
+            assert!(position_cmp(new, old).is_ge(), "{when}: checkpoint of {k} moved backwards from {old} to {new}");
         }
         self.commit = commit;
         self.positions = positions.clone();
@@ -666,9 +684,19 @@ pub async fn check(scenario: &Scenario, moto: &Server, expected: &Findings) {
     );
     assert!(!want_det.is_empty(), "the scenario makes detection findings");
     let missing: Vec<&String> = want_det.difference(&sh_det).collect();
-    assert!(missing.is_empty(), "{} detection findings lost in Security Hub, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} detection findings lost in Security Hub, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     let extra: Vec<&String> = sh_det.difference(&want_det).collect();
-    assert!(extra.is_empty(), "{} unexpected detection findings in Security Hub, e.g. {:?}", extra.len(), &extra[..extra.len().min(5)]);
+    assert!(
+        extra.is_empty(),
+        "{} unexpected detection findings in Security Hub, e.g. {:?}",
+        extra.len(),
+        &extra[..extra.len().min(5)]
+    );
     assert_eq!(sh.ids.len(), sh.distinct().len(), "Security Hub holds each Id once (repeats are upserts)");
     assert_eq!(jl.torn, 0, "the JSONL sink has no torn lines");
     let jl_missing = want_det.difference(&jl_det).count();
@@ -700,8 +728,8 @@ impl Drain {
     }
 }
 
-/// How a scenario is run: SIGKILLed `kills` times at seeded random moments,
-/// `min_ms..=max_ms` after each start, then run until drained.
+/// How a scenario is run: SIGKILLed `kills` times, each at a seeded random
+/// moment `min_ms..=max_ms` after that run's first commit, then run until drained.
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub kills: usize,
@@ -713,24 +741,34 @@ pub struct Plan {
 }
 
 /// Runs the plan and returns the checkpoint history; the caller then [`check`]s.
-pub async fn run_plan(scenario: &Scenario, moto: &Server, plan: &Plan, drain: &Drain, expected: &Findings) -> CheckpointLog {
+pub async fn run_plan(
+    scenario: &Scenario,
+    moto: &Server,
+    plan: &Plan,
+    drain: &Drain,
+    expected: &Findings,
+) -> CheckpointLog {
     let mut rng = crate::Rng::new(plan.seed);
     let mut log = CheckpointLog::default();
     let started = Instant::now();
     for k in 0..=plan.kills {
         let last = k == plan.kills;
         let mut tw = scenario.start(k);
-        let until = if last {
-            Instant::now() + plan.drain_timeout
-        } else {
-            Instant::now() + Duration::from_millis(rng.range(plan.min_ms, plan.max_ms))
-        };
+        let mut until = Instant::now() + plan.drain_timeout;
+        // A kill lands a random moment after this run's first commit, so
+        // every restart resumes mid-stream from a checkpoint it moved.
+        let (start_commit, _) = scenario.committed().await;
+        let mut armed = last;
         let mut drained = false;
         while Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(250)).await;
             tw.assert_running();
             let (commit, positions) = scenario.committed().await;
             log.observe(commit, &positions, &format!("run {k}"));
+            if !armed && (commit > start_commit || drain.done(scenario, moto, &positions).await) {
+                armed = true;
+                until = Instant::now() + Duration::from_millis(rng.range(plan.min_ms, plan.max_ms));
+            }
             if last && drain.done(scenario, moto, &positions).await {
                 drained = true;
                 break;
@@ -746,6 +784,7 @@ pub async fn run_plan(scenario: &Scenario, moto: &Server, plan: &Plan, drain: &D
                 started.elapsed().as_secs_f64(),
                 if done { " (input already drained)" } else { "" }
             );
+            assert!(armed, "run {k} made no commit within {:?}:\n{}", plan.drain_timeout, scenario.log_tail(k));
             continue;
         }
         assert!(drained, "the input was not drained within {:?}:\n{}", plan.drain_timeout, scenario.log_tail(k));

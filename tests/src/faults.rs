@@ -81,7 +81,8 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 5] = [Fault::Throttle, Fault::ServerError, Fault::ResetBefore, Fault::ResetAfter, Fault::Slow];
+    pub const ALL: [Fault; 5] =
+        [Fault::Throttle, Fault::ServerError, Fault::ResetBefore, Fault::ResetAfter, Fault::Slow];
 }
 
 /// How the proxy misbehaves.
@@ -309,7 +310,8 @@ async fn handle(
     }
     let mut out = Response::builder().status(rparts.status);
     for (k, v) in rparts.headers.iter() {
-        if k == hyper::header::TRANSFER_ENCODING || k == hyper::header::CONNECTION || k == hyper::header::CONTENT_LENGTH {
+        if k == hyper::header::TRANSFER_ENCODING || k == hyper::header::CONNECTION || k == hyper::header::CONTENT_LENGTH
+        {
             continue;
         }
         out = out.header(k, v);
@@ -326,11 +328,7 @@ fn respond(status: StatusCode, headers: &[(&str, &str)], body: String) -> Respon
 }
 
 fn json_error(status: StatusCode, ctype: &str, typ: &str, message: &str) -> Response<Full<Bytes>> {
-    respond(
-        status,
-        &[("content-type", ctype)],
-        serde_json::json!({"__type": typ, "message": message}).to_string(),
-    )
+    respond(status, &[("content-type", ctype)], serde_json::json!({"__type": typ, "message": message}).to_string())
 }
 
 fn s3_error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
@@ -387,7 +385,9 @@ fn throttle(service: Service, json_protocol: bool) -> Response<Full<Bytes>> {
             "Rate of requests exceeds the allowed throughput (injected)",
         ),
         Service::Sqs => sqs_error(bad, json_protocol, "ThrottlingException", "Sender", "Rate exceeded (injected)"),
-        Service::S3 => s3_error(StatusCode::SERVICE_UNAVAILABLE, "SlowDown", "Please reduce your request rate (injected)"),
+        Service::S3 => {
+            s3_error(StatusCode::SERVICE_UNAVAILABLE, "SlowDown", "Please reduce your request rate (injected)")
+        }
         Service::SecurityHub | Service::Other => {
             securityhub_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException", "Rate exceeded (injected)")
         }
@@ -416,7 +416,8 @@ mod tests {
 
     #[test]
     fn choices_are_seeded_and_bounded() {
-        let cfg = FaultConfig { max_faults: 5, every_kind_early: false, ..FaultConfig::new(7, 0.5, &[Service::Kinesis]) };
+        let cfg =
+            FaultConfig { max_faults: 5, every_kind_early: false, ..FaultConfig::new(7, 0.5, &[Service::Kinesis]) };
         let run = |cfg: &FaultConfig| {
             let mut s = State {
                 rng: Rng::new(cfg.seed),
@@ -437,13 +438,8 @@ mod tests {
     #[test]
     fn every_kind_comes_early_when_asked() {
         let cfg = FaultConfig::new(7, 0.0, &[Service::S3]);
-        let mut s = State {
-            rng: Rng::new(cfg.seed),
-            cfg,
-            injected: 0,
-            counts: BTreeMap::new(),
-            requests: BTreeMap::new(),
-        };
+        let mut s =
+            State { rng: Rng::new(cfg.seed), cfg, injected: 0, counts: BTreeMap::new(), requests: BTreeMap::new() };
         let picks: Vec<Fault> = (0..30).filter_map(|_| s.decide(Service::S3)).collect();
         assert_eq!(picks, Fault::ALL.to_vec());
     }

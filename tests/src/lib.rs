@@ -343,13 +343,51 @@ pub async fn run_then_flush(
     (summary, report)
 }
 
-/// The `trailwatch` binary: $TRAILWATCH_BIN, or the debug build made (or
-/// found up to date) by cargo, next to the test binaries.
+/// The newest modification time of the files under `paths`.
+fn newest(paths: &[PathBuf]) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(p) = stack.pop() {
+        let Ok(m) = std::fs::metadata(&p) else { continue };
+        if m.is_dir() {
+            stack.extend(std::fs::read_dir(&p).into_iter().flatten().flatten().map(|e| e.path()));
+        } else if let Ok(t) = m.modified() {
+            newest = newest.max(Some(t));
+        }
+    }
+    newest
+}
+
+/// The `trailwatch` binary: $TRAILWATCH_BIN, or the debug build next to the
+/// test binaries when it is newer than every source it is built from
+/// (`scripts/test` builds it first), else built by cargo. (Building it from
+/// here otherwise rebuilds a few shared dependencies that `cargo test`
+/// compiled with other features: minutes on two cores.)
 pub fn trailwatch_bin() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
         if let Some(p) = std::env::var_os("TRAILWATCH_BIN") {
             return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let bin = exe.parent().and_then(|d| d.parent()).expect("target/debug").join("trailwatch");
+        let root = repo_root();
+        let sources: Vec<PathBuf> = [
+            "processor/src",
+            "processor/build.rs",
+            "processor/Cargo.toml",
+            "rules/src",
+            "rules/pack",
+            "rules/Cargo.toml",
+            "Cargo.toml",
+            "Cargo.lock",
+        ]
+        .iter()
+        .map(|p| root.join(p))
+        .collect();
+        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+        if built.is_some() && built > newest(&sources) {
+            return bin;
         }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
@@ -358,8 +396,6 @@ pub fn trailwatch_bin() -> PathBuf {
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building trailwatch failed");
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let bin = exe.parent().and_then(|d| d.parent()).expect("target/debug").join("trailwatch");
         assert!(bin.is_file(), "{} not built", bin.display());
         bin
     })

@@ -27,8 +27,8 @@ fn plan(seed: u64) -> Plan {
     Plan {
         kills: env_or("TW_CRASH_KILLS", 4),
         seed,
-        min_ms: env_or("TW_CRASH_MIN_MS", 1500),
-        max_ms: env_or("TW_CRASH_MAX_MS", 6000),
+        min_ms: env_or("TW_CRASH_MIN_MS", 0),
+        max_ms: env_or("TW_CRASH_MAX_MS", 4000),
         drain_timeout: Duration::from_secs(env_or("TW_CRASH_DRAIN_SECS", 180)),
     }
 }
@@ -80,7 +80,9 @@ async fn sqs_kill9() {
     let seed = seed_from_env("TW_CRASH_SEED");
     let n: u64 = env_or("TW_CRASH_EVENTS", 50_000);
     let per_file: u64 = env_or("TW_CRASH_PER_FILE", 100);
-    eprintln!("kill -9 over SQS + S3: seed {seed} (TW_CRASH_SEED={seed} repeats it), {n} events, {per_file} per log file");
+    eprintln!(
+        "kill -9 over SQS + S3: seed {seed} (TW_CRASH_SEED={seed} repeats it), {n} events, {per_file} per log file"
+    );
     let moto = Server::moto().unwrap();
     let url = chaos::feed_sqs(&moto, n, per_file, 5).await;
     let input = Input::Sqs { queue_url: url.clone() };

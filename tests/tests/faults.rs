@@ -19,8 +19,8 @@ fn plan(seed: u64) -> Plan {
     Plan {
         kills: env_or("TW_FAULT_KILLS", 2),
         seed,
-        min_ms: 2000,
-        max_ms: 6000,
+        min_ms: 0,
+        max_ms: 4000,
         drain_timeout: Duration::from_secs(env_or("TW_FAULT_DRAIN_SECS", 180)),
     }
 }
