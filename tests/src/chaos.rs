@@ -18,9 +18,10 @@ use trailwatch_processor::state::StateStore;
 
 use crate::{Server, MOTO_ACCOUNT};
 
-/// Correlation findings after a kill depend on per-partition watermarks
-/// (issue 16): until then they are compared and printed, not asserted.
-pub const ASSERT_CORRELATIONS: bool = false;
+/// Correlation findings after kills equal the replay's: per-partition
+/// watermarks (issue 16) keep a shard that resumes behind the others from
+/// making its events late, and redelivered events count once.
+pub const ASSERT_CORRELATIONS: bool = true;
 
 pub const DENIED_RULE: &str = "6f1d1b0e-0000-4000-8000-00000000c0d1";
 pub const TAMPER_RULE: &str = "6f1d1b0e-0000-4000-8000-00000000c0d2";
@@ -672,7 +673,7 @@ pub async fn check(scenario: &Scenario, moto: &Server, expected: &Findings) {
         jl.distinct().len(),
         jl.torn,
     );
-    // Correlations: compared and printed (issue 16), asserted only with ASSERT_CORRELATIONS.
+    // Correlations: compared, printed and asserted (ASSERT_CORRELATIONS).
     let sh_cor = sh.of_kind(false);
     let missing_cor = want_cor.difference(&sh_cor).count();
     let extra_cor = sh_cor.difference(&want_cor).count();
@@ -680,7 +681,7 @@ pub async fn check(scenario: &Scenario, moto: &Server, expected: &Findings) {
         "correlations: replay {} / Security Hub {} (missing {missing_cor}, extra {extra_cor}){}",
         want_cor.len(),
         sh_cor.len(),
-        if ASSERT_CORRELATIONS { "" } else { " — not asserted until issue 16 (per-partition watermarks)" }
+        if ASSERT_CORRELATIONS { "" } else { " — not asserted" }
     );
     assert!(!want_det.is_empty(), "the scenario makes detection findings");
     let missing: Vec<&String> = want_det.difference(&sh_det).collect();
