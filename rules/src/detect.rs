@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::baseline::{BaselineSnap, Baselines};
 use crate::doc::Event;
 use crate::engine::{RuleSet, Scratch};
 use crate::groups::{blob, with_pairs, Fired, Group, GroupMap, Pair, Times};
@@ -48,6 +49,9 @@ pub struct DetectorConfig {
     pub max_keys: usize,
     pub dedup_period_ms: i64,
     pub suppressions: Vec<Suppression>,
+    /// Cap on combinations remembered by first_seen rules (all together);
+    /// the least recently seen tenth goes when it is reached.
+    pub max_baseline_entries: usize,
 }
 
 impl Default for DetectorConfig {
@@ -58,6 +62,7 @@ impl Default for DetectorConfig {
             max_keys: 1_000_000,
             dedup_period_ms: 3600 * 1000,
             suppressions: Vec::new(),
+            max_baseline_entries: 1_000_000,
         }
     }
 }
@@ -98,6 +103,15 @@ pub struct DetectorStats {
     pub correlation_alerts: u64,
     pub correlation_updates: u64,
     pub watermark_ms: Option<i64>,
+    /// Combinations remembered by first_seen rules.
+    #[serde(default)]
+    pub baseline_entries: u64,
+    /// Combinations forgotten early because of `max_baseline_entries`.
+    #[serde(default)]
+    pub baseline_evictions: u64,
+    /// first_seen rules still in their learning period.
+    #[serde(default)]
+    pub baseline_learning_rules: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +136,8 @@ struct State {
     /// (close time, key). Decided in (close time, correlation, key) order.
     closes: Vec<BinaryHeap<Reverse<(i64, u64)>>>,
     since_expiry: u32,
+    /// first_seen memory (`baseline.rs`).
+    baselines: Baselines,
 }
 
 /// The snapshot format (version 2): plain JSON, independent of the
@@ -134,6 +150,9 @@ struct StateSnap {
     groups: Vec<Vec<GroupSnap>>,
     max_time: Option<i64>,
     stats: DetectorStats,
+    /// first_seen memory per correlation (absent in snapshots without any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    baselines: Vec<Option<BaselineSnap>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -230,8 +249,12 @@ impl Detector {
     pub fn new(set: Arc<RuleSet>, cfg: DetectorConfig) -> Self {
         let supp_fields = cfg.suppressions.iter().map(|s| set.fields().get(&s.field)).collect();
         let n = set.correlations().len();
-        let state =
-            State { groups: vec![GroupMap::default(); n], closes: vec![BinaryHeap::new(); n], ..State::default() };
+        let state = State {
+            groups: vec![GroupMap::default(); n],
+            closes: vec![BinaryHeap::new(); n],
+            baselines: Baselines::new(&set),
+            ..State::default()
+        };
         Detector { set, cfg, supp_fields, state, matches: Vec::new(), aux_buf: Vec::new() }
     }
 
@@ -333,6 +356,17 @@ impl Detector {
                         }
                         continue;
                     }
+                    CorrelationType::FirstSeen => {
+                        let key = group_hash(&vals);
+                        let id = event_id.unwrap_or("");
+                        let (cfg, st) = (&self.cfg, &mut self.state);
+                        if let Some(a) = st.baselines.observe(c, ci, t, key, &vals, id, cfg, &mut st.stats) {
+                            if set.correlation_emits(ci) {
+                                out.push(Alert::Correlation(a));
+                            }
+                        }
+                        continue;
+                    }
                     CorrelationType::Temporal | CorrelationType::TemporalOrdered => pos as u64,
                     CorrelationType::EventCount => 0,
                 };
@@ -372,6 +406,8 @@ impl Detector {
         let mut s = self.state.stats.clone();
         s.keys = self.state.groups.iter().map(|g| g.len() as u64).sum();
         s.watermark_ms = self.watermark();
+        s.baseline_entries = self.state.baselines.len() as u64;
+        s.baseline_learning_rules = self.state.baselines.learning() as u64;
         s
     }
 
@@ -404,6 +440,7 @@ impl Detector {
                 .collect(),
             max_time: self.state.max_time,
             stats: self.state.stats.clone(),
+            baselines: self.state.baselines.snapshot(),
         };
         serde_json::to_vec(&snap).unwrap_or_default()
     }
@@ -426,10 +463,12 @@ impl Detector {
         if snap.rules != want || snap.groups.len() != want.len() {
             return Err(SnapshotError::Rules(format!("snapshot has {:?}, rules have {:?}", snap.rules, want)));
         }
+        let baselines = Baselines::restore(&self.set, snap.baselines).map_err(SnapshotError::Invalid)?;
         let mut st = State {
             max_time: snap.max_time,
             stats: snap.stats,
             closes: vec![BinaryHeap::new(); want.len()],
+            baselines,
             ..State::default()
         };
         for (ci, groups) in snap.groups.into_iter().enumerate() {
@@ -648,7 +687,8 @@ impl Detector {
             let aux = match parent.kind {
                 CorrelationType::Temporal | CorrelationType::TemporalOrdered => pos as u64,
                 CorrelationType::ValueCount => fnv1a(alert.dedup_key.as_bytes()),
-                CorrelationType::EventCount => 0,
+                // Refused at compile time (first_seen counts detections only).
+                CorrelationType::EventCount | CorrelationType::FirstSeen => 0,
             };
             self.observe(set, cj, alert.window_end_ms, &refs, aux, &alert.dedup_key.clone(), out);
         }
@@ -756,7 +796,7 @@ fn earliest_due<P: Pair>(times: &[P], t: i64, c: &CorrelationRule) -> Option<(i6
 /// The count a window's events give for a correlation type.
 fn measure<P: Pair>(kind: CorrelationType, win: &[P], nrules: usize) -> u64 {
     match kind {
-        CorrelationType::EventCount => win.len() as u64,
+        CorrelationType::EventCount | CorrelationType::FirstSeen => win.len() as u64,
         CorrelationType::ValueCount | CorrelationType::Temporal => {
             let mut seen: Vec<u64> = win.iter().map(|p| p.aux()).collect();
             seen.sort_unstable();
