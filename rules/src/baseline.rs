@@ -196,7 +196,12 @@ impl Baselines {
         stats.baseline_evictions += n as u64;
     }
 
+    /// Empty when no rule is a first_seen one (the snapshot then has no
+    /// `baselines` key, as before they existed).
     pub(crate) fn snapshot(&self) -> Vec<Option<BaselineSnap>> {
+        if self.rules.iter().all(Option::is_none) {
+            return Vec::new();
+        }
         self.rules
             .iter()
             .map(|r| {
