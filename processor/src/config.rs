@@ -187,6 +187,9 @@ pub struct WindowsConfig {
     /// updates the existing finding instead of creating a new one.
     #[serde(with = "duration_text")]
     pub dedup_period: Duration,
+    /// Cap on combinations remembered by `first_seen` rules (all together);
+    /// the least recently seen tenth is forgotten when it is reached.
+    pub max_baseline_entries: usize,
 }
 
 impl Default for WindowsConfig {
@@ -196,6 +199,7 @@ impl Default for WindowsConfig {
             allowed_lateness: Duration::from_secs(15 * 60),
             max_keys: 1_000_000,
             dedup_period: Duration::from_secs(3600),
+            max_baseline_entries: 1_000_000,
         }
     }
 }
@@ -291,6 +295,9 @@ impl Config {
         }
         if self.windows.max_keys == 0 {
             problems.push("windows.max_keys must be at least 1".to_string());
+        }
+        if self.windows.max_baseline_entries == 0 {
+            problems.push("windows.max_baseline_entries must be at least 1".to_string());
         }
         for (i, s) in self.suppressions.iter().enumerate() {
             let at = format!("suppressions[{i}]");

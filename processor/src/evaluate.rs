@@ -285,6 +285,8 @@ impl Evaluator {
         let p = &self.published;
         m.window_keys.set(s.keys as i64);
         m.window_evictions.inc_by(s.evictions.saturating_sub(p.evictions));
+        m.baseline_entries.set(s.baseline_entries as i64);
+        m.baseline_evictions.inc_by(s.baseline_evictions.saturating_sub(p.baseline_evictions));
         m.window_late_events.inc_by(s.late_dropped.saturating_sub(p.late_dropped));
         m.window_missing_group_key.inc_by(s.missing_group_key.saturating_sub(p.missing_group_key));
         m.suppressed.inc_by(s.suppressed.saturating_sub(p.suppressed));

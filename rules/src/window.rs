@@ -350,13 +350,22 @@ fn compile_first_seen(
     let m = &c.correlation;
     let err = |key: &str, reason: String| doc.error(doc.line_of(key), reason);
     if has_condition {
-        return Err(err("condition", "first_seen takes no `condition`: it fires on a combination not seen within `history`".into()));
+        return Err(err(
+            "condition",
+            "first_seen takes no `condition`: it fires on a combination not seen within `history`".into(),
+        ));
     }
     if m.contains_key("timespan") {
-        return Err(err("timespan", "first_seen takes `history` (how long a combination is remembered) instead of `timespan`".into()));
+        return Err(err(
+            "timespan",
+            "first_seen takes `history` (how long a combination is remembered) instead of `timespan`".into(),
+        ));
     }
     if group_by.is_empty() {
-        return Err(err("correlation", "first_seen needs `group-by`: the fields whose combination is remembered".into()));
+        return Err(err(
+            "correlation",
+            "first_seen needs `group-by`: the fields whose combination is remembered".into(),
+        ));
     }
     let span = |key: &str| -> Result<Option<i64>, RuleError> {
         match m.get(key) {
@@ -366,7 +375,10 @@ fn compile_first_seen(
         }
     };
     let Some(history_ms) = span("history")? else {
-        return Err(err("correlation", "first_seen needs `history`, such as 14d: how long a seen combination is remembered".into()));
+        return Err(err(
+            "correlation",
+            "first_seen needs `history`, such as 14d: how long a seen combination is remembered".into(),
+        ));
     };
     let learning_ms = span("learning")?.unwrap_or(history_ms);
     let generate = match m.get("generate").or(c.generate.as_ref()) {

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use trailwatch_rules::{Alert, CompileOptions, CorrelationAlert, Detector, DetectorConfig, EventClass, RuleFile, RuleSet};
+use trailwatch_rules::{
+    Alert, CompileOptions, CorrelationAlert, Detector, DetectorConfig, EventClass, RuleFile, RuleSet,
+};
 
 const DAY: i64 = 86_400;
 
@@ -146,12 +148,12 @@ fn combinations_are_forgotten_after_history() {
     let s = set(&text);
     let mut det = Detector::new(Arc::clone(&s), DetectorConfig::default());
     let evs = vec![
-        pull("alice", "web", 0, "1"),                // learned
-        pull("alice", "web", DAY, "2"),              // seen again: last seen = 1d
-        pull("alice", "web", DAY + 3 * DAY, "3"),    // exactly history after: still known
-        pull("bob", "web", DAY, "4"),                // new (after learning)
-        pull("bob", "web", DAY + 3 * DAY + 1, "5"),  // 3d + 1s after: forgotten → new again
-        pull("alice", "web", 8 * DAY, "6"),          // last seen at 4d, 4d before: forgotten → new
+        pull("alice", "web", 0, "1"),               // learned
+        pull("alice", "web", DAY, "2"),             // seen again: last seen = 1d
+        pull("alice", "web", DAY + 3 * DAY, "3"),   // exactly history after: still known
+        pull("bob", "web", DAY, "4"),               // new (after learning)
+        pull("bob", "web", DAY + 3 * DAY + 1, "5"), // 3d + 1s after: forgotten → new again
+        pull("alice", "web", 8 * DAY, "6"),         // last seen at 4d, 4d before: forgotten → new
     ];
     let got = run(&mut det, &evs);
     let ids: Vec<&str> = got.iter().map(|a| a.sample_event_ids[0].as_str()).collect();
