@@ -85,14 +85,14 @@ fn the_printed_snippet_quiets_the_recurring_sources_and_no_attack() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let gen = Command::new(env!("CARGO_BIN_EXE_trailwatch-loadtest"))
-        .args(["generate", "--accounts", "5", "--duration", "8h", "--rate", "3", "--seed", "17", "--no-progress"])
+        .args(["generate", "--accounts", "5", "--duration", "6h", "--rate", "2", "--seed", "17", "--no-progress"])
         .arg("--out")
         .arg(&data)
         .output()
         .expect("trailwatch-loadtest generate runs");
     assert!(gen.status.success(), "{}", String::from_utf8_lossy(&gen.stderr));
     let truth = Truth::load(&data.join("truth.json")).unwrap();
-    let input = data.join("AWSLogs");
+    let input = data.join("cloudtrail");
 
     // The org's own config, but puller roles named as this org does not
     // name them: the state of a deployment nobody tuned.
