@@ -29,4 +29,6 @@ pub mod sinks;
 pub mod sources;
 pub mod state;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod tune;
