@@ -40,6 +40,10 @@ pub enum Command {
     Run(RunArgs),
     /// Replay archived events (files, directories, or - for stdin) through the rules.
     Replay(ReplayArgs),
+    /// Replay INPUT... and report per rule how often it fires and who is behind
+    /// it, then print a TOML snippet (placeholder values, suppressions with
+    /// `expires` and `reason`) that would quiet the recurring sources. Applies nothing.
+    Tune(TuneArgs),
     /// Exit 0 when a running trailwatch answers 200 on its health endpoint
     /// (for container health checks; no curl needed).
     Healthcheck {
@@ -114,6 +118,33 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub to_securityhub: bool,
     /// Inputs: files, directories (recursively), or - for stdin. Plain or gzip.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TuneArgs {
+    #[command(flatten)]
+    pub rules: RuleArgs,
+    /// Entries shown in each top list per rule.
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+    /// A principal is recurring for a rule with at least this many findings...
+    #[arg(long, default_value_t = 5)]
+    pub min_findings: u64,
+    /// ...spread over at least this many distinct hours of event time.
+    #[arg(long, default_value_t = 3)]
+    pub min_hours: usize,
+    /// `expires` of the proposed suppressions: this many days after --now.
+    #[arg(long, default_value_t = 30)]
+    pub expires_in_days: i64,
+    /// Reference time (RFC 3339) for `expires`; default: now.
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+    /// Write the TOML snippet here too (it is always printed on stdout).
+    #[arg(long, value_name = "FILE")]
+    pub snippet: Option<PathBuf>,
+    /// Inputs, as for replay: files or directories (read twice, so not stdin).
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
 }
@@ -235,6 +266,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             }
         }
         Command::Replay(a) => replay_cmd(a),
+        Command::Tune(a) => tune_cmd(a),
         Command::Config { config } => {
             let fallback = config.is_none().then_some(crate::config::EMBEDDED_DEFAULT);
             let cfg = Config::load_or(config.as_deref(), fallback)?;
@@ -406,6 +438,56 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+fn tune_cmd(a: TuneArgs) -> anyhow::Result<i32> {
+    let (cfg, set, warnings) = load_rules(&a.rules)?;
+    print_warnings(&warnings);
+    if set.rules().is_empty() {
+        anyhow::bail!("no rules to run: give --rules DIR or drop --no-builtin");
+    }
+    let now = match &a.now {
+        Some(t) => OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+            .with_context(|| format!("--now `{t}` is not an RFC 3339 time"))?,
+        None => OffsetDateTime::now_utc(),
+    };
+    let builtin = cfg.rules.builtin && !a.rules.no_builtin;
+    let mut files = if builtin { ruleset::builtin_files() } else { Vec::new() };
+    let mut dirs = cfg.rules.paths.clone();
+    dirs.extend(a.rules.rules.iter().cloned());
+    if !dirs.is_empty() {
+        files.extend(ruleset::files_in(&dirs)?);
+    }
+    let opts = crate::tune::TuneOptions {
+        replay: ReplayOptions {
+            inputs: a.inputs,
+            dead_letter: None,
+            progress: false,
+            decode: DecodeOptions::default(),
+            findings: finding_context(&cfg, None, None),
+            now,
+            detector: detector_config(&cfg)?,
+            format: replay::ReplayFormat::Asff,
+        },
+        files,
+        placeholders: ruleset::compile_options(&cfg.rules, builtin)?.placeholders,
+        top: a.top,
+        min_findings: a.min_findings,
+        min_hours: a.min_hours,
+        expires: now + time::Duration::days(a.expires_in_days),
+    };
+    let (report, stats) = crate::tune::tune(Arc::new(set), &opts)?;
+    eprint!("{}", stats.summary());
+    let snippet = report.snippet();
+    let out = io::stdout();
+    let mut out = out.lock();
+    write!(out, "{}", report.text().lines().map(|l| format!("# {l}\n")).collect::<String>())?;
+    writeln!(out)?;
+    write!(out, "{snippet}")?;
+    if let Some(p) = &a.snippet {
+        std::fs::write(p, &snippet).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(0)
+}
+
 /// `replay --to-securityhub`: the replayed findings through the Security Hub sink.
 fn import_to_securityhub(cfg: &Config, findings: &FindingContext, path: &std::path::Path) -> anyhow::Result<()> {
     use crate::sinks::{securityhub::SecurityHubSink, Sink, SinkConfig};
@@ -476,6 +558,7 @@ fn detector_config(cfg: &Config) -> anyhow::Result<DetectorConfig> {
         idle_timeout_ms: Some(cfg.windows.idle_timeout.as_millis() as i64).filter(|t| *t > 0),
         max_future_skew_ms: Some(cfg.windows.max_future_skew.as_millis() as i64).filter(|t| *t > 0),
         max_event_ids: cfg.windows.max_event_ids,
+        max_baseline_entries: cfg.windows.max_baseline_entries,
     })
 }
 

@@ -224,6 +224,9 @@ pub struct WindowsConfig {
     /// Event ids remembered so that a redelivered event counts once in the
     /// windows (about 40 bytes each; the oldest are forgotten over it); 0: off.
     pub max_event_ids: usize,
+    /// Cap on combinations remembered by `first_seen` rules (all together);
+    /// the least recently seen tenth is forgotten when it is reached.
+    pub max_baseline_entries: usize,
 }
 
 impl Default for WindowsConfig {
@@ -236,6 +239,7 @@ impl Default for WindowsConfig {
             idle_timeout: Duration::from_secs(10 * 60),
             max_future_skew: Duration::from_secs(5 * 60),
             max_event_ids: 1_000_000,
+            max_baseline_entries: 1_000_000,
         }
     }
 }
@@ -338,6 +342,9 @@ impl Config {
         }
         if self.windows.max_keys == 0 {
             problems.push("windows.max_keys must be at least 1".to_string());
+        }
+        if self.windows.max_baseline_entries == 0 {
+            problems.push("windows.max_baseline_entries must be at least 1".to_string());
         }
         if self.rules.regex_size_limit < 1024 {
             problems.push("rules.regex_size_limit must be at least 1024 bytes".to_string());

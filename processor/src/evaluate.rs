@@ -326,6 +326,8 @@ impl Evaluator {
         let p = &self.published;
         m.window_keys.set(s.keys as i64);
         m.window_evictions.inc_by(s.evictions.saturating_sub(p.evictions));
+        m.baseline_entries.set(s.baseline_entries as i64);
+        m.baseline_evictions.inc_by(s.baseline_evictions.saturating_sub(p.baseline_evictions));
         m.window_late_events.inc_by(s.late_dropped.saturating_sub(p.late_dropped));
         m.window_duplicate_events.inc_by(s.duplicate_events.saturating_sub(p.duplicate_events));
         m.window_future_events.inc_by(s.future_events.saturating_sub(p.future_events));

@@ -32,3 +32,4 @@ pub mod state;
 pub mod telemetry;
 #[cfg(test)]
 pub(crate) mod test_support;
+pub mod tune;

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub window_future_events: IntCounter,
     pub window_missing_group_key: IntCounter,
     pub window_watermark: Gauge,
+    pub baseline_entries: IntGauge,
+    pub baseline_evictions: IntCounter,
     // Sinks.
     pub sink_findings: IntCounterVec,
     pub sink_request_duration: HistogramVec,
@@ -227,6 +229,16 @@ impl Metrics {
                 &r,
                 "trailwatch_window_evictions_total",
                 "Correlation group keys evicted by the max_keys cap.",
+            ),
+            baseline_entries: int_gauge(
+                &r,
+                "trailwatch_baseline_entries",
+                "Combinations remembered by first_seen rules.",
+            ),
+            baseline_evictions: counter(
+                &r,
+                "trailwatch_baseline_evictions_total",
+                "Combinations forgotten early by the windows.max_baseline_entries cap.",
             ),
             window_late_events: counter(
                 &r,

@@ -11,6 +11,10 @@
 //! the detector allocates (index, slab, times, sample ids, values where kept,
 //! the close queue); a monotone rule (`gt`) keeps no copy of the group value,
 //! a rule decided at window close (`lt`) keeps it, so both are shown.
+//!
+//! first_seen (our new-terms extension): bytes per remembered combination
+//! (principal x repository; the values themselves are not kept, only their
+//! hash and the last-seen second), at 10k and one million combinations.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -81,6 +85,15 @@ correlation:
   group-by: [userIdentity.arn]
   timespan: 5m
   condition: {gte: 10, field: requestParameters.repositoryName}
+---
+title: new
+id: n
+correlation:
+  type: first_seen
+  rules: [download]
+  group-by: [userIdentity.arn, requestParameters.repositoryName]
+  history: 14d
+  learning: 7d
 "#;
 
 /// Event `i` of a stream of 100 events/s in time order, round-robin over
@@ -139,7 +152,34 @@ fn per_key(corr: &str, keys: u64, ids: usize) -> (f64, f64) {
     r
 }
 
+/// (bytes, allocations) per combination remembered by a first_seen rule.
+fn per_combination(keys: u64) -> (f64, f64) {
+    let set = set(&["n"]);
+    let events: Vec<String> = (0..keys).map(|i| event(i, keys)).collect();
+    let mut scratch = set.scratch();
+    let mut out = Vec::new();
+    let cfg = DetectorConfig { max_baseline_entries: keys as usize + 1, ..DetectorConfig::default() };
+    let (before, allocs_before) = (LIVE.load(Ordering::Relaxed), ALLOCS.load(Ordering::Relaxed));
+    let mut det = Detector::new(set.clone(), cfg);
+    for e in &events {
+        det.process(EventClass::CloudTrail, e, 0, &mut scratch, &mut out).unwrap();
+    }
+    let (after, allocs_after) = (LIVE.load(Ordering::Relaxed), ALLOCS.load(Ordering::Relaxed));
+    let held = det.stats().baseline_entries;
+    assert_eq!(held, keys);
+    assert!(out.is_empty(), "all within learning");
+    let r = ((after - before) as f64 / held as f64, (allocs_after - allocs_before) as f64 / held as f64);
+    drop(det);
+    r
+}
+
 fn bench(c: &mut Criterion) {
+    for keys in [10_000u64, 1_000_000] {
+        let (bytes, allocs) = per_combination(keys);
+        eprintln!(
+            "first_seen memory: {bytes:.1} bytes and {allocs:.4} allocations per remembered combination at {keys}"
+        );
+    }
     for (corr, what) in [
         ("b", "event_count gt (monotone, value not kept)"),
         ("f", "event_count lt (decided at close, value kept)"),
@@ -171,9 +211,11 @@ fn bench(c: &mut Criterion) {
     };
     let mut g = c.benchmark_group("windows");
     g.throughput(Throughput::Elements(events.len() as u64));
-    for (name, corrs) in
-        [("event_count_500_principals", &["b"][..]), ("three_correlations_500_principals", &["b", "f", "r"])]
-    {
+    for (name, corrs) in [
+        ("event_count_500_principals", &["b"][..]),
+        ("three_correlations_500_principals", &["b", "f", "r"]),
+        ("first_seen_500_principals", &["n"]),
+    ] {
         let set = set(corrs);
         eprintln!("{name}: {} alerts per pass", run(&set));
         g.bench_function(name, |b| b.iter(|| black_box(run(&set))));

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::baseline::{BaselineSnap, Baselines};
 use crate::doc::Event;
 use crate::engine::{RuleSet, Scratch};
 use crate::groups::{blob, with_pairs, Fired, Group, GroupMap, Pair, Times};
@@ -58,6 +59,9 @@ pub struct DetectorConfig {
     /// Bound on the event ids remembered to count a redelivered event once
     /// (about 40 bytes each); 0 turns the check off.
     pub max_event_ids: usize,
+    /// Cap on combinations remembered by first_seen rules (all together);
+    /// the least recently seen tenth goes when it is reached.
+    pub max_baseline_entries: usize,
 }
 
 impl Default for DetectorConfig {
@@ -71,6 +75,7 @@ impl Default for DetectorConfig {
             idle_timeout_ms: Some(10 * 60 * 1000),
             max_future_skew_ms: None,
             max_event_ids: 1_000_000,
+            max_baseline_entries: 1_000_000,
         }
     }
 }
@@ -120,6 +125,15 @@ pub struct DetectorStats {
     /// Event ids forgotten over `max_event_ids`.
     #[serde(default)]
     pub event_id_evictions: u64,
+    /// Combinations remembered by first_seen rules.
+    #[serde(default)]
+    pub baseline_entries: u64,
+    /// Combinations forgotten early because of `max_baseline_entries`.
+    #[serde(default)]
+    pub baseline_evictions: u64,
+    /// first_seen rules still in their learning period.
+    #[serde(default)]
+    pub baseline_learning_rules: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +160,8 @@ struct State {
     /// (close time, key). Decided in (close time, correlation, key) order.
     closes: Vec<BinaryHeap<Reverse<(i64, u64)>>>,
     since_expiry: u32,
+    /// first_seen memory (`baseline.rs`).
+    baselines: Baselines,
 }
 
 /// The snapshot format (version 3): plain JSON, independent of the
@@ -167,6 +183,9 @@ struct StateSnap {
     #[serde(default)]
     event_ids: Vec<(i64, u64)>,
     stats: DetectorStats,
+    /// first_seen memory per correlation (absent in snapshots without any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    baselines: Vec<Option<BaselineSnap>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -268,6 +287,7 @@ impl Detector {
             closes: vec![BinaryHeap::new(); n],
             wm: Self::watermarks(&cfg),
             seen: SeenIds::new(cfg.max_event_ids),
+            baselines: Baselines::new(&set),
             ..State::default()
         };
         Detector { set, cfg, supp_fields, state, matches: Vec::new(), aux_buf: Vec::new() }
@@ -431,6 +451,17 @@ impl Detector {
                         }
                         continue;
                     }
+                    CorrelationType::FirstSeen => {
+                        let key = group_hash(&vals);
+                        let id = event_id.unwrap_or("");
+                        let (cfg, st) = (&self.cfg, &mut self.state);
+                        if let Some(a) = st.baselines.observe(c, ci, t, key, &vals, id, cfg, &mut st.stats) {
+                            if set.correlation_emits(ci) {
+                                out.push(Alert::Correlation(a));
+                            }
+                        }
+                        continue;
+                    }
                     CorrelationType::Temporal | CorrelationType::TemporalOrdered => pos as u64,
                     CorrelationType::EventCount => 0,
                 };
@@ -480,6 +511,8 @@ impl Detector {
         s.watermark_ms = self.watermark();
         s.future_events = self.state.wm.future_events;
         s.event_id_evictions = self.state.seen.evicted;
+        s.baseline_entries = self.state.baselines.len() as u64;
+        s.baseline_learning_rules = self.state.baselines.learning() as u64;
         s
     }
 
@@ -515,6 +548,7 @@ impl Detector {
             watermark: self.state.wm.get(),
             event_ids: self.state.seen.to_pairs(),
             stats: self.stats_for_snapshot(),
+            baselines: self.state.baselines.snapshot(),
         };
         serde_json::to_vec(&snap).unwrap_or_default()
     }
@@ -527,6 +561,8 @@ impl Detector {
         let mut s = self.state.stats.clone();
         s.future_events = self.state.wm.future_events;
         s.event_id_evictions = self.state.seen.evicted;
+        s.baseline_entries = self.state.baselines.len() as u64;
+        s.baseline_learning_rules = self.state.baselines.learning() as u64;
         s
     }
 
@@ -547,6 +583,7 @@ impl Detector {
         if snap.rules != want || snap.groups.len() != want.len() {
             return Err(SnapshotError::Rules(format!("snapshot has {:?}, rules have {:?}", snap.rules, want)));
         }
+        let baselines = Baselines::restore(&self.set, snap.baselines).map_err(SnapshotError::Invalid)?;
         let mut note = None;
         let mut wm = Self::watermarks(&self.cfg);
         let mut seen = SeenIds::new(self.cfg.max_event_ids);
@@ -563,8 +600,14 @@ impl Detector {
         }
         wm.future_events = snap.stats.future_events;
         seen.evicted = snap.stats.event_id_evictions;
-        let mut st =
-            State { wm, seen, stats: snap.stats, closes: vec![BinaryHeap::new(); want.len()], ..State::default() };
+        let mut st = State {
+            wm,
+            seen,
+            stats: snap.stats,
+            closes: vec![BinaryHeap::new(); want.len()],
+            baselines,
+            ..State::default()
+        };
         for (ci, groups) in snap.groups.into_iter().enumerate() {
             let c = &self.set.correlations()[ci];
             let mut map = GroupMap::default();
@@ -781,7 +824,8 @@ impl Detector {
             let aux = match parent.kind {
                 CorrelationType::Temporal | CorrelationType::TemporalOrdered => pos as u64,
                 CorrelationType::ValueCount => fnv1a(alert.dedup_key.as_bytes()),
-                CorrelationType::EventCount => 0,
+                // Refused at compile time (first_seen counts detections only).
+                CorrelationType::EventCount | CorrelationType::FirstSeen => 0,
             };
             self.observe(set, cj, alert.window_end_ms, &refs, aux, &alert.dedup_key.clone(), out);
         }
@@ -898,7 +942,7 @@ fn earliest_due<P: Pair>(times: &[P], t: i64, c: &CorrelationRule) -> Option<(i6
 /// The count a window's events give for a correlation type.
 fn measure<P: Pair>(kind: CorrelationType, win: &[P], nrules: usize) -> u64 {
     match kind {
-        CorrelationType::EventCount => win.len() as u64,
+        CorrelationType::EventCount | CorrelationType::FirstSeen => win.len() as u64,
         CorrelationType::ValueCount | CorrelationType::Temporal => {
             let mut seen: Vec<u64> = win.iter().map(|p| p.aux()).collect();
             seen.sort_unstable();

@@ -118,6 +118,13 @@ impl window::Resolver for Names<'_> {
         v.push(m.id.clone());
         v
     }
+
+    fn kind_of(&self, r: RuleRef) -> Option<window::CorrelationType> {
+        match r {
+            RuleRef::Detection(_) => None,
+            RuleRef::Correlation(i) => Some(self.correlations[i].kind),
+        }
+    }
 }
 
 /// Per-thread reusable buffers for evaluation.

@@ -9,14 +9,17 @@
 //! - [`json`] and [`doc`]: one pass over an event's JSON reads only the fields
 //!   the rules use into [`doc::Values`];
 //! - [`logsource`]: the event classes and their `logsource` names;
-//! - [`window`]: correlation rules (event_count, value_count, temporal);
+//! - [`window`]: correlation rules (event_count, value_count, temporal,
+//!   and our `first_seen` new-terms baselines);
 //!   [`detect`]: the stateful [`Detector`] — suppressions, event-time windows,
 //!   watermark, dedup, snapshots (see `detect_design.md`); [`watermark`]:
 //!   per-partition watermarks and the redelivered-event filter; `groups`: the
 //!   compact storage of its window state (a slab, an 8-byte-slot index,
 //!   packed times and sample ids);
+//! - `baseline`: the memory of `first_seen` rules (combination → last seen);
 //! - [`testing`]: rule tests kept in the rule files;
 //! - [`meta`]: rule metadata (level, tags, NIST CSF, remediation).
+mod baseline;
 pub mod compile;
 pub mod condition;
 pub mod detect;

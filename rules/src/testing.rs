@@ -30,6 +30,21 @@
 //!       - {eventName: GetDownloadUrlForLayer, eventTime: '2026-01-01T00:00:00Z', userIdentity: {arn: a}}
 //!       - ...
 //! ```
+//!
+//! A `first_seen` rule's case may give `learn:`, events fed before `events`
+//! that must raise nothing (its learning period starts at the first of
+//! them); only alerts of `events` are counted. Put `events` after the
+//! rule's `learning` period in event time:
+//!
+//! ```yaml
+//! tests:
+//!   - name: a repository alice never pulled from
+//!     expect: 1
+//!     learn:
+//!       - {eventName: BatchGetImage, eventTime: '2026-11-01T00:00:00Z', ...}
+//!     events:
+//!       - {eventName: BatchGetImage, eventTime: '2026-11-09T00:00:00Z', ...}
+//! ```
 
 use serde_yaml::Value;
 
@@ -139,12 +154,29 @@ pub fn run_correlation_tests(set: &Arc<RuleSet>) -> Vec<TestOutcome> {
                     }
                 },
             };
+            let learn = match it.get("learn") {
+                None => &[][..],
+                Some(Value::Sequence(l)) => &l[..],
+                Some(_) => {
+                    outcomes.push(base(&name, false, "`learn:` must be a list of events".into()));
+                    continue;
+                }
+            };
             let cfg = DetectorConfig { allowed_lateness_ms: i64::MAX / 4, ..DetectorConfig::default() };
             let mut det = Detector::new(Arc::clone(set), cfg);
             let mut scratch = set.scratch();
             let mut alerts = Vec::new();
             let mut error = None;
-            for ev in events {
+            let fired_of = |alerts: &[Alert]| {
+                alerts.iter().filter(|a| matches!(a, Alert::Correlation(x) if x.rule == ci && !x.is_update)).count()
+                    as u64
+            };
+            let mut learned = 0;
+            for (i, ev) in learn.iter().chain(events).enumerate() {
+                if i == learn.len() {
+                    learned = fired_of(&alerts);
+                    alerts.clear();
+                }
                 let json = match ev {
                     Value::String(s) => s.clone(),
                     other => serde_json::to_string(other).unwrap_or_default(),
@@ -154,12 +186,19 @@ pub fn run_correlation_tests(set: &Arc<RuleSet>) -> Vec<TestOutcome> {
                     break;
                 }
             }
+            if events.is_empty() {
+                learned = fired_of(&alerts);
+                alerts.clear();
+            }
             det.flush(&mut alerts);
-            let fired =
-                alerts.iter().filter(|a| matches!(a, Alert::Correlation(x) if x.rule == ci && !x.is_update)).count()
-                    as u64;
+            let fired = fired_of(&alerts);
             let outcome = match error {
                 Some(e) => base(&name, false, e),
+                None if learned > 0 => base(
+                    &name,
+                    false,
+                    format!("the `learn:` events raised {learned} alert(s): learning must be silent"),
+                ),
                 None if expect == u64::MAX && fired > 0 => base(&name, true, String::new()),
                 None if expect == fired => base(&name, true, String::new()),
                 None if expect == u64::MAX => base(&name, false, "expected the correlation to fire, it did not".into()),
@@ -292,5 +331,48 @@ tests:
         assert_eq!(out.len(), 3);
         assert!(out[0].passed && out[1].passed, "{out:?}");
         assert!(!out[2].passed && out[2].message.contains("expected 2"), "{out:?}");
+    }
+
+    #[test]
+    fn first_seen_cases_learn_first() {
+        let text = r#"
+title: pull
+id: p
+name: pull
+logsource: {product: aws, service: cloudtrail}
+detection:
+  sel: {eventName: BatchGetImage}
+  condition: sel
+---
+title: new repo for a principal
+id: n
+correlation:
+  type: first_seen
+  rules: [pull]
+  group-by: [userIdentity.arn, requestParameters.repositoryName]
+  history: 14d
+  learning: 7d
+tests:
+  - name: new repository after learning
+    expect: 1
+    learn:
+      - {eventName: BatchGetImage, eventTime: '2026-11-01T00:00:00Z', userIdentity: {arn: a}, requestParameters: {repositoryName: web}}
+    events:
+      - {eventName: BatchGetImage, eventTime: '2026-11-09T00:00:00Z', userIdentity: {arn: a}, requestParameters: {repositoryName: web}}
+      - {eventName: BatchGetImage, eventTime: '2026-11-09T00:00:01Z', userIdentity: {arn: a}, requestParameters: {repositoryName: db}}
+  - name: learning events that would fire are a failed case
+    expect: 0
+    learn:
+      - {eventName: BatchGetImage, eventTime: '2026-11-01T00:00:00Z', userIdentity: {arn: a}, requestParameters: {repositoryName: web}}
+      - {eventName: BatchGetImage, eventTime: '2026-11-09T00:00:00Z', userIdentity: {arn: a}, requestParameters: {repositoryName: db}}
+    events:
+      - {eventName: BatchGetImage, eventTime: '2026-11-09T00:00:01Z', userIdentity: {arn: a}, requestParameters: {repositoryName: db}}
+"#;
+        let (set, _) =
+            RuleSet::load(&[RuleFile { name: "r.yml".into(), text: text.into() }], &CompileOptions::default()).unwrap();
+        let out = run_all_tests(&std::sync::Arc::new(set));
+        assert_eq!(out.len(), 2);
+        assert!(out[0].passed, "{out:?}");
+        assert!(!out[1].passed && out[1].message.contains("learning must be silent"), "{out:?}");
     }
 }

@@ -1,7 +1,8 @@
 //! Sigma correlation rules: parsing and the compiled form. The state that
 //! counts over event-time windows lives in [`crate::detect`].
 //!
-//! Supported: `event_count`, `value_count`, `temporal`, `temporal_ordered`;
+//! Supported: `event_count`, `value_count`, `temporal`, `temporal_ordered`,
+//! and our extension `first_seen` (new-terms baselines, state in `baseline.rs`);
 //! `rules` by id or name (detection rules or other correlations, so chains
 //! work); `group-by` (list, scalar, or absent = one group); `timespan`
 //! (`<n>s|m|h|d|w`); `condition` with `gt gte lt lte eq neq`, several at once
@@ -23,6 +24,17 @@ pub enum CorrelationType {
     ValueCount,
     Temporal,
     TemporalOrdered,
+    /// Our extension: the group-by combination was not seen within `history`.
+    FirstSeen,
+}
+
+/// `first_seen` settings: a combination is new when it was not seen within
+/// `history_ms` before; nothing fires during the first `learning_ms` of event
+/// time after the first event the rule sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirstSeenSpec {
+    pub history_ms: i64,
+    pub learning_ms: i64,
 }
 
 /// A reference from a correlation to what it counts.
@@ -79,6 +91,8 @@ pub struct CorrelationRule {
     pub condition: CountCondition,
     pub generate: bool,
     pub tests: Option<Value>,
+    /// Set for `first_seen` (then `timespan_ms` is the history).
+    pub first_seen: Option<FirstSeenSpec>,
 }
 
 /// A string or a list of strings.
@@ -115,6 +129,8 @@ pub(crate) trait Resolver {
     fn resolve(&self, name: &str) -> Option<RuleRef>;
     /// The name or id used to key `aliases` for a reference.
     fn names_of(&self, r: RuleRef) -> Vec<String>;
+    /// The type of a referenced correlation.
+    fn kind_of(&self, r: RuleRef) -> Option<CorrelationType>;
 }
 
 /// Compiles one correlation document.
@@ -131,8 +147,9 @@ pub(crate) fn compile(
         Some("value_count") => CorrelationType::ValueCount,
         Some("temporal") => CorrelationType::Temporal,
         Some("temporal_ordered") => CorrelationType::TemporalOrdered,
+        Some("first_seen") => CorrelationType::FirstSeen,
         Some(t @ ("value_sum" | "value_avg" | "value_percentile" | "value_median")) => {
-            return Err(err("type", format!("correlation type `{t}` is not supported (supported: event_count, value_count, temporal, temporal_ordered)")))
+            return Err(err("type", format!("correlation type `{t}` is not supported (supported: event_count, value_count, temporal, temporal_ordered, first_seen)")))
         }
         Some(t) => return Err(err("type", format!("unknown correlation type `{t}`"))),
         None => return Err(err("correlation", "correlation needs a `type`".into())),
@@ -152,6 +169,19 @@ pub(crate) fn compile(
     let mut rules = Vec::new();
     for n in &names {
         match resolver.resolve(n) {
+            // A first_seen alert is not a window: nothing could count it.
+            Some(r) if resolver.kind_of(r) == Some(CorrelationType::FirstSeen) => {
+                return Err(doc.error(
+                    doc.line_containing(n),
+                    format!("correlation refers to `{n}`, a first_seen rule: first_seen alerts cannot be correlated further"),
+                ))
+            }
+            Some(RuleRef::Correlation(_)) if kind == CorrelationType::FirstSeen => {
+                return Err(doc.error(
+                    doc.line_containing(n),
+                    format!("first_seen refers to correlation `{n}`: it remembers detection matches only"),
+                ))
+            }
             Some(r) => rules.push(r),
             None => {
                 return Err(doc.error(
@@ -247,6 +277,9 @@ pub(crate) fn compile(
         }
     }
     let has_bound = condition != CountCondition::default();
+    if kind == CorrelationType::FirstSeen {
+        return compile_first_seen(c, rules, group_by, group_fields, has_bound || value_field_name.is_some());
+    }
     match kind {
         CorrelationType::EventCount | CorrelationType::ValueCount if !has_bound => {
             return Err(err("correlation", "this correlation type needs a `condition` such as {gte: 10}".into()));
@@ -300,6 +333,73 @@ pub(crate) fn compile(
         condition,
         generate,
         tests: c.tests.clone(),
+        first_seen: None,
+    })
+}
+
+/// The rest of a `first_seen` correlation: `history` (required), `learning`
+/// (default: the history), no `condition` or `timespan`.
+fn compile_first_seen(
+    c: &CorrelationDoc<'_>,
+    rules: Vec<RuleRef>,
+    group_by: Vec<String>,
+    group_fields: Vec<Vec<u32>>,
+    has_condition: bool,
+) -> Result<CorrelationRule, RuleError> {
+    let doc = &c.doc;
+    let m = &c.correlation;
+    let err = |key: &str, reason: String| doc.error(doc.line_of(key), reason);
+    if has_condition {
+        return Err(err(
+            "condition",
+            "first_seen takes no `condition`: it fires on a combination not seen within `history`".into(),
+        ));
+    }
+    if m.contains_key("timespan") {
+        return Err(err(
+            "timespan",
+            "first_seen takes `history` (how long a combination is remembered) instead of `timespan`".into(),
+        ));
+    }
+    if group_by.is_empty() {
+        return Err(err(
+            "correlation",
+            "first_seen needs `group-by`: the fields whose combination is remembered".into(),
+        ));
+    }
+    let span = |key: &str| -> Result<Option<i64>, RuleError> {
+        match m.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => parse_timespan(s).map(Some).map_err(|r| err(key, r.replace("timespan", key))),
+            Some(_) => Err(err(key, format!("`{key}` must be a duration such as 14d"))),
+        }
+    };
+    let Some(history_ms) = span("history")? else {
+        return Err(err(
+            "correlation",
+            "first_seen needs `history`, such as 14d: how long a seen combination is remembered".into(),
+        ));
+    };
+    let learning_ms = span("learning")?.unwrap_or(history_ms);
+    let generate = match m.get("generate").or(c.generate.as_ref()) {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(err("generate", "`generate` must be true or false".into())),
+    };
+    let n = rules.len();
+    Ok(CorrelationRule {
+        meta: c.meta.clone(),
+        kind: CorrelationType::FirstSeen,
+        rules,
+        group_by,
+        group_fields,
+        value_fields: vec![None; n],
+        value_field_name: None,
+        timespan_ms: history_ms,
+        condition: CountCondition::default(),
+        generate,
+        tests: c.tests.clone(),
+        first_seen: Some(FirstSeenSpec { history_ms, learning_ms }),
     })
 }
 
