@@ -70,7 +70,7 @@ pub fn parse_name(name: &str) -> Option<KeyInfo> {
     if region.is_empty() || !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
         return None;
     }
-    let time_ms = parts[3..].iter().find_map(|p| parse_compact_time(p))?;
+    let time_ms = parts[3..].iter().find_map(|p| parse_compact_time(p.split('.').next().unwrap_or(p)))?;
     Some(KeyInfo { account: account.to_string(), region: region.to_string(), time_ms })
 }
 
