@@ -59,7 +59,7 @@ impl Output for CloudTrailFiles {
             groups.entry((ev.account, ev.region, native)).or_default().push(ev);
         }
         let org = batch.org;
-        for ((account, region, native), events) in groups {
+        for ((account, region, native), mut events) in groups {
             let acct = &org.accounts[account as usize].id;
             let region = &org.regions[region as usize];
             let size: usize = events.iter().map(|e| e.json.len() + 1).sum::<usize>() + 16;
@@ -85,7 +85,6 @@ impl Output for CloudTrailFiles {
                 }
                 path
             } else {
-                let mut events = events;
                 if self.shuffle {
                     // Seeded by the file, so a dataset stays reproducible.
                     let mut h = crate::util::fnv(format!("{acct}{region}{}", batch.end).as_bytes());
