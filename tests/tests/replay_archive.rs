@@ -303,10 +303,10 @@ async fn s3_replay_reads_only_what_the_filters_select() {
     assert_eq!(gets_sorted, want, "GetObject only for files named in range");
     assert_eq!(s.s3_get_calls, Some(want.len() as u64));
     assert!(s.out_of_range > 0, "events of the lookahead outside the range are not evaluated");
-    let day_lists: Vec<&String> = lists.iter().filter(|l| l.contains("%2FCloudTrail%2F")).collect();
+    let day_lists: Vec<&String> = lists.iter().filter(|l| l.contains("/CloudTrail/")).collect();
     assert!(!day_lists.is_empty(), "{lists:?}");
-    assert!(lists.iter().all(|l| !l.contains("2026%2F11%2F02")), "the first day is not listed: {lists:?}");
-    assert!(day_lists.iter().any(|l| l.contains("2026%2F11%2F03")), "{lists:?}");
+    assert!(lists.iter().all(|l| !l.contains("2026/11/02")), "the first day is not listed: {lists:?}");
+    assert!(day_lists.iter().any(|l| l.contains("2026/11/03")), "{lists:?}");
 
     // --accounts / --regions narrow the listing and the reads.
     let mark = moto.log_all().len();
