@@ -40,7 +40,7 @@ pub enum Command {
     Run(RunArgs),
     /// Replay archived events (files, directories, - for stdin, or an
     /// s3://bucket/prefix/ archive) through the rules, in event-time order.
-    Replay(ReplayArgs),
+    Replay(Box<ReplayArgs>),
     /// Exit 0 when a running trailwatch answers 200 on its health endpoint
     /// (for container health checks; no curl needed).
     Healthcheck {
@@ -270,7 +270,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             }
         }
-        Command::Replay(a) => replay_cmd(a),
+        Command::Replay(a) => replay_cmd(*a),
         Command::Config { config } => {
             let fallback = config.is_none().then_some(crate::config::EMBEDDED_DEFAULT);
             let cfg = Config::load_or(config.as_deref(), fallback)?;

@@ -145,7 +145,7 @@ impl S3Archive {
                 return Ok(());
             }
             // Below a region (a date folder given by hand), or too deep: all of it.
-            if (n >= 4 && segs[..n - 1].iter().any(|s| *s == "CloudTrail")) || depth > 6 {
+            if (n >= 4 && segs[..n - 1].contains(&"CloudTrail")) || depth > 6 {
                 jobs.push(prefix);
                 return Ok(());
             }
