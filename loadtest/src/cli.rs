@@ -79,6 +79,12 @@ pub struct GenArgs {
     /// Also gzip the NDJSON formats (ndjson, eventbridge).
     #[arg(long)]
     pub gzip: bool,
+    /// CloudTrail files under AWSLogs/<org id>/<account>/ (an organization trail).
+    #[arg(long)]
+    pub org_trail: bool,
+    /// Records inside each CloudTrail file in a seeded random order, as CloudTrail writes them.
+    #[arg(long)]
+    pub shuffle_records: bool,
     /// Refuse rate x duration above this many events.
     #[arg(long, default_value_t = 100_000_000)]
     pub max_events: u64,
@@ -209,7 +215,15 @@ impl GenArgs {
             max_events: self.max_events,
         };
         opts.validate()?;
-        Ok((opts, FileOptions { gzip_level: self.gzip_level, gzip_ndjson: self.gzip }))
+        Ok((
+            opts,
+            FileOptions {
+                gzip_level: self.gzip_level,
+                gzip_ndjson: self.gzip,
+                org_trail: self.org_trail,
+                shuffle_records: self.shuffle_records,
+            },
+        ))
     }
 }
 

@@ -112,6 +112,8 @@ fn time_limit_kills_the_child() {
         repeat: 1,
         gzip_level: 1,
         gzip: false,
+        org_trail: false,
+        shuffle_records: false,
         max_events: 1_000_000,
     }
     .options()

@@ -170,7 +170,7 @@ fn dataset_layout_and_every_format_decodes_with_trailwatch() {
     let dir = tempfile::tempdir().unwrap();
     let opts = options(11, 3600, 4.0);
     let formats = [Format::Cloudtrail, Format::Ndjson, Format::Eventbridge, Format::Cwl];
-    let fopts = FileOptions { gzip_level: 1, gzip_ndjson: false };
+    let fopts = FileOptions { gzip_level: 1, gzip_ndjson: false, ..FileOptions::default() };
     let (truth, _) = dataset::write(&opts, dir.path(), &formats, fopts, false, false).unwrap();
     assert!(
         dataset::write(&opts, dir.path(), &formats, fopts, false, false).is_err(),
@@ -280,7 +280,7 @@ fn same_seed_same_files() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let opts = options(21, 1800, 3.0);
     let formats = [Format::Cloudtrail, Format::Cwl, Format::Eventbridge];
-    let fopts = FileOptions { gzip_level: 1, gzip_ndjson: true };
+    let fopts = FileOptions { gzip_level: 1, gzip_ndjson: true, ..FileOptions::default() };
     dataset::write(&opts, a.path(), &formats, fopts, false, false).unwrap();
     dataset::write(&opts, b.path(), &formats, fopts, false, false).unwrap();
     let (fa, fb) = (files_under(a.path()), files_under(b.path()));

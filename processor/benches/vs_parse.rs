@@ -62,6 +62,7 @@ fn replay_opts(file: &Path) -> ReplayOptions {
         now: OffsetDateTime::from_unix_timestamp(1_793_600_000).unwrap(),
         detector: DetectorConfig::default(),
         format: Default::default(),
+        archive: Default::default(),
     }
 }
 

@@ -38,8 +38,9 @@ pub enum Command {
     /// Hub, files), with checkpoints, metrics and graceful shutdown. Without a
     /// config, runs the embedded default (the demo events, findings on stdout).
     Run(RunArgs),
-    /// Replay archived events (files, directories, or - for stdin) through the rules.
-    Replay(ReplayArgs),
+    /// Replay archived events (files, directories, - for stdin, or an
+    /// s3://bucket/prefix/ archive) through the rules, in event-time order.
+    Replay(Box<ReplayArgs>),
     /// Replay INPUT... and report per rule how often it fires and who is behind
     /// it, then print a TOML snippet (placeholder values, suppressions with
     /// `expires` and `reason`) that would quiet the recurring sources. Applies nothing.
@@ -117,9 +118,44 @@ pub struct ReplayArgs {
     /// state_dir/replay-findings.ndjson, not stdout).
     #[arg(long)]
     pub to_securityhub: bool,
-    /// Inputs: files, directories (recursively), or - for stdin. Plain or gzip.
+    /// Only events at or after this time (RFC 3339, or a date: 2026-11-02).
+    /// Files named in the CloudTrail layout delivered before it are not read.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only events before this time (RFC 3339, or a date: midnight UTC).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Only these accounts (files in the CloudTrail layout), comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "ACCOUNT_ID")]
+    pub accounts: Vec<String>,
+    /// Only these regions (files in the CloudTrail layout), comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "REGION")]
+    pub regions: Vec<String>,
+    /// How long before the time in its name a CloudTrail file's events may
+    /// be: events are held this long to merge accounts and regions in time order.
+    #[arg(long, default_value = "15m", value_name = "DURATION")]
+    pub lookahead: String,
+    /// Threads that fetch, decompress and decode files (default: one per core; 4 per core for s3://).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Backtest expectations (TOML: per rule id at_least / at_most / exactly;
+    /// `unlisted = "ignore" | "zero"`). Exit 2 when one is not met.
+    #[arg(long, value_name = "FILE")]
+    pub expect: Option<PathBuf>,
+    /// Write the expectations as JUnit XML (one testcase each); needs --expect.
+    #[arg(long, value_name = "FILE", requires = "expect")]
+    pub junit: Option<PathBuf>,
+    /// Inputs: files, directories (recursively), - for stdin, or
+    /// s3://bucket/prefix/ (an archive in the CloudTrail layout). Plain or gzip.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
+}
+
+/// `--since` / `--until`: RFC 3339, or a date at midnight UTC.
+fn parse_bound(flag: &str, s: &str) -> anyhow::Result<i64> {
+    crate::config::parse_time(s)
+        .or_else(|| crate::config::parse_time(&format!("{s}T00:00:00Z")))
+        .with_context(|| format!("{flag} `{s}` is not an RFC 3339 time or a date like 2026-11-02"))
 }
 
 #[derive(Debug, Args)]
@@ -265,7 +301,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             }
         }
-        Command::Replay(a) => replay_cmd(a),
+        Command::Replay(a) => replay_cmd(*a),
         Command::Tune(a) => tune_cmd(a),
         Command::Config { config } => {
             let fallback = config.is_none().then_some(crate::config::EMBEDDED_DEFAULT);
@@ -397,7 +433,32 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
             .with_context(|| format!("--now `{t}` is not an RFC 3339 time"))?,
         None => OffsetDateTime::now_utc(),
     };
+    let since_ms = a.since.as_deref().map(|s| parse_bound("--since", s)).transpose()?;
+    let until_ms = a.until.as_deref().map(|s| parse_bound("--until", s)).transpose()?;
+    if let (Some(s), Some(u)) = (since_ms, until_ms) {
+        if s >= u {
+            anyhow::bail!("--since must be before --until");
+        }
+    }
+    let lookahead =
+        crate::config::duration_text::parse(&a.lookahead).map_err(|e| anyhow::anyhow!("--lookahead: {e}"))?;
+    let expectations = match &a.expect {
+        Some(p) => Some(replay::expect::Expectations::load(p, &set)?),
+        None => None,
+    };
+    let archive = replay::ArchiveOptions {
+        filter: replay::plan::Filter {
+            since_ms,
+            until_ms,
+            accounts: a.accounts.clone(),
+            regions: a.regions.clone(),
+            lookahead_ms: lookahead.as_millis() as i64,
+        },
+        threads: a.threads,
+        aws: cfg.aws.clone(),
+    };
     let opts = ReplayOptions {
+        archive,
         inputs: a.inputs,
         dead_letter: a.dead_letter,
         progress: !a.no_progress && io::stderr().is_terminal(),
@@ -418,24 +479,41 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
     if let Some(dir) = output.as_ref().and_then(|p| p.parent()).filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    let set = Arc::new(set);
     let stats = match &output {
         Some(p) => {
             let f = std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
             let mut w = io::BufWriter::new(f);
-            replay::replay(Arc::new(set), &opts, &mut w)?
+            replay::replay(Arc::clone(&set), &opts, &mut w)?
         }
         None => {
             let stdout = io::stdout();
             let mut w = io::BufWriter::new(stdout.lock());
-            replay::replay(Arc::new(set), &opts, &mut w)?
+            replay::replay(Arc::clone(&set), &opts, &mut w)?
         }
     };
     eprint!("{}", stats.summary());
+    let mut code = 0;
+    if let Some(e) = &expectations {
+        let outcomes = e.check(&set, &stats.matches);
+        for o in &outcomes {
+            eprintln!("{}", o.line());
+        }
+        let failed = outcomes.iter().filter(|o| !o.passed).count();
+        eprintln!("expectations: {} met, {failed} not met", outcomes.len() - failed);
+        if let Some(j) = &a.junit {
+            std::fs::write(j, replay::expect::junit(&outcomes, stats.elapsed.as_secs_f64()))
+                .with_context(|| format!("cannot write {}", j.display()))?;
+        }
+        if failed > 0 {
+            code = 2;
+        }
+    }
     if a.to_securityhub {
         let path = output.expect("set above with --to-securityhub");
         import_to_securityhub(&cfg, &opts.findings, &path)?;
     }
-    Ok(0)
+    Ok(code)
 }
 
 fn tune_cmd(a: TuneArgs) -> anyhow::Result<i32> {

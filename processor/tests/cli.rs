@@ -330,6 +330,110 @@ fn replay_runs_correlations_across_shuffled_files() {
     assert_eq!(go().stdout, out.stdout, "deterministic");
 }
 
+/// Two CloudTrail log files named as CloudTrail names them, given newest
+/// first: the burst of `replay_runs_correlations_across_shuffled_files`.
+fn burst_archive(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(dir.join("rules/bulk.yml"), BULK_RULES).unwrap();
+    let arch = dir.join("AWSLogs/111122223333/CloudTrail/eu-west-1/2026/03/01");
+    std::fs::create_dir_all(&arch).unwrap();
+    let mut first = Vec::new();
+    let mut second = Vec::new();
+    for i in 0..30u32 {
+        let ev = download(i, 60 + i * 6, "arn:aws:iam::111122223333:user/mallory");
+        // Unsorted inside a file, as CloudTrail writes them.
+        if i < 15 {
+            first.insert(0, ev);
+        } else {
+            second.insert(0, ev);
+        }
+    }
+    for (name, recs) in [("20260301T1005Z_b", &second), ("20260301T1002Z_a", &first)] {
+        let body = format!("{{\"Records\":[{}]}}", recs.join(","));
+        std::fs::write(arch.join(format!("111122223333_CloudTrail_eu-west-1_{name}.json")), body).unwrap();
+    }
+    dir.join("AWSLogs")
+}
+
+#[test]
+fn replay_expectations_exit_code_stderr_and_junit() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = burst_archive(dir.path());
+    let go = |expect: &str| {
+        let file = dir.path().join("expect.toml");
+        std::fs::write(&file, expect).unwrap();
+        let junit = dir.path().join("junit.xml");
+        let _ = std::fs::remove_file(&junit);
+        let out = run(bin()
+            .args(["replay", "--no-builtin", "--no-progress", "--now", NOW, "--rules"])
+            .arg(dir.path().join("rules"))
+            .arg("--expect")
+            .arg(&file)
+            .arg("--junit")
+            .arg(&junit)
+            .arg(&archive));
+        let xml = std::fs::read_to_string(&junit).unwrap_or_default();
+        (out, xml)
+    };
+    // Met: the burst fires once; the hidden base rule (not listed) never reports.
+    let (out, xml) = go("unlisted = \"zero\"\n[[expect]]\nrule = \"t-bulk\"\nat_least = 1\nat_most = 1\n");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("expect ok    t-bulk  (Bulk layer downloads): 1 matches, wanted at least 1 and at most 1"),
+        "{err}"
+    );
+    assert!(err.contains("expect ok    t-download  (layer download): 0 matches, wanted 0 (not listed)"), "{err}");
+    assert!(err.contains(", 0 late events dropped"), "{err}");
+    assert!(err.contains("plan: 2 files named by time in 1 account/region partitions"), "{err}");
+    let cases = junit_cases(&xml);
+    assert_eq!(
+        cases,
+        [("t-bulk (Bulk layer downloads)".to_string(), None), ("t-download (layer download)".to_string(), None)]
+    );
+    // Not met: exit 2, one line per rule, the failure in the JUnit file.
+    let (out, xml) = go("[[expect]]\nrule = \"t-bulk\"\nexactly = 0\n");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("expect ")).collect();
+    assert_eq!(lines, ["expect FAIL  t-bulk  (Bulk layer downloads): 1 matches, wanted exactly 0"], "{err}");
+    assert!(err.contains("expectations: 0 met, 1 not met"), "{err}");
+    let cases = junit_cases(&xml);
+    assert_eq!(cases, [("t-bulk (Bulk layer downloads)".to_string(), Some("1 matches, wanted exactly 0".to_string()))]);
+    // A rule that is not loaded is an error before anything runs.
+    let (out, _) = go("[[expect]]\nrule = \"no-such-rule\"\nat_least = 1\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("rule `no-such-rule`: no such rule is loaded"), "{}", text(&out.stderr));
+}
+
+/// (testcase name, failure message) of a JUnit file, read with an XML tokenizer.
+fn junit_cases(xml: &str) -> Vec<(String, Option<String>)> {
+    use xmlparser::Token;
+    let mut cases = Vec::new();
+    let mut element = String::new();
+    let mut declared = Vec::new();
+    for t in xmlparser::Tokenizer::from(xml) {
+        match t.expect("well-formed XML") {
+            Token::ElementStart { local, .. } => element = local.to_string(),
+            Token::Attribute { local, value, .. } => match (element.as_str(), local.as_str()) {
+                ("testcase", "name") => cases.push((unescape(value.as_str()), None)),
+                ("failure", "message") => {
+                    cases.last_mut().expect("failure inside a testcase").1 = Some(unescape(value.as_str()))
+                }
+                ("testsuite", "tests") => declared.push(value.as_str().parse::<usize>().unwrap()),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    assert_eq!(declared, [cases.len()], "one testsuite counting its testcases: {xml}");
+    cases
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
+}
+
 #[test]
 fn config_suppressions_and_windows_apply() {
     let dir = tempfile::tempdir().unwrap();

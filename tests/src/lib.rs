@@ -196,6 +196,11 @@ impl Server {
         self.child.id()
     }
 
+    /// The server's whole output so far (moto logs one line per request).
+    pub fn log_all(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Stops the server (an outage) without dropping the handle.
     pub fn stop(&mut self) {
         let _ = self.child.kill();

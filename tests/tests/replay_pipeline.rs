@@ -27,6 +27,7 @@ fn demo_events_through_the_builtin_pack() -> anyhow::Result<()> {
         now: time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000),
         detector: DetectorConfig::default(),
         format: ReplayFormat::Asff,
+        archive: Default::default(),
     };
     let mut out = Vec::new();
     let stats = replay(Arc::new(set), &ropts, &mut out)?;
@@ -60,6 +61,7 @@ fn matches_format_lists_what_the_findings_report() -> anyhow::Result<()> {
         now: time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000),
         detector: DetectorConfig::default(),
         format: ReplayFormat::Asff,
+        archive: Default::default(),
     };
     let mut asff = Vec::new();
     let a = replay(Arc::clone(&set), &ropts, &mut asff)?;

@@ -15,6 +15,8 @@ use crate::util::{compact, Civil};
 pub struct CloudTrailFiles {
     dir: PathBuf,
     pool: GzPool,
+    org_trail: bool,
+    shuffle: bool,
     summary: OutputSummary,
 }
 
@@ -23,17 +25,24 @@ impl CloudTrailFiles {
         CloudTrailFiles {
             dir: dir.to_path_buf(),
             pool: GzPool::new(opts.gzip_level),
+            org_trail: opts.org_trail,
+            shuffle: opts.shuffle_records,
             summary: OutputSummary { format: "cloudtrail".into(), dir: dir.to_path_buf(), ..OutputSummary::default() },
         }
     }
 }
 
-/// `<acct>_CloudTrail_<region>_<YYYYMMDDTHHMMZ>_<16 chars>.json.gz` and its folder.
-pub fn log_file_path(dir: &Path, account: &str, region: &str, delivered: i64) -> PathBuf {
+/// `<acct>_CloudTrail_<region>_<YYYYMMDDTHHMMZ>_<16 chars>.json.gz` and its
+/// folder, under `AWSLogs/<org>/` for an organization trail.
+pub fn log_file_path(dir: &Path, org: Option<&str>, account: &str, region: &str, delivered: i64) -> PathBuf {
     let c = Civil::from_unix(delivered);
     let ts = compact(delivered);
-    dir.join("AWSLogs")
-        .join(account)
+    let root = dir.join("AWSLogs");
+    let root = match org {
+        Some(o) => root.join(o),
+        None => root,
+    };
+    root.join(account)
         .join("CloudTrail")
         .join(region)
         .join(format!("{:04}", c.year))
@@ -50,7 +59,7 @@ impl Output for CloudTrailFiles {
             groups.entry((ev.account, ev.region, native)).or_default().push(ev);
         }
         let org = batch.org;
-        for ((account, region, native), events) in groups {
+        for ((account, region, native), mut events) in groups {
             let acct = &org.accounts[account as usize].id;
             let region = &org.regions[region as usize];
             let size: usize = events.iter().map(|e| e.json.len() + 1).sum::<usize>() + 16;
@@ -76,6 +85,14 @@ impl Output for CloudTrailFiles {
                 }
                 path
             } else {
+                if self.shuffle {
+                    // Seeded by the file, so a dataset stays reproducible.
+                    let mut h = crate::util::fnv(format!("{acct}{region}{}", batch.end).as_bytes());
+                    for i in (1..events.len()).rev() {
+                        h = crate::util::mix(h);
+                        events.swap(i, (h % (i as u64 + 1)) as usize);
+                    }
+                }
                 data.extend_from_slice(b"{\"Records\":[");
                 for (i, ev) in events.iter().enumerate() {
                     if i > 0 {
@@ -84,7 +101,7 @@ impl Output for CloudTrailFiles {
                     data.extend_from_slice(ev.json.as_bytes());
                 }
                 data.extend_from_slice(b"]}");
-                log_file_path(&self.dir, acct, region, batch.end)
+                log_file_path(&self.dir, self.org_trail.then_some(org.id.as_str()), acct, region, batch.end)
             };
             self.pool.submit(path, data)?;
             self.summary.events += events.len() as u64;

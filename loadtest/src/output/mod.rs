@@ -5,7 +5,7 @@
 //!
 //! | format | layout under `<out>/<format>/` |
 //! |---|---|
-//! | [`cloudtrail`] | `AWSLogs/<acct>/CloudTrail/<region>/YYYY/MM/DD/<acct>_CloudTrail_<region>_<ts>_<rand>.json.gz` (`{"Records":[...]}`, one file per account, region and slice), plus native EventBridge events in `EventBridge/<acct>/<region>/YYYY/MM/DD/...ndjson.gz` |
+//! | [`cloudtrail`] | `AWSLogs/[<org id>/]<acct>/CloudTrail/<region>/YYYY/MM/DD/<acct>_CloudTrail_<region>_<ts>_<rand>.json.gz` (`{"Records":[...]}`, one file per account, region and slice), plus native EventBridge events in `EventBridge/<acct>/<region>/YYYY/MM/DD/...ndjson.gz` |
 //! | [`ndjson`] `ndjson` | `events_<YYYYMMDDTHHMMZ>.ndjson[.gz]` per hour: raw CloudTrail records and native EventBridge events, one per line |
 //! | [`ndjson`] `eventbridge` | the same files, every event as EventBridge delivers it ("AWS API Call via CloudTrail" around records) |
 //! | [`cwl`] | `<acct>/<region>/..._<ts>_<n>.json.gz`: CloudWatch Logs subscription payloads (gzip JSON, `logEvents[].message`) |
@@ -101,11 +101,17 @@ pub struct FileOptions {
     pub gzip_level: u32,
     /// Compress the NDJSON formats (ndjson, eventbridge) too.
     pub gzip_ndjson: bool,
+    /// CloudTrail files under `AWSLogs/<org id>/<acct>/` as an organization
+    /// trail writes them (else `AWSLogs/<acct>/`).
+    pub org_trail: bool,
+    /// Records of a CloudTrail file in a seeded shuffled order, as CloudTrail
+    /// writes them (unsorted inside a file); else sorted by time.
+    pub shuffle_records: bool,
 }
 
 impl Default for FileOptions {
     fn default() -> Self {
-        FileOptions { gzip_level: 1, gzip_ndjson: false }
+        FileOptions { gzip_level: 1, gzip_ndjson: false, org_trail: false, shuffle_records: false }
     }
 }
 

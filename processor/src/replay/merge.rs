@@ -1,0 +1,185 @@
+//! Loading planned files in parallel, and their events back in one order.
+//!
+//! Workers (plain threads) fetch, gunzip, decode and sort one file each, at
+//! most `window` files ahead of the merge; the merge takes them in plan
+//! order. Only the merge is sequential (the engine owns its windows).
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::sync::{Condvar, Mutex};
+
+use trailwatch_rules::EventClass;
+
+use super::plan::{Input, Planned};
+use crate::decode::{self, DecodeOptions, Decoded, Position};
+
+/// One event of a loaded file; its JSON is `arena[start..end]`.
+pub(super) struct LoadedEvent {
+    /// Event time (`eventTime`, else EventBridge `time`), if it parses.
+    pub time_ms: Option<i64>,
+    /// The time it is merged at: its own, else the file's name time.
+    pub key_ms: i64,
+    pub class: EventClass,
+    pub start: usize,
+    pub end: usize,
+    pub position: Position,
+}
+
+/// Everything else a file held.
+pub(super) enum Other {
+    Bad { position: Position, kind: &'static str, message: String },
+    Skipped,
+    ObjectRef,
+}
+
+/// A decoded file, its events sorted by time (ties in file order).
+pub(super) struct Loaded {
+    pub origin: String,
+    pub partition: u32,
+    pub arena: String,
+    pub events: Vec<LoadedEvent>,
+    pub others: Vec<Other>,
+    pub bytes: u64,
+}
+
+impl Loaded {
+    pub fn json(&self, e: &LoadedEvent) -> &str {
+        &self.arena[e.start..e.end]
+    }
+}
+
+/// Reads the bytes of one input (local file, stdin, S3 object).
+pub(super) trait Fetch: Sync {
+    fn fetch(&self, input: &Input) -> anyhow::Result<Vec<u8>>;
+}
+
+/// The event time the engine will use: `eventTime`, else `time`.
+pub(super) fn event_time(json: &str) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Times<'a> {
+        #[serde(borrow, rename = "eventTime")]
+        event_time: Option<&'a str>,
+        #[serde(borrow)]
+        time: Option<&'a str>,
+    }
+    let t: Times<'_> = serde_json::from_str(json).ok()?;
+    t.event_time.or(t.time).and_then(trailwatch_rules::detect::parse_rfc3339_ms)
+}
+
+/// Decodes one file and sorts its events (CloudTrail files are unsorted inside).
+pub(super) fn load(p: &Planned, bytes: &[u8], opts: &DecodeOptions) -> Loaded {
+    let origin = p.input.origin();
+    let mut arena = String::with_capacity(bytes.len());
+    let mut events = Vec::new();
+    let mut others = Vec::new();
+    let fallback = p.name_time_ms.unwrap_or(i64::MIN);
+    decode::decode(bytes, &origin, opts, &mut |item| match item {
+        Decoded::Event(ev) => {
+            let start = arena.len();
+            arena.push_str(ev.json);
+            let time_ms = event_time(ev.json);
+            events.push(LoadedEvent {
+                time_ms,
+                key_ms: time_ms.unwrap_or(fallback),
+                class: ev.class,
+                start,
+                end: arena.len(),
+                position: ev.position,
+            });
+        }
+        Decoded::Error(e) => {
+            others.push(Other::Bad { position: e.position, kind: e.kind.as_str(), message: e.message })
+        }
+        Decoded::Skipped { .. } => others.push(Other::Skipped),
+        Decoded::ObjectRef(_) => others.push(Other::ObjectRef),
+    });
+    // Stable: events of the same second keep their order in the file.
+    events.sort_by_key(|e| e.key_ms);
+    Loaded { origin, partition: p.partition, arena, events, others, bytes: bytes.len() as u64 }
+}
+
+struct Shared {
+    next: usize,
+    consumed: usize,
+    stop: bool,
+}
+
+/// Loads `files` on `threads` workers, at most `window` files ahead of the
+/// consumer, and hands them to `consume` in order. `consume` returns false
+/// to stop early. A fetch error stops the replay with that error.
+pub(super) fn for_each_loaded(
+    files: &[&Planned],
+    threads: usize,
+    window: usize,
+    fetch: &dyn Fetch,
+    opts: &DecodeOptions,
+    consume: &mut dyn FnMut(usize, Loaded) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let n = files.len();
+    let state = Mutex::new(Shared { next: 0, consumed: 0, stop: false });
+    let cv = Condvar::new();
+    let (tx, rx) = mpsc::channel::<(usize, anyhow::Result<Loaded>)>();
+    let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            let tx = tx.clone();
+            let (state, cv) = (&state, &cv);
+            std::thread::Builder::new()
+                .name("replay-load".into())
+                .spawn_scoped(s, move || loop {
+                    let i = {
+                        let mut g = state.lock().unwrap_or_else(|e| e.into_inner());
+                        loop {
+                            if g.stop || g.next >= n {
+                                return;
+                            }
+                            if g.next < g.consumed + window.max(1) {
+                                break;
+                            }
+                            g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+                        }
+                        g.next += 1;
+                        g.next - 1
+                    };
+                    let p = files[i];
+                    let res = fetch
+                        .fetch(&p.input)
+                        .map(|bytes| load(p, &bytes, opts))
+                        .map_err(|e| e.context(format!("cannot read {}", p.input.origin())));
+                    if tx.send((i, res)).is_err() {
+                        return;
+                    }
+                })
+                .expect("spawning a loader thread");
+        }
+        drop(tx);
+        let mut result = Ok(());
+        let mut ready: BTreeMap<usize, anyhow::Result<Loaded>> = BTreeMap::new();
+        for i in 0..n {
+            let loaded = loop {
+                if let Some(r) = ready.remove(&i) {
+                    break r;
+                }
+                match rx.recv() {
+                    Ok((j, r)) => {
+                        ready.insert(j, r);
+                    }
+                    Err(_) => break Err(anyhow::anyhow!("the loader threads stopped")),
+                }
+            };
+            lock().consumed = i + 1;
+            cv.notify_all();
+            match loaded.and_then(|l| consume(i, l)) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        lock().stop = true;
+        cv.notify_all();
+        result
+    })
+}
