@@ -544,6 +544,7 @@ fn tune_cmd(a: TuneArgs) -> anyhow::Result<i32> {
             now,
             detector: detector_config(&cfg)?,
             format: replay::ReplayFormat::Asff,
+            archive: replay::ArchiveOptions::default(),
         },
         files,
         placeholders: ruleset::compile_options(&cfg.rules, builtin)?.placeholders,

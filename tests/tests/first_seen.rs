@@ -81,6 +81,7 @@ fn replayed(inputs: Vec<std::path::PathBuf>) -> BTreeSet<(String, String)> {
         now: time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000),
         detector: DetectorConfig::default(),
         format: ReplayFormat::Asff,
+        archive: Default::default(),
     };
     let mut out = Vec::new();
     replay(Arc::new(set()), &opts, &mut out).unwrap();
