@@ -30,7 +30,7 @@ fn replay(dir: &Path, input: &Path, config: Option<&Path>) -> (String, Vec<serde
 }
 
 fn bad_records(summary: &str) -> u64 {
-    let at = summary.find(" bad records").expect("summary names bad records");
+    let at = summary.find(" bad records; ").expect("summary names bad records");
     summary[..at].rsplit(' ').next().unwrap().parse().unwrap()
 }
 

@@ -498,6 +498,9 @@ impl Decoder<'_, '_> {
             Ok(v) => v,
             Err(e) => return self.error(pos, DecodeErrorKind::Json, format!("invalid JSON: {e}")),
         };
+        if items.is_empty() {
+            return (self.out)(Decoded::Skipped { reason: SkipReason::Empty, position: pos });
+        }
         for (i, raw) in items.into_iter().enumerate() {
             let p = Position { record: Some(i as u64), ..pos.clone() };
             self.value(raw.get(), p, via, depth + 1);
