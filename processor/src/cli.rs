@@ -73,6 +73,10 @@ pub struct RuleArgs {
     /// Do not load the built-in rule pack.
     #[arg(long)]
     pub no_builtin: bool,
+    /// Fail when any rule fails to compile (by default that rule is reported
+    /// with file, line and reason, and skipped).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Args)]
@@ -182,7 +186,27 @@ fn rules_for(cfg: &Config, args: &RuleArgs) -> anyhow::Result<(RuleSet, Vec<trai
     }
     let mut dirs = cfg.rules.paths.clone();
     dirs.extend(args.rules.iter().cloned());
-    ruleset::load(&dirs, builtin, &opts)
+    if cfg.rules.strict || args.strict {
+        return ruleset::load(&dirs, builtin, &opts);
+    }
+    let (set, mut warnings, skipped) = ruleset::load_skipping(&dirs, builtin, &opts)?;
+    crate::metrics::get().rules_skipped.set(skipped.len() as i64);
+    for e in &skipped {
+        tracing::error!(file = %e.file, line = e.line, reason = %e.reason, "rule skipped: it does not compile");
+        warnings.push(trailwatch_rules::RuleWarning {
+            file: e.file.clone(),
+            line: e.line,
+            message: format!("rule skipped: {}", e.reason),
+        });
+    }
+    if !skipped.is_empty() {
+        tracing::warn!(
+            skipped = skipped.len(),
+            loaded = set.rules().len() + set.correlations().len(),
+            "some rules were skipped; the rest run (use --strict or [rules] strict = true to fail instead)"
+        );
+    }
+    Ok((set, warnings))
 }
 
 /// Compile options for commands that take rule directories only.
@@ -214,7 +238,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let fallback = config.is_none().then_some(crate::config::EMBEDDED_DEFAULT);
             let cfg = Config::load_or(config.as_deref(), fallback)?;
             // The rules must load too: placeholders, paths and mappings are config.
-            let (set, warnings) = rules_for(&cfg, &RuleArgs { config: None, rules: Vec::new(), no_builtin: false })?;
+            let (set, warnings) =
+                rules_for(&cfg, &RuleArgs { config: None, rules: Vec::new(), no_builtin: false, strict: false })?;
             print_warnings(&warnings);
             // Trace export also depends on OTEL_* variables: resolve them as `run` would.
             let traces = crate::telemetry::ExportSettings::resolve(&cfg.telemetry, &|k| std::env::var(k).ok())?;

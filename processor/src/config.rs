@@ -196,6 +196,11 @@ pub struct RulesConfig {
     pub placeholders: BTreeMap<String, Vec<String>>,
     /// Rule field name → event field path (e.g. `src_ip = "sourceIPAddress"`).
     pub field_mappings: BTreeMap<String, String>,
+    /// Fail the run when any rule fails to compile (otherwise that rule is
+    /// reported and skipped, and the rest run). `rules validate` is always strict.
+    pub strict: bool,
+    /// Compiled size limit of one `|re` regular expression, in bytes.
+    pub regex_size_limit: usize,
 }
 
 impl Default for RulesConfig {
@@ -203,7 +208,14 @@ impl Default for RulesConfig {
         let mut field_mappings = BTreeMap::new();
         // Generic Sigma taxonomy names that SigmaHQ cloud rules use.
         field_mappings.insert("src_ip".to_string(), "sourceIPAddress".to_string());
-        RulesConfig { paths: Vec::new(), builtin: true, placeholders: BTreeMap::new(), field_mappings }
+        RulesConfig {
+            paths: Vec::new(),
+            builtin: true,
+            placeholders: BTreeMap::new(),
+            field_mappings,
+            strict: false,
+            regex_size_limit: trailwatch_rules::DEFAULT_REGEX_SIZE_LIMIT,
+        }
     }
 }
 
@@ -348,6 +360,9 @@ impl Config {
         }
         if self.windows.max_keys == 0 {
             problems.push("windows.max_keys must be at least 1".to_string());
+        }
+        if self.rules.regex_size_limit < 1024 {
+            problems.push("rules.regex_size_limit must be at least 1024 bytes".to_string());
         }
         for (i, s) in self.suppressions.iter().enumerate() {
             let at = format!("suppressions[{i}]");
