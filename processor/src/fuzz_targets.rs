@@ -14,9 +14,12 @@ use crate::decode::{self, Decoded};
 use crate::evaluate::{Emitted, Evaluator, EventRef};
 use crate::findings::FindingContext;
 
+/// One fuzz entry point: arbitrary bytes in, a panic when a property breaks.
+pub type Target = fn(&[u8]);
+
 /// Every target by name (the `fuzz/fuzz_targets/<name>.rs` and
 /// `fuzz/corpus/<name>/` names).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("decode", decode_input),
     ("json_scan", trailwatch_rules::fuzz::json_scan),
     ("sigma_rule", trailwatch_rules::fuzz::sigma_rule),
