@@ -283,6 +283,9 @@ fn run_cmd(a: RunArgs, log_level: &str) -> anyhow::Result<i32> {
     }
     // Before anything runs: a bad OTEL_* variable stops start-up too.
     let telemetry = crate::telemetry::Telemetry::init(&cfg.telemetry, log_level, &|k| std::env::var(k).ok())?;
+    // Fail fast: a panic outside the per-record guards ends the process
+    // (exit 70) instead of leaving a task dead behind a healthy endpoint.
+    crate::panics::install_fatal_hook();
     if embedded
         && std::env::var_os(crate::config::INLINE_ENV).is_none()
         && !std::path::Path::new("examples/events").exists()
@@ -335,6 +338,7 @@ fn run_cmd(a: RunArgs, log_level: &str) -> anyhow::Result<i32> {
 fn finding_context(cfg: &Config, central_account: Option<String>, region: Option<String>) -> FindingContext {
     FindingContext {
         product_region: region.unwrap_or(cfg.findings.region.clone()),
+        import_regions: cfg.findings.import_regions.clone(),
         report_to: match (central_account, cfg.findings.report_to) {
             (Some(account), _) => ReportTo::Central { account },
             (None, ReportToConfig::Central) => {
@@ -367,7 +371,8 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
         decode: cfg.decode.options(),
         findings: finding_context(&cfg, a.central_account, a.region),
         now,
-        detector: detector_config(&cfg)?,
+        // An archive is read long after it was written: no future bound.
+        detector: DetectorConfig { max_future_skew_ms: None, ..detector_config(&cfg)? },
         format: match a.format {
             ReplayFormatArg::Asff => replay::ReplayFormat::Asff,
             ReplayFormatArg::Matches => replay::ReplayFormat::Matches,
@@ -467,6 +472,9 @@ fn detector_config(cfg: &Config) -> anyhow::Result<DetectorConfig> {
         max_keys: cfg.windows.max_keys,
         dedup_period_ms: cfg.windows.dedup_period.as_millis() as i64,
         suppressions,
+        idle_timeout_ms: Some(cfg.windows.idle_timeout.as_millis() as i64).filter(|t| *t > 0),
+        max_future_skew_ms: Some(cfg.windows.max_future_skew.as_millis() as i64).filter(|t| *t > 0),
+        max_event_ids: cfg.windows.max_event_ids,
     })
 }
 

@@ -106,6 +106,17 @@ pub struct ServiceConfig {
     pub channel_capacity: usize,
     /// Records that cannot be decoded or evaluated (default: state_dir/dead-letter.ndjson).
     pub dead_letter: Option<PathBuf>,
+    /// A source partition (Kinesis shard reader, SQS receiver) that completed
+    /// no poll within this many of its poll intervals (idle backoff included)
+    /// is stalled: /readyz fails naming it.
+    pub source_stall_polls: u32,
+    /// ... but never sooner than this (one slow AWS call is not a stall).
+    #[serde(with = "duration_text")]
+    pub source_stall_min: Duration,
+    /// A stage (detector, sinks) busy with one batch for longer than this
+    /// without progress is stuck: /healthz fails.
+    #[serde(with = "duration_text")]
+    pub stage_stall_timeout: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -116,6 +127,9 @@ impl Default for ServiceConfig {
             shutdown_timeout: Duration::from_secs(25),
             channel_capacity: 16,
             dead_letter: None,
+            source_stall_polls: 10,
+            source_stall_min: Duration::from_secs(30),
+            stage_stall_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -244,6 +258,17 @@ pub struct WindowsConfig {
     /// updates the existing finding instead of creating a new one.
     #[serde(with = "duration_text")]
     pub dedup_period: Duration,
+    /// A partition (Kinesis shard, account+region of a queue) without events
+    /// for this long stops holding the watermark back; `0s`: never.
+    #[serde(with = "duration_text")]
+    pub idle_timeout: Duration,
+    /// Event times further than this ahead of the clock move no watermark
+    /// (counted, logged once per partition); `0s`: no bound. `run` only.
+    #[serde(with = "duration_text")]
+    pub max_future_skew: Duration,
+    /// Event ids remembered so that a redelivered event counts once in the
+    /// windows (about 40 bytes each; the oldest are forgotten over it); 0: off.
+    pub max_event_ids: usize,
 }
 
 impl Default for WindowsConfig {
@@ -253,6 +278,9 @@ impl Default for WindowsConfig {
             allowed_lateness: Duration::from_secs(15 * 60),
             max_keys: 1_000_000,
             dedup_period: Duration::from_secs(3600),
+            idle_timeout: Duration::from_secs(10 * 60),
+            max_future_skew: Duration::from_secs(5 * 60),
+            max_event_ids: 1_000_000,
         }
     }
 }
@@ -280,8 +308,14 @@ pub struct FindingsConfig {
     /// from; `central`: all findings are reported under `central_account`.
     pub report_to: ReportToConfig,
     pub central_account: Option<String>,
-    /// Region for ProductArn when an event carries none.
+    /// The region findings are imported into (their ProductArn and
+    /// `Region`): the one the import role allows. A finding of an event from
+    /// another region is routed here, not refused; the event's region stays
+    /// in its resources and in ProductFields `trailwatch/EventRegion`.
     pub region: String,
+    /// Event regions whose findings are imported in their own region instead
+    /// (the import role must allow each); empty: every finding goes to `region`.
+    pub import_regions: Vec<String>,
 }
 
 impl Default for FindingsConfig {
@@ -290,6 +324,7 @@ impl Default for FindingsConfig {
             report_to: ReportToConfig::EventAccount,
             central_account: None,
             region: "us-east-1".to_string(),
+            import_regions: Vec::new(),
         }
     }
 }
@@ -401,6 +436,12 @@ impl Config {
         }
         if self.service.commit_interval.is_zero() {
             problems.push("service.commit_interval must be above 0".to_string());
+        }
+        if self.service.source_stall_polls == 0 {
+            problems.push("service.source_stall_polls must be at least 1".to_string());
+        }
+        if self.service.stage_stall_timeout.is_zero() {
+            problems.push("service.stage_stall_timeout must be above 0".to_string());
         }
         if self.service.channel_capacity == 0 {
             problems.push("service.channel_capacity must be at least 1".to_string());

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
-use trailwatch_rules::{Alert, CorrelationAlert, Detector, DetectorConfig, DetectorStats, EventClass, RuleSet};
+use trailwatch_rules::{
+    Alert, CorrelationAlert, Detector, DetectorConfig, DetectorStats, EventClass, PartitionId, RuleSet,
+};
 
 use crate::decode::Position;
 use crate::findings::{self, AsffFinding, FindingContext, FindingInput};
@@ -198,14 +200,45 @@ impl Evaluator {
         s
     }
 
-    /// Evaluates one event. `now` is the processing time (UpdatedAt).
+    /// Evaluates one event of the default partition. `now` is the
+    /// processing time (UpdatedAt).
     pub fn event(&mut self, ev: EventRef<'_>, now: OffsetDateTime, out: &mut dyn FnMut(Emitted)) {
+        let p = self.det.partition("");
+        self.event_in(p, ev, now, out);
+    }
+
+    /// The watermark partition named `name` (a shard, an account+region, a
+    /// file; see the rules crate's `detect_design.md`), registered if new.
+    pub fn partition(&mut self, name: &str) -> PartitionId {
+        self.det.partition(name)
+    }
+
+    /// The partition has ended (a Kinesis shard read to SHARD_END).
+    pub fn close_partition(&mut self, p: PartitionId, now: OffsetDateTime, out: &mut dyn FnMut(Emitted)) {
+        let mut alerts = Vec::new();
+        self.det.close_partition(p, &mut alerts);
+        for a in alerts {
+            self.alert(a, None, &mut None, now, out);
+        }
+    }
+
+    /// Evaluates one event of partition `p`.
+    pub fn event_in(&mut self, p: PartitionId, ev: EventRef<'_>, now: OffsetDateTime, out: &mut dyn FnMut(Emitted)) {
         self.stats.events += 1;
         *self.stats.events_by_class.entry(ev.class.service()).or_default() += 1;
         let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
         let mut alerts = std::mem::take(&mut self.alerts);
         alerts.clear();
-        match self.det.process(ev.class, ev.json, now_ms, &mut self.scratch, &mut alerts) {
+        let res = self.det.process_in(p, ev.class, ev.json, now_ms, &mut self.scratch, &mut alerts);
+        for name in self.det.take_future_partitions() {
+            tracing::warn!(
+                partition = %name,
+                origin = %ev.origin,
+                position = %ev.position,
+                "event time further ahead of processing time than windows.max_future_skew: it moves no watermark (logged once per partition, all are counted)"
+            );
+        }
+        match res {
             Err(e) => self.bad(ev.origin, ev.position, "json", &e.to_string(), Some(ev.json), out),
             Ok(()) => {
                 // Parsed once for all the alerts of this event, and only if any.
@@ -216,6 +249,14 @@ impl Evaluator {
             }
         }
         self.alerts = alerts;
+    }
+
+    /// After a panic caught while evaluating one event (`panics::guard`): the
+    /// per-event scratch may be half-written, so it starts afresh. (Why the
+    /// windows are kept is in `service/design.md`, "Panics".)
+    pub fn recover_from_panic(&mut self) {
+        self.scratch = self.set.scratch();
+        self.alerts.clear();
     }
 
     /// A record the decoder could not read (counted, logged, dead-lettered).
@@ -286,6 +327,8 @@ impl Evaluator {
         m.window_keys.set(s.keys as i64);
         m.window_evictions.inc_by(s.evictions.saturating_sub(p.evictions));
         m.window_late_events.inc_by(s.late_dropped.saturating_sub(p.late_dropped));
+        m.window_duplicate_events.inc_by(s.duplicate_events.saturating_sub(p.duplicate_events));
+        m.window_future_events.inc_by(s.future_events.saturating_sub(p.future_events));
         m.window_missing_group_key.inc_by(s.missing_group_key.saturating_sub(p.missing_group_key));
         m.suppressed.inc_by(s.suppressed.saturating_sub(p.suppressed));
         if let Some(w) = s.watermark_ms {
@@ -418,6 +461,15 @@ impl Evaluator {
             metrics::get().findings_invalid.inc();
             let why: Vec<String> = violations.iter().map(|v| v.to_string()).collect();
             tracing::error!(rule = %input.rule.id, %origin, position = %pos, "finding failed ASFF validation: {}", why.join("; "));
+            // Dead-lettered with the reason, like a bad record, so it is kept
+            // (and synced) before the input is acknowledged.
+            out(Emitted::DeadLetter(DeadLetter {
+                origin: origin.to_string(),
+                position: pos.clone(),
+                kind: "invalid_finding",
+                error: format!("rule {}: finding {}: {}", input.rule.id, asff.id, why.join("; ")),
+                raw: Some(truncate(&json, 64 * 1024).to_string()),
+            }));
             return;
         }
         self.stats.findings += 1;
@@ -500,4 +552,46 @@ fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trailwatch_rules::RuleFile;
+
+    /// Issue 15: a finding that fails validation was only logged and
+    /// counted; it is dead-lettered now, with the reason and the finding.
+    #[test]
+    fn an_invalid_finding_is_dead_lettered_with_the_reason() {
+        let rule = r#"
+title: bad types
+id: 6f1d1b0e-0000-4000-8000-0000000000bb
+level: high
+asff_types: ["Not A Namespace/x"]
+logsource: {product: aws, service: cloudtrail}
+detection:
+    sel: {eventName: ListUsers}
+    condition: sel
+"#;
+        let (set, _) = crate::ruleset::compile(
+            &[RuleFile { name: "bad.yml".into(), text: rule.into() }],
+            &trailwatch_rules::CompileOptions::default(),
+        )
+        .unwrap();
+        let mut eval = Evaluator::new(Arc::new(set), DetectorConfig::default(), FindingContext::default());
+        let json = r#"{"eventVersion":"1.08","eventID":"e1","eventTime":"2026-01-01T00:00:00Z","eventSource":"iam.amazonaws.com","eventName":"ListUsers","awsRegion":"us-east-1","recipientAccountId":"111122223333","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/u","accountId":"111122223333"}}"#;
+        let pos = Position { line: 7, ..Default::default() };
+        let mut out = Vec::new();
+        let ev = EventRef { class: EventClass::CloudTrail, json, origin: "f.ndjson", position: &pos, ingest_ms: None };
+        eval.event(ev, OffsetDateTime::UNIX_EPOCH, &mut |e| out.push(e));
+        assert_eq!(out.len(), 1, "{out:?}");
+        let Emitted::DeadLetter(d) = &out[0] else { panic!("not a dead letter: {out:?}") };
+        assert_eq!(d.kind, "invalid_finding");
+        assert_eq!(d.origin, "f.ndjson");
+        assert_eq!(d.position.line, 7);
+        assert!(d.error.contains("Types") && d.error.contains("Not A Namespace/x"), "{}", d.error);
+        assert!(d.raw.as_deref().unwrap().contains("\"GeneratorId\":\"6f1d1b0e-0000-4000-8000-0000000000bb\""));
+        assert_eq!(eval.stats().invalid_findings, 1);
+        assert_eq!(eval.stats().findings, 0);
+    }
 }

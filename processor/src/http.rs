@@ -1,6 +1,7 @@
 //! The HTTP endpoint: `/metrics` (Prometheus text format), `/healthz` (the
-//! process is alive) and `/readyz` (sources connected, sinks healthy, not
-//! shutting down; 503 with the reasons otherwise).
+//! process is alive: no pipeline stage gone or stuck) and `/readyz` (sources
+//! connected and polling, sinks healthy, not shutting down); 503 with the
+//! reasons otherwise (see `health.rs`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -68,8 +69,19 @@ fn respond(req: &Request<Incoming>, health: &Health) -> Response<Full<Bytes>> {
         return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
     }
     match req.uri().path() {
-        "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", crate::metrics::get().render()),
-        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/metrics" => {
+            // Stall gauges are current at every scrape.
+            health.publish();
+            text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", crate::metrics::get().render())
+        }
+        "/healthz" => {
+            let why = health.not_live();
+            if why.is_empty() {
+                text(StatusCode::OK, "text/plain", "ok\n".into())
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not live: {}\n", why.join("; ")))
+            }
+        }
         "/readyz" => {
             let why = health.not_ready();
             if why.is_empty() {
@@ -138,6 +150,10 @@ mod tests {
         assert!(stopping.contains("503") && stopping.contains("shutting down"), "{stopping}");
         // Alive while draining.
         assert_eq!(get("/healthz").await.unwrap(), Ok("ok".to_string()));
+        // A stage gone: not live.
+        health.set_stage_dead("detector", "panicked");
+        let dead = get("/healthz").await.unwrap().unwrap_err();
+        assert!(dead.contains("503") && dead.contains("stage detector is gone: panicked"), "{dead}");
         stop.cancel();
         task.await.unwrap();
     }

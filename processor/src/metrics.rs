@@ -49,6 +49,8 @@ pub struct Metrics {
     pub window_keys: IntGauge,
     pub window_evictions: IntCounter,
     pub window_late_events: IntCounter,
+    pub window_duplicate_events: IntCounter,
+    pub window_future_events: IntCounter,
     pub window_missing_group_key: IntCounter,
     pub window_watermark: Gauge,
     // Sinks.
@@ -58,6 +60,7 @@ pub struct Metrics {
     pub sink_retries: IntCounterVec,
     pub sink_spool_bytes: IntGaugeVec,
     pub sink_spool_findings: IntGaugeVec,
+    pub securityhub_routes_parked: IntGaugeVec,
     pub dead_letters: IntCounter,
     // End to end.
     pub event_to_finding: Histogram,
@@ -74,6 +77,10 @@ pub struct Metrics {
     pub otlp_spans_exported: IntCounterVec,
     pub otlp_spans_dropped: IntCounterVec,
     pub otlp_export_retries: IntCounterVec,
+    // Faults and progress (panics caught per record, stalled readers and stages).
+    pub record_panics: IntCounterVec,
+    pub source_partition_stalled: IntGaugeVec,
+    pub pipeline_stage_stalled: IntGaugeVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -208,7 +215,7 @@ impl Metrics {
             findings_invalid: counter(
                 &r,
                 "trailwatch_findings_invalid_total",
-                "Findings that failed ASFF validation and were not emitted.",
+                "Findings that failed ASFF validation: dead-lettered (kind invalid_finding), not emitted.",
             ),
             rules_skipped: int_gauge(
                 &r,
@@ -225,6 +232,16 @@ impl Metrics {
                 &r,
                 "trailwatch_window_late_events_total",
                 "Events older than the watermark, dropped from correlation windows.",
+            ),
+            window_duplicate_events: counter(
+                &r,
+                "trailwatch_window_duplicate_events_total",
+                "Redelivered events (an event id already counted) kept out of correlation windows.",
+            ),
+            window_future_events: counter(
+                &r,
+                "trailwatch_window_future_events_total",
+                "Events whose time is further ahead of processing time than windows.max_future_skew; they move no watermark.",
             ),
             window_missing_group_key: counter(
                 &r,
@@ -272,6 +289,12 @@ impl Metrics {
                 &r,
                 "trailwatch_sink_spool_findings",
                 "Findings waiting in the sink's on-disk spool.",
+                &["sink"],
+            ),
+            securityhub_routes_parked: int_gauge_vec(
+                &r,
+                "trailwatch_securityhub_routes_parked",
+                "Security Hub routes (account and region) whose last attempt failed and whose findings wait in their spool.",
                 &["sink"],
             ),
             dead_letters: counter(&r, "trailwatch_dead_letters_total", "Records written to the dead-letter file."),
@@ -330,6 +353,24 @@ impl Metrics {
                 "trailwatch_otlp_export_retries_total",
                 "Retried OTLP export requests, by reason (throttled, unavailable, network, timeout).",
                 &["reason"],
+            ),
+            record_panics: counter_vec(
+                &r,
+                "trailwatch_record_panics_total",
+                "Records whose decoding or evaluation panicked, by stage (decode, evaluate); each is dead-lettered.",
+                &["stage"],
+            ),
+            source_partition_stalled: int_gauge_vec(
+                &r,
+                "trailwatch_source_partition_stalled",
+                "1 while a source partition (Kinesis shard, SQS receiver) has completed no poll within its stall budget.",
+                &["source", "partition"],
+            ),
+            pipeline_stage_stalled: int_gauge_vec(
+                &r,
+                "trailwatch_pipeline_stage_stalled",
+                "1 while a pipeline stage (detector, sinks) has been busy without progress past service.stage_stall_timeout, or is gone.",
+                &["stage"],
             ),
             registry: r,
         }

@@ -112,14 +112,19 @@ fn set(corrs: &[&str]) -> Arc<RuleSet> {
     Arc::new(RuleSet::load(&[RuleFile { name: "b.yml".into(), text }], &CompileOptions::default()).unwrap().0)
 }
 
-/// (bytes, allocations) per key held by a detector with `keys` active keys.
-fn per_key(corr: &str, keys: u64) -> (f64, f64) {
+/// (bytes, allocations) per key held by a detector with `keys` active keys,
+/// remembering up to `ids` event ids (redeliveries count once; 0: off).
+fn per_key(corr: &str, keys: u64, ids: usize) -> (f64, f64) {
     let set = set(&[corr]);
     let events: Vec<String> = (0..keys).map(|i| event(i, keys)).collect();
     let mut scratch = set.scratch();
     let mut out = Vec::new();
-    let cfg =
-        DetectorConfig { max_keys: keys as usize + 1, allowed_lateness_ms: i64::MAX / 4, ..DetectorConfig::default() };
+    let cfg = DetectorConfig {
+        max_keys: keys as usize + 1,
+        allowed_lateness_ms: i64::MAX / 4,
+        max_event_ids: ids,
+        ..DetectorConfig::default()
+    };
     let (before, allocs_before) = (LIVE.load(Ordering::Relaxed), ALLOCS.load(Ordering::Relaxed));
     let mut det = Detector::new(set.clone(), cfg);
     for e in &events {
@@ -141,10 +146,14 @@ fn bench(c: &mut Criterion) {
         ("r", "value_count gte (monotone, 64-bit value hashes)"),
     ] {
         for keys in [10_000u64, 1_000_000] {
-            let (bytes, allocs) = per_key(corr, keys);
-            eprintln!(
-                "window state, {what}: {bytes:.1} bytes and {allocs:.2} allocations per active key at {keys} keys"
-            );
+            // One event per key, so each key also holds one remembered id
+            // (the lateness here keeps every id): with and without the filter.
+            for (ids, filter) in [(0, "no id filter"), (keys as usize, "with the event-id filter")] {
+                let (bytes, allocs) = per_key(corr, keys, ids);
+                eprintln!(
+                    "window state, {what}, {filter}: {bytes:.1} bytes and {allocs:.2} allocations per active key at {keys} keys"
+                );
+            }
         }
     }
     // 100k events at 100/s over 500 principals: each principal sends ~60

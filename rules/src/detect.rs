@@ -15,6 +15,7 @@ use crate::json::JsonError;
 use crate::logsource::EventClass;
 use crate::matcher::Cidr;
 use crate::parse::fnv1a;
+use crate::watermark::{PartSnap, PartitionId, PartitionState, SeenIds, Watermarks};
 use crate::window::{CorrelationRule, CorrelationType};
 
 /// Which clock windows use.
@@ -48,6 +49,15 @@ pub struct DetectorConfig {
     pub max_keys: usize,
     pub dedup_period_ms: i64,
     pub suppressions: Vec<Suppression>,
+    /// A partition without events for this long (processing time passed
+    /// in) stops holding the watermark back. None: never.
+    pub idle_timeout_ms: Option<i64>,
+    /// Event times further than this ahead of the processing time passed in
+    /// move no watermark (counted). None: no bound (replays).
+    pub max_future_skew_ms: Option<i64>,
+    /// Bound on the event ids remembered to count a redelivered event once
+    /// (about 40 bytes each); 0 turns the check off.
+    pub max_event_ids: usize,
 }
 
 impl Default for DetectorConfig {
@@ -58,6 +68,9 @@ impl Default for DetectorConfig {
             max_keys: 1_000_000,
             dedup_period_ms: 3600 * 1000,
             suppressions: Vec::new(),
+            idle_timeout_ms: Some(10 * 60 * 1000),
+            max_future_skew_ms: None,
+            max_event_ids: 1_000_000,
         }
     }
 }
@@ -98,6 +111,15 @@ pub struct DetectorStats {
     pub correlation_alerts: u64,
     pub correlation_updates: u64,
     pub watermark_ms: Option<i64>,
+    /// Redelivered events (an event id already counted) kept out of windows.
+    #[serde(default)]
+    pub duplicate_events: u64,
+    /// Events too far ahead of processing time to move a watermark.
+    #[serde(default)]
+    pub future_events: u64,
+    /// Event ids forgotten over `max_event_ids`.
+    #[serde(default)]
+    pub event_id_evictions: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,13 +132,15 @@ pub enum SnapshotError {
     Rules(String),
 }
 
-pub const SNAPSHOT_VERSION: u32 = 2;
+pub const SNAPSHOT_VERSION: u32 = 3;
 
 /// The running state (see `groups.rs` for how a group is stored).
 #[derive(Debug, Clone, Default)]
 struct State {
     groups: Vec<GroupMap>,
-    max_time: Option<i64>,
+    wm: Watermarks,
+    /// Ids of counted events (redeliveries count once).
+    seen: SeenIds,
     stats: DetectorStats,
     /// Non-monotone windows waiting for the watermark, per correlation:
     /// (close time, key). Decided in (close time, correlation, key) order.
@@ -124,15 +148,24 @@ struct State {
     since_expiry: u32,
 }
 
-/// The snapshot format (version 2): plain JSON, independent of the
-/// in-memory encoding.
+/// The snapshot format (version 3): plain JSON, independent of the
+/// in-memory encoding. Version 2 had one `max_time` instead of partitions,
+/// watermark and event ids.
 #[derive(Serialize, Deserialize)]
 struct StateSnap {
     version: u32,
     /// Ids of the correlations, to refuse a snapshot of other rules.
     rules: Vec<String>,
     groups: Vec<Vec<GroupSnap>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     max_time: Option<i64>,
+    #[serde(default)]
+    partitions: Vec<PartSnap>,
+    #[serde(default)]
+    watermark: Option<i64>,
+    /// (event time, id hash) of counted events still ahead of the watermark.
+    #[serde(default)]
+    event_ids: Vec<(i64, u64)>,
     stats: DetectorStats,
 }
 
@@ -230,8 +263,13 @@ impl Detector {
     pub fn new(set: Arc<RuleSet>, cfg: DetectorConfig) -> Self {
         let supp_fields = cfg.suppressions.iter().map(|s| set.fields().get(&s.field)).collect();
         let n = set.correlations().len();
-        let state =
-            State { groups: vec![GroupMap::default(); n], closes: vec![BinaryHeap::new(); n], ..State::default() };
+        let state = State {
+            groups: vec![GroupMap::default(); n],
+            closes: vec![BinaryHeap::new(); n],
+            wm: Self::watermarks(&cfg),
+            seen: SeenIds::new(cfg.max_event_ids),
+            ..State::default()
+        };
         Detector { set, cfg, supp_fields, state, matches: Vec::new(), aux_buf: Vec::new() }
     }
 
@@ -251,17 +289,70 @@ impl Detector {
             .collect()
     }
 
-    fn watermark(&self) -> Option<i64> {
-        let lateness = match self.cfg.time_mode {
-            TimeMode::EventTime => self.cfg.allowed_lateness_ms,
-            TimeMode::ProcessingTime => 0,
-        };
-        self.state.max_time.map(|m| m - lateness)
+    fn watermarks(cfg: &DetectorConfig) -> Watermarks {
+        match cfg.time_mode {
+            TimeMode::EventTime => {
+                Watermarks::new(cfg.allowed_lateness_ms, cfg.idle_timeout_ms, cfg.max_future_skew_ms)
+            }
+            TimeMode::ProcessingTime => Watermarks::new(0, None, None),
+        }
     }
 
-    /// Evaluates one event; pushes detections and fired correlations.
+    fn watermark(&self) -> Option<i64> {
+        self.state.wm.get()
+    }
+
+    /// The partition named `name` (a shard id, an account+region, a file),
+    /// registered if new. From its registration it holds the combined
+    /// watermark back until it has events, idles or is closed.
+    pub fn partition(&mut self, name: &str) -> PartitionId {
+        self.state.wm.partition(name)
+    }
+
+    /// The partition has ended (a closed shard read to its end, a file read
+    /// to its end): it stops holding the watermark back. An event of it
+    /// later opens it again.
+    pub fn close_partition(&mut self, p: PartitionId, out: &mut Vec<Alert>) {
+        self.state.wm.close(p);
+        let set = Arc::clone(&self.set);
+        self.close_due(&set, false, out);
+    }
+
+    /// The watermark does not advance before processing time `until_ms`
+    /// (e.g. until redelivered queue messages have come back).
+    pub fn hold_watermark_until(&mut self, until_ms: i64) {
+        self.state.wm.hold_until(until_ms);
+    }
+
+    /// Every partition and where it stands.
+    pub fn partitions(&self) -> Vec<PartitionState> {
+        self.state.wm.states()
+    }
+
+    /// Names of the partitions whose first too-far-future event came since
+    /// the last call (to log once per partition).
+    pub fn take_future_partitions(&mut self) -> Vec<String> {
+        self.state.wm.take_future()
+    }
+
+    /// Evaluates one event of the default partition (named ``).
     pub fn process(
         &mut self,
+        class: EventClass,
+        json: &str,
+        now_ms: i64,
+        scratch: &mut Scratch,
+        out: &mut Vec<Alert>,
+    ) -> Result<(), JsonError> {
+        let p = self.partition("");
+        self.process_in(p, class, json, now_ms, scratch, out)
+    }
+
+    /// Evaluates one event of partition `p`; pushes detections and fired
+    /// correlations. `now_ms` is the processing time.
+    pub fn process_in(
+        &mut self,
+        p: PartitionId,
         class: EventClass,
         json: &str,
         now_ms: i64,
@@ -277,7 +368,8 @@ impl Detector {
             TimeMode::ProcessingTime => now_ms,
         };
         let event_id = set.event_id(&ev);
-        let mut observed = false;
+        // Decided at the first window this event would count in.
+        let mut duplicate: Option<bool> = None;
         let matches = std::mem::take(&mut self.matches);
         let mut aux_buf = std::mem::take(&mut self.aux_buf);
         for &m in &matches {
@@ -294,7 +386,13 @@ impl Detector {
                 });
             }
             for &(ci, pos) in set.detection_consumers(m) {
-                observed = true;
+                let dup = *duplicate.get_or_insert_with(|| match event_id {
+                    Some(id) if !id.is_empty() => !self.state.seen.insert(fnv1a(id.as_bytes()), t),
+                    _ => false,
+                });
+                if dup {
+                    continue;
+                }
                 let c = &set.correlations()[ci];
                 let mut vals: Vec<&str> = Vec::with_capacity(c.group_fields[pos].len());
                 let mut missing = false;
@@ -341,8 +439,14 @@ impl Detector {
         }
         self.matches = matches;
         self.aux_buf = aux_buf;
-        if observed || self.state.max_time.is_none_or(|m| t > m) {
-            self.state.max_time = Some(self.state.max_time.map_or(t, |m| m.max(t)));
+        if duplicate == Some(true) {
+            self.state.stats.duplicate_events += 1;
+        }
+        match self.cfg.time_mode {
+            TimeMode::EventTime => {
+                self.state.wm.event(p, t, now_ms);
+            }
+            TimeMode::ProcessingTime => self.state.wm.processing(now_ms),
         }
         self.close_due(&set, false, out);
         self.state.since_expiry += 1;
@@ -353,9 +457,11 @@ impl Detector {
     }
 
     /// Moves processing time forward without an event (idle streams).
+    /// Idle partitions stop holding the watermark back.
     pub fn advance(&mut self, now_ms: i64, out: &mut Vec<Alert>) {
-        if self.cfg.time_mode == TimeMode::ProcessingTime {
-            self.state.max_time = Some(self.state.max_time.map_or(now_ms, |m| m.max(now_ms)));
+        match self.cfg.time_mode {
+            TimeMode::EventTime => self.state.wm.tick(now_ms),
+            TimeMode::ProcessingTime => self.state.wm.processing(now_ms),
         }
         let set = Arc::clone(&self.set);
         self.close_due(&set, false, out);
@@ -372,6 +478,8 @@ impl Detector {
         let mut s = self.state.stats.clone();
         s.keys = self.state.groups.iter().map(|g| g.len() as u64).sum();
         s.watermark_ms = self.watermark();
+        s.future_events = self.state.wm.future_events;
+        s.event_id_evictions = self.state.seen.evicted;
         s
     }
 
@@ -402,8 +510,11 @@ impl Detector {
                         .collect()
                 })
                 .collect(),
-            max_time: self.state.max_time,
-            stats: self.state.stats.clone(),
+            max_time: None,
+            partitions: self.state.wm.to_snap(),
+            watermark: self.state.wm.get(),
+            event_ids: self.state.seen.to_pairs(),
+            stats: self.stats_for_snapshot(),
         };
         serde_json::to_vec(&snap).unwrap_or_default()
     }
@@ -412,13 +523,23 @@ impl Detector {
         self.set.correlations().iter().map(|c| c.meta.id.clone()).collect()
     }
 
-    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+    fn stats_for_snapshot(&self) -> DetectorStats {
+        let mut s = self.state.stats.clone();
+        s.future_events = self.state.wm.future_events;
+        s.event_id_evictions = self.state.seen.evicted;
+        s
+    }
+
+    /// Restores a snapshot. Ok(Some(note)): restored, with something the
+    /// operator should know (a version 2 snapshot: one watermark, no
+    /// partitions or event ids; windows continue).
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<Option<String>, SnapshotError> {
         #[derive(Deserialize)]
         struct Head {
             version: u32,
         }
         let head: Head = serde_json::from_slice(bytes).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
-        if head.version != SNAPSHOT_VERSION {
+        if head.version != SNAPSHOT_VERSION && head.version != 2 {
             return Err(SnapshotError::Version(head.version));
         }
         let snap: StateSnap = serde_json::from_slice(bytes).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
@@ -426,12 +547,24 @@ impl Detector {
         if snap.rules != want || snap.groups.len() != want.len() {
             return Err(SnapshotError::Rules(format!("snapshot has {:?}, rules have {:?}", snap.rules, want)));
         }
-        let mut st = State {
-            max_time: snap.max_time,
-            stats: snap.stats,
-            closes: vec![BinaryHeap::new(); want.len()],
-            ..State::default()
-        };
+        let mut note = None;
+        let mut wm = Self::watermarks(&self.cfg);
+        let mut seen = SeenIds::new(self.cfg.max_event_ids);
+        if head.version == 2 {
+            // One global watermark: kept as the floor; partitions start anew.
+            let lateness = if self.cfg.time_mode == TimeMode::EventTime { self.cfg.allowed_lateness_ms } else { 0 };
+            wm.restore(Vec::new(), snap.max_time.map(|m| m - lateness));
+            note = Some(
+                "window snapshot of version 2 restored: per-partition watermarks and event ids start empty".to_string(),
+            );
+        } else {
+            wm.restore(snap.partitions, snap.watermark);
+            seen.restore(&snap.event_ids);
+        }
+        wm.future_events = snap.stats.future_events;
+        seen.evicted = snap.stats.event_id_evictions;
+        let mut st =
+            State { wm, seen, stats: snap.stats, closes: vec![BinaryHeap::new(); want.len()], ..State::default() };
         for (ci, groups) in snap.groups.into_iter().enumerate() {
             let c = &self.set.correlations()[ci];
             let mut map = GroupMap::default();
@@ -467,7 +600,7 @@ impl Detector {
             st.groups.push(map);
         }
         self.state = st;
-        Ok(())
+        Ok(note)
     }
 
     fn suppressed(&mut self, rule_id: &str, ev: &Event<'_>, now_ms: i64) -> bool {
@@ -705,6 +838,15 @@ impl Detector {
         self.state.since_expiry = 0;
         let Some(w) = self.watermark() else { return };
         let set = Arc::clone(&self.set);
+        // A copy of an event behind the watermark is late anyway; in
+        // processing time a copy gets a new time, so ids last a timespan.
+        let keep_from = match self.cfg.time_mode {
+            TimeMode::EventTime => w,
+            TimeMode::ProcessingTime => {
+                w.saturating_sub(set.correlations().iter().map(|c| c.timespan_ms).max().unwrap_or(0))
+            }
+        };
+        self.state.seen.prune_before(keep_from);
         for (ci, groups) in self.state.groups.iter_mut().enumerate() {
             let span = set.correlations()[ci].timespan_ms;
             groups.retain_seen_since(w - span);

@@ -11,7 +11,8 @@
 //! - [`logsource`]: the event classes and their `logsource` names;
 //! - [`window`]: correlation rules (event_count, value_count, temporal);
 //!   [`detect`]: the stateful [`Detector`] — suppressions, event-time windows,
-//!   watermark, dedup, snapshots (see `detect_design.md`); `groups`: the
+//!   watermark, dedup, snapshots (see `detect_design.md`); [`watermark`]:
+//!   per-partition watermarks and the redelivered-event filter; `groups`: the
 //!   compact storage of its window state (a slab, an 8-byte-slot index,
 //!   packed times and sample ids);
 //! - [`testing`]: rule tests kept in the rule files;
@@ -30,6 +31,7 @@ pub mod matcher;
 pub mod meta;
 pub mod parse;
 pub mod testing;
+pub mod watermark;
 pub mod window;
 
 pub use compile::{CompileOptions, DEFAULT_REGEX_SIZE_LIMIT};
@@ -38,4 +40,5 @@ pub use engine::{DetectionRule, RuleFile, RuleSet, Scratch};
 pub use error::{RuleError, RuleErrors, RuleWarning};
 pub use logsource::EventClass;
 pub use meta::{Level, RuleMeta};
+pub use watermark::{PartitionId, PartitionState};
 pub use window::CorrelationRule;

@@ -10,6 +10,14 @@
 //! Each server runs in a wrapper that exits when the test process does, so a
 //! crashed test leaves nothing behind; [`Server`] kills it on drop. Ports are
 //! free ports picked at start. Credentials are dummies, region us-east-1.
+//!
+//! - [`faults::FaultProxy`]: an HTTP proxy between the SDK and an emulator
+//!   that injects throttling, 500s, connection resets and slow answers;
+//! - [`chaos`]: the kill -9 / fault scenario shared by `crash.rs` and
+//!   `faults.rs` (events, rules, the real `trailwatch` binary, checks).
+
+pub mod chaos;
+pub mod faults;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -183,6 +191,11 @@ impl Server {
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
+    /// The server's process id (to pause it with SIGSTOP: a hung endpoint).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the server (an outage) without dropping the handle.
     pub fn stop(&mut self) {
         let _ = self.child.kill();
@@ -346,4 +359,103 @@ pub async fn run_then_flush(
         .unwrap()
         .expect("the exporter stops before the deadline");
     (summary, report)
+}
+
+/// The newest modification time of the files under `paths`.
+fn newest(paths: &[PathBuf]) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(p) = stack.pop() {
+        let Ok(m) = std::fs::metadata(&p) else { continue };
+        if m.is_dir() {
+            stack.extend(std::fs::read_dir(&p).into_iter().flatten().flatten().map(|e| e.path()));
+        } else if let Ok(t) = m.modified() {
+            newest = newest.max(Some(t));
+        }
+    }
+    newest
+}
+
+/// The `trailwatch` binary: $TRAILWATCH_BIN, or the debug build next to the
+/// test binaries when it is newer than every source it is built from
+/// (`scripts/test` builds it first), else built by cargo. (Building it from
+/// here otherwise rebuilds a few shared dependencies that `cargo test`
+/// compiled with other features: minutes on two cores.)
+pub fn trailwatch_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("TRAILWATCH_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let bin = exe.parent().and_then(|d| d.parent()).expect("target/debug").join("trailwatch");
+        let root = repo_root();
+        let sources: Vec<PathBuf> = [
+            "processor/src",
+            "processor/build.rs",
+            "processor/Cargo.toml",
+            "rules/src",
+            "rules/pack",
+            "rules/Cargo.toml",
+            "Cargo.toml",
+            "Cargo.lock",
+        ]
+        .iter()
+        .map(|p| root.join(p))
+        .collect();
+        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+        if built.is_some() && built > newest(&sources) {
+            return bin;
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(repo_root())
+            .args(["build", "--quiet", "-p", "trailwatch-processor", "--bin", "trailwatch"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building trailwatch failed");
+        assert!(bin.is_file(), "{} not built", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A small seeded generator (splitmix64): the same seed, the same choices.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi.saturating_sub(lo) + 1)
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+}
+
+/// A seed from `$name` if set (to repeat a run), else from the clock.
+pub fn seed_from_env(name: &str) -> u64 {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    })
+}
+
+/// A number from `$name`, else `default` (sizes of the long tests).
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }

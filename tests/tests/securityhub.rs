@@ -145,16 +145,9 @@ fn ids(f: &[serde_json::Value]) -> Vec<String> {
     f.iter().map(|v| v["Id"].as_str().unwrap().to_string()).collect()
 }
 
+/// Findings in a sink's spool (one queue directory per route).
 fn spooled(dir: &Path, sink: &str) -> usize {
-    let d = dir.join("state/spool").join(sink);
-    std::fs::read_dir(&d)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".ndjson"))
-                .map(|e| std::fs::read_to_string(e.path()).unwrap().lines().count())
-                .sum()
-        })
-        .unwrap_or(0)
+    spooled_route(dir, sink)
 }
 
 #[tokio::test]
@@ -368,4 +361,166 @@ fn replay_can_import_into_security_hub() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let found = rt.block_on(findings_in(&server));
     assert_eq!(found.len(), 3, "{found:?}");
+}
+
+fn event_from(i: u32, account: &str, region: &str) -> String {
+    event_in(i, account).replace("\"awsRegion\":\"us-east-1\"", &format!("\"awsRegion\":\"{region}\""))
+}
+
+type Seen = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// An HTTP proxy in front of moto that refuses every call signed for the
+/// region `refuse` (403 AccessDeniedException, as an import role answers for
+/// a region it may not use) and forwards the rest; records each call's region.
+/// moto itself accepts every finding, in every region.
+async fn refusing_proxy(upstream: &str, refuse: &'static str) -> (String, Seen) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn read_message(sock: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+        let head_end = loop {
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            let mut chunk = [0u8; 16384];
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + len {
+            let mut chunk = [0u8; 16384];
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let whole: Vec<u8> = buf.drain(..head_end + len).collect();
+        Some((head, whole))
+    }
+    let upstream = upstream.trim_start_matches("http://").to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Seen = Arc::default();
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let seen = seen2.clone();
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while let Some((head, request)) = read_message(&mut sock, &mut buf).await {
+                    // The region is in the SigV4 credential scope: Credential=KEY/DATE/REGION/securityhub/...
+                    let region = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("authorization:"))
+                        .and_then(|a| a.split("credential=").nth(1))
+                        .and_then(|c| c.split('/').nth(2))
+                        .unwrap_or_default()
+                        .to_string();
+                    seen.lock().unwrap().push(region.clone());
+                    let response = if region == refuse {
+                        let body =
+                            r#"{"Message":"User is not authorized to perform: securityhub:BatchImportFindings"}"#;
+                        format!(
+                            "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\nx-amzn-errortype: AccessDeniedException\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .into_bytes()
+                    } else {
+                        let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                        if up.write_all(&request).await.is_err() {
+                            return;
+                        }
+                        let mut ubuf = Vec::new();
+                        let Some((_, response)) = read_message(&mut up, &mut ubuf).await else { return };
+                        response
+                    };
+                    if sock.write_all(&response).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+async fn findings_in_region(server: &Server, region: &str) -> Vec<aws_sdk_securityhub::types::AwsSecurityFinding> {
+    let sdk = server.sdk_config().await.to_builder().region(aws_config::Region::new(region.to_string())).build();
+    let client = aws_sdk_securityhub::Client::new(&sdk);
+    let r = client.get_findings().max_results(100).send().await.unwrap();
+    r.findings().to_vec()
+}
+
+/// Issue 15, the wedge: one route refused (AccessDenied for eu-west-1)
+/// must not hold back another route's findings, end to end against moto.
+#[tokio::test]
+async fn healthy_findings_arrive_while_another_route_is_refused() {
+    aws_env();
+    let server = Server::moto().unwrap();
+    let (proxy, regions) = refusing_proxy(&server.endpoint, "eu-west-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.ndjson");
+    let mut lines = vec![event_from(0, MOTO_ACCOUNT, "eu-west-1")];
+    lines.extend((1..=4).map(|i| event_from(i, MOTO_ACCOUNT, "us-east-1")));
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let extra = format!("endpoint_url = \"{proxy}\"\nmax_refused_attempts = 2\npark_max = \"100ms\"");
+    let cfg = config_with(&server, dir.path(), &input, "sh_wedge", true, &extra);
+    // eu-west-1 is (wrongly) allowed as an import region: its route is refused.
+    let findings = FindingContext { import_regions: vec!["eu-west-1".into()], ..FindingContext::default() };
+    let s = run_as(cfg, findings, std::future::pending()).await;
+    assert_eq!(s.sinks.findings, 5);
+    let us = findings_in_region(&server, "us-east-1").await;
+    assert_eq!(us.len(), 4, "the healthy route delivered everything: {us:?}");
+    assert!(findings_in_region(&server, "eu-west-1").await.is_empty());
+    assert!(regions.lock().unwrap().iter().any(|r| r == "eu-west-1"), "the refused route was tried");
+    // The refused finding is kept: still spooled, or dead-lettered with the reason.
+    let dead = std::fs::read_to_string(dir.path().join("state/securityhub-rejected.ndjson")).unwrap_or_default();
+    let spooled_eu = spooled_route(dir.path(), "sh_wedge");
+    assert_eq!(spooled_eu + dead.lines().count(), 1, "spooled {spooled_eu}, dead letters:\n{dead}");
+    if let Some(l) = dead.lines().next() {
+        assert!(l.contains("AccessDenied"), "{l}");
+    }
+}
+
+/// Findings in every route queue (`<account>_<region>/`) of a sink's spool.
+fn spooled_route(dir: &Path, sink: &str) -> usize {
+    let root = dir.join("state/spool").join(sink);
+    let Ok(rd) = std::fs::read_dir(&root) else { return 0 };
+    rd.filter_map(Result::ok)
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().filter_map(Result::ok))
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".ndjson"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap().lines().count())
+        .sum()
+}
+
+/// Issue 15, the region: with `findings.region = us-east-1` a finding of an
+/// eu-west-1 event is imported in us-east-1 (where the import role may
+/// import) and keeps the event's region visible.
+#[tokio::test]
+async fn a_finding_from_another_region_is_imported_in_the_findings_region() {
+    aws_env();
+    let server = Server::moto().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.ndjson");
+    std::fs::write(&input, event_from(0, MOTO_ACCOUNT, "eu-west-1") + "\n").unwrap();
+    let findings = FindingContext { product_region: "us-east-1".into(), ..FindingContext::default() };
+    run_as(config(&server, dir.path(), &input, "sh_region", true), findings, std::future::pending()).await;
+    assert!(findings_in_region(&server, "eu-west-1").await.is_empty(), "nothing imported in the event's region");
+    let found = findings_in_region(&server, "us-east-1").await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    let f = &found[0];
+    assert_eq!(
+        f.product_arn(),
+        Some(format!("arn:aws:securityhub:us-east-1:{MOTO_ACCOUNT}:product/{MOTO_ACCOUNT}/default").as_str())
+    );
+    assert_eq!(f.product_fields().unwrap().get("trailwatch/EventRegion").map(String::as_str), Some("eu-west-1"));
+    assert!(f.resources().iter().any(|r| r.region() == Some("eu-west-1")), "{:?}", f.resources());
 }

@@ -226,3 +226,31 @@ detection:
     assert_eq!(summary.eval.events, u64::from(n));
     assert_eq!(lines.await.unwrap(), n as usize);
 }
+
+/// Redelivery (a Kinesis record read again after a restart, an SQS message
+/// that came back): an event delivered three times counts once in a window.
+#[tokio::test]
+async fn an_event_delivered_three_times_counts_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("repeated.ndjson");
+    // Three distinct denials, each delivered three times: not more than 3.
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        lines.extend((0..3).map(|i| event(i, i)));
+    }
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let s = run_once(config(dir.path(), &input)).await;
+    assert_eq!(s.eval.events, 9, "every delivery is evaluated");
+    assert_eq!(s.eval.detector.duplicate_events, 6);
+    assert!(findings(dir.path()).is_empty(), "{:?}", findings(dir.path()));
+
+    // A fourth distinct denial completes the window, counted 4, not 10.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("repeated.ndjson");
+    lines.push(event(3, 3));
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    run_once(config(dir.path(), &input)).await;
+    let f = findings(dir.path());
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0]["ProductFields"]["trailwatch/Count"], "4");
+}

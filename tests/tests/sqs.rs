@@ -275,6 +275,165 @@ async fn a_poison_message_goes_to_the_dead_letter_queue_and_the_rest_flows() {
     assert_eq!(depth(&sqs, &url).await, 0);
 }
 
+const BURST_RULES: &str = r#"
+title: denied
+id: 6f1d1b0e-0000-4000-8000-0000000000c1
+name: denied
+level: informational
+logsource: {product: aws, service: cloudtrail}
+detection:
+    sel: {errorCode: AccessDenied}
+    condition: sel
+---
+title: Denied burst
+id: 6f1d1b0e-0000-4000-8000-0000000000c2
+level: high
+tags: [nist_csf.de.cm-1]
+correlation:
+    type: event_count
+    rules: [denied]
+    group-by: [userIdentity.arn]
+    timespan: 60s
+    condition: {gte: 3}
+"#;
+
+const ACCOUNTS: [&str; 4] = ["111111111111", "222222222222", "333333333333", "444444444444"];
+/// Log files per account: one per 5 minutes of event time, 3 hours.
+const FILES: u32 = 36;
+
+/// A CloudTrail event of `account` at `secs` after 2026-11-01T00:00:00Z.
+fn trail_event(account: &str, secs: u32, n: u32, user: &str, denied: bool) -> String {
+    let error = if denied { r#""errorCode":"AccessDenied","# } else { "" };
+    format!(
+        r#"{{"eventVersion":"1.08","eventTime":"2026-11-01T{h:02}:{m:02}:{s:02}Z","eventSource":"s3.amazonaws.com","eventName":"ListBuckets",{error}"awsRegion":"us-east-1","eventID":"00000000-0000-4000-a000-{n:012}","recipientAccountId":"{account}","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::{account}:user/{user}","accountId":"{account}"}}}}"#,
+        h = secs / 3600,
+        m = (secs % 3600) / 60,
+        s = secs % 60
+    )
+}
+
+/// The log files of one account, as CloudTrail writes them: file `i` holds
+/// the events of minutes [5i, 5i+5). Every 15 minutes a burst of three
+/// denials by one user starts at the end of one file and ends in the next.
+fn account_files(ai: usize) -> Vec<Vec<String>> {
+    let account = ACCOUNTS[ai];
+    let mut events: Vec<(u32, String, bool)> =
+        (0..FILES * 300).step_by(15).map(|secs| (secs, "busy".to_string(), false)).collect();
+    for j in 0..FILES / 3 {
+        for d in [0, 15, 30] {
+            events.push((j * 900 + 290 + d, format!("burst{j}"), true));
+        }
+    }
+    events.sort_by_key(|e| e.0);
+    let mut files: Vec<Vec<String>> = vec![Vec::new(); FILES as usize];
+    for (k, (secs, user, denied)) in events.into_iter().enumerate() {
+        let n = ai as u32 * 1_000_000 + k as u32;
+        files[(secs / 300) as usize].push(trail_event(account, secs, n, &user, denied));
+    }
+    files
+}
+
+fn gz(records: &[String]) -> Vec<u8> {
+    let doc = format!(r#"{{"Records":[{}]}}"#, records.join(","));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(doc.as_bytes()).unwrap();
+    gz.finish().unwrap()
+}
+
+fn burst_groups(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_to_string(findings_path(dir))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["GeneratorId"] == "6f1d1b0e-0000-4000-8000-0000000000c2")
+        .map(|v| v["ProductFields"]["trailwatch/GroupKey"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// A backlog of S3-notified log files of four accounts, drained by four
+/// receivers at once (each batch of 10 files is ~12 minutes of event time,
+/// handed on in whatever order their S3 reads finish): every burst fires,
+/// as in a time-sorted replay, and no event is late.
+#[tokio::test]
+async fn four_receivers_draining_a_backlog_lose_no_correlation() {
+    let server = Server::moto().unwrap();
+    let sdk = server.sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    s3.create_bucket().bucket("org-trail").send().await.unwrap();
+    let url = queue(&sqs, "backlog", &[]).await;
+    let files: Vec<Vec<Vec<String>>> = (0..ACCOUNTS.len()).map(account_files).collect();
+    // Delivered in time order across accounts, as CloudTrail writes them.
+    // (slot, account index) in delivery order.
+    let order = (0..FILES as usize).flat_map(|i| (0..ACCOUNTS.len()).map(move |ai| (i, ai)));
+    for (i, ai) in order {
+        let account = ACCOUNTS[ai];
+        let key = format!(
+            "AWSLogs/o-abc/{account}/CloudTrail/us-east-1/2026/11/01/{account}_CloudTrail_us-east-1_20261101T{:02}{:02}Z_{i}.json.gz",
+            i / 12,
+            (i % 12) * 5
+        );
+        s3.put_object().bucket("org-trail").key(&key).body(gz(&files[ai][i]).into()).send().await.unwrap();
+        sqs.send_message().queue_url(&url).message_body(s3_notification("org-trail", &key)).send().await.unwrap();
+    }
+    let want: Vec<String> = {
+        let mut v: Vec<String> = ACCOUNTS
+            .iter()
+            .flat_map(|a| (0..FILES / 3).map(move |j| format!("userIdentity.arn=arn:aws:iam::{a}:user/burst{j}")))
+            .collect();
+        v.sort();
+        v
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&server, dir.path(), &url);
+    if let Some(trailwatch_processor::sources::SourceConfig::Sqs(q)) = cfg.sources.get_mut("queue") {
+        q.receivers = 4;
+        // A short hold at start (two visibility timeouts): the drain below
+        // takes longer, so it is the receivers' order that is tested.
+        q.visibility_timeout = Some(Duration::from_secs(4));
+    }
+    trailwatch_tests::aws_env();
+    let (set, _) = ruleset::compile(
+        &[RuleFile { name: "test.yml".into(), text: BURST_RULES.into() }],
+        &trailwatch_rules::CompileOptions::default(),
+    )
+    .unwrap();
+    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
+    let opts = RunOptions {
+        // A lateness of 2 minutes: one batch (~12 minutes of event time)
+        // handed on before an older one would make the older one late.
+        detector: DetectorConfig { allowed_lateness_ms: 2 * 60_000, ..DetectorConfig::default() },
+        findings: FindingContext::default(),
+        now: None,
+        dead_letter: None,
+        decode: DecodeOptions::default(),
+        on_listen: None,
+        commits: Some(tx),
+    };
+    let (sqs2, url2) = (sqs.clone(), url.clone());
+    let shutdown = async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        while depth(&sqs2, &url2).await > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let seen = *rx.borrow();
+        let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|n| *n > seen)).await;
+    };
+    let s = tokio::time::timeout(Duration::from_secs(120), service::run(cfg, Arc::new(set), opts, shutdown))
+        .await
+        .expect("the run ends")
+        .expect("the run succeeds");
+    let total: usize = files.iter().flatten().map(Vec::len).sum();
+    // A message can come back on a loaded machine (its visibility is short
+    // here): read twice, its events count once.
+    assert!(s.eval.events >= total as u64, "the whole backlog was read: {} of {total}", s.eval.events);
+    assert_eq!(s.eval.detector.late_dropped, 0);
+    assert_eq!(burst_groups(dir.path()), want, "every burst of every account fired");
+}
+
 /// A gzip bomb: `members` gzip members of 1 MiB of zeros each (about 1 KiB
 /// apiece compressed), read back to back as one unit.
 fn gzip_bomb(members: usize) -> Vec<u8> {

@@ -1,5 +1,4 @@
 use std::io::Write;
-use std::path::Path;
 
 use super::*;
 
@@ -370,7 +369,7 @@ fn mutated_project_cloudtrail_lines_never_panic() {
 
 #[test]
 fn mutated_shared_stratus_lines_never_panic() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/samples/stratus-detonations");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/samples/stratus-detonations");
     let Ok(entries) = std::fs::read_dir(&dir) else {
         println!("skipped: {} missing (shared Stratus samples)", dir.display());
         return;

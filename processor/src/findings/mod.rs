@@ -38,8 +38,13 @@ pub enum ReportTo {
 /// Fixed per-run settings.
 #[derive(Debug, Clone)]
 pub struct FindingContext {
-    /// Region of ProductArn when the event has none.
+    /// The region findings are imported into (ProductArn and `Region`): the
+    /// one region the import role may use. The event's own region stays in
+    /// the resources and in ProductFields `trailwatch/EventRegion`.
     pub product_region: String,
+    /// Event regions whose findings are imported in that same region instead
+    /// (each must be allowed for the import role); empty: all go to `product_region`.
+    pub import_regions: Vec<String>,
     /// Account used when the event has none.
     pub product_account: String,
     pub company_name: String,
@@ -51,6 +56,7 @@ impl Default for FindingContext {
     fn default() -> Self {
         FindingContext {
             product_region: "us-east-1".into(),
+            import_regions: Vec::new(),
             product_account: "000000000000".into(),
             company_name: "trailwatch".into(),
             product_name: "trailwatch".into(),
@@ -189,12 +195,18 @@ fn types_of(rule: &RuleMeta, class: EventClass) -> Vec<String> {
     out
 }
 
-/// Cuts `s` to `max` characters, marking the cut.
+/// Cuts `s` to at most `max` bytes (UTF-8, what [`validate`] counts), at a
+/// character boundary, marking the cut with `…`.
 fn clip(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
+    if s.len() <= max {
         return s.to_string();
     }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = String::with_capacity(end + 3);
+    out.push_str(&s[..end]);
     out.push('…');
     out
 }
@@ -222,7 +234,12 @@ pub fn build_finding_line(input: &FindingInput<'_>, ctx: &FindingContext) -> (As
         ReportTo::EventAccount => (event_account.clone().unwrap_or_else(|| ctx.product_account.clone()), None),
         ReportTo::Central { account } => (account.clone(), event_account.clone()),
     };
-    let product_region = region.clone().unwrap_or_else(|| ctx.product_region.clone());
+    // Import only where the deployment allows it: a finding of another
+    // region is routed to the import region, not refused there.
+    let product_region = match &region {
+        Some(r) if ctx.import_regions.iter().any(|a| a == r) => r.clone(),
+        _ => ctx.product_region.clone(),
+    };
     let product_arn = format!("arn:aws:securityhub:{product_region}:{account}:product/{account}/default");
 
     let event_time = if ct { str_at(ev, &["eventTime"]) } else { str_at(ev, &["time"]) }.and_then(parse_time);
@@ -318,6 +335,9 @@ pub fn build_finding_line(input: &FindingInput<'_>, ctx: &FindingContext) -> (As
     if let Some(a) = &affected {
         pf.insert("trailwatch/AffectedAccount".to_string(), a.clone());
     }
+    if let Some(r) = &region {
+        pf.insert("trailwatch/EventRegion".to_string(), clip(r, 2048));
+    }
 
     let nist = rule.nist_csf();
     let compliance = (!nist.is_empty()).then(|| Compliance {
@@ -399,7 +419,8 @@ pub fn build_finding_line(input: &FindingInput<'_>, ctx: &FindingContext) -> (As
             severity: ProviderSeverity { label: label.into(), original },
             types,
         },
-        region,
+        // Security Hub's Region is where the finding lives: the import region.
+        region: Some(product_region),
     };
     let line = shrink_to_fit(&mut f);
     (f, line)

@@ -100,7 +100,10 @@ fn cloudtrail_finding_content() {
     let r = rule(Level::High, &["attack.defense-evasion", "attack.t1562.008", "nist_csf.de.cm-7", "nist_csf.pr.pt-1"]);
     let f = build(&r, EventClass::CloudTrail, ev, &FindingContext::default());
     assert_eq!(f.aws_account_id, "143434273843");
-    assert_eq!(f.product_arn, "arn:aws:securityhub:apiso-centralnorth-2r:143434273843:product/143434273843/default");
+    // Imported in the import region (findings.region), not the event's
+    // (here an anonymised, non-existent one); the event's region is kept.
+    assert_eq!(f.product_arn, "arn:aws:securityhub:us-east-1:143434273843:product/143434273843/default");
+    assert_eq!(f.product_fields["trailwatch/EventRegion"], "apiso-centralnorth-2r");
     assert_eq!(f.severity.label, "HIGH");
     assert_eq!(f.types, vec!["TTPs/Defense Evasion"]);
     assert_eq!(f.finding_provider_fields.types, f.types);
@@ -216,7 +219,7 @@ fn long_text_is_clipped_and_huge_findings_shrink() {
     let tags: Vec<String> = (0..40).map(|i| format!("nist_csf.de.cm-{i}")).collect();
     r.tags = tags;
     let f = build(&r, EventClass::CloudTrail, ev, &FindingContext::default());
-    assert_eq!(f.description.chars().count(), 1024);
+    assert_eq!(f.description.len(), 1024);
     assert!(f.description.ends_with('…'));
     assert_eq!(f.compliance.as_ref().unwrap().related_requirements.len(), 32);
     assert!(validate(&f).is_ok());
@@ -425,4 +428,62 @@ fn inspector_updates_of_one_finding_share_the_id() {
     let mut other = ev.clone();
     other["detail"]["findingArn"] = Value::String("arn:aws:inspector2:us-east-2:123456789012:finding/other".into());
     assert_ne!(a.id, build(&r, EventClass::Inspector2, &other, &ctx).id);
+}
+
+/// Issue 15: `clip` counted characters while validation counts bytes, so
+/// non-ASCII text clipped to N characters was still over N bytes and the
+/// finding failed validation (and was lost). Clipping is by bytes now, at
+/// character boundaries.
+#[test]
+fn non_ascii_text_is_clipped_to_the_byte_limit_not_lost() {
+    let ev = serde_json::json!({"eventVersion": "1.08", "eventID": "e-utf8", "eventTime": "2026-01-01T00:00:00Z",
+        "eventSource": "iam.amazonaws.com", "eventName": "ListUsers", "awsRegion": "us-east-1",
+        "recipientAccountId": "111122223333", "sourceIPAddress": "198.51.100.1",
+        "userIdentity": {"type": "IAMUser", "arn": format!("arn:aws:iam::111122223333:user/{}", "ü".repeat(1500)),
+            "accountId": "111122223333"}});
+    let mut r = rule(Level::High, &[]);
+    r.description = Some("é".repeat(1100));
+    r.title = "é".repeat(1100);
+    let f = build(&r, EventClass::CloudTrail, &ev, &FindingContext::default());
+    assert!(validate(&f).is_ok(), "{:?}", validate(&f));
+    assert!(f.description.len() <= validate::MAX_DESCRIPTION, "{} bytes", f.description.len());
+    assert!(f.description.starts_with("éé") && f.description.ends_with('…'));
+    assert_eq!(f.description.trim_end_matches('…').chars().filter(|c| *c != 'é').count(), 0, "cut between characters");
+    assert!(f.title.len() <= validate::MAX_TITLE);
+    // 1100 × 'é' is 2200 bytes: over the 2048-byte ProductFields value limit.
+    let t = &f.product_fields["trailwatch/RuleTitle"];
+    assert!(t.len() <= 2048 && t.ends_with('…'), "{}", t.len());
+    assert!(f.product_fields["aws/cloudtrail/UserIdentityArn"].len() <= 2048);
+    for s in ["aé", "€€€€", "x𝄞y"] {
+        for max in 3..=12 {
+            let c = clip(s, max);
+            assert!(c.len() <= max.max(3), "{s:?} {max}: {c:?}");
+        }
+    }
+    assert_eq!(clip("abc", 3), "abc");
+}
+
+/// Issue 15: a finding is imported in the region the deployment allows
+/// (`findings.region`), whatever region the event came from; the event's
+/// region stays visible in the resources and ProductFields.
+#[test]
+fn a_finding_from_another_region_is_imported_in_the_import_region() {
+    let ev = serde_json::json!({"eventVersion": "1.08", "eventID": "e-eu", "eventTime": "2026-01-01T00:00:00Z",
+        "eventSource": "iam.amazonaws.com", "eventName": "ListUsers", "awsRegion": "eu-west-1",
+        "recipientAccountId": "111122223333", "sourceIPAddress": "198.51.100.1",
+        "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/u", "accountId": "111122223333"}});
+    let r = rule(Level::High, &[]);
+    let ctx = FindingContext { product_region: "us-east-1".into(), ..FindingContext::default() };
+    let f = build(&r, EventClass::CloudTrail, &ev, &ctx);
+    assert_eq!(f.product_arn, "arn:aws:securityhub:us-east-1:111122223333:product/111122223333/default");
+    assert_eq!(f.region.as_deref(), Some("us-east-1"));
+    assert_eq!(f.product_fields["trailwatch/EventRegion"], "eu-west-1");
+    assert!(f.resources.iter().any(|r| r.region.as_deref() == Some("eu-west-1")), "{:?}", f.resources);
+    assert!(f.resources.iter().all(|r| r.region.as_deref() != Some("us-east-1")), "{:?}", f.resources);
+    // An allowed import region keeps its own findings.
+    let ctx = FindingContext { import_regions: vec!["eu-west-1".into()], ..ctx };
+    let f2 = build(&r, EventClass::CloudTrail, &ev, &ctx);
+    assert_eq!(f2.product_arn, "arn:aws:securityhub:eu-west-1:111122223333:product/111122223333/default");
+    assert_eq!(f2.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(f.id, f2.id, "the Id does not depend on the import region");
 }

@@ -91,11 +91,13 @@ pub fn validate_serialized(f: &AsffFinding, json_len: usize) -> Result<(), Vec<A
     if f.severity.normalized > 100 {
         bad("Severity.Normalized", "must be 0..=100".into());
     }
-    if f.title.is_empty() || f.title.chars().count() > MAX_TITLE {
-        bad("Title", format!("must be 1..={MAX_TITLE} characters"));
+    // Lengths in UTF-8 bytes: never more than characters, so a text within
+    // them is within Security Hub's limits however they are counted.
+    if f.title.is_empty() || f.title.len() > MAX_TITLE {
+        bad("Title", format!("must be 1..={MAX_TITLE} bytes, is {}", f.title.len()));
     }
-    if f.description.is_empty() || f.description.chars().count() > MAX_DESCRIPTION {
-        bad("Description", format!("must be 1..={MAX_DESCRIPTION} characters"));
+    if f.description.is_empty() || f.description.len() > MAX_DESCRIPTION {
+        bad("Description", format!("must be 1..={MAX_DESCRIPTION} bytes, is {}", f.description.len()));
     }
     if f.resources.is_empty() || f.resources.len() > MAX_RESOURCES {
         bad("Resources", format!("must have 1..={MAX_RESOURCES} entries, has {}", f.resources.len()));
@@ -111,8 +113,8 @@ pub fn validate_serialized(f: &AsffFinding, json_len: usize) -> Result<(), Vec<A
         }
     }
     if let Some(r) = &f.remediation {
-        if r.recommendation.text.chars().count() > 512 {
-            bad("Remediation.Recommendation.Text", "at most 512 characters".into());
+        if r.recommendation.text.len() > 512 {
+            bad("Remediation.Recommendation.Text", "at most 512 bytes".into());
         }
     }
     if f.product_fields.len() > MAX_PRODUCT_FIELDS {
@@ -120,7 +122,7 @@ pub fn validate_serialized(f: &AsffFinding, json_len: usize) -> Result<(), Vec<A
     }
     for (k, val) in &f.product_fields {
         if k.len() > 128 || val.len() > 2048 {
-            bad("ProductFields", format!("`{k}`: keys ≤128 and values ≤2048 characters"));
+            bad("ProductFields", format!("`{k}`: keys ≤128 and values ≤2048 bytes"));
         }
     }
     let size = json_len;

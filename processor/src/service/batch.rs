@@ -12,6 +12,9 @@ use trailwatch_rules::EventClass;
 
 use crate::decode::{self, DecodeOptions, Decoded, ObjectRef, Position};
 
+/// Raw text kept in a dead letter (as the evaluator's).
+const RAW_LIMIT: usize = 64 * 1024;
+
 /// One decoded event inside an [`EventBatch`].
 #[derive(Debug, Clone)]
 pub struct BatchEvent {
@@ -30,6 +33,8 @@ pub struct BatchError {
     pub position: Position,
     pub kind: &'static str,
     pub message: String,
+    /// The raw unit, when the decoder could not say more (a caught panic).
+    pub raw: Option<String>,
 }
 
 /// Events, errors and object references decoded from one or more units.
@@ -39,6 +44,9 @@ pub struct EventBatch {
     events: Vec<BatchEvent>,
     errors: Vec<BatchError>,
     origins: Vec<String>,
+    /// Watermark partition of each origin that has its own (the
+    /// account+region of a CloudTrail log file read from S3).
+    origin_partitions: Vec<Option<Arc<str>>>,
     /// Values skipped on purpose, by reason.
     pub skipped: BTreeMap<&'static str, u64>,
     /// S3 objects announced by notifications (the SQS source fetches them).
@@ -55,11 +63,43 @@ impl EventBatch {
     }
 
     /// Decodes one unit of input (a Kinesis record, an SQS body, an S3 object).
+    /// A unit whose decoding panics is dropped whole and becomes one error of
+    /// kind `panic` carrying the message and the raw unit (see `panics.rs`).
     pub fn push_unit(&mut self, data: &[u8], origin: String, opts: &DecodeOptions) {
+        self.push_unit_in(data, origin, None, opts);
+    }
+
+    /// [`EventBatch::push_unit`], its events in watermark partition `partition`.
+    pub fn push_unit_in(&mut self, data: &[u8], origin: String, partition: Option<Arc<str>>, opts: &DecodeOptions) {
         self.input_bytes += data.len() as u64;
         let o = self.add_origin(origin);
+        if partition.is_some() {
+            self.origin_partitions.resize(self.origins.len(), None);
+            self.origin_partitions[o as usize] = partition;
+        }
         let origin = self.origins[o as usize].clone();
-        decode::decode(data, &origin, opts, &mut |item| self.push_decoded(o, item));
+        let mark = (self.text.len(), self.events.len(), self.errors.len(), self.object_refs.len());
+        let skipped = self.skipped.clone();
+        let r = crate::panics::guard("decode", || {
+            crate::panics::test_point_record("decode", data);
+            decode::decode(data, &origin, opts, &mut |item| self.push_decoded(o, item));
+        });
+        if let Err(message) = r {
+            // Nothing of a unit half decoded: the dead letter holds all of it.
+            self.text.truncate(mark.0);
+            self.events.truncate(mark.1);
+            self.errors.truncate(mark.2);
+            self.object_refs.truncate(mark.3);
+            self.skipped = skipped;
+            let raw = String::from_utf8_lossy(&data[..data.len().min(RAW_LIMIT)]).into_owned();
+            self.errors.push(BatchError {
+                origin: o,
+                position: Position { line: 1, byte_offset: 0, record: None },
+                kind: "panic",
+                message,
+                raw: Some(raw),
+            });
+        }
     }
 
     /// Registers where the following items come from; returns its index.
@@ -90,6 +130,7 @@ impl EventBatch {
                 position: e.position,
                 kind: e.kind.as_str(),
                 message: e.message,
+                raw: None,
             }),
             Decoded::Skipped { reason, .. } => *self.skipped.entry(reason.as_str()).or_default() += 1,
             Decoded::ObjectRef(r) => self.object_refs.push(r),
@@ -101,6 +142,10 @@ impl EventBatch {
         let base_origin = self.origins.len() as u32;
         let base_text = self.text.len();
         self.text.push_str(&other.text);
+        if !other.origin_partitions.is_empty() {
+            self.origin_partitions.resize(self.origins.len(), None);
+            self.origin_partitions.extend(other.origin_partitions);
+        }
         self.origins.extend(other.origins);
         self.events.extend(other.events.into_iter().map(|mut e| {
             e.start += base_text;
@@ -138,6 +183,11 @@ impl EventBatch {
 
     pub fn events(&self) -> impl Iterator<Item = (&BatchEvent, &str, &str)> {
         self.events.iter().map(|e| (e, &self.text[e.start..e.end], self.origins[e.origin as usize].as_str()))
+    }
+
+    /// The watermark partition an event's origin has, if its own.
+    pub fn partition_of(&self, e: &BatchEvent) -> Option<&Arc<str>> {
+        self.origin_partitions.get(e.origin as usize).and_then(Option::as_ref)
     }
 
     pub fn errors(&self) -> impl Iterator<Item = (&BatchError, &str)> {
@@ -180,6 +230,26 @@ pub struct SourceBatch {
     pub ack: Option<oneshot::Sender<AckStatus>>,
     /// The `source_batch` span's trace, continued by the stages after it.
     pub trace: Option<crate::telemetry::TraceContext>,
+    /// Watermark partitions: see [`Partitions`].
+    pub partitions: Partitions,
+}
+
+/// What a batch tells the watermarks (see the rules crate's
+/// `detect_design.md`): which partition its events belong to, which
+/// partitions start or end, and whether to hold the watermark.
+#[derive(Debug, Clone, Default)]
+pub struct Partitions {
+    /// Partition of the events whose origin has none of its own; None: the
+    /// source's name.
+    pub default: Option<Arc<str>>,
+    /// Registered before the events: each holds the watermark back from now
+    /// until it has events, idles or ends (a shard whose reader started).
+    pub open: Vec<Arc<str>>,
+    /// Ended after the events (a shard read to SHARD_END).
+    pub close: Vec<Arc<str>>,
+    /// The watermark does not advance for this long (processing time) from
+    /// when the batch is evaluated: queue messages may come back.
+    pub hold_for: Option<std::time::Duration>,
 }
 
 #[cfg(test)]

@@ -30,6 +30,9 @@ pub(crate) struct DetectorStage {
     /// Take window snapshots at commits (a store is configured and there
     /// are correlations).
     pub snapshots: bool,
+    /// Progress reports for liveness: busy while evaluating, idle while
+    /// waiting for input or for the sink stage.
+    pub beat: crate::health::StageBeat,
 }
 
 #[derive(Default)]
@@ -50,13 +53,21 @@ impl DetectorStage {
         let m = metrics::get();
         let depth = m.pipeline_queue_depth.with_label_values(&["rules"]);
         while let Some(msg) = self.rx.blocking_recv() {
+            self.beat.busy();
             depth.set(self.rx.len() as i64);
             let ok = match msg {
                 Input::Batch(b) => self.batch(*b, &mut pending),
                 Input::Tick => {
                     let now = self.now();
                     let mut out = Collected::default();
-                    self.eval.advance(now, &mut |e| out.push(e));
+                    // Closing windows by time: a panic here is counted and
+                    // logged, not fatal (a restart would restore the same
+                    // windows and panic again).
+                    let eval = &mut self.eval;
+                    if let Err(message) = crate::panics::guard("windows", || eval.advance(now, &mut |e| out.push(e))) {
+                        tracing::error!("closing windows panicked: {message}");
+                        self.eval.recover_from_panic();
+                    }
                     pending.windows_changed = true;
                     self.send(out, None)
                 }
@@ -75,6 +86,7 @@ impl DetectorStage {
                 }
                 last_commit = Instant::now();
             }
+            self.beat.idle();
         }
         // Every source is done (or stopped): close what must close, commit.
         if self.flush_at_end {
@@ -105,6 +117,7 @@ impl DetectorStage {
         );
         crate::telemetry::set_parent(&span, b.trace);
         let _entered = span.enter();
+        crate::panics::test_point("detector");
         let m = metrics::get();
         m.pipeline_batches.inc();
         let now = self.now();
@@ -112,17 +125,54 @@ impl DetectorStage {
         let source = Arc::clone(&b.source);
         for (e, origin) in b.events.errors() {
             m.decode_errors.with_label_values(&[&source, e.kind]).inc();
-            self.eval.bad_record(origin, &e.position, e.kind, &e.message, None, &mut |x| out.push(x));
+            self.eval.bad_record(origin, &e.position, e.kind, &e.message, e.raw.as_deref(), &mut |x| out.push(x));
         }
         for _ in &b.events.object_refs {
             self.eval.object_ref();
         }
         self.eval.skipped(b.events.skipped.values().sum());
+        let parts = &b.partitions;
+        if let Some(d) = parts.hold_for {
+            let until = now + d;
+            self.eval.detector().hold_watermark_until((until.unix_timestamp_nanos() / 1_000_000) as i64);
+        }
+        for name in &parts.open {
+            self.eval.partition(name);
+        }
+        let default = self.eval.partition(parts.default.as_deref().unwrap_or(&source));
+        // Events of one origin come together: look its partition up once.
+        let mut last: Option<(Arc<str>, trailwatch_rules::PartitionId)> = None;
         let mut by_class: BTreeMap<&'static str, u64> = BTreeMap::new();
         for (ev, json, origin) in b.events.events() {
             *by_class.entry(ev.class.service()).or_default() += 1;
+            let p = match b.events.partition_of(ev) {
+                None => default,
+                Some(name) => match last {
+                    Some((ref n, id)) if Arc::ptr_eq(n, name) => id,
+                    _ => {
+                        let id = self.eval.partition(name);
+                        last = Some((Arc::clone(name), id));
+                        id
+                    }
+                },
+            };
             let r = EventRef { class: ev.class, json, origin, position: &ev.position, ingest_ms: b.events.ingest_ms };
-            self.eval.event(r, now, &mut |x| out.push(x));
+            // One event's panic dead-letters that event; the stream goes on
+            // (a crash would meet it again after every restart).
+            let eval = &mut self.eval;
+            let caught = crate::panics::guard("evaluate", || {
+                crate::panics::test_point_record("evaluate", json.as_bytes());
+                eval.event_in(p, r, now, &mut |x| out.push(x));
+            });
+            if let Err(message) = caught {
+                tracing::error!(%origin, position = %ev.position, "evaluating an event panicked; dead-lettered: {message}");
+                self.eval.recover_from_panic();
+                self.eval.bad_record(origin, &ev.position, "panic", &message, Some(json), &mut |x| out.push(x));
+            }
+        }
+        for name in &parts.close {
+            let p = self.eval.partition(name);
+            self.eval.close_partition(p, now, &mut |x| out.push(x));
         }
         for (class, n) in by_class {
             m.events_by_logsource.with_label_values(&[class]).inc_by(n);
@@ -147,14 +197,24 @@ impl DetectorStage {
         if out.findings.is_empty() && out.dead_letters.is_empty() {
             return true;
         }
-        self.tx.blocking_send(Output::Batch { findings: out.findings, dead_letters: out.dead_letters, trace }).is_ok()
+        // Waiting on the sink stage is not this stage's stall.
+        self.beat.idle();
+        let ok = self
+            .tx
+            .blocking_send(Output::Batch { findings: out.findings, dead_letters: out.dead_letters, trace })
+            .is_ok();
+        self.beat.busy();
+        ok
     }
 
     fn commit(&mut self, pending: &mut Pending, last: bool) -> bool {
         let windows = (self.snapshots && (pending.windows_changed || last)).then(|| self.eval.detector().snapshot());
         let p = std::mem::take(pending);
         let req = CommitRequest { positions: p.positions, acks: p.acks, windows, last };
-        self.tx.blocking_send(Output::Commit(req)).is_ok()
+        self.beat.idle();
+        let ok = self.tx.blocking_send(Output::Commit(req)).is_ok();
+        self.beat.busy();
+        ok
     }
 }
 

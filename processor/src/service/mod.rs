@@ -11,6 +11,7 @@
 //! the window state of the events before it.
 
 pub mod batch;
+pub(crate) mod blocking;
 mod detector;
 mod sink_stage;
 
@@ -124,6 +125,9 @@ impl RunSummary {
     }
 }
 
+/// How the sink stage task ended.
+type SinkOutcome = Result<Result<SinkStats, sink_stage::StageError>, tokio::task::JoinError>;
+
 /// Runs the service until every (finite) source is done or `shutdown`
 /// resolves, then shuts down in order within `service.shutdown_timeout`.
 pub async fn run(
@@ -136,6 +140,7 @@ pub async fn run(
     let m = crate::metrics::get();
     m.up.set(1);
     let health = Arc::new(Health::new());
+    health.set_policy(crate::health::StallPolicy::from(&cfg.service));
     let stop_http = CancellationToken::new();
 
     let metrics_addr = if cfg.metrics.enabled {
@@ -168,8 +173,10 @@ pub async fn run(
 
     let mut eval = Evaluator::new(Arc::clone(&set), opts.detector.clone(), opts.findings.clone());
     if let Some(w) = &committed.windows {
-        if let Err(e) = eval.detector().restore(w) {
-            tracing::warn!("window state not restored, windows start empty: {e}");
+        match eval.detector().restore(w) {
+            Ok(None) => {}
+            Ok(Some(note)) => tracing::warn!("{note}"),
+            Err(e) => tracing::warn!("window state not restored, windows start empty: {e}"),
         }
     }
 
@@ -211,19 +218,9 @@ pub async fn run(
         health: Arc::clone(&health),
         hard_stop: hard_stop.clone(),
         commits: opts.commits.clone(),
+        beat: health.stage("sinks"),
     };
-    // A sink stage that fails for good (a checkpoint conflict) stops the service.
-    let stage_failed = CancellationToken::new();
-    let sink_task = {
-        let failed = stage_failed.clone();
-        tokio::spawn(async move {
-            let r = sink_stage.run().await;
-            if r.is_err() {
-                failed.cancel();
-            }
-            r
-        })
-    };
+    let mut sink_task = tokio::spawn(sink_stage.run());
 
     let snapshots = cfg.checkpoints.store != crate::config::StoreKind::None && !set.correlations().is_empty();
     let det = detector::DetectorStage {
@@ -234,21 +231,27 @@ pub async fn run(
         now: opts.now,
         flush_at_end: all_finite,
         snapshots,
+        beat: health.stage("detector"),
     };
-    let det_task = tokio::task::spawn_blocking(move || det.run());
+    let mut det_task = tokio::task::spawn_blocking(move || det.run());
 
     // Ticks keep time moving and let an idle pipeline publish and commit.
     let stop_ticks = CancellationToken::new();
     {
         let tx = in_tx.clone();
         let stop = stop_ticks.clone();
+        let health = Arc::clone(&health);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(1));
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = every.tick() => { let _ = tx.try_send(Input::Tick); }
+                    _ = every.tick() => {
+                        let _ = tx.try_send(Input::Tick);
+                        // Stalls show in metrics and logs even without probes.
+                        health.publish();
+                    }
                 }
             }
         });
@@ -276,6 +279,11 @@ pub async fn run(
     health.set_started();
 
     let mut failure: Option<anyhow::Error> = None;
+    // A stage that ends before the shutdown (a panic without the fail-fast
+    // hook, a sink stage that failed for good) stops the service: never a
+    // process that serves /metrics while nothing flows.
+    let mut det_done: Option<Result<EvalStats, tokio::task::JoinError>> = None;
+    let mut sink_done: Option<SinkOutcome> = None;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut finite_left = sources.len();
     // With every source finished but not all of them finite (a file source
@@ -286,8 +294,30 @@ pub async fn run(
                 tracing::info!("shutdown requested: stopping the sources");
                 break;
             }
-            _ = stage_failed.cancelled() => {
-                tracing::error!("the sink stage failed: stopping");
+            r = &mut det_task, if det_done.is_none() => {
+                let why = match &r {
+                    Ok(_) => "the detector stage stopped before the shutdown".to_string(),
+                    Err(e) => format!("the detector stage died: {e}"),
+                };
+                tracing::error!("{why}: stopping");
+                health.set_stage_dead("detector", &why);
+                failure = Some(anyhow::anyhow!("{why}"));
+                det_done = Some(r);
+                break;
+            }
+            r = &mut sink_task, if sink_done.is_none() => {
+                let why = match &r {
+                    Ok(Ok(_)) => "the sink stage stopped before the shutdown".to_string(),
+                    Ok(Err(e)) => format!("the sink stage failed: {e}"),
+                    Err(e) => format!("the sink stage died: {e}"),
+                };
+                tracing::error!("{why}: stopping");
+                health.set_stage_dead("sinks", &why);
+                // A sink stage error is returned as the run's error below.
+                if !matches!(r, Ok(Err(_))) {
+                    failure = Some(anyhow::anyhow!("{why}"));
+                }
+                sink_done = Some(r);
                 break;
             }
             done = sources.join_next(), if !sources.is_empty() => match done {
@@ -330,8 +360,16 @@ pub async fn run(
     stop_ticks.cancel();
 
     let rest = async {
-        let eval = det_task.await.map_err(|e| anyhow::anyhow!("the detector stage panicked: {e}"))?;
-        let sinks = sink_task.await.map_err(|e| anyhow::anyhow!("the sink stage panicked: {e}"))?;
+        let eval = match det_done {
+            Some(r) => r,
+            None => det_task.await,
+        };
+        let eval = eval.map_err(|e| anyhow::anyhow!("the detector stage panicked: {e}"))?;
+        let sinks = match sink_done {
+            Some(r) => r,
+            None => sink_task.await,
+        };
+        let sinks = sinks.map_err(|e| anyhow::anyhow!("the sink stage panicked: {e}"))?;
         anyhow::Ok((eval, sinks))
     };
     let (eval, sinks) = match tokio::time::timeout_at(deadline, rest).await {

@@ -29,6 +29,9 @@ pub(crate) struct SinkStage {
     /// Cancelled when the shutdown deadline passes: stop retrying.
     pub hard_stop: CancellationToken,
     pub commits: Option<tokio::sync::watch::Sender<u64>>,
+    /// Progress reports for liveness: busy while handling a message (each
+    /// retry attempt is progress), idle while waiting for the next.
+    pub beat: crate::health::StageBeat,
 }
 
 /// What the sink stage did.
@@ -57,14 +60,16 @@ impl SinkStage {
         let mut stats = SinkStats::default();
         let depth = metrics::get().pipeline_queue_depth.with_label_values(&["sinks"]);
         while let Some(msg) = self.rx.recv().await {
+            self.beat.busy();
             depth.set(self.rx.len() as i64);
             match msg {
                 Output::Batch { findings, dead_letters, trace } => {
                     if !dead_letters.is_empty() {
-                        self.write_dead_letters(&dead_letters)?;
                         stats.dead_letters += dead_letters.len() as u64;
+                        self.write_dead_letters(dead_letters).await?;
                     }
                     if !findings.is_empty() {
+                        crate::panics::test_point("sink");
                         self.send(&findings, trace).await?;
                         stats.findings += findings.len() as u64;
                     }
@@ -77,6 +82,7 @@ impl SinkStage {
                     }
                 }
             }
+            self.beat.idle();
         }
         for (name, sink) in &mut self.sinks {
             if let Err(e) = sink.close().await {
@@ -86,12 +92,27 @@ impl SinkStage {
         Ok(stats)
     }
 
-    fn write_dead_letters(&mut self, letters: &[crate::evaluate::DeadLetter]) -> Result<(), StageError> {
-        let Some(w) = self.dead_letter.as_mut() else { return Ok(()) };
-        for d in letters {
-            w.write(d).map_err(|error| StageError::DeadLetter { path: w.path().display().to_string(), error })?;
-        }
-        Ok(())
+    /// Appends dead letters on the blocking pool (file I/O stays off the
+    /// runtime's threads).
+    async fn write_dead_letters(&mut self, letters: Vec<crate::evaluate::DeadLetter>) -> Result<(), StageError> {
+        self.with_dead_letter(move |w| letters.iter().try_for_each(|d| w.write(d))).await
+    }
+
+    /// Runs `f` on the dead-letter writer in a blocking thread.
+    async fn with_dead_letter(
+        &mut self,
+        f: impl FnOnce(&mut DeadLetterWriter) -> std::io::Result<()> + Send + 'static,
+    ) -> Result<(), StageError> {
+        let Some(mut w) = self.dead_letter.take() else { return Ok(()) };
+        let path = w.path().display().to_string();
+        let (w, r) = tokio::task::spawn_blocking(move || {
+            let r = f(&mut w);
+            (w, r)
+        })
+        .await
+        .map_err(|e| StageError::DeadLetter { path: path.clone(), error: std::io::Error::other(e.to_string()) })?;
+        self.dead_letter = Some(w);
+        r.map_err(|error| StageError::DeadLetter { path, error })
     }
 
     async fn send(
@@ -107,6 +128,7 @@ impl SinkStage {
                 let span = tracing::info_span!("sink_send", sink = %name, findings = findings.len(), attempt);
                 crate::telemetry::set_parent(&span, trace);
                 attempt += 1;
+                self.beat.busy();
                 match tracing::Instrument::instrument(sink.send(findings), span.clone()).await {
                     Ok(()) => {
                         self.health.set_sink(name, true);
@@ -149,6 +171,7 @@ impl SinkStage {
         for (name, sink) in &mut self.sinks {
             let mut backoff = BACKOFF_START;
             loop {
+                self.beat.busy();
                 match tracing::Instrument::instrument(sink.flush(), tracing::info_span!("sink_flush", sink = %name))
                     .await
                 {
@@ -168,9 +191,7 @@ impl SinkStage {
                 }
             }
         }
-        if let Some(w) = self.dead_letter.as_mut() {
-            w.sync().map_err(|error| StageError::DeadLetter { path: w.path().display().to_string(), error })?;
-        }
+        self.with_dead_letter(|w| w.sync()).await?;
         // 2. Checkpoints and window state, together.
         let changed: Vec<String> = req.positions.keys().cloned().collect();
         let mut next = self.committed.clone();
@@ -182,6 +203,7 @@ impl SinkStage {
         if let Some(store) = &self.store {
             let mut backoff = BACKOFF_START;
             loop {
+                self.beat.busy();
                 match store.commit(&next, &changed).await {
                     Ok(()) => break,
                     Err(e) if e.is_retryable() => {

@@ -21,6 +21,7 @@ struct StateFile {
     windows_file: Option<String>,
 }
 
+#[derive(Clone)]
 pub struct FileStore {
     dir: PathBuf,
 }
@@ -45,6 +46,30 @@ impl FileStore {
         // The rename itself must reach the disk.
         if let Ok(d) = std::fs::File::open(&self.dir) {
             let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    fn commit_blocking(&self, c: &Committed) -> Result<(), StateError> {
+        let windows_file = match &c.windows {
+            Some(bytes) => {
+                let name = format!("windows-{}.json", c.commit);
+                self.write_atomic(&name, bytes)?;
+                Some(name)
+            }
+            None => None,
+        };
+        let st = StateFile { version: VERSION, commit: c.commit, positions: c.positions.clone(), windows_file };
+        let text = serde_json::to_vec_pretty(&st).map_err(|e| StateError::Invalid(e.to_string()))?;
+        self.write_atomic("state.json", &text)?;
+        // Older snapshots are no longer referenced.
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with("windows-") && Some(&name) != st.windows_file.as_ref() {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
         }
         Ok(())
     }
@@ -79,27 +104,12 @@ impl StateStore for FileStore {
     }
 
     async fn commit(&self, c: &Committed, _changed: &[String]) -> Result<(), StateError> {
-        let windows_file = match &c.windows {
-            Some(bytes) => {
-                let name = format!("windows-{}.json", c.commit);
-                self.write_atomic(&name, bytes)?;
-                Some(name)
-            }
-            None => None,
-        };
-        let st = StateFile { version: VERSION, commit: c.commit, positions: c.positions.clone(), windows_file };
-        let text = serde_json::to_vec_pretty(&st).map_err(|e| StateError::Invalid(e.to_string()))?;
-        self.write_atomic("state.json", &text)?;
-        // Older snapshots are no longer referenced.
-        if let Ok(rd) = std::fs::read_dir(&self.dir) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with("windows-") && Some(&name) != st.windows_file.as_ref() {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
-        Ok(())
+        // Writes and fsyncs block: on the blocking pool, off the runtime's threads.
+        let (me, c) = (self.clone(), c.clone());
+        tokio::task::spawn_blocking(move || me.commit_blocking(&c)).await.map_err(|e| StateError::Io {
+            context: format!("writing state in {}", self.dir.display()),
+            error: std::io::Error::other(e.to_string()),
+        })?
     }
 
     fn describe(&self) -> String {

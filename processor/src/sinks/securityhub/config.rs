@@ -21,6 +21,18 @@ pub struct SecurityHubSinkConfig {
     pub concurrency: usize,
     /// Retries of a throttled or failed call before the findings are spooled.
     pub max_retries: u32,
+    /// Attempts a route (account and region) may be refused in a row (access
+    /// denied, failed AssumeRole, …: neither transient nor invalid input)
+    /// before its findings are dead-lettered with the reason instead of spooled.
+    pub max_refused_attempts: u32,
+    /// Longest a failing route is parked between attempts (doubling from 500 ms).
+    #[serde(with = "duration_text")]
+    pub park_max: Duration,
+    /// Whether `spool_dir` outlives the process *and* its host (a local disk,
+    /// EFS): then spooled findings count as accepted and checkpoints move on.
+    /// `false` (e.g. container scratch storage): a commit waits until the
+    /// spooled findings are delivered, so a lost spool loses nothing.
+    pub spool_durable: bool,
     /// With `findings.report_to = "event-account"`: the role assumed in each
     /// member account to import its findings (`arn:aws:iam::<account>:role/<name>`).
     pub member_role_name: Option<String>,
@@ -46,6 +58,9 @@ impl Default for SecurityHubSinkConfig {
             burst: 30,
             concurrency: 4,
             max_retries: 8,
+            max_refused_attempts: 10,
+            park_max: Duration::from_secs(300),
+            spool_durable: true,
             member_role_name: None,
             external_id: None,
             spool_dir: None,
@@ -65,6 +80,12 @@ impl SecurityHubSinkConfig {
         }
         if !(self.requests_per_second > 0.0 && self.requests_per_second <= 10.0) {
             problems.push(format!("{at}.requests_per_second must be above 0 and at most 10 (Security Hub's limit)"));
+        }
+        if self.max_refused_attempts == 0 {
+            problems.push(format!("{at}.max_refused_attempts must be at least 1"));
+        }
+        if self.park_max.is_zero() {
+            problems.push(format!("{at}.park_max must be above 0"));
         }
         if self.concurrency == 0 {
             problems.push(format!("{at}.concurrency must be at least 1"));

@@ -18,14 +18,29 @@
 //!   error is transient, else dead-lettered; the others are not held back.
 //!   A whole call refused as `InvalidInputException` is halved until the
 //!   bad finding is isolated.
-//! - **Spool**: what still cannot be delivered is written to an on-disk
-//!   spool (`spool_dir`, default `state_dir/spool/<sink>`, at most
-//!   `spool_max_bytes`) of fsynced segment files; `flush` succeeds once
-//!   findings are delivered *or spooled*, so checkpoints move on. A
-//!   background task drains the spool oldest first when Security Hub
-//!   answers again (also after a restart); while the spool is not empty new
-//!   batches queue behind it. A full spool makes `flush` fail, which holds
-//!   the checkpoints and slows the sources down: nothing is dropped.
+//! - **Routes**: each account and region is a route with its own spool
+//!   queue, so one route never holds back another. A route whose call
+//!   fails is *parked* (500 ms doubling up to `park_max`; gauge
+//!   `trailwatch_securityhub_routes_parked`); its new batches queue behind
+//!   its spooled ones. A call *refused* for good (access denied, a failed
+//!   AssumeRole, a region the role may not use: neither transient nor
+//!   invalid input) counts towards `max_refused_attempts`; at that many
+//!   refusals in a row the route's findings are dead-lettered with the
+//!   reason (kind `securityhub_refused`) instead of retried forever, until
+//!   the route delivers again.
+//! - **Spool**: what still cannot be delivered is written to the route's
+//!   on-disk queue (`spool_dir/<account>_<region>`, default
+//!   `state_dir/spool/<sink>`, at most `spool_max_bytes` in all) of fsynced
+//!   segment files, on blocking threads (never the async runtime's). With
+//!   `spool_durable = true` (default: the spool outlives the process and its
+//!   host) `flush` succeeds once findings are delivered *or spooled*, so
+//!   checkpoints move on; with `false` it fails while findings are spooled,
+//!   which holds the checkpoints until they are delivered. A background
+//!   task drains each route's queue oldest first when its parking ends
+//!   (also after a restart; a spool of an older version, one queue for all
+//!   routes, is split into route queues on start). A full spool makes
+//!   `flush` fail, which holds the checkpoints and slows the sources down:
+//!   nothing is dropped.
 //!
 //! # Organisations
 //!

@@ -3,14 +3,14 @@
 //! segment is written once (to a `.tmp` name, fsynced, renamed, directory
 //! fsynced), so after a crash it is either whole or absent; segments are
 //! read and deleted oldest first. Bounded by `max_bytes`: past it, `append`
-//! refuses and the sink pushes back instead of dropping anything.
+//! refuses and the sink pushes back instead of dropping anything. The sink
+//! keeps one spool per route (account and region) and calls it only from
+//! blocking threads (`spawn_blocking`): every write is fsynced.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-
-use prometheus::IntGauge;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -33,8 +33,6 @@ pub struct Spool {
     bytes: u64,
     findings: u64,
     max_bytes: u64,
-    gauge_bytes: Option<IntGauge>,
-    gauge_findings: Option<IntGauge>,
 }
 
 fn seq_of(name: &str) -> Option<u64> {
@@ -64,33 +62,7 @@ impl Spool {
         let next_seq = found.last().map_or(1, |s| s.seq + 1);
         let bytes = found.iter().map(|s| s.bytes).sum();
         let findings = found.iter().map(|s| s.findings).sum();
-        Ok(Spool {
-            dir: dir.to_path_buf(),
-            segments: found.into(),
-            next_seq,
-            bytes,
-            findings,
-            max_bytes,
-            gauge_bytes: None,
-            gauge_findings: None,
-        })
-    }
-
-    /// Reports the depth in these gauges from now on.
-    pub fn with_gauges(mut self, bytes: IntGauge, findings: IntGauge) -> Self {
-        self.gauge_bytes = Some(bytes);
-        self.gauge_findings = Some(findings);
-        self.update_gauges();
-        self
-    }
-
-    fn update_gauges(&self) {
-        if let Some(g) = &self.gauge_bytes {
-            g.set(self.bytes as i64);
-        }
-        if let Some(g) = &self.gauge_findings {
-            g.set(self.findings as i64);
-        }
+        Ok(Spool { dir: dir.to_path_buf(), segments: found.into(), next_seq, bytes, findings, max_bytes })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -114,10 +86,10 @@ impl Spool {
     }
 
     /// Writes `lines` (one finding each, no newlines inside) as a new
-    /// segment, durable when this returns Ok.
-    pub fn append(&mut self, lines: &[String]) -> Result<(), SpoolError> {
+    /// segment, durable when this returns its number.
+    pub fn append(&mut self, lines: &[String]) -> Result<u64, SpoolError> {
         if lines.is_empty() {
-            return Ok(());
+            return Ok(self.next_seq.saturating_sub(1));
         }
         let size: u64 = lines.iter().map(|l| l.len() as u64 + 1).sum();
         // One segment may always go into an empty spool, so a batch larger
@@ -152,8 +124,7 @@ impl Spool {
         self.segments.push_back(Segment { seq, bytes: size, findings: lines.len() as u64 });
         self.bytes += size;
         self.findings += lines.len() as u64;
-        self.update_gauges();
-        Ok(())
+        Ok(seq)
     }
 
     /// The oldest segment: its number and its lines.
@@ -174,7 +145,6 @@ impl Spool {
         let seg = self.segments.remove(i).expect("found above");
         self.bytes -= seg.bytes;
         self.findings -= seg.findings;
-        self.update_gauges();
         Ok(())
     }
 }

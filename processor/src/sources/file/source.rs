@@ -64,6 +64,7 @@ fn read_all(inputs: &[PathBuf], batch_events: usize, ctx: &SourceContext) -> Res
                 checkpoint: None,
                 ack: None,
                 trace,
+                partitions: Default::default(),
             })
         };
         let counting = CountingReader { inner: reader, n: 0 };

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::{KinesisSourceConfig, StartPosition};
 use crate::aws::{self, AwsConfig};
-use crate::service::batch::{Checkpoint, EventBatch, SourceBatch};
+use crate::service::batch::{Checkpoint, EventBatch, Partitions, SourceBatch};
 use crate::sources::{batch_span, finish_batch, Source, SourceContext, SourceError};
 
 /// The position recorded for a shard read to its end (closed by a reshard).
@@ -51,6 +51,8 @@ impl Source for KinesisSource {
         let mut started: BTreeSet<String> = BTreeSet::new();
         let (tx, mut rx) = mpsc::channel::<ReaderEvent>(64);
         let mut readers = tokio::task::JoinSet::new();
+        // Which shard each reader task reads (to name it if it dies).
+        let mut reader_shards: std::collections::HashMap<tokio::task::Id, String> = Default::default();
         let mut last_listing: Option<Instant> = None;
         let mut failures = 0u32;
         loop {
@@ -62,6 +64,7 @@ impl Source for KinesisSource {
                         last_listing = Some(Instant::now());
                         ctx.health.set_source(&ctx.name, true);
                         let known: BTreeSet<&str> = shards.iter().map(|s| s.shard_id()).collect();
+                        let mut to_start = Vec::new();
                         for s in &shards {
                             let id = s.shard_id().to_string();
                             if started.contains(&id) || finished.contains(&id) {
@@ -76,9 +79,30 @@ impl Source for KinesisSource {
                                 continue;
                             }
                             let has_parent = parents.iter().flatten().any(|p| known.contains(p));
+                            to_start.push((id, has_parent));
+                        }
+                        // Each shard has its own watermark: registered before
+                        // any of them delivers, every shard holds the combined
+                        // one back until it has records, idles or is closed.
+                        if !to_start.is_empty() {
+                            let open = to_start.iter().map(|(id, _)| shard_partition(&ctx.name, id)).collect();
+                            let batch = SourceBatch {
+                                source: Arc::clone(&ctx.name),
+                                events: EventBatch::new(Some(now_ms())),
+                                checkpoint: None,
+                                ack: None,
+                                trace: None,
+                                partitions: Partitions { open, ..Partitions::default() },
+                            };
+                            if !ctx.out.send(batch).await {
+                                break;
+                            }
+                        }
+                        for (id, has_parent) in to_start {
                             started.insert(id.clone());
                             let (me, ctx, tx) = (Arc::clone(&me), Arc::clone(&ctx), tx.clone());
-                            readers.spawn(async move {
+                            let shard_id = id.clone();
+                            let handle = readers.spawn(async move {
                                 let res = me.read_shard(&ctx, &id, has_parent).await;
                                 let _ = match res {
                                     Ok(true) => tx.send(ReaderEvent::Finished(id)).await,
@@ -86,6 +110,7 @@ impl Source for KinesisSource {
                                     Err(e) => tx.send(ReaderEvent::Failed(id, e)).await,
                                 };
                             });
+                            reader_shards.insert(handle.id(), shard_id);
                         }
                     }
                     Err(e) => {
@@ -123,6 +148,20 @@ impl Source for KinesisSource {
                         return Err(e);
                     }
                     None => break,
+                },
+                // A reader that dies without a word (a panic, with no fail-fast
+                // hook installed) must not leave its shard unread: fail the source.
+                Some(done) = readers.join_next_with_id(), if !readers.is_empty() => match done {
+                    Ok((tid, ())) => {
+                        reader_shards.remove(&tid);
+                    }
+                    Err(e) => {
+                        let shard = reader_shards.remove(&e.id()).unwrap_or_default();
+                        tracing::error!(source = %ctx.name, shard = %shard, "shard reader died: {e}");
+                        ctx.health.set_source(&ctx.name, false);
+                        readers.abort_all();
+                        return Err(SourceError::Fatal(format!("the reader of shard {shard} died: {e}")));
+                    }
                 },
                 _ = tokio::time::sleep(wait) => {}
             }
@@ -218,7 +257,10 @@ impl KinesisSource {
         let mut iterator: Option<String> = None;
         let mut idle = self.cfg.poll_interval;
         let mut failures = 0u32;
+        // Readiness watches this reader: a poll must complete within its budget.
+        let beat = ctx.health.partition(&ctx.name, shard, self.cfg.poll_interval);
         tracing::info!(source = %ctx.name, shard, after = ?last_seq, "reading shard");
+        let partition = shard_partition(&ctx.name, shard);
         loop {
             if ctx.shutdown.is_cancelled() {
                 return Ok(false);
@@ -242,9 +284,11 @@ impl KinesisSource {
                     }
                 },
             };
-            let resp = match self.client.get_records().shard_iterator(&it).limit(self.cfg.max_records).send().await {
+            let mut resp = match self.client.get_records().shard_iterator(&it).limit(self.cfg.max_records).send().await
+            {
                 Ok(r) => {
                     failures = 0;
+                    crate::panics::test_point("kinesis-reader");
                     r
                 }
                 Err(e) => {
@@ -278,29 +322,41 @@ impl KinesisSource {
             if let Some(ms) = resp.millis_behind_latest() {
                 behind.set(ms as f64 / 1000.0);
             }
-            let records = resp.records();
-            let next = resp.next_shard_iterator().map(str::to_string);
-            if !records.is_empty() {
+            let behind_ms = resp.millis_behind_latest().unwrap_or(0);
+            let records = std::mem::take(&mut resp.records);
+            let next = resp.next_shard_iterator.take();
+            let got_records = !records.is_empty();
+            if got_records {
                 let now = now_ms();
                 let span = batch_span(&ctx.name, shard);
-                let mut batch = EventBatch::new(Some(now));
-                span.in_scope(|| {
-                    for r in records {
-                        let origin = format!("kinesis:{}/{}/{}", self.stream, shard, r.sequence_number());
-                        batch.push_unit(r.data().as_ref(), origin, &ctx.decode);
-                    }
-                });
+                let units = records.len() as u64;
                 let seq = records[records.len() - 1].sequence_number().to_string();
-                let trace = finish_batch(span, &ctx.name, shard, records.len() as u64, &batch);
-                let sent = ctx
-                    .out
-                    .send(SourceBatch {
+                // Gunzip and parse on the decode pool, not on the runtime's threads.
+                let (stream, shard_id, opts) = (self.stream.clone(), shard.to_string(), ctx.decode.clone());
+                let decode_span = span.clone();
+                let decoded = beat
+                    .busy(crate::service::blocking::decode(move || {
+                        let mut batch = EventBatch::new(Some(now));
+                        decode_span.in_scope(|| {
+                            for r in records {
+                                let origin = format!("kinesis:{stream}/{shard_id}/{}", r.sequence_number());
+                                batch.push_unit(&r.data.into_inner(), origin, &opts);
+                            }
+                        });
+                        batch
+                    }))
+                    .await;
+                let batch = decoded.map_err(|e| SourceError::Fatal(format!("shard {shard}: {e}")))?;
+                let trace = finish_batch(span, &ctx.name, shard, units, &batch);
+                let sent = beat
+                    .busy(ctx.out.send(SourceBatch {
                         source: Arc::clone(&ctx.name),
                         events: batch,
                         checkpoint: Some(Checkpoint { partition: shard.to_string(), position: seq.clone() }),
                         ack: None,
                         trace,
-                    })
+                        partitions: Partitions { default: Some(Arc::clone(&partition)), ..Partitions::default() },
+                    }))
                     .await;
                 if !sent {
                     return Ok(false);
@@ -311,15 +367,16 @@ impl KinesisSource {
                 None => {
                     // Closed by a reshard and read to the end: record it, so a
                     // restart neither re-reads it nor holds its children back.
-                    let sent = ctx
-                        .out
-                        .send(SourceBatch {
+                    let sent = beat
+                        .busy(ctx.out.send(SourceBatch {
                             source: Arc::clone(&ctx.name),
                             events: EventBatch::new(Some(now_ms())),
                             checkpoint: Some(Checkpoint { partition: shard.to_string(), position: SHARD_END.into() }),
                             ack: None,
                             trace: None,
-                        })
+                            // A closed shard no longer holds the watermark back.
+                            partitions: Partitions { close: vec![Arc::clone(&partition)], ..Partitions::default() },
+                        }))
                         .await;
                     behind.set(0.0);
                     return Ok(sent);
@@ -328,8 +385,7 @@ impl KinesisSource {
             }
             // 5 GetRecords/s per shard: never faster than poll_interval; an
             // idle shard backs off, one that is behind polls again at once.
-            let behind_ms = resp.millis_behind_latest().unwrap_or(0);
-            let wait = if records.is_empty() && behind_ms == 0 {
+            let wait = if !got_records && behind_ms == 0 {
                 let w = idle;
                 idle = (idle * 2).min(self.cfg.max_idle_poll_interval);
                 w
@@ -337,11 +393,17 @@ impl KinesisSource {
                 idle = self.cfg.poll_interval;
                 self.cfg.poll_interval
             };
+            beat.polled(wait);
             if sleep_or_stop(ctx, wait).await {
                 return Ok(false);
             }
         }
     }
+}
+
+/// The watermark partition of a shard.
+fn shard_partition(source: &str, shard: &str) -> Arc<str> {
+    Arc::from(format!("{source}/{shard}"))
 }
 
 /// Sleeps, or returns true at shutdown.

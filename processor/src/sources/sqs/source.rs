@@ -7,13 +7,13 @@ use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName,
     QueueAttributeName,
 };
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch, Mutex};
 use tokio::task::JoinSet;
 
 use super::SqsSourceConfig;
 use crate::aws::{self, AwsConfig};
 use crate::decode::ObjectRef;
-use crate::service::batch::{AckStatus, EventBatch, SourceBatch};
+use crate::service::batch::{AckStatus, EventBatch, Partitions, SourceBatch};
 use crate::sources::{batch_span, finish_batch, Source, SourceContext, SourceError};
 
 pub struct SqsSource {
@@ -31,6 +31,17 @@ impl SqsSource {
             .build();
         Ok(SqsSource { cfg: cfg.clone(), sqs: aws_sdk_sqs::Client::new(&sdk), s3: aws_sdk_s3::Client::from_conf(s3) })
     }
+}
+
+/// Hands the receivers' batches to the pipeline in the order their
+/// ReceiveMessage calls returned, so several receivers (fetching and
+/// decoding in parallel) deliver the queue's order, as one would: a batch
+/// finished early does not run ahead of an older one and make it late.
+struct Order {
+    /// Held around ReceiveMessage; the next ticket.
+    receive: Mutex<u64>,
+    /// The ticket whose batch goes next.
+    turn: watch::Sender<u64>,
 }
 
 /// Why a message is left for the queue's redrive policy.
@@ -59,20 +70,44 @@ impl Source for SqsSource {
             Some(v) => v,
             None => me.queue_visibility().await.unwrap_or(Duration::from_secs(30)),
         };
+        // Messages of an earlier run that was stopped before it committed
+        // them come back within a visibility timeout, older than what is read
+        // meanwhile: the watermark waits for them (see service/design.md).
+        let hold = Partitions { hold_for: Some(visibility * 2 + me.cfg.wait_time), ..Partitions::default() };
+        let held = ctx
+            .out
+            .send(SourceBatch {
+                source: Arc::clone(&ctx.name),
+                events: EventBatch::new(Some(now_ms())),
+                checkpoint: None,
+                ack: None,
+                trace: None,
+                partitions: hold,
+            })
+            .await;
+        if !held {
+            return Ok(());
+        }
+        let order = Arc::new(Order { receive: Mutex::new(0), turn: watch::Sender::new(0) });
         let mut receivers = JoinSet::new();
         for i in 0..me.cfg.receivers.max(1) {
-            let (me, ctx) = (Arc::clone(&me), Arc::clone(&ctx));
-            receivers.spawn(async move { me.receive_loop(&ctx, i, visibility).await });
+            let (me, ctx, order) = (Arc::clone(&me), Arc::clone(&ctx), Arc::clone(&order));
+            receivers.spawn(async move { me.receive_loop(&ctx, i, visibility, &order).await });
         }
-        let mut result = Ok(());
+        // One receiver failing or dying fails the source at once (the service
+        // then stops): never a queue read by fewer receivers than configured
+        // without anyone noticing.
         while let Some(r) = receivers.join_next().await {
             match r {
-                Ok(Err(e)) => result = Err(e),
-                Err(e) if e.is_panic() => result = Err(SourceError::Fatal(format!("an sqs receiver panicked: {e}"))),
-                _ => {}
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(e) => {
+                    ctx.health.set_source(&ctx.name, false);
+                    return Err(SourceError::Fatal(format!("an sqs receiver died: {e}")));
+                }
             }
         }
-        result
+        Ok(())
     }
 }
 
@@ -99,10 +134,14 @@ impl SqsSource {
         ctx: &SourceContext,
         receiver: usize,
         visibility: Duration,
+        order: &Order,
     ) -> Result<(), SourceError> {
         let m = crate::metrics::get();
         let mut acks: JoinSet<()> = JoinSet::new();
         let mut failures = 0u32;
+        // Readiness watches this receiver: a long poll must complete within its budget.
+        let interval = self.cfg.wait_time.max(Duration::from_secs(1));
+        let beat = ctx.health.partition(&ctx.name, &format!("receiver-{receiver}"), interval);
         loop {
             while acks.try_join_next().is_some() {}
             let mut req = self
@@ -116,14 +155,28 @@ impl SqsSource {
             if let Some(v) = self.cfg.visibility_timeout {
                 req = req.visibility_timeout(v.as_secs() as i32);
             }
-            let resp = tokio::select! {
+            let received = async {
+                let mut next = order.receive.lock().await;
+                let r = req.send().await;
+                let ticket = match &r {
+                    Ok(out) if !out.messages().is_empty() => {
+                        *next += 1;
+                        Some(*next - 1)
+                    }
+                    _ => None,
+                };
+                (r, ticket)
+            };
+            let (resp, ticket) = tokio::select! {
                 _ = ctx.shutdown.cancelled() => break,
-                r = req.send() => r,
+                r = received => r,
             };
             let messages = match resp {
                 Ok(r) => {
                     failures = 0;
                     ctx.health.set_source(&ctx.name, true);
+                    beat.polled(interval);
+                    crate::panics::test_point("sqs-receiver");
                     r.messages.unwrap_or_default()
                 }
                 Err(e) => {
@@ -161,12 +214,29 @@ impl SqsSource {
             if let Some(sent) = oldest_sent {
                 m.sqs_oldest_message_age.with_label_values(&[&ctx.name]).set((now - sent).max(0) as f64 / 1000.0);
             }
+            // Until the batch's own settle task takes over, keep every message
+            // invisible: S3 reads and waiting for this batch's turn can take
+            // longer than a short visibility timeout.
+            let received: Vec<String> =
+                messages.iter().filter_map(|m| m.receipt_handle().map(str::to_string)).collect();
+            let keep = tokio_util::sync::CancellationToken::new();
+            let guard = keep.clone().drop_guard();
+            acks.spawn(keep_visible(
+                self.sqs.clone(),
+                self.cfg.queue_url.clone(),
+                Arc::clone(&ctx.name),
+                received,
+                visibility,
+                keep,
+            ));
             let mut batch = EventBatch::new(Some(now));
             let mut handles: Vec<String> = Vec::new();
+            let mut retry = false;
             // Decoding and S3 reads are the batch's work (the long poll is waiting).
             let span = batch_span(&ctx.name, "");
             for msg in &messages {
-                match tracing::Instrument::instrument(self.prepare(ctx, msg, now), span.clone()).await {
+                // Decoding and S3 reads are not a stalled poll.
+                match beat.busy(tracing::Instrument::instrument(self.prepare(ctx, msg, now), span.clone())).await {
                     Prepared::Ok(b) => {
                         batch.append(b);
                         handles.extend(msg.receipt_handle().map(str::to_string));
@@ -186,6 +256,7 @@ impl SqsSource {
                         );
                     }
                     Prepared::Retry(why) => {
+                        retry = true;
                         m.source_errors.with_label_values(&[&ctx.name, "s3_get_object"]).inc();
                         tracing::warn!(
                             source = %ctx.name,
@@ -195,21 +266,49 @@ impl SqsSource {
                     }
                 }
             }
+            // Our turn: every batch received before this one was handed on.
+            let ticket = ticket.unwrap_or_default();
+            let mut turn = order.turn.subscribe();
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => break,
+                _ = turn.wait_for(|t| *t == ticket) => {}
+            }
+            // A message left to come back returns after a visibility
+            // timeout: the watermark waits for it.
+            let partitions =
+                Partitions { hold_for: retry.then(|| visibility + self.cfg.wait_time), ..Partitions::default() };
             if handles.is_empty() {
+                let sent = partitions.hold_for.is_none()
+                    || ctx
+                        .out
+                        .send(SourceBatch {
+                            source: Arc::clone(&ctx.name),
+                            events: EventBatch::new(Some(now)),
+                            checkpoint: None,
+                            ack: None,
+                            trace: None,
+                            partitions,
+                        })
+                        .await;
+                order.turn.send_replace(ticket + 1);
+                if !sent {
+                    break;
+                }
                 continue;
             }
             let trace = finish_batch(span, &ctx.name, "", handles.len() as u64, &batch);
             let (tx, rx) = oneshot::channel();
-            let sent = ctx
-                .out
-                .send(SourceBatch {
+            let sent = beat
+                .busy(ctx.out.send(SourceBatch {
                     source: Arc::clone(&ctx.name),
                     events: batch,
                     checkpoint: None,
                     ack: Some(tx),
                     trace,
-                })
+                    partitions,
+                }))
                 .await;
+            order.turn.send_replace(ticket + 1);
             if !sent {
                 break;
             }
@@ -217,6 +316,7 @@ impl SqsSource {
             let url = self.cfg.queue_url.clone();
             let name = Arc::clone(&ctx.name);
             acks.spawn(async move { settle(sqs, url, name, handles, rx, visibility).await });
+            drop(guard);
         }
         // Stopped receiving: wait for what is in flight to be committed or dropped.
         while acks.join_next().await.is_some() {}
@@ -244,7 +344,20 @@ impl SqsSource {
                 continue;
             }
             match self.fetch(&r).await {
-                Ok(bytes) => b.push_unit(&bytes, format!("s3://{}/{}", r.bucket, r.key), &ctx.decode),
+                Ok(bytes) => {
+                    let partition = key_partition(&ctx.name, &r.key).map(Arc::from);
+                    // Gunzip and parse of an object on the decode pool, off the runtime's threads.
+                    let (origin, opts) = (format!("s3://{}/{}", r.bucket, r.key), ctx.decode.clone());
+                    let unit = crate::service::blocking::decode(move || {
+                        let mut u = EventBatch::new(Some(now));
+                        u.push_unit_in(&bytes, origin, partition, &opts);
+                        u
+                    });
+                    match unit.await {
+                        Ok(u) => b.append(u),
+                        Err(e) => return Prepared::Poison(Poison::Undecodable(e)),
+                    }
+                }
                 Err(FetchError::Permanent(w)) => return Prepared::Poison(Poison::Object(w)),
                 Err(FetchError::Transient(w)) => return Prepared::Retry(w),
             }
@@ -298,6 +411,46 @@ enum FetchError {
     Transient(String),
 }
 
+/// Extends the visibility of `handles` every half timeout until `stop`.
+async fn keep_visible(
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+    source: Arc<str>,
+    handles: Vec<String>,
+    visibility: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let every = (visibility / 2).max(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => extend(&sqs, &url, &source, &handles, visibility).await,
+        }
+    }
+}
+
+async fn extend(sqs: &aws_sdk_sqs::Client, url: &str, source: &str, handles: &[String], visibility: Duration) {
+    let entries: Vec<_> = handles
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(h)
+                .visibility_timeout(visibility.as_secs().max(1) as i32)
+                .build()
+                .ok()
+        })
+        .collect();
+    for chunk in entries.chunks(10) {
+        let r = sqs.change_message_visibility_batch().queue_url(url).set_entries(Some(chunk.to_vec())).send().await;
+        if let Err(e) = r {
+            crate::metrics::get().source_errors.with_label_values(&[source, "change_visibility"]).inc();
+            tracing::warn!(source = %source, error = %aws::error_text(&e), "cannot extend visibility");
+        }
+    }
+}
+
 /// Waits for a batch's fate: deletes its messages once committed, keeps
 /// their visibility extended while it is in flight, leaves them otherwise.
 async fn settle(
@@ -314,27 +467,7 @@ async fn settle(
     let status = loop {
         tokio::select! {
             r = &mut rx => break r.unwrap_or(AckStatus::Dropped),
-            _ = tokio::time::sleep(every) => {
-                let entries: Vec<_> = handles
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, h)| {
-                        ChangeMessageVisibilityBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .receipt_handle(h)
-                            .visibility_timeout(visibility.as_secs().max(1) as i32)
-                            .build()
-                            .ok()
-                    })
-                    .collect();
-                for chunk in entries.chunks(10) {
-                    let r = sqs.change_message_visibility_batch().queue_url(&url).set_entries(Some(chunk.to_vec())).send().await;
-                    if let Err(e) = r {
-                        m.source_errors.with_label_values(&[&source, "change_visibility"]).inc();
-                        tracing::warn!(source = %source, error = %aws::error_text(&e), "cannot extend visibility");
-                    }
-                }
-            }
+            _ = tokio::time::sleep(every) => extend(&sqs, &url, &source, &handles, visibility).await,
         }
     };
     if status != AckStatus::Committed {
@@ -382,6 +515,18 @@ fn receive_count(msg: &Message) -> u32 {
         .unwrap_or(0)
 }
 
+/// The watermark partition of a CloudTrail log file: its account and region
+/// from the key (`.../<account>/CloudTrail/<region>/<yyyy>/...`), else None
+/// (the source's own partition).
+fn key_partition(source: &str, key: &str) -> Option<String> {
+    let segs: Vec<&str> = key.split('/').collect();
+    let i = segs.iter().position(|s| *s == "CloudTrail")?;
+    let account = segs.get(i.checked_sub(1)?)?;
+    let region = segs.get(i + 1)?;
+    let plausible = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) && !region.is_empty();
+    plausible.then(|| format!("{source}/{account}/{region}"))
+}
+
 /// The queue's name: the last segment of its URL.
 fn queue_name(url: &str) -> &str {
     url.rsplit('/').next().unwrap_or(url)
@@ -395,4 +540,19 @@ fn backoff(failures: u32) -> Duration {
 
 fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_from_cloudtrail_keys() {
+        let org = "AWSLogs/o-abc/111122223333/CloudTrail/us-east-1/2026/11/01/111122223333_CloudTrail_us-east-1_20261101T1000Z_a.json.gz";
+        assert_eq!(key_partition("q", org).as_deref(), Some("q/111122223333/us-east-1"));
+        let plain = "p/AWSLogs/444455556666/CloudTrail/eu-west-1/2026/11/01/x.json.gz";
+        assert_eq!(key_partition("q", plain).as_deref(), Some("q/444455556666/eu-west-1"));
+        assert_eq!(key_partition("q", "logs/other.json.gz"), None);
+        assert_eq!(key_partition("q", "CloudTrail/us-east-1/x"), None);
+    }
 }

@@ -1,0 +1,324 @@
+//! Per-partition watermarks (minimum over the active partitions, idle
+//! release, closed partitions, future event times, holds), snapshots of
+//! them, and redelivered events counting once. See `detect_design.md`.
+
+use std::sync::Arc;
+
+use trailwatch_rules::{
+    Alert, CompileOptions, CorrelationAlert, Detector, DetectorConfig, EventClass, PartitionId, RuleFile, RuleSet,
+};
+
+const RULES: &str = r#"
+title: layer download
+id: base-download
+name: layer_download
+logsource: {product: aws, service: cloudtrail}
+detection:
+  sel: {eventName: GetDownloadUrlForLayer}
+  condition: sel
+---
+title: other
+id: base-other
+name: other
+logsource: {product: aws, service: cloudtrail}
+detection:
+  sel: {eventName: Other}
+  condition: sel
+---
+title: bulk downloads
+id: corr-bulk
+correlation:
+  type: event_count
+  rules: [layer_download]
+  group-by: [userIdentity.arn]
+  timespan: 60s
+  condition: {gte: 3}
+---
+title: distinct layers
+id: corr-layers
+correlation:
+  type: value_count
+  rules: [layer_download]
+  group-by: [userIdentity.arn]
+  timespan: 60s
+  condition: {gte: 3, field: requestParameters.layerDigest}
+---
+title: download then other
+id: corr-then
+correlation:
+  type: temporal_ordered
+  rules: [layer_download, other]
+  group-by: [userIdentity.arn]
+  timespan: 60s
+"#;
+
+const MIN: i64 = 60_000;
+/// Event time 0 of the tests.
+const NOW: i64 = 1_700_000_000_000;
+/// Processing time: the events' times are behind it (not in the future).
+const P: i64 = NOW + 3 * 3_600_000;
+
+fn set() -> Arc<RuleSet> {
+    Arc::new(
+        RuleSet::load(&[RuleFile { name: "w.yml".into(), text: RULES.into() }], &CompileOptions::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .0,
+    )
+}
+
+fn cfg() -> DetectorConfig {
+    DetectorConfig {
+        allowed_lateness_ms: MIN,
+        idle_timeout_ms: Some(10 * MIN),
+        max_future_skew_ms: Some(5 * MIN),
+        ..DetectorConfig::default()
+    }
+}
+
+/// An event at `secs` after NOW (event time).
+fn ev(name: &str, who: &str, secs: i64, id: &str, digest: &str) -> String {
+    let t = NOW / 1000 + secs;
+    let (d, r) = (t / 86400, t % 86400);
+    // 2023-11-14 is day 19675.
+    assert_eq!(d, 19675, "tests stay within one day");
+    format!(
+        r#"{{"eventName":"{name}","eventID":"{id}","eventTime":"2023-11-14T{:02}:{:02}:{:02}Z","userIdentity":{{"arn":"{who}"}},"requestParameters":{{"layerDigest":"{digest}"}}}}"#,
+        r / 3600,
+        (r % 3600) / 60,
+        r % 60
+    )
+}
+
+fn dl(who: &str, secs: i64, id: &str) -> String {
+    ev("GetDownloadUrlForLayer", who, secs, id, &format!("sha256:{id}"))
+}
+
+struct Feed {
+    det: Detector,
+    scratch: trailwatch_rules::Scratch,
+    out: Vec<Alert>,
+}
+
+impl Feed {
+    fn new(cfg: DetectorConfig) -> Self {
+        let det = Detector::new(set(), cfg);
+        let scratch = det.rule_set().scratch();
+        Feed { det, scratch, out: Vec::new() }
+    }
+    fn p(&mut self, name: &str) -> PartitionId {
+        self.det.partition(name)
+    }
+    fn at(&mut self, p: PartitionId, now: i64, json: &str) {
+        self.det.process_in(p, EventClass::CloudTrail, json, now, &mut self.scratch, &mut self.out).unwrap();
+    }
+    fn late(&self) -> u64 {
+        self.det.stats().late_dropped
+    }
+    fn wm(&self) -> Option<i64> {
+        self.det.stats().watermark_ms
+    }
+    fn corr(&self) -> Vec<CorrelationAlert> {
+        self.out
+            .iter()
+            .filter_map(|a| match a {
+                Alert::Correlation(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn a_slow_partition_holds_the_watermark() {
+    let mut f = Feed::new(cfg());
+    let (a, b) = (f.p("shard-a"), f.p("shard-b"));
+    // Shard a races 30 minutes ahead while shard b has only its first minute.
+    f.at(b, P, &dl("u", 0, "b0"));
+    for i in 0..30 {
+        f.at(a, P, &dl(&format!("other{i}"), i * 60, &format!("a{i}")));
+    }
+    assert_eq!(f.wm(), Some(NOW - MIN), "b's newest (0 s) − lateness");
+    // b's events, 29 minutes behind a's newest, are not late.
+    f.at(b, P, &dl("u", 10, "b1"));
+    f.at(b, P, &dl("u", 20, "b2"));
+    assert_eq!(f.late(), 0);
+    let c = f.corr();
+    assert_eq!(c.len(), 2, "event_count and value_count: {c:?}");
+    assert!(c.iter().all(|c| c.count == 3 && c.group[0].1 == "u"));
+
+    // The same events as one global watermark would have them: late.
+    let mut g = Feed::new(cfg());
+    let one = g.p("one");
+    g.at(one, P, &dl("u", 0, "b0"));
+    for i in 0..30 {
+        g.at(one, P, &dl(&format!("other{i}"), i * 60, &format!("a{i}")));
+    }
+    g.at(one, P, &dl("u", 10, "b1"));
+    g.at(one, P, &dl("u", 20, "b2"));
+    assert!(g.late() > 0);
+    assert!(g.corr().is_empty());
+}
+
+#[test]
+fn an_idle_partition_stops_holding_and_a_closed_one_leaves() {
+    let mut f = Feed::new(cfg());
+    let (a, b) = (f.p("a"), f.p("b"));
+    f.p("c");
+    f.at(a, P, &dl("x", 600, "a1"));
+    f.at(b, P, &dl("x", 0, "b1"));
+    assert_eq!(f.wm(), None, "c is registered without events: it holds everything");
+    // Processing time moves on: c has been silent for the idle timeout.
+    let mut out = Vec::new();
+    f.det.advance(P + 10 * MIN - 1, &mut out);
+    assert_eq!(f.wm(), None);
+    f.det.advance(P + 10 * MIN, &mut out);
+    // b is idle too now (its only event came at P): all released.
+    assert_eq!(f.wm(), Some(NOW + 600_000 - MIN));
+
+    // Closing: b and c active again, then b closes.
+    let mut g = Feed::new(cfg());
+    let (a, b, c) = (g.p("a"), g.p("b"), g.p("c"));
+    g.at(a, P, &dl("x", 600, "a1"));
+    g.at(b, P, &dl("x", 0, "b1"));
+    g.at(c, P, &dl("x", 300, "c1"));
+    assert_eq!(g.wm(), Some(NOW - MIN));
+    g.det.close_partition(b, &mut out);
+    assert_eq!(g.wm(), Some(NOW + 300_000 - MIN), "b left: c is the slowest");
+    let states = g.det.partitions();
+    assert!(states.iter().any(|s| s.name == "b" && s.closed && !s.active));
+    g.det.close_partition(c, &mut out);
+    g.det.close_partition(a, &mut out);
+    assert_eq!(g.wm(), Some(NOW + 600_000 - MIN), "all closed: the newest");
+}
+
+#[test]
+fn future_event_times_move_no_watermark() {
+    let mut f = Feed::new(cfg());
+    let a = f.p("a");
+    f.at(a, NOW, &dl("x", 0, "a0"));
+    assert_eq!(f.wm(), Some(NOW - MIN));
+    // A wrong clock: an hour ahead of processing time.
+    f.at(a, NOW, &dl("y", 3600, "bad"));
+    assert_eq!(f.wm(), Some(NOW - MIN));
+    assert_eq!(f.det.take_future_partitions(), vec!["a".to_string()]);
+    f.at(a, NOW, &dl("y", 3601, "bad2"));
+    assert!(f.det.take_future_partitions().is_empty(), "reported once per partition");
+    assert_eq!(f.det.stats().future_events, 2);
+    // The events after it are not late.
+    f.at(a, NOW, &dl("u", 10, "u1"));
+    f.at(a, NOW, &dl("u", 20, "u2"));
+    f.at(a, NOW, &dl("u", 30, "u3"));
+    assert_eq!(f.late(), 0);
+    assert_eq!(f.corr().iter().filter(|c| c.group[0].1 == "u").count(), 2);
+    // Within the bound it counts as usual.
+    f.at(a, NOW + 3_000_000, &dl("z", 3000, "ok"));
+    assert_eq!(f.wm(), Some(NOW + 3_000_000 - MIN));
+    // Without a bound (replay), the wrong time moves it.
+    let mut g = Feed::new(DetectorConfig { max_future_skew_ms: None, ..cfg() });
+    let a = g.p("a");
+    g.at(a, NOW, &dl("y", 3600, "bad"));
+    assert_eq!(g.wm(), Some(NOW + 3_600_000 - MIN));
+}
+
+#[test]
+fn a_hold_keeps_the_watermark_until_processing_time_passes_it() {
+    let mut f = Feed::new(cfg());
+    let a = f.p("a");
+    f.at(a, P, &dl("x", 0, "a0"));
+    f.det.hold_watermark_until(P + MIN);
+    f.at(a, P + 1000, &dl("x", 1200, "a1"));
+    assert_eq!(f.wm(), Some(NOW - MIN), "held");
+    f.at(a, P + 2000, &dl("u", 1, "old"));
+    assert_eq!(f.late(), 0, "what comes back meanwhile is not late");
+    let mut out = Vec::new();
+    f.det.advance(P + MIN, &mut out);
+    assert_eq!(f.wm(), Some(NOW + 1_200_000 - MIN));
+}
+
+#[test]
+fn snapshot_restore_keeps_per_partition_state() {
+    let mut f = Feed::new(cfg());
+    let (a, b) = (f.p("shard-a"), f.p("shard-b"));
+    f.at(b, P, &dl("u", 0, "b0"));
+    f.at(a, P, &dl("v", 1800, "a0"));
+    f.at(b, P, &dl("u", 10, "b1"));
+    let snap = f.det.snapshot();
+    assert!(String::from_utf8_lossy(&snap).contains("\"version\":3"));
+
+    let mut g = Feed::new(cfg());
+    assert_eq!(g.det.restore(&snap).unwrap(), None);
+    assert_eq!(g.wm(), f.wm());
+    let names: Vec<String> = g.det.partitions().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["shard-a", "shard-b"]);
+    // After the restart shard a resumes far ahead; b still holds the watermark.
+    let (a, b) = (g.p("shard-a"), g.p("shard-b"));
+    g.at(a, P + 5000, &dl("v", 3600, "a1"));
+    assert_eq!(g.wm(), Some(NOW + 10_000 - MIN));
+    g.at(b, P + 5000, &dl("u", 20, "b2"));
+    assert_eq!(g.late(), 0);
+    assert_eq!(g.corr().len(), 2, "event_count and value_count of u");
+    // b's redelivered event (already counted before the snapshot) adds nothing.
+    g.at(b, P + 5000, &dl("u", 10, "b1"));
+    assert_eq!(g.det.stats().duplicate_events, 1);
+
+    // A restored partition that never comes back holds only until it idles.
+    let mut h = Feed::new(cfg());
+    h.det.restore(&snap).unwrap();
+    let a = h.p("shard-a");
+    h.at(a, P + 1000, &dl("v", 3600, "a1"));
+    assert_eq!(h.wm(), Some(NOW + 10_000 - MIN));
+    let mut out = Vec::new();
+    h.det.advance(P + 1000 + 10 * MIN, &mut out);
+    assert_eq!(h.wm(), Some(NOW + 3_600_000 - MIN), "b idle since the restart");
+}
+
+#[test]
+fn a_version_2_snapshot_restores_with_a_note() {
+    let mut f = Feed::new(cfg());
+    let text = r#"{"version":2,"rules":["corr-bulk","corr-layers","corr-then"],"groups":[[],[],[]],"max_time":1700000600000,
+        "stats":{"keys":0,"evictions":0,"late_dropped":0,"missing_group_key":0,"suppressed":0,"expired_suppressions":0,
+        "correlation_alerts":0,"correlation_updates":0,"watermark_ms":null}}"#;
+    let note = f.det.restore(text.as_bytes()).unwrap();
+    assert!(note.is_some_and(|n| n.contains("version 2")));
+    assert_eq!(f.wm(), Some(NOW + 600_000 - MIN), "the old watermark is the floor");
+    assert!(f.det.restore(br#"{"version":1}"#).is_err());
+}
+
+#[test]
+fn an_event_delivered_three_times_counts_once() {
+    let mut f = Feed::new(cfg());
+    let a = f.p("a");
+    let once = [dl("u", 0, "e1"), dl("u", 5, "e2")];
+    for _ in 0..3 {
+        for e in &once {
+            f.at(a, P, e);
+        }
+    }
+    assert!(f.corr().is_empty(), "{:?}", f.corr());
+    assert_eq!(f.det.stats().duplicate_events, 4);
+    // A third distinct event completes both windows.
+    f.at(a, P, &dl("u", 10, "e3"));
+    let c = f.corr();
+    assert_eq!(c.len(), 2, "{c:?}");
+    assert!(c.iter().all(|c| c.count == 3));
+    // The temporal rule counts distinct events too: a fresh "other" fires it.
+    f.at(a, P, &ev("Other", "u", 20, "o2", ""));
+    assert_eq!(f.corr().len(), 3);
+}
+
+#[test]
+fn the_event_id_filter_is_bounded() {
+    let mut f = Feed::new(DetectorConfig { max_event_ids: 2, ..cfg() });
+    let a = f.p("a");
+    for id in ["e1", "e2", "e3"] {
+        f.at(a, P, &dl("u", 0, id));
+    }
+    assert_eq!(f.det.stats().event_id_evictions, 1);
+    // Off: every delivery counts (as before this filter).
+    let mut g = Feed::new(DetectorConfig { max_event_ids: 0, ..cfg() });
+    let a = g.p("a");
+    for _ in 0..3 {
+        g.at(a, P, &dl("u", 0, "same"));
+    }
+    assert_eq!(g.corr().len(), 1);
+}
