@@ -11,7 +11,6 @@ use trailwatch_rules::testing;
 use trailwatch_rules::{CompileOptions, EventClass, RuleSet};
 
 use crate::config::{Config, ReportToConfig, TimeMode};
-use crate::decode::DecodeOptions;
 use crate::findings::{FindingContext, ReportTo};
 use crate::replay::{self, ReplayOptions};
 use crate::ruleset;
@@ -377,7 +376,7 @@ fn run_cmd(a: RunArgs, log_level: &str) -> anyhow::Result<i32> {
         findings: finding_context(&cfg, None, None),
         now: None,
         dead_letter: None,
-        decode: DecodeOptions::default(),
+        decode: cfg.decode.options(),
         on_listen: None,
         commits: None,
     };
@@ -462,7 +461,7 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
         inputs: a.inputs,
         dead_letter: a.dead_letter,
         progress: !a.no_progress && io::stderr().is_terminal(),
-        decode: DecodeOptions::default(),
+        decode: cfg.decode.options(),
         findings: finding_context(&cfg, a.central_account, a.region),
         now,
         // An archive is read long after it was written: no future bound.

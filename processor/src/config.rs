@@ -40,6 +40,51 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Logs and trace export (OTLP).
     pub telemetry: TelemetryConfig,
+    /// Limits on hostile input (gzip bombs, huge values, deep wrappers).
+    pub decode: DecodeConfig,
+}
+
+/// `[decode]`: limits per unit of input (a file, a Kinesis record, an SQS
+/// body, an S3 object), enforced while decompressing and reading, so that
+/// memory stays bounded whatever arrives. A unit over a limit is counted,
+/// logged and dead-lettered (kind `too_large` / `nesting`); the stream goes on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodeConfig {
+    /// Bytes one gzip unit may decompress to; for plain (uncompressed)
+    /// input, the largest single value (NDJSON line or document).
+    pub max_decompressed_bytes: u64,
+    /// How deep SNS → CloudWatch Logs → array wrappers may nest.
+    pub max_nesting: u8,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        let d = crate::decode::DecodeOptions::default();
+        DecodeConfig { max_decompressed_bytes: d.max_decompressed_bytes, max_nesting: d.max_nesting }
+    }
+}
+
+impl DecodeConfig {
+    pub fn options(&self) -> crate::decode::DecodeOptions {
+        crate::decode::DecodeOptions {
+            max_decompressed_bytes: self.max_decompressed_bytes,
+            max_nesting: self.max_nesting,
+        }
+    }
+
+    fn validate(&self, problems: &mut Vec<String>) {
+        // Below a KiB no real log file fits; above 4 GiB one unit could take the task down.
+        if !(1024..=(4u64 << 30)).contains(&self.max_decompressed_bytes) {
+            problems.push(format!(
+                "decode.max_decompressed_bytes = {} must be between 1024 and 4294967296",
+                self.max_decompressed_bytes
+            ));
+        }
+        if !(1..=16).contains(&self.max_nesting) {
+            problems.push(format!("decode.max_nesting = {} must be between 1 and 16", self.max_nesting));
+        }
+    }
 }
 
 /// `[service]`.
@@ -330,6 +375,18 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Parses, types and validates TOML text alone (no file, no
+    /// environment overrides): what the config fuzz target exercises.
+    pub fn from_toml_str(text: &str) -> anyhow::Result<Config> {
+        let doc =
+            text.parse::<toml::Table>().map_err(|e| anyhow::anyhow!("configuration: {}", one_line(&e.to_string())))?;
+        let cfg: Config = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("configuration: {}", one_line(&e.to_string())))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
     /// Checks that need no I/O; every problem is named.
     pub fn validate(&self) -> anyhow::Result<()> {
         let mut problems = Vec::new();
@@ -411,6 +468,7 @@ impl Config {
             problems.push(format!("metrics.listen `{}` is not an address like 127.0.0.1:9464", self.metrics.listen));
         }
         self.telemetry.validate(&mut problems);
+        self.decode.validate(&mut problems);
         if !problems.is_empty() {
             bail!("invalid configuration:\n  {}", problems.join("\n  "));
         }

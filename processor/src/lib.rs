@@ -19,6 +19,7 @@ pub mod config;
 pub mod decode;
 pub mod evaluate;
 pub mod findings;
+pub mod fuzz_targets;
 pub mod health;
 pub mod http;
 pub mod metrics;

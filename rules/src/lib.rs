@@ -26,6 +26,7 @@ pub mod detect;
 pub mod doc;
 pub mod engine;
 pub mod error;
+pub mod fuzz;
 mod groups;
 pub mod json;
 pub mod logsource;

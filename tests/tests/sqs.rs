@@ -140,6 +140,10 @@ type Until = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Runs the service until `until` resolves and one more commit followed, then shuts it down.
 async fn run_until(cfg: Config, until: Until) -> RunSummary {
+    run_until_with(cfg, until, DecodeOptions::default()).await
+}
+
+async fn run_until_with(cfg: Config, until: Until, decode: DecodeOptions) -> RunSummary {
     trailwatch_tests::aws_env();
     let (set, _) = ruleset::compile(
         &[RuleFile { name: "test.yml".into(), text: RULES.into() }],
@@ -152,7 +156,7 @@ async fn run_until(cfg: Config, until: Until) -> RunSummary {
         findings: FindingContext::default(),
         now: None,
         dead_letter: None,
-        decode: DecodeOptions::default(),
+        decode,
         on_listen: None,
         commits: Some(tx),
     };
@@ -428,4 +432,45 @@ async fn four_receivers_draining_a_backlog_lose_no_correlation() {
     assert!(s.eval.events >= total as u64, "the whole backlog was read: {} of {total}", s.eval.events);
     assert_eq!(s.eval.detector.late_dropped, 0);
     assert_eq!(burst_groups(dir.path()), want, "every burst of every account fired");
+}
+
+/// A gzip bomb: `members` gzip members of 1 MiB of zeros each (about 1 KiB
+/// apiece compressed), read back to back as one unit.
+fn gzip_bomb(members: usize) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&vec![0u8; 1 << 20]).unwrap();
+    gz.finish().unwrap().repeat(members)
+}
+
+#[tokio::test]
+async fn a_gzip_bomb_in_s3_is_stopped_at_the_limit_dead_lettered_and_the_rest_flows() {
+    let server = Server::moto().unwrap();
+    let sdk = server.sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    s3.create_bucket().bucket("org-trail").send().await.unwrap();
+    let (bomb_key, good_key) =
+        ("AWSLogs/1/CloudTrail/us-east-1/bomb.json.gz", "AWSLogs/1/CloudTrail/us-east-1/good.json.gz");
+    let bomb = gzip_bomb(32);
+    assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
+    s3.put_object().bucket("org-trail").key(bomb_key).body(bomb.into()).send().await.unwrap();
+    s3.put_object().bucket("org-trail").key(good_key).body(log_file(&[20, 21]).into()).send().await.unwrap();
+    let url = queue(&sqs, "bombs", &[]).await;
+    for key in [bomb_key, good_key] {
+        sqs.send_message().queue_url(&url).message_body(s3_notification("org-trail", key)).send().await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // 32 MiB of zeros against a 1 MiB limit.
+    let limits = DecodeOptions { max_decompressed_bytes: 1 << 20, ..DecodeOptions::default() };
+    let s = run_until_with(config(&server, dir.path(), &url), until_findings(dir.path(), 2), limits).await;
+    assert_eq!(finding_events(dir.path()), ids(&[20, 21]));
+    assert_eq!(s.eval.bad_by_kind.get("too_large"), Some(&1), "{:?}", s.eval.bad_by_kind);
+    let dead = std::fs::read_to_string(dir.path().join("state/dead-letter.ndjson")).unwrap();
+    let lines: Vec<serde_json::Value> = dead.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "{dead}");
+    assert_eq!(lines[0]["kind"], "too_large");
+    assert!(lines[0]["origin"].as_str().unwrap().ends_with("bomb.json.gz"), "{dead}");
+    // Dead-lettered is handled: the message is deleted, not redelivered.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(depth(&sqs, &url).await, 0);
 }

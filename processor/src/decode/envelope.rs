@@ -126,6 +126,10 @@ struct S3Object {
 pub(super) fn dispatch(d: &mut Decoder<'_, '_>, env: Envelope<'_>, whole: &str, pos: Position, via: Via, depth: u8) {
     // CloudTrail log file, or S3 event notification.
     if let Some(records) = env.records {
+        // An empty log file is accounted for, not silently nothing.
+        if records.is_empty() {
+            return (d.out)(Decoded::Skipped { reason: SkipReason::Empty, position: pos });
+        }
         let via = Via { log_file: true, ..via };
         for (i, raw) in records.into_iter().enumerate() {
             let p = Position { record: Some(i as u64), ..pos.clone() };
@@ -245,6 +249,9 @@ pub(super) fn dispatch(d: &mut Decoder<'_, '_>, env: Envelope<'_>, whole: &str, 
         let Some(events) = env.log_events else {
             return d.error(pos, DecodeErrorKind::Envelope, "CloudWatch Logs payload without `logEvents`".into());
         };
+        if events.is_empty() {
+            return (d.out)(Decoded::Skipped { reason: SkipReason::Empty, position: pos });
+        }
         let via = Via { cloudwatch_logs: true, ..via };
         for (i, raw) in events.into_iter().enumerate() {
             let p = Position { record: Some(i as u64), ..pos.clone() };

@@ -24,6 +24,7 @@
 //! decoding goes on with the next value (the next line in NDJSON).
 
 mod envelope;
+pub mod fuzz;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -36,9 +37,11 @@ pub use envelope::ObjectRef;
 /// Limits for one unit of input.
 #[derive(Debug, Clone)]
 pub struct DecodeOptions {
-    /// Gunzipped data beyond this is an error (protects against gzip bombs);
-    /// when streaming plain input, no one value (line or document) may be
-    /// larger (memory stays bounded however long the input is).
+    /// Gunzipped data beyond this is an error (protects against gzip bombs),
+    /// found while decompressing: no more than this (plus a buffer) is ever
+    /// held. When streaming plain input, no one value (line or document) may
+    /// be larger (memory stays bounded however long the input is).
+    /// Configured by `[decode] max_decompressed_bytes`.
     pub max_decompressed_bytes: u64,
     /// How deep SNS → CloudWatch Logs → ... wrappers may nest.
     pub max_nesting: u8,
@@ -46,7 +49,9 @@ pub struct DecodeOptions {
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions { max_decompressed_bytes: 1 << 30, max_nesting: 4 }
+        // 128 MiB: CloudTrail log files are a few MiB decompressed; a unit
+        // this large is already suspect, and memory stays far from the task's.
+        DecodeOptions { max_decompressed_bytes: 128 << 20, max_nesting: 4 }
     }
 }
 
@@ -204,6 +209,7 @@ pub fn decode_reader<R: Read>(
     let gz = br.fill_buf()?.starts_with(&GZIP_MAGIC);
     let via = Via { gzip: gz, ..Via::default() };
     let limit = opts.max_decompressed_bytes;
+    let cap = usize::try_from(limit).unwrap_or(usize::MAX).saturating_add(1);
     let mut src: Box<dyn BufRead> = if gz {
         Box::new(BufReader::with_capacity(1 << 16, flate2::bufread::MultiGzDecoder::new(br).take(limit + 1)))
     } else {
@@ -243,13 +249,13 @@ pub fn decode_reader<R: Read>(
                     break;
                 }
                 Some(i) => {
-                    line.extend_from_slice(&buf[..=i]);
+                    push_capped(&mut line, &buf[..=i], cap);
                     src.consume(i + 1);
                     n += i + 1;
                     break;
                 }
                 None => {
-                    line.extend_from_slice(&buf[..room]);
+                    push_capped(&mut line, &buf[..room], cap);
                     src.consume(room);
                     n += room;
                     if n as u64 > limit {
@@ -283,9 +289,10 @@ pub fn decode_reader<R: Read>(
             continue;
         }
         // A value that spans lines: read the rest and decode it as a document.
-        let mut rest = whole.to_vec();
+        let mut rest = Vec::new();
+        push_capped(&mut rest, whole, cap);
         src.consume(in_place);
-        if let Err(e) = (&mut src).take(limit + 1 - n as u64).read_to_end(&mut rest) {
+        if let Err(e) = read_capped(&mut src, &mut rest, cap) {
             let pos = Position { line: line_no, byte_offset: offset, record: None };
             let kind = if gz { DecodeErrorKind::Gzip } else { DecodeErrorKind::Utf8 };
             d.error(pos, kind, format!("cannot read input: {e}"));
@@ -303,12 +310,42 @@ pub fn decode_reader<R: Read>(
 
 fn gunzip(input: &[u8], limit: u64) -> Result<Vec<u8>, (DecodeErrorKind, String)> {
     let mut buf = Vec::new();
-    let mut r = flate2::read::MultiGzDecoder::new(input).take(limit + 1);
-    r.read_to_end(&mut buf).map_err(|e| (DecodeErrorKind::Gzip, format!("gzip: {e}")))?;
+    let cap = usize::try_from(limit).unwrap_or(usize::MAX).saturating_add(1);
+    let mut r = flate2::read::MultiGzDecoder::new(input);
+    read_capped(&mut r, &mut buf, cap).map_err(|e| (DecodeErrorKind::Gzip, format!("gzip: {e}")))?;
     if buf.len() as u64 > limit {
         return Err((DecodeErrorKind::TooLarge, format!("decompressed input exceeds {limit} bytes")));
     }
     Ok(buf)
+}
+
+/// Appends `data`, never letting the capacity pass `cap` (unless `data`
+/// itself needs it): `Vec`'s doubling would otherwise reserve up to twice
+/// the limit for an oversized value.
+fn push_capped(v: &mut Vec<u8>, data: &[u8], cap: usize) {
+    let need = v.len() + data.len();
+    if need > v.capacity() {
+        let target = v.capacity().saturating_mul(2).max(need).min(cap.max(need));
+        v.reserve_exact(target - v.len());
+    }
+    v.extend_from_slice(data);
+}
+
+/// Reads until the end or until `v` holds `cap` bytes (one past the limit:
+/// enough to tell it was exceeded), with capacity never above `cap`. The
+/// limit is enforced while decompressing: a bomb stops here, at `cap`.
+fn read_capped(r: &mut dyn Read, v: &mut Vec<u8>, cap: usize) -> std::io::Result<()> {
+    while v.len() < cap {
+        if v.len() == v.capacity() {
+            let target = v.capacity().saturating_mul(2).max(v.len() + (64 << 10)).min(cap);
+            v.reserve_exact(target - v.len());
+        }
+        let room = (v.capacity() - v.len()) as u64;
+        if (&mut *r).take(room).read_to_end(v)? == 0 {
+            break;
+        }
+    }
+    Ok(())
 }
 
 fn trim(b: &[u8]) -> &[u8] {
@@ -402,7 +439,8 @@ impl Decoder<'_, '_> {
                         self.error(pos, DecodeErrorKind::Json, format!("invalid JSON: {e}"));
                         // Resume at the line after the error.
                         let err_at = start + line_col_to_offset(rest, e.line(), e.column());
-                        let next = text[err_at.min(text.len())..].find('\n').map_or(text.len(), |i| err_at + i + 1);
+                        let err_at = floor_char_boundary(text, err_at);
+                        let next = text[err_at..].find('\n').map_or(text.len(), |i| err_at + i + 1);
                         start = next.max(at + 1).min(text.len());
                         while start < text.len() && !text.is_char_boundary(start) {
                             start += 1;
@@ -460,6 +498,9 @@ impl Decoder<'_, '_> {
             Ok(v) => v,
             Err(e) => return self.error(pos, DecodeErrorKind::Json, format!("invalid JSON: {e}")),
         };
+        if items.is_empty() {
+            return (self.out)(Decoded::Skipped { reason: SkipReason::Empty, position: pos });
+        }
         for (i, raw) in items.into_iter().enumerate() {
             let p = Position { record: Some(i as u64), ..pos.clone() };
             self.value(raw.get(), p, via, depth + 1);
@@ -471,16 +512,28 @@ fn count_lines(b: &[u8]) -> u64 {
     memchr::memchr_iter(b'\n', b).count() as u64
 }
 
-/// Byte offset of serde_json's 1-based (line, column) in `s`.
+/// Byte offset of serde_json's 1-based (line, column) in `s`, on a char
+/// boundary: serde_json counts columns in bytes and may stop inside a
+/// multi-byte character (an unterminated `"é`), so the offset is moved back to
+/// the start of that character before anyone slices at it.
 fn line_col_to_offset(s: &str, line: usize, col: usize) -> usize {
     let mut off = 0usize;
     for (i, l) in s.split_inclusive('\n').enumerate() {
         if i + 1 == line {
-            return (off + col.saturating_sub(1)).min(s.len());
+            return floor_char_boundary(s, off + col.saturating_sub(1));
         }
         off += l.len();
     }
     s.len()
+}
+
+/// The largest char boundary of `s` at or before `i` (clamped to its length).
+pub(crate) fn floor_char_boundary(s: &str, i: usize) -> usize {
+    let mut i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
 }
 
 #[cfg(test)]

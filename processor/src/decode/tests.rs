@@ -288,3 +288,98 @@ fn random_and_mutated_input_never_panics() {
         decode_reader(Chunks(&b, 3), "fuzz", &DecodeOptions::default(), &mut |_| count += 1).unwrap();
     }
 }
+
+/// Decodes `input` both ways and checks that nothing is lost: a unit with any
+/// non-blank (decompressed) byte yields at least one item, and both forms agree on counts.
+fn accounted(input: &[u8], opts: &DecodeOptions, blank: bool) -> (usize, usize) {
+    let count = |items: &[Item]| {
+        let errors = items.iter().filter(|i| matches!(i, Item::Err(..))).count();
+        (items.len() - errors, errors)
+    };
+    let mut a = Vec::new();
+    decode(input, "t", opts, &mut |d| a.push(conv(d)));
+    let mut b = Vec::new();
+    decode_reader(Chunks(input, 4096), "t", opts, &mut |d| b.push(conv(d))).unwrap();
+    if !blank {
+        assert!(!a.is_empty(), "nothing out of {:?}", String::from_utf8_lossy(input));
+    }
+    assert_eq!(count(&a), count(&b), "decode and decode_reader disagree on {:?}", String::from_utf8_lossy(input));
+    count(&a)
+}
+
+#[test]
+fn an_unterminated_string_ending_in_a_multibyte_char_is_an_error_not_a_panic() {
+    // The 8-byte record of issue 15: serde_json's error column points inside `é`.
+    let input = "{\"a\":\"é\n".as_bytes();
+    assert_eq!(input.len(), 9, "8 bytes and a newline");
+    let got = run(input);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(matches!(got[0], Item::Err(DecodeErrorKind::Json, _)), "{got:?}");
+    // And followed by more input, decoding goes on with the next line.
+    let more = format!("{{\"a\":\"é\n{CT}\n{{\"b\":\"日本\n");
+    let got = run(more.as_bytes());
+    assert!(got.iter().any(|i| matches!(i, Item::Ev(..))), "{got:?}");
+    assert!(got.iter().any(|i| matches!(i, Item::Err(DecodeErrorKind::Json, _))), "{got:?}");
+}
+
+/// Real CloudTrail lines cut at byte positions, with a multi-byte character
+/// (2, 3 or 4 bytes, in turn) inserted at the cut: never a panic, never a
+/// silent loss. Every 16th cut is also tried gzipped (a Kinesis or S3 unit).
+fn mutate_lines(lines: &[&str], stride: impl Fn(usize) -> usize) -> usize {
+    const INSERTS: [&str; 4] = ["é", "日", "😀", ""];
+    let opts = DecodeOptions::default();
+    let mut n = 0;
+    for line in lines {
+        let b = line.as_bytes();
+        let step = stride(b.len()).max(1);
+        for (k, cut) in (0..=b.len()).step_by(step).enumerate() {
+            let ins = INSERTS[k % INSERTS.len()].as_bytes();
+            let mut cut_only = b[..cut].to_vec();
+            cut_only.extend_from_slice(ins);
+            cut_only.push(b'\n');
+            let mut inserted = b[..cut].to_vec();
+            inserted.extend_from_slice(ins);
+            inserted.extend_from_slice(&b[cut..]);
+            inserted.push(b'\n');
+            // Torn inside the inserted character, then more input.
+            let mut torn = b[..cut].to_vec();
+            torn.extend_from_slice(&ins[..ins.len().min(1)]);
+            torn.extend_from_slice(b"\n{}\n");
+            for input in [&cut_only, &inserted, &torn] {
+                let blank = input.iter().all(|c| c.is_ascii_whitespace());
+                accounted(input, &opts, blank);
+                if k % 16 == 0 {
+                    accounted(&gz(input), &opts, blank);
+                }
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn mutated_project_cloudtrail_lines_never_panic() {
+    let text = include_str!("../../../examples/events/demo-cloudtrail.ndjson");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    // Every byte of the first lines, a stride over the rest.
+    let n = mutate_lines(&lines[..1], |_| 1) + mutate_lines(&lines[1..], |len| len / 24);
+    assert!(n > 3_000, "{n} mutations");
+}
+
+#[test]
+fn mutated_shared_stratus_lines_never_panic() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/samples/stratus-detonations");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        println!("skipped: {} missing (shared Stratus samples)", dir.display());
+        return;
+    };
+    let mut texts = Vec::new();
+    for e in entries.flatten() {
+        texts.push(std::fs::read_to_string(e.path()).unwrap());
+    }
+    let lines: Vec<&str> = texts.iter().flat_map(|t| t.lines()).filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() > 100);
+    let n = mutate_lines(&lines, |len| len / 8);
+    assert!(n > 5_000, "{n} mutations");
+}

@@ -384,15 +384,25 @@ impl SqsSource {
                 FetchError::Transient(text)
             }
         })?;
-        if let Some(n) = out.content_length().map(|n| n as u64).filter(|n| *n > self.cfg.max_object_bytes) {
+        let length = out.content_length().map(|n| n.max(0) as u64);
+        if let Some(n) = length.filter(|n| *n > self.cfg.max_object_bytes) {
             return Err(too_big(n));
         }
-        let data = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| FetchError::Transient(format!("reading s3://{}/{}: {e}", r.bucket, r.key)))?;
-        Ok(data.into_bytes().to_vec())
+        // Chunks are appended to one buffer as they arrive (one copy, sized
+        // by Content-Length) and the size limit holds while reading, whatever
+        // the header said. Decompression limits apply in the decoder.
+        let max = self.cfg.max_object_bytes;
+        let mut data = Vec::with_capacity(length.unwrap_or(0).min(max) as usize);
+        let mut body = out.body;
+        while let Some(chunk) = body.next().await {
+            let chunk =
+                chunk.map_err(|e| FetchError::Transient(format!("reading s3://{}/{}: {e}", r.bucket, r.key)))?;
+            if (data.len() + chunk.len()) as u64 > max {
+                return Err(too_big((data.len() + chunk.len()) as u64));
+            }
+            data.extend_from_slice(&chunk);
+        }
+        Ok(data)
     }
 }
 
