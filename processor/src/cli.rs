@@ -538,7 +538,7 @@ fn tune_cmd(a: TuneArgs) -> anyhow::Result<i32> {
             inputs: a.inputs,
             dead_letter: None,
             progress: false,
-            decode: DecodeOptions::default(),
+            decode: cfg.decode.options(),
             findings: finding_context(&cfg, None, None),
             now,
             detector: detector_config(&cfg)?,
