@@ -151,6 +151,13 @@ pub struct RulesConfig {
     pub placeholders: BTreeMap<String, Vec<String>>,
     /// Rule field name → event field path (e.g. `src_ip = "sourceIPAddress"`).
     pub field_mappings: BTreeMap<String, String>,
+    /// `run`: fill `org_id`/`org_accounts` from AWS Organizations when the
+    /// placeholders above leave them unset (else they are derived from the
+    /// input's `recipientAccountId`s).
+    pub discover_org: bool,
+    /// `run`: how often AWS Organizations is asked again.
+    #[serde(with = "duration_text")]
+    pub org_refresh: Duration,
 }
 
 impl Default for RulesConfig {
@@ -158,7 +165,14 @@ impl Default for RulesConfig {
         let mut field_mappings = BTreeMap::new();
         // Generic Sigma taxonomy names that SigmaHQ cloud rules use.
         field_mappings.insert("src_ip".to_string(), "sourceIPAddress".to_string());
-        RulesConfig { paths: Vec::new(), builtin: true, placeholders: BTreeMap::new(), field_mappings }
+        RulesConfig {
+            paths: Vec::new(),
+            builtin: true,
+            placeholders: BTreeMap::new(),
+            field_mappings,
+            discover_org: true,
+            org_refresh: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -282,6 +296,9 @@ impl Config {
     /// Checks that need no I/O; every problem is named.
     pub fn validate(&self) -> anyhow::Result<()> {
         let mut problems = Vec::new();
+        if self.rules.org_refresh < Duration::from_secs(60) {
+            problems.push("rules.org_refresh must be at least 1m (AWS Organizations is rate-limited)".to_string());
+        }
         if self.findings.report_to == ReportToConfig::Central {
             match &self.findings.central_account {
                 Some(a) if is_account(a) => {}

@@ -22,6 +22,7 @@ pub mod findings;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod org;
 pub mod replay;
 pub mod ruleset;
 pub mod service;

@@ -141,6 +141,7 @@ async fn run_until(cfg: Config, dir: &Path, want: usize) -> RunSummary {
         decode: DecodeOptions::default(),
         on_listen: None,
         commits: Some(tx),
+        org: None,
     };
     let dir = dir.to_path_buf();
     let shutdown = async move {

@@ -155,6 +155,7 @@ async fn run_until(cfg: Config, until: Until) -> RunSummary {
         decode: DecodeOptions::default(),
         on_listen: None,
         commits: Some(tx),
+        org: None,
     };
     let shutdown = async move {
         let _ = tokio::time::timeout(Duration::from_secs(40), until).await;
