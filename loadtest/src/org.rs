@@ -599,7 +599,11 @@ impl Org {
                         util::upper_alnum(rng, 12)
                     ),
                     Variant::Karpenter => format!("KarpenterNodeRole-{}", c.name),
-                    Variant::Terraform => format!("{}-eks-node-group-{}", ["default", "general", "system"][rng.random_range(0..3)], stamp(rng)),
+                    Variant::Terraform => format!(
+                        "{}-eks-node-group-{}",
+                        ["default", "general", "system"][rng.random_range(0..3)],
+                        stamp(rng)
+                    ),
                     Variant::Cdk => format!(
                         "{}-{}NodegroupDefaultCapacityNodeGroupRole{}-{}",
                         stack[rng.random_range(0..stack.len())],

@@ -416,11 +416,8 @@ pub fn replay_rules(
 /// `run`'s rules, with the org context the config leaves unset from AWS
 /// Organizations (refreshed later), or else derived from the input as it
 /// arrives; access denied is a warning, not a failure.
-pub async fn run_rules(
-    cfg: &Config,
-    args: &RuleArgs,
-) -> anyhow::Result<(RuleSet, Option<crate::service::OrgUpdates>)> {
-    use crate::org::{Origin, OrgValues};
+pub async fn run_rules(cfg: &Config, args: &RuleArgs) -> anyhow::Result<(RuleSet, Option<crate::service::OrgUpdates>)> {
+    use crate::org::{OrgValues, Origin};
     use crate::service::{OrgMode, OrgUpdates};
     let unset = crate::org::unset(&cfg.rules);
     if !(cfg.rules.builtin && !args.no_builtin) || unset.is_empty() {

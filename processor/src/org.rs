@@ -73,7 +73,9 @@ pub enum DiscoverError {
 pub async fn discover(sdk: &aws_config::SdkConfig) -> Result<Discovered, DiscoverError> {
     use aws_sdk_organizations::error::ProvideErrorMetadata;
     let client = aws_sdk_organizations::Client::new(sdk);
-    fn classify<E>(e: aws_sdk_organizations::error::SdkError<E, aws_smithy_runtime_api::http::Response>) -> DiscoverError
+    fn classify<E>(
+        e: aws_sdk_organizations::error::SdkError<E, aws_smithy_runtime_api::http::Response>,
+    ) -> DiscoverError
     where
         E: std::error::Error + ProvideErrorMetadata + 'static,
     {
@@ -203,7 +205,10 @@ pub fn scan_bytes(b: &[u8], out: &mut BTreeSet<String>) {
             i += 1;
             skipped += 1;
         }
-        if i + 12 <= b.len() && b[i..i + 12].iter().all(u8::is_ascii_digit) && b.get(i + 12).is_none_or(|c| !c.is_ascii_digit()) {
+        if i + 12 <= b.len()
+            && b[i..i + 12].iter().all(u8::is_ascii_digit)
+            && b.get(i + 12).is_none_or(|c| !c.is_ascii_digit())
+        {
             if let Ok(s) = std::str::from_utf8(&b[i..i + 12]) {
                 if !out.contains(s) {
                     out.insert(s.to_string());

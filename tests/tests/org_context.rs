@@ -189,10 +189,8 @@ async fn run_discovers_the_org_from_organizations_or_derives_it() -> anyhow::Res
     // Only the management account logs here; the member appears only as a
     // replication destination.
     std::fs::write(&input, events(&management, &management))?;
-    let text = std::fs::read_to_string(&input)?.replace(
-        &format!(r#""registryId":"{management}""#),
-        &format!(r#""registryId":"{member}""#),
-    );
+    let text = std::fs::read_to_string(&input)?
+        .replace(&format!(r#""registryId":"{management}""#), &format!(r#""registryId":"{member}""#));
     std::fs::write(&input, text)?;
     let cfg = run_config(dir.path(), &moto, &input);
     let (_, org) = run_rules(&cfg, &RuleArgs::default()).await?;

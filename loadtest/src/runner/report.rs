@@ -263,7 +263,11 @@ impl Report {
                 let _ = writeln!(s, "  missed with no configuration: {}", missed.join(", "));
             }
             if !n.lookalikes_raised.is_empty() {
-                let _ = writeln!(s, "  look-alikes raising findings with no configuration: {}", n.lookalikes_raised.join(", "));
+                let _ = writeln!(
+                    s,
+                    "  look-alikes raising findings with no configuration: {}",
+                    n.lookalikes_raised.join(", ")
+                );
             }
             for r in &n.false_positives_by_rule {
                 let _ = writeln!(s, "  no-config false positives: {} x {} ({})", r.findings, r.title, r.rule_id);

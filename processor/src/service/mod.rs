@@ -264,9 +264,11 @@ pub async fn run(
         flush_at_end: all_finite,
         snapshots,
         derive: match &opts.org {
-            Some(OrgUpdates { recompile, mode: OrgMode::Derived { known, org_id } }) => {
-                Some(detector::Derive { known: known.clone(), org_id: org_id.clone(), recompile: Arc::clone(recompile) })
-            }
+            Some(OrgUpdates { recompile, mode: OrgMode::Derived { known, org_id } }) => Some(detector::Derive {
+                known: known.clone(),
+                org_id: org_id.clone(),
+                recompile: Arc::clone(recompile),
+            }),
             _ => None,
         },
     };
@@ -319,7 +321,11 @@ pub async fn run(
                 let values = next.clone();
                 match tokio::task::spawn_blocking(move || rc(&values)).await {
                     Ok(Ok(set)) => {
-                        tracing::info!(accounts = next.accounts.len(), org_id = next.org_id.as_deref().unwrap_or(""), "org context changed (AWS Organizations): rules recompiled");
+                        tracing::info!(
+                            accounts = next.accounts.len(),
+                            org_id = next.org_id.as_deref().unwrap_or(""),
+                            "org context changed (AWS Organizations): rules recompiled"
+                        );
                         current = next;
                         tokio::select! {
                             _ = stop.cancelled() => return,
