@@ -79,6 +79,10 @@ pub struct RuleArgs {
     /// Do not load the built-in rule pack.
     #[arg(long)]
     pub no_builtin: bool,
+    /// Fail when any rule fails to compile (by default that rule is reported
+    /// with file, line and reason, and skipped).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Args)]
@@ -193,7 +197,7 @@ fn rules_with_org(
             );
         }
     }
-    ruleset::compile(&files, &opts)
+    compile_rules(&files, &opts, cfg.rules.strict || args.strict)
 }
 
 /// Rule files and compile options (the org values filled in where unset).
@@ -212,6 +216,36 @@ fn rule_inputs(
     let mut files = if builtin { ruleset::builtin_files() } else { Vec::new() };
     files.extend(ruleset::files_in(&dirs)?);
     Ok((files, opts))
+}
+
+/// Compiles strictly, or (the default) leaving out rules that fail to
+/// compile: reported and counted, the rest run.
+fn compile_rules(
+    files: &[trailwatch_rules::RuleFile],
+    opts: &CompileOptions,
+    strict: bool,
+) -> anyhow::Result<(RuleSet, Vec<trailwatch_rules::RuleWarning>)> {
+    if strict {
+        return ruleset::compile(files, opts);
+    }
+    let (set, mut warnings, skipped) = RuleSet::load_skipping(files, opts);
+    crate::metrics::get().rules_skipped.set(skipped.len() as i64);
+    for e in &skipped {
+        tracing::error!(file = %e.file, line = e.line, reason = %e.reason, "rule skipped: it does not compile");
+        warnings.push(trailwatch_rules::RuleWarning {
+            file: e.file.clone(),
+            line: e.line,
+            message: format!("rule skipped: {}", e.reason),
+        });
+    }
+    if !skipped.is_empty() {
+        tracing::warn!(
+            skipped = skipped.len(),
+            loaded = set.rules().len() + set.correlations().len(),
+            "some rules were skipped; the rest run (use --strict or [rules] strict = true to fail instead)"
+        );
+    }
+    Ok((set, warnings))
 }
 
 /// Where each org placeholder's values come from, for `trailwatch config`
@@ -271,7 +305,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let fallback = config.is_none().then_some(crate::config::EMBEDDED_DEFAULT);
             let cfg = Config::load_or(config.as_deref(), fallback)?;
             // The rules must load too: placeholders, paths and mappings are config.
-            let (set, warnings) = rules_for(&cfg, &RuleArgs { config: None, rules: Vec::new(), no_builtin: false })?;
+            let (set, warnings) =
+                rules_for(&cfg, &RuleArgs { config: None, rules: Vec::new(), no_builtin: false, strict: false })?;
             print_warnings(&warnings);
             // Trace export also depends on OTEL_* variables: resolve them as `run` would.
             let traces = crate::telemetry::ExportSettings::resolve(&cfg.telemetry, &|k| std::env::var(k).ok())?;
@@ -461,10 +496,11 @@ pub async fn run_rules(cfg: &Config, args: &RuleArgs) -> anyhow::Result<(RuleSet
     let (set, warnings) = rules_with_org(cfg, args, &org)?;
     print_warnings(&warnings);
     let cfg_rules = cfg.rules.clone();
+    let strict = cfg.rules.strict || args.strict;
     let recompile: crate::org::Recompile = Arc::new(move |v: &OrgValues| {
         let mut opts = base.clone();
         opts.placeholders.extend(v.placeholders(&crate::org::unset(&cfg_rules)));
-        Ok(ruleset::compile(&files, &opts)?.0)
+        Ok(compile_rules(&files, &opts, strict)?.0)
     });
     Ok((set, Some(OrgUpdates { recompile, mode })))
 }

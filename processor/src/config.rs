@@ -158,6 +158,11 @@ pub struct RulesConfig {
     /// `run`: how often AWS Organizations is asked again.
     #[serde(with = "duration_text")]
     pub org_refresh: Duration,
+    /// Fail the run when any rule fails to compile (otherwise that rule is
+    /// reported and skipped, and the rest run). `rules validate` is always strict.
+    pub strict: bool,
+    /// Compiled size limit of one `|re` regular expression, in bytes.
+    pub regex_size_limit: usize,
 }
 
 impl Default for RulesConfig {
@@ -172,6 +177,8 @@ impl Default for RulesConfig {
             field_mappings,
             discover_org: true,
             org_refresh: Duration::from_secs(3600),
+            strict: false,
+            regex_size_limit: trailwatch_rules::DEFAULT_REGEX_SIZE_LIMIT,
         }
     }
 }
@@ -308,6 +315,9 @@ impl Config {
         }
         if self.windows.max_keys == 0 {
             problems.push("windows.max_keys must be at least 1".to_string());
+        }
+        if self.rules.regex_size_limit < 1024 {
+            problems.push("rules.regex_size_limit must be at least 1024 bytes".to_string());
         }
         for (i, s) in self.suppressions.iter().enumerate() {
             let at = format!("suppressions[{i}]");

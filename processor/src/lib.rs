@@ -30,3 +30,5 @@ pub mod sinks;
 pub mod sources;
 pub mod state;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod test_support;

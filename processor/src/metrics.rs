@@ -43,6 +43,8 @@ pub struct Metrics {
     pub rule_matches: IntCounterVec,
     pub suppressed: IntCounter,
     pub findings_invalid: IntCounter,
+    /// Rules left out of this run because they do not compile.
+    pub rules_skipped: IntGauge,
     // Windows.
     pub window_keys: IntGauge,
     pub window_evictions: IntCounter,
@@ -207,6 +209,11 @@ impl Metrics {
                 &r,
                 "trailwatch_findings_invalid_total",
                 "Findings that failed ASFF validation and were not emitted.",
+            ),
+            rules_skipped: int_gauge(
+                &r,
+                "trailwatch_rules_skipped",
+                "Rules left out of this run because they do not compile (file, line and reason in the log).",
             ),
             window_keys: int_gauge(&r, "trailwatch_window_keys", "Correlation group keys held in memory."),
             window_evictions: counter(

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use trailwatch_rules::{CompileOptions, RuleFile, RuleSet, RuleWarning};
+use trailwatch_rules::{CompileOptions, RuleError, RuleFile, RuleSet, RuleWarning};
 
 use crate::config::RulesConfig;
 
@@ -51,7 +51,12 @@ pub fn compile_options(cfg: &RulesConfig, builtin: bool) -> anyhow::Result<Compi
     for (k, v) in &cfg.placeholders {
         placeholders.insert(k.clone(), v.clone());
     }
-    Ok(CompileOptions { placeholders, field_mappings: cfg.field_mappings.clone(), extra_fields: Vec::new() })
+    Ok(CompileOptions {
+        placeholders,
+        field_mappings: cfg.field_mappings.clone(),
+        extra_fields: Vec::new(),
+        regex_size_limit: Some(cfg.regex_size_limit),
+    })
 }
 
 /// Compile options for `rules test`: the pack defaults, with the example org
@@ -110,6 +115,18 @@ pub fn load(dirs: &[PathBuf], builtin: bool, opts: &CompileOptions) -> anyhow::R
     let mut files = if builtin { builtin_files() } else { Vec::new() };
     files.extend(files_in(dirs)?);
     compile(&files, opts)
+}
+
+/// Loads like [`load`], but a rule that fails to compile is left out: its
+/// error comes back (file, line, reason) and the rest of the rules load.
+pub fn load_skipping(
+    dirs: &[PathBuf],
+    builtin: bool,
+    opts: &CompileOptions,
+) -> anyhow::Result<(RuleSet, Vec<RuleWarning>, Vec<RuleError>)> {
+    let mut files = if builtin { builtin_files() } else { Vec::new() };
+    files.extend(files_in(dirs)?);
+    Ok(RuleSet::load_skipping(&files, opts))
 }
 
 /// Compiles rule files; all errors are reported, one per line.

@@ -66,7 +66,16 @@ pub struct CompileOptions {
     /// More document paths to read from every event (e.g. the fields of
     /// suppression entries), besides those the rules use.
     pub extra_fields: Vec<String>,
+    /// Compiled size limit of one `|re` regular expression, in bytes (`None`:
+    /// [`DEFAULT_REGEX_SIZE_LIMIT`]). Matching stays linear-time whatever the
+    /// limit; it bounds memory per rule.
+    pub regex_size_limit: Option<usize>,
 }
+
+/// Large enough for ordinary Unicode classes with counted repetition
+/// (SigmaHQ's `-k\s\w{1,64}` needs ~1.4 MiB compiled), small enough that a
+/// hostile rule cannot take much memory.
+pub const DEFAULT_REGEX_SIZE_LIMIT: usize = 16 << 20;
 
 /// A compiled search identifier: OR over groups, each an AND of items.
 #[derive(Debug, Clone)]
@@ -361,7 +370,7 @@ impl Ctx<'_, '_> {
                     };
                 }
                 let re = b
-                    .size_limit(1 << 20)
+                    .size_limit(self.opts.regex_size_limit.unwrap_or(DEFAULT_REGEX_SIZE_LIMIT))
                     .build()
                     .map_err(|e| self.err(key, format!("`{spec}`: invalid regular expression: {e}")))?;
                 out.push(Pat::Regex(re));

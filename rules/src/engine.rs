@@ -144,8 +144,22 @@ impl Scratch {
 }
 
 impl RuleSet {
-    /// Parses and compiles rule files. All errors of all files are reported.
+    /// Parses and compiles rule files. All errors of all files are reported;
+    /// any error fails the load (`rules validate`, `--strict`).
     pub fn load(files: &[RuleFile], opts: &CompileOptions) -> Result<(RuleSet, Vec<RuleWarning>), RuleErrors> {
+        let (set, warnings, errors) = RuleSet::load_skipping(files, opts);
+        if errors.is_empty() {
+            Ok((set, warnings))
+        } else {
+            Err(RuleErrors(errors))
+        }
+    }
+
+    /// Like [`RuleSet::load`], but a rule that fails to parse or compile is
+    /// left out and its error returned, and the rest load: one rule a
+    /// detector cannot use must cost that rule, not the run. A correlation
+    /// over a rule left out fails to resolve it and is left out too.
+    pub fn load_skipping(files: &[RuleFile], opts: &CompileOptions) -> (RuleSet, Vec<RuleWarning>, Vec<RuleError>) {
         let mut errors = Vec::new();
         let mut docs = Vec::new();
         for f in files {
@@ -187,12 +201,9 @@ impl RuleSet {
         for p in &opts.extra_fields {
             b.fields.intern(p);
         }
-        if !errors.is_empty() {
-            return Err(RuleErrors(errors));
-        }
         let (mut set, warnings) = b.finish();
         set.set_correlations(correlations);
-        Ok((set, warnings))
+        (set, warnings, errors)
     }
 
     pub fn rules(&self) -> &[DetectionRule] {

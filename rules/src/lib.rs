@@ -31,7 +31,7 @@ pub mod parse;
 pub mod testing;
 pub mod window;
 
-pub use compile::CompileOptions;
+pub use compile::{CompileOptions, DEFAULT_REGEX_SIZE_LIMIT};
 pub use detect::{Alert, CorrelationAlert, Detector, DetectorConfig, DetectorStats, Suppression, TimeMode};
 pub use engine::{DetectionRule, RuleFile, RuleSet, Scratch};
 pub use error::{RuleError, RuleErrors, RuleWarning};

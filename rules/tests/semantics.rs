@@ -3,10 +3,12 @@
 
 use trailwatch_rules::{CompileOptions, EventClass, RuleFile, RuleSet};
 
+fn rule_text(id: &str, detection: &str) -> String {
+    format!("title: t\nid: {id}\nlogsource:\n  product: aws\n  service: cloudtrail\ndetection:\n{detection}\n")
+}
+
 fn set_with(detection: &str, opts: &CompileOptions) -> RuleSet {
-    let text =
-        format!("title: t\nid: r1\nlogsource:\n  product: aws\n  service: cloudtrail\ndetection:\n{detection}\n");
-    let files = [RuleFile { name: "t.yml".into(), text }];
+    let files = [RuleFile { name: "t.yml".into(), text: rule_text("r1", detection) }];
     RuleSet::load(&files, opts).unwrap_or_else(|e| panic!("{e}")).0
 }
 
@@ -374,4 +376,31 @@ fn scoped_fields_hold_in_one_array_element() {
     assert!(load_err("  s:\n    a[].b: 1\n    c[].d: 2\n  condition: s").contains("mixes two scopes"));
     assert!(load_err("  s:\n    a[].b|exists: false\n  condition: s").contains("needs a field"));
     assert!(load_err("  s:\n    a[].b[].c: 1\n  condition: s").contains("only one"));
+}
+
+#[test]
+fn unicode_classes_with_counted_repetition_compile_under_the_default_limit() {
+    // A public SigmaHQ rule's pattern: Unicode `\w{1,64}` compiles to more
+    // than 1 MiB, which an older limit refused.
+    let det = "  sel:\n    CommandLine|re: '-k\\s\\w{1,64}(?:\\s?(?:-p|-s))?'\n  condition: sel";
+    let set = set_with(det, &CompileOptions::default());
+    assert_eq!(set.rules().len(), 1);
+    // The limit is configurable: a tiny one refuses the same rule, naming it.
+    let opts = CompileOptions { regex_size_limit: Some(64 << 10), ..CompileOptions::default() };
+    let files = [RuleFile { name: "r.yml".into(), text: rule_text("r1", det) }];
+    let err = RuleSet::load(&files, &opts).err().expect("refused under 64 KiB");
+    assert!(err.to_string().contains("r.yml:") && err.to_string().contains("size limit"), "{err}");
+}
+
+#[test]
+fn a_rule_that_does_not_compile_costs_that_rule_not_the_set() {
+    let good = rule_text("r1", "  sel:\n    eventName: StopLogging\n  condition: sel");
+    let bad = rule_text("r2", "  sel:\n    eventName|containz: x\n  condition: sel");
+    let files = [RuleFile { name: "good.yml".into(), text: good }, RuleFile { name: "bad.yml".into(), text: bad }];
+    assert!(RuleSet::load(&files, &CompileOptions::default()).is_err(), "strict load fails");
+    let (set, _, errors) = RuleSet::load_skipping(&files, &CompileOptions::default());
+    assert_eq!(set.rules().len(), 1, "the good rule loads");
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].file, "bad.yml");
+    assert!(errors[0].line > 1 && errors[0].reason.contains("containz"), "{:?}", errors[0]);
 }

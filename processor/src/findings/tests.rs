@@ -53,6 +53,7 @@ fn build(rule: &RuleMeta, class: EventClass, ev: &Value, ctx: &FindingContext) -
 
 #[test]
 fn every_sample_gives_a_valid_finding() {
+    crate::test_support::shared_or_skip!("sample events");
     let r = rule(Level::High, &["attack.defense-evasion", "nist_csf.de.cm-7"]);
     let ctx = FindingContext::default();
     let mut n = 0;
@@ -76,6 +77,7 @@ fn every_sample_gives_a_valid_finding() {
 
 #[test]
 fn ids_are_deterministic() {
+    crate::test_support::shared_or_skip!("sample events");
     let r = rule(Level::High, &[]);
     let ctx = FindingContext::default();
     let evs = samples("stratus-detonations/aws.credential-access.secretsmanager-retrieve-secrets.jsonl");
@@ -93,6 +95,7 @@ fn ids_are_deterministic() {
 
 #[test]
 fn cloudtrail_finding_content() {
+    crate::test_support::shared_or_skip!("sample events");
     let ev = &samples("stratus-detonations/aws.defense-evasion.cloudtrail-stop.jsonl")[0];
     let r = rule(Level::High, &["attack.defense-evasion", "attack.t1562.008", "nist_csf.de.cm-7", "nist_csf.pr.pt-1"]);
     let f = build(&r, EventClass::CloudTrail, ev, &FindingContext::default());
@@ -115,6 +118,7 @@ fn cloudtrail_finding_content() {
 
 #[test]
 fn severity_levels_and_scan_severity() {
+    crate::test_support::shared_or_skip!("sample events");
     let ev = &samples("stratus-detonations/aws.defense-evasion.cloudtrail-stop.jsonl")[0];
     for (l, label, n) in [
         (Level::Informational, "INFORMATIONAL", 0),
@@ -160,6 +164,7 @@ fn assumed_role_resource_and_ecr_repository() {
 
 #[test]
 fn central_reporting_keeps_the_affected_account() {
+    crate::test_support::shared_or_skip!("sample events");
     let ev = &samples("stratus-detonations/aws.defense-evasion.cloudtrail-stop.jsonl")[0];
     let ctx =
         FindingContext { report_to: ReportTo::Central { account: "999999999999".into() }, ..FindingContext::default() };
@@ -173,6 +178,7 @@ fn central_reporting_keeps_the_affected_account() {
 
 #[test]
 fn validation_names_each_violation() {
+    crate::test_support::shared_or_skip!("sample events");
     let ev = &samples("stratus-detonations/aws.defense-evasion.cloudtrail-stop.jsonl")[0];
     let mut f = build(&rule(Level::High, &[]), EventClass::CloudTrail, ev, &FindingContext::default());
     f.schema_version = "1".into();
@@ -202,6 +208,7 @@ fn validation_names_each_violation() {
 
 #[test]
 fn long_text_is_clipped_and_huge_findings_shrink() {
+    crate::test_support::shared_or_skip!("sample events");
     let ev = &samples("stratus-detonations/aws.defense-evasion.cloudtrail-stop.jsonl")[0];
     let mut r = rule(Level::High, &[]);
     r.description = Some("x".repeat(5000));
@@ -229,6 +236,7 @@ fn long_text_is_clipped_and_huge_findings_shrink() {
 
 #[test]
 fn correlation_findings_use_the_dedup_key() {
+    crate::test_support::shared_or_skip!("sample events");
     let ev = &samples("stratus-detonations/aws.defense-evasion.cloudtrail-stop.jsonl")[0];
     let r = rule(Level::High, &[]);
     let corr = |count| CorrelationSummary {
@@ -292,6 +300,7 @@ fn all_sample_events() -> Vec<(EventClass, Value)> {
 
 #[test]
 fn pruned_event_gives_the_same_finding() {
+    crate::test_support::shared_or_skip!("sample events");
     let r = rule(Level::Medium, &["attack.persistence", "nist_csf.de.cm-7"]);
     let mut events = all_sample_events();
     assert!(events.len() > 300, "{}", events.len());
@@ -337,6 +346,7 @@ fn pruned_event_gives_the_same_finding() {
 
 #[test]
 fn the_json_line_is_the_serialised_finding() {
+    crate::test_support::shared_or_skip!("sample events");
     let r = rule(Level::High, &["attack.defense-evasion"]);
     for (class, ev) in all_sample_events().iter().take(50) {
         let input = FindingInput {
@@ -354,6 +364,7 @@ fn the_json_line_is_the_serialised_finding() {
 
 #[test]
 fn hand_written_json_is_serde_json() {
+    crate::test_support::shared_or_skip!("sample events");
     let ev = &samples("ecr/cloudtrail_ecr_api_examples.jsonl")[0];
     let base = build(&rule(Level::High, &["nist_csf.de.cm-7"]), EventClass::CloudTrail, ev, &FindingContext::default());
     let same = |f: &AsffFinding| assert_eq!(f.to_json_line(), serde_json::to_string(f).unwrap());
@@ -399,6 +410,7 @@ fn hand_written_json_is_serde_json() {
 
 #[test]
 fn inspector_updates_of_one_finding_share_the_id() {
+    crate::test_support::shared_or_skip!("sample events");
     let r = rule(Level::High, &[]);
     let ctx = FindingContext::default();
     let ev = samples("ecr/eventbridge_inspector2_finding_ecr.jsonl").remove(0);
