@@ -455,7 +455,7 @@ pub async fn run_rules(cfg: &Config, args: &RuleArgs) -> anyhow::Result<(RuleSet
     use crate::org::{OrgValues, Origin};
     use crate::service::{OrgMode, OrgUpdates};
     let unset = crate::org::unset(&cfg.rules);
-    if !(cfg.rules.builtin && !args.no_builtin) || unset.is_empty() {
+    if !cfg.rules.builtin || args.no_builtin || unset.is_empty() {
         let (set, warnings) = rules_for(cfg, args)?;
         print_warnings(&warnings);
         return Ok((set, None));

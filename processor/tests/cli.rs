@@ -550,8 +550,8 @@ fn every_stratus_technique_raises_a_pack_finding() {
     files.sort();
     let mut silent = Vec::new();
     for f in &files {
-        let text = std::fs::read_to_string(f).unwrap();
-        let account = text
+        let body = std::fs::read_to_string(f).unwrap();
+        let account = body
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .find_map(|e| e["recipientAccountId"].as_str().map(str::to_string))

@@ -388,7 +388,7 @@ fn unicode_classes_with_counted_repetition_compile_under_the_default_limit() {
     // The limit is configurable: a tiny one refuses the same rule, naming it.
     let opts = CompileOptions { regex_size_limit: Some(64 << 10), ..CompileOptions::default() };
     let files = [RuleFile { name: "r.yml".into(), text: rule_text("r1", det) }];
-    let err = RuleSet::load(&files, &opts).err().expect("refused under 64 KiB");
+    let Err(err) = RuleSet::load(&files, &opts) else { panic!("refused under 64 KiB") };
     assert!(err.to_string().contains("r.yml:") && err.to_string().contains("size limit"), "{err}");
 }
 
