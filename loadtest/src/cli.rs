@@ -55,6 +55,10 @@ pub struct GenArgs {
     /// Organization id (default: derived from the seed).
     #[arg(long)]
     pub org_id: Option<String>,
+    /// How the org names its machine roles and which container runtimes pull
+    /// (names the pack's defaults were not written for).
+    #[arg(long, value_enum, default_value = "default")]
+    pub org_variant: crate::org::Variant,
     /// Start of event time (RFC 3339).
     #[arg(long, default_value = "2026-11-02T00:00:00Z")]
     pub start: String,
@@ -136,6 +140,10 @@ pub struct RunArgs {
     /// Run trailwatch with its defaults instead of the dataset's org configuration.
     #[arg(long)]
     pub no_org_config: bool,
+    /// Also replay with no configuration at all and report that quality next
+    /// to the org configuration's (replay only).
+    #[arg(long, conflicts_with = "no_org_config")]
+    pub compare_no_config: bool,
     /// Kill trailwatch after this many seconds.
     #[arg(long, default_value_t = 3600)]
     pub max_seconds: u64,
@@ -205,7 +213,12 @@ impl GenArgs {
         }
         let opts = GenOptions {
             seed: self.seed,
-            org: OrgOptions { accounts: self.accounts, regions: self.regions.clone(), org_id: self.org_id.clone() },
+            org: OrgOptions {
+                accounts: self.accounts,
+                regions: self.regions.clone(),
+                org_id: self.org_id.clone(),
+                variant: self.org_variant,
+            },
             start,
             duration,
             rate: self.rate,
@@ -329,7 +342,16 @@ fn run_cmd(mut a: RunArgs) -> anyhow::Result<i32> {
         examples: !a.no_examples,
         generated_in,
     };
-    let report = runner::run(&opts, target.as_mut())?;
+    let mut report = runner::run(&opts, target.as_mut())?;
+    if a.compare_no_config {
+        if a.live.is_some() {
+            bail!("--compare-no-config compares replays; drop --live");
+        }
+        let binary = runner::replay::find_trailwatch(a.trailwatch.as_deref())?;
+        let mut bare = ReplayTarget { binary, config: None, extra_args: a.extra.clone() };
+        let again = RunOptions { generated_in: None, ..opts.clone() };
+        report.no_config = Some(runner::run(&again, &mut bare)?.quality);
+    }
     let path = a.report.clone().unwrap_or_else(|| dir.join("run").join("report.json"));
     let text = serde_json::to_string_pretty(&report).context("cannot serialise the report")?;
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;

@@ -84,6 +84,10 @@ pub struct Cluster {
     /// IRSA roles used by add-ons (VPC CNI, autoscaler), with their service accounts.
     pub irsa: Vec<(Role, &'static str)>,
     pub oidc_id: String,
+    /// User agents of the node's ECR calls: token and manifest (the
+    /// credential provider), and layers (the container runtime).
+    pub pull_agent: &'static str,
+    pub layer_agent: &'static str,
 }
 
 /// An ECS service and its roles.
@@ -97,6 +101,9 @@ pub struct EcsService {
     pub repo: usize,
     pub tasks: Vec<(String, String)>,
     pub secrets: Vec<String>,
+    /// User agents of the task's image pull (manifest, layers).
+    pub pull_agent: &'static str,
+    pub layer_agent: &'static str,
 }
 
 /// An IAM Identity Center permission set as it appears in an account.
@@ -157,7 +164,49 @@ pub struct OrgOptions {
     /// Regions workloads run in; the first is the primary region.
     pub regions: Vec<String>,
     pub org_id: Option<String>,
+    /// How the org names its machine roles and which runtimes pull images.
+    pub variant: Variant,
 }
+
+/// Org variants whose role names the pack's defaults were not written for
+/// (the same traffic; only machine role names and runtime user agents differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Variant {
+    /// eksctl-style node roles, `*TaskExecutionRole` task roles (what the defaults were written for).
+    #[default]
+    Default,
+    /// AWS's documented defaults: `AmazonEKSNodeRole`, `ecsTaskExecutionRole`; ECS on EC2 pulls through dockerd.
+    AwsDefaults,
+    /// eksctl: `eksctl-<cluster>-nodegroup-<ng>-NodeInstanceRole-<random>`.
+    Eksctl,
+    /// Karpenter: `KarpenterNodeRole-<cluster>`.
+    Karpenter,
+    /// terraform-aws-modules: `<ng>-eks-node-group-<timestamp>`, `<svc>-task-exec-<timestamp>`.
+    Terraform,
+    /// CDK: `<Stack>-<Construct>NodegroupRole<hash>-<RANDOM>`, `<Stack>-TaskDefExecutionRole<hash>-<RANDOM>`.
+    Cdk,
+    /// Bottlerocket nodes (containerd +bottlerocket, bottlerocket/ecr-credential-provider) with a plain role name.
+    Bottlerocket,
+}
+
+impl Variant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Default => "default",
+            Variant::AwsDefaults => "aws-defaults",
+            Variant::Eksctl => "eksctl",
+            Variant::Karpenter => "karpenter",
+            Variant::Terraform => "terraform",
+            Variant::Cdk => "cdk",
+            Variant::Bottlerocket => "bottlerocket",
+        }
+    }
+}
+
+/// Bottlerocket's runtime and credential provider as they identify themselves.
+pub const UA_BOTTLEROCKET_CONTAINERD: &str = "containerd/1.6.36+bottlerocket";
+pub const UA_BOTTLEROCKET_CRED: &str = "aws-sdk-go-v2/1.30.3 os/linux lang/go#1.22.5 md/GOOS#linux md/GOARCH#amd64 api/ecr#1.32.0 bottlerocket/ecr-credential-provider";
 
 #[derive(Debug, Clone)]
 pub struct Org {
@@ -377,6 +426,8 @@ impl Org {
                     nodes,
                     irsa,
                     oidc_id: util::hex(rng, 32).to_uppercase(),
+                    pull_agent: crate::traffic::UA_CRED_PROVIDER,
+                    layer_agent: crate::traffic::UA_CONTAINERD,
                 });
             }
             let n_services = rng.random_range(2..5);
@@ -415,6 +466,8 @@ impl Org {
                     repo,
                     tasks,
                     secrets,
+                    pull_agent: crate::traffic::UA_ECS_AGENT,
+                    layer_agent: crate::traffic::UA_CONTAINERD,
                 });
             }
         }
@@ -482,7 +535,7 @@ impl Org {
         ci_runner_ips.extend((0..4).map(|_| util::public_ip(rng)));
         let saml_provider = format!("AWSSSO_{}_DO_NOT_DELETE", util::hex(rng, 16));
         let saml_id = format!("{}=", util::upper_alnum(rng, 27));
-        Org {
+        let mut org = Org {
             saml_provider,
             saml_id,
             id: org_id,
@@ -503,6 +556,91 @@ impl Org {
             outside_accounts,
             ci_runner_ips,
             approved_upstreams: vec!["public.ecr.aws", "registry.k8s.io"],
+        };
+        org.apply_variant(opts.variant);
+        org
+    }
+
+    /// Renames the machine roles and sets the runtimes' user agents of a
+    /// variant. Its own random stream, so every variant has the same traffic
+    /// as the default org (only names and user agents differ).
+    fn apply_variant(&mut self, v: Variant) {
+        use rand::SeedableRng;
+        if v == Variant::Default {
+            return;
+        }
+        let mut rng = Rand::seed_from_u64(0x5eed_0000 + v as u64);
+        let rng = &mut rng;
+        let stamp = |rng: &mut Rand| -> String {
+            // terraform's name_prefix suffix: UTC timestamp + counter, 26 digits.
+            format!(
+                "2024{:02}{:02}{:02}{:02}{:02}{:04}00000000{:02}",
+                rng.random_range(1..13),
+                rng.random_range(1..29),
+                rng.random_range(0..24),
+                rng.random_range(0..60),
+                rng.random_range(0..60),
+                rng.random_range(0..10_000),
+                rng.random_range(1..20)
+            )
+        };
+        let stack = ["PlatformStack", "EksClusterStack", "WorkloadsStack"];
+        for acct in &mut self.accounts {
+            let acct_name = acct.name.clone();
+            for c in &mut acct.clusters {
+                let id = c.node_role.id.clone();
+                let name = match v {
+                    Variant::Default => unreachable!(),
+                    Variant::AwsDefaults => "AmazonEKSNodeRole".to_string(),
+                    Variant::Eksctl => format!(
+                        "eksctl-{}-nodegroup-ng-{}-NodeInstanceRole-{}",
+                        c.name,
+                        util::hex(rng, 8),
+                        util::upper_alnum(rng, 12)
+                    ),
+                    Variant::Karpenter => format!("KarpenterNodeRole-{}", c.name),
+                    Variant::Terraform => format!(
+                        "{}-eks-node-group-{}",
+                        ["default", "general", "system"][rng.random_range(0..3)],
+                        stamp(rng)
+                    ),
+                    Variant::Cdk => format!(
+                        "{}-{}NodegroupDefaultCapacityNodeGroupRole{}-{}",
+                        stack[rng.random_range(0..stack.len())],
+                        "Cluster",
+                        util::hex(rng, 8).to_uppercase(),
+                        util::upper_alnum(rng, 12)
+                    ),
+                    Variant::Bottlerocket => format!("{}-workers", c.name),
+                };
+                c.node_role = Role { name, path: String::new(), id };
+                if v == Variant::Bottlerocket {
+                    c.pull_agent = UA_BOTTLEROCKET_CRED;
+                    c.layer_agent = UA_BOTTLEROCKET_CONTAINERD;
+                }
+            }
+            for s in &mut acct.services {
+                let id = s.exec_role.id.clone();
+                let name = match v {
+                    Variant::AwsDefaults => Some("ecsTaskExecutionRole".to_string()),
+                    Variant::Terraform => Some(format!("{}-task-exec-{}", s.name, stamp(rng))),
+                    Variant::Cdk => Some(format!(
+                        "{}-{}TaskDefExecutionRole{}-{}",
+                        stack[rng.random_range(0..stack.len())],
+                        acct_name.replace('-', ""),
+                        util::hex(rng, 8).to_uppercase(),
+                        util::upper_alnum(rng, 12)
+                    )),
+                    _ => None,
+                };
+                if let Some(name) = name {
+                    s.exec_role = Role { name, path: String::new(), id };
+                }
+                if v == Variant::AwsDefaults {
+                    // The ECS agent on EC2 pulls through dockerd.
+                    s.layer_agent = crate::traffic::UA_DOCKER;
+                }
+            }
         }
     }
 
@@ -575,7 +713,12 @@ mod tests {
     fn org(n: usize) -> Org {
         let mut rng = Rand::seed_from_u64(7);
         Org::new(
-            &OrgOptions { accounts: n, regions: vec!["eu-west-1".into(), "eu-central-1".into()], org_id: None },
+            &OrgOptions {
+                accounts: n,
+                regions: vec!["eu-west-1".into(), "eu-central-1".into()],
+                org_id: None,
+                variant: Variant::Default,
+            },
             &mut rng,
         )
     }

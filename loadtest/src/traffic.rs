@@ -142,6 +142,23 @@ pub fn pull_image(
     layers: usize,
     token: bool,
 ) -> Vec<String> {
+    pull_image_by(em, t, caller, region, repo_i, who, ip, (agent, UA_CONTAINERD), layers, token)
+}
+
+/// [`pull_image`] with the layer downloads' own user agent (the runtime's).
+#[allow(clippy::too_many_arguments)]
+pub fn pull_image_by(
+    em: &mut Emitter<'_>,
+    t: i64,
+    caller: usize,
+    region: usize,
+    repo_i: usize,
+    who: Who<'_>,
+    ip: &str,
+    (agent, layer_agent): (&str, &str),
+    layers: usize,
+    token: bool,
+) -> Vec<String> {
     let org = em.org;
     let repo = &org.repos[repo_i];
     let registry = &org.accounts[repo.account].id;
@@ -182,7 +199,7 @@ pub fn pull_image(
                 "GetDownloadUrlForLayer",
                 who,
                 ip,
-                UA_CONTAINERD,
+                layer_agent,
             )
             .params(&p)
             .resources(&res)
@@ -199,7 +216,7 @@ fn node_pull(em: &mut Emitter<'_>, t: i64) -> usize {
     let key = session_key(em);
     let created = t - em.rng.random_range(60..6 * 3600);
     let use_eks = !acct.clusters.is_empty() && (acct.services.is_empty() || em.rng.random_bool(0.65));
-    let (role, session, ip, region, repo, agent): (&Role, &str, &str, usize, usize, &str) = if use_eks {
+    let (role, session, ip, region, repo, agent): (&Role, &str, &str, usize, usize, (&str, &str)) = if use_eks {
         let c = acct.clusters.choose(&mut em.rng).expect("clusters");
         let node = c.nodes.choose(&mut em.rng).expect("nodes");
         let local: Vec<usize> = (0..org.repos.len()).filter(|&r| org.repos[r].account == w).collect();
@@ -208,12 +225,12 @@ fn node_pull(em: &mut Emitter<'_>, t: i64) -> usize {
         } else {
             em.rng.random_range(0..org.repos.len())
         };
-        (&c.node_role, &node.instance_id, &node.ip, c.region, repo, UA_CRED_PROVIDER)
+        (&c.node_role, &node.instance_id, &node.ip, c.region, repo, (c.pull_agent, c.layer_agent))
     } else {
         let s = acct.services.choose(&mut em.rng).expect("services");
         let (task, ip) = s.tasks.choose(&mut em.rng).expect("tasks");
         let repo = if em.rng.random_bool(0.85) { s.repo } else { em.rng.random_range(0..org.repos.len()) };
-        (&s.exec_role, task, ip, s.region, repo, UA_ECS_AGENT)
+        (&s.exec_role, task, ip, s.region, repo, (s.pull_agent, s.layer_agent))
     };
     let who = Who::Role {
         account: &acct.id,
@@ -228,7 +245,7 @@ fn node_pull(em: &mut Emitter<'_>, t: i64) -> usize {
     let n_layers = org.repos[repo].layers.len();
     let layers = if em.rng.random_bool(0.3) { n_layers } else { em.rng.random_range(1..=2.min(n_layers)) };
     let token = em.rng.random_bool(0.35);
-    let mut n = pull_image(em, t, w, region, repo, who, ip, agent, layers, token).len();
+    let mut n = pull_image_by(em, t, w, region, repo, who, ip, agent, layers, token).len();
     if em.rng.random_bool(0.15) {
         let r = &org.repos[repo];
         let registry = &org.accounts[r.account].id;

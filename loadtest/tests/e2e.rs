@@ -104,6 +104,7 @@ fn time_limit_kills_the_child() {
         accounts: 3,
         regions: vec!["us-east-1".into()],
         org_id: None,
+        org_variant: Default::default(),
         start: "2026-11-02T00:00:00Z".into(),
         duration: "1h".into(),
         rate: 1.0,

@@ -26,7 +26,12 @@ type Decoded = (HashMap<String, usize>, BTreeMap<&'static str, u64>);
 fn options(seed: u64, duration: i64, rate: f64) -> GenOptions {
     GenOptions {
         seed,
-        org: OrgOptions { accounts: 7, regions: vec!["eu-west-1".into(), "eu-central-1".into()], org_id: None },
+        org: OrgOptions {
+            accounts: 7,
+            regions: vec!["eu-west-1".into(), "eu-central-1".into()],
+            org_id: None,
+            variant: Default::default(),
+        },
         start: START,
         duration,
         rate,

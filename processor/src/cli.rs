@@ -58,15 +58,20 @@ pub enum Command {
     #[command(subcommand)]
     Rules(RulesCommand),
     /// Check a configuration (file, TRAILWATCH_CONFIG_TOML, TRAILWATCH__* overrides)
-    /// without connecting to anything, and print it with every default filled in.
+    /// without connecting to anything, and print it with every default filled in,
+    /// then where each rule pack placeholder comes from.
     Config {
         /// Configuration file (default: TRAILWATCH_CONFIG, else the embedded default of `run`).
         #[arg(long, value_name = "FILE", env = "TRAILWATCH_CONFIG")]
         config: Option<PathBuf>,
+        /// Also ask AWS Organizations for the org placeholders the config leaves
+        /// unset, as `run` would (the one command here that connects to AWS).
+        #[arg(long)]
+        discover: bool,
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct RuleArgs {
     /// Configuration file (TOML; see trailwatch.example.toml). Environment
     /// variables TRAILWATCH__SECTION__KEY override it.
@@ -237,26 +242,59 @@ fn load_rules(args: &RuleArgs) -> anyhow::Result<(Config, RuleSet, Vec<trailwatc
 
 /// The rule set of a config plus the command line's rule arguments.
 fn rules_for(cfg: &Config, args: &RuleArgs) -> anyhow::Result<(RuleSet, Vec<trailwatch_rules::RuleWarning>)> {
-    let builtin = cfg.rules.builtin && !args.no_builtin;
-    let mut opts = ruleset::compile_options(&cfg.rules, builtin)?;
-    // Suppressions read their fields from every event.
-    opts.extra_fields = cfg.suppressions.iter().map(|s| s.field.clone()).collect();
-    if builtin {
+    rules_with_org(cfg, args, &crate::org::OrgValues::default())
+}
+
+/// Same, with discovered or derived org values where the config leaves the
+/// org placeholders unset (explicit config always wins).
+fn rules_with_org(
+    cfg: &Config,
+    args: &RuleArgs,
+    org: &crate::org::OrgValues,
+) -> anyhow::Result<(RuleSet, Vec<trailwatch_rules::RuleWarning>)> {
+    let (files, opts) = rule_inputs(cfg, args, org)?;
+    if cfg.rules.builtin && !args.no_builtin {
         let empty = ruleset::empty_pack_placeholders(&opts)?;
         if !empty.is_empty() {
             // A warning: a deployment without its org context misses whole themes.
             tracing::warn!(
                 placeholders = %empty.join(", "),
-                "built-in pack: org context not configured; items that need these placeholders match nothing (the rules about outside accounts stay off) until they are set in [rules.placeholders]; rules/pack/placeholders.json says what each default assumes"
+                "built-in pack: org context not configured, discovered or derived; items that need these placeholders match nothing until they are known; rules/pack/placeholders.json says what each default assumes"
             );
         }
     }
+    compile_rules(&files, &opts, cfg.rules.strict || args.strict)
+}
+
+/// Rule files and compile options (the org values filled in where unset).
+fn rule_inputs(
+    cfg: &Config,
+    args: &RuleArgs,
+    org: &crate::org::OrgValues,
+) -> anyhow::Result<(Vec<trailwatch_rules::RuleFile>, CompileOptions)> {
+    let builtin = cfg.rules.builtin && !args.no_builtin;
+    let mut opts = ruleset::compile_options(&cfg.rules, builtin)?;
+    opts.placeholders.extend(org.placeholders(&crate::org::unset(&cfg.rules)));
+    // Suppressions read their fields from every event.
+    opts.extra_fields = cfg.suppressions.iter().map(|s| s.field.clone()).collect();
     let mut dirs = cfg.rules.paths.clone();
     dirs.extend(args.rules.iter().cloned());
-    if cfg.rules.strict || args.strict {
-        return ruleset::load(&dirs, builtin, &opts);
+    let mut files = if builtin { ruleset::builtin_files() } else { Vec::new() };
+    files.extend(ruleset::files_in(&dirs)?);
+    Ok((files, opts))
+}
+
+/// Compiles strictly, or (the default) leaving out rules that fail to
+/// compile: reported and counted, the rest run.
+fn compile_rules(
+    files: &[trailwatch_rules::RuleFile],
+    opts: &CompileOptions,
+    strict: bool,
+) -> anyhow::Result<(RuleSet, Vec<trailwatch_rules::RuleWarning>)> {
+    if strict {
+        return ruleset::compile(files, opts);
     }
-    let (set, mut warnings, skipped) = ruleset::load_skipping(&dirs, builtin, &opts)?;
+    let (set, mut warnings, skipped) = RuleSet::load_skipping(files, opts);
     crate::metrics::get().rules_skipped.set(skipped.len() as i64);
     for e in &skipped {
         tracing::error!(file = %e.file, line = e.line, reason = %e.reason, "rule skipped: it does not compile");
@@ -274,6 +312,34 @@ fn rules_for(cfg: &Config, args: &RuleArgs) -> anyhow::Result<(RuleSet, Vec<trai
         );
     }
     Ok((set, warnings))
+}
+
+/// Where each org placeholder's values come from, for `trailwatch config`
+/// and the start-up log.
+fn org_origins(cfg: &Config, org: &crate::org::OrgValues, found: crate::org::Origin) -> Vec<(String, String)> {
+    use crate::org::{Origin, ACCOUNTS, ORG_ID};
+    let unset = crate::org::unset(&cfg.rules);
+    let mut rows = Vec::new();
+    let pack = ruleset::pack_placeholders().unwrap_or_default();
+    for name in pack.keys() {
+        let origin = if cfg.rules.placeholders.get(name).is_some_and(|v| !v.is_empty()) {
+            Origin::Config.as_str().to_string()
+        } else if unset.contains(&name.as_str())
+            && ((name == ACCOUNTS && !org.accounts.is_empty()) || (name == ORG_ID && org.org_id.is_some()))
+        {
+            found.as_str().to_string()
+        } else if name == ACCOUNTS || name == ORG_ID {
+            format!(
+                "{} (unset; `run` asks AWS Organizations{}, else derives it from the input; `replay` derives it)",
+                Origin::Default.as_str(),
+                if cfg.rules.discover_org { "" } else { " only with rules.discover_org" }
+            )
+        } else {
+            Origin::Default.as_str().to_string()
+        };
+        rows.push((name.clone(), origin));
+    }
+    rows
 }
 
 /// Compile options for commands that take rule directories only.
@@ -302,7 +368,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Replay(a) => replay_cmd(*a),
         Command::Tune(a) => tune_cmd(a),
-        Command::Config { config } => {
+        Command::Config { config, discover } => {
             let fallback = config.is_none().then_some(crate::config::EMBEDDED_DEFAULT);
             let cfg = Config::load_or(config.as_deref(), fallback)?;
             // The rules must load too: placeholders, paths and mappings are config.
@@ -315,6 +381,23 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let mut shown = cfg.clone();
             shown.telemetry.otlp_headers.values_mut().for_each(|v| *v = "<redacted>".to_string());
             print!("{}", toml::to_string(&shown).context("cannot print the configuration")?);
+            // Where each pack placeholder comes from (config / organizations / derived / default).
+            let mut org = crate::org::OrgValues::default();
+            let mut found = crate::org::Origin::Default;
+            if discover && cfg.rules.builtin && !crate::org::unset(&cfg.rules).is_empty() {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                match rt.block_on(async { crate::org::discover(&crate::aws::sdk_config(&cfg.aws).await).await }) {
+                    Ok(d) => {
+                        org = org.merged(&d);
+                        found = crate::org::Origin::Organizations;
+                    }
+                    Err(e) => eprintln!("warning: {e}"),
+                }
+            }
+            println!("\n# Where each rule pack placeholder comes from:");
+            for (name, origin) in org_origins(&cfg, &org, found) {
+                println!("# {name}: {origin}");
+            }
             eprintln!(
                 "configuration ok: {} source(s), {} sink(s), {} rules, {} correlations; {}",
                 cfg.sources.len(),
@@ -366,8 +449,8 @@ fn run_cmd(a: RunArgs, log_level: &str) -> anyhow::Result<i32> {
     if cfg.sources.is_empty() {
         anyhow::bail!("no sources configured: add a [sources.<name>] section (see trailwatch.example.toml)");
     }
-    let (set, warnings) = rules_for(&cfg, &a.rules)?;
-    print_warnings(&warnings);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("trailwatch").build()?;
+    let (set, org_updates) = rt.block_on(run_rules(&cfg, &a.rules))?;
     if set.rules().is_empty() {
         anyhow::bail!("no rules to run: give --rules DIR or drop --no-builtin");
     }
@@ -379,8 +462,8 @@ fn run_cmd(a: RunArgs, log_level: &str) -> anyhow::Result<i32> {
         decode: cfg.decode.options(),
         on_listen: None,
         commits: None,
+        org: org_updates,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("trailwatch").build()?;
     // The trace flush shares the shutdown deadline, counted from the signal
     // (or from the end of the run when the input ended by itself).
     let shutdown_timeout = cfg.service.shutdown_timeout;
@@ -402,6 +485,96 @@ fn run_cmd(a: RunArgs, log_level: &str) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `replay`'s rules, with `%org_accounts%` (when the config leaves it unset)
+/// derived from the input: a cheap pre-pass over the files collects every
+/// recipientAccountId (an org trail carries every member), so the
+/// outside-account rules know the whole org from the first record on. Also
+/// returns the line the summary prints about it.
+pub fn replay_rules(
+    cfg: &Config,
+    args: &RuleArgs,
+    inputs: &[std::path::PathBuf],
+) -> anyhow::Result<(RuleSet, Option<String>)> {
+    let mut org = crate::org::OrgValues::default();
+    let mut note = None;
+    let builtin = cfg.rules.builtin && !args.no_builtin;
+    if builtin && crate::org::unset(&cfg.rules).contains(&crate::org::ACCOUNTS) {
+        let files = crate::sources::file::expand_inputs(inputs).map_err(anyhow::Error::msg)?;
+        let t = std::time::Instant::now();
+        org.accounts = crate::org::scan_recipient_accounts(&files).context("cannot scan the input for account ids")?;
+        let ids: Vec<&str> = org.accounts.iter().map(String::as_str).take(10).collect();
+        note = Some(format!(
+            "org_accounts derived from the input (recipientAccountId; {:.2}s pre-pass): {} account{}{}{}{}\n",
+            t.elapsed().as_secs_f64(),
+            org.accounts.len(),
+            if org.accounts.len() == 1 { "" } else { "s" },
+            if ids.is_empty() { String::new() } else { format!(": {}", ids.join(", ")) },
+            if org.accounts.len() > ids.len() { ", ..." } else { "" },
+            if files.iter().any(|f| f.as_os_str() == "-") { " (stdin is not pre-scanned)" } else { "" },
+        ));
+    }
+    let (set, warnings) = rules_with_org(cfg, args, &org)?;
+    print_warnings(&warnings);
+    Ok((set, note))
+}
+
+/// `run`'s rules, with the org context the config leaves unset from AWS
+/// Organizations (refreshed later), or else derived from the input as it
+/// arrives; access denied is a warning, not a failure.
+pub async fn run_rules(cfg: &Config, args: &RuleArgs) -> anyhow::Result<(RuleSet, Option<crate::service::OrgUpdates>)> {
+    use crate::org::{OrgValues, Origin};
+    use crate::service::{OrgMode, OrgUpdates};
+    let unset = crate::org::unset(&cfg.rules);
+    if !cfg.rules.builtin || args.no_builtin || unset.is_empty() {
+        let (set, warnings) = rules_for(cfg, args)?;
+        print_warnings(&warnings);
+        return Ok((set, None));
+    }
+    let mut org = OrgValues::default();
+    let mut mode = None;
+    if cfg.rules.discover_org {
+        match crate::org::discover(&crate::aws::sdk_config(&cfg.aws).await).await {
+            Ok(d) => {
+                org = org.merged(&d);
+                tracing::info!(
+                    accounts = org.accounts.len(),
+                    org_id = %d.org_id,
+                    "org context from AWS Organizations (refreshed every {:?})",
+                    cfg.rules.org_refresh
+                );
+                mode = Some(OrgMode::Organizations {
+                    aws: cfg.aws.clone(),
+                    refresh: cfg.rules.org_refresh,
+                    current: org.clone(),
+                });
+            }
+            Err(e) => tracing::warn!(
+                "{e}; org_accounts is derived from the input instead (every CloudTrail recipientAccountId); \
+                 grant organizations:DescribeOrganization and organizations:ListAccounts (management account or \
+                 delegated administrator) or set [rules.placeholders] org_accounts"
+            ),
+        }
+    }
+    let mode = mode.unwrap_or(OrgMode::Derived { known: Default::default(), org_id: None });
+    let origin = if matches!(mode, OrgMode::Organizations { .. }) { Origin::Organizations } else { Origin::Derived };
+    for (name, from) in org_origins(cfg, &org, origin) {
+        if name == crate::org::ACCOUNTS || name == crate::org::ORG_ID {
+            tracing::info!(placeholder = %name, from = %from, "org context");
+        }
+    }
+    let (files, base) = rule_inputs(cfg, args, &OrgValues::default())?;
+    let (set, warnings) = rules_with_org(cfg, args, &org)?;
+    print_warnings(&warnings);
+    let cfg_rules = cfg.rules.clone();
+    let strict = cfg.rules.strict || args.strict;
+    let recompile: crate::org::Recompile = Arc::new(move |v: &OrgValues| {
+        let mut opts = base.clone();
+        opts.placeholders.extend(v.placeholders(&crate::org::unset(&cfg_rules)));
+        Ok(compile_rules(&files, &opts, strict)?.0)
+    });
+    Ok((set, Some(OrgUpdates { recompile, mode })))
+}
+
 /// Where findings are reported, from config and command-line overrides.
 fn finding_context(cfg: &Config, central_account: Option<String>, region: Option<String>) -> FindingContext {
     FindingContext {
@@ -419,8 +592,9 @@ fn finding_context(cfg: &Config, central_account: Option<String>, region: Option
 }
 
 fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
-    let (cfg, set, warnings) = load_rules(&a.rules)?;
-    print_warnings(&warnings);
+    let cfg = Config::load(a.rules.config.as_deref())?;
+    let (set, derived_note) = replay_rules(&cfg, &a.rules, &a.inputs)?;
+
     if set.rules().is_empty() {
         anyhow::bail!("no rules to run: give --rules DIR or drop --no-builtin");
     }
@@ -492,6 +666,9 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
         }
     };
     eprint!("{}", stats.summary());
+    if let Some(n) = &derived_note {
+        eprint!("{n}");
+    }
     let mut code = 0;
     if let Some(e) = &expectations {
         let outcomes = e.check(&set, &stats.matches);

@@ -210,6 +210,13 @@ pub struct RulesConfig {
     pub placeholders: BTreeMap<String, Vec<String>>,
     /// Rule field name → event field path (e.g. `src_ip = "sourceIPAddress"`).
     pub field_mappings: BTreeMap<String, String>,
+    /// `run`: fill `org_id`/`org_accounts` from AWS Organizations when the
+    /// placeholders above leave them unset (else they are derived from the
+    /// input's `recipientAccountId`s).
+    pub discover_org: bool,
+    /// `run`: how often AWS Organizations is asked again.
+    #[serde(with = "duration_text")]
+    pub org_refresh: Duration,
     /// Fail the run when any rule fails to compile (otherwise that rule is
     /// reported and skipped, and the rest run). `rules validate` is always strict.
     pub strict: bool,
@@ -227,6 +234,8 @@ impl Default for RulesConfig {
             builtin: true,
             placeholders: BTreeMap::new(),
             field_mappings,
+            discover_org: true,
+            org_refresh: Duration::from_secs(3600),
             strict: false,
             regex_size_limit: trailwatch_rules::DEFAULT_REGEX_SIZE_LIMIT,
         }
@@ -390,6 +399,9 @@ impl Config {
     /// Checks that need no I/O; every problem is named.
     pub fn validate(&self) -> anyhow::Result<()> {
         let mut problems = Vec::new();
+        if self.rules.org_refresh < Duration::from_secs(60) {
+            problems.push("rules.org_refresh must be at least 1m (AWS Organizations is rate-limited)".to_string());
+        }
         if self.findings.report_to == ReportToConfig::Central {
             match &self.findings.central_account {
                 Some(a) if is_account(a) => {}

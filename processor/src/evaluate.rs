@@ -144,11 +144,12 @@ pub struct Evaluator {
     corr_totals: Vec<u64>,
     published: DetectorStats,
     matches_only: bool,
+    det_cfg: DetectorConfig,
 }
 
 impl Evaluator {
     pub fn new(set: Arc<RuleSet>, detector: DetectorConfig, ctx: FindingContext) -> Self {
-        let det = Detector::new(Arc::clone(&set), detector);
+        let det = Detector::new(Arc::clone(&set), detector.clone());
         for w in det.inert_suppressions() {
             tracing::warn!(field = w, "suppression on a field no rule reads never applies");
         }
@@ -169,7 +170,31 @@ impl Evaluator {
             corr_totals,
             published: DetectorStats::default(),
             matches_only: false,
+            det_cfg: detector,
         }
+    }
+
+    /// Swaps in the same rules compiled with other placeholder values (the
+    /// org context changed): the windows carry over through a snapshot, the
+    /// per-rule counters stay valid because the rules keep their order. Rare
+    /// (a new account), so the hot path keeps its compiled matchers.
+    pub fn replace_rules(&mut self, set: Arc<RuleSet>) -> Result<(), String> {
+        let same = |a: &RuleSet, b: &RuleSet| {
+            a.rules().len() == b.rules().len()
+                && a.correlations().len() == b.correlations().len()
+                && a.rules().iter().zip(b.rules()).all(|(x, y)| x.meta.id == y.meta.id)
+                && a.correlations().iter().zip(b.correlations()).all(|(x, y)| x.meta.id == y.meta.id)
+        };
+        if !same(&self.set, &set) {
+            return Err("the new rule set has other rules".to_string());
+        }
+        let snap = self.det.snapshot();
+        let mut det = Detector::new(Arc::clone(&set), self.det_cfg.clone());
+        det.restore(&snap).map_err(|e| e.to_string())?;
+        self.scratch = set.scratch();
+        self.det = det;
+        self.set = set;
+        Ok(())
     }
 
     /// Emit each match as a short JSON line ([`Emitted::Match`]: rule, level,

@@ -23,6 +23,7 @@ pub mod fuzz_targets;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod org;
 pub mod panics;
 pub mod replay;
 pub mod ruleset;

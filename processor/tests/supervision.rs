@@ -328,6 +328,7 @@ async fn embedded_a_dead_shard_reader_fails_the_run() {
         decode: Default::default(),
         on_listen: None,
         commits: None,
+        org: None,
     };
     let run = service::run(cfg, Arc::new(set), opts, std::future::pending::<()>());
     let r = tokio::time::timeout(Duration::from_secs(60), run).await.expect("the run ends by itself");

@@ -129,6 +129,7 @@ fn options(commits: tokio::sync::watch::Sender<u64>) -> (Arc<trailwatch_rules::R
         decode: DecodeOptions::default(),
         on_listen: None,
         commits: Some(commits),
+        org: None,
     };
     (Arc::new(set), opts)
 }

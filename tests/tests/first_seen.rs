@@ -122,6 +122,7 @@ async fn live(cfg: Config) -> service::RunSummary {
         decode: DecodeOptions::default(),
         on_listen: None,
         commits: None,
+        org: None,
     };
     tokio::time::timeout(Duration::from_secs(60), service::run(cfg, Arc::new(set()), opts, std::future::pending()))
         .await

@@ -141,6 +141,7 @@ async fn run_until(cfg: Config, dir: &Path, want: usize) -> RunSummary {
         decode: DecodeOptions::default(),
         on_listen: None,
         commits: Some(tx),
+        org: None,
     };
     let dir = dir.to_path_buf();
     let shutdown = async move {
@@ -350,6 +351,7 @@ async fn run_bursts(
         decode: DecodeOptions::default(),
         on_listen: None,
         commits: Some(tx),
+        org: None,
     };
     let d = dir.to_path_buf();
     let shutdown = async move {

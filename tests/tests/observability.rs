@@ -72,6 +72,7 @@ async fn live_metrics_pass_promtool_and_health_endpoints_answer() {
         decode: DecodeOptions::default(),
         on_listen: Some(on_listen),
         commits: Some(commits_tx),
+        org: None,
     };
     let run = tokio::spawn(service::run(cfg, Arc::new(set), run_opts, async move {
         let _ = stop_rx.await;

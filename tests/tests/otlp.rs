@@ -88,6 +88,7 @@ async fn pipeline_spans_reach_a_real_otlp_decoder_linked_retried_and_flushed_at_
         decode: DecodeOptions::default(),
         on_listen: None,
         commits: None,
+        org: None,
     };
     let unix_now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let started = unix_now();

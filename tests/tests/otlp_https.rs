@@ -56,6 +56,7 @@ async fn spans_go_over_https_to_a_collector_with_a_verified_certificate() {
         decode: DecodeOptions::default(),
         on_listen: None,
         commits: None,
+        org: None,
     };
     let (_, report) = run_then_flush(cfg, set, run_opts, telemetry, Duration::from_secs(20)).await;
 

@@ -103,6 +103,7 @@ async fn run_as(
         decode: DecodeOptions::default(),
         on_listen: None,
         commits: None,
+        org: None,
     };
     tokio::time::timeout(Duration::from_secs(120), service::run(cfg, Arc::new(set), opts, shutdown))
         .await

@@ -85,6 +85,7 @@ async fn run_once(cfg: Config) -> RunSummary {
         decode: DecodeOptions::default(),
         on_listen: None,
         commits: Some(tx),
+        org: None,
     };
     let shutdown = async move {
         let _ = tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|n| *n >= 1)).await;
@@ -210,6 +211,7 @@ detection:
         decode: DecodeOptions::default(),
         on_listen: None,
         commits: None,
+        org: None,
     };
     let run = tokio::spawn(service::run(cfg, Arc::new(set), opts, std::future::pending()));
     let mut pipe = tokio::task::spawn_blocking(move || reader.join().unwrap()).await.unwrap();

@@ -159,6 +159,7 @@ async fn run_until_with(cfg: Config, until: Until, decode: DecodeOptions) -> Run
         decode,
         on_listen: None,
         commits: Some(tx),
+        org: None,
     };
     let shutdown = async move {
         let _ = tokio::time::timeout(Duration::from_secs(40), until).await;
@@ -412,6 +413,7 @@ async fn four_receivers_draining_a_backlog_lose_no_correlation() {
         decode: DecodeOptions::default(),
         on_listen: None,
         commits: Some(tx),
+        org: None,
     };
     let (sqs2, url2) = (sqs.clone(), url.clone());
     let shutdown = async move {

@@ -19,6 +19,10 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<super::live::Latency>,
     pub quality: Quality,
+    /// The same dataset through trailwatch with no configuration at all
+    /// (`--compare-no-config`): the org context derived, pack defaults only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_config: Option<Quality>,
     /// Things that make the figures doubtful (events not read, bad records, late events dropped).
     pub warnings: Vec<String>,
 }
@@ -130,6 +134,7 @@ impl Report {
             },
             latency: o.latency.clone(),
             quality,
+            no_config: None,
             warnings,
         }
     }
@@ -239,6 +244,35 @@ impl Report {
             }
         }
         let _ = writeln!(s, "look-alikes raising findings: {}/{}", q.lookalikes_raised.len(), q.lookalikes);
+        if let Some(n) = &self.no_config {
+            let _ = writeln!(
+                s,
+                "with no configuration at all: findings {} ({} true positive, {} false positive); precision {}; recall {} ({}/{} scenarios); look-alikes raising findings: {}/{}",
+                n.findings,
+                n.true_positive_findings,
+                n.false_positive_findings,
+                pct(n.precision),
+                pct(n.recall),
+                n.scenarios_detected,
+                n.scenarios,
+                n.lookalikes_raised.len(),
+                n.lookalikes
+            );
+            if !n.missed.is_empty() {
+                let missed: Vec<&str> = n.missed.iter().map(|m| m.id.as_str()).collect();
+                let _ = writeln!(s, "  missed with no configuration: {}", missed.join(", "));
+            }
+            if !n.lookalikes_raised.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "  look-alikes raising findings with no configuration: {}",
+                    n.lookalikes_raised.join(", ")
+                );
+            }
+            for r in &n.false_positives_by_rule {
+                let _ = writeln!(s, "  no-config false positives: {} x {} ({})", r.findings, r.title, r.rule_id);
+            }
+        }
         s
     }
 }

@@ -33,6 +33,15 @@ pub(crate) struct DetectorStage {
     /// Progress reports for liveness: busy while evaluating, idle while
     /// waiting for input or for the sink stage.
     pub beat: crate::health::StageBeat,
+    /// Derive `%org_accounts%` from the input (no AWS Organizations access).
+    pub derive: Option<Derive>,
+}
+
+/// The accounts seen as `recipientAccountId` so far, and how to recompile.
+pub(crate) struct Derive {
+    pub known: std::collections::BTreeSet<String>,
+    pub org_id: Option<String>,
+    pub recompile: crate::org::Recompile,
 }
 
 #[derive(Default)]
@@ -57,6 +66,12 @@ impl DetectorStage {
             depth.set(self.rx.len() as i64);
             let ok = match msg {
                 Input::Batch(b) => self.batch(*b, &mut pending),
+                Input::Rules(set) => {
+                    if let Err(e) = self.eval.replace_rules(set) {
+                        tracing::error!("new rules not swapped in: {e}");
+                    }
+                    true
+                }
                 Input::Tick => {
                     let now = self.now();
                     let mut out = Collected::default();
@@ -131,6 +146,9 @@ impl DetectorStage {
             self.eval.object_ref();
         }
         self.eval.skipped(b.events.skipped.values().sum());
+        if self.derive.is_some() {
+            self.derive_org(&b);
+        }
         let parts = &b.partitions;
         if let Some(d) = parts.hold_for {
             let until = now + d;
@@ -191,6 +209,37 @@ impl DetectorStage {
         span.record("dead_letters", out.dead_letters.len());
         let trace = crate::telemetry::context_of(&span);
         self.send(out, trace)
+    }
+
+    /// Before a batch is evaluated: its new recipient accounts join the org
+    /// (a recipient is an org account: an org trail logs only members), and
+    /// the rules are recompiled once for all of them. An org account that has
+    /// not logged anything yet still counts as outside until it does.
+    fn derive_org(&mut self, b: &SourceBatch) {
+        let Some(d) = self.derive.as_mut() else { return };
+        let before = d.known.len();
+        for (_, json, _) in b.events.events() {
+            if let Some(a) = crate::org::recipient_of(json) {
+                if !d.known.contains(a) {
+                    d.known.insert(a.to_string());
+                }
+            }
+        }
+        if d.known.len() == before {
+            return;
+        }
+        let values = crate::org::OrgValues { org_id: d.org_id.clone(), accounts: d.known.clone() };
+        match (d.recompile)(&values) {
+            Ok(set) => match self.eval.replace_rules(Arc::new(set)) {
+                Ok(()) => tracing::info!(
+                    accounts = values.accounts.len(),
+                    added = values.accounts.len() - before,
+                    "org_accounts derived from the input (recipientAccountId)"
+                ),
+                Err(e) => tracing::error!("new rules not swapped in: {e}"),
+            },
+            Err(e) => tracing::error!("rules not recompiled for the derived org: {e:#}"),
+        }
     }
 
     fn send(&mut self, out: Collected, trace: Option<crate::telemetry::TraceContext>) -> bool {

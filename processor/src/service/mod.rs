@@ -46,6 +46,9 @@ pub(crate) enum Input {
     /// Once a second: moves processing time, publishes metrics, lets an idle
     /// pipeline commit.
     Tick,
+    /// The same rules compiled with a new org context (AWS Organizations
+    /// changed): swapped in between batches, windows carried over.
+    Rules(Arc<RuleSet>),
 }
 
 /// Out of the detector stage, in stream order.
@@ -84,6 +87,32 @@ pub struct RunOptions {
     /// Told the number of commits made so far, after each one (for
     /// embedders and tests that wait for input to be durable).
     pub commits: Option<tokio::sync::watch::Sender<u64>>,
+    /// Keeps `%org_accounts%`/`%org_id%` current when the config leaves them
+    /// unset (see [`crate::org`]); None = fixed.
+    pub org: Option<OrgUpdates>,
+}
+
+/// How the service keeps the org context current.
+#[derive(Clone)]
+pub struct OrgUpdates {
+    /// The same rule files compiled with other org values.
+    pub recompile: crate::org::Recompile,
+    pub mode: OrgMode,
+}
+
+impl std::fmt::Debug for OrgUpdates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrgUpdates").field("mode", &self.mode).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum OrgMode {
+    /// Ask AWS Organizations again every `refresh`; `current` is what the
+    /// rules were compiled with.
+    Organizations { aws: crate::aws::AwsConfig, refresh: Duration, current: crate::org::OrgValues },
+    /// Add every new `recipientAccountId` of the input (no Organizations access).
+    Derived { known: std::collections::BTreeSet<String>, org_id: Option<String> },
 }
 
 /// What a run did.
@@ -232,6 +261,14 @@ pub async fn run(
         flush_at_end: all_finite,
         snapshots,
         beat: health.stage("detector"),
+        derive: match &opts.org {
+            Some(OrgUpdates { recompile, mode: OrgMode::Derived { known, org_id } }) => Some(detector::Derive {
+                known: known.clone(),
+                org_id: org_id.clone(),
+                recompile: Arc::clone(recompile),
+            }),
+            _ => None,
+        },
     };
     let mut det_task = tokio::task::spawn_blocking(move || det.run());
 
@@ -252,6 +289,54 @@ pub async fn run(
                         // Stalls show in metrics and logs even without probes.
                         health.publish();
                     }
+                }
+            }
+        });
+    }
+
+    // AWS Organizations asked again now and then: a changed org recompiles
+    // the rules off the detector thread and swaps them in between batches.
+    if let Some(OrgUpdates { recompile, mode: OrgMode::Organizations { aws, refresh, current } }) = &opts.org {
+        let (tx, stop, recompile, aws, refresh) =
+            (in_tx.clone(), stop_ticks.clone(), Arc::clone(recompile), aws.clone(), *refresh);
+        let mut current = current.clone();
+        tokio::spawn(async move {
+            let sdk = crate::aws::sdk_config(&aws).await;
+            let mut every = tokio::time::interval_at(tokio::time::Instant::now() + refresh, refresh);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = every.tick() => {}
+                }
+                let found = match crate::org::discover(&sdk).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::warn!("org context not refreshed, keeping the last one: {e}");
+                        continue;
+                    }
+                };
+                let next = current.merged(&found);
+                if next == current {
+                    continue;
+                }
+                let rc = Arc::clone(&recompile);
+                let values = next.clone();
+                match tokio::task::spawn_blocking(move || rc(&values)).await {
+                    Ok(Ok(set)) => {
+                        tracing::info!(
+                            accounts = next.accounts.len(),
+                            org_id = next.org_id.as_deref().unwrap_or(""),
+                            "org context changed (AWS Organizations): rules recompiled"
+                        );
+                        current = next;
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tx.send(Input::Rules(Arc::new(set))) => {}
+                        }
+                    }
+                    Ok(Err(e)) => tracing::error!("rules not recompiled for the new org context: {e:#}"),
+                    Err(e) => tracing::error!("rule recompilation panicked: {e}"),
                 }
             }
         });
