@@ -165,6 +165,18 @@ pub async fn run(
     opts: RunOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<RunSummary> {
+    // The whole service is one large future (every stage's state machine):
+    // on the heap, so whoever awaits it (`block_on` on a 2 MiB test thread,
+    // a debug build) does not need a large stack.
+    Box::pin(run_service(cfg, set, opts, shutdown)).await
+}
+
+async fn run_service(
+    cfg: Config,
+    set: Arc<RuleSet>,
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<RunSummary> {
     let started = Instant::now();
     let m = crate::metrics::get();
     m.up.set(1);
