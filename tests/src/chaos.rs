@@ -277,7 +277,21 @@ enabled = false
                     ..Default::default()
                 };
                 let store = trailwatch_processor::state::dynamodb::DynamoStore::build(&cfg, &aws).await.unwrap();
-                store.load().await
+                // This observer reads the head item, then the snapshot it
+                // names: a commit in between (new head, then the previous
+                // instance's objects deleted) makes the object vanish under
+                // it. Read again: the service itself loads only at start,
+                // when nothing else commits.
+                let mut tries = 0;
+                loop {
+                    match store.load().await {
+                        Err(e) if tries < 10 && format!("{e:?}").contains("NoSuchKey") => {
+                            tries += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                        r => break r,
+                    }
+                }
             }
         };
         let c = c.expect("the committed state loads").unwrap_or_default();
