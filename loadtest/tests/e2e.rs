@@ -2,32 +2,16 @@
 //! `trailwatch` binary via the runner, and check the report. Quality is
 //! printed, not asserted: the rule pack is still being written.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use trailwatch_loadtest::output::Format;
 use trailwatch_loadtest::runner::{self, replay::ReplayTarget, Limits, Order, Report, RunOptions};
 
+mod common;
+use common::trailwatch;
+
 /// The trailwatch binary: $TRAILWATCH_BIN, or a debug build made (or found up to date) by cargo.
-fn trailwatch() -> PathBuf {
-    if let Some(p) = std::env::var_os("TRAILWATCH_BIN") {
-        return PathBuf::from(p);
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "--quiet", "-p", "trailwatch-processor", "--bin", "trailwatch"])
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building trailwatch failed");
-    // Tests run from target/<profile>/deps/.
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(|d| d.parent()).unwrap().join("trailwatch");
-    assert!(bin.is_file(), "{} not built", bin.display());
-    bin
-}
 
 #[test]
 fn generate_replay_and_report() {

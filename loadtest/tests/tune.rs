@@ -4,31 +4,16 @@
 //! injected attacks (scored against the generator's ground truth).
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use trailwatch_loadtest::runner::score::{parse_finding, score, Finding};
 use trailwatch_loadtest::truth::Truth;
 
-const NOW: &str = "2026-11-03T00:00:00Z";
+mod common;
+use common::trailwatch;
 
-fn trailwatch() -> PathBuf {
-    if let Some(p) = std::env::var_os("TRAILWATCH_BIN") {
-        return PathBuf::from(p);
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "--quiet", "-p", "trailwatch-processor", "--bin", "trailwatch"])
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building trailwatch failed");
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(|d| d.parent()).unwrap().join("trailwatch");
-    assert!(bin.is_file(), "{} not built", bin.display());
-    bin
-}
+const NOW: &str = "2026-11-03T00:00:00Z";
 
 fn replay(bin: &Path, config: &Path, input: &Path) -> Vec<Finding> {
     let out = Command::new(bin)
