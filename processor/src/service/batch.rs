@@ -295,6 +295,20 @@ pub struct Partitions {
     pub hold_for: Option<std::time::Duration>,
 }
 
+/// Counts the bytes read through it (input before decompression).
+struct Counted<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,19 +335,5 @@ mod tests {
         let last = b.events().last().map(|(_, j, o)| (j.to_string(), o.to_string())).unwrap();
         assert!(last.0.contains("\"D\"") && last.1 == "k:3");
         assert_eq!(b.ingest_ms, Some(3));
-    }
-}
-
-/// Counts the bytes read through it (input before decompression).
-struct Counted<R> {
-    inner: R,
-    n: u64,
-}
-
-impl<R: std::io::Read> std::io::Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.n += n as u64;
-        Ok(n)
     }
 }
