@@ -1,7 +1,7 @@
 //! Command-line interface: argument types and the commands behind them.
 
 use std::io::{self, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -93,7 +93,7 @@ pub struct RuleArgs {
 pub struct ReplayArgs {
     #[command(flatten)]
     pub rules: RuleArgs,
-    /// Write findings here (one ASFF JSON finding per line) instead of stdout.
+    /// Write findings here (one ASFF JSON finding per line) instead of stdout (`-`: stdout).
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// What to write per match: `asff` findings, or `matches`: one short JSON
@@ -645,8 +645,12 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
             ReplayFormatArg::Matches => replay::ReplayFormat::Matches,
         },
     };
+    // `-` is standard output, by convention.
+    let stdout_dash = a.output.as_deref().is_some_and(|p| p == Path::new("-"));
     let output = match (&a.output, a.to_securityhub) {
+        (_, true) if stdout_dash => anyhow::bail!("--to-securityhub needs a file for --output, not -"),
         (None, true) => Some(cfg.service.state_dir.join("replay-findings.ndjson")),
+        _ if stdout_dash => None,
         (o, _) => o.clone(),
     };
     if let Some(dir) = output.as_ref().and_then(|p| p.parent()).filter(|d| !d.as_os_str().is_empty()) {

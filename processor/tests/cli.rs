@@ -73,6 +73,20 @@ fn replay_emits_valid_deterministic_findings() {
 }
 
 #[test]
+fn replay_output_dash_is_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("stop.ndjson");
+    std::fs::write(&input, r#"{"eventVersion":"1.08","eventSource":"cloudtrail.amazonaws.com","eventName":"StopLogging","eventTime":"2024-01-01T00:00:00Z","eventID":"e1","awsRegion":"us-east-1","recipientAccountId":"111111111111","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111111111111:user/bob","accountId":"111111111111"},"sourceIPAddress":"198.51.100.7","requestParameters":{"name":"t"}}"#).unwrap();
+    let out =
+        run(bin().current_dir(dir.path()).args(["replay", "--no-progress", "--now", NOW, "--output", "-"]).arg(&input));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!dir.path().join("-").exists(), "no file named -");
+    let first: serde_json::Value =
+        serde_json::from_str(text(&out.stdout).lines().next().expect("a finding on stdout")).unwrap();
+    assert!(first["Id"].as_str().unwrap().starts_with("trailwatch/"));
+}
+
+#[test]
 fn malformed_records_are_counted_dead_lettered_and_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("mixed.ndjson");

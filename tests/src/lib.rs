@@ -212,7 +212,9 @@ impl Server {
         self.stop();
         let mut again = Server::start(self.kind, self.port)?;
         std::mem::swap(&mut self.child, &mut again.child);
-        // `again` now holds the dead process; dropping it only reaps it.
+        // `again` now holds the dead process; dropping it only reaps it (and
+        // must not delete the log the new process writes).
+        again.log = PathBuf::new();
         Ok(())
     }
 
@@ -239,6 +241,17 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+        keep_log_if_failed(&self.log);
+    }
+}
+
+/// A server's log is kept (and named) only when the test failed: a passing
+/// run leaves nothing in the temp directory.
+fn keep_log_if_failed(log: &Path) {
+    if std::thread::panicking() {
+        eprintln!("server log kept: {}", log.display());
+    } else {
+        let _ = std::fs::remove_file(log);
     }
 }
 
@@ -317,6 +330,7 @@ impl Drop for OtlpReceiver {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.out);
+        keep_log_if_failed(&self.log);
     }
 }
 

@@ -414,10 +414,9 @@ async fn sleep_or_stop(ctx: &SourceContext, d: Duration) -> bool {
     }
 }
 
-/// Exponential backoff with full jitter, 100 ms to 10 s.
+/// After `failures` failed calls in a row: 100 ms doubling to 10 s, equal jitter.
 fn backoff(failures: u32) -> Duration {
-    let cap = 100u64.saturating_mul(1 << failures.min(7)).min(10_000);
-    Duration::from_millis(rand::random_range(cap / 2..=cap))
+    crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(10)).equal_jitter(failures)
 }
 
 fn now_ms() -> i64 {
