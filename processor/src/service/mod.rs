@@ -239,6 +239,16 @@ async fn run_service(
         health.set_sink(name, true);
         sinks.push((name.clone(), sink));
     }
+    if !cfg.responses.is_empty() {
+        // Last: it acts after the sinks before it have the findings (Security Hub for the write-back).
+        let tags = crate::respond::rule_tags(&set);
+        let responder = crate::respond::Responder::build(&cfg.respond, &cfg.responses, tags, &cfg.aws)
+            .await
+            .context("responses")?;
+        let sink = crate::respond::RespondSink::new(responder);
+        health.set_sink("responses", true);
+        sinks.push(("responses".to_string(), Box::new(sink) as Box<dyn crate::sinks::Sink>));
+    }
     let dead_letter = match &opts.dead_letter {
         Some(p) => DeadLetterWriter::new(p, true),
         None => DeadLetterWriter::new(&cfg.service.dead_letter_path(), false),
