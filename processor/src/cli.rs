@@ -780,6 +780,12 @@ fn responses_dry_run(cfg: &Config, set: &RuleSet, path: &std::path::Path) -> any
     let rules: Vec<ResponseRule> =
         cfg.responses.iter().map(|r| ResponseRule { mode: Mode::DryRun, ..r.clone() }).collect();
     let mut responder = Responder::offline(&cfg.respond, &rules, respond::rule_tags(set));
+    let modes: std::collections::HashMap<String, Mode> = cfg
+        .responses
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.name.clone().unwrap_or_else(|| format!("responses[{i}]")), r.mode))
+        .collect();
     let rt = tokio::runtime::Builder::new_current_thread().build()?;
     let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let base = std::time::Instant::now();
@@ -792,7 +798,11 @@ fn responses_dry_run(cfg: &Config, set: &RuleSet, path: &std::path::Path) -> any
         let t = crate::config::parse_time(&view.last_seen).unwrap_or(0);
         let start = *t0.get_or_insert(t);
         let now = base + std::time::Duration::from_millis((t - start).max(0) as u64);
-        records.extend(rt.block_on(responder.handle(&view, now)));
+        for mut r in rt.block_on(responder.handle(&view, now)) {
+            // Shown with the mode the config gives it.
+            r.mode = modes.get(&r.response).copied().unwrap_or(r.mode);
+            records.push(r);
+        }
     }
     Ok(respond::dry_run_table(&records))
 }

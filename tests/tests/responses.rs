@@ -16,6 +16,7 @@ use trailwatch_processor::findings::FindingContext;
 use trailwatch_processor::ruleset;
 use trailwatch_processor::service::{self, RunOptions};
 use trailwatch_rules::{DetectorConfig, RuleFile, RuleSet};
+use trailwatch_tests::faults::{FaultConfig, FaultProxy};
 use trailwatch_tests::recorder::Recorder;
 use trailwatch_tests::Server;
 
@@ -128,6 +129,8 @@ impl Run {
     /// One run of the service over the events (a fresh state dir each time:
     /// a second run knows nothing of the first but what AWS says).
     async fn service(&self, attempt: u32, rec: &Recorder, respond: &str, responses: &str) -> Vec<Value> {
+        // Dummy credentials for the SDK clients the service builds.
+        trailwatch_tests::aws_env();
         let state = self.dir.path().join(format!("state{attempt}"));
         let out = self.dir.path().join(format!("findings{attempt}.ndjson"));
         let text = format!(
@@ -204,6 +207,22 @@ fn finding_of<'a>(findings: &'a [Value], rule: &str) -> &'a Value {
     findings.iter().find(|f| f["ProductFields"]["trailwatch/RuleId"] == rule).unwrap_or_else(|| panic!("no finding of {rule}"))
 }
 
+fn url_decode(s: &str) -> String {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
 async fn inline_policies(iam: &aws_sdk_iam::Client, role: &str) -> Vec<String> {
     iam.list_role_policies().role_name(role).send().await.unwrap().policy_names().to_vec()
 }
@@ -234,7 +253,8 @@ async fn revoke_role_sessions_changes_exactly_that_role_and_again_is_a_no_op() {
         .unwrap()
         .policy_document()
         .to_string();
-    let v: Value = serde_json::from_str(&doc).unwrap();
+    // IAM returns policy documents URL-encoded.
+    let v: Value = serde_json::from_str(&url_decode(&doc)).unwrap();
     let st = &v["Statement"][0];
     assert_eq!(st["Effect"], "Deny");
     assert_eq!(st["Action"], json!(["*"]));
@@ -340,8 +360,14 @@ async fn restore_config_undoes_ecr_and_cloudtrail_drift_and_again_is_a_no_op() {
             .await
             .unwrap();
     }
-    aws_sdk_s3::Client::new(&conf).create_bucket().bucket("org-trail-333").send().await.unwrap();
-    let ct = aws_sdk_cloudtrail::Client::new(&conf);
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&conf).force_path_style(true).build());
+    s3.create_bucket().bucket("org-trail-333").send().await.unwrap();
+    // moto routes CloudTrail only by the long X-Amz-Target the Rust SDK no longer
+    // sends: CloudTrail calls (the test's and the responder's) go through the
+    // harness proxy, which lengthens it (and injects no fault).
+    let proxy = FaultProxy::start(&moto().endpoint, FaultConfig { every_kind_early: false, ..FaultConfig::new(1, 0.0, &[]) })
+        .unwrap();
+    let ct = aws_sdk_cloudtrail::Client::new(&conf.to_builder().endpoint_url(proxy.endpoint.clone()).build());
     ct.create_trail().name("org").s3_bucket_name("org-trail-333").send().await.unwrap();
     // Created, never started: a stopped trail.
     assert_eq!(ct.get_trail_status().name("org").send().await.unwrap().is_logging(), Some(false));
@@ -356,18 +382,24 @@ async fn restore_config_undoes_ecr_and_cloudtrail_drift_and_again_is_a_no_op() {
     ]);
     let responses = "[[responses]]\nname = \"drift\"\nrules = [\"3b57fec2-09ae-4f5c-bc0f-ae0a72ac43c1\", \"5b0c2f7e-8d4a-4f61-9a3e-0c7b6e2d1a41\", \"12f63f48-5ff7-486a-a844-d2b7088e5336\"]\nactions = [\"restore-config\"]\nmode = \"enforce\"\n";
     let rec = Recorder::start().unwrap();
-    let findings = run.service(1, &rec, "", responses).await;
+    let respond = format!("endpoint_url = \"{}\"", proxy.endpoint);
+    let findings = run.service(1, &rec, &respond, responses).await;
     assert!(findings.len() >= 3, "{findings:?}");
 
     assert_eq!(ecr_state(&ecr, "payments/api").await, (true, "IMMUTABLE".to_string()));
     assert_eq!(ecr_state(&ecr, "untouched").await, (false, "MUTABLE".to_string()), "only the repository of the finding");
-    assert_eq!(ct.get_trail_status().name("org").send().await.unwrap().is_logging(), Some(true));
+    assert_eq!(
+        ct.get_trail_status().name("org").send().await.unwrap().is_logging(),
+        Some(true),
+        "{:?}",
+        written_back(&rec, "restore-config")
+    );
     let wb = written_back(&rec, "restore-config");
     assert_eq!(wb.len(), 3, "{wb:?}");
     assert!(wb.iter().all(|(_, v)| v.starts_with("done: ")), "{wb:?}");
 
     let rec2 = Recorder::start().unwrap();
-    run.service(2, &rec2, "", responses).await;
+    run.service(2, &rec2, &respond, responses).await;
     assert_eq!(ecr_state(&ecr, "payments/api").await, (true, "IMMUTABLE".to_string()));
     let wb = written_back(&rec2, "restore-config");
     assert_eq!(wb.len(), 3, "{wb:?}");
