@@ -682,11 +682,21 @@ fn ct_event(n: u32, name: &str, source: &str, who: &str, params: &str) -> String
 fn replay_responses_dry_run_prints_a_table_per_action() {
     let dir = tempfile::tempdir().unwrap();
     let input = [
-        ct_event(1, "PutImageScanningConfiguration", "ecr.amazonaws.com", "dev/alice",
-            r#"{"repositoryName":"payments/api","imageScanningConfiguration":{"scanOnPush":false}}"#),
+        ct_event(
+            1,
+            "PutImageScanningConfiguration",
+            "ecr.amazonaws.com",
+            "dev/alice",
+            r#"{"repositoryName":"payments/api","imageScanningConfiguration":{"scanOnPush":false}}"#,
+        ),
         ct_event(2, "StopLogging", "cloudtrail.amazonaws.com", "breakglass-ops/bob", r#"{"name":"org"}"#),
-        ct_event(3, "PutImageScanningConfiguration", "ecr.amazonaws.com", "dev/alice",
-            r#"{"repositoryName":"web","imageScanningConfiguration":{"scanOnPush":false}}"#),
+        ct_event(
+            3,
+            "PutImageScanningConfiguration",
+            "ecr.amazonaws.com",
+            "dev/alice",
+            r#"{"repositoryName":"web","imageScanningConfiguration":{"scanOnPush":false}}"#,
+        ),
     ]
     .join("\n");
     std::fs::write(dir.path().join("in.ndjson"), input).unwrap();

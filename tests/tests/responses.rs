@@ -204,7 +204,10 @@ fn written_back(rec: &Recorder, action: &str) -> Vec<(String, String)> {
 }
 
 fn finding_of<'a>(findings: &'a [Value], rule: &str) -> &'a Value {
-    findings.iter().find(|f| f["ProductFields"]["trailwatch/RuleId"] == rule).unwrap_or_else(|| panic!("no finding of {rule}"))
+    findings
+        .iter()
+        .find(|f| f["ProductFields"]["trailwatch/RuleId"] == rule)
+        .unwrap_or_else(|| panic!("no finding of {rule}"))
 }
 
 fn url_decode(s: &str) -> String {
@@ -303,9 +306,8 @@ async fn quarantine_user_deactivates_keys_attaches_the_policy_and_again_is_a_no_
     iam.create_access_key().user_name("mallory").send().await.unwrap();
     let rec = Recorder::start().unwrap();
     let run = Run::new(&[secret_read(1, account, user(account, "mallory"))]);
-    let responses = format!(
-        "[[responses]]\nrules = [\"{SECRET_RULE_ID}\"]\nactions = [\"quarantine-user\"]\nmode = \"enforce\"\n"
-    );
+    let responses =
+        format!("[[responses]]\nrules = [\"{SECRET_RULE_ID}\"]\nactions = [\"quarantine-user\"]\nmode = \"enforce\"\n");
     run.service(1, &rec, "", &responses).await;
 
     let keys = |u: &'static str| {
@@ -355,7 +357,9 @@ async fn restore_config_undoes_ecr_and_cloudtrail_drift_and_again_is_a_no_op() {
         ecr.create_repository()
             .repository_name(r)
             .image_tag_mutability(aws_sdk_ecr::types::ImageTagMutability::Mutable)
-            .image_scanning_configuration(aws_sdk_ecr::types::ImageScanningConfiguration::builder().scan_on_push(false).build())
+            .image_scanning_configuration(
+                aws_sdk_ecr::types::ImageScanningConfiguration::builder().scan_on_push(false).build(),
+            )
             .send()
             .await
             .unwrap();
@@ -365,8 +369,9 @@ async fn restore_config_undoes_ecr_and_cloudtrail_drift_and_again_is_a_no_op() {
     // moto routes CloudTrail only by the long X-Amz-Target the Rust SDK no longer
     // sends: CloudTrail calls (the test's and the responder's) go through the
     // harness proxy, which lengthens it (and injects no fault).
-    let proxy = FaultProxy::start(&moto().endpoint, FaultConfig { every_kind_early: false, ..FaultConfig::new(1, 0.0, &[]) })
-        .unwrap();
+    let proxy =
+        FaultProxy::start(&moto().endpoint, FaultConfig { every_kind_early: false, ..FaultConfig::new(1, 0.0, &[]) })
+            .unwrap();
     let ct = aws_sdk_cloudtrail::Client::new(&conf.to_builder().endpoint_url(proxy.endpoint.clone()).build());
     ct.create_trail().name("org").s3_bucket_name("org-trail-333").send().await.unwrap();
     // Created, never started: a stopped trail.
@@ -374,10 +379,22 @@ async fn restore_config_undoes_ecr_and_cloudtrail_drift_and_again_is_a_no_op() {
 
     let who = assumed(account, "dev", "alice");
     let run = Run::new(&[
-        event(1, account, "ecr.amazonaws.com", "PutImageScanningConfiguration", who.clone(),
-            json!({"repositoryName": "payments/api", "imageScanningConfiguration": {"scanOnPush": false}})),
-        event(2, account, "ecr.amazonaws.com", "PutImageTagMutability", who.clone(),
-            json!({"repositoryName": "payments/api", "imageTagMutability": "MUTABLE"})),
+        event(
+            1,
+            account,
+            "ecr.amazonaws.com",
+            "PutImageScanningConfiguration",
+            who.clone(),
+            json!({"repositoryName": "payments/api", "imageScanningConfiguration": {"scanOnPush": false}}),
+        ),
+        event(
+            2,
+            account,
+            "ecr.amazonaws.com",
+            "PutImageTagMutability",
+            who.clone(),
+            json!({"repositoryName": "payments/api", "imageTagMutability": "MUTABLE"}),
+        ),
         event(3, account, "cloudtrail.amazonaws.com", "StopLogging", who, json!({"name": "org"})),
     ]);
     let responses = "[[responses]]\nname = \"drift\"\nrules = [\"3b57fec2-09ae-4f5c-bc0f-ae0a72ac43c1\", \"5b0c2f7e-8d4a-4f61-9a3e-0c7b6e2d1a41\", \"12f63f48-5ff7-486a-a844-d2b7088e5336\"]\nactions = [\"restore-config\"]\nmode = \"enforce\"\n";
@@ -387,7 +404,11 @@ async fn restore_config_undoes_ecr_and_cloudtrail_drift_and_again_is_a_no_op() {
     assert!(findings.len() >= 3, "{findings:?}");
 
     assert_eq!(ecr_state(&ecr, "payments/api").await, (true, "IMMUTABLE".to_string()));
-    assert_eq!(ecr_state(&ecr, "untouched").await, (false, "MUTABLE".to_string()), "only the repository of the finding");
+    assert_eq!(
+        ecr_state(&ecr, "untouched").await,
+        (false, "MUTABLE".to_string()),
+        "only the repository of the finding"
+    );
     assert_eq!(
         ct.get_trail_status().name("org").send().await.unwrap().is_logging(),
         Some(true),
@@ -438,7 +459,14 @@ async fn protected_principals_and_service_linked_roles_are_never_touched() {
     assert!(inline_policies(&iam, &slr_name).await.is_empty(), "service-linked role untouched");
     let keys = iam.list_access_keys().user_name("ops-admin").send().await.unwrap();
     assert_eq!(keys.access_key_metadata()[0].status().unwrap().as_str(), "Active");
-    assert!(iam.list_attached_user_policies().user_name("ops-admin").send().await.unwrap().attached_policies().is_empty());
+    assert!(iam
+        .list_attached_user_policies()
+        .user_name("ops-admin")
+        .send()
+        .await
+        .unwrap()
+        .attached_policies()
+        .is_empty());
 
     let revoke: Vec<String> = written_back(&rec, "revoke-role-sessions").into_iter().map(|x| x.1).collect();
     assert_eq!(revoke.iter().filter(|v| v.starts_with("skipped_protected")).count(), 2, "{revoke:?}");
@@ -459,7 +487,9 @@ async fn dry_run_changes_nothing_and_writes_nothing() {
     ecr.create_repository().repository_name("app").send().await.unwrap();
     ecr.put_image_scanning_configuration()
         .repository_name("app")
-        .image_scanning_configuration(aws_sdk_ecr::types::ImageScanningConfiguration::builder().scan_on_push(false).build())
+        .image_scanning_configuration(
+            aws_sdk_ecr::types::ImageScanningConfiguration::builder().scan_on_push(false).build(),
+        )
         .send()
         .await
         .unwrap();
@@ -468,8 +498,14 @@ async fn dry_run_changes_nothing_and_writes_nothing() {
     let run = Run::new(&[
         secret_read(1, account, assumed(account, "dev", "alice")),
         secret_read(2, account, user(account, "mallory")),
-        event(3, account, "ecr.amazonaws.com", "PutImageScanningConfiguration", assumed(account, "dev", "alice"),
-            json!({"repositoryName": "app", "imageScanningConfiguration": {"scanOnPush": false}})),
+        event(
+            3,
+            account,
+            "ecr.amazonaws.com",
+            "PutImageScanningConfiguration",
+            assumed(account, "dev", "alice"),
+            json!({"repositoryName": "app", "imageScanningConfiguration": {"scanOnPush": false}}),
+        ),
     ]);
     let rec = Recorder::start().unwrap();
     let respond = format!("webhook_url = \"{}/hook\"", rec.endpoint);
@@ -478,16 +514,25 @@ async fn dry_run_changes_nothing_and_writes_nothing() {
     );
     let m = trailwatch_processor::metrics::get();
     let dry = |a: &str| m.response_actions.with_label_values(&[a, "dry-run", "dry_run"]).get();
-    let counts_before: Vec<u64> = ["notify", "revoke-role-sessions", "quarantine-user", "restore-config"].iter().map(|a| dry(a)).collect();
+    let counts_before: Vec<u64> =
+        ["notify", "revoke-role-sessions", "quarantine-user", "restore-config"].iter().map(|a| dry(a)).collect();
     run.service(1, &rec, &respond, &responses).await;
 
     assert!(inline_policies(&iam, "dev").await.is_empty());
     let keys = iam.list_access_keys().user_name("mallory").send().await.unwrap();
     assert_eq!(keys.access_key_metadata()[0].status().unwrap().as_str(), "Active");
-    assert!(iam.list_attached_user_policies().user_name("mallory").send().await.unwrap().attached_policies().is_empty());
+    assert!(iam
+        .list_attached_user_policies()
+        .user_name("mallory")
+        .send()
+        .await
+        .unwrap()
+        .attached_policies()
+        .is_empty());
     assert_eq!(ecr_state(&ecr, "app").await, before);
     assert!(rec.requests().is_empty(), "no webhook, no write-back: {:?}", rec.requests());
-    let counts_after: Vec<u64> = ["notify", "revoke-role-sessions", "quarantine-user", "restore-config"].iter().map(|a| dry(a)).collect();
+    let counts_after: Vec<u64> =
+        ["notify", "revoke-role-sessions", "quarantine-user", "restore-config"].iter().map(|a| dry(a)).collect();
     let delta: Vec<u64> = counts_after.iter().zip(&counts_before).map(|(a, b)| a - b).collect();
     // notify: 3 findings; revoke: the two by the dev session; quarantine: the user's; restore: the repository's.
     assert_eq!(delta, vec![3, 2, 1, 1], "counted as dry_run");

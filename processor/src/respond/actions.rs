@@ -34,7 +34,10 @@ pub enum Change {
 #[error("{0}")]
 pub struct ActionError(pub String);
 
-fn err<E>(what: &str, e: aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>) -> ActionError
+fn err<E>(
+    what: &str,
+    e: aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+) -> ActionError
 where
     E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + 'static,
 {
@@ -52,7 +55,8 @@ pub enum Drift {
 /// Built-in rules whose finding `restore-config` knows how to undo.
 const SCAN_ON_PUSH_RULE: &str = "3b57fec2-09ae-4f5c-bc0f-ae0a72ac43c1";
 const TAG_MUTABLE_RULE: &str = "5b0c2f7e-8d4a-4f61-9a3e-0c7b6e2d1a41";
-const LOGGING_STOPPED_RULES: [&str; 2] = ["12f63f48-5ff7-486a-a844-d2b7088e5336", "688add5b-3f08-4125-b38b-6a27616504c8"];
+const LOGGING_STOPPED_RULES: [&str; 2] =
+    ["12f63f48-5ff7-486a-a844-d2b7088e5336", "688add5b-3f08-4125-b38b-6a27616504c8"];
 
 /// `arn:PART:SERVICE:REGION:ACCOUNT:RESOURCE` → (region, account, resource).
 fn arn_parts(arn: &str) -> Option<(String, String, String)> {
@@ -92,7 +96,9 @@ impl Drift {
     pub fn describe(&self) -> String {
         match self {
             Drift::EcrScanOnPush { repository, .. } => format!("scan on push back on for ECR repository {repository}"),
-            Drift::EcrTagImmutability { repository, .. } => format!("tag immutability back on for ECR repository {repository}"),
+            Drift::EcrTagImmutability { repository, .. } => {
+                format!("tag immutability back on for ECR repository {repository}")
+            }
             Drift::TrailStopped { trail, .. } => format!("logging restarted on trail {trail}"),
         }
     }
@@ -172,7 +178,8 @@ impl Executor {
                     .https_or_http()
                     .enable_http1()
                     .build();
-                let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
+                let client =
+                    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
                 Some((uri, client))
             }
             None => None,
@@ -190,7 +197,8 @@ impl Executor {
         }
         let role = format!("arn:aws:iam::{account}:role/{}", self.cfg.role_name);
         let sts = aws_sdk_sts::Client::new(&self.base);
-        let mut req = sts.assume_role().role_arn(&role).role_session_name(&self.cfg.session_name).duration_seconds(3600);
+        let mut req =
+            sts.assume_role().role_arn(&role).role_session_name(&self.cfg.session_name).duration_seconds(3600);
         if let Some(e) = &self.cfg.external_id {
             req = req.external_id(e);
         }
@@ -217,7 +225,8 @@ impl Executor {
         seen: Option<OffsetDateTime>,
         now: OffsetDateTime,
     ) -> Result<Change, ActionError> {
-        let (_, account, res) = arn_parts(role_arn).ok_or_else(|| ActionError(format!("not a role ARN: {role_arn}")))?;
+        let (_, account, res) =
+            arn_parts(role_arn).ok_or_else(|| ActionError(format!("not a role ARN: {role_arn}")))?;
         let name = res.rsplit('/').next().unwrap_or_default().to_string();
         let iam = aws_sdk_iam::Client::new(&self.member(&account, "us-east-1").await?);
         match iam.get_role_policy().role_name(&name).policy_name(REVOKE_POLICY_NAME).send().await {
@@ -241,19 +250,22 @@ impl Executor {
             .send()
             .await
             .map_err(|e| err(&format!("PutRolePolicy {name}"), e))?;
-        Ok(Change::Done(format!(
-            "sessions of role {name} issued before {} revoked",
-            crate::findings::rfc3339(now)
-        )))
+        Ok(Change::Done(format!("sessions of role {name} issued before {} revoked", crate::findings::rfc3339(now))))
     }
 
     /// `quarantine-user`: every active access key inactive, the quarantine policy attached.
     pub async fn quarantine_user(&mut self, user_arn: &str) -> Result<Change, ActionError> {
-        let (_, account, res) = arn_parts(user_arn).ok_or_else(|| ActionError(format!("not a user ARN: {user_arn}")))?;
+        let (_, account, res) =
+            arn_parts(user_arn).ok_or_else(|| ActionError(format!("not a user ARN: {user_arn}")))?;
         let name = res.rsplit('/').next().unwrap_or_default().to_string();
         let iam = aws_sdk_iam::Client::new(&self.member(&account, "us-east-1").await?);
         let mut changed = Vec::new();
-        let keys = iam.list_access_keys().user_name(&name).send().await.map_err(|e| err(&format!("ListAccessKeys {name}"), e))?;
+        let keys = iam
+            .list_access_keys()
+            .user_name(&name)
+            .send()
+            .await
+            .map_err(|e| err(&format!("ListAccessKeys {name}"), e))?;
         for k in keys.access_key_metadata() {
             if k.status() == Some(&aws_sdk_iam::types::StatusType::Active) {
                 let id = k.access_key_id().unwrap_or_default();
@@ -292,7 +304,8 @@ impl Executor {
     /// `restore-config`: undo one detected drift.
     pub async fn restore(&mut self, d: &Drift) -> Result<Change, ActionError> {
         match d {
-            Drift::EcrScanOnPush { region, account, repository } | Drift::EcrTagImmutability { region, account, repository } => {
+            Drift::EcrScanOnPush { region, account, repository }
+            | Drift::EcrTagImmutability { region, account, repository } => {
                 let ecr = aws_sdk_ecr::Client::new(&self.member(account, region).await?);
                 let out = ecr
                     .describe_repositories()
@@ -300,7 +313,10 @@ impl Executor {
                     .send()
                     .await
                     .map_err(|e| err(&format!("DescribeRepositories {repository}"), e))?;
-                let repo = out.repositories().first().ok_or_else(|| ActionError(format!("repository {repository} not found")))?;
+                let repo = out
+                    .repositories()
+                    .first()
+                    .ok_or_else(|| ActionError(format!("repository {repository} not found")))?;
                 if let Drift::EcrScanOnPush { .. } = d {
                     if repo.image_scanning_configuration().is_some_and(|c| c.scan_on_push()) {
                         return Ok(Change::Already(format!("scan on push already on for {repository}")));
@@ -329,8 +345,12 @@ impl Executor {
             }
             Drift::TrailStopped { region, account, trail } => {
                 let ct = aws_sdk_cloudtrail::Client::new(&self.member(account, region).await?);
-                let st =
-                    ct.get_trail_status().name(trail).send().await.map_err(|e| err(&format!("GetTrailStatus {trail}"), e))?;
+                let st = ct
+                    .get_trail_status()
+                    .name(trail)
+                    .send()
+                    .await
+                    .map_err(|e| err(&format!("GetTrailStatus {trail}"), e))?;
                 if st.is_logging() == Some(true) {
                     return Ok(Change::Already(format!("trail {trail} is already logging")));
                 }
@@ -386,11 +406,16 @@ impl Executor {
 /// The Security Hub console link of a finding.
 pub fn finding_link(f: &FindingView) -> String {
     let region = arn_parts(&f.product_arn).map(|p| p.0).filter(|r| !r.is_empty()).unwrap_or_else(|| f.region.clone());
-    let id: String = f
-        .id
-        .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect();
+    let id: String =
+        f.id.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
     format!("https://{region}.console.aws.amazon.com/securityhub/home?region={region}#/findings?search=Id%3D%255Coperator%255C%253AEQUALS%255C%253A{id}")
 }
 
@@ -402,7 +427,8 @@ pub fn message_text(f: &FindingView, response: &str) -> String {
         m.push_str(&format!("From:  {ip}\n"));
     }
     m.push_str(&format!("Where: account {} in {}\n", f.account, f.region));
-    let when = if f.first_seen == f.last_seen { f.first_seen.clone() } else { format!("{} to {}", f.first_seen, f.last_seen) };
+    let when =
+        if f.first_seen == f.last_seen { f.first_seen.clone() } else { format!("{} to {}", f.first_seen, f.last_seen) };
     m.push_str(&format!("When:  {when}\n"));
     if let Some(e) = &f.event_name {
         m.push_str(&format!("API:   {e}\n"));
@@ -451,7 +477,10 @@ mod tests {
     fn drift_is_read_from_the_builtin_rules_findings() {
         let mut f = FindingView {
             rule_id: SCAN_ON_PUSH_RULE.into(),
-            resources: vec![("AwsEcrRepository".into(), "arn:aws:ecr:eu-west-1:111122223333:repository/team/app".into())],
+            resources: vec![(
+                "AwsEcrRepository".into(),
+                "arn:aws:ecr:eu-west-1:111122223333:repository/team/app".into(),
+            )],
             ..Default::default()
         };
         assert_eq!(

@@ -169,7 +169,8 @@ pub fn validate(respond: &RespondConfig, responses: &[ResponseRule], problems: &
         }
     }
     if respond.max_actions_per_hour == 0 {
-        problems.push("respond.max_actions_per_hour must be at least 1 (use mode = \"dry-run\" to act on nothing)".into());
+        problems
+            .push("respond.max_actions_per_hour must be at least 1 (use mode = \"dry-run\" to act on nothing)".into());
     }
     if let Some(t) = &respond.sns_topic_arn {
         if !t.starts_with("arn:") || !t.contains(":sns:") {

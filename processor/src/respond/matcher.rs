@@ -147,7 +147,7 @@ impl Matcher {
                     continue;
                 }
             }
-            if !r.accounts.is_empty() && !r.accounts.iter().any(|a| *a == f.account) {
+            if !r.accounts.is_empty() && !r.accounts.contains(&f.account) {
                 continue;
             }
             for a in &r.actions {

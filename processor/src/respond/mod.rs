@@ -117,8 +117,9 @@ fn target_of(action: ActionKind, f: &FindingView) -> Result<Target, String> {
             let p = f.principal.as_deref().unwrap_or("");
             // Only the role behind an assumed-role session: a long-lived user
             // or root has no sessions this revocation could end.
-            let role = safety::role_arn_of_session(p)
-                .or_else(|| (p.contains(":assumed-role/")).then(|| f.resource("AwsIamRole").map(str::to_string)).flatten());
+            let role = safety::role_arn_of_session(p).or_else(|| {
+                (p.contains(":assumed-role/")).then(|| f.resource("AwsIamRole").map(str::to_string)).flatten()
+            });
             role.map(Target::Role).ok_or_else(|| format!("the principal `{p}` is not an assumed-role session"))
         }
         ActionKind::QuarantineUser => {
@@ -129,9 +130,9 @@ fn target_of(action: ActionKind, f: &FindingView) -> Result<Target, String> {
                 Err(format!("the principal `{p}` is not an IAM user"))
             }
         }
-        ActionKind::RestoreConfig => Drift::of(f)
-            .map(Target::Drift)
-            .ok_or_else(|| format!("no known restore for rule {} (event {})", f.rule_id, f.event_name.as_deref().unwrap_or("-"))),
+        ActionKind::RestoreConfig => Drift::of(f).map(Target::Drift).ok_or_else(|| {
+            format!("no known restore for rule {} (event {})", f.rule_id, f.event_name.as_deref().unwrap_or("-"))
+        }),
     }
 }
 
@@ -265,7 +266,8 @@ impl Responder {
         };
         if let Some(p) = principal {
             // The acting session too: a break-glass session may be named by its session ARN.
-            if self.protected.is_protected(p) || f.principal.as_deref().is_some_and(|x| self.protected.is_protected(x)) {
+            if self.protected.is_protected(p) || f.principal.as_deref().is_some_and(|x| self.protected.is_protected(x))
+            {
                 return (Outcome::SkippedProtected, text, format!("{p} is a protected principal"));
             }
         }
@@ -319,7 +321,12 @@ impl Responder {
                 .join("; ");
             let fields = recs
                 .iter()
-                .map(|r| (format!("trailwatch/response/{}", r.action.as_str()), format!("{}: {}", r.outcome.as_str(), r.detail)))
+                .map(|r| {
+                    (
+                        format!("trailwatch/response/{}", r.action.as_str()),
+                        format!("{}: {}", r.outcome.as_str(), r.detail),
+                    )
+                })
                 .collect();
             updates.push(writeback::Update {
                 id: id.to_string(),
@@ -336,7 +343,9 @@ impl Responder {
         let written = w.send(updates).await;
         let m = crate::metrics::get();
         m.response_writebacks.with_label_values(&["updated"]).inc_by(written.updated);
-        m.response_writebacks.with_label_values(&["failed"]).inc_by(written.failed.max(n.saturating_sub(written.updated)));
+        m.response_writebacks
+            .with_label_values(&["failed"])
+            .inc_by(written.failed.max(n.saturating_sub(written.updated)));
     }
 }
 
@@ -346,14 +355,8 @@ pub fn observe(r: &ActionRecord) {
         .response_actions
         .with_label_values(&[r.action.as_str(), r.mode.as_str(), r.outcome.as_str()])
         .inc();
-    let line = format!(
-        "response {} {} {}: {} [{}]",
-        r.response,
-        r.action.as_str(),
-        r.outcome.as_str(),
-        r.detail,
-        r.target
-    );
+    let line =
+        format!("response {} {} {}: {} [{}]", r.response, r.action.as_str(), r.outcome.as_str(), r.detail, r.target);
     match r.outcome {
         Outcome::Failed => tracing::warn!(finding = %r.finding_id, mode = r.mode.as_str(), "{line}"),
         Outcome::Duplicate => tracing::debug!(finding = %r.finding_id, mode = r.mode.as_str(), "{line}"),
@@ -439,7 +442,11 @@ pub fn dry_run_table(records: &[ActionRecord]) -> String {
         }
         let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(out, "== {} ({} findings: {}) ==", a.as_str(), rows.len(), summary.join(", "));
-        let _ = writeln!(out, "{:<20}  {:<12}  {:<10}  {:<22}  {:<40}  {}", "when", "account", "mode", "outcome", "rule", "target / detail");
+        let _ = writeln!(
+            out,
+            "{:<20}  {:<12}  {:<10}  {:<22}  {:<40}  target / detail",
+            "when", "account", "mode", "outcome", "rule"
+        );
         for r in rows {
             let title: String = r.title.chars().take(40).collect();
             let _ = writeln!(
@@ -499,9 +506,7 @@ mod tests {
         assert_eq!(recs[1].outcome, Outcome::SkippedNoTarget, "an assumed role is no IAM user");
         let recs = r.handle(&view("b", "arn:aws:sts::111122223333:assumed-role/breakglass/bob"), now).await;
         assert_eq!(recs[0].outcome, Outcome::SkippedProtected);
-        let recs = r
-            .handle(&view("c", "arn:aws:sts::111122223333:assumed-role/AWSServiceRoleForECS/ecs"), now)
-            .await;
+        let recs = r.handle(&view("c", "arn:aws:sts::111122223333:assumed-role/AWSServiceRoleForECS/ecs"), now).await;
         assert_eq!(recs[0].outcome, Outcome::SkippedServiceLinked);
         // The same finding again: handled once.
         let recs = r.handle(&view("a", "arn:aws:sts::111122223333:assumed-role/dev/alice"), now).await;

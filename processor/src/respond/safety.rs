@@ -64,7 +64,8 @@ pub fn principal_name(arn: &str) -> Option<String> {
 /// Service-linked roles live under `/aws-service-role/` and belong to AWS
 /// services: changing them breaks the service and IAM refuses most edits.
 pub fn is_service_linked(role_arn: &str) -> bool {
-    role_arn.contains(":role/aws-service-role/") || principal_name(role_arn).is_some_and(|n| n.starts_with("AWSServiceRoleFor"))
+    role_arn.contains(":role/aws-service-role/")
+        || principal_name(role_arn).is_some_and(|n| n.starts_with("AWSServiceRoleFor"))
 }
 
 /// Why an action was not allowed to run now.

@@ -37,6 +37,9 @@ fn clip(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
+/// Note, fields, workflow NOTIFIED: findings with the same share a call.
+type GroupKey = (String, BTreeMap<String, String>, bool);
+
 pub struct Writeback {
     client: aws_sdk_securityhub::Client,
 }
@@ -58,7 +61,7 @@ impl Writeback {
     }
 
     pub async fn send(&self, updates: Vec<Update>) -> Written {
-        let mut groups: BTreeMap<(String, BTreeMap<String, String>, bool), Vec<(String, String)>> = BTreeMap::new();
+        let mut groups: BTreeMap<GroupKey, Vec<(String, String)>> = BTreeMap::new();
         for u in updates {
             groups.entry((u.note, u.fields, u.notified)).or_default().push((u.id, u.product_arn));
         }
@@ -67,7 +70,8 @@ impl Writeback {
             for chunk in ids.chunks(MAX_IDS) {
                 let mut req = self.client.batch_update_findings();
                 for (id, arn) in chunk {
-                    req = req.finding_identifiers(AwsSecurityFindingIdentifier::builder().id(id).product_arn(arn).build());
+                    req = req
+                        .finding_identifiers(AwsSecurityFindingIdentifier::builder().id(id).product_arn(arn).build());
                 }
                 req = req.note(NoteUpdate::builder().text(clip(&note, MAX_NOTE)).updated_by("trailwatch").build());
                 for (k, v) in &fields {
