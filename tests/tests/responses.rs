@@ -627,3 +627,62 @@ async fn the_hourly_cap_holds_under_a_burst_of_1000_findings() {
     assert!(calls.iter().all(|c| c.body["FindingIdentifiers"].as_array().unwrap().len() <= 100));
     assert!(calls.len() < 100, "{} calls", calls.len());
 }
+
+#[tokio::test]
+async fn an_on_request_event_runs_the_mapped_action_for_the_findings_it_names() {
+    let account = "888888888888";
+    let iam = aws_sdk_iam::Client::new(&member(account).await);
+    for r in ["dev", "other"] {
+        iam.create_role().role_name(r).assume_role_policy_document("{}").send().await.unwrap();
+    }
+    let responses = format!(
+        "[[responses]]\nrules = [\"{SECRET_RULE_ID}\"]\nactions = [\"revoke-role-sessions\"]\nmode = \"on-request\"\n"
+    );
+    // From the stream, an on-request response does nothing.
+    let run = Run::new(&[
+        secret_read(1, account, assumed(account, "dev", "alice")),
+        event(
+            2,
+            account,
+            "cloudtrail.amazonaws.com",
+            "StopLogging",
+            assumed(account, "other", "bob"),
+            json!({"name": "org"}),
+        ),
+    ]);
+    let rec = Recorder::start().unwrap();
+    let findings = run.service(1, &rec, "", &responses).await;
+    assert!(inline_policies(&iam, "dev").await.is_empty());
+    assert!(rec.requests().is_empty(), "{:?}", rec.requests());
+    let secret = finding_of(&findings, SECRET_RULE_ID).clone();
+    let stopped = finding_of(&findings, "12f63f48-5ff7-486a-a844-d2b7088e5336").clone();
+
+    // An analyst selects both findings in Security Hub and picks the
+    // custom action; EventBridge delivers this event to trailwatch's input.
+    let request = json!({
+        "version": "0",
+        "id": "c0ffee00-0000-4000-8000-000000000001",
+        "detail-type": "Security Hub Findings - Custom Action",
+        "source": "aws.securityhub",
+        "account": "123456789012",
+        "time": "2026-12-01T11:00:00Z",
+        "region": "us-east-1",
+        "resources": ["arn:aws:securityhub:us-east-1:123456789012:action/custom/TwRevokeSessions"],
+        "detail": {
+            "actionName": "trailwatch revoke",
+            "actionDescription": "Revoke the sessions of the role behind the finding",
+            "findings": [secret, stopped]
+        }
+    });
+    let asked = Run::new(&[request]);
+    let rec2 = Recorder::start().unwrap();
+    asked.service(1, &rec2, "", &responses).await;
+
+    assert_eq!(inline_policies(&iam, "dev").await, vec!["TrailwatchRevokeOlderSessions".to_string()]);
+    assert!(inline_policies(&iam, "other").await.is_empty(), "no response allows it for that finding");
+    let wb: std::collections::BTreeMap<String, String> =
+        written_back(&rec2, "revoke-role-sessions").into_iter().collect();
+    assert_eq!(wb.len(), 2, "{wb:?}");
+    assert!(wb[secret["Id"].as_str().unwrap()].starts_with("done: sessions of role dev"), "{wb:?}");
+    assert!(wb[stopped["Id"].as_str().unwrap()].starts_with("skipped_not_allowed: "), "{wb:?}");
+}

@@ -116,6 +116,9 @@ pub struct RespondConfig {
     pub securityhub_endpoint_url: Option<String>,
     /// Endpoint for the member-account clients (STS/IAM/ECR/CloudTrail; tests, VPC endpoints).
     pub endpoint_url: Option<String>,
+    /// Security Hub custom action id (the end of its ARN, `…:action/custom/<Id>`)
+    /// → the action it requests. The deploy template creates these four.
+    pub custom_actions: BTreeMap<String, String>,
     /// Per-call timeout of actions, write-backs and webhook posts.
     #[serde(with = "crate::config::duration_text")]
     pub call_timeout: Duration,
@@ -135,12 +138,27 @@ impl Default for RespondConfig {
             writeback: true,
             securityhub_endpoint_url: None,
             endpoint_url: None,
+            custom_actions: [
+                ("TwNotify", ActionKind::Notify),
+                ("TwRevokeSessions", ActionKind::RevokeRoleSessions),
+                ("TwQuarantineUser", ActionKind::QuarantineUser),
+                ("TwRestoreConfig", ActionKind::RestoreConfig),
+            ]
+            .iter()
+            .map(|(k, a)| (k.to_string(), a.as_str().to_string()))
+            .collect(),
             call_timeout: Duration::from_secs(10),
         }
     }
 }
 
 impl RespondConfig {
+    /// The action a custom action id requests.
+    pub fn custom_action(&self, id: &str) -> Option<ActionKind> {
+        let name = self.custom_actions.get(id)?;
+        ActionKind::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
     pub fn rate_limit(&self, a: ActionKind) -> u32 {
         self.rate_limits.get(a.as_str()).copied().unwrap_or_else(|| a.default_rate())
     }
@@ -188,6 +206,16 @@ pub fn validate(respond: &RespondConfig, responses: &[ResponseRule], problems: &
             problems.push(format!(
                 "respond.rate_limits: `{k}` is not an action (notify, revoke-role-sessions, quarantine-user, restore-config)"
             ));
+        }
+    }
+    for (id, a) in &respond.custom_actions {
+        // Security Hub's limit on a custom action id.
+        if id.is_empty() || id.len() > 20 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            problems
+                .push(format!("respond.custom_actions: `{id}` is not a custom action id (1-20 letters and digits)"));
+        }
+        if !ActionKind::ALL.iter().any(|k| k.as_str() == a) {
+            problems.push(format!("respond.custom_actions.{id}: `{a}` is not an action"));
         }
     }
     if respond.call_timeout.is_zero() {

@@ -127,27 +127,42 @@ impl Matcher {
         self.rules.is_empty()
     }
 
+    /// The first response in mode on-request or enforce that matches the
+    /// finding and lists `action` (may an analyst ask for it?).
+    pub fn allows(&self, f: &FindingView, action: ActionKind) -> Option<String> {
+        self.rules
+            .iter()
+            .find(|(_, r)| {
+                matches!(r.mode, Mode::OnRequest | Mode::Enforce) && r.actions.contains(&action) && self.matches(r, f)
+            })
+            .map(|(n, _)| n.clone())
+    }
+
+    fn matches(&self, r: &ResponseRule, f: &FindingView) -> bool {
+        if !r.rules.is_empty() && !r.rules.iter().any(|p| glob(p, &f.rule_id)) {
+            return false;
+        }
+        if !r.tags.is_empty() {
+            let tags = self.tags.get(&f.rule_id).map(Vec::as_slice).unwrap_or(&[]);
+            if !r.tags.iter().any(|p| tags.iter().any(|t| glob(p, t))) {
+                return false;
+            }
+        }
+        if let Some(min) = r.min_severity.as_deref().and_then(severity_rank) {
+            if severity_rank(&f.severity).unwrap_or(0) < min {
+                return false;
+            }
+        }
+        r.accounts.is_empty() || r.accounts.contains(&f.account)
+    }
+
     /// Every (response, action) for this finding; one action once (the first
     /// response naming it wins: a finding is never acted on twice for one action).
     pub fn plan(&self, f: &FindingView) -> Vec<Planned> {
         let mut out: Vec<Planned> = Vec::new();
-        let sev = severity_rank(&f.severity).unwrap_or(0);
         for (name, r) in &self.rules {
-            if !r.rules.is_empty() && !r.rules.iter().any(|p| glob(p, &f.rule_id)) {
-                continue;
-            }
-            if !r.tags.is_empty() {
-                let tags = self.tags.get(&f.rule_id).map(Vec::as_slice).unwrap_or(&[]);
-                if !r.tags.iter().any(|p| tags.iter().any(|t| glob(p, t))) {
-                    continue;
-                }
-            }
-            if let Some(min) = r.min_severity.as_deref().and_then(severity_rank) {
-                if sev < min {
-                    continue;
-                }
-            }
-            if !r.accounts.is_empty() && !r.accounts.contains(&f.account) {
+            // On-request entries act only when an analyst asks ([`Matcher::allows`]).
+            if r.mode == Mode::OnRequest || !self.matches(r, f) {
                 continue;
             }
             for a in &r.actions {

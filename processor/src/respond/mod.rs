@@ -18,6 +18,7 @@
 pub mod actions;
 pub mod config;
 pub mod matcher;
+pub mod request;
 pub mod safety;
 pub mod writeback;
 
@@ -53,6 +54,8 @@ pub enum Outcome {
     SkippedCap,
     /// The same finding and action were already handled in this run.
     Duplicate,
+    /// An analyst asked for an action no on-request/enforce response allows for the finding.
+    SkippedNotAllowed,
     Failed,
 }
 
@@ -68,6 +71,7 @@ impl Outcome {
             Outcome::SkippedRateLimited => "skipped_rate_limited",
             Outcome::SkippedCap => "skipped_cap",
             Outcome::Duplicate => "duplicate",
+            Outcome::SkippedNotAllowed => "skipped_not_allowed",
             Outcome::Failed => "failed",
         }
     }
@@ -175,7 +179,7 @@ impl Responder {
         aws: &crate::aws::AwsConfig,
     ) -> anyhow::Result<Responder> {
         let mut r = Responder::offline(cfg, responses, tags);
-        if responses.iter().any(|x| x.mode == Mode::Enforce) {
+        if responses.iter().any(|x| matches!(x.mode, Mode::Enforce | Mode::OnRequest)) {
             r.exec = Some(Executor::build(cfg, aws).await?);
             if cfg.writeback {
                 r.writeback = Some(writeback::Writeback::build(cfg, aws).await);
@@ -235,6 +239,39 @@ impl Responder {
         out
     }
 
+    /// An analyst's request (a Security Hub custom action) for `action` on
+    /// one finding: run if a response in mode on-request or enforce matching
+    /// the finding lists the action; the safety rules apply as for the stream.
+    /// No in-run de-duplication: the analyst asked (the action itself checks
+    /// whether anything is left to do).
+    pub async fn handle_request(&mut self, f: &FindingView, action: ActionKind, now: Instant) -> ActionRecord {
+        let allowed = self.matcher.allows(f, action);
+        let mut rec = ActionRecord {
+            finding_id: f.id.clone(),
+            product_arn: f.product_arn.clone(),
+            rule_id: f.rule_id.clone(),
+            title: f.title.clone(),
+            account: f.account.clone(),
+            when: f.last_seen.clone(),
+            response: allowed.clone().unwrap_or_else(|| "-".into()),
+            action,
+            mode: Mode::OnRequest,
+            outcome: Outcome::SkippedNotAllowed,
+            target: String::new(),
+            detail: format!("no on-request or enforce response allows {} for this finding", action.as_str()),
+        };
+        if let Some(response) = allowed {
+            let (outcome, target, detail) = self.run_one(f, action, Mode::OnRequest, &response, now).await;
+            rec.outcome = outcome;
+            rec.target = target;
+            rec.detail = detail;
+            if outcome != Outcome::Failed {
+                self.remember((f.id.clone(), action));
+            }
+        }
+        rec
+    }
+
     fn remember(&mut self, key: (String, ActionKind)) {
         if self.done.insert(key.clone()) {
             self.done_order.push_back(key);
@@ -276,7 +313,8 @@ impl Responder {
                 return (Outcome::SkippedServiceLinked, text, format!("{r} is a service-linked role"));
             }
         }
-        let limits = if mode == Mode::DryRun || self.exec.is_none() { &mut self.dry_limits } else { &mut self.limits };
+        let live = mode != Mode::DryRun && self.exec.is_some();
+        let limits = if live { &mut self.limits } else { &mut self.dry_limits };
         match limits.take(action, now) {
             Ok(()) => {}
             Err(Limited::Rate) => {
@@ -284,7 +322,7 @@ impl Responder {
             }
             Err(Limited::Cap) => return (Outcome::SkippedCap, text, "global cap of actions per hour reached".into()),
         }
-        let Some(exec) = self.exec.as_mut().filter(|_| mode == Mode::Enforce) else {
+        let Some(exec) = self.exec.as_mut().filter(|_| live) else {
             return (Outcome::DryRun, text.clone(), format!("would {}: {text}", action.as_str()));
         };
         let seen = OffsetDateTime::parse(&f.last_seen, &time::format_description::well_known::Rfc3339).ok();
@@ -309,7 +347,7 @@ impl Responder {
     pub async fn write_back(&self, records: &[ActionRecord]) {
         let Some(w) = &self.writeback else { return };
         let mut by_finding: BTreeMap<&str, Vec<&ActionRecord>> = BTreeMap::new();
-        for r in records.iter().filter(|r| r.mode == Mode::Enforce && r.outcome != Outcome::Duplicate) {
+        for r in records.iter().filter(|r| r.mode != Mode::DryRun && r.outcome != Outcome::Duplicate) {
             by_finding.entry(r.finding_id.as_str()).or_default().push(r);
         }
         let mut updates = Vec::new();
@@ -382,13 +420,15 @@ pub fn rule_tags(set: &trailwatch_rules::RuleSet) -> HashMap<String, Vec<String>
 pub struct RespondSink {
     responder: Responder,
     pending: Vec<FindingView>,
+    requests: Vec<Arc<request::ResponseRequest>>,
+    cfg: RespondConfig,
     /// Every record, for tests and embedding (`None`: not kept).
     pub log: Option<Arc<std::sync::Mutex<Vec<ActionRecord>>>>,
 }
 
 impl RespondSink {
-    pub fn new(responder: Responder) -> RespondSink {
-        RespondSink { responder, pending: Vec::new(), log: None }
+    pub fn new(responder: Responder, cfg: &RespondConfig) -> RespondSink {
+        RespondSink { responder, pending: Vec::new(), requests: Vec::new(), cfg: cfg.clone(), log: None }
     }
 }
 
@@ -406,9 +446,26 @@ impl Sink for RespondSink {
         Ok(())
     }
 
+    async fn requests(&mut self, requests: &[Arc<request::ResponseRequest>]) -> Result<(), SinkError> {
+        self.requests.extend(requests.iter().cloned());
+        Ok(())
+    }
+
     async fn flush(&mut self) -> Result<(), SinkError> {
         let pending = std::mem::take(&mut self.pending);
         let mut records = Vec::new();
+        for req in std::mem::take(&mut self.requests) {
+            let Some(action) = self.cfg.custom_action(&req.action_id) else {
+                tracing::warn!(event = %req.event_id, "custom action `{}` is not in respond.custom_actions: ignored", req.action_id);
+                continue;
+            };
+            tracing::info!(event = %req.event_id, findings = req.findings.len(), "analyst requested {}", action.as_str());
+            for f in req.findings.iter().filter_map(FindingView::from_asff) {
+                let r = self.responder.handle_request(&f, action, Instant::now()).await;
+                observe(&r);
+                records.push(r);
+            }
+        }
         for f in &pending {
             for r in self.responder.handle(f, Instant::now()).await {
                 observe(&r);

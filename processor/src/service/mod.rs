@@ -56,6 +56,8 @@ pub(crate) enum Output {
     Batch {
         findings: Vec<Arc<Finding>>,
         dead_letters: Vec<DeadLetter>,
+        /// Security Hub custom actions asking for responses.
+        requests: Vec<Arc<crate::respond::request::ResponseRequest>>,
         /// The `detector_batch` span's trace (None for windows closed by time).
         trace: Option<crate::telemetry::TraceContext>,
     },
@@ -245,7 +247,7 @@ async fn run_service(
         let responder = crate::respond::Responder::build(&cfg.respond, &cfg.responses, tags, &cfg.aws)
             .await
             .context("responses")?;
-        let sink = crate::respond::RespondSink::new(responder);
+        let sink = crate::respond::RespondSink::new(responder, &cfg.respond);
         health.set_sink("responses", true);
         sinks.push(("responses".to_string(), Box::new(sink) as Box<dyn crate::sinks::Sink>));
     }
