@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod org;
 pub mod panics;
 pub mod replay;
+pub mod respond;
 pub mod ruleset;
 pub mod service;
 pub mod sinks;
