@@ -572,7 +572,7 @@ fn config_prints_the_effective_configuration() {
         .env_remove("OTEL_TRACES_EXPORTER")
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"));
     assert!(
-        text(&otlp.stderr).contains("traces exported to http://collector:4318/v1/traces"),
+        text(&otlp.stderr).contains("traces exported over OTLP/HTTP to http://collector:4318/v1/traces"),
         "{}",
         text(&otlp.stderr)
     );
@@ -614,7 +614,7 @@ fn deploy_templates_render_configs_the_service_accepts() {
         assert_eq!(exports, label.contains("EnableXRay=True"), "{label}:\n{effective}");
         if exports {
             assert!(effective.contains("trace_id_format = \"xray\""), "{label}:\n{effective}");
-            assert!(text(&r.stderr).contains("traces exported to http://127.0.0.1:4318/v1/traces"), "{label}");
+            assert!(text(&r.stderr).contains("traces exported over OTLP/HTTP to http://127.0.0.1:4318/v1/traces"), "{label}");
             traced += 1;
         }
     }
