@@ -614,7 +614,10 @@ fn deploy_templates_render_configs_the_service_accepts() {
         assert_eq!(exports, label.contains("EnableXRay=True"), "{label}:\n{effective}");
         if exports {
             assert!(effective.contains("trace_id_format = \"xray\""), "{label}:\n{effective}");
-            assert!(text(&r.stderr).contains("traces exported over OTLP/HTTP to http://127.0.0.1:4318/v1/traces"), "{label}");
+            assert!(
+                text(&r.stderr).contains("traces exported over OTLP/HTTP to http://127.0.0.1:4318/v1/traces"),
+                "{label}"
+            );
             traced += 1;
         }
     }

@@ -230,8 +230,9 @@ impl HttpClient for HyperClient {
             502..=504 => Self::retry("unavailable"),
             200..=299 => {
                 use prost::Message;
-                let decoded =
-                    opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(resp.body().clone());
+                let decoded = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(
+                    resp.body().clone(),
+                );
                 let rejected = decoded.ok().and_then(|r| r.partial_success).map_or(0, |p| p.rejected_spans.max(0));
                 self.counts.rejected_last.store(rejected as u64, Ordering::SeqCst);
             }

@@ -130,7 +130,8 @@ impl Telemetry {
             init_logging(log_level, cfg.log_format);
             return Ok(Telemetry { export: None });
         };
-        let filter = EnvFilter::builder().parse(&cfg.trace_filter).map_err(|e| TelemetryError::Filter(e.to_string()))?;
+        let filter =
+            EnvFilter::builder().parse(&cfg.trace_filter).map_err(|e| TelemetryError::Filter(e.to_string()))?;
         let start = |e: &dyn std::fmt::Display| TelemetryError::Start(e.to_string());
         // Its own runtime: tonic and hyper need tokio, the SDK's batch
         // thread has none, and `run` starts its runtime later.
