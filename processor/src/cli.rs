@@ -388,7 +388,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 rules_for(&cfg, &RuleArgs { config: None, rules: Vec::new(), no_builtin: false, strict: false })?;
             print_warnings(&warnings);
             // Trace export also depends on OTEL_* variables: resolve them as `run` would.
-            let traces = crate::telemetry::ExportSettings::resolve(&cfg.telemetry, &|k| std::env::var(k).ok())?;
+            let traces = crate::telemetry::ExportPlan::resolve(&cfg.telemetry, &|k| std::env::var(k).ok())?;
             // Header values are credentials (a collector's token): not printed.
             let mut shown = cfg.clone();
             shown.telemetry.otlp_headers.values_mut().for_each(|v| *v = "<redacted>".to_string());
@@ -417,7 +417,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 set.rules().len(),
                 set.correlations().len(),
                 match &traces {
-                    Some(t) => format!("traces exported to {}", t.url),
+                    Some(t) => format!("traces exported over {}", t.target),
                     None => "traces not exported".to_string(),
                 }
             );
@@ -445,7 +445,7 @@ fn run_cmd(a: RunArgs, log_level: &str) -> anyhow::Result<i32> {
         cfg.validate()?;
     }
     // Before anything runs: a bad OTEL_* variable stops start-up too.
-    let telemetry = crate::telemetry::Telemetry::init(&cfg.telemetry, log_level, &|k| std::env::var(k).ok())?;
+    let telemetry = crate::telemetry::Telemetry::init(&cfg.telemetry, log_level)?;
     // Fail fast: a panic outside the per-record guards ends the process
     // (exit 70) instead of leaving a task dead behind a healthy endpoint.
     crate::panics::install_fatal_hook();
@@ -489,7 +489,8 @@ fn run_cmd(a: RunArgs, log_level: &str) -> anyhow::Result<i32> {
     };
     let result = rt.block_on(crate::service::run(cfg, Arc::new(set), opts, signal));
     let from = signalled.get().copied().unwrap_or_else(std::time::Instant::now);
-    if let Some(r) = telemetry.shutdown(from + shutdown_timeout) {
+    if telemetry.exports_traces() {
+        let r = telemetry.shutdown(from + shutdown_timeout);
         tracing::debug!(sent = r.sent, rejected = r.rejected, failed = r.failed, dropped = r.dropped, "spans exported");
     }
     let summary = result?;

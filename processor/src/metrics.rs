@@ -354,7 +354,7 @@ impl Metrics {
             otlp_spans_exported: counter_vec(
                 &r,
                 "trailwatch_otlp_spans_exported_total",
-                "Spans sent to the OTLP collector, by outcome (sent, rejected by the collector, failed).",
+                "Spans sent to the OTLP collector, by outcome (sent, rejected by the collector: OTLP/HTTP only, failed).",
                 &["outcome"],
             ),
             otlp_spans_dropped: counter_vec(
@@ -366,7 +366,7 @@ impl Metrics {
             otlp_export_retries: counter_vec(
                 &r,
                 "trailwatch_otlp_export_retries_total",
-                "Retried OTLP export requests, by reason (throttled, unavailable, network, timeout).",
+                "OTLP/HTTP export requests failed with a retryable error, by reason (throttled, unavailable, network, timeout).",
                 &["reason"],
             ),
             record_panics: counter_vec(

@@ -126,7 +126,8 @@ impl DetectorStage {
         let span = tracing::info_span!(
             "detector_batch",
             source = %b.source,
-            events = b.events.len(),
+            // i64: tracing-opentelemetry records unsigned fields as text.
+            events = b.events.len() as i64,
             findings = tracing::field::Empty,
             dead_letters = tracing::field::Empty
         );
@@ -205,8 +206,8 @@ impl DetectorStage {
             pending.acks.push(ack);
         }
         pending.batches += 1;
-        span.record("findings", out.findings.len());
-        span.record("dead_letters", out.dead_letters.len());
+        span.record("findings", out.findings.len() as i64);
+        span.record("dead_letters", out.dead_letters.len() as i64);
         let trace = crate::telemetry::context_of(&span);
         self.send(out, trace)
     }

@@ -135,7 +135,13 @@ impl SinkStage {
             let mut attempt = 1u32;
             loop {
                 // One span per attempt, in the trace of the batch the findings came from.
-                let span = tracing::info_span!("sink_send", sink = %name, findings = findings.len(), attempt);
+                // i64: tracing-opentelemetry records unsigned fields as text.
+                let span = tracing::info_span!(
+                    "sink_send",
+                    sink = %name,
+                    findings = findings.len() as i64,
+                    attempt = i64::from(attempt)
+                );
                 crate::telemetry::set_parent(&span, trace);
                 attempt += 1;
                 self.beat.busy();
@@ -165,8 +171,8 @@ impl SinkStage {
         // A trace of its own: it makes durable the work of many batches.
         let span = tracing::info_span!(
             "commit",
-            commit = self.committed.commit + 1,
-            positions = req.positions.len(),
+            commit = (self.committed.commit + 1) as i64,
+            positions = req.positions.len() as i64,
             last = req.last
         );
         let r = tracing::Instrument::instrument(self.commit_inner(req), span.clone()).await;
