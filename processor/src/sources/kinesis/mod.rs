@@ -19,6 +19,7 @@
 //! customer-managed key).
 
 mod config;
+pub mod leases;
 mod source;
 
 pub use config::{KinesisSourceConfig, StartPosition};
