@@ -201,6 +201,29 @@ async fn run_service(
 
     // State first: it says where every source resumes.
     let store = crate::state::build(&cfg.checkpoints, &cfg.service, &cfg.aws).await?;
+    // Leased Kinesis sources checkpoint into their lease table.
+    let mut leases = std::collections::BTreeMap::new();
+    for (name, sc) in &cfg.sources {
+        if let crate::sources::SourceConfig::Kinesis(k) = sc {
+            if k.coordination == crate::sources::kinesis::Coordination::Leases {
+                let c = crate::sources::kinesis::leases::LeaseCoordinator::for_source(name, k, &cfg.aws).await;
+                leases.insert(name.clone(), Arc::new(c));
+            }
+        }
+    }
+    if !leases.is_empty() && !set.correlations().is_empty() {
+        anyhow::bail!(
+            "coordination = \"leases\" cannot run correlation rules yet ({} loaded): their windows would not move \
+             with a shard to its new owner. Run without correlations (no built-in pack, rules without \
+             `correlation:`), or with coordination = \"single\"",
+            set.correlations().len()
+        );
+    }
+    let store: Option<Box<dyn crate::state::StateStore>> = if leases.is_empty() {
+        store
+    } else {
+        Some(Box::new(crate::state::leased::LeasedStore { inner: store, leases: leases.clone() }))
+    };
     let committed = match &store {
         Some(s) => {
             let c = s.load().await.with_context(|| format!("cannot load state from the {}", s.describe()))?;
@@ -366,6 +389,7 @@ async fn run_service(
             checkpoints: committed.positions_of(name),
             health: Arc::clone(&health),
             decode: opts.decode.clone(),
+            leases: leases.get(name).cloned(),
         };
         let name = name.clone();
         sources.spawn(async move { (name, src.run(ctx).await) });
@@ -480,6 +504,16 @@ async fn run_service(
             );
         }
     };
+    // The final commit is written: hand the leases over at once instead of
+    // after the failover time.
+    if sinks.is_ok() {
+        for (name, c) in &leases {
+            match c.release_all().await {
+                Ok(()) => tracing::info!(source = %name, "shard leases released"),
+                Err(e) => tracing::warn!(source = %name, "shard leases not released (they expire instead): {e}"),
+            }
+        }
+    }
     stop_http.cancel();
     m.up.set(0);
     let sinks = sinks.context("the sink stage failed")?;

@@ -8,6 +8,7 @@
 
 pub mod dynamodb;
 pub mod file;
+pub mod leased;
 
 use std::collections::BTreeMap;
 

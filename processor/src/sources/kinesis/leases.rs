@@ -74,8 +74,9 @@ pub struct Plan {
 /// What a [`LeaseCoordinator::round`] changed.
 #[derive(Debug, Default)]
 pub struct RoundOutcome {
-    /// Leases now held that were not before (taken or stolen), with their state.
-    pub acquired: Vec<Lease>,
+    /// Leases now held that were not before (taken or stolen), with their
+    /// state and tenure (see [`LeaseCoordinator::generation`]).
+    pub acquired: Vec<(Lease, u64)>,
     /// Leases held before that another worker has now.
     pub lost: Vec<String>,
     /// The share this worker aims at; `held >= target` or nothing to take.
@@ -158,6 +159,9 @@ pub struct LeaseCoordinator {
     /// leases (renew, checkpoint, release) take this lock, so they are serial
     /// and each one knows the counter the previous one left.
     held: tokio::sync::Mutex<BTreeMap<String, u64>>,
+    /// How many times each lease was acquired by this worker: a reader's
+    /// positions carry it, so a checkpoint of an earlier tenure is told apart.
+    acquisitions: Mutex<HashMap<String, u64>>,
 }
 
 fn aws_error<E>(
@@ -190,7 +194,31 @@ impl LeaseCoordinator {
             failover,
             seen: Mutex::new(HashMap::new()),
             held: tokio::sync::Mutex::new(BTreeMap::new()),
+            acquisitions: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// For `[sources.<name>]` with `coordination = "leases"`: the table is
+    /// reached through `[aws]`; the worker id is random per process.
+    pub async fn for_source(name: &str, cfg: &super::KinesisSourceConfig, aws_cfg: &aws::AwsConfig) -> Self {
+        let sdk = aws::sdk_config(aws_cfg).await;
+        let worker = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
+        LeaseCoordinator::new(
+            Client::new(&sdk),
+            cfg.lease_table.as_deref().unwrap_or_default(),
+            &worker,
+            name,
+            cfg.failover_time,
+        )
+    }
+
+    /// The current tenure of a held lease (None when not held).
+    pub async fn generation(&self, shard: &str) -> Option<u64> {
+        let held = self.held.lock().await;
+        if !held.contains_key(shard) {
+            return None;
+        }
+        self.acquisitions.lock().expect("acquisitions lock").get(shard).copied()
     }
 
     pub fn worker(&self) -> &str {
@@ -422,7 +450,13 @@ impl LeaseCoordinator {
             let Some(l) = by_key.get(key.as_str()) else { continue };
             if let Some(now_held) = self.take(l, kind).await? {
                 held.insert(now_held.key.clone(), now_held.counter);
-                acquired.push(now_held);
+                let gen = {
+                    let mut a = self.acquisitions.lock().expect("acquisitions lock");
+                    let g = a.entry(now_held.key.clone()).or_insert(0);
+                    *g += 1;
+                    *g
+                };
+                acquired.push((now_held, gen));
             }
         }
         self.update_gauge(held.len());

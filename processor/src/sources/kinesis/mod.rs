@@ -22,5 +22,5 @@ mod config;
 pub mod leases;
 mod source;
 
-pub use config::{KinesisSourceConfig, StartPosition};
+pub use config::{Coordination, KinesisSourceConfig, StartPosition};
 pub use source::KinesisSource;
