@@ -278,3 +278,112 @@ async fn three_instances_share_a_stream_and_one_is_killed() {
         }
     }
 }
+
+/// Counts of leases per live owner, sorted (free leases left out).
+async fn shares(ddb: &aws_sdk_dynamodb::Client) -> Vec<usize> {
+    let mut v: Vec<usize> = owners(ddb).await.into_iter().filter(|(k, _)| k != "<free>").map(|(_, n)| n).collect();
+    v.sort();
+    v
+}
+
+async fn wait_shares(ddb: &aws_sdk_dynamodb::Client, want: &[usize], within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = shares(ddb).await;
+        if got == want {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "shares {got:?} after {within:?}, expected {want:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_one_to_three_to_one_under_load() {
+    let moto = Server::moto().unwrap();
+    let kinesalite = Server::kinesalite().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, RULES).unwrap();
+    let ddb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    ddb.create_table()
+        .table_name(TABLE)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("leaseKey")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(KeySchemaElement::builder().attribute_name("leaseKey").key_type(KeyType::Hash).build().unwrap())
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    let kin = aws_sdk_kinesis::Client::new(&kinesalite.sdk_config().await);
+    kin.create_stream().stream_name(STREAM).shard_count(SHARDS).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cfgs: Vec<PathBuf> = (0..3).map(|n| config(dir.path(), n, &moto, &kinesalite, &rules)).collect();
+    let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
+
+    // Load: 50 events every 250 ms while the instances come and go.
+    let feeding = {
+        let kin = kin.clone();
+        tokio::spawn(async move {
+            let mut next = 0u32;
+            loop {
+                put(&kin, next..next + 50).await;
+                next += 50;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if next >= 2000 {
+                    return next;
+                }
+            }
+        })
+    };
+    let mut a = start(&cfgs[0], 0);
+    wait_shares(&ddb, &[8], Duration::from_secs(30)).await;
+    let (mut b, mut c) = (start(&cfgs[1], 1), start(&cfgs[2], 2));
+    let t = wait_shares(&ddb, &[2, 3, 3], Duration::from_secs(60)).await;
+    println!("1 -> 3 balanced {t:?} after the two started");
+    for p in [&mut a, &mut b, &mut c] {
+        p.assert_running();
+    }
+    // Graceful scale-in: the leases are handed over, not left to expire.
+    let stopping = Instant::now();
+    for p in [&mut b, &mut c] {
+        let status = p.terminate(Duration::from_secs(25)).expect("exits within the grace time");
+        assert!(status.success(), "exit status {status}");
+    }
+    let t = wait_shares(&ddb, &[8], Duration::from_secs(30)).await;
+    println!(
+        "3 -> 1: all leases on the survivor {:?} after the SIGTERMs ({t:?} after both exited)",
+        stopping.elapsed()
+    );
+    let n = feeding.await.unwrap() as usize;
+    let t = wait_findings(&dirs, n, Duration::from_secs(60), &mut [&mut a]).await;
+    println!("all {n} events found {t:?} after the load stopped");
+    let status = a.terminate(Duration::from_secs(25)).expect("exits");
+    assert!(status.success());
+    let got = union(&dirs);
+    let want: BTreeSet<String> = {
+        let events = dir.path().join("events.ndjson");
+        std::fs::write(&events, (0..n as u32).map(event).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+        let out = dir.path().join("expected.ndjson");
+        let o = std::process::Command::new(trailwatch_tests::trailwatch_bin())
+            .arg("replay")
+            .arg("--config")
+            .arg(&cfgs[0])
+            .args(["--no-progress", "--now", "2026-11-02T00:00:00Z", "--output"])
+            .arg(&out)
+            .arg(&events)
+            .env("TRAILWATCH_LOG", "warn")
+            .output()
+            .expect("trailwatch replay runs");
+        assert!(o.status.success(), "replay failed: {}", String::from_utf8_lossy(&o.stderr));
+        jsonl_findings(&out).distinct()
+    };
+    assert_eq!(got, want, "scaling lost or invented findings");
+    let total: usize = dirs.iter().map(|d| jsonl_findings(&d.join("findings.ndjson")).ids.len()).sum();
+    println!("{n} events, findings written {total} (distinct {})", got.len());
+}
