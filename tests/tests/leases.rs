@@ -153,16 +153,16 @@ async fn three_workers_share_eight_shards_and_fail_over() {
     assert!(matches!(e, Err(LeaseError::Lost(_))), "{e:?}");
     let after = observer.list().await.unwrap().into_iter().find(|l| l.key == *shard).unwrap();
     assert_eq!(before.checkpoint, after.checkpoint);
-    // The new owner's checkpoint goes through, with its snapshot key.
+    // The new owner's checkpoint goes through, with its window snapshot.
     let owner = if a.coord.held().await.contains(shard) { &a } else { &b };
     owner
         .coord
-        .checkpoint(shard, "49000000000000000000000000000000000000000000000000000001", Some("snap/k"))
+        .checkpoint(shard, "49000000000000000000000000000000000000000000000000000001", Some(&b"snap"[..]))
         .await
         .unwrap();
     let l = observer.list().await.unwrap().into_iter().find(|l| l.key == *shard).unwrap();
     assert_eq!(l.checkpoint.as_deref(), Some("49000000000000000000000000000000000000000000000000000001"));
-    assert_eq!(l.window_snapshot.as_deref(), Some("snap/k"));
+    assert_eq!(l.window_snapshot.as_deref(), Some(&b"snap"[..]));
     assert_eq!(l.owner_switches, 0, "a checkpoint resets ownerSwitchesSinceCheckpoint");
 
     // Graceful release: b's leases go to a at its next round, well before the failover time.

@@ -31,11 +31,52 @@ detection:
 
 fn event(i: u32) -> String {
     format!(
-        r#"{{"eventVersion":"1.08","eventTime":"2026-11-01T10:{m:02}:{s:02}Z","eventSource":"iam.amazonaws.com","eventName":"TwMarker","awsRegion":"us-east-1","eventID":"00000000-0000-4000-8000-{i:012}","recipientAccountId":"111122223333","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/u{u}","accountId":"111122223333"}}}}"#,
-        m = i / 60 % 60,
-        s = i % 60,
+        r#"{{"eventVersion":"1.08","eventTime":"2026-11-01T{h:02}:{m:02}:{s:02}Z","eventSource":"iam.amazonaws.com","eventName":"TwMarker","awsRegion":"us-east-1","errorCode":"AccessDenied","eventID":"00000000-0000-4000-8000-{i:012}","recipientAccountId":"111122223333","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/u{u}","accountId":"111122223333"}}}}"#,
+        h = 10 + i / 36000,
+        m = i / 600 % 60,
+        s = i / 10 % 60,
         u = i % 97,
     )
+}
+
+/// A correlation grouped by the partition key (the principal) over the same
+/// events: its windows must move with their shard.
+const CORRELATION: &str = r#"
+title: denied (base)
+id: 6f1d1b0e-0000-4000-8000-0000000000c2
+name: denied
+level: informational
+logsource: {product: aws, service: cloudtrail}
+detection:
+    sel: {errorCode: AccessDenied}
+    condition: sel
+---
+title: Repeated AccessDenied by one principal
+id: 6f1d1b0e-0000-4000-8000-0000000000c3
+level: high
+correlation:
+    type: event_count
+    rules: [denied]
+    group-by: [userIdentity.arn]
+    timespan: 2m
+    condition: {gte: 5}
+"#;
+
+/// Correlation finding Id → its highest count (updates grow it).
+fn correlation_counts(files: &[PathBuf]) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for f in files {
+        for line in std::fs::read_to_string(f).unwrap_or_default().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let id = v["Id"].as_str().unwrap().to_string();
+            if let Some(n) = v["ProductFields"]["trailwatch/Count"].as_str() {
+                let n: u64 = n.parse().unwrap();
+                let e = out.entry(id).or_insert(0);
+                *e = (*e).max(n);
+            }
+        }
+    }
+    out
 }
 
 fn config(dir: &Path, n: usize, moto: &Server, kinesalite: &Server, rules: &Path) -> PathBuf {
@@ -386,4 +427,85 @@ async fn scale_one_to_three_to_one_under_load() {
     assert_eq!(got, want, "scaling lost or invented findings");
     let total: usize = dirs.iter().map(|d| jsonl_findings(&d.join("findings.ndjson")).ids.len()).sum();
     println!("{n} events, findings written {total} (distinct {})", got.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn correlation_windows_move_with_their_shard() {
+    let moto = Server::moto().unwrap();
+    let kinesalite = Server::kinesalite().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, format!("{RULES}---{CORRELATION}")).unwrap();
+    let ddb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    ddb.create_table()
+        .table_name(TABLE)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("leaseKey")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(KeySchemaElement::builder().attribute_name("leaseKey").key_type(KeyType::Hash).build().unwrap())
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    let kin = aws_sdk_kinesis::Client::new(&kinesalite.sdk_config().await);
+    kin.create_stream().stream_name(STREAM).shard_count(SHARDS).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cfgs: Vec<PathBuf> = (0..3).map(|n| config(dir.path(), n, &moto, &kinesalite, &rules)).collect();
+    let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
+    let (mut a, mut b, mut c) = (start(&cfgs[0], 0), start(&cfgs[1], 1), start(&cfgs[2], 2));
+    wait_shares(&ddb, &[2, 3, 3], Duration::from_secs(60)).await;
+
+    // 97 principals, an event every 0.1 s: each principal's 2-minute windows
+    // fill and fire before and after the kill, on every shard.
+    let marker = |f: &BTreeSet<String>| f.iter().filter(|id| id.contains("0000000000c1")).count();
+    put(&kin, 0..600).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while marker(&union(&dirs)) < 600 {
+        assert!(Instant::now() < deadline, "events not read");
+        for p in [&mut a, &mut b, &mut c] {
+            p.assert_running();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    b.kill9();
+    put(&kin, 600..1200).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while marker(&union(&dirs)) < 1200 {
+        assert!(Instant::now() < deadline, "events not read after the kill: {}", marker(&union(&dirs)));
+        for p in [&mut a, &mut c] {
+            p.assert_running();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for p in [&mut a, &mut c] {
+        let status = p.terminate(Duration::from_secs(25)).expect("exits within the grace time");
+        assert!(status.success(), "exit status {status}");
+    }
+    let events = dir.path().join("events.ndjson");
+    std::fs::write(&events, (0..1200).map(event).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+    let out = dir.path().join("expected.ndjson");
+    let o = std::process::Command::new(trailwatch_tests::trailwatch_bin())
+        .arg("replay")
+        .arg("--config")
+        .arg(&cfgs[0])
+        .args(["--no-progress", "--now", "2026-11-02T00:00:00Z", "--output"])
+        .arg(&out)
+        .arg(&events)
+        .env("TRAILWATCH_LOG", "warn")
+        .output()
+        .expect("trailwatch replay runs");
+    assert!(o.status.success(), "replay failed: {}", String::from_utf8_lossy(&o.stderr));
+    let files: Vec<PathBuf> = dirs.iter().map(|d| d.join("findings.ndjson")).collect();
+    let want = correlation_counts(&[out.clone()]);
+    let got = correlation_counts(&files);
+    println!("correlation findings: {} (replay {}), counts {:?}", got.len(), want.len(), got.values().sum::<u64>());
+    assert!(!want.is_empty(), "the scenario fires the correlation");
+    assert_eq!(got, want, "correlation findings or counts differ from a single replay");
+    assert_eq!(union(&dirs), jsonl_findings(&out).distinct());
 }

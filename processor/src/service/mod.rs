@@ -69,6 +69,9 @@ pub(crate) struct CommitRequest {
     pub acks: Vec<oneshot::Sender<AckStatus>>,
     /// The window snapshot; None when the windows did not change.
     pub windows: Option<Vec<u8>>,
+    /// Leased shards' window snapshots, by position key (those whose windows
+    /// changed).
+    pub shard_windows: BTreeMap<String, Vec<u8>>,
     pub last: bool,
 }
 
@@ -211,12 +214,29 @@ async fn run_service(
             }
         }
     }
-    if !leases.is_empty() && !set.correlations().is_empty() {
+    // Each leased shard keeps its own windows: a correlation must group by
+    // the stream's partition key, or its windows would split across shards.
+    let keys: std::collections::BTreeSet<&str> = cfg
+        .sources
+        .iter()
+        .filter(|(n, _)| leases.contains_key(*n))
+        .filter_map(|(_, s)| match s {
+            crate::sources::SourceConfig::Kinesis(k) => Some(k.partition_key.as_str()),
+            _ => None,
+        })
+        .collect();
+    let split: Vec<String> = set
+        .correlations()
+        .iter()
+        .filter(|c| !keys.iter().all(|k| c.group_by.iter().any(|g| g == k)))
+        .map(|c| format!("{} ({}; group-by {})", c.meta.title, c.meta.id, c.group_by.join(", ")))
+        .collect();
+    if !split.is_empty() {
         anyhow::bail!(
-            "coordination = \"leases\" cannot run correlation rules yet ({} loaded): their windows would not move \
-             with a shard to its new owner. Run without correlations (no built-in pack, rules without \
-             `correlation:`), or with coordination = \"single\"",
-            set.correlations().len()
+            "coordination = \"leases\" keeps each shard's windows on the instance that holds it, so every \
+             correlation must group by the partition key ({}); these do not (a re-keying stage is not built yet): {}",
+            keys.into_iter().collect::<Vec<_>>().join(", "),
+            split.join("; ")
         );
     }
     let store: Option<Box<dyn crate::state::StateStore>> = if leases.is_empty() {
@@ -296,6 +316,8 @@ async fn run_service(
         flush_at_end: all_finite,
         snapshots,
         beat: health.stage("detector"),
+        leased: leases.keys().cloned().collect(),
+        shards: Default::default(),
         derive: match &opts.org {
             Some(OrgUpdates { recompile, mode: OrgMode::Derived { known, org_id } }) => Some(detector::Derive {
                 known: known.clone(),

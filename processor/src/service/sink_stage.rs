@@ -200,6 +200,7 @@ impl SinkStage {
         if let Some(w) = req.windows {
             next.windows = Some(w);
         }
+        next.shard_windows = req.shard_windows;
         if let Some(store) = &self.store {
             let mut backoff = BACKOFF_START;
             loop {

@@ -27,8 +27,7 @@ pub enum Coordination {
     Single,
     /// Shard leases in DynamoDB (`lease_table`): instances share the shards
     /// and take over a dead one's after `failover_time`. Checkpoints live in
-    /// the lease items. Rule sets with correlations are refused for now:
-    /// window state does not yet move with a shard.
+    /// the lease items, with each shard's window state.
     Leases,
 }
 
@@ -68,6 +67,10 @@ pub struct KinesisSourceConfig {
     /// before another instance takes it over (renewals every third of it).
     #[serde(with = "duration_text")]
     pub failover_time: Duration,
+    /// With leases: the event field the stream's partition key is made of.
+    /// Each shard keeps its own windows, so every correlation must group by
+    /// it (a window is never split across instances); others are refused.
+    pub partition_key: String,
 }
 
 impl Default for KinesisSourceConfig {
@@ -86,6 +89,7 @@ impl Default for KinesisSourceConfig {
             coordination: Coordination::Single,
             lease_table: None,
             failover_time: Duration::from_secs(30),
+            partition_key: "userIdentity.arn".to_string(),
         }
     }
 }
@@ -108,6 +112,9 @@ impl KinesisSourceConfig {
         if self.coordination == Coordination::Leases {
             if self.lease_table.as_deref().is_none_or(|t| t.trim().is_empty()) {
                 problems.push(format!("{at}: coordination = \"leases\" needs lease_table"));
+            }
+            if self.partition_key.trim().is_empty() {
+                problems.push(format!("{at}.partition_key must name an event field"));
             }
             if !(Duration::from_secs(3)..=Duration::from_secs(600)).contains(&self.failover_time) {
                 problems.push(format!("{at}.failover_time must be between 3s and 10m"));

@@ -51,7 +51,8 @@ pub struct Lease {
     pub checkpoint: Option<String>,
     pub owner_switches: u64,
     pub parents: Vec<String>,
-    pub window_snapshot: Option<String>,
+    /// The shard's window state at `checkpoint` (gzip JSON, `state/leased.rs`).
+    pub window_snapshot: Option<Vec<u8>>,
 }
 
 impl Lease {
@@ -324,7 +325,7 @@ impl LeaseCoordinator {
             checkpoint: s("checkpoint"),
             owner_switches: n("ownerSwitchesSinceCheckpoint").unwrap_or(0),
             parents,
-            window_snapshot: s("windowSnapshot"),
+            window_snapshot: item.get("windowSnapshot").and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec()),
         })
     }
 
@@ -463,10 +464,10 @@ impl LeaseCoordinator {
         Ok(RoundOutcome { acquired, lost, target: p.target, held: held.len() })
     }
 
-    /// Moves a held lease's checkpoint (and the key of its window snapshot),
+    /// Moves a held lease's checkpoint (and its window snapshot, in the item),
     /// fenced: fails with [`LeaseError::Lost`] if the lease is no longer
     /// this worker's.
-    pub async fn checkpoint(&self, shard: &str, position: &str, snapshot: Option<&str>) -> Result<(), LeaseError> {
+    pub async fn checkpoint(&self, shard: &str, position: &str, snapshot: Option<&[u8]>) -> Result<(), LeaseError> {
         let mut held = self.held.lock().await;
         let Some(counter) = held.get(shard).copied() else { return Err(LeaseError::Lost(shard.to_string())) };
         let mut req = self
@@ -486,7 +487,7 @@ impl LeaseCoordinator {
                     "SET leaseCounter = :next, checkpoint = :cp, checkpointSubSequenceNumber = :zero, \
                      ownerSwitchesSinceCheckpoint = :zero, windowSnapshot = :ws",
                 )
-                .expression_attribute_values(":ws", AttributeValue::S(k.to_string())),
+                .expression_attribute_values(":ws", AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(k))),
             None => req.update_expression(
                 "SET leaseCounter = :next, checkpoint = :cp, checkpointSubSequenceNumber = :zero, \
                  ownerSwitchesSinceCheckpoint = :zero",

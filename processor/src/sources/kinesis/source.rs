@@ -14,7 +14,7 @@ use super::leases::LeaseCoordinator;
 
 use super::{KinesisSourceConfig, StartPosition};
 use crate::aws::{self, AwsConfig};
-use crate::service::batch::{Checkpoint, EventBatch, Partitions, SourceBatch};
+use crate::service::batch::{Adopt, Checkpoint, EventBatch, Partitions, SourceBatch};
 use crate::sources::{batch_span, finish_batch, Source, SourceContext, SourceError};
 
 /// The position recorded for a shard read to its end (closed by a reshard).
@@ -267,13 +267,16 @@ impl KinesisSource {
                     Ok(out) => {
                         failures = 0;
                         ctx.health.set_source(&ctx.name, true);
-                        let mut close = Vec::new();
+                        // A lost shard's window state goes (the new owner has it from
+                        // the checkpoint); an acquired one's is restored from its lease.
+                        let mut drop = Vec::new();
                         for shard in &out.lost {
                             if let Some(stop) = running.remove(shard) {
                                 stop.cancel();
-                                close.push(shard_partition(&ctx.name, shard));
                             }
+                            drop.push(shard_partition(&ctx.name, shard));
                         }
+                        let mut adopt = Vec::new();
                         let mut starts = Vec::new();
                         for (lease, gen) in out.acquired {
                             if lease.is_finished() {
@@ -287,17 +290,21 @@ impl KinesisSource {
                                 .clone()
                                 .filter(|c| !matches!(c.as_str(), "TRIM_HORIZON" | "LATEST" | "AT_TIMESTAMP"));
                             let start = Start { after, has_parent: !lease.parents.is_empty(), gen: Some(gen) };
+                            adopt.push(Adopt {
+                                key: shard_partition(&ctx.name, &lease.key),
+                                gen,
+                                snapshot: lease.window_snapshot.map(Arc::new),
+                            });
                             starts.push((lease.key, start));
                         }
-                        if !close.is_empty() || !starts.is_empty() {
-                            let open = starts.iter().map(|(id, _)| shard_partition(&ctx.name, id)).collect();
+                        if !drop.is_empty() || !adopt.is_empty() {
                             let batch = SourceBatch {
                                 source: Arc::clone(&ctx.name),
                                 events: EventBatch::new(Some(now_ms())),
                                 checkpoint: None,
                                 ack: None,
                                 trace: None,
-                                partitions: Partitions { open, close, ..Partitions::default() },
+                                partitions: Partitions { adopt, drop, ..Partitions::default() },
                             };
                             if !ctx.out.send(batch).await {
                                 break;
