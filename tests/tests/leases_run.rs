@@ -19,6 +19,10 @@ const STREAM: &str = "org-events";
 const TABLE: &str = "trailwatch-leases";
 const SHARDS: i32 = 8;
 
+/// One scenario at a time: each runs three `trailwatch run` processes and two
+/// emulators, and the takeover timings should not measure CPU contention.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const RULES: &str = r#"
 title: Test marker call
 id: 6f1d1b0e-0000-4000-8000-0000000000c1
@@ -203,6 +207,7 @@ async fn wait_findings(dirs: &[PathBuf], want: usize, within: Duration, procs: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_a_stream_and_one_is_killed() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let moto = Server::moto().unwrap();
     let kinesalite = Server::kinesalite().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -341,6 +346,7 @@ async fn wait_shares(ddb: &aws_sdk_dynamodb::Client, want: &[usize], within: Dur
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_one_to_three_to_one_under_load() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let moto = Server::moto().unwrap();
     let kinesalite = Server::kinesalite().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -431,6 +437,7 @@ async fn scale_one_to_three_to_one_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn correlation_windows_move_with_their_shard() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let moto = Server::moto().unwrap();
     let kinesalite = Server::kinesalite().unwrap();
     let dir = tempfile::tempdir().unwrap();
