@@ -509,7 +509,7 @@ async fn correlation_windows_move_with_their_shard() {
         .expect("trailwatch replay runs");
     assert!(o.status.success(), "replay failed: {}", String::from_utf8_lossy(&o.stderr));
     let files: Vec<PathBuf> = dirs.iter().map(|d| d.join("findings.ndjson")).collect();
-    let want = correlation_counts(&[out.clone()]);
+    let want = correlation_counts(std::slice::from_ref(&out));
     let got = correlation_counts(&files);
     println!("correlation findings: {} (replay {}), counts {:?}", got.len(), want.len(), got.values().sum::<u64>());
     assert!(!want.is_empty(), "the scenario fires the correlation");
