@@ -146,6 +146,25 @@ pub fn plan(leases: &[Lease], me: &str, expired: &dyn Fn(&Lease) -> bool) -> Pla
     plan
 }
 
+/// A child shard not read yet starts with its parent's windows at its
+/// `SHARD_END` (a principal's key moves to the child in a split, and its
+/// windows go on there). A merge child has two parents and one detector
+/// state: it takes the first parent's (the other's windows start empty,
+/// logged) — merging two window states is not built.
+fn inherit(child: &mut Lease, by_key: &HashMap<&str, &Lease>) {
+    let unread = child.checkpoint.as_deref().is_none_or(|c| matches!(c, "TRIM_HORIZON" | "LATEST" | "AT_TIMESTAMP"));
+    if child.window_snapshot.is_some() || !unread {
+        return;
+    }
+    let parents: Vec<&Lease> = child.parents.iter().filter_map(|p| by_key.get(p.as_str()).copied()).collect();
+    if let Some(first) = parents.iter().find(|p| p.window_snapshot.is_some()) {
+        child.window_snapshot = first.window_snapshot.clone();
+        if parents.len() > 1 {
+            tracing::warn!(shard = %child.key, from = %first.key, "merged shard: windows taken from one parent only");
+        }
+    }
+}
+
 /// One worker's view of the lease table.
 pub struct LeaseCoordinator {
     ddb: Client,
@@ -457,6 +476,8 @@ impl LeaseCoordinator {
                     *g += 1;
                     *g
                 };
+                let mut now_held = now_held;
+                inherit(&mut now_held, &by_key);
                 acquired.push((now_held, gen));
             }
         }
@@ -496,6 +517,12 @@ impl LeaseCoordinator {
         match req.send().await {
             Ok(_) => {
                 held.insert(shard.to_string(), counter + 1);
+                drop(held);
+                // Read to its end: nothing more to renew (a finished lease is
+                // never taken again; its children become workable).
+                if position == SHARD_END {
+                    self.release(shard).await?;
+                }
                 Ok(())
             }
             Err(e) if is_condition_failed(&e) => {
