@@ -453,6 +453,16 @@ impl Config {
             check_name("sources", name, &mut problems);
             src.validate(name, &mut problems);
         }
+        let leased = self.sources.values().any(|s| {
+            matches!(s, crate::sources::SourceConfig::Kinesis(k) if k.coordination == crate::sources::kinesis::Coordination::Leases)
+        });
+        if leased && self.checkpoints.store == StoreKind::Dynamodb {
+            problems.push(
+                "checkpoints.store = \"dynamodb\" lets one instance own every checkpoint; with coordination = \"leases\" \
+                 the shard checkpoints live in the lease table: use store = \"file\" or \"none\""
+                    .to_string(),
+            );
+        }
         for (name, sink) in &self.sinks {
             check_name("sinks", name, &mut problems);
             sink.validate(name, &mut problems);

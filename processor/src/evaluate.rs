@@ -216,6 +216,18 @@ impl Evaluator {
         &mut self.det
     }
 
+    /// A detector with empty windows for the current rules (the window
+    /// state of one leased shard).
+    pub fn new_detector(&self) -> Detector {
+        Detector::new(Arc::clone(&self.set), self.det_cfg.clone())
+    }
+
+    /// Exchanges the window state: a leased shard's batch is evaluated with
+    /// its own detector swapped in (matching, findings and counters stay).
+    pub fn swap_detector(&mut self, other: &mut Detector) {
+        std::mem::swap(&mut self.det, other);
+    }
+
     pub fn stats(&self) -> EvalStats {
         let mut s = self.stats.clone();
         s.detector = self.det.stats();

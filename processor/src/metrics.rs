@@ -35,6 +35,14 @@ pub struct Metrics {
     pub decode_errors: IntCounterVec,
     pub source_skipped: IntCounterVec,
     pub kinesis_behind_latest: GaugeVec,
+    /// Shard leases this instance holds (`coordination = "leases"`).
+    pub kinesis_leases_held: IntGaugeVec,
+    /// 1 for each shard whose lease this instance holds: summed over the
+    /// instances, every open shard should be 1.
+    pub kinesis_lease_owned: IntGaugeVec,
+    /// Lease transitions: taken (free or expired), stolen (for balance),
+    /// lost (taken by another instance), released (graceful shutdown).
+    pub kinesis_lease_transitions: IntCounterVec,
     pub sqs_oldest_message_age: GaugeVec,
     pub sqs_messages_poison: IntCounterVec,
     // Rules.
@@ -185,6 +193,24 @@ impl Metrics {
                 "trailwatch_kinesis_behind_latest_seconds",
                 "Kinesis MillisBehindLatest of the last GetRecords, in seconds.",
                 &["source", "shard"],
+            ),
+            kinesis_leases_held: int_gauge_vec(
+                &r,
+                "trailwatch_kinesis_leases_held",
+                "Shard leases held by this instance.",
+                &["source"],
+            ),
+            kinesis_lease_owned: int_gauge_vec(
+                &r,
+                "trailwatch_kinesis_lease_owned",
+                "1 while this instance holds the shard's lease.",
+                &["source", "shard"],
+            ),
+            kinesis_lease_transitions: counter_vec(
+                &r,
+                "trailwatch_kinesis_lease_transitions_total",
+                "Shard lease changes of this instance, by kind (taken, stolen, lost, released).",
+                &["source", "kind"],
             ),
             sqs_oldest_message_age: gauge_vec(
                 &r,

@@ -383,6 +383,11 @@ pub struct Trailwatch {
 }
 
 impl Trailwatch {
+    /// Takes over a started process (killed on drop).
+    pub fn new(child: Child, log: PathBuf) -> Trailwatch {
+        Trailwatch { child: Some(child), log }
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill(); // SIGKILL

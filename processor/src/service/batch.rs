@@ -290,6 +290,11 @@ pub struct Partitions {
     pub open: Vec<Arc<str>>,
     /// Ended after the events (a shard read to SHARD_END).
     pub close: Vec<Arc<str>>,
+    /// Leased shards whose window state starts here, before the events: a
+    /// detector of their own, restored from the lease's snapshot.
+    pub adopt: Vec<Adopt>,
+    /// Leased shards whose lease was lost: their window state goes.
+    pub drop: Vec<Arc<str>>,
     /// The watermark does not advance for this long (processing time) from
     /// when the batch is evaluated: queue messages may come back.
     pub hold_for: Option<std::time::Duration>,
@@ -336,4 +341,15 @@ mod tests {
         assert!(last.0.contains("\"D\"") && last.1 == "k:3");
         assert_eq!(b.ingest_ms, Some(3));
     }
+}
+
+/// A leased shard's window state, as its new owner takes it over.
+#[derive(Debug, Clone)]
+pub struct Adopt {
+    /// `<source>/<shard>`: the partition and position key.
+    pub key: Arc<str>,
+    /// The lease's tenure (positions carry it: `<gen>:<sequence>`).
+    pub gen: u64,
+    /// The detector snapshot stored with the lease's checkpoint (gzip JSON).
+    pub snapshot: Option<Arc<Vec<u8>>>,
 }

@@ -220,6 +220,7 @@ impl SinkStage {
         if let Some(w) = req.windows {
             next.windows = Some(w);
         }
+        next.shard_windows = req.shard_windows;
         if let Some(store) = &self.store {
             let mut failures = 0u32;
             loop {

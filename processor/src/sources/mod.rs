@@ -89,6 +89,8 @@ pub struct SourceContext {
     pub checkpoints: BTreeMap<String, String>,
     pub health: Arc<Health>,
     pub decode: DecodeOptions,
+    /// A Kinesis source's lease coordinator (`coordination = "leases"`).
+    pub leases: Option<Arc<crate::sources::kinesis::leases::LeaseCoordinator>>,
 }
 
 /// Sends batches to the detector stage.
