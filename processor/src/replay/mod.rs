@@ -61,6 +61,9 @@ pub enum ReplayFormat {
     /// One ASFF finding per line, as Security Hub would get it.
     #[default]
     Asff,
+    /// The same findings as OCSF Detection Findings (class 2004), as the
+    /// `ocsf-jsonl` sink writes them.
+    Ocsf,
     /// One short JSON line per match (rule id, title, level, event id and
     /// time; correlations with count, window, group and sample event ids),
     /// no finding built: for backtesting rules over archives.
@@ -204,6 +207,7 @@ impl Default for ArchiveOptions {
 /// Where emitted findings, matches and dead letters go.
 struct Sink<'o> {
     out: &'o mut dyn Write,
+    format: ReplayFormat,
     dead_letter: Option<BufWriter<File>>,
     /// Write errors stop the replay after the current input.
     io_error: Option<io::Error>,
@@ -212,6 +216,10 @@ struct Sink<'o> {
 impl Sink<'_> {
     fn emit(&mut self, e: Emitted) {
         let res = match e {
+            Emitted::Finding(f) if self.format == ReplayFormat::Ocsf => {
+                let line = crate::sinks::jsonl::ocsf::to_json_line(&f);
+                self.out.write_all(line.as_bytes()).and_then(|_| self.out.write_all(b"\n"))
+            }
             Emitted::Finding(f) => self.out.write_all(f.json.as_bytes()).and_then(|_| self.out.write_all(b"\n")),
             Emitted::Match(line) => self.out.write_all(line.as_bytes()).and_then(|_| self.out.write_all(b"\n")),
             Emitted::DeadLetter(d) => match self.dead_letter.as_mut() {
@@ -343,7 +351,7 @@ pub fn replay(set: Arc<RuleSet>, opts: &ReplayOptions, out: &mut dyn Write) -> a
         )),
         None => None,
     };
-    let mut sink = Sink { out, dead_letter, io_error: None };
+    let mut sink = Sink { out, format: opts.format, dead_letter, io_error: None };
     let mut eval = Evaluator::new(Arc::clone(&set), opts.detector.clone(), opts.findings.clone())
         .matches_only(opts.format == ReplayFormat::Matches);
     let mut clock = Clock::default();
