@@ -58,9 +58,8 @@ fn check(format: &str) {
         eprintln!("rewrote {}", golden.display());
         return;
     }
-    let expected = std::fs::read_to_string(&golden).unwrap_or_else(|e| {
-        panic!("cannot read {}: {e}; create it with {UPDATE_ENV}=1", golden.display())
-    });
+    let expected = std::fs::read_to_string(&golden)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}; create it with {UPDATE_ENV}=1", golden.display()));
     if expected != actual {
         // The first differing line, so the failure says where without a diff tool.
         let (n, (e, a)) = expected
