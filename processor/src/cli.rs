@@ -674,7 +674,7 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
     }
     let mut code = 0;
     if let Some(e) = &expectations {
-        let outcomes = e.check(&set, &stats.matches);
+        let outcomes = e.check(&set, &stats.eval.matches);
         for o in &outcomes {
             eprintln!("{}", o.line());
         }
