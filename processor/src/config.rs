@@ -43,6 +43,10 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Limits on hostile input (gzip bombs, huge values, deep wrappers).
     pub decode: DecodeConfig,
+    /// How responses run: the member-account role, safety limits, notification channels.
+    pub respond: crate::respond::RespondConfig,
+    /// Actions on findings (`[[responses]]`); none: trailwatch only detects.
+    pub responses: Vec<crate::respond::ResponseRule>,
 }
 
 /// `[decode]`: limits per unit of input (a file, a Kinesis record, an SQS
@@ -471,6 +475,7 @@ impl Config {
         }
         self.telemetry.validate(&mut problems);
         self.decode.validate(&mut problems);
+        crate::respond::config::validate(&self.respond, &self.responses, &mut problems);
         if !problems.is_empty() {
             bail!("invalid configuration:\n  {}", problems.join("\n  "));
         }

@@ -65,6 +65,8 @@ pub enum Emitted {
     /// [`Evaluator::matches_only`]).
     Match(String),
     DeadLetter(DeadLetter),
+    /// A Security Hub custom action asking for a response (`respond::request`).
+    Request(Box<crate::respond::request::ResponseRequest>),
 }
 
 /// One line of [`Evaluator::matches_only`] output.
@@ -292,6 +294,11 @@ impl Evaluator {
                 position = %ev.position,
                 "event time further ahead of processing time than windows.max_future_skew: it moves no watermark (logged once per partition, all are counted)"
             );
+        }
+        if ev.class != EventClass::CloudTrail {
+            if let Some(r) = crate::respond::request::parse(ev.json) {
+                out(Emitted::Request(Box::new(r)));
+            }
         }
         match res {
             Err(e) => self.bad(ev.origin, ev.position, "json", &e.to_string(), Some(ev.json), out),

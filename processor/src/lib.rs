@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod org;
 pub mod panics;
 pub mod replay;
+pub mod respond;
 pub mod ruleset;
 pub mod service;
 pub mod sinks;

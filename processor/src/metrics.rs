@@ -83,6 +83,9 @@ pub struct Metrics {
     pub record_panics: IntCounterVec,
     pub source_partition_stalled: IntGaugeVec,
     pub pipeline_stage_stalled: IntGaugeVec,
+    // Responses.
+    pub response_actions: IntCounterVec,
+    pub response_writebacks: IntCounterVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -383,6 +386,18 @@ impl Metrics {
                 "trailwatch_pipeline_stage_stalled",
                 "1 while a pipeline stage (detector, sinks) has been busy without progress past service.stage_stall_timeout, or is gone.",
                 &["stage"],
+            ),
+            response_actions: counter_vec(
+                &r,
+                "trailwatch_response_actions_total",
+                "Response actions planned for findings, by action, mode and outcome (done, already, dry_run, skipped_*, duplicate, failed).",
+                &["action", "mode", "outcome"],
+            ),
+            response_writebacks: counter_vec(
+                &r,
+                "trailwatch_response_writebacks_total",
+                "Findings whose response outcome was written back with BatchUpdateFindings, by outcome (updated, failed).",
+                &["outcome"],
             ),
             registry: r,
         }

@@ -671,3 +671,75 @@ fn every_stratus_technique_raises_a_pack_finding() {
     assert!(files.len() >= 35, "{} detonation files", files.len());
     assert!(silent.is_empty(), "techniques without a pack finding: {silent:?}");
 }
+
+fn ct_event(n: u32, name: &str, source: &str, who: &str, params: &str) -> String {
+    format!(
+        r#"{{"eventVersion":"1.08","eventID":"5e1f0000-0000-4000-8000-00000000{n:04}","eventTime":"2026-11-30T12:00:{n:02}Z","eventSource":"{source}","eventName":"{name}","awsRegion":"us-east-1","recipientAccountId":"111122223333","sourceIPAddress":"198.51.100.4","userIdentity":{{"type":"AssumedRole","arn":"arn:aws:sts::111122223333:assumed-role/{who}","accountId":"111122223333"}},"requestParameters":{params}}}"#
+    )
+}
+
+#[test]
+fn replay_responses_dry_run_prints_a_table_per_action() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = [
+        ct_event(
+            1,
+            "PutImageScanningConfiguration",
+            "ecr.amazonaws.com",
+            "dev/alice",
+            r#"{"repositoryName":"payments/api","imageScanningConfiguration":{"scanOnPush":false}}"#,
+        ),
+        ct_event(2, "StopLogging", "cloudtrail.amazonaws.com", "breakglass-ops/bob", r#"{"name":"org"}"#),
+        ct_event(
+            3,
+            "PutImageScanningConfiguration",
+            "ecr.amazonaws.com",
+            "dev/alice",
+            r#"{"repositoryName":"web","imageScanningConfiguration":{"scanOnPush":false}}"#,
+        ),
+    ]
+    .join("\n");
+    std::fs::write(dir.path().join("in.ndjson"), input).unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+[respond]
+protected_principals = ["breakglass*"]
+[[responses]]
+name = "drift"
+rules = ["3b57fec2-09ae-4f5c-bc0f-ae0a72ac43c1", "12f63f48-5ff7-486a-a844-d2b7088e5336"]
+actions = ["restore-config", "revoke-role-sessions"]
+mode = "enforce"
+"#,
+    )
+    .unwrap();
+    let findings = dir.path().join("findings.ndjson");
+    let out = run(bin()
+        .args(["replay", "--no-progress", "--now", NOW, "--responses", "dry-run", "--config"])
+        .arg(&cfg)
+        .arg("--output")
+        .arg(&findings)
+        .arg(dir.path().join("in.ndjson")));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.contains("== revoke-role-sessions (3 findings: dry_run 2, skipped_protected 1) =="), "{table}");
+    assert!(table.contains("== restore-config (3 findings: dry_run 3) =="), "{table}");
+    assert!(table.contains("would restore-config: scan on push back on for ECR repository payments/api"), "{table}");
+    assert!(table.contains("would restore-config: scan on push back on for ECR repository web"), "{table}");
+    assert!(table.contains("would restore-config: logging restarted on trail org"), "{table}");
+    assert!(table.contains("would revoke-role-sessions: arn:aws:iam::111122223333:role/dev"), "{table}");
+    assert!(table.contains("is a protected principal"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("2026-11-30T12:00:01Z  111122223333  enforce")), "{table}");
+    // Findings still go to --output.
+    assert!(std::fs::read_to_string(&findings).unwrap().lines().count() >= 3);
+
+    // Without [[responses]] it says so instead of printing an empty table.
+    std::fs::write(&cfg, "").unwrap();
+    let out = run(bin()
+        .args(["replay", "--no-progress", "--now", NOW, "--responses", "dry-run", "--config"])
+        .arg(&cfg)
+        .arg(dir.path().join("in.ndjson")));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no [[responses]]"), "{}", text(&out.stderr));
+}

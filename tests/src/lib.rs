@@ -13,11 +13,14 @@
 //!
 //! - [`faults::FaultProxy`]: an HTTP proxy between the SDK and an emulator
 //!   that injects throttling, 500s, connection resets and slow answers;
+//! - [`recorder::Recorder`]: a recording HTTP endpoint (BatchUpdateFindings,
+//!   webhooks), for what moto does not serve;
 //! - [`chaos`]: the kill -9 / fault scenario shared by `crash.rs` and
 //!   `faults.rs` (events, rules, the real `trailwatch` binary, checks).
 
 pub mod chaos;
 pub mod faults;
+pub mod recorder;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};

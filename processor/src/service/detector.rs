@@ -243,14 +243,19 @@ impl DetectorStage {
     }
 
     fn send(&mut self, out: Collected, trace: Option<crate::telemetry::TraceContext>) -> bool {
-        if out.findings.is_empty() && out.dead_letters.is_empty() {
+        if out.findings.is_empty() && out.dead_letters.is_empty() && out.requests.is_empty() {
             return true;
         }
         // Waiting on the sink stage is not this stage's stall.
         self.beat.idle();
         let ok = self
             .tx
-            .blocking_send(Output::Batch { findings: out.findings, dead_letters: out.dead_letters, trace })
+            .blocking_send(Output::Batch {
+                findings: out.findings,
+                dead_letters: out.dead_letters,
+                requests: out.requests,
+                trace,
+            })
             .is_ok();
         self.beat.busy();
         ok
@@ -272,6 +277,7 @@ impl DetectorStage {
 struct Collected {
     findings: Vec<Arc<crate::evaluate::Finding>>,
     dead_letters: Vec<crate::evaluate::DeadLetter>,
+    requests: Vec<Arc<crate::respond::request::ResponseRequest>>,
 }
 
 impl Collected {
@@ -281,6 +287,7 @@ impl Collected {
             // The service always builds findings (matches_only is for replay).
             Emitted::Match(_) => {}
             Emitted::DeadLetter(d) => self.dead_letters.push(d),
+            Emitted::Request(r) => self.requests.push(Arc::from(r)),
         }
     }
 }

@@ -56,6 +56,8 @@ pub(crate) enum Output {
     Batch {
         findings: Vec<Arc<Finding>>,
         dead_letters: Vec<DeadLetter>,
+        /// Security Hub custom actions asking for responses.
+        requests: Vec<Arc<crate::respond::request::ResponseRequest>>,
         /// The `detector_batch` span's trace (None for windows closed by time).
         trace: Option<crate::telemetry::TraceContext>,
     },
@@ -227,6 +229,16 @@ async fn run_service(
         let sink = crate::sinks::build(sc, &ctx).await.with_context(|| format!("sink {name} ({})", sc.kind()))?;
         health.set_sink(name, true);
         sinks.push((name.clone(), sink));
+    }
+    if !cfg.responses.is_empty() {
+        // Last: it acts after the sinks before it have the findings (Security Hub for the write-back).
+        let tags = crate::respond::rule_tags(&set);
+        let responder = crate::respond::Responder::build(&cfg.respond, &cfg.responses, tags, &cfg.aws)
+            .await
+            .context("responses")?;
+        let sink = crate::respond::RespondSink::new(responder, &cfg.respond);
+        health.set_sink("responses", true);
+        sinks.push(("responses".to_string(), Box::new(sink) as Box<dyn crate::sinks::Sink>));
     }
     let dead_letter = match &opts.dead_letter {
         Some(p) => DeadLetterWriter::new(p, true),

@@ -63,7 +63,7 @@ impl SinkStage {
             self.beat.busy();
             depth.set(self.rx.len() as i64);
             match msg {
-                Output::Batch { findings, dead_letters, trace } => {
+                Output::Batch { findings, dead_letters, requests, trace } => {
                     if !dead_letters.is_empty() {
                         stats.dead_letters += dead_letters.len() as u64;
                         self.write_dead_letters(dead_letters).await?;
@@ -72,6 +72,14 @@ impl SinkStage {
                         crate::panics::test_point("sink");
                         self.send(&findings, trace).await?;
                         stats.findings += findings.len() as u64;
+                    }
+                    if !requests.is_empty() {
+                        // Queued by the sinks that act on them; run at the next commit's flush.
+                        for (name, sink) in &mut self.sinks {
+                            if let Err(e) = sink.requests(&requests).await {
+                                tracing::error!(sink = %name, "response requests not taken: {e}");
+                            }
+                        }
                     }
                 }
                 Output::Commit(req) => {
