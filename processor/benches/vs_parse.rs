@@ -71,8 +71,8 @@ fn replay_opts(file: &Path) -> ReplayOptions {
 /// instruction counts per function).
 fn run_replay(set: &Arc<RuleSet>, opts: &ReplayOptions) -> (u64, u64) {
     let stats = replay::replay(Arc::clone(set), opts, &mut std::io::sink()).unwrap();
-    assert_eq!(stats.bad_records, 0);
-    (stats.events, stats.findings)
+    assert_eq!(stats.eval.bad_records, 0);
+    (stats.eval.events, stats.eval.findings)
 }
 
 // (The black_box keeps the compiler from merging the two identical bodies.)

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use trailwatch_rules::testing;
 use trailwatch_rules::{CompileOptions, EventClass, RuleSet};
 
-use crate::config::{Config, ReportToConfig, TimeMode};
+use crate::config::{Config, ReportToConfig};
 use crate::findings::{FindingContext, ReportTo};
 use crate::replay::{self, ReplayOptions};
 use crate::ruleset;
@@ -93,10 +93,11 @@ pub struct RuleArgs {
 pub struct ReplayArgs {
     #[command(flatten)]
     pub rules: RuleArgs,
-    /// Write findings here (one ASFF JSON finding per line) instead of stdout (`-`: stdout).
+    /// Write findings here (one JSON line each, see --format) instead of stdout (`-`: stdout).
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// What to write per match: `asff` findings, or `matches`: one short JSON
+    /// What to write per match: `asff` findings, `ocsf` (the same findings as
+    /// OCSF Detection Findings, class 2004), or `matches`: one short JSON
     /// line per match (rule_id, rule_title, level, event_id, event_time;
     /// correlations with count, window and group), without building
     /// findings, for backtesting rules over archives.
@@ -235,6 +236,7 @@ pub enum ResponsesArg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ReplayFormatArg {
     Asff,
+    Ocsf,
     Matches,
 }
 
@@ -617,8 +619,8 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
     if a.responses.is_some() && cfg.responses.is_empty() {
         anyhow::bail!("--responses: the config has no [[responses]] (give --config with some)");
     }
-    if a.to_securityhub && a.format == ReplayFormatArg::Matches {
-        anyhow::bail!("--to-securityhub imports findings: it cannot be combined with --format matches");
+    if a.to_securityhub && a.format != ReplayFormatArg::Asff {
+        anyhow::bail!("--to-securityhub imports ASFF findings: it cannot be combined with --format ocsf or matches");
     }
     let now = match &a.now {
         Some(t) => OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
@@ -661,6 +663,7 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
         detector: DetectorConfig { max_future_skew_ms: None, ..detector_config(&cfg)? },
         format: match a.format {
             ReplayFormatArg::Asff => replay::ReplayFormat::Asff,
+            ReplayFormatArg::Ocsf => replay::ReplayFormat::Ocsf,
             ReplayFormatArg::Matches => replay::ReplayFormat::Matches,
         },
     };
@@ -700,7 +703,7 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
     }
     let mut code = 0;
     if let Some(e) = &expectations {
-        let outcomes = e.check(&set, &stats.matches);
+        let outcomes = e.check(&set, &stats.eval.matches);
         for o in &outcomes {
             eprintln!("{}", o.line());
         }
@@ -874,10 +877,7 @@ fn detector_config(cfg: &Config) -> anyhow::Result<DetectorConfig> {
         });
     }
     Ok(DetectorConfig {
-        time_mode: match cfg.windows.time_mode {
-            TimeMode::Event => trailwatch_rules::TimeMode::EventTime,
-            TimeMode::Processing => trailwatch_rules::TimeMode::ProcessingTime,
-        },
+        time_mode: cfg.windows.time_mode,
         allowed_lateness_ms: cfg.windows.allowed_lateness.as_millis() as i64,
         max_keys: cfg.windows.max_keys,
         dedup_period_ms: cfg.windows.dedup_period.as_millis() as i64,

@@ -17,6 +17,7 @@ pub use crate::aws::AwsConfig;
 use crate::sinks::SinkConfig;
 use crate::sources::SourceConfig;
 pub use crate::telemetry::config::{LogFormat, TelemetryConfig};
+pub use trailwatch_rules::TimeMode;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -246,17 +247,6 @@ impl Default for RulesConfig {
     }
 }
 
-/// Which clock windows use.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum TimeMode {
-    /// Event time (CloudTrail `eventTime`, EventBridge `time`), with a watermark.
-    #[default]
-    Event,
-    /// Arrival time at trailwatch.
-    Processing,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct WindowsConfig {
@@ -290,7 +280,7 @@ pub struct WindowsConfig {
 impl Default for WindowsConfig {
     fn default() -> Self {
         WindowsConfig {
-            time_mode: TimeMode::Event,
+            time_mode: TimeMode::EventTime,
             allowed_lateness: Duration::from_secs(15 * 60),
             max_keys: 1_000_000,
             dedup_period: Duration::from_secs(3600),
@@ -645,6 +635,18 @@ mod tests {
         let again: Config = toml::from_str(&text).unwrap();
         assert_eq!(cfg, again);
         assert_eq!(cfg.windows.allowed_lateness, Duration::from_secs(15 * 60));
+    }
+
+    #[test]
+    fn time_mode_config_values_are_the_engine_enum() {
+        let parse = |v: &str| toml::from_str::<WindowsConfig>(&format!("time_mode = \"{v}\"\n")).map(|w| w.time_mode);
+        assert_eq!(parse("event").unwrap(), TimeMode::EventTime);
+        assert_eq!(parse("processing").unwrap(), TimeMode::ProcessingTime);
+        assert!(parse("EventTime").is_err());
+        assert!(parse("wall").unwrap_err().to_string().contains("processing"));
+        let text = toml::to_string(&WindowsConfig { time_mode: TimeMode::ProcessingTime, ..WindowsConfig::default() })
+            .unwrap();
+        assert!(text.contains("time_mode = \"processing\""), "{text}");
     }
 
     #[test]

@@ -118,6 +118,36 @@ pub struct EvalStats {
     pub detector: DetectorStats,
 }
 
+impl EvalStats {
+    /// The summary lines that `run` and `replay` share, after each one's own
+    /// headline: bad records by kind, windows, invalid findings, matches per rule.
+    pub fn summary_details(&self) -> String {
+        let mut s = String::new();
+        if !self.bad_by_kind.is_empty() {
+            let kinds: Vec<String> = self.bad_by_kind.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+            s.push_str(&format!("bad records by kind: {}\n", kinds.join(", ")));
+        }
+        // Always printed: late drops are what a backtest must see.
+        let d = &self.detector;
+        s.push_str(&format!(
+            "windows: {} correlation findings ({} updates), {} late events dropped, {} keys evicted, {} matches suppressed\n",
+            d.correlation_alerts, d.correlation_updates, d.late_dropped, d.evictions, d.suppressed
+        ));
+        if self.invalid_findings > 0 {
+            s.push_str(&format!("{} findings failed ASFF validation (see the log)\n", self.invalid_findings));
+        }
+        if !self.matches.is_empty() {
+            s.push_str("matches per rule:\n");
+            let mut rows: Vec<_> = self.matches.iter().collect();
+            rows.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then(a.0.cmp(b.0)));
+            for (id, (title, n)) in rows {
+                s.push_str(&format!("  {n:>8}  {title}  ({id})\n"));
+            }
+        }
+        s
+    }
+}
+
 /// Errors past this many are logged at debug level only (they are all counted).
 const LOGGED_ERRORS: u64 = 100;
 

@@ -316,7 +316,7 @@ pub fn tune(set: Arc<RuleSet>, opts: &TuneOptions) -> anyhow::Result<(TuneReport
         .unwrap_or_default();
     let report = TuneReport {
         rules: out,
-        events: stats.events,
+        events: stats.eval.events,
         findings: rows.len() as u64,
         expires,
         placeholders: opts.placeholders.clone(),

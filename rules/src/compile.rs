@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use regex::RegexBuilder;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use crate::matcher::{optimise, Cidr, Item, NumOp, Pat, StrOp, StrPat, Test};
 use crate::parse::DocText;
@@ -203,7 +203,7 @@ impl Ctx<'_, '_> {
         Ok(Some(Scope { scoped, anchor }))
     }
 
-    fn map(&mut self, name: &str, m: &serde_yaml::Mapping) -> CResult<Vec<Item>> {
+    fn map(&mut self, name: &str, m: &serde_norway::Mapping) -> CResult<Vec<Item>> {
         let mut items = Vec::with_capacity(m.len());
         for (k, v) in m {
             let key = match k {

@@ -19,13 +19,17 @@ use crate::parse::fnv1a;
 use crate::watermark::{PartSnap, PartitionId, PartitionState, SeenIds, Watermarks};
 use crate::window::{CorrelationRule, CorrelationType};
 
-/// Which clock windows use.
+/// Which clock windows use; also the `[windows] time_mode` config value
+/// (`"event"` / `"processing"`), so there is one enum for both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum TimeMode {
     /// Event time (`eventTime`, EventBridge `time`) with a watermark.
     #[default]
+    #[serde(rename = "event")]
     EventTime,
-    /// The `now_ms` the caller passes with each event.
+    /// The `now_ms` the caller passes with each event (the arrival time at
+    /// trailwatch).
+    #[serde(rename = "processing")]
     ProcessingTime,
 }
 

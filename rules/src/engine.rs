@@ -40,7 +40,7 @@ pub struct DetectionRule {
     /// The condition as written.
     pub condition_text: String,
     /// Test cases kept with the rule (`tests:`), unparsed.
-    pub tests: Option<serde_yaml::Value>,
+    pub tests: Option<serde_norway::Value>,
     /// Literal key-field values (lowercase) the condition requires, if any.
     pub index_keys: Option<BTreeSet<String>>,
 }
@@ -398,8 +398,8 @@ impl<'o> Builder<'o> {
             };
             match k {
                 "condition" => match v {
-                    serde_yaml::Value::String(s) => conditions.push(s.clone()),
-                    serde_yaml::Value::Sequence(items) => {
+                    serde_norway::Value::String(s) => conditions.push(s.clone()),
+                    serde_norway::Value::Sequence(items) => {
                         for it in items {
                             match it.as_str() {
                                 Some(s) => conditions.push(s.to_string()),

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 
 use crate::error::RuleError;
 use crate::meta::{Level, RuleMeta};
@@ -138,10 +138,10 @@ pub fn parse_file<'a>(file: &'a str, text: &'a str) -> Result<Vec<RuleDoc<'a>>, 
 }
 
 fn parse_doc(doc: DocText<'_>) -> Result<RuleDoc<'_>, RuleError> {
-    let value: Value = serde_yaml::from_str(doc.text).map_err(|e| {
+    let value: Value = serde_norway::from_str(doc.text).map_err(|e| {
         let line = e.location().map_or(doc.first_line, |l| doc.first_line + l.line() - 1);
         let msg = e.to_string();
-        // serde_yaml appends "at line N column M" relative to the document.
+        // serde_norway appends "at line N column M" relative to the document.
         let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
         doc.error(line, format!("invalid YAML: {msg}"))
     })?;

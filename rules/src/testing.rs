@@ -46,7 +46,7 @@
 //!       - {eventName: BatchGetImage, eventTime: '2026-11-09T00:00:00Z', ...}
 //! ```
 
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use std::sync::Arc;
 

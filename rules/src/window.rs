@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use crate::compile::FieldTable;
 use crate::error::RuleError;

@@ -64,7 +64,7 @@ fn every_pack_test_passes() {
 fn every_reported_rule_has_metadata_and_tests_both_ways() {
     let set = load();
     let mut ids = BTreeSet::new();
-    let mut check = |m: &trailwatch_rules::RuleMeta, tests: &Option<serde_yaml::Value>, reported: bool| {
+    let mut check = |m: &trailwatch_rules::RuleMeta, tests: &Option<serde_norway::Value>, reported: bool| {
         assert!(ids.insert(m.id.clone()), "duplicate id {}", m.id);
         if !reported {
             return;

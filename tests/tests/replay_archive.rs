@@ -153,8 +153,8 @@ fn any_file_order_gives_the_findings_of_the_time_sorted_stream() {
     let n = sorted_stream(&d.root, &sorted);
     let (want, s) = run(&d.set, &options(vec![sorted], ArchiveOptions::default()));
     assert!(s.streamed);
-    assert_eq!(s.events as usize, n);
-    assert_eq!(s.detector.late_dropped, 0);
+    assert_eq!(s.eval.events as usize, n);
+    assert_eq!(s.eval.detector.late_dropped, 0);
     let corr = correlations(&want);
     assert!(corr >= 2, "the scenarios fire correlations in the sorted stream: {want:?}");
     eprintln!("sorted stream: {n} events, {} findings, {corr} correlation findings", want.len());
@@ -174,8 +174,8 @@ fn any_file_order_gives_the_findings_of_the_time_sorted_stream() {
     orders.push(("shuffled", files));
     for (name, inputs) in orders {
         let (got, s) = run(&d.set, &options(inputs, ArchiveOptions::default()));
-        assert_eq!(s.events as usize, n, "{name}");
-        assert_eq!(s.detector.late_dropped, 0, "{name}: {}", s.summary());
+        assert_eq!(s.eval.events as usize, n, "{name}");
+        assert_eq!(s.eval.detector.late_dropped, 0, "{name}: {}", s.summary());
         assert_eq!(s.out_of_order, 0, "{name}: {}", s.summary());
         assert_eq!(s.partitions, 8, "{name}: 4 accounts x 2 regions");
         assert!(s.summary().contains(", 0 late events dropped"), "{}", s.summary());
@@ -257,7 +257,7 @@ async fn s3_replay_reads_only_what_the_filters_select() {
     let (gets, _) = requests(&moto, bucket, mark);
     assert_eq!(gets.len(), org_objects, "every org-trail object read once");
     assert_eq!(s.s3_get_calls, Some(org_objects as u64));
-    assert_eq!(s.detector.late_dropped, 0);
+    assert_eq!(s.eval.detector.late_dropped, 0);
     assert!(correlations(&got) >= 1, "{}", s.summary());
     assert_eq!(got, local, "{}", s.summary());
 
@@ -321,7 +321,7 @@ async fn s3_replay_reads_only_what_the_filters_select() {
     assert_eq!(gets.len(), want, "{gets:?}");
     assert!(gets.iter().all(|k| k.contains(&one_account) && k.contains("eu-west-1")));
     assert!(lists.iter().all(|l| !l.contains("us-east-1")), "{lists:?}");
-    assert!(s.events > 0);
+    assert!(s.eval.events > 0);
 
     // A plain account prefix works the same way.
     let mark = moto.log_all().len();
@@ -330,5 +330,5 @@ async fn s3_replay_reads_only_what_the_filters_select() {
     let (gets, _) = requests(&moto, bucket, mark);
     let want = objs.iter().filter(|(k, _)| k.starts_with(&format!("{org_prefix}/{one_account}/"))).count();
     assert_eq!(gets.len(), want);
-    assert!(s.events > 0 && s.partitions >= 2, "{}", s.summary());
+    assert!(s.eval.events > 0 && s.partitions >= 2, "{}", s.summary());
 }

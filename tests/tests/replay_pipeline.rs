@@ -31,9 +31,9 @@ fn demo_events_through_the_builtin_pack() -> anyhow::Result<()> {
     };
     let mut out = Vec::new();
     let stats = replay(Arc::new(set), &ropts, &mut out)?;
-    assert_eq!(stats.bad_records, 0);
-    assert_eq!(stats.events, 41);
-    assert_eq!(stats.findings, 4);
+    assert_eq!(stats.eval.bad_records, 0);
+    assert_eq!(stats.eval.events, 41);
+    assert_eq!(stats.eval.findings, 4);
     for line in String::from_utf8(out)?.lines() {
         let v: serde_json::Value = serde_json::from_str(line)?;
         assert_eq!(v["SchemaVersion"], "2018-10-08");
@@ -68,8 +68,8 @@ fn matches_format_lists_what_the_findings_report() -> anyhow::Result<()> {
     ropts.format = ReplayFormat::Matches;
     let mut lines = Vec::new();
     let m = replay(set, &ropts, &mut lines)?;
-    assert_eq!((m.findings, m.match_lines), (0, a.findings));
-    assert_eq!(m.matches, a.matches);
+    assert_eq!((m.eval.findings, m.eval.match_lines), (0, a.eval.findings));
+    assert_eq!(m.eval.matches, a.eval.matches);
     let from_findings: Vec<(String, String)> = String::from_utf8(asff)?
         .lines()
         .map(|l| {

@@ -15,7 +15,7 @@ pub mod plan;
 pub mod s3;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::PathBuf;
@@ -26,12 +26,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use time::OffsetDateTime;
-use trailwatch_rules::{DetectorConfig, DetectorStats, RuleSet};
+use trailwatch_rules::{DetectorConfig, RuleSet};
 
 use self::plan::{Filter, Input, Plan};
 use crate::aws::AwsConfig;
 use crate::decode::{self, DecodeOptions, Decoded};
-use crate::evaluate::{Emitted, Evaluator, EventRef};
+use crate::evaluate::{Emitted, EvalStats, Evaluator, EventRef};
 use crate::findings::FindingContext;
 use crate::sources::file::expand_inputs;
 
@@ -61,6 +61,9 @@ pub enum ReplayFormat {
     /// One ASFF finding per line, as Security Hub would get it.
     #[default]
     Asff,
+    /// The same findings as OCSF Detection Findings (class 2004), as the
+    /// `ocsf-jsonl` sink writes them.
+    Ocsf,
     /// One short JSON line per match (rule id, title, level, event id and
     /// time; correlations with count, window, group and sample event ids),
     /// no finding built: for backtesting rules over archives.
@@ -72,19 +75,9 @@ pub enum ReplayFormat {
 pub struct ReplayStats {
     pub inputs: u64,
     pub bytes: u64,
-    pub events: u64,
-    pub events_by_class: BTreeMap<&'static str, u64>,
-    pub bad_records: u64,
-    pub bad_by_kind: BTreeMap<&'static str, u64>,
-    pub skipped: u64,
-    pub object_refs: u64,
-    pub findings: u64,
-    pub invalid_findings: u64,
-    /// Lines written with [`ReplayFormat::Matches`].
-    pub match_lines: u64,
-    /// rule id → (title, matches)
-    pub matches: BTreeMap<String, (String, u64)>,
-    pub detector: DetectorStats,
+    /// What the evaluator counted: events, bad records, findings, matches
+    /// (the same counters `run` reports).
+    pub eval: EvalStats,
     pub elapsed: Duration,
     /// One plain input read as a stream (no planning).
     pub streamed: bool,
@@ -110,29 +103,26 @@ impl ReplayStats {
     /// The end-of-run summary printed to stderr.
     pub fn summary(&self) -> String {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
-        let written = if self.match_lines > 0 && self.findings == 0 {
-            format!("{} matches", self.match_lines)
+        let e = &self.eval;
+        let written = if e.match_lines > 0 && e.findings == 0 {
+            format!("{} matches", e.match_lines)
         } else {
-            format!("{} findings", self.findings)
+            format!("{} findings", e.findings)
         };
         let mut s = format!(
             "replayed {} input{}, {} events in {:.2}s ({:.0} events/s); {} bad records; {} skipped; {written}\n",
             self.inputs,
             if self.inputs == 1 { "" } else { "s" },
-            self.events,
+            e.events,
             secs,
-            self.events as f64 / secs,
-            self.bad_records,
-            self.skipped,
+            e.events as f64 / secs,
+            e.bad_records,
+            e.skipped,
         );
-        if !self.bad_by_kind.is_empty() {
-            let kinds: Vec<String> = self.bad_by_kind.iter().map(|(k, n)| format!("{k}: {n}")).collect();
-            s.push_str(&format!("bad records by kind: {}\n", kinds.join(", ")));
-        }
-        if self.object_refs > 0 {
+        if e.object_refs > 0 {
             s.push_str(&format!(
                 "{} S3 object notifications not followed (replay reads local files only; give the objects themselves)\n",
-                self.object_refs
+                e.object_refs
             ));
         }
         if !self.streamed {
@@ -154,23 +144,7 @@ impl ReplayStats {
             self.lookahead_ms / 1000,
             self.out_of_range
         ));
-        // Always printed: late drops are what a backtest must see.
-        let d = &self.detector;
-        s.push_str(&format!(
-            "windows: {} correlation findings ({} updates), {} late events dropped, {} keys evicted, {} matches suppressed\n",
-            d.correlation_alerts, d.correlation_updates, d.late_dropped, d.evictions, d.suppressed
-        ));
-        if self.invalid_findings > 0 {
-            s.push_str(&format!("{} findings failed ASFF validation (see the log)\n", self.invalid_findings));
-        }
-        if !self.matches.is_empty() {
-            s.push_str("matches per rule:\n");
-            let mut rows: Vec<_> = self.matches.iter().collect();
-            rows.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then(a.0.cmp(b.0)));
-            for (id, (title, n)) in rows {
-                s.push_str(&format!("  {n:>8}  {title}  ({id})\n"));
-            }
-        }
+        s.push_str(&e.summary_details());
         s
     }
 }
@@ -204,6 +178,7 @@ impl Default for ArchiveOptions {
 /// Where emitted findings, matches and dead letters go.
 struct Sink<'o> {
     out: &'o mut dyn Write,
+    format: ReplayFormat,
     dead_letter: Option<BufWriter<File>>,
     /// Write errors stop the replay after the current input.
     io_error: Option<io::Error>,
@@ -212,6 +187,10 @@ struct Sink<'o> {
 impl Sink<'_> {
     fn emit(&mut self, e: Emitted) {
         let res = match e {
+            Emitted::Finding(f) if self.format == ReplayFormat::Ocsf => {
+                let line = crate::sinks::jsonl::ocsf::to_json_line(&f);
+                self.out.write_all(line.as_bytes()).and_then(|_| self.out.write_all(b"\n"))
+            }
             Emitted::Finding(f) => self.out.write_all(f.json.as_bytes()).and_then(|_| self.out.write_all(b"\n")),
             Emitted::Match(line) => self.out.write_all(line.as_bytes()).and_then(|_| self.out.write_all(b"\n")),
             Emitted::DeadLetter(d) => match self.dead_letter.as_mut() {
@@ -345,7 +324,7 @@ pub fn replay(set: Arc<RuleSet>, opts: &ReplayOptions, out: &mut dyn Write) -> a
         )),
         None => None,
     };
-    let mut sink = Sink { out, dead_letter, io_error: None };
+    let mut sink = Sink { out, format: opts.format, dead_letter, io_error: None };
     let mut eval = Evaluator::new(Arc::clone(&set), opts.detector.clone(), opts.findings.clone())
         .matches_only(opts.format == ReplayFormat::Matches);
     let mut clock = Clock::default();
@@ -476,17 +455,7 @@ pub fn replay(set: Arc<RuleSet>, opts: &ReplayOptions, out: &mut dyn Write) -> a
     Ok(ReplayStats {
         inputs: files,
         bytes,
-        events: e.events,
-        events_by_class: e.events_by_class,
-        bad_records: e.bad_records,
-        bad_by_kind: e.bad_by_kind,
-        skipped: e.skipped,
-        object_refs: e.object_refs,
-        findings: e.findings,
-        invalid_findings: e.invalid_findings,
-        match_lines: e.match_lines,
-        matches: e.matches,
-        detector: e.detector,
+        eval: e,
         elapsed: started.elapsed(),
         streamed,
         partitions: plan.partitions.len() as u64,

@@ -143,18 +143,7 @@ impl RunSummary {
             self.sinks.findings,
             self.sinks.commits,
         );
-        if !e.bad_by_kind.is_empty() {
-            let kinds: Vec<String> = e.bad_by_kind.iter().map(|(k, n)| format!("{k}: {n}")).collect();
-            s.push_str(&format!("bad records by kind: {}\n", kinds.join(", ")));
-        }
-        if !e.matches.is_empty() {
-            s.push_str("matches per rule:\n");
-            let mut rows: Vec<_> = e.matches.iter().collect();
-            rows.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then(a.0.cmp(b.0)));
-            for (id, (title, n)) in rows {
-                s.push_str(&format!("  {n:>8}  {title}  ({id})\n"));
-            }
-        }
+        s.push_str(&e.summary_details());
         s
     }
 }
