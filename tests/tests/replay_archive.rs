@@ -358,7 +358,7 @@ fn write_gz_records(path: &Path, records: Vec<serde_json::Value>) {
 }
 
 /// Replay's partitions are engine partitions (issue 16): one account+region
-/// whose files were delivered 40 minutes late (its events 40 minutes behind
+/// whose files were delivered an hour late (its events an hour behind
 /// the names, beyond the 15 min lookahead) is merged behind the others, yet
 /// holds the watermark for its own events: the findings are those of the
 /// time-sorted stream and nothing is late. A global watermark would have
@@ -373,18 +373,26 @@ fn a_lagging_partition_holds_the_watermark_and_late_drops_are_counted_per_partit
     sorted_stream(&d.root, &sorted);
     let (want, _) = run(&d.set, &options(vec![sorted], ArchiveOptions::default()));
 
-    // A flat copy of the archive; partition `lag` delivered 40 minutes late.
+    // A flat copy of the archive; partition `lag` delivered an hour late.
     let files = files_under(&d.root);
     let label = |p: &Path| {
         let k = parse_name(p.file_name().unwrap().to_str().unwrap()).unwrap();
         format!("{}/{}", k.account, k.region)
     };
-    let lag = label(&files[0]);
+    // Partitions by size, largest first: the busiest one lags.
+    let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
+    for f in &files {
+        *sizes.entry(label(f)).or_default() += f.metadata().unwrap().len();
+    }
+    let mut by_size: Vec<(u64, String)> = sizes.into_iter().map(|(l, n)| (n, l)).collect();
+    by_size.sort();
+    by_size.reverse();
+    let lag = by_size[0].1.clone();
     let copy = tmp.path().join("lagging");
     std::fs::create_dir(&copy).unwrap();
     for f in &files {
         let name = f.file_name().unwrap().to_str().unwrap();
-        let name = if label(f) == lag { shifted_name(name, 40 * 60_000) } else { name.to_string() };
+        let name = if label(f) == lag { shifted_name(name, 60 * 60_000) } else { name.to_string() };
         std::fs::copy(f, copy.join(name)).unwrap();
     }
     let (got, s) = run(&d.set, &options(vec![copy.clone()], ArchiveOptions::default()));
@@ -403,9 +411,8 @@ fn a_lagging_partition_holds_the_watermark_and_late_drops_are_counted_per_partit
     // Late within its own partition: the events of the first half of
     // another partition's files again (new ids, so not redeliveries), in a
     // file named at its end, two hours and more behind that partition.
-    let other: Vec<&PathBuf> = files.iter().filter(|f| label(f) != lag).collect();
-    let late_label = label(other[0]);
-    let mine: Vec<&PathBuf> = other.iter().copied().filter(|f| label(f) == late_label).collect();
+    let late_label = by_size[1].1.clone();
+    let mine: Vec<&PathBuf> = files.iter().filter(|f| label(f) == late_label).collect();
     let mut old = Vec::new();
     for f in &mine[..mine.len() / 3] {
         for mut r in gz_records(f) {

@@ -476,3 +476,114 @@ async fn a_gzip_bomb_in_s3_is_stopped_at_the_limit_dead_lettered_and_the_rest_fl
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(depth(&sqs, &url).await, 0);
 }
+
+/// A CloudTrail record as EventBridge delivers it.
+fn eventbridge_of(record: &str, id: &str) -> String {
+    let r: serde_json::Value = serde_json::from_str(record).unwrap();
+    serde_json::json!({
+        "version": "0", "id": id, "detail-type": "AWS API Call via CloudTrail", "source": "aws.s3",
+        "account": r["recipientAccountId"], "time": r["eventTime"], "region": r["awsRegion"],
+        "resources": [], "detail": r,
+    })
+    .to_string()
+}
+
+/// Events in message bodies (raw records, EventBridge, SNS-wrapped) are
+/// partitioned by their own account+region (issue 16): account B's events
+/// arrive an hour of event time behind account A's, interleaved in one
+/// queue, and B's bursts still fire with a 2 minute lateness. With one
+/// partition per source, A's newer events would make all of B's late.
+#[tokio::test]
+async fn body_events_hold_the_watermark_per_account_and_region() {
+    let server = Server::moto().unwrap();
+    let sdk = server.sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let url = queue(&sqs, "bodies", &[]).await;
+    let (a, b) = (ACCOUNTS[0], ACCOUNTS[1]);
+    // A: 30 minutes from 01:00; B: 30 minutes from 00:00, with 4 bursts.
+    let a_events: Vec<String> = (0..120).map(|k| trail_event(a, 3600 + k * 15, k, "busy", false)).collect();
+    let mut b_times: Vec<(u32, String, bool)> = (0..120).map(|k| (k * 15, "busy".to_string(), false)).collect();
+    for j in 0..4 {
+        for d in [0, 15, 30] {
+            b_times.push((j * 400 + 100 + d + 7, format!("burst{j}"), true));
+        }
+    }
+    b_times.sort_by_key(|e| e.0);
+    let b_events: Vec<String> = b_times
+        .iter()
+        .enumerate()
+        .map(|(k, (secs, user, denied))| trail_event(b, *secs, 1_000_000 + k as u32, user, *denied))
+        .collect();
+    let body_a = |k: usize| format!(r#"{{"Records":[{}]}}"#, a_events[k]);
+    let body_b = |k: usize| {
+        let id = format!("eb-{k}");
+        match k % 4 {
+            0 => eventbridge_of(&b_events[k], &id),
+            1 => sns(&eventbridge_of(&b_events[k], &id)),
+            2 => sns(&format!(r#"{{"Records":[{}]}}"#, b_events[k])),
+            _ => format!(r#"{{"Records":[{}]}}"#, b_events[k]),
+        }
+    };
+    // The first of each before the start (both partitions exist while the
+    // start-up hold lasts), the rest once the hold is over.
+    for body in [body_a(0), body_b(0)] {
+        sqs.send_message().queue_url(&url).message_body(body).send().await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&server, dir.path(), &url);
+    if let Some(trailwatch_processor::sources::SourceConfig::Sqs(q)) = cfg.sources.get_mut("queue") {
+        q.receivers = 1;
+        // Hold at start: 2 x 1 s + the 1 s wait.
+        q.visibility_timeout = Some(Duration::from_secs(1));
+    }
+    trailwatch_tests::aws_env();
+    let (set, _) = ruleset::compile(
+        &[RuleFile { name: "test.yml".into(), text: BURST_RULES.into() }],
+        &trailwatch_rules::CompileOptions::default(),
+    )
+    .unwrap();
+    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
+    let opts = RunOptions {
+        detector: DetectorConfig { allowed_lateness_ms: 2 * 60_000, ..DetectorConfig::default() },
+        findings: FindingContext::default(),
+        now: None,
+        dead_letter: None,
+        decode: DecodeOptions::default(),
+        on_listen: None,
+        commits: Some(tx),
+        org: None,
+    };
+    let (sqs2, url2) = (sqs.clone(), url.clone());
+    let rest: Vec<String> = (1..a_events.len().max(b_events.len()))
+        .flat_map(|k| {
+            let mut v = Vec::new();
+            if k < a_events.len() {
+                v.push(body_a(k));
+            }
+            if k < b_events.len() {
+                v.push(body_b(k));
+            }
+            v
+        })
+        .collect();
+    let shutdown = async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        for body in rest {
+            sqs2.send_message().queue_url(&url2).message_body(body).send().await.unwrap();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while depth(&sqs2, &url2).await > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let seen = *rx.borrow();
+        let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|n| *n > seen)).await;
+    };
+    let s = tokio::time::timeout(Duration::from_secs(120), service::run(cfg, Arc::new(set), opts, shutdown))
+        .await
+        .expect("the run ends")
+        .expect("the run succeeds");
+    assert!(s.eval.events >= (a_events.len() + b_events.len()) as u64, "everything read: {}", s.eval.events);
+    let want: Vec<String> = (0..4).map(|j| format!("userIdentity.arn=arn:aws:iam::{b}:user/burst{j}")).collect();
+    assert_eq!(s.eval.detector.late_dropped, 0);
+    assert_eq!(burst_groups(dir.path()), want, "every burst of the lagging account fired");
+}
