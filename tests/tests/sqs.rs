@@ -16,6 +16,7 @@ use trailwatch_processor::config::Config;
 use trailwatch_processor::service::{self, RunOptions, RunSummary};
 use trailwatch_processor::{decode::DecodeOptions, findings::FindingContext, ruleset};
 use trailwatch_rules::{DetectorConfig, RuleFile};
+use trailwatch_tests::faults::{Fault, FaultConfig, FaultProxy, Service};
 use trailwatch_tests::Server;
 
 const RULES: &str = r#"
@@ -87,6 +88,11 @@ async fn depth(client: &aws_sdk_sqs::Client, url: &str) -> u64 {
 }
 
 fn config(server: &Server, dir: &Path, url: &str) -> Config {
+    config_at(&server.aws_section(), dir, url)
+}
+
+/// [`config`] with another `[aws]` section (a fault proxy's endpoint).
+fn config_at(aws: &str, dir: &Path, url: &str) -> Config {
     let text = format!(
         r#"
         {aws}
@@ -104,7 +110,6 @@ fn config(server: &Server, dir: &Path, url: &str) -> Config {
         [metrics]
         enabled = false
         "#,
-        aws = server.aws_section(),
         state = dir.join("state").display(),
         out = findings_path(dir).display(),
     );
@@ -360,6 +365,43 @@ fn burst_groups(dir: &Path) -> Vec<String> {
 /// as in a time-sorted replay, and no event is late.
 #[tokio::test]
 async fn four_receivers_draining_a_backlog_lose_no_correlation() {
+    let (s, got, want, _) = drain_backlog(None, Duration::from_secs(4)).await;
+    assert_eq!(s.eval.detector.late_dropped, 0);
+    assert_eq!(got, want, "every burst of every account fired");
+}
+
+/// Receive order, proven: the same backlog, with S3 reads of some log
+/// files slowed by 2 s in a fault proxy, so a receiver whose batch was
+/// received first often finishes after those received later. Batches are
+/// handed on in receive order anyway (tickets), so nothing is late and every
+/// burst fires. Handed on in finishing order instead (the turn wait
+/// removed), this test fails: later batches move the watermark past the
+/// slow one's events.
+#[tokio::test]
+async fn slow_s3_reads_do_not_reorder_what_four_receivers_hand_on() {
+    let faults = FaultConfig {
+        faults: vec![Fault::Slow],
+        max_faults: 40,
+        slow: Duration::from_secs(2),
+        every_kind_early: false,
+        ..FaultConfig::new(16, 0.3, &[Service::S3])
+    };
+    let (s, got, want, proxy) = drain_backlog(Some(faults), Duration::from_secs(3)).await;
+    let proxy = proxy.unwrap();
+    eprintln!("proxy: {}", proxy.summary());
+    assert!(proxy.injected_of(Fault::Slow) >= 10, "S3 reads were slowed: {}", proxy.summary());
+    assert_eq!(s.eval.detector.late_dropped, 0);
+    assert_eq!(got, want, "every burst of every account fired");
+}
+
+/// Puts the four accounts' log files in S3 and their notifications in a
+/// queue (in delivery order), drains it with four receivers, through a fault
+/// proxy when `faults` is given. Returns the run, the burst groups that
+/// fired and those that should have.
+async fn drain_backlog(
+    faults: Option<FaultConfig>,
+    visibility: Duration,
+) -> (RunSummary, Vec<String>, Vec<String>, Option<FaultProxy>) {
     let server = Server::moto().unwrap();
     let sdk = server.sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -389,12 +431,17 @@ async fn four_receivers_draining_a_backlog_lose_no_correlation() {
         v
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(&server, dir.path(), &url);
+    let proxy = faults.map(|f| FaultProxy::start(&server.endpoint, f).unwrap());
+    let aws = match &proxy {
+        Some(p) => format!("[aws]\nregion = \"{}\"\nendpoint_url = \"{}\"\n", trailwatch_tests::REGION, p.endpoint),
+        None => server.aws_section(),
+    };
+    let mut cfg = config_at(&aws, dir.path(), &url);
     if let Some(trailwatch_processor::sources::SourceConfig::Sqs(q)) = cfg.sources.get_mut("queue") {
         q.receivers = 4;
         // A short hold at start (two visibility timeouts): the drain below
         // takes longer, so it is the receivers' order that is tested.
-        q.visibility_timeout = Some(Duration::from_secs(4));
+        q.visibility_timeout = Some(visibility);
     }
     trailwatch_tests::aws_env();
     let (set, _) = ruleset::compile(
@@ -432,8 +479,7 @@ async fn four_receivers_draining_a_backlog_lose_no_correlation() {
     // A message can come back on a loaded machine (its visibility is short
     // here): read twice, its events count once.
     assert!(s.eval.events >= total as u64, "the whole backlog was read: {} of {total}", s.eval.events);
-    assert_eq!(s.eval.detector.late_dropped, 0);
-    assert_eq!(burst_groups(dir.path()), want, "every burst of every account fired");
+    (s, burst_groups(dir.path()), want, proxy)
 }
 
 /// A gzip bomb: `members` gzip members of 1 MiB of zeros each (about 1 KiB
