@@ -187,8 +187,8 @@ pub struct ArchiveOptions {
     /// `--since/--until/--accounts/--regions`, and the lookahead: how far
     /// before the time in its name a CloudTrail file's events may be.
     pub filter: Filter,
-    /// Loader threads (fetch, gunzip, decode, sort); 0: one per core, more
-    /// for S3 where most of the time is waiting.
+    /// Loader threads (fetch, gunzip, decode, screen detection rules, sort);
+    /// 0: one per core, more for S3 where most of the time is waiting.
     pub threads: usize,
     /// `[aws]` for s3:// inputs.
     pub aws: AwsConfig,
