@@ -140,7 +140,7 @@ pub struct ReplayArgs {
     /// be: events are held this long to merge accounts and regions in time order.
     #[arg(long, default_value = "15m", value_name = "DURATION")]
     pub lookahead: String,
-    /// Threads that fetch, decompress and decode files (default: one per core; 4 per core for s3://).
+    /// Threads that fetch, decompress, decode files and run the detection rules on their events (default: one per core; 4 per core for s3://).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Backtest expectations (TOML: per rule id at_least / at_most / exactly;

@@ -299,19 +299,8 @@ impl Evaluator {
         let mut alerts = std::mem::take(&mut self.alerts);
         alerts.clear();
         let res = self.det.process_in(p, ev.class, ev.json, now_ms, &mut self.scratch, &mut alerts);
-        for name in self.det.take_future_partitions() {
-            tracing::warn!(
-                partition = %name,
-                origin = %ev.origin,
-                position = %ev.position,
-                "event time further ahead of processing time than windows.max_future_skew: it moves no watermark (logged once per partition, all are counted)"
-            );
-        }
-        if ev.class != EventClass::CloudTrail {
-            if let Some(r) = crate::respond::request::parse(ev.json) {
-                out(Emitted::Request(Box::new(r)));
-            }
-        }
+        self.log_future(&ev);
+        Self::respond_request(&ev, out);
         match res {
             Err(e) => self.bad(ev.origin, ev.position, "json", &e.to_string(), Some(ev.json), out),
             Ok(()) => {
@@ -323,6 +312,52 @@ impl Evaluator {
             }
         }
         self.alerts = alerts;
+    }
+
+    /// An event of partition `p` that [`Detector::screen`] (run on another
+    /// thread) found matching no rule: counted and timed as [`Self::event_in`]
+    /// would, without parsing it again. Windows closed by its time are decided.
+    pub fn event_unmatched(
+        &mut self,
+        p: PartitionId,
+        ev: EventRef<'_>,
+        event_time_ms: Option<i64>,
+        now: OffsetDateTime,
+        out: &mut dyn FnMut(Emitted),
+    ) {
+        self.stats.events += 1;
+        *self.stats.events_by_class.entry(ev.class.service()).or_default() += 1;
+        let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+        let mut alerts = std::mem::take(&mut self.alerts);
+        alerts.clear();
+        self.det.process_unmatched(p, event_time_ms, now_ms, &mut alerts);
+        self.log_future(&ev);
+        Self::respond_request(&ev, out);
+        for a in alerts.drain(..) {
+            self.alert(a, Some(ev), &mut None, now, out);
+        }
+        self.alerts = alerts;
+    }
+
+    /// A Security Hub custom-action event (trailwatch: revoke sessions, ...)
+    /// is a response request, whether or not a rule matched it.
+    fn respond_request(ev: &EventRef<'_>, out: &mut dyn FnMut(Emitted)) {
+        if ev.class != EventClass::CloudTrail {
+            if let Some(r) = crate::respond::request::parse(ev.json) {
+                out(Emitted::Request(Box::new(r)));
+            }
+        }
+    }
+
+    fn log_future(&mut self, ev: &EventRef<'_>) {
+        for name in self.det.take_future_partitions() {
+            tracing::warn!(
+                partition = %name,
+                origin = %ev.origin,
+                position = %ev.position,
+                "event time further ahead of processing time than windows.max_future_skew: it moves no watermark (logged once per partition, all are counted)"
+            );
+        }
     }
 
     /// After a panic caught while evaluating one event (`panics::guard`): the

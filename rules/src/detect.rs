@@ -207,6 +207,15 @@ struct GroupSnap {
     fired: Option<(i64, i64, u64)>,
 }
 
+/// What [`Detector::screen`] found in one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Screened {
+    /// Some detection rule matched (suppressions not applied yet).
+    pub matched: bool,
+    /// `eventTime`, else EventBridge `time`, if it parses.
+    pub event_time_ms: Option<i64>,
+}
+
 /// Evaluates events and keeps correlation windows.
 pub struct Detector {
     set: Arc<RuleSet>,
@@ -402,10 +411,8 @@ impl Detector {
         let set = Arc::clone(&self.set);
         let ev = set.eval(class, json, scratch, &mut self.matches)?;
         let event_time = set.event_time(&ev).and_then(parse_rfc3339_ms);
-        let t = match self.cfg.time_mode {
-            TimeMode::EventTime => event_time.unwrap_or(now_ms),
-            TimeMode::ProcessingTime => now_ms,
-        };
+        let t = self.time_of(event_time, now_ms);
+        let late_before = self.state.stats.late_dropped;
         let event_id = set.event_id(&ev);
         // Decided at the first window this event would count in.
         let mut duplicate: Option<bool> = None;
@@ -492,18 +499,62 @@ impl Detector {
         if duplicate == Some(true) {
             self.state.stats.duplicate_events += 1;
         }
+        let late = self.state.stats.late_dropped - late_before;
+        if late > 0 {
+            self.state.wm.add_late(p, late);
+        }
+        self.after_event(&set, p, t, now_ms, out);
+        Ok(())
+    }
+
+    /// The time windows place an event at.
+    fn time_of(&self, event_time: Option<i64>, now_ms: i64) -> i64 {
+        match self.cfg.time_mode {
+            TimeMode::EventTime => event_time.unwrap_or(now_ms),
+            TimeMode::ProcessingTime => now_ms,
+        }
+    }
+
+    /// What every event does after its matches: moves its partition's
+    /// watermark and decides the windows that closed.
+    fn after_event(&mut self, set: &RuleSet, p: PartitionId, t: i64, now_ms: i64, out: &mut Vec<Alert>) {
         match self.cfg.time_mode {
             TimeMode::EventTime => {
                 self.state.wm.event(p, t, now_ms);
             }
             TimeMode::ProcessingTime => self.state.wm.processing(now_ms),
         }
-        self.close_due(&set, false, out);
+        self.close_due(set, false, out);
         self.state.since_expiry += 1;
         if self.state.since_expiry >= 4096 {
             self.expire();
         }
-        Ok(())
+    }
+
+    /// Evaluates an event's detection rules without the detector's state
+    /// (pure: any thread, with its own scratch). An event that matched no
+    /// rule can then be given to [`Detector::process_unmatched`] instead of
+    /// [`Detector::process_in`], with the same effect and no second parse;
+    /// one that matched goes through `process_in` as usual.
+    pub fn screen(
+        set: &RuleSet,
+        class: EventClass,
+        json: &str,
+        scratch: &mut Scratch,
+        matches: &mut Vec<u32>,
+    ) -> Result<Screened, JsonError> {
+        matches.clear();
+        let ev = set.eval(class, json, scratch, matches)?;
+        Ok(Screened { matched: !matches.is_empty(), event_time_ms: set.event_time(&ev).and_then(parse_rfc3339_ms) })
+    }
+
+    /// An event of partition `p` that [`Detector::screen`] found matching
+    /// no rule: exactly what `process_in` does for it (its time moves the
+    /// partition's watermark; windows that closed are decided).
+    pub fn process_unmatched(&mut self, p: PartitionId, event_time_ms: Option<i64>, now_ms: i64, out: &mut Vec<Alert>) {
+        let set = Arc::clone(&self.set);
+        let t = self.time_of(event_time_ms, now_ms);
+        self.after_event(&set, p, t, now_ms, out);
     }
 
     /// Moves processing time forward without an event (idle streams).

@@ -38,7 +38,7 @@ pub mod watermark;
 pub mod window;
 
 pub use compile::{CompileOptions, DEFAULT_REGEX_SIZE_LIMIT};
-pub use detect::{Alert, CorrelationAlert, Detector, DetectorConfig, DetectorStats, Suppression, TimeMode};
+pub use detect::{Alert, CorrelationAlert, Detector, DetectorConfig, DetectorStats, Screened, Suppression, TimeMode};
 pub use engine::{DetectionRule, RuleFile, RuleSet, Scratch};
 pub use error::{RuleError, RuleErrors, RuleWarning};
 pub use logsource::EventClass;

@@ -24,6 +24,9 @@ pub struct PartitionState {
     /// Holds the combined watermark back (not idle, not closed).
     pub active: bool,
     pub closed: bool,
+    /// Correlation observations of its events dropped as late (since start;
+    /// not kept in snapshots).
+    pub late_dropped: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +40,7 @@ struct Part {
     closed: bool,
     /// A future-skewed event was reported for it already (logged once).
     future_reported: bool,
+    late: u64,
 }
 
 /// The snapshot form of a partition.
@@ -91,6 +95,7 @@ impl Watermarks {
             last_active: self.now,
             closed: false,
             future_reported: false,
+            late: 0,
         });
         self.index.insert(name.to_string(), i);
         PartitionId(i)
@@ -221,8 +226,16 @@ impl Watermarks {
                 max_event_ms: p.max_time,
                 active: !p.closed && !self.is_idle(p),
                 closed: p.closed,
+                late_dropped: p.late,
             })
             .collect()
+    }
+
+    /// `n` late drops of partition `pid`'s events.
+    pub(crate) fn add_late(&mut self, pid: PartitionId, n: u64) {
+        if let Some(p) = self.parts.get_mut(pid.0 as usize) {
+            p.late += n;
+        }
     }
 
     pub(crate) fn to_snap(&self) -> Vec<PartSnap> {
@@ -246,6 +259,7 @@ impl Watermarks {
                 last_active: None,
                 closed: s.closed,
                 future_reported: false,
+                late: 0,
             });
         }
         self.wm = wm;

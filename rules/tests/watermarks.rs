@@ -322,3 +322,55 @@ fn the_event_id_filter_is_bounded() {
     }
     assert_eq!(g.corr().len(), 1);
 }
+
+#[test]
+fn late_drops_are_counted_against_their_partition() {
+    let mut f = Feed::new(cfg());
+    let (a, b) = (f.p("a"), f.p("b"));
+    f.at(a, P, &dl("u", 600, "a0"));
+    f.at(b, P, &dl("v", 600, "b0"));
+    // 5 minutes behind b's own newest event, beyond the 1 minute lateness.
+    f.at(b, P, &dl("v", 300, "b1"));
+    assert_eq!(f.late(), 3, "each of the three correlations of the rule drops it");
+    let parts = f.det.partitions();
+    let late: Vec<(&str, u64)> = parts.iter().map(|p| (p.name.as_str(), p.late_dropped)).collect();
+    assert_eq!(late, [("a", 0), ("b", 3)]);
+}
+
+/// Screening an event elsewhere and giving the detector only the time of
+/// one that matched nothing has exactly the effect of evaluating it.
+#[test]
+fn screened_unmatched_events_act_as_evaluated_ones() {
+    let events: Vec<(usize, String)> = (0..200)
+        .map(|i| {
+            let json = match i % 5 {
+                0 => dl(&format!("u{}", i % 3), i * 7, &format!("d{i}")),
+                1 => ev("Other", &format!("u{}", i % 3), i * 7 + 2, &format!("o{i}"), ""),
+                _ => ev("Unrelated", "x", i * 7 - 90, &format!("n{i}"), ""),
+            };
+            ((i % 2) as usize, json)
+        })
+        .collect();
+    let mut full = Feed::new(cfg());
+    let mut screened = Feed::new(cfg());
+    let set = set();
+    let mut scratch = set.scratch();
+    let mut matches = Vec::new();
+    let parts = |f: &mut Feed| [f.p("a"), f.p("b")];
+    let (pf, ps) = (parts(&mut full), parts(&mut screened));
+    let mut unmatched = 0;
+    for (p, json) in &events {
+        full.at(pf[*p], P, json);
+        let s = Detector::screen(&set, EventClass::CloudTrail, json, &mut scratch, &mut matches).unwrap();
+        if s.matched {
+            screened.at(ps[*p], P, json);
+        } else {
+            unmatched += 1;
+            screened.det.process_unmatched(ps[*p], s.event_time_ms, P, &mut screened.out);
+        }
+    }
+    assert_eq!(unmatched, 120);
+    assert!(!full.corr().is_empty());
+    assert_eq!(format!("{:?}", full.out), format!("{:?}", screened.out));
+    assert_eq!(full.det.snapshot(), screened.det.snapshot());
+}

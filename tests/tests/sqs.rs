@@ -16,6 +16,7 @@ use trailwatch_processor::config::Config;
 use trailwatch_processor::service::{self, RunOptions, RunSummary};
 use trailwatch_processor::{decode::DecodeOptions, findings::FindingContext, ruleset};
 use trailwatch_rules::{DetectorConfig, RuleFile};
+use trailwatch_tests::faults::{Fault, FaultConfig, FaultProxy, Service};
 use trailwatch_tests::Server;
 
 const RULES: &str = r#"
@@ -87,6 +88,11 @@ async fn depth(client: &aws_sdk_sqs::Client, url: &str) -> u64 {
 }
 
 fn config(server: &Server, dir: &Path, url: &str) -> Config {
+    config_at(&server.aws_section(), dir, url)
+}
+
+/// [`config`] with another `[aws]` section (a fault proxy's endpoint).
+fn config_at(aws: &str, dir: &Path, url: &str) -> Config {
     let text = format!(
         r#"
         {aws}
@@ -104,7 +110,6 @@ fn config(server: &Server, dir: &Path, url: &str) -> Config {
         [metrics]
         enabled = false
         "#,
-        aws = server.aws_section(),
         state = dir.join("state").display(),
         out = findings_path(dir).display(),
     );
@@ -360,6 +365,43 @@ fn burst_groups(dir: &Path) -> Vec<String> {
 /// as in a time-sorted replay, and no event is late.
 #[tokio::test]
 async fn four_receivers_draining_a_backlog_lose_no_correlation() {
+    let (s, got, want, _) = drain_backlog(None, Duration::from_secs(4)).await;
+    assert_eq!(s.eval.detector.late_dropped, 0);
+    assert_eq!(got, want, "every burst of every account fired");
+}
+
+/// Receive order, proven: the same backlog, with S3 reads of some log
+/// files slowed by 2 s in a fault proxy, so a receiver whose batch was
+/// received first often finishes after those received later. Batches are
+/// handed on in receive order anyway (tickets), so nothing is late and every
+/// burst fires. Handed on in finishing order instead (the turn wait
+/// removed), this test fails: later batches move the watermark past the
+/// slow one's events.
+#[tokio::test]
+async fn slow_s3_reads_do_not_reorder_what_four_receivers_hand_on() {
+    let faults = FaultConfig {
+        faults: vec![Fault::Slow],
+        max_faults: 40,
+        slow: Duration::from_secs(2),
+        every_kind_early: false,
+        ..FaultConfig::new(16, 0.3, &[Service::S3])
+    };
+    let (s, got, want, proxy) = drain_backlog(Some(faults), Duration::from_secs(3)).await;
+    let proxy = proxy.unwrap();
+    eprintln!("proxy: {}", proxy.summary());
+    assert!(proxy.injected_of(Fault::Slow) >= 10, "S3 reads were slowed: {}", proxy.summary());
+    assert_eq!(s.eval.detector.late_dropped, 0);
+    assert_eq!(got, want, "every burst of every account fired");
+}
+
+/// Puts the four accounts' log files in S3 and their notifications in a
+/// queue (in delivery order), drains it with four receivers, through a fault
+/// proxy when `faults` is given. Returns the run, the burst groups that
+/// fired and those that should have.
+async fn drain_backlog(
+    faults: Option<FaultConfig>,
+    visibility: Duration,
+) -> (RunSummary, Vec<String>, Vec<String>, Option<FaultProxy>) {
     let server = Server::moto().unwrap();
     let sdk = server.sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -389,12 +431,17 @@ async fn four_receivers_draining_a_backlog_lose_no_correlation() {
         v
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(&server, dir.path(), &url);
+    let proxy = faults.map(|f| FaultProxy::start(&server.endpoint, f).unwrap());
+    let aws = match &proxy {
+        Some(p) => format!("[aws]\nregion = \"{}\"\nendpoint_url = \"{}\"\n", trailwatch_tests::REGION, p.endpoint),
+        None => server.aws_section(),
+    };
+    let mut cfg = config_at(&aws, dir.path(), &url);
     if let Some(trailwatch_processor::sources::SourceConfig::Sqs(q)) = cfg.sources.get_mut("queue") {
         q.receivers = 4;
         // A short hold at start (two visibility timeouts): the drain below
         // takes longer, so it is the receivers' order that is tested.
-        q.visibility_timeout = Some(Duration::from_secs(4));
+        q.visibility_timeout = Some(visibility);
     }
     trailwatch_tests::aws_env();
     let (set, _) = ruleset::compile(
@@ -404,9 +451,11 @@ async fn four_receivers_draining_a_backlog_lose_no_correlation() {
     .unwrap();
     let (tx, mut rx) = tokio::sync::watch::channel(0u64);
     let opts = RunOptions {
-        // A lateness of 2 minutes: one batch (~12 minutes of event time)
-        // handed on before an older one would make the older one late.
-        detector: DetectorConfig { allowed_lateness_ms: 2 * 60_000, ..DetectorConfig::default() },
+        // A lateness of 6 minutes: one batch (~12 minutes of event time)
+        // handed on before an older one makes the older one late, while two
+        // adjacent files (5 minutes each) that SQS returns out of order in one
+        // batch (a standard queue is only roughly ordered) are not.
+        detector: DetectorConfig { allowed_lateness_ms: 6 * 60_000, ..DetectorConfig::default() },
         findings: FindingContext::default(),
         now: None,
         dead_letter: None,
@@ -432,8 +481,7 @@ async fn four_receivers_draining_a_backlog_lose_no_correlation() {
     // A message can come back on a loaded machine (its visibility is short
     // here): read twice, its events count once.
     assert!(s.eval.events >= total as u64, "the whole backlog was read: {} of {total}", s.eval.events);
-    assert_eq!(s.eval.detector.late_dropped, 0);
-    assert_eq!(burst_groups(dir.path()), want, "every burst of every account fired");
+    (s, burst_groups(dir.path()), want, proxy)
 }
 
 /// A gzip bomb: `members` gzip members of 1 MiB of zeros each (about 1 KiB
@@ -475,4 +523,115 @@ async fn a_gzip_bomb_in_s3_is_stopped_at_the_limit_dead_lettered_and_the_rest_fl
     // Dead-lettered is handled: the message is deleted, not redelivered.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(depth(&sqs, &url).await, 0);
+}
+
+/// A CloudTrail record as EventBridge delivers it.
+fn eventbridge_of(record: &str, id: &str) -> String {
+    let r: serde_json::Value = serde_json::from_str(record).unwrap();
+    serde_json::json!({
+        "version": "0", "id": id, "detail-type": "AWS API Call via CloudTrail", "source": "aws.s3",
+        "account": r["recipientAccountId"], "time": r["eventTime"], "region": r["awsRegion"],
+        "resources": [], "detail": r,
+    })
+    .to_string()
+}
+
+/// Events in message bodies (raw records, EventBridge, SNS-wrapped) are
+/// partitioned by their own account+region (issue 16): account B's events
+/// arrive an hour of event time behind account A's, interleaved in one
+/// queue, and B's bursts still fire with a 2 minute lateness. With one
+/// partition per source, A's newer events would make all of B's late.
+#[tokio::test]
+async fn body_events_hold_the_watermark_per_account_and_region() {
+    let server = Server::moto().unwrap();
+    let sdk = server.sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let url = queue(&sqs, "bodies", &[]).await;
+    let (a, b) = (ACCOUNTS[0], ACCOUNTS[1]);
+    // A: 30 minutes from 01:00; B: 30 minutes from 00:00, with 4 bursts.
+    let a_events: Vec<String> = (0..120).map(|k| trail_event(a, 3600 + k * 15, k, "busy", false)).collect();
+    let mut b_times: Vec<(u32, String, bool)> = (0..120).map(|k| (k * 15, "busy".to_string(), false)).collect();
+    for j in 0..4 {
+        for d in [0, 15, 30] {
+            b_times.push((j * 400 + 100 + d + 7, format!("burst{j}"), true));
+        }
+    }
+    b_times.sort_by_key(|e| e.0);
+    let b_events: Vec<String> = b_times
+        .iter()
+        .enumerate()
+        .map(|(k, (secs, user, denied))| trail_event(b, *secs, 1_000_000 + k as u32, user, *denied))
+        .collect();
+    let body_a = |k: usize| format!(r#"{{"Records":[{}]}}"#, a_events[k]);
+    let body_b = |k: usize| {
+        let id = format!("eb-{k}");
+        match k % 4 {
+            0 => eventbridge_of(&b_events[k], &id),
+            1 => sns(&eventbridge_of(&b_events[k], &id)),
+            2 => sns(&format!(r#"{{"Records":[{}]}}"#, b_events[k])),
+            _ => format!(r#"{{"Records":[{}]}}"#, b_events[k]),
+        }
+    };
+    // The first of each before the start (both partitions exist while the
+    // start-up hold lasts), the rest once the hold is over.
+    for body in [body_a(0), body_b(0)] {
+        sqs.send_message().queue_url(&url).message_body(body).send().await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&server, dir.path(), &url);
+    if let Some(trailwatch_processor::sources::SourceConfig::Sqs(q)) = cfg.sources.get_mut("queue") {
+        q.receivers = 1;
+        // Hold at start: 2 x 1 s + the 1 s wait.
+        q.visibility_timeout = Some(Duration::from_secs(1));
+    }
+    trailwatch_tests::aws_env();
+    let (set, _) = ruleset::compile(
+        &[RuleFile { name: "test.yml".into(), text: BURST_RULES.into() }],
+        &trailwatch_rules::CompileOptions::default(),
+    )
+    .unwrap();
+    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
+    let opts = RunOptions {
+        detector: DetectorConfig { allowed_lateness_ms: 2 * 60_000, ..DetectorConfig::default() },
+        findings: FindingContext::default(),
+        now: None,
+        dead_letter: None,
+        decode: DecodeOptions::default(),
+        on_listen: None,
+        commits: Some(tx),
+        org: None,
+    };
+    let (sqs2, url2) = (sqs.clone(), url.clone());
+    let rest: Vec<String> = (1..a_events.len().max(b_events.len()))
+        .flat_map(|k| {
+            let mut v = Vec::new();
+            if k < a_events.len() {
+                v.push(body_a(k));
+            }
+            if k < b_events.len() {
+                v.push(body_b(k));
+            }
+            v
+        })
+        .collect();
+    let shutdown = async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        for body in rest {
+            sqs2.send_message().queue_url(&url2).message_body(body).send().await.unwrap();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while depth(&sqs2, &url2).await > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let seen = *rx.borrow();
+        let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|n| *n > seen)).await;
+    };
+    let s = tokio::time::timeout(Duration::from_secs(120), service::run(cfg, Arc::new(set), opts, shutdown))
+        .await
+        .expect("the run ends")
+        .expect("the run succeeds");
+    assert!(s.eval.events >= (a_events.len() + b_events.len()) as u64, "everything read: {}", s.eval.events);
+    let want: Vec<String> = (0..4).map(|j| format!("userIdentity.arn=arn:aws:iam::{b}:user/burst{j}")).collect();
+    assert_eq!(s.eval.detector.late_dropped, 0);
+    assert_eq!(burst_groups(dir.path()), want, "every burst of the lagging account fired");
 }

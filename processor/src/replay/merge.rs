@@ -1,14 +1,18 @@
 //! Loading planned files in parallel, and their events back in one order.
 //!
-//! Workers (plain threads) fetch, gunzip, decode and sort one file each, at
-//! most `window` files ahead of the merge; the merge takes them in plan
-//! order. Only the merge is sequential (the engine owns its windows).
+//! Workers (plain threads) fetch, gunzip, decode, screen and sort one file
+//! each, at most `window` files ahead of the merge; the merge takes them in
+//! plan order. Screening runs the detection rules on the worker (pure, per
+//! event: [`Detector::screen`]): the merge thread then only moves the
+//! watermark for the events that matched nothing (most of them), and
+//! evaluates the rest fully (windows, suppressions, findings). Only the merge
+//! is sequential (the engine owns its windows).
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::sync::{Condvar, Mutex};
 
-use trailwatch_rules::EventClass;
+use trailwatch_rules::{Detector, EventClass, RuleSet, Scratch};
 
 use super::plan::{Input, Planned};
 use crate::decode::{self, DecodeOptions, Decoded, Position};
@@ -20,6 +24,9 @@ pub(super) struct LoadedEvent {
     /// The time it is merged at: its own, else the file's name time.
     pub key_ms: i64,
     pub class: EventClass,
+    /// Screened on the worker and matched no detection rule (false when it
+    /// matched, or was not screened, or did not parse: evaluated fully).
+    pub unmatched: bool,
     pub start: usize,
     pub end: usize,
     pub position: Position,
@@ -66,8 +73,22 @@ pub(super) fn event_time(json: &str) -> Option<i64> {
     t.event_time.or(t.time).and_then(trailwatch_rules::detect::parse_rfc3339_ms)
 }
 
-/// Decodes one file and sorts its events (CloudTrail files are unsorted inside).
-pub(super) fn load(p: &Planned, bytes: &[u8], opts: &DecodeOptions) -> Loaded {
+/// A worker's rules and scratch for screening.
+pub(super) struct Screener<'s> {
+    set: &'s RuleSet,
+    scratch: Scratch,
+    matches: Vec<u32>,
+}
+
+impl<'s> Screener<'s> {
+    pub fn new(set: &'s RuleSet) -> Self {
+        Screener { set, scratch: set.scratch(), matches: Vec::new() }
+    }
+}
+
+/// Decodes one file, screens its events when `screen` is given, and sorts
+/// them (CloudTrail files are unsorted inside).
+pub(super) fn load(p: &Planned, bytes: &[u8], opts: &DecodeOptions, mut screen: Option<&mut Screener<'_>>) -> Loaded {
     let origin = p.input.origin();
     let mut arena = String::with_capacity(bytes.len());
     let mut events = Vec::new();
@@ -77,11 +98,20 @@ pub(super) fn load(p: &Planned, bytes: &[u8], opts: &DecodeOptions) -> Loaded {
         Decoded::Event(ev) => {
             let start = arena.len();
             arena.push_str(ev.json);
-            let time_ms = event_time(ev.json);
+            // The engine's own reading of the time (the same fields), so an
+            // unmatched event is timed exactly as evaluating it would.
+            let (time_ms, unmatched) = match screen.as_deref_mut() {
+                Some(s) => match Detector::screen(s.set, ev.class, ev.json, &mut s.scratch, &mut s.matches) {
+                    Ok(r) => (r.event_time_ms, !r.matched),
+                    Err(_) => (event_time(ev.json), false),
+                },
+                None => (event_time(ev.json), false),
+            };
             events.push(LoadedEvent {
                 time_ms,
                 key_ms: time_ms.unwrap_or(fallback),
                 class: ev.class,
+                unmatched,
                 start,
                 end: arena.len(),
                 position: ev.position,
@@ -113,6 +143,7 @@ pub(super) fn for_each_loaded(
     window: usize,
     fetch: &dyn Fetch,
     opts: &DecodeOptions,
+    screen: Option<&RuleSet>,
     consume: &mut dyn FnMut(usize, Loaded) -> anyhow::Result<bool>,
 ) -> anyhow::Result<()> {
     let n = files.len();
@@ -126,28 +157,31 @@ pub(super) fn for_each_loaded(
             let (state, cv) = (&state, &cv);
             std::thread::Builder::new()
                 .name("replay-load".into())
-                .spawn_scoped(s, move || loop {
-                    let i = {
-                        let mut g = state.lock().unwrap_or_else(|e| e.into_inner());
-                        loop {
-                            if g.stop || g.next >= n {
-                                return;
+                .spawn_scoped(s, move || {
+                    let mut screener = screen.map(Screener::new);
+                    loop {
+                        let i = {
+                            let mut g = state.lock().unwrap_or_else(|e| e.into_inner());
+                            loop {
+                                if g.stop || g.next >= n {
+                                    return;
+                                }
+                                if g.next < g.consumed + window.max(1) {
+                                    break;
+                                }
+                                g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
                             }
-                            if g.next < g.consumed + window.max(1) {
-                                break;
-                            }
-                            g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+                            g.next += 1;
+                            g.next - 1
+                        };
+                        let p = files[i];
+                        let res = fetch
+                            .fetch(&p.input)
+                            .map(|bytes| load(p, &bytes, opts, screener.as_mut()))
+                            .map_err(|e| e.context(format!("cannot read {}", p.input.origin())));
+                        if tx.send((i, res)).is_err() {
+                            return;
                         }
-                        g.next += 1;
-                        g.next - 1
-                    };
-                    let p = files[i];
-                    let res = fetch
-                        .fetch(&p.input)
-                        .map(|bytes| load(p, &bytes, opts))
-                        .map_err(|e| e.context(format!("cannot read {}", p.input.origin())));
-                    if tx.send((i, res)).is_err() {
-                        return;
                     }
                 })
                 .expect("spawning a loader thread");

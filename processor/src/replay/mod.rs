@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use time::OffsetDateTime;
-use trailwatch_rules::{DetectorConfig, RuleSet};
+use trailwatch_rules::{DetectorConfig, PartitionId, RuleSet};
 
 use self::plan::{Filter, Input, Plan};
 use crate::aws::AwsConfig;
@@ -94,6 +94,8 @@ pub struct ReplayStats {
     /// The newest event time reached.
     pub max_event_ms: Option<i64>,
     pub lookahead_ms: i64,
+    /// Late drops (correlation observations) per partition that had any.
+    pub late_by_partition: Vec<(String, u64)>,
     /// S3 calls, for s3:// inputs.
     pub s3_list_calls: Option<u64>,
     pub s3_get_calls: Option<u64>,
@@ -145,6 +147,10 @@ impl ReplayStats {
             self.out_of_range
         ));
         s.push_str(&e.summary_details());
+        if !self.late_by_partition.is_empty() {
+            let parts: Vec<String> = self.late_by_partition.iter().map(|(p, n)| format!("{p}: {n}")).collect();
+            s.push_str(&format!("late events by partition: {}\n", parts.join(", ")));
+        }
         s
     }
 }
@@ -155,8 +161,8 @@ pub struct ArchiveOptions {
     /// `--since/--until/--accounts/--regions`, and the lookahead: how far
     /// before the time in its name a CloudTrail file's events may be.
     pub filter: Filter,
-    /// Loader threads (fetch, gunzip, decode, sort); 0: one per core, more
-    /// for S3 where most of the time is waiting.
+    /// Loader threads (fetch, gunzip, decode, screen detection rules, sort);
+    /// 0: one per core, more for S3 where most of the time is waiting.
     pub threads: usize,
     /// `[aws]` for s3:// inputs.
     pub aws: AwsConfig,
@@ -215,9 +221,9 @@ struct Clock {
     fed: u64,
 }
 
-/// Hands one event to the engine. The one place where an event enters it
-/// with its partition (`<account>/<region>` or the file): per-partition
-/// watermarks (issue 16) take `partition` here.
+/// Hands one event to the engine, in its partition (`<account>/<region>`
+/// or the file: per-partition watermarks, as in `run`). `unmatched`: the
+/// loader screened it and no detection rule matched (only its time matters).
 #[allow(clippy::too_many_arguments)]
 fn feed(
     eval: &mut Evaluator,
@@ -226,7 +232,8 @@ fn feed(
     filter: &Filter,
     ev: EventRef<'_>,
     time_ms: Option<i64>,
-    partition: &str,
+    unmatched: bool,
+    partition: PartitionId,
     now: OffsetDateTime,
 ) {
     if let Some(t) = time_ms {
@@ -239,9 +246,36 @@ fn feed(
         }
         clock.max_ms = Some(clock.max_ms.map_or(t, |m| m.max(t)));
     }
-    let _ = partition;
     clock.fed += 1;
-    eval.event(ev, now, &mut |e| sink.emit(e));
+    if unmatched {
+        eval.event_unmatched(partition, ev, time_ms, now, &mut |e| sink.emit(e));
+    } else {
+        eval.event_in(partition, ev, now, &mut |e| sink.emit(e));
+    }
+}
+
+/// The engine partitions of a planned archive (one per plan partition).
+struct Parts {
+    ids: Vec<Option<PartitionId>>,
+    /// Files of the partition not yet fed to their last event.
+    files_left: Vec<usize>,
+}
+
+impl Parts {
+    fn id(&mut self, eval: &mut Evaluator, plan: &Plan, p: u32) -> PartitionId {
+        *self.ids[p as usize].get_or_insert_with(|| eval.partition(&plan.partitions[p as usize]))
+    }
+
+    /// One file of partition `p` is done; after its last one the partition
+    /// stops holding the watermark.
+    fn file_done(&mut self, eval: &mut Evaluator, plan: &Plan, p: u32, sink: &mut Sink<'_>, now: OffsetDateTime) {
+        let left = &mut self.files_left[p as usize];
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            let id = self.id(eval, plan, p);
+            eval.close_partition(id, now, &mut |e| sink.emit(e));
+        }
+    }
 }
 
 /// Reads local files, stdin and S3 objects for the loader threads.
@@ -340,6 +374,7 @@ pub fn replay(set: Arc<RuleSet>, opts: &ReplayOptions, out: &mut dyn Write) -> a
             _ => Box::new(io::stdin().lock()),
         };
         let mut reader = Counting { inner: reader, n: 0 };
+        let part = eval.partition(label);
         decode::decode_reader(&mut reader, &origin, &opts.decode, &mut |item| match item {
             Decoded::Event(ev) => {
                 let r = EventRef {
@@ -350,7 +385,7 @@ pub fn replay(set: Arc<RuleSet>, opts: &ReplayOptions, out: &mut dyn Write) -> a
                     ingest_ms: None,
                 };
                 let t = merge::event_time(ev.json);
-                feed(&mut eval, &mut sink, &mut clock, filter, r, t, label, opts.now);
+                feed(&mut eval, &mut sink, &mut clock, filter, r, t, false, part, opts.now);
             }
             Decoded::Error(e) => {
                 eval.bad_record(&origin, &e.position, e.kind.as_str(), &e.message, None, &mut |x| sink.emit(x));
@@ -360,6 +395,7 @@ pub fn replay(set: Arc<RuleSet>, opts: &ReplayOptions, out: &mut dyn Write) -> a
         })
         .with_context(|| format!("cannot read {origin}"))?;
         bytes = reader.n;
+        eval.close_partition(part, opts.now, &mut |e| sink.emit(e));
     } else {
         let order: Vec<&plan::Planned> = plan.in_order().collect();
         let n_untimed = plan.untimed.len();
@@ -374,9 +410,24 @@ pub fn replay(set: Arc<RuleSet>, opts: &ReplayOptions, out: &mut dyn Write) -> a
         let mut heap: BinaryHeap<Reverse<(i64, usize, usize)>> = BinaryHeap::new();
         let mut held: HashMap<usize, (merge::Loaded, usize)> = HashMap::new();
         let fetcher = Fetcher { s3: archive.as_ref() };
+        // Engine partitions: every partition with files to read is
+        // registered before the first event (so one whose files come later
+        // in the plan holds the watermark, as a Kinesis shard that has not
+        // delivered yet does in `run`), and closed once every event of its
+        // last file was fed.
+        let mut parts = Parts { ids: vec![None; plan.partitions.len()], files_left: vec![0; plan.partitions.len()] };
+        for p in &order {
+            parts.files_left[p.partition as usize] += 1;
+        }
+        for p in 0..plan.partitions.len() {
+            if parts.files_left[p] > 0 {
+                parts.id(&mut eval, &plan, p as u32);
+            }
+        }
         let pop_until = |bound: i64,
                          heap: &mut BinaryHeap<Reverse<(i64, usize, usize)>>,
                          held: &mut HashMap<usize, (merge::Loaded, usize)>,
+                         parts: &mut Parts,
                          eval: &mut Evaluator,
                          sink: &mut Sink<'_>,
                          clock: &mut Clock| {
@@ -394,10 +445,13 @@ pub fn replay(set: Arc<RuleSet>, opts: &ReplayOptions, out: &mut dyn Write) -> a
                     position: &e.position,
                     ingest_ms: None,
                 };
-                feed(eval, sink, clock, filter, r, e.time_ms, &plan.partitions[loaded.partition as usize], opts.now);
+                let part = parts.id(eval, &plan, loaded.partition);
+                feed(eval, sink, clock, filter, r, e.time_ms, e.unmatched, part, opts.now);
                 *left -= 1;
                 if *left == 0 {
+                    let p = loaded.partition;
                     held.remove(&i);
+                    parts.file_done(eval, &plan, p, sink, opts.now);
                 }
                 if clock.fed % 4096 == 0 {
                     if let Some(m) = clock.max_ms {
@@ -406,7 +460,8 @@ pub fn replay(set: Arc<RuleSet>, opts: &ReplayOptions, out: &mut dyn Write) -> a
                 }
             }
         };
-        merge::for_each_loaded(&order, threads, threads * 2 + 2, &fetcher, &opts.decode, &mut |i, loaded| {
+        let screen = Some(set.as_ref());
+        merge::for_each_loaded(&order, threads, threads * 2 + 2, &fetcher, &opts.decode, screen, &mut |i, loaded| {
             bar.inc(1);
             bytes += loaded.bytes;
             for o in &loaded.others {
@@ -424,19 +479,21 @@ pub fn replay(set: Arc<RuleSet>, opts: &ReplayOptions, out: &mut dyn Write) -> a
                 }
                 let n = loaded.events.len();
                 held.insert(i, (loaded, n));
+            } else {
+                parts.file_done(&mut eval, &plan, loaded.partition, &mut sink, opts.now);
             }
             // Files without a time in their names are all loaded first;
             // then an event is due once no later file can hold an older one.
             if i + 1 >= n_untimed {
                 if let Some(next) = order.get(i + 1) {
                     let bound = next.name_time_ms.unwrap_or(i64::MIN).saturating_sub(lookahead);
-                    pop_until(bound, &mut heap, &mut held, &mut eval, &mut sink, &mut clock);
+                    pop_until(bound, &mut heap, &mut held, &mut parts, &mut eval, &mut sink, &mut clock);
                 }
             }
             Ok(sink.io_error.is_none())
         })?;
         if sink.io_error.is_none() {
-            pop_until(i64::MAX, &mut heap, &mut held, &mut eval, &mut sink, &mut clock);
+            pop_until(i64::MAX, &mut heap, &mut held, &mut parts, &mut eval, &mut sink, &mut clock);
         }
     }
     bar.finish_and_clear();
@@ -452,7 +509,15 @@ pub fn replay(set: Arc<RuleSet>, opts: &ReplayOptions, out: &mut dyn Write) -> a
         d.flush().context("cannot write the dead-letter file")?;
     }
     let e = eval.stats();
+    let late_by_partition = eval
+        .detector()
+        .partitions()
+        .into_iter()
+        .filter(|p| p.late_dropped > 0)
+        .map(|p| (p.name, p.late_dropped))
+        .collect();
     Ok(ReplayStats {
+        late_by_partition,
         inputs: files,
         bytes,
         eval: e,

@@ -23,6 +23,8 @@ pub struct BatchEvent {
     pub class: EventClass,
     /// Index into the batch's origins.
     origin: u32,
+    /// 1 + index into the batch's event partitions; 0: its origin's.
+    part: u32,
     pub position: Position,
 }
 
@@ -47,6 +49,9 @@ pub struct EventBatch {
     /// Watermark partition of each origin that has its own (the
     /// account+region of a CloudTrail log file read from S3).
     origin_partitions: Vec<Option<Arc<str>>>,
+    /// Watermark partitions given to single events (an SQS body's events,
+    /// by their own account+region).
+    event_partitions: Vec<Arc<str>>,
     /// Values skipped on purpose, by reason.
     pub skipped: BTreeMap<&'static str, u64>,
     /// S3 objects announced by notifications (the SQS source fetches them).
@@ -165,6 +170,7 @@ impl EventBatch {
                     end: self.text.len(),
                     class: ev.class,
                     origin: o,
+                    part: 0,
                     position: ev.position,
                 });
             }
@@ -190,10 +196,15 @@ impl EventBatch {
             self.origin_partitions.extend(other.origin_partitions);
         }
         self.origins.extend(other.origins);
+        let base_part = self.event_partitions.len() as u32;
+        self.event_partitions.extend(other.event_partitions);
         self.events.extend(other.events.into_iter().map(|mut e| {
             e.start += base_text;
             e.end += base_text;
             e.origin += base_origin;
+            if e.part > 0 {
+                e.part += base_part;
+            }
             e
         }));
         self.errors.extend(other.errors.into_iter().map(|mut e| {
@@ -228,9 +239,33 @@ impl EventBatch {
         self.events.iter().map(|e| (e, &self.text[e.start..e.end], self.origins[e.origin as usize].as_str()))
     }
 
-    /// The watermark partition an event's origin has, if its own.
+    /// The watermark partition of an event, if it or its origin has its own.
     pub fn partition_of(&self, e: &BatchEvent) -> Option<&Arc<str>> {
-        self.origin_partitions.get(e.origin as usize).and_then(Option::as_ref)
+        match e.part {
+            0 => self.origin_partitions.get(e.origin as usize).and_then(Option::as_ref),
+            k => self.event_partitions.get(k as usize - 1),
+        }
+    }
+
+    /// Gives each event whose origin has no partition of its own the one
+    /// `of` names for it (by its JSON), if any. Consecutive events of one
+    /// name share one `Arc`.
+    pub fn set_event_partitions(&mut self, mut of: impl FnMut(&str) -> Option<String>) {
+        for i in 0..self.events.len() {
+            let e = &self.events[i];
+            if e.part != 0 || self.origin_partitions.get(e.origin as usize).is_some_and(Option::is_some) {
+                continue;
+            }
+            let Some(name) = of(&self.text[e.start..e.end]) else { continue };
+            let k = match self.event_partitions.iter().rposition(|p| **p == *name) {
+                Some(k) => k,
+                None => {
+                    self.event_partitions.push(Arc::from(name));
+                    self.event_partitions.len() - 1
+                }
+            };
+            self.events[i].part = k as u32 + 1;
+        }
     }
 
     pub fn errors(&self) -> impl Iterator<Item = (&BatchError, &str)> {

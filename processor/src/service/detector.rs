@@ -252,14 +252,19 @@ impl DetectorStage {
         for name in &parts.open {
             self.eval.partition(name);
         }
-        let default = self.eval.partition(parts.default.as_deref().unwrap_or(&source));
+        // Registered at its first event only: a source whose events all go
+        // to partitions of their own (SQS) must not hold the watermark with
+        // an empty partition of its name.
+        let mut default = None;
         // Events of one origin come together: look its partition up once.
         let mut last: Option<(Arc<str>, trailwatch_rules::PartitionId)> = None;
         let mut by_class: BTreeMap<&'static str, u64> = BTreeMap::new();
         for (ev, json, origin) in b.events.events() {
             *by_class.entry(ev.class.service()).or_default() += 1;
             let p = match b.events.partition_of(ev) {
-                None => default,
+                None => {
+                    *default.get_or_insert_with(|| self.eval.partition(parts.default.as_deref().unwrap_or(&source)))
+                }
                 Some(name) => match last {
                     Some((ref n, id)) if Arc::ptr_eq(n, name) => id,
                     _ => {

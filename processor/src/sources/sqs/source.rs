@@ -329,6 +329,8 @@ impl SqsSource {
         let body = msg.body().unwrap_or_default();
         let mut b = EventBatch::new(Some(now));
         b.push_unit(body.as_bytes(), format!("sqs:{}/{id}", queue_name(&self.cfg.queue_url)), &ctx.decode);
+        // Events in the body: each in the stream of its own account+region.
+        b.set_event_partitions(|json| event_partition(&ctx.name, json));
         let refs = std::mem::take(&mut b.object_refs);
         if b.is_empty() && b.skipped.is_empty() && refs.is_empty() {
             return Prepared::Poison(Poison::Undecodable("empty message".into()));
@@ -588,6 +590,29 @@ fn key_partition(source: &str, key: &str) -> Option<String> {
     plausible.then(|| format!("{source}/{account}/{region}"))
 }
 
+/// The watermark partition of an event from a message body (EventBridge,
+/// raw records, SNS-wrapped either way): its own account and region
+/// (CloudTrail `recipientAccountId`/`awsRegion`, else EventBridge
+/// `account`/`region`), named as [`key_partition`] names the log files of
+/// the same account+region; None without both (the source's partition).
+fn event_partition(source: &str, json: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Where<'a> {
+        #[serde(borrow, rename = "recipientAccountId")]
+        recipient: Option<&'a str>,
+        #[serde(borrow, rename = "awsRegion")]
+        aws_region: Option<&'a str>,
+        #[serde(borrow)]
+        account: Option<&'a str>,
+        #[serde(borrow)]
+        region: Option<&'a str>,
+    }
+    let w: Where<'_> = serde_json::from_str(json).ok()?;
+    let account = w.recipient.or(w.account).filter(|a| !a.is_empty())?;
+    let region = w.aws_region.or(w.region).filter(|r| !r.is_empty())?;
+    Some(format!("{source}/{account}/{region}"))
+}
+
 /// The queue's name: the last segment of its URL.
 fn queue_name(url: &str) -> &str {
     url.rsplit('/').next().unwrap_or(url)
@@ -663,6 +688,16 @@ mod tests {
         pump(aws_sdk_s3::primitives::ByteStream::from(vec![0u8; 100]), tx, r, 10).await;
         assert!(matches!(rx.recv().await, Some(Err(FetchError::Permanent(w))) if w.contains("over max_object_bytes")));
         assert!(rx.recv().await.is_none());
+    }
+
+    #[test]
+    fn partitions_of_body_events() {
+        let ct = r#"{"eventTime":"2026-11-01T00:00:00Z","recipientAccountId":"111122223333","awsRegion":"eu-west-1","userIdentity":{"accountId":"999999999999"}}"#;
+        assert_eq!(event_partition("q", ct).as_deref(), Some("q/111122223333/eu-west-1"));
+        let eb = r#"{"id":"x","account":"444455556666","region":"us-east-1","detail":{"awsRegion":"eu-west-1"}}"#;
+        assert_eq!(event_partition("q", eb).as_deref(), Some("q/444455556666/us-east-1"));
+        assert_eq!(event_partition("q", r#"{"account":"444455556666"}"#), None);
+        assert_eq!(event_partition("q", "not json"), None);
     }
 
     #[test]
