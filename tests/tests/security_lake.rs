@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use trailwatch_processor::config::Config;
 use trailwatch_processor::service::{self, RunOptions};
 use trailwatch_processor::{decode::DecodeOptions, findings::FindingContext, ruleset};
-use trailwatch_rules::{DetectorConfig, RuleFile};
+use trailwatch_rules::DetectorConfig;
 use trailwatch_tests::{aws_env, repo_root, trailwatch_bin, Server};
 
 const BUCKET: &str = "aws-security-data-lake-us-east-1-test";
@@ -135,7 +135,7 @@ async fn demo_findings_become_ocsf_parquet_in_the_lake_layout() {
     // What the same run wrote as OCSF JSON lines: the rows expected, by partition.
     let expected: Vec<serde_json::Value> =
         std::fs::read_to_string(&jsonl).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert!(expected.len() >= 5, "the demo events make findings: {}", expected.len());
+    assert!(!expected.is_empty(), "the demo events make findings");
     let mut want: BTreeMap<(String, String, String), Vec<(String, i64)>> = BTreeMap::new();
     for o in &expected {
         let pf = &o["unmapped"]["ProductFields"];
@@ -168,7 +168,6 @@ async fn demo_findings_become_ocsf_parquet_in_the_lake_layout() {
             ("status_id", "int32"),
             ("time", "int64"),
             ("message", "string"),
-            ("unmapped", "map<string, string>"),
         ] {
             assert_eq!(schema[field], ty, "{field} in {key}");
         }
@@ -183,6 +182,7 @@ async fn demo_findings_become_ocsf_parquet_in_the_lake_layout() {
             ("evidences", "list<element: struct<api: struct<operation: string"),
             ("observables", "list<element: struct<name: string, type_id: int32"),
             ("remediation", "struct<desc: string, references: list<element: string>>"),
+            ("unmapped", "map<string, string"),
         ] {
             let ty = schema[field].as_str().unwrap_or_default();
             assert!(ty.starts_with(prefix), "{field} in {key}: {ty}");
@@ -327,9 +327,11 @@ async fn a_kill_after_staging_loses_nothing() {
     assert!(o.status.success(), "second run failed: {}", String::from_utf8_lossy(&o.stderr));
     let objects = download_all(&client, &dir.path().join("lake")).await;
     assert_eq!(objects.len(), 1, "one partition, one file: {objects:?}");
-    assert_eq!(partition_of(&objects[0].0), ("eu-west-1".into(), "123456789012".into(), "20261101".into()));
     let read = read_with_pyarrow(&[objects[0].1.clone()]);
     let r = read.values().next().unwrap();
+    // The day is the OCSF `time`'s: when the finding was made.
+    let first = r["time"][0].as_i64().unwrap();
+    assert_eq!(partition_of(&objects[0].0), ("eu-west-1".into(), "123456789012".into(), day_of(first)));
     assert_eq!(r["num_rows"], N, "every staged finding arrived");
     let uids: std::collections::BTreeSet<&str> =
         r["uid"].as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();

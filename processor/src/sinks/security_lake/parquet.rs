@@ -49,7 +49,7 @@ pub fn schema() -> SchemaRef {
         Fields::from(vec![Field::new("key", DataType::Utf8, false), Field::new("value", DataType::Utf8, true)]);
     let unmapped = Field::new(
         "unmapped",
-        DataType::Map(Arc::new(Field::new("key_value", DataType::Struct(entries), false)), false),
+        DataType::Map(Arc::new(Field::new("entries", DataType::Struct(entries), false)), false),
         true,
     );
     Arc::new(Schema::new(vec![
