@@ -200,6 +200,7 @@ pub fn write<W: std::io::Write + Send>(out: W, mut rows: Vec<Value>) -> Result<u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::Array;
     use serde_json::json;
 
     #[test]
