@@ -227,9 +227,12 @@ detection:
     condition: sel
 "#;
 
+/// Event `i`: one of two accounts and two regions (four partitions).
 fn denial(i: u32) -> String {
+    let account = ["123456789012", "210987654321"][(i % 2) as usize];
+    let region = ["eu-west-1", "us-east-2"][(i / 2 % 2) as usize];
     format!(
-        r#"{{"eventVersion":"1.08","eventTime":"2026-11-01T10:{m:02}:{s:02}Z","eventSource":"iam.amazonaws.com","eventName":"ListUsers","awsRegion":"eu-west-1","errorCode":"AccessDenied","sourceIPAddress":"192.0.2.7","eventID":"00000000-0000-4000-8000-{i:012}","recipientAccountId":"123456789012","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::123456789012:user/u{i}","accountId":"123456789012"}}}}"#,
+        r#"{{"eventVersion":"1.08","eventTime":"2026-11-01T10:{m:02}:{s:02}Z","eventSource":"iam.amazonaws.com","eventName":"ListUsers","awsRegion":"{region}","errorCode":"AccessDenied","sourceIPAddress":"192.0.2.7","eventID":"00000000-0000-4000-8000-{i:012}","recipientAccountId":"{account}","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::{account}:user/u{i}","accountId":"{account}"}}}}"#,
         m = (i / 60) % 60,
         s = i % 60,
     )
@@ -326,15 +329,35 @@ async fn a_kill_after_staging_loses_nothing() {
         .unwrap();
     assert!(o.status.success(), "second run failed: {}", String::from_utf8_lossy(&o.stderr));
     let objects = download_all(&client, &dir.path().join("lake")).await;
-    assert_eq!(objects.len(), 1, "one partition, one file: {objects:?}");
-    let read = read_with_pyarrow(&[objects[0].1.clone()]);
-    let r = read.values().next().unwrap();
-    // The day is the OCSF `time`'s: when the finding was made.
-    let first = r["time"][0].as_i64().unwrap();
-    assert_eq!(partition_of(&objects[0].0), ("eu-west-1".into(), "123456789012".into(), day_of(first)));
-    assert_eq!(r["num_rows"], N, "every staged finding arrived");
-    let uids: std::collections::BTreeSet<&str> =
-        r["uid"].as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();
+    let files: Vec<PathBuf> = objects.iter().map(|(_, p)| p.clone()).collect();
+    let read = read_with_pyarrow(&files);
+    let mut partitions = std::collections::BTreeSet::new();
+    let mut uids = std::collections::BTreeSet::new();
+    for (key, path) in &objects {
+        let r = &read[path];
+        let (region, account, day) = partition_of(key);
+        // The day is the OCSF `time`'s: when the finding was made.
+        let times: Vec<i64> = r["time"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap()).collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{key} is not sorted by time");
+        assert!(times.iter().all(|t| day_of(*t) == day), "{key}");
+        assert!(r["account"].as_array().unwrap().iter().all(|a| a == account.as_str()), "{key}");
+        assert_eq!(r["num_rows"].as_u64().unwrap() as usize, times.len());
+        uids.extend(r["uid"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_string()));
+        partitions.insert((region, account));
+    }
+    let want: std::collections::BTreeSet<(String, String)> = [
+        ("eu-west-1", "123456789012"),
+        ("eu-west-1", "210987654321"),
+        ("us-east-2", "123456789012"),
+        ("us-east-2", "210987654321"),
+    ]
+    .iter()
+    .map(|(r, a)| (r.to_string(), a.to_string()))
+    .collect();
+    assert_eq!(partitions, want, "one file per region and account");
+    assert_eq!(objects.len(), 4, "one file per partition");
+    let rows: u64 = read.values().map(|r| r["num_rows"].as_u64().unwrap()).sum();
+    assert_eq!(rows, N as u64, "every staged finding arrived, once");
     assert_eq!(uids.len(), N as usize, "distinct findings");
     assert_eq!(staged_rows(dir.path()), 0);
 }
