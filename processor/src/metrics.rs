@@ -71,6 +71,10 @@ pub struct Metrics {
     pub sink_spool_bytes: IntGaugeVec,
     pub sink_spool_findings: IntGaugeVec,
     pub securityhub_routes_parked: IntGaugeVec,
+    pub security_lake_files: IntCounterVec,
+    pub security_lake_rows: IntCounterVec,
+    pub security_lake_bytes: IntCounterVec,
+    pub security_lake_upload_errors: IntCounterVec,
     pub dead_letters: IntCounter,
     // End to end.
     pub event_to_finding: Histogram,
@@ -299,6 +303,30 @@ impl Metrics {
                 "trailwatch_sink_findings_total",
                 "Findings handled by a sink, by outcome (sent, spooled, failed, dead_lettered).",
                 &["sink", "outcome"],
+            ),
+            security_lake_files: counter_vec(
+                &r,
+                "trailwatch_security_lake_files_uploaded_total",
+                "Parquet files the Security Lake sink uploaded.",
+                &["sink"],
+            ),
+            security_lake_rows: counter_vec(
+                &r,
+                "trailwatch_security_lake_rows_uploaded_total",
+                "OCSF rows (findings and updates) in the Parquet files the Security Lake sink uploaded.",
+                &["sink"],
+            ),
+            security_lake_bytes: counter_vec(
+                &r,
+                "trailwatch_security_lake_bytes_uploaded_total",
+                "Bytes of Parquet the Security Lake sink uploaded.",
+                &["sink"],
+            ),
+            security_lake_upload_errors: counter_vec(
+                &r,
+                "trailwatch_security_lake_upload_errors_total",
+                "Failed uploads of the Security Lake sink (the file stays staged and is retried).",
+                &["sink"],
             ),
             sink_request_duration: histogram_vec(
                 &r,

@@ -9,6 +9,7 @@
 
 mod asff;
 mod event;
+pub mod ocsf;
 mod resources;
 mod validate;
 

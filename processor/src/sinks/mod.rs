@@ -3,10 +3,12 @@
 //! flush returns Ok, everything sent before is delivered or durably spooled,
 //! and the sources' checkpoints may move past it. Several sinks at once;
 //! one folder per sink: `jsonl` (ASFF or OCSF JSON lines to a file or
-//! stdout), `securityhub` (BatchImportFindings).
+//! stdout), `securityhub` (BatchImportFindings), `security_lake` (OCSF
+//! Parquet in a Security Lake custom source).
 
 pub mod dead_letter;
 pub mod jsonl;
+pub mod security_lake;
 pub mod securityhub;
 
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use crate::evaluate::Finding;
 use crate::findings::FindingContext;
 
 pub use jsonl::{JsonlFormat, JsonlSinkConfig};
+pub use security_lake::SecurityLakeSinkConfig;
 pub use securityhub::SecurityHubSinkConfig;
 
 /// `[sinks.<name>]`: one entry per sink, by `type`.
@@ -29,6 +32,8 @@ pub enum SinkConfig {
     /// OCSF Detection Findings (class 2004), one JSON object per line.
     OcsfJsonl(JsonlSinkConfig),
     Securityhub(SecurityHubSinkConfig),
+    /// OCSF Detection Findings as Parquet in a Security Lake custom source.
+    SecurityLake(SecurityLakeSinkConfig),
 }
 
 impl SinkConfig {
@@ -37,6 +42,7 @@ impl SinkConfig {
             SinkConfig::AsffJsonl(_) => "asff-jsonl",
             SinkConfig::OcsfJsonl(_) => "ocsf-jsonl",
             SinkConfig::Securityhub(_) => "securityhub",
+            SinkConfig::SecurityLake(_) => "security-lake",
         }
     }
 
@@ -44,6 +50,7 @@ impl SinkConfig {
         match self {
             SinkConfig::AsffJsonl(c) | SinkConfig::OcsfJsonl(c) => c.validate(name, problems),
             SinkConfig::Securityhub(c) => c.validate(name, problems),
+            SinkConfig::SecurityLake(c) => c.validate(name, problems),
         }
     }
 }
@@ -96,6 +103,15 @@ pub async fn build(cfg: &SinkConfig, ctx: &SinkContext<'_>) -> Result<Box<dyn Si
         SinkConfig::AsffJsonl(c) => Box::new(jsonl::JsonlSink::open(ctx.name, c, JsonlFormat::Asff).await?),
         SinkConfig::OcsfJsonl(c) => Box::new(jsonl::JsonlSink::open(ctx.name, c, JsonlFormat::Ocsf).await?),
         SinkConfig::Securityhub(c) => Box::new(securityhub::SecurityHubSink::build(c, ctx).await?),
+        #[cfg(feature = "security-lake")]
+        SinkConfig::SecurityLake(c) => Box::new(security_lake::SecurityLakeSink::build(c, ctx).await?),
+        #[cfg(not(feature = "security-lake"))]
+        SinkConfig::SecurityLake(_) => {
+            return Err(SinkError::Config(
+                "this trailwatch is built without the security-lake feature (cargo build --features security-lake)"
+                    .into(),
+            ))
+        }
     })
 }
 

@@ -3,7 +3,7 @@
 //! read OCSF).
 
 mod config;
-pub mod ocsf;
+pub use crate::findings::ocsf;
 mod sink;
 
 pub use config::{JsonlFormat, JsonlSinkConfig};

@@ -1,5 +1,6 @@
-//! ASFF finding → OCSF 1.1 Detection Finding (class 2004, category 2), one
-//! JSON object per line, for Security Lake and the OCSF-native Security Hub.
+//! ASFF finding → OCSF 1.1 Detection Finding (class 2004, category 2), as
+//! JSON: written as JSON lines by the `ocsf-jsonl` sink and as Parquet rows
+//! by the `security-lake` sink.
 //! The mapping starts from the ASFF finding so both formats say the same
 //! thing: `finding_info.uid` is the deterministic ASFF Id (a repeat of a
 //! correlation is an Update of the same uid), the rule is the analytic, and
