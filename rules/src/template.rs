@@ -157,21 +157,42 @@ impl Template {
                     match group {
                         Some((_, v)) => push_clean(&mut out, v),
                         None => {
-                            if let Some(v) = lookup(event, path) {
+                            let mut found = Vec::new();
+                            collect(event, path, &mut found);
+                            found.retain(|v| !v.is_null());
+                            found.dedup();
+                            for (i, v) in found.into_iter().enumerate() {
+                                if i > 0 {
+                                    out.push_str(", ");
+                                }
                                 push_value(&mut out, v);
                             }
                         }
                     }
                 }
                 Part::Principal => {
-                    if let Some(p) = principal(event) {
+                    // A correlation grouped by a `principal` alias (an ARN).
+                    let grouped = corr.and_then(|c| c.group.iter().find(|(k, _)| k == "principal"));
+                    let p = match grouped {
+                        Some((_, v)) => Some(principal_of_arn(v).unwrap_or_else(|| v.clone())),
+                        None => principal(event),
+                    };
+                    if let Some(p) = p {
                         push_clean(&mut out, &p);
                     }
                 }
                 Part::Account => {
+                    // Else the account of the principal's ARN (a correlation
+                    // closed by time has only its group).
+                    let arn_account = || {
+                        let arn = str_at(event, &["userIdentity", "arn"])
+                            .or_else(|| corr?.group.iter().find(|(k, _)| k == "principal").map(|(_, v)| v.as_str()))?;
+                        arn.split(':').nth(4).filter(|a| !a.is_empty())
+                    };
                     if let Some(a) = str_at(event, &["recipientAccountId"])
                         .or_else(|| str_at(event, &["userIdentity", "accountId"]))
                         .or_else(|| str_at(event, &["account"]))
+                        .or_else(arn_account)
                     {
                         push_clean(&mut out, a);
                     }
@@ -290,14 +311,29 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     cur.as_str().filter(|s| !s.is_empty())
 }
 
-/// A dotted path into nested objects; a key that itself holds dots is tried
-/// whole as well (e.g. `detail.finding-severity-counts` works either way).
-fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
-    if let Some(x) = v.get(path) {
-        return Some(x);
+/// The values at a dotted path into nested objects; lists along the way are
+/// searched element by element, as Sigma does (`requestParameters.
+/// containerDefinitions.image` gives every container's image). A key that
+/// itself holds dots is tried whole as well.
+fn collect<'a>(v: &'a Value, path: &str, out: &mut Vec<&'a Value>) {
+    if out.len() >= 16 {
+        return;
     }
-    let (head, rest) = path.split_once('.')?;
-    lookup(v.get(head)?, rest)
+    if let Value::Array(items) = v {
+        for item in items {
+            collect(item, path, out);
+        }
+        return;
+    }
+    if let Some(x) = v.get(path) {
+        out.push(x);
+        return;
+    }
+    if let Some((head, rest)) = path.split_once('.') {
+        if let Some(x) = v.get(head) {
+            collect(x, rest, out);
+        }
+    }
 }
 
 fn push_value(out: &mut String, v: &Value) {
@@ -422,6 +458,10 @@ mod tests {
         );
         let out = t("{requestParameters.count} {requestParameters.on} {requestParameters.ids} {{x}}").render(&ev, None);
         assert_eq!(out, "3 true a, b {x}");
+        // Lists along the path are searched element by element.
+        let ev =
+            json!({"requestParameters": {"containerDefinitions": [{"image": "a:1"}, {"name": "x"}, {"image": "b:2"}]}});
+        assert_eq!(t("{requestParameters.containerDefinitions.image}").render(&ev, None), "a:1, b:2");
     }
 
     #[test]
