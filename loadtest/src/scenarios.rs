@@ -18,6 +18,9 @@ use crate::traffic::{
 };
 use crate::util::{self, Rand};
 
+mod coverage;
+use coverage::*;
+
 pub const THEME_LAYERS: &str = "image layer access";
 pub const THEME_REGISTRY: &str = "registry configuration weakened";
 pub const THEME_VULNS: &str = "vulnerable images";
@@ -1712,6 +1715,76 @@ pub static ATTACKS: &[Scenario] = &[
         "calls into the org from an account outside it",
         outside_account_calls
     ),
+    scenario!(
+        "access-key-for-another-user",
+        THEME_IAM,
+        30,
+        "a hijacked admin session creates an access key for a dormant IAM user and attaches AdministratorAccess",
+        access_key_for_another_user
+    ),
+    scenario!(
+        "secrets-mass-read",
+        THEME_CREDENTIALS,
+        300,
+        "a leaked key reads 14 distinct Secrets Manager secrets within minutes",
+        secrets_mass_read
+    ),
+    scenario!(
+        "s3-bucket-made-public",
+        THEME_EXPOSURE,
+        1,
+        "bucket policy allowing s3:GetObject to Principal \"*\" without a condition",
+        s3_bucket_made_public
+    ),
+    scenario!(
+        "security-group-ssh-open",
+        THEME_NETWORK,
+        1,
+        "security group ingress for SSH from 0.0.0.0/0",
+        security_group_ssh_open
+    ),
+    scenario!(
+        "ec2-user-data-modified",
+        THEME_EXECUTION,
+        100,
+        "an instance stopped, its user data replaced and started again by a leaked key",
+        ec2_user_data_modified
+    ),
+    scenario!(
+        "scp-detached",
+        THEME_ORGANIZATIONS,
+        1,
+        "a service control policy detached from an OU by a hijacked management-account session",
+        scp_detached
+    ),
+    scenario!(
+        "rds-made-public",
+        THEME_DATABASES,
+        1,
+        "an RDS instance modified to be publicly accessible",
+        rds_made_public
+    ),
+    scenario!(
+        "bedrock-model-access-enabled",
+        THEME_SERVICES,
+        20,
+        "a leaked key turns on Bedrock foundation model access (LLMjacking)",
+        bedrock_model_access
+    ),
+    scenario!(
+        "console-password-spraying",
+        THEME_IDENTITY,
+        450,
+        "one address fails console sign-in for 11 user names within minutes",
+        console_password_spraying
+    ),
+    scenario!(
+        "trail-redirected",
+        THEME_TAMPERING,
+        1,
+        "the account trail's S3 bucket changed to another bucket",
+        trail_redirected
+    ),
 ];
 
 /// Benign traffic that resembles an attack; a good pack raises nothing on these.
@@ -1846,5 +1919,69 @@ pub static LOOKALIKES: &[Scenario] = &[
         1,
         "CI in the shared-services account assumes a deploy role (caller shows as another org account)",
         org_account_assume_role
+    ),
+    scenario!(
+        "own-access-key-rotation",
+        THEME_IAM,
+        40,
+        "an IAM user creates its own new access key and deletes the old one",
+        own_access_key_rotation
+    ),
+    scenario!(
+        "few-secrets-read",
+        THEME_CREDENTIALS,
+        300,
+        "an engineer reads the three secrets of one service, twice",
+        few_secrets_read
+    ),
+    scenario!(
+        "s3-bucket-policy-org-only",
+        THEME_EXPOSURE,
+        1,
+        "bucket policy for Principal \"*\" restricted with aws:PrincipalOrgID",
+        s3_bucket_policy_org_only
+    ),
+    scenario!(
+        "security-group-https-open",
+        THEME_NETWORK,
+        1,
+        "HTTPS open to 0.0.0.0/0, SSH only from 10.0.0.0/8",
+        security_group_https_open
+    ),
+    scenario!(
+        "ec2-instance-resized",
+        THEME_EXECUTION,
+        100,
+        "an instance stopped, its type changed and started again",
+        ec2_instance_resized
+    ),
+    scenario!("scp-attached", THEME_ORGANIZATIONS, 1, "a service control policy attached to an OU", scp_attached),
+    scenario!(
+        "rds-resized",
+        THEME_DATABASES,
+        1,
+        "an RDS instance class changed (publiclyAccessible false)",
+        rds_resized
+    ),
+    scenario!(
+        "bedrock-models-listed",
+        THEME_SERVICES,
+        15,
+        "an engineer lists Bedrock foundation models and their availability",
+        bedrock_models_listed
+    ),
+    scenario!(
+        "mistyped-password",
+        THEME_IDENTITY,
+        12,
+        "two failed console sign-ins from the office",
+        mistyped_password
+    ),
+    scenario!(
+        "trail-validation-enabled",
+        THEME_TAMPERING,
+        1,
+        "log file validation turned on for the account trail (same bucket)",
+        trail_validation_enabled
     ),
 ];

@@ -119,9 +119,17 @@ fn ground_truth_ids_exist_exactly_once_within_their_time_range() {
         }
         assert_eq!(s.account.len(), 12);
     }
-    // Themes of issue 4 are all covered.
+    // Themes of issue 4 and issue 18 are all covered, each with an attack
+    // and a look-alike (issue 18's themes).
     let themes: HashSet<&str> = truth.scenarios.iter().map(|s| s.theme.as_str()).collect();
-    assert_eq!(themes.len(), 6);
+    assert_eq!(themes.len(), 14, "{themes:?}");
+    let lookalike_themes: HashSet<&str> = truth.lookalikes.iter().map(|s| s.theme.as_str()).collect();
+    for t in ["IAM persistence and escalation", "credential access", "data exposure", "network", "execution"] {
+        assert!(themes.contains(t) && lookalike_themes.contains(t), "{t}");
+    }
+    for t in ["organizations and account", "databases", "other services", "identity", "monitoring tampering"] {
+        assert!(themes.contains(t) && lookalike_themes.contains(t), "{t}");
+    }
     assert_eq!(truth.generator.events as usize, events.len());
 }
 

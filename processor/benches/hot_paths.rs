@@ -161,6 +161,7 @@ fn bench_asff(c: &mut Criterion) {
                     group: vec![("userIdentity.arn".into(), arn.into())],
                     sample_event_ids: ids.clone(),
                     dedup_key: format!("{}|{arn}|498222", corr.meta.id),
+                    timespan_ms: corr.timespan_ms,
                 }),
                 now,
             };

@@ -450,12 +450,12 @@ impl Evaluator {
 
     /// Turns one alert into a finding. `current` is the event being
     /// processed when the alert fired (None for windows closed without one),
-    /// `parsed` its JSON once a detection needed it.
+    /// `parsed` its JSON once a detection needed it (and whether whole).
     fn alert(
         &mut self,
         alert: Alert,
         current: Option<EventRef<'_>>,
-        parsed: &mut Option<serde_json::Value>,
+        parsed: &mut Option<(serde_json::Value, bool)>,
         now: OffsetDateTime,
         out: &mut dyn FnMut(Emitted),
     ) {
@@ -483,19 +483,23 @@ impl Evaluator {
                     self.stats.match_lines += 1;
                     return out(Emitted::Match(line.to_line()));
                 }
-                if parsed.is_none() {
+                // A title template may read any field: it needs the whole event.
+                let full = r.meta.finding.is_some();
+                if parsed.as_ref().is_none_or(|(_, whole)| full && !whole) {
                     // Only the fields a finding reads, unless the finding Id
-                    // must hash the whole event (no event id).
-                    let res = match event_id {
-                        Some(_) => findings::parse_event(ev.json),
-                        None => serde_json::from_str(ev.json),
+                    // must hash the whole event (no event id) or a template
+                    // reads it.
+                    let whole = full || event_id.is_none();
+                    let res = match whole {
+                        false => findings::parse_event(ev.json),
+                        true => serde_json::from_str(ev.json),
                     };
                     match res {
-                        Ok(v) => *parsed = Some(v),
+                        Ok(v) => *parsed = Some((v, whole)),
                         Err(e) => return self.bad(ev.origin, ev.position, "json", &e.to_string(), Some(ev.json), out),
                     }
                 }
-                let Some(event) = parsed.as_ref() else { return };
+                let Some((event, _)) = parsed.as_ref() else { return };
                 let input = FindingInput {
                     rule: &r.meta,
                     class: ev.class,
@@ -536,6 +540,7 @@ impl Evaluator {
                     group: c.group.clone(),
                     sample_event_ids: c.sample_event_ids.clone(),
                     dedup_key: c.dedup_key.clone(),
+                    timespan_ms: set.correlations()[c.rule].timespan_ms,
                 };
                 let input = FindingInput {
                     rule: meta,
@@ -624,22 +629,7 @@ fn ms_time(ms: i64) -> OffsetDateTime {
 /// fields (so resources are typed from e.g. `userIdentity.arn`), plus the
 /// account and region of the event that completed the window, if any.
 fn correlation_document(c: &CorrelationAlert, current: Option<(EventClass, &str)>) -> (EventClass, serde_json::Value) {
-    let mut doc = serde_json::Map::new();
-    for (path, value) in &c.group {
-        let parts: Vec<&str> = path.split('.').collect();
-        let mut cur = &mut doc;
-        for (i, p) in parts.iter().enumerate() {
-            if i + 1 == parts.len() {
-                cur.insert((*p).to_string(), serde_json::Value::String(value.clone()));
-                break;
-            }
-            let next = cur.entry((*p).to_string()).or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
-            match next {
-                serde_json::Value::Object(m) => cur = m,
-                _ => break,
-            }
-        }
-    }
+    let mut doc = trailwatch_rules::template::group_document(&c.group);
     let mut class = EventClass::CloudTrail;
     if let Some((cl, json)) = current {
         class = cl;

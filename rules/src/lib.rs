@@ -18,7 +18,8 @@
 //!   packed times and sample ids);
 //! - `baseline`: the memory of `first_seen` rules (combination → last seen);
 //! - [`testing`]: rule tests kept in the rule files;
-//! - [`meta`]: rule metadata (level, tags, NIST CSF, remediation).
+//! - [`meta`]: rule metadata (level, tags, NIST CSF, remediation);
+//!   [`template`]: finding title/description templates (`finding:`).
 mod baseline;
 pub mod compile;
 pub mod condition;
@@ -33,6 +34,7 @@ pub mod logsource;
 pub mod matcher;
 pub mod meta;
 pub mod parse;
+pub mod template;
 pub mod testing;
 pub mod watermark;
 pub mod window;

@@ -66,6 +66,10 @@ pub struct RuleMeta {
     /// Every top-level key the Sigma schema does not define (e.g. our
     /// `remediation` and `nist_csf`), converted to JSON values.
     pub custom: BTreeMap<String, serde_json::Value>,
+    /// The `finding:` title/description templates (also kept in `custom`),
+    /// checked at load.
+    #[serde(default)]
+    pub finding: Option<crate::template::FindingText>,
     /// Where the rule came from (file path or `builtin:<name>`) and the line of
     /// its YAML document, for error messages and `rules list`.
     pub source: String,

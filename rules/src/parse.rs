@@ -8,6 +8,7 @@ use serde_norway::{Mapping, Value};
 
 use crate::error::RuleError;
 use crate::meta::{Level, RuleMeta};
+use crate::template::FindingText;
 
 /// One YAML document of a rule file, located in its file.
 #[derive(Debug, Clone)]
@@ -245,6 +246,19 @@ fn parse_meta(doc: &DocText<'_>, map: &Mapping) -> Result<RuleMeta, RuleError> {
             .map_err(|e| doc.error(doc.line_of(k), format!("custom field `{k}` cannot be represented: {e}")))?;
         custom.insert(k.clone(), json);
     }
+    let finding = match custom.get("finding") {
+        None => None,
+        Some(v) => Some(FindingText::parse(v, map.contains_key("correlation")).map_err(|e| {
+            // The offending template's own line when it is written on one line.
+            let key = if e.starts_with("`finding.description`") { "description" } else { "title" };
+            let needle: String = v.get(key).and_then(|t| t.as_str()).unwrap_or("").chars().take(40).collect();
+            let line = match doc.text.lines().position(|l| !needle.is_empty() && l.contains(&needle)) {
+                Some(i) => doc.first_line + i,
+                None => doc.line_of("finding"),
+            };
+            doc.error(line, e)
+        })?),
+    };
     Ok(RuleMeta {
         id,
         name,
@@ -259,6 +273,7 @@ fn parse_meta(doc: &DocText<'_>, map: &Mapping) -> Result<RuleMeta, RuleError> {
         references: list("references")?,
         falsepositives: list("falsepositives")?,
         custom,
+        finding,
         source: doc.file.to_string(),
         line: doc.first_line,
     })
@@ -305,6 +320,20 @@ mod tests {
         assert_eq!(d.meta.level, Level::High);
         assert_eq!(d.meta.nist_csf(), vec!["DE.CM-7"]);
         assert_eq!(d.meta.remediation().unwrap().0, "fix it");
+    }
+
+    #[test]
+    fn finding_templates_are_checked_with_their_line() {
+        let text = "title: t\nlevel: high\nfinding:\n    title: '{principal} did {x'\nlogsource: {product: aws}\ndetection: {sel: {a: 1}, condition: sel}\n";
+        let err = parse_file("r.yml", text).unwrap_err();
+        assert_eq!((err.file.as_str(), err.line), ("r.yml", 4), "{err}");
+        assert!(err.reason.contains("`finding.title`: unclosed `{`"), "{err}");
+        let ok = text.replace("{x'", "{requestParameters.x}'");
+        let docs = parse_file("r.yml", &ok).unwrap();
+        let RuleDoc::Detection(d) = &docs[0] else { panic!() };
+        let f = d.meta.finding.as_ref().unwrap();
+        assert_eq!(f.fields().collect::<Vec<_>>(), ["requestParameters.x"]);
+        assert!(d.meta.custom.contains_key("finding"));
     }
 
     #[test]

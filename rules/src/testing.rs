@@ -18,6 +18,11 @@
 //! test runs through the whole rule set (JSON extraction and rule index
 //! included) and checks whether *this* rule matched.
 //!
+//! A case that expects a match may also give `title:`, the finding title the
+//! rule's `finding.title` template must render for it (exactly); every
+//! outcome carries the rendered title and the placeholders that rendered as
+//! `?`.
+//!
 //! A correlation rule's cases give a sequence of events, fed in order to a
 //! fresh detector (then flushed), and either `match: true|false` or
 //! `expect: N`, the number of new (non-update) alerts of this correlation:
@@ -53,6 +58,7 @@ use std::sync::Arc;
 use crate::detect::{Alert, Detector, DetectorConfig};
 use crate::engine::RuleSet;
 use crate::logsource::EventClass;
+use crate::template;
 
 /// One test case of one rule.
 #[derive(Debug, Clone)]
@@ -61,6 +67,8 @@ pub struct TestCase {
     pub expect_match: bool,
     pub class: EventClass,
     pub event_json: String,
+    /// The rendered finding title this case expects.
+    pub title: Option<String>,
 }
 
 /// The outcome of one test case.
@@ -73,6 +81,11 @@ pub struct TestOutcome {
     pub case: String,
     pub passed: bool,
     pub message: String,
+    /// The finding title the rule's template rendered for this case (a
+    /// positive case of a rule with `finding.title`).
+    pub title: Option<String>,
+    /// Placeholders of that title that rendered as `?`.
+    pub title_missing: Vec<String>,
 }
 
 /// Parses the `tests:` value of a rule. Errors name the case.
@@ -103,7 +116,12 @@ pub fn parse_cases(tests: &Value, default_class: EventClass) -> Result<Vec<TestC
             (None, Some(Value::String(s))) => s.clone(),
             _ => return Err(format!("test `{name}` needs exactly one of `event` or `event_json`")),
         };
-        out.push(TestCase { name, expect_match, class, event_json });
+        let title = match m.get("title") {
+            None => None,
+            Some(Value::String(t)) => Some(t.clone()),
+            Some(_) => return Err(format!("test `{name}`: `title` must be a string")),
+        };
+        out.push(TestCase { name, expect_match, class, event_json, title });
     }
     Ok(out)
 }
@@ -128,6 +146,8 @@ pub fn run_correlation_tests(set: &Arc<RuleSet>) -> Vec<TestOutcome> {
             case: case.to_string(),
             passed,
             message,
+            title: None,
+            title_missing: Vec::new(),
         };
         let Value::Sequence(items) = tests else {
             outcomes.push(base("(tests)", false, "`tests` must be a list".into()));
@@ -192,7 +212,32 @@ pub fn run_correlation_tests(set: &Arc<RuleSet>) -> Vec<TestOutcome> {
             }
             det.flush(&mut alerts);
             let fired = fired_of(&alerts);
-            let outcome = match error {
+            let first = alerts.iter().find_map(|a| match a {
+                Alert::Correlation(x) if x.rule == ci && !x.is_update => Some(x),
+                _ => None,
+            });
+            let template = c.meta.finding.as_ref().and_then(|f| f.title.as_ref());
+            let rendered = match (template, first) {
+                (Some(t), Some(x)) => {
+                    // As the service builds it: the group, plus the account
+                    // and region of the event that completed the window.
+                    let mut doc = template::group_document(&x.group);
+                    let last = events.last().and_then(|e| serde_json::to_value(e).ok()).unwrap_or_default();
+                    for k in ["recipientAccountId", "awsRegion", "account", "region"] {
+                        if let Some(v) = last.get(k) {
+                            doc.entry(k.to_string()).or_insert_with(|| v.clone());
+                        }
+                    }
+                    let doc = serde_json::Value::Object(doc);
+                    let corr = template::Correlation { group: &x.group, count: x.count, timespan_ms: c.timespan_ms };
+                    let mut missing = Vec::new();
+                    let title = t.render_checked(&doc, Some(&corr), &mut |p| missing.push(p.to_string()));
+                    Some((title, missing))
+                }
+                _ => None,
+            };
+            let want_title = it.get("title").and_then(Value::as_str);
+            let mut outcome = match error {
                 Some(e) => base(&name, false, e),
                 None if learned > 0 => base(
                     &name,
@@ -204,6 +249,7 @@ pub fn run_correlation_tests(set: &Arc<RuleSet>) -> Vec<TestOutcome> {
                 None if expect == u64::MAX => base(&name, false, "expected the correlation to fire, it did not".into()),
                 None => base(&name, false, format!("expected {expect} alert(s), got {fired}")),
             };
+            check_title(&mut outcome, want_title, rendered);
             outcomes.push(outcome);
         }
     }
@@ -225,6 +271,8 @@ pub fn run_detection_tests(set: &RuleSet) -> Vec<TestOutcome> {
             case: case.to_string(),
             passed,
             message,
+            title: None,
+            title_missing: Vec::new(),
         };
         let cases = match parse_cases(tests, default_class) {
             Ok(c) => c,
@@ -235,10 +283,18 @@ pub fn run_detection_tests(set: &RuleSet) -> Vec<TestOutcome> {
         };
         for case in cases {
             let mut out = Vec::new();
-            let outcome = match set.eval(case.class, &case.event_json, &mut scratch, &mut out) {
+            let mut rendered = None;
+            let mut outcome = match set.eval(case.class, &case.event_json, &mut scratch, &mut out) {
                 Err(e) => base(&case.name, false, format!("event is not valid JSON: {e}")),
                 Ok(_) => {
                     let matched = out.contains(&(idx as u32));
+                    let template = rule.meta.finding.as_ref().and_then(|f| f.title.as_ref());
+                    if let (true, Some(t)) = (matched, template) {
+                        let ev: serde_json::Value = serde_json::from_str(&case.event_json).unwrap_or_default();
+                        let mut missing = Vec::new();
+                        let title = t.render_checked(&ev, None, &mut |p| missing.push(p.to_string()));
+                        rendered = Some((title, missing));
+                    }
                     if matched == case.expect_match {
                         base(&case.name, true, String::new())
                     } else if case.expect_match {
@@ -248,10 +304,31 @@ pub fn run_detection_tests(set: &RuleSet) -> Vec<TestOutcome> {
                     }
                 }
             };
+            check_title(&mut outcome, case.title.as_deref(), rendered);
             outcomes.push(outcome);
         }
     }
     outcomes
+}
+
+/// Records the rendered title and fails a passed case whose `title:` differs.
+fn check_title(outcome: &mut TestOutcome, want: Option<&str>, rendered: Option<(String, Vec<String>)>) {
+    if let Some((title, missing)) = rendered {
+        outcome.title = Some(title);
+        outcome.title_missing = missing;
+    }
+    let (Some(want), true) = (want, outcome.passed) else { return };
+    match &outcome.title {
+        Some(got) if got == want => {}
+        Some(got) => {
+            outcome.passed = false;
+            outcome.message = format!("finding title `{got}`, expected `{want}`");
+        }
+        None => {
+            outcome.passed = false;
+            outcome.message = "the case gives `title:` but the rule has no `finding.title` (or did not fire)".into();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -270,9 +347,15 @@ detection:
     eventName: PutImageScanningConfiguration
     requestParameters.imageScanningConfiguration.scanOnPush: false
   condition: sel
+finding:
+  title: '{principal} turned scan on push off for {requestParameters.repositoryName}'
 tests:
   - name: off
-    event: {eventName: PutImageScanningConfiguration, requestParameters: {imageScanningConfiguration: {scanOnPush: false}}}
+    title: 'bob turned scan on push off for ?'
+    event: {eventName: PutImageScanningConfiguration, userIdentity: {type: IAMUser, arn: 'arn:aws:iam::1:user/bob'}, requestParameters: {imageScanningConfiguration: {scanOnPush: false}}}
+  - name: wrong title
+    title: 'someone else'
+    event: {eventName: PutImageScanningConfiguration, requestParameters: {repositoryName: web, imageScanningConfiguration: {scanOnPush: false}}}
   - name: on
     match: false
     event_json: '{"eventName":"PutImageScanningConfiguration","requestParameters":{"imageScanningConfiguration":{"scanOnPush":true}}}'
@@ -283,10 +366,14 @@ tests:
         let (set, _) =
             RuleSet::load(&[RuleFile { name: "r.yml".into(), text: text.into() }], &CompileOptions::default()).unwrap();
         let out = run_detection_tests(&set);
-        assert_eq!(out.len(), 3);
-        assert!(out[0].passed && out[1].passed);
-        assert!(!out[2].passed);
-        assert!(out[2].message.contains("expected a match"));
+        assert_eq!(out.len(), 4);
+        assert!(out[0].passed && out[2].passed, "{out:?}");
+        assert_eq!(out[0].title_missing, ["{requestParameters.repositoryName}"]);
+        assert!(!out[1].passed);
+        assert_eq!(out[1].title.as_deref(), Some("? turned scan on push off for web"));
+        assert!(out[1].message.contains("expected `someone else`"), "{}", out[1].message);
+        assert!(!out[3].passed);
+        assert!(out[3].message.contains("expected a match"));
     }
 
     #[test]
@@ -308,12 +395,15 @@ correlation:
   group-by: [userIdentity.arn]
   timespan: 1m
   condition: {gte: 2}
+finding:
+  title: '{userIdentity.arn} downloaded {count} layers in {window} in {account}'
 tests:
   - name: two in a minute
     expect: 1
+    title: 'a downloaded 2 layers in 1m in 111122223333'
     events:
       - {eventName: GetDownloadUrlForLayer, eventTime: '2026-01-01T00:00:00Z', userIdentity: {arn: a}}
-      - {eventName: GetDownloadUrlForLayer, eventTime: '2026-01-01T00:00:30Z', userIdentity: {arn: a}}
+      - {eventName: GetDownloadUrlForLayer, eventTime: '2026-01-01T00:00:30Z', userIdentity: {arn: a}, recipientAccountId: '111122223333'}
   - name: too slow
     match: false
     events:

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use trailwatch_rules::template::Correlation;
 use trailwatch_rules::{EventClass, Level, RuleMeta};
 
 pub use asff::*;
@@ -76,6 +77,8 @@ pub struct CorrelationSummary {
     pub sample_event_ids: Vec<String>,
     /// Same rule and group within the dedup period → same key → same Id.
     pub dedup_key: String,
+    /// The rule's timespan (`{window}` in a title template).
+    pub timespan_ms: i64,
 }
 
 /// What matched.
@@ -273,7 +276,19 @@ pub fn build_finding_line(input: &FindingInput<'_>, ctx: &FindingContext) -> (As
     let original = Some(rule.level.as_str().to_string());
     let types = types_of(rule, input.class);
 
-    let mut description = rule.description.clone().unwrap_or_else(|| rule.title.clone());
+    // The rule's `finding:` templates, rendered only here (once per finding);
+    // the Id above never depends on them.
+    let group: &[(String, String)] = input.correlation.as_ref().map_or(&[], |c| &c.group);
+    let corr = input.correlation.as_ref().map(|c| Correlation { group, count: c.count, timespan_ms: c.timespan_ms });
+    let templates = rule.finding.as_ref();
+    let title = match templates.and_then(|f| f.title.as_ref()) {
+        Some(t) => t.render(ev, corr.as_ref()),
+        None => rule.title.clone(),
+    };
+    let mut description = match templates.and_then(|f| f.description.as_ref()) {
+        Some(t) => t.render(ev, corr.as_ref()),
+        None => rule.description.clone().unwrap_or_else(|| rule.title.clone()),
+    };
     if let Some(c) = &input.correlation {
         let group: Vec<String> = c.group.iter().map(|(k, v)| format!("{k}={v}")).collect();
         description = format!(
@@ -406,7 +421,7 @@ pub fn build_finding_line(input: &FindingInput<'_>, ctx: &FindingContext) -> (As
         created_at: rfc3339(first),
         updated_at: rfc3339(input.now.max(last)),
         severity: Severity { label: label.into(), normalized, original: original.clone() },
-        title: clip(&rule.title, validate::MAX_TITLE),
+        title: clip(title.trim(), validate::MAX_TITLE),
         description: clip(description.trim(), validate::MAX_DESCRIPTION),
         remediation,
         source_url: rule.references.first().cloned(),

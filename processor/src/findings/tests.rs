@@ -25,6 +25,7 @@ fn rule(level: Level, tags: &[&str]) -> RuleMeta {
         references: vec!["https://example.com/ref".into()],
         falsepositives: vec![],
         custom,
+        finding: None,
         source: "builtin:t.yml".into(),
         line: 1,
     }
@@ -251,6 +252,7 @@ fn correlation_findings_use_the_dedup_key() {
         group: vec![("userIdentity.arn".into(), "arn:aws:iam::1:user/x".into())],
         sample_event_ids: vec!["a".into(), "b".into()],
         dedup_key: "k1".into(),
+        timespan_ms: 300_000,
     };
     let mk = |c| {
         build_finding(
@@ -488,4 +490,117 @@ fn a_finding_from_another_region_is_imported_in_the_import_region() {
     assert_eq!(f2.product_arn, "arn:aws:securityhub:eu-west-1:111122223333:product/111122223333/default");
     assert_eq!(f2.region.as_deref(), Some("eu-west-1"));
     assert_eq!(f.id, f2.id, "the Id does not depend on the import region");
+}
+
+fn with_templates(title: &str, description: Option<&str>, correlation: bool) -> RuleMeta {
+    let mut r = rule(Level::High, &[]);
+    let mut block = serde_json::json!({ "title": title });
+    if let Some(d) = description {
+        block["description"] = Value::String(d.into());
+    }
+    r.finding = Some(trailwatch_rules::template::FindingText::parse(&block, correlation).unwrap());
+    r.custom.insert("finding".into(), block);
+    r
+}
+
+fn sso_event() -> Value {
+    serde_json::json!({"eventVersion": "1.08", "eventID": "e-tpl", "eventTime": "2026-01-01T00:00:00Z",
+        "eventSource": "ecr.amazonaws.com", "eventName": "SetRepositoryPolicy", "awsRegion": "eu-west-1",
+        "recipientAccountId": "111122223333", "sourceIPAddress": "198.51.100.1",
+        "requestParameters": {"repositoryName": "shop/web"},
+        "userIdentity": {"type": "AssumedRole", "accountId": "111122223333",
+            "arn": "arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_Admin/alice"}})
+}
+
+/// Issue 18: the rule's `finding.title` says who did what to what; the rule
+/// title stays in ProductFields, GeneratorId still groups by rule and the Id
+/// (pinned) does not depend on the rendered text.
+#[test]
+fn title_template_renders_who_did_what_and_keeps_the_id() {
+    let ev = sso_event();
+    let plain = rule(Level::High, &[]);
+    let r = with_templates(
+        "{principal} made ECR repository {requestParameters.repositoryName} public in {account}",
+        Some("{principal} called {event} from {sourceIPAddress} ({requestParameters.policyText})"),
+        false,
+    );
+    let ctx = FindingContext::default();
+    let f = build(&r, EventClass::CloudTrail, &ev, &ctx);
+    assert_eq!(f.title, "alice (AWSReservedSSO_Admin) made ECR repository shop/web public in 111122223333");
+    assert_eq!(f.description, "alice (AWSReservedSSO_Admin) called SetRepositoryPolicy from 198.51.100.1 (?)");
+    assert_eq!(f.product_fields["trailwatch/RuleTitle"], "CloudTrail logging stopped");
+    assert_eq!(f.generator_id, r.id);
+    let p = build(&plain, EventClass::CloudTrail, &ev, &ctx);
+    assert_eq!(p.title, "CloudTrail logging stopped");
+    assert_eq!(f.id, p.id);
+    // Pinned: the Id of this rule on this event before templates existed.
+    assert_eq!(f.id, finding_id("11111111-2222-3333-4444-555555555555", "e-tpl"));
+    assert_eq!(f.id, "trailwatch/11111111-2222-3333-4444-555555555555/78161d1376f6de881d53db000871e5a3");
+    assert!(validate(&f).is_ok(), "{:?}", validate(&f));
+}
+
+/// Missing fields render as `?`, long multibyte values are clipped to the
+/// byte limits on a character boundary, and the finding stays valid.
+#[test]
+fn title_template_is_safe_on_missing_fields_and_clipped_by_bytes() {
+    let mut ev = sso_event();
+    let r = with_templates(
+        "{principal} changed {requestParameters.policyText} ({nope.x})",
+        Some("{requestParameters.repositoryName}"),
+        false,
+    );
+    ev["requestParameters"]["policyText"] = Value::String("ü€𝄞".repeat(200));
+    ev["requestParameters"]["repositoryName"] = Value::String("ж".repeat(800));
+    let f = build(&r, EventClass::CloudTrail, &ev, &FindingContext::default());
+    assert!(validate(&f).is_ok(), "{:?}", validate(&f));
+    assert!(f.title.len() <= validate::MAX_TITLE && f.title.len() > validate::MAX_TITLE - 8, "{}", f.title.len());
+    assert!(f.title.starts_with("alice (AWSReservedSSO_Admin) changed ü€𝄞") && f.title.ends_with('…'), "{}", f.title);
+    assert!(f.description.len() <= validate::MAX_DESCRIPTION && f.description.ends_with('…'));
+    // No field at all.
+    let bare = serde_json::json!({"eventID": "e2", "eventTime": "2026-01-01T00:00:00Z"});
+    let f = build(&r, EventClass::CloudTrail, &bare, &FindingContext::default());
+    assert_eq!(f.title, "? changed ? (?)");
+    assert_eq!(f.description, "?");
+}
+
+/// A correlation's title reads its group values, the count and the window;
+/// the description keeps the window summary after the rendered text.
+#[test]
+fn correlation_title_template_reads_group_count_and_window() {
+    let r = with_templates(
+        "{principal} read {count} secrets in {window} in {account}",
+        Some("{userIdentity.arn} in {region}"),
+        true,
+    );
+    let group =
+        vec![("userIdentity.arn".to_string(), "arn:aws:sts::111122223333:assumed-role/Backup/job-7".to_string())];
+    let mut doc = trailwatch_rules::template::group_document(&group);
+    doc.insert("recipientAccountId".into(), "111122223333".into());
+    let doc = Value::Object(doc);
+    let f = build_finding(
+        &FindingInput {
+            rule: &r,
+            class: EventClass::CloudTrail,
+            event: &doc,
+            event_ids: vec![],
+            correlation: Some(CorrelationSummary {
+                count: 12,
+                window_start: datetime!(2026-01-01 0:00 UTC),
+                window_end: datetime!(2026-01-01 0:05 UTC),
+                group,
+                sample_event_ids: vec!["a".into()],
+                dedup_key: "k".into(),
+                timespan_ms: 600_000,
+            }),
+            now: datetime!(2026-01-01 0:10 UTC),
+        },
+        &FindingContext::default(),
+    );
+    assert_eq!(f.title, "job-7 (Backup) read 12 secrets in 10m in 111122223333");
+    assert!(
+        f.description.starts_with("arn:aws:sts::111122223333:assumed-role/Backup/job-7 in ? Count 12 between"),
+        "{}",
+        f.description
+    );
+    assert_eq!(f.id, finding_id(&r.id, "k"));
 }
