@@ -114,7 +114,7 @@ fn config(dir: &Path, input: &Path, out: &Path) -> Config {
 }
 
 async fn live(cfg: Config) -> service::RunSummary {
-    let opts = RunOptions { ..Default::default() };
+    let opts = RunOptions::default();
     tokio::time::timeout(Duration::from_secs(60), service::run(cfg, Arc::new(set()), opts, std::future::pending()))
         .await
         .expect("the run ends")

@@ -252,7 +252,7 @@ detection:
     // read end first, but do not read yet.
     let reader_path = fifo.clone();
     let reader = std::thread::spawn(move || std::fs::File::open(reader_path).unwrap());
-    let opts = RunOptions { ..Default::default() };
+    let opts = RunOptions::default();
     let run = tokio::spawn(service::run(cfg, Arc::new(set), opts, std::future::pending()));
     let mut pipe = tokio::task::spawn_blocking(move || reader.join().unwrap()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
