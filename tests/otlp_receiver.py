@@ -8,7 +8,9 @@ by scripts/test) and appends one JSON line per request to --out:
   {"n": 2, "status": 200, "headers": {...}, "resource": {...}, "scope": "...", "spans": [...]}
 
 Spans are flattened for the test to assert on: hex ids, typed attribute
-values, events, status. `--tls-cert/--tls-key` serve https. `--fail-first N` answers the first N requests with
+values, events, status. `--tls-cert/--tls-key` serve https. `--grpc` serves
+OTLP/gRPC instead: the generated `TraceService` on the official grpcio server
+(failures are UNAVAILABLE; headers are the request metadata). `--fail-first N` answers the first N requests with
 `--fail-status` (default 503); `--reject K` reports K rejected spans (OTLP
 partial success) in the first successful answer. Listens on 127.0.0.1 only
 and exits when its parent (the test) is gone.
@@ -75,6 +77,7 @@ def main():
     p.add_argument("--reject", type=int, default=0)
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
+    p.add_argument("--grpc", action="store_true")
     a = p.parse_args()
 
     lock = threading.Lock()
@@ -116,25 +119,28 @@ def main():
             except DecodeError as e:
                 log({"n": n, "status": 400, "error": str(e), "spans": []})
                 return self.answer(400, b"bad protobuf", "text/plain")
-            spans, resource, scope = [], {}, None
-            for rs in req.resource_spans:
-                resource = attrs(rs.resource.attributes)
-                for ss in rs.scope_spans:
-                    scope = ss.scope.name + "/" + ss.scope.version
-                    spans.extend(span_json(s) for s in ss.spans)
-            resp = trace_service_pb2.ExportTraceServiceResponse()
-            with lock:
-                reject = a.reject > 0 and not state["rejected"]
-                state["rejected"] = state["rejected"] or reject
-            if reject:
-                resp.partial_success.rejected_spans = a.reject
-                resp.partial_success.error_message = "test receiver rejects some"
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            log({"n": n, "status": 200, "headers": headers, "resource": resource, "scope": scope, "spans": spans})
+            resp = decode(n, req, {k.lower(): v for k, v in self.headers.items()})
             self.answer(200, resp.SerializeToString())
 
         def log_message(self, *args):
             pass
+
+    def decode(n, req, headers):
+        spans, resource, scope = [], {}, None
+        for rs in req.resource_spans:
+            resource = attrs(rs.resource.attributes)
+            for ss in rs.scope_spans:
+                scope = ss.scope.name + "/" + ss.scope.version
+                spans.extend(span_json(s) for s in ss.spans)
+        resp = trace_service_pb2.ExportTraceServiceResponse()
+        with lock:
+            reject = a.reject > 0 and not state["rejected"]
+            state["rejected"] = state["rejected"] or reject
+        if reject:
+            resp.partial_success.rejected_spans = a.reject
+            resp.partial_success.error_message = "test receiver rejects some"
+        log({"n": n, "status": 200, "headers": headers, "resource": resource, "scope": scope, "spans": spans})
+        return resp
 
     parent = os.getppid()
 
@@ -144,6 +150,8 @@ def main():
         os._exit(0)
 
     threading.Thread(target=watch, daemon=True).start()
+    if a.grpc:
+        return serve_grpc(a, state, lock, log, decode)
     server = ThreadingHTTPServer(("127.0.0.1", a.port), Handler)
     if a.tls_cert:
         import ssl
@@ -153,6 +161,31 @@ def main():
         server.socket = ctx.wrap_socket(server.socket, server_side=True)
     print(f"listening on 127.0.0.1:{a.port}", file=sys.stderr, flush=True)
     server.serve_forever()
+
+
+def serve_grpc(a, state, lock, log, decode):
+    from concurrent import futures
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+    class Service(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request, context):
+            with lock:
+                state["n"] += 1
+                n = state["n"]
+            if n <= a.fail_first:
+                log({"n": n, "status": 503, "spans": []})
+                context.abort(grpc.StatusCode.UNAVAILABLE, "try later")
+            headers = {k.lower(): v for k, v in context.invocation_metadata()}
+            return decode(n, request, headers)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), server)
+    server.add_insecure_port(f"127.0.0.1:{a.port}")
+    server.start()
+    print(f"listening (gRPC) on 127.0.0.1:{a.port}", file=sys.stderr, flush=True)
+    server.wait_for_termination()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 //! Command-line interface: argument types and the commands behind them.
 
 use std::io::{self, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -92,7 +92,7 @@ pub struct RuleArgs {
 pub struct ReplayArgs {
     #[command(flatten)]
     pub rules: RuleArgs,
-    /// Write findings here (one ASFF JSON finding per line) instead of stdout.
+    /// Write findings here (one ASFF JSON finding per line) instead of stdout (`-`: stdout).
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// What to write per match: `asff` findings, or `matches`: one short JSON
@@ -148,6 +148,12 @@ pub struct ReplayArgs {
     /// Write the expectations as JUnit XML (one testcase each); needs --expect.
     #[arg(long, value_name = "FILE", requires = "expect")]
     pub junit: Option<PathBuf>,
+    /// Show what the config's `[[responses]]` would have done for these
+    /// findings: a table per action on stdout (every response evaluated as
+    /// dry-run, whatever its mode; nothing is changed). Findings then go to
+    /// --output only.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub responses: Option<ResponsesArg>,
     /// Inputs: files, directories (recursively), - for stdin, or
     /// s3://bucket/prefix/ (an archive in the CloudTrail layout). Plain or gzip.
     #[arg(required = true, value_name = "INPUT")]
@@ -217,6 +223,12 @@ pub enum RulesCommand {
         #[arg(value_name = "DIR")]
         dirs: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ResponsesArg {
+    /// Plan every response, change nothing.
+    DryRun,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -375,7 +387,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 rules_for(&cfg, &RuleArgs { config: None, rules: Vec::new(), no_builtin: false, strict: false })?;
             print_warnings(&warnings);
             // Trace export also depends on OTEL_* variables: resolve them as `run` would.
-            let traces = crate::telemetry::ExportSettings::resolve(&cfg.telemetry, &|k| std::env::var(k).ok())?;
+            let traces = crate::telemetry::ExportPlan::resolve(&cfg.telemetry, &|k| std::env::var(k).ok())?;
             // Header values are credentials (a collector's token): not printed.
             let mut shown = cfg.clone();
             shown.telemetry.otlp_headers.values_mut().for_each(|v| *v = "<redacted>".to_string());
@@ -404,7 +416,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 set.rules().len(),
                 set.correlations().len(),
                 match &traces {
-                    Some(t) => format!("traces exported to {}", t.url),
+                    Some(t) => format!("traces exported over {}", t.target),
                     None => "traces not exported".to_string(),
                 }
             );
@@ -432,7 +444,7 @@ fn run_cmd(a: RunArgs, log_level: &str) -> anyhow::Result<i32> {
         cfg.validate()?;
     }
     // Before anything runs: a bad OTEL_* variable stops start-up too.
-    let telemetry = crate::telemetry::Telemetry::init(&cfg.telemetry, log_level, &|k| std::env::var(k).ok())?;
+    let telemetry = crate::telemetry::Telemetry::init(&cfg.telemetry, log_level)?;
     // Fail fast: a panic outside the per-record guards ends the process
     // (exit 70) instead of leaving a task dead behind a healthy endpoint.
     crate::panics::install_fatal_hook();
@@ -467,7 +479,8 @@ fn run_cmd(a: RunArgs, log_level: &str) -> anyhow::Result<i32> {
     };
     let result = rt.block_on(crate::service::run(cfg, Arc::new(set), opts, signal));
     let from = signalled.get().copied().unwrap_or_else(std::time::Instant::now);
-    if let Some(r) = telemetry.shutdown(from + shutdown_timeout) {
+    if telemetry.exports_traces() {
+        let r = telemetry.shutdown(from + shutdown_timeout);
         tracing::debug!(sent = r.sent, rejected = r.rejected, failed = r.failed, dropped = r.dropped, "spans exported");
     }
     let summary = result?;
@@ -585,6 +598,12 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
     if set.rules().is_empty() {
         anyhow::bail!("no rules to run: give --rules DIR or drop --no-builtin");
     }
+    if a.responses.is_some() && a.format == ReplayFormatArg::Matches {
+        anyhow::bail!("--responses acts on findings: it cannot be combined with --format matches");
+    }
+    if a.responses.is_some() && cfg.responses.is_empty() {
+        anyhow::bail!("--responses: the config has no [[responses]] (give --config with some)");
+    }
     if a.to_securityhub && a.format == ReplayFormatArg::Matches {
         anyhow::bail!("--to-securityhub imports findings: it cannot be combined with --format matches");
     }
@@ -632,9 +651,19 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
             ReplayFormatArg::Matches => replay::ReplayFormat::Matches,
         },
     };
+    // `-` is standard output, by convention.
+    let stdout_dash = a.output.as_deref().is_some_and(|p| p == Path::new("-"));
+    if stdout_dash && a.responses.is_some() {
+        anyhow::bail!("--responses prints its table on stdout: give --output a file, not -");
+    }
+    // With --responses the table takes stdout; findings go to --output or a scratch file.
+    let scratch = (a.responses.is_some() && a.output.is_none() && !a.to_securityhub)
+        .then(|| std::env::temp_dir().join(format!("trailwatch-replay-{}.ndjson", std::process::id())));
     let output = match (&a.output, a.to_securityhub) {
+        (_, true) if stdout_dash => anyhow::bail!("--to-securityhub needs a file for --output, not -"),
         (None, true) => Some(cfg.service.state_dir.join("replay-findings.ndjson")),
-        (o, _) => o.clone(),
+        _ if stdout_dash => None,
+        (o, _) => o.clone().or_else(|| scratch.clone()),
     };
     if let Some(dir) = output.as_ref().and_then(|p| p.parent()).filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -671,6 +700,14 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
         if failed > 0 {
             code = 2;
         }
+    }
+    if a.responses.is_some() {
+        let path = output.as_ref().expect("set above with --responses");
+        let table = responses_dry_run(&cfg, &set, path);
+        if let Some(s) = &scratch {
+            let _ = std::fs::remove_file(s);
+        }
+        print!("{}", table?);
     }
     if a.to_securityhub {
         let path = output.expect("set above with --to-securityhub");
@@ -728,6 +765,41 @@ fn tune_cmd(a: TuneArgs) -> anyhow::Result<i32> {
         std::fs::write(p, &snippet).with_context(|| format!("cannot write {}", p.display()))?;
     }
     Ok(0)
+}
+
+/// `replay --responses dry-run`: every response planned over the replayed
+/// findings, with the rate limits and cap on the findings' own time.
+fn responses_dry_run(cfg: &Config, set: &RuleSet, path: &std::path::Path) -> anyhow::Result<String> {
+    use crate::respond::{self, FindingView, Mode, Responder, ResponseRule};
+    // Every response as dry-run: this shows what enforce would do, and changes nothing.
+    let rules: Vec<ResponseRule> =
+        cfg.responses.iter().map(|r| ResponseRule { mode: Mode::DryRun, ..r.clone() }).collect();
+    let mut responder = Responder::offline(&cfg.respond, &rules, respond::rule_tags(set));
+    let modes: std::collections::HashMap<String, Mode> = cfg
+        .responses
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.name.clone().unwrap_or_else(|| format!("responses[{i}]")), r.mode))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let base = std::time::Instant::now();
+    let mut t0: Option<i64> = None;
+    let mut records = Vec::new();
+    for line in io::BufRead::lines(io::BufReader::new(file)) {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        let Some(view) = FindingView::from_asff(&v) else { continue };
+        let t = crate::config::parse_time(&view.last_seen).unwrap_or(0);
+        let start = *t0.get_or_insert(t);
+        let now = base + std::time::Duration::from_millis((t - start).max(0) as u64);
+        for mut r in rt.block_on(responder.handle(&view, now)) {
+            // Shown with the mode the config gives it.
+            r.mode = modes.get(&r.response).copied().unwrap_or(r.mode);
+            records.push(r);
+        }
+    }
+    Ok(respond::dry_run_table(&records))
 }
 
 /// `replay --to-securityhub`: the replayed findings through the Security Hub sink.

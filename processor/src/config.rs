@@ -42,6 +42,10 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Limits on hostile input (gzip bombs, huge values, deep wrappers).
     pub decode: DecodeConfig,
+    /// How responses run: the member-account role, safety limits, notification channels.
+    pub respond: crate::respond::RespondConfig,
+    /// Actions on findings (`[[responses]]`); none: trailwatch only detects.
+    pub responses: Vec<crate::respond::ResponseRule>,
 }
 
 /// `[decode]`: limits per unit of input (a file, a Kinesis record, an SQS
@@ -500,6 +504,16 @@ impl Config {
             check_name("sources", name, &mut problems);
             src.validate(name, &mut problems);
         }
+        let leased = self.sources.values().any(|s| {
+            matches!(s, crate::sources::SourceConfig::Kinesis(k) if k.coordination == crate::sources::kinesis::Coordination::Leases)
+        });
+        if leased && self.checkpoints.store == StoreKind::Dynamodb {
+            problems.push(
+                "checkpoints.store = \"dynamodb\" lets one instance own every checkpoint; with coordination = \"leases\" \
+                 the shard checkpoints live in the lease table: use store = \"file\" or \"none\""
+                    .to_string(),
+            );
+        }
         for (name, sink) in &self.sinks {
             check_name("sinks", name, &mut problems);
             sink.validate(name, &mut problems);
@@ -532,6 +546,7 @@ impl Config {
         }
         self.telemetry.validate(&mut problems);
         self.decode.validate(&mut problems);
+        crate::respond::config::validate(&self.respond, &self.responses, &mut problems);
         if !problems.is_empty() {
             bail!("invalid configuration:\n  {}", problems.join("\n  "));
         }

@@ -65,6 +65,8 @@ pub enum Emitted {
     /// [`Evaluator::matches_only`]).
     Match(String),
     DeadLetter(DeadLetter),
+    /// A Security Hub custom action asking for a response (`respond::request`).
+    Request(Box<crate::respond::request::ResponseRequest>),
 }
 
 /// One line of [`Evaluator::matches_only`] output.
@@ -214,6 +216,18 @@ impl Evaluator {
         &mut self.det
     }
 
+    /// A detector with empty windows for the current rules (the window
+    /// state of one leased shard).
+    pub fn new_detector(&self) -> Detector {
+        Detector::new(Arc::clone(&self.set), self.det_cfg.clone())
+    }
+
+    /// Exchanges the window state: a leased shard's batch is evaluated with
+    /// its own detector swapped in (matching, findings and counters stay).
+    pub fn swap_detector(&mut self, other: &mut Detector) {
+        std::mem::swap(&mut self.det, other);
+    }
+
     pub fn stats(&self) -> EvalStats {
         let mut s = self.stats.clone();
         s.detector = self.det.stats();
@@ -262,6 +276,11 @@ impl Evaluator {
                 position = %ev.position,
                 "event time further ahead of processing time than windows.max_future_skew: it moves no watermark (logged once per partition, all are counted)"
             );
+        }
+        if ev.class != EventClass::CloudTrail {
+            if let Some(r) = crate::respond::request::parse(ev.json) {
+                out(Emitted::Request(Box::new(r)));
+            }
         }
         match res {
             Err(e) => self.bad(ev.origin, ev.position, "json", &e.to_string(), Some(ev.json), out),

@@ -14,6 +14,7 @@
 //! built-in pack; [`cli`] holds the commands; [`telemetry`] sets up logging and
 //! exports traces over OTLP.
 pub mod aws;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod decode;
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod org;
 pub mod panics;
 pub mod replay;
+pub mod respond;
 pub mod ruleset;
 pub mod service;
 pub mod sinks;

@@ -35,6 +35,14 @@ pub struct Metrics {
     pub decode_errors: IntCounterVec,
     pub source_skipped: IntCounterVec,
     pub kinesis_behind_latest: GaugeVec,
+    /// Shard leases this instance holds (`coordination = "leases"`).
+    pub kinesis_leases_held: IntGaugeVec,
+    /// 1 for each shard whose lease this instance holds: summed over the
+    /// instances, every open shard should be 1.
+    pub kinesis_lease_owned: IntGaugeVec,
+    /// Lease transitions: taken (free or expired), stolen (for balance),
+    /// lost (taken by another instance), released (graceful shutdown).
+    pub kinesis_lease_transitions: IntCounterVec,
     pub sqs_oldest_message_age: GaugeVec,
     pub sqs_messages_poison: IntCounterVec,
     // Rules.
@@ -83,6 +91,9 @@ pub struct Metrics {
     pub record_panics: IntCounterVec,
     pub source_partition_stalled: IntGaugeVec,
     pub pipeline_stage_stalled: IntGaugeVec,
+    // Responses.
+    pub response_actions: IntCounterVec,
+    pub response_writebacks: IntCounterVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -182,6 +193,24 @@ impl Metrics {
                 "trailwatch_kinesis_behind_latest_seconds",
                 "Kinesis MillisBehindLatest of the last GetRecords, in seconds.",
                 &["source", "shard"],
+            ),
+            kinesis_leases_held: int_gauge_vec(
+                &r,
+                "trailwatch_kinesis_leases_held",
+                "Shard leases held by this instance.",
+                &["source"],
+            ),
+            kinesis_lease_owned: int_gauge_vec(
+                &r,
+                "trailwatch_kinesis_lease_owned",
+                "1 while this instance holds the shard's lease.",
+                &["source", "shard"],
+            ),
+            kinesis_lease_transitions: counter_vec(
+                &r,
+                "trailwatch_kinesis_lease_transitions_total",
+                "Shard lease changes of this instance, by kind (taken, stolen, lost, released).",
+                &["source", "kind"],
             ),
             sqs_oldest_message_age: gauge_vec(
                 &r,
@@ -351,7 +380,7 @@ impl Metrics {
             otlp_spans_exported: counter_vec(
                 &r,
                 "trailwatch_otlp_spans_exported_total",
-                "Spans sent to the OTLP collector, by outcome (sent, rejected by the collector, failed).",
+                "Spans sent to the OTLP collector, by outcome (sent, rejected by the collector: OTLP/HTTP only, failed).",
                 &["outcome"],
             ),
             otlp_spans_dropped: counter_vec(
@@ -363,7 +392,7 @@ impl Metrics {
             otlp_export_retries: counter_vec(
                 &r,
                 "trailwatch_otlp_export_retries_total",
-                "Retried OTLP export requests, by reason (throttled, unavailable, network, timeout).",
+                "OTLP/HTTP export requests failed with a retryable error, by reason (throttled, unavailable, network, timeout).",
                 &["reason"],
             ),
             record_panics: counter_vec(
@@ -383,6 +412,18 @@ impl Metrics {
                 "trailwatch_pipeline_stage_stalled",
                 "1 while a pipeline stage (detector, sinks) has been busy without progress past service.stage_stall_timeout, or is gone.",
                 &["stage"],
+            ),
+            response_actions: counter_vec(
+                &r,
+                "trailwatch_response_actions_total",
+                "Response actions planned for findings, by action, mode and outcome (done, already, dry_run, skipped_*, duplicate, failed).",
+                &["action", "mode", "outcome"],
+            ),
+            response_writebacks: counter_vec(
+                &r,
+                "trailwatch_response_writebacks_total",
+                "Findings whose response outcome was written back with BatchUpdateFindings, by outcome (updated, failed).",
+                &["outcome"],
             ),
             registry: r,
         }

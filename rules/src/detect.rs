@@ -231,9 +231,12 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> { std::str::from_utf8(&b[r]).ok()?.parse().ok() };
+    // Digits only (`str::parse` would take a sign), no allocation: this runs per event.
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        b[r].iter().try_fold(0i64, |n, c| c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0')))
+    };
     let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || se > 60 {
         return None;
     }
     let mut i = 19;
@@ -243,6 +246,9 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
         let start = i;
         while i < b.len() && b[i].is_ascii_digit() {
             i += 1;
+        }
+        if i == start {
+            return None;
         }
         let frac = &s[start..i];
         let digits: String = frac.chars().chain("000".chars()).take(3).collect();
@@ -267,6 +273,15 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146097 + doe - 719468;
     Some((days * 86400 + h * 3600 + mi * 60 + se - offset_s) * 1000 + ms)
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 fn group_hash(values: &[&str]) -> u64 {
@@ -980,6 +995,14 @@ mod tests {
         assert_eq!(parse_rfc3339_ms("2000-02-29T00:00:00Z"), Some(951_782_400_000));
         assert_eq!(parse_rfc3339_ms("Dec 3, 2021, 6:02:30 PM"), None);
         assert_eq!(parse_rfc3339_ms("2024-13-01T00:00:00Z"), None);
+        // Days that do not exist, signs where digits belong, an empty fraction.
+        assert_eq!(parse_rfc3339_ms("2024-02-31T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_ms("2023-02-29T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_ms("1900-02-29T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_ms("2024-04-31T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_ms("2024-+1-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_ms("2024-01-01T00:00:00.Z"), None);
+        assert_eq!(parse_rfc3339_ms("2024-02-29T00:00:00Z"), Some(1_709_164_800_000));
     }
 
     #[test]

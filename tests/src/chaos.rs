@@ -324,7 +324,9 @@ impl Drop for Scenario {
     fn drop(&mut self) {
         // A failed test keeps its logs, config and state for a look.
         if std::thread::panicking() {
-            let keep = std::env::temp_dir().join(format!("trailwatch-chaos-{}-{}", std::process::id(), self.n_events));
+            // Named after the scenario's own temp dir: tests of one process run side by side.
+            let name = self.dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let keep = std::env::temp_dir().join(format!("trailwatch-chaos-{}-{name}", std::process::id()));
             let _ = Command::new("cp").arg("-r").arg(self.dir.path()).arg(&keep).status();
             eprintln!("kept the scenario's files in {}", keep.display());
         }
@@ -381,6 +383,11 @@ pub struct Trailwatch {
 }
 
 impl Trailwatch {
+    /// Takes over a started process (killed on drop).
+    pub fn new(child: Child, log: PathBuf) -> Trailwatch {
+        Trailwatch { child: Some(child), log }
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill(); // SIGKILL

@@ -294,6 +294,13 @@ async fn handle(
     let uri = format!("{upstream}{}", parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
     let mut fwd = Request::builder().method(parts.method.clone()).uri(uri);
     for (k, v) in parts.headers.iter() {
+        // moto routes CloudTrail only by the long target form; the Rust SDK sends
+        // the short one (`CloudTrail_20131101.StartLogging`): lengthen it.
+        if k == "x-amz-target" && v.as_bytes().starts_with(b"CloudTrail_20131101.") {
+            let long = format!("com.amazonaws.cloudtrail.v20131101.{}", v.to_str().unwrap_or_default());
+            fwd = fwd.header(k, long);
+            continue;
+        }
         fwd = fwd.header(k, v);
     }
     let Ok(fwd) = fwd.body(Full::new(body)) else { return Err(Reset) };

@@ -4,8 +4,8 @@
 //! - [`Server::moto`]: `moto[server]` (SQS, S3, DynamoDB, Security Hub), from
 //!   the repository's `.venv/` (installed by `scripts/test`);
 //! - [`Server::kinesalite`]: Kinesis, from the repository's `node_modules/`;
-//! - [`OtlpReceiver`]: an OTLP/HTTP trace receiver (`tests/otlp_receiver.py`,
-//!   decoding with the official `opentelemetry-proto` classes from `.venv/`).
+//! - [`OtlpReceiver`]: an OTLP/HTTP or OTLP/gRPC trace receiver (`tests/otlp_receiver.py`,
+//!   decoding with the official `opentelemetry-proto` classes, and grpcio, from `.venv/`).
 //!
 //! Each server runs in a wrapper that exits when the test process does, so a
 //! crashed test leaves nothing behind; [`Server`] kills it on drop. Ports are
@@ -13,11 +13,14 @@
 //!
 //! - [`faults::FaultProxy`]: an HTTP proxy between the SDK and an emulator
 //!   that injects throttling, 500s, connection resets and slow answers;
+//! - [`recorder::Recorder`]: a recording HTTP endpoint (BatchUpdateFindings,
+//!   webhooks), for what moto does not serve;
 //! - [`chaos`]: the kill -9 / fault scenario shared by `crash.rs` and
 //!   `faults.rs` (events, rules, the real `trailwatch` binary, checks).
 
 pub mod chaos;
 pub mod faults;
+pub mod recorder;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -212,7 +215,9 @@ impl Server {
         self.stop();
         let mut again = Server::start(self.kind, self.port)?;
         std::mem::swap(&mut self.child, &mut again.child);
-        // `again` now holds the dead process; dropping it only reaps it.
+        // `again` now holds the dead process; dropping it only reaps it (and
+        // must not delete the log the new process writes).
+        again.log = PathBuf::new();
         Ok(())
     }
 
@@ -239,6 +244,17 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+        keep_log_if_failed(&self.log);
+    }
+}
+
+/// A server's log is kept (and named) only when the test failed: a passing
+/// run leaves nothing in the temp directory.
+fn keep_log_if_failed(log: &Path) {
+    if std::thread::panicking() {
+        eprintln!("server log kept: {}", log.display());
+    } else {
+        let _ = std::fs::remove_file(log);
     }
 }
 
@@ -253,9 +269,11 @@ pub struct ReceiverOptions {
     /// Serve https with the test certificate of `tests/fixtures/otlp-tls`
     /// (issued by its `ca.pem` for 127.0.0.1).
     pub tls: bool,
+    /// Serve OTLP/gRPC (grpcio, the generated TraceService) instead of OTLP/HTTP.
+    pub grpc: bool,
 }
 
-/// The OTLP/HTTP trace receiver of `tests/otlp_receiver.py` on a free port,
+/// The OTLP trace receiver of `tests/otlp_receiver.py` on a free port,
 /// killed on drop. Each request it got is a JSON line of [`OtlpReceiver::requests`].
 pub struct OtlpReceiver {
     child: Child,
@@ -268,12 +286,15 @@ impl OtlpReceiver {
     pub fn start(opts: &ReceiverOptions) -> anyhow::Result<OtlpReceiver> {
         let root = repo_root();
         let python = root.join(".venv/bin/python");
-        let probe = Command::new(&python)
-            .args(["-c", "import opentelemetry.proto.collector.trace.v1.trace_service_pb2"])
-            .output();
+        let import = if opts.grpc {
+            "import grpc, opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc"
+        } else {
+            "import opentelemetry.proto.collector.trace.v1.trace_service_pb2"
+        };
+        let probe = Command::new(&python).args(["-c", import]).output();
         if !probe.map(|o| o.status.success()).unwrap_or(false) {
             anyhow::bail!(
-                "opentelemetry-proto is not installed in {}: run scripts/test (it installs it)",
+                "opentelemetry-proto (and grpcio for gRPC) is not installed in {}: run scripts/test (it installs them)",
                 root.join(".venv").display()
             );
         }
@@ -291,6 +312,9 @@ impl OtlpReceiver {
         if opts.tls {
             let tls = root.join("tests/fixtures/otlp-tls");
             cmd.arg("--tls-cert").arg(tls.join("server.pem")).arg("--tls-key").arg(tls.join("server.key"));
+        }
+        if opts.grpc {
+            cmd.arg("--grpc");
         }
         let child = spawn_listening("otlp receiver", cmd, port, &log)?;
         let scheme = if opts.tls { "https" } else { "http" };
@@ -317,6 +341,7 @@ impl Drop for OtlpReceiver {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.out);
+        keep_log_if_failed(&self.log);
     }
 }
 
@@ -359,10 +384,7 @@ pub async fn run_then_flush(
     .await
     .expect("the run ends")
     .expect("the run succeeds");
-    let report = tokio::task::spawn_blocking(move || telemetry.shutdown(Instant::now() + flush))
-        .await
-        .unwrap()
-        .expect("the exporter stops before the deadline");
+    let report = tokio::task::spawn_blocking(move || telemetry.shutdown(Instant::now() + flush)).await.unwrap();
     (summary, report)
 }
 

@@ -72,22 +72,30 @@ fn kinesis_kill9_with_the_dynamodb_store() {
 
 #[test]
 fn sqs_kill9_with_the_file_store() {
-    chaos::block_on(sqs_kill9());
+    chaos::block_on(sqs_kill9(Store::File));
 }
 
-async fn sqs_kill9() {
+#[test]
+fn sqs_kill9_with_the_dynamodb_store() {
+    chaos::block_on(sqs_kill9(Store::Dynamodb));
+}
+
+async fn sqs_kill9(store: Store) {
     let t0 = Instant::now();
     let seed = seed_from_env("TW_CRASH_SEED");
     let n: u64 = env_or("TW_CRASH_EVENTS", 50_000);
     let per_file: u64 = env_or("TW_CRASH_PER_FILE", 100);
     eprintln!(
-        "kill -9 over SQS + S3: seed {seed} (TW_CRASH_SEED={seed} repeats it), {n} events, {per_file} per log file"
+        "kill -9 over SQS + S3 ({store:?} store): seed {seed} (TW_CRASH_SEED={seed} repeats it), {n} events, {per_file} per log file"
     );
     let moto = Server::moto().unwrap();
+    if store == Store::Dynamodb {
+        chaos::create_store_resources(&moto).await;
+    }
     let url = chaos::feed_sqs(&moto, n, per_file, 5).await;
     let input = Input::Sqs { queue_url: url.clone() };
     eprintln!("fed in {:.1}s", t0.elapsed().as_secs_f64());
-    let scenario = Scenario::new(n, &input, Store::File, &moto.endpoint, &moto);
+    let scenario = Scenario::new(n, &input, store, &moto.endpoint, &moto);
     let expected = scenario.expected();
     eprintln!("replayed at {:.1}s", t0.elapsed().as_secs_f64());
     let p = plan(seed);

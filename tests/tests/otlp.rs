@@ -63,18 +63,19 @@ async fn pipeline_spans_reach_a_real_otlp_decoder_linked_retried_and_flushed_at_
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &receiver.endpoint);
 
-    // The standard variables fill in what the config leaves unset.
-    let env: BTreeMap<&str, &str> = [
+    // The standard variables, read by the OpenTelemetry SDK, fill in what
+    // the config leaves unset (set before the exporter exists; one test per process).
+    for (k, v) in [
         ("OTEL_SERVICE_NAME", "trailwatch-e2e"),
         ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20t0ken"),
         ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
         ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
         // Ignored: the config's endpoint wins.
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9"),
-    ]
-    .into_iter()
-    .collect();
-    let telemetry = Telemetry::init(&cfg.telemetry, "warn", &|k| env.get(k).map(|v| v.to_string())).unwrap();
+    ] {
+        std::env::set_var(k, v);
+    }
+    let telemetry = Telemetry::init(&cfg.telemetry, "warn").unwrap();
     assert!(telemetry.exports_traces());
 
     let opts = ruleset::compile_options(&cfg.rules, true).unwrap();

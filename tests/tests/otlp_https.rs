@@ -43,7 +43,7 @@ async fn spans_go_over_https_to_a_collector_with_a_verified_certificate() {
     );
     let cfg: Config = toml::from_str(&text).unwrap();
     cfg.validate().unwrap();
-    let telemetry = Telemetry::init(&cfg.telemetry, "warn", &|_| None).unwrap();
+    let telemetry = Telemetry::init(&cfg.telemetry, "warn").unwrap();
 
     let opts = ruleset::compile_options(&cfg.rules, true).unwrap();
     let (set, _) = ruleset::load(&[], true, &opts).unwrap();

@@ -50,6 +50,8 @@ const FIELDS: &[Field] = &[
             all("taskDefinition"),
             all("family"),
             all("cluster"),
+            // CloudTrail StopLogging/StartLogging/UpdateTrail: the trail.
+            all("name"),
         ],
     },
     Field { name: "responseElements", keep: &[Field { name: "taskDefinition", keep: &[all("taskDefinitionArn")] }] },

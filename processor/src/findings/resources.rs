@@ -84,6 +84,17 @@ pub(super) fn resources_of(class: EventClass, ev: &Value, region: Option<&str>) 
                 };
                 out.push(res("AwsEcsCluster", id, region, None));
             }
+            // The trail a CloudTrail call changed (a response restarts a stopped one).
+            if s(ev, &["eventSource"]) == Some("cloudtrail.amazonaws.com") {
+                if let Some(name) = s(rp, &["name"]).filter(|n| !n.is_empty()) {
+                    let id = if name.starts_with("arn:") {
+                        name.to_string()
+                    } else {
+                        format!("arn:aws:cloudtrail:{}:{account}:trail/{name}", region.unwrap_or("us-east-1"))
+                    };
+                    out.push(res("AwsCloudTrailTrail", id, region, None));
+                }
+            }
             let ui = ev.get("userIdentity").unwrap_or(&NULL);
             let arn = s(ui, &["arn"]).unwrap_or("");
             // The type when given, else what the ARN says (correlation

@@ -218,6 +218,8 @@ impl Sink<'_> {
                 Some(w) => writeln!(w, "{}", d.to_json_line()),
                 None => Ok(()),
             },
+            // An analyst's request belongs to the live service, not to a replay.
+            Emitted::Request(_) => Ok(()),
         };
         if let Err(e) = res {
             self.io_error.get_or_insert(e);

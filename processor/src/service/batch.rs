@@ -102,6 +102,49 @@ impl EventBatch {
         }
     }
 
+    /// [`EventBatch::push_unit_in`] for a unit read as a stream (an S3
+    /// object straight from its response body): memory holds the decoded
+    /// values, never the whole compressed object. A read error ends the unit
+    /// where it happened; the caller decides whether the unit is kept (the
+    /// reader tells it why it failed). A panic drops the unit whole, as
+    /// there: its raw bytes are not held, the origin names the object.
+    pub fn push_reader_in(
+        &mut self,
+        reader: impl std::io::Read,
+        origin: String,
+        partition: Option<Arc<str>>,
+        opts: &DecodeOptions,
+    ) {
+        let o = self.add_origin(origin);
+        if partition.is_some() {
+            self.origin_partitions.resize(self.origins.len(), None);
+            self.origin_partitions[o as usize] = partition;
+        }
+        let origin = self.origins[o as usize].clone();
+        let mark = (self.text.len(), self.events.len(), self.errors.len(), self.object_refs.len());
+        let skipped = self.skipped.clone();
+        let mut reader = Counted { inner: reader, n: 0 };
+        let r = crate::panics::guard("decode", || {
+            crate::panics::test_point_record("decode", origin.as_bytes());
+            decode::decode_reader(&mut reader, &origin, opts, &mut |item| self.push_decoded(o, item))
+        });
+        self.input_bytes += reader.n;
+        let (kind, message) = match r {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => ("io", format!("cannot read input: {e}")),
+            Err(message) => {
+                self.text.truncate(mark.0);
+                self.events.truncate(mark.1);
+                self.errors.truncate(mark.2);
+                self.object_refs.truncate(mark.3);
+                self.skipped = skipped;
+                ("panic", message)
+            }
+        };
+        let position = Position { line: 1, byte_offset: 0, record: None };
+        self.errors.push(BatchError { origin: o, position, kind, message, raw: None });
+    }
+
     /// Registers where the following items come from; returns its index.
     pub fn add_origin(&mut self, origin: String) -> u32 {
         if self.origins.last().is_some_and(|l| *l == origin) {
@@ -247,9 +290,28 @@ pub struct Partitions {
     pub open: Vec<Arc<str>>,
     /// Ended after the events (a shard read to SHARD_END).
     pub close: Vec<Arc<str>>,
+    /// Leased shards whose window state starts here, before the events: a
+    /// detector of their own, restored from the lease's snapshot.
+    pub adopt: Vec<Adopt>,
+    /// Leased shards whose lease was lost: their window state goes.
+    pub drop: Vec<Arc<str>>,
     /// The watermark does not advance for this long (processing time) from
     /// when the batch is evaluated: queue messages may come back.
     pub hold_for: Option<std::time::Duration>,
+}
+
+/// Counts the bytes read through it (input before decompression).
+struct Counted<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -279,4 +341,15 @@ mod tests {
         assert!(last.0.contains("\"D\"") && last.1 == "k:3");
         assert_eq!(b.ingest_ms, Some(3));
     }
+}
+
+/// A leased shard's window state, as its new owner takes it over.
+#[derive(Debug, Clone)]
+pub struct Adopt {
+    /// `<source>/<shard>`: the partition and position key.
+    pub key: Arc<str>,
+    /// The lease's tenure (positions carry it: `<gen>:<sequence>`).
+    pub gen: u64,
+    /// The detector snapshot stored with the lease's checkpoint (gzip JSON).
+    pub snapshot: Option<Arc<Vec<u8>>>,
 }

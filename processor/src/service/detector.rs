@@ -35,6 +35,19 @@ pub(crate) struct DetectorStage {
     pub beat: crate::health::StageBeat,
     /// Derive `%org_accounts%` from the input (no AWS Organizations access).
     pub derive: Option<Derive>,
+    /// Sources whose shards are leased (`coordination = "leases"`): each
+    /// leased shard has window state of its own, which moves with its lease.
+    pub leased: std::collections::BTreeSet<String>,
+    pub shards: std::collections::HashMap<Arc<str>, ShardWindows>,
+}
+
+/// One leased shard's window state.
+pub(crate) struct ShardWindows {
+    /// The lease's tenure: batches of another tenure do not count here.
+    gen: u64,
+    det: trailwatch_rules::Detector,
+    /// Events or ticks went through it since the last commit.
+    changed: bool,
 }
 
 /// The accounts seen as `recipientAccountId` so far, and how to recompile.
@@ -67,8 +80,15 @@ impl DetectorStage {
             let ok = match msg {
                 Input::Batch(b) => self.batch(*b, &mut pending),
                 Input::Rules(set) => {
-                    if let Err(e) = self.eval.replace_rules(set) {
+                    if let Err(e) = self.eval.replace_rules(Arc::clone(&set)) {
                         tracing::error!("new rules not swapped in: {e}");
+                    }
+                    for (key, s) in self.shards.iter_mut() {
+                        self.eval.swap_detector(&mut s.det);
+                        if let Err(e) = self.eval.replace_rules(Arc::clone(&set)) {
+                            tracing::error!(shard = %key, "new rules not swapped in: {e}");
+                        }
+                        self.eval.swap_detector(&mut s.det);
                     }
                     true
                 }
@@ -82,6 +102,18 @@ impl DetectorStage {
                     if let Err(message) = crate::panics::guard("windows", || eval.advance(now, &mut |e| out.push(e))) {
                         tracing::error!("closing windows panicked: {message}");
                         self.eval.recover_from_panic();
+                    }
+                    for s in self.shards.values_mut() {
+                        self.eval.swap_detector(&mut s.det);
+                        let eval = &mut self.eval;
+                        if let Err(message) =
+                            crate::panics::guard("windows", || eval.advance(now, &mut |e| out.push(e)))
+                        {
+                            tracing::error!("closing windows panicked: {message}");
+                            self.eval.recover_from_panic();
+                        }
+                        self.eval.swap_detector(&mut s.det);
+                        s.changed = true;
                     }
                     pending.windows_changed = true;
                     self.send(out, None)
@@ -108,6 +140,11 @@ impl DetectorStage {
             let now = self.now();
             let mut out = Collected::default();
             self.eval.flush(now, &mut |e| out.push(e));
+            for s in self.shards.values_mut() {
+                self.eval.swap_detector(&mut s.det);
+                self.eval.flush(now, &mut |e| out.push(e));
+                self.eval.swap_detector(&mut s.det);
+            }
             pending.windows_changed = true;
             self.send(out, None);
         }
@@ -120,13 +157,71 @@ impl DetectorStage {
         self.now.unwrap_or_else(OffsetDateTime::now_utc)
     }
 
+    /// A leased shard's batch is evaluated with the shard's own window state
+    /// swapped in; one of an earlier tenure (the lease was lost, maybe taken
+    /// back since) with throwaway windows: the new owner counts those events
+    /// from its checkpoint.
     fn batch(&mut self, b: SourceBatch, pending: &mut Pending) -> bool {
+        if !self.leased.contains(&*b.source) {
+            return self.batch_in(b, pending);
+        }
+        for a in &b.partitions.adopt {
+            let mut det = self.eval.new_detector();
+            if let Some(bytes) = &a.snapshot {
+                match crate::state::leased::unpack(bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|j| det.restore(&j).map_err(|e| e.to_string()))
+                {
+                    Ok(None) => {}
+                    Ok(Some(note)) => tracing::warn!(shard = %a.key, "{note}"),
+                    Err(e) => {
+                        tracing::warn!(shard = %a.key, "shard window state not restored, its windows start empty: {e}")
+                    }
+                }
+            }
+            det.partition(&a.key);
+            tracing::info!(shard = %a.key, restored = a.snapshot.is_some(), "shard window state adopted");
+            self.shards.insert(Arc::clone(&a.key), ShardWindows { gen: a.gen, det, changed: true });
+        }
+        for k in &b.partitions.drop {
+            self.shards.remove(k);
+        }
+        // The shard: the events' partition, or (SHARD_END) the checkpoint's.
+        let key: Option<Arc<str>> = b
+            .partitions
+            .default
+            .clone()
+            .or_else(|| b.checkpoint.as_ref().map(|c| Arc::from(Committed::key(&b.source, &c.partition).as_str())));
+        let Some(key) = key else { return self.batch_in(b, pending) };
+        let gen =
+            b.checkpoint.as_ref().and_then(|c| c.position.split_once(':')).and_then(|(g, _)| g.parse::<u64>().ok());
+        let own = matches!(self.shards.get(&key), Some(s) if gen.is_none_or(|g| g == s.gen));
+        let mut slot = if own { self.shards.remove(&key) } else { None };
+        let mut spare = None;
+        let det = match &mut slot {
+            Some(s) => {
+                s.changed = true;
+                &mut s.det
+            }
+            None => spare.insert(self.eval.new_detector()),
+        };
+        self.eval.swap_detector(det);
+        let ok = self.batch_in(b, pending);
+        self.eval.swap_detector(det);
+        if let Some(s) = slot {
+            self.shards.insert(key, s);
+        }
+        ok
+    }
+
+    fn batch_in(&mut self, b: SourceBatch, pending: &mut Pending) -> bool {
         // One span per batch (low cardinality: the source name only), a
         // child of the source's span for the batch.
         let span = tracing::info_span!(
             "detector_batch",
             source = %b.source,
-            events = b.events.len(),
+            // i64: tracing-opentelemetry records unsigned fields as text.
+            events = b.events.len() as i64,
             findings = tracing::field::Empty,
             dead_letters = tracing::field::Empty
         );
@@ -205,8 +300,8 @@ impl DetectorStage {
             pending.acks.push(ack);
         }
         pending.batches += 1;
-        span.record("findings", out.findings.len());
-        span.record("dead_letters", out.dead_letters.len());
+        span.record("findings", out.findings.len() as i64);
+        span.record("dead_letters", out.dead_letters.len() as i64);
         let trace = crate::telemetry::context_of(&span);
         self.send(out, trace)
     }
@@ -243,14 +338,19 @@ impl DetectorStage {
     }
 
     fn send(&mut self, out: Collected, trace: Option<crate::telemetry::TraceContext>) -> bool {
-        if out.findings.is_empty() && out.dead_letters.is_empty() {
+        if out.findings.is_empty() && out.dead_letters.is_empty() && out.requests.is_empty() {
             return true;
         }
         // Waiting on the sink stage is not this stage's stall.
         self.beat.idle();
         let ok = self
             .tx
-            .blocking_send(Output::Batch { findings: out.findings, dead_letters: out.dead_letters, trace })
+            .blocking_send(Output::Batch {
+                findings: out.findings,
+                dead_letters: out.dead_letters,
+                requests: out.requests,
+                trace,
+            })
             .is_ok();
         self.beat.busy();
         ok
@@ -258,8 +358,15 @@ impl DetectorStage {
 
     fn commit(&mut self, pending: &mut Pending, last: bool) -> bool {
         let windows = (self.snapshots && (pending.windows_changed || last)).then(|| self.eval.detector().snapshot());
+        let mut shard_windows = BTreeMap::new();
+        for (key, s) in self.shards.iter_mut() {
+            if s.changed || last {
+                shard_windows.insert(key.to_string(), s.det.snapshot());
+                s.changed = false;
+            }
+        }
         let p = std::mem::take(pending);
-        let req = CommitRequest { positions: p.positions, acks: p.acks, windows, last };
+        let req = CommitRequest { positions: p.positions, acks: p.acks, windows, shard_windows, last };
         self.beat.idle();
         let ok = self.tx.blocking_send(Output::Commit(req)).is_ok();
         self.beat.busy();
@@ -272,6 +379,7 @@ impl DetectorStage {
 struct Collected {
     findings: Vec<Arc<crate::evaluate::Finding>>,
     dead_letters: Vec<crate::evaluate::DeadLetter>,
+    requests: Vec<Arc<crate::respond::request::ResponseRequest>>,
 }
 
 impl Collected {
@@ -281,6 +389,7 @@ impl Collected {
             // The service always builds findings (matches_only is for replay).
             Emitted::Match(_) => {}
             Emitted::DeadLetter(d) => self.dead_letters.push(d),
+            Emitted::Request(r) => self.requests.push(Arc::from(r)),
         }
     }
 }

@@ -54,6 +54,8 @@ pub(crate) enum Output {
     Batch {
         findings: Vec<Arc<Finding>>,
         dead_letters: Vec<DeadLetter>,
+        /// Security Hub custom actions asking for responses.
+        requests: Vec<Arc<crate::respond::request::ResponseRequest>>,
         /// The `detector_batch` span's trace (None for windows closed by time).
         trace: Option<crate::telemetry::TraceContext>,
     },
@@ -67,6 +69,9 @@ pub(crate) struct CommitRequest {
     pub acks: Vec<oneshot::Sender<AckStatus>>,
     /// The window snapshot; None when the windows did not change.
     pub windows: Option<Vec<u8>>,
+    /// Leased shards' window snapshots, by position key (those whose windows
+    /// changed).
+    pub shard_windows: BTreeMap<String, Vec<u8>>,
     pub last: bool,
 }
 
@@ -200,6 +205,46 @@ async fn run_service(
 
     // State first: it says where every source resumes.
     let store = crate::state::build(&cfg.checkpoints, &cfg.service, &cfg.aws).await?;
+    // Leased Kinesis sources checkpoint into their lease table.
+    let mut leases = std::collections::BTreeMap::new();
+    for (name, sc) in &cfg.sources {
+        if let crate::sources::SourceConfig::Kinesis(k) = sc {
+            if k.coordination == crate::sources::kinesis::Coordination::Leases {
+                let c = crate::sources::kinesis::leases::LeaseCoordinator::for_source(name, k, &cfg.aws).await;
+                leases.insert(name.clone(), Arc::new(c));
+            }
+        }
+    }
+    // Each leased shard keeps its own windows: a correlation must group by
+    // the stream's partition key, or its windows would split across shards.
+    let keys: std::collections::BTreeSet<&str> = cfg
+        .sources
+        .iter()
+        .filter(|(n, _)| leases.contains_key(*n))
+        .filter_map(|(_, s)| match s {
+            crate::sources::SourceConfig::Kinesis(k) => Some(k.partition_key.as_str()),
+            _ => None,
+        })
+        .collect();
+    let split: Vec<String> = set
+        .correlations()
+        .iter()
+        .filter(|c| !keys.iter().all(|k| c.group_by.iter().any(|g| g == k)))
+        .map(|c| format!("{} ({}; group-by {})", c.meta.title, c.meta.id, c.group_by.join(", ")))
+        .collect();
+    if !split.is_empty() {
+        anyhow::bail!(
+            "coordination = \"leases\" keeps each shard's windows on the instance that holds it, so every \
+             correlation must group by the partition key ({}); these do not (a re-keying stage is not built yet): {}",
+            keys.into_iter().collect::<Vec<_>>().join(", "),
+            split.join("; ")
+        );
+    }
+    let store: Option<Box<dyn crate::state::StateStore>> = if leases.is_empty() {
+        store
+    } else {
+        Some(Box::new(crate::state::leased::LeasedStore { inner: store, leases: leases.clone() }))
+    };
     let committed = match &store {
         Some(s) => {
             let c = s.load().await.with_context(|| format!("cannot load state from the {}", s.describe()))?;
@@ -239,6 +284,16 @@ async fn run_service(
         health.set_sink(name, true);
         sinks.push((name.clone(), sink));
     }
+    if !cfg.responses.is_empty() {
+        // Last: it acts after the sinks before it have the findings (Security Hub for the write-back).
+        let tags = crate::respond::rule_tags(&set);
+        let responder = crate::respond::Responder::build(&cfg.respond, &cfg.responses, tags, &cfg.aws)
+            .await
+            .context("responses")?;
+        let sink = crate::respond::RespondSink::new(responder, &cfg.respond);
+        health.set_sink("responses", true);
+        sinks.push(("responses".to_string(), Box::new(sink) as Box<dyn crate::sinks::Sink>));
+    }
     let dead_letter = match &opts.dead_letter {
         Some(p) => DeadLetterWriter::new(p, true),
         None => DeadLetterWriter::new(&cfg.service.dead_letter_path(), false),
@@ -273,6 +328,8 @@ async fn run_service(
         flush_at_end: all_finite,
         snapshots,
         beat: health.stage("detector"),
+        leased: leases.keys().cloned().collect(),
+        shards: Default::default(),
         derive: match &opts.org {
             Some(OrgUpdates { recompile, mode: OrgMode::Derived { known, org_id } }) => Some(detector::Derive {
                 known: known.clone(),
@@ -366,6 +423,7 @@ async fn run_service(
             checkpoints: committed.positions_of(name),
             health: Arc::clone(&health),
             decode: cfg.decode.options(),
+            leases: leases.get(name).cloned(),
         };
         let name = name.clone();
         sources.spawn(async move { (name, src.run(ctx).await) });
@@ -480,6 +538,16 @@ async fn run_service(
             );
         }
     };
+    // The final commit is written: hand the leases over at once instead of
+    // after the failover time.
+    if sinks.is_ok() {
+        for (name, c) in &leases {
+            match c.release_all().await {
+                Ok(()) => tracing::info!(source = %name, "shard leases released"),
+                Err(e) => tracing::warn!(source = %name, "shard leases not released (they expire instead): {e}"),
+            }
+        }
+    }
     stop_http.cancel();
     m.up.set(0);
     let sinks = sinks.context("the sink stage failed")?;

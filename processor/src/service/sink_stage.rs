@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::batch::AckStatus;
 use super::{CommitRequest, Output};
+use crate::backoff::Backoff;
 use crate::health::Health;
 use crate::metrics;
 use crate::sinks::dead_letter::DeadLetterWriter;
@@ -52,8 +53,9 @@ pub enum StageError {
     State(#[from] StateError),
 }
 
-const BACKOFF_START: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Between retries of a sink or the checkpoint store: equal jitter, so a
+/// failing dependency is never hammered.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
 
 impl SinkStage {
     pub async fn run(mut self) -> Result<SinkStats, StageError> {
@@ -63,7 +65,7 @@ impl SinkStage {
             self.beat.busy();
             depth.set(self.rx.len() as i64);
             match msg {
-                Output::Batch { findings, dead_letters, trace } => {
+                Output::Batch { findings, dead_letters, requests, trace } => {
                     if !dead_letters.is_empty() {
                         stats.dead_letters += dead_letters.len() as u64;
                         self.write_dead_letters(dead_letters).await?;
@@ -72,6 +74,14 @@ impl SinkStage {
                         crate::panics::test_point("sink");
                         self.send(&findings, trace).await?;
                         stats.findings += findings.len() as u64;
+                    }
+                    if !requests.is_empty() {
+                        // Queued by the sinks that act on them; run at the next commit's flush.
+                        for (name, sink) in &mut self.sinks {
+                            if let Err(e) = sink.requests(&requests).await {
+                                tracing::error!(sink = %name, "response requests not taken: {e}");
+                            }
+                        }
                     }
                 }
                 Output::Commit(req) => {
@@ -121,11 +131,17 @@ impl SinkStage {
         trace: Option<crate::telemetry::TraceContext>,
     ) -> Result<(), StageError> {
         for (name, sink) in &mut self.sinks {
-            let mut backoff = BACKOFF_START;
+            let mut failures = 0u32;
             let mut attempt = 1u32;
             loop {
                 // One span per attempt, in the trace of the batch the findings came from.
-                let span = tracing::info_span!("sink_send", sink = %name, findings = findings.len(), attempt);
+                // i64: tracing-opentelemetry records unsigned fields as text.
+                let span = tracing::info_span!(
+                    "sink_send",
+                    sink = %name,
+                    findings = findings.len() as i64,
+                    attempt = i64::from(attempt)
+                );
                 crate::telemetry::set_parent(&span, trace);
                 attempt += 1;
                 self.beat.busy();
@@ -137,9 +153,11 @@ impl SinkStage {
                     Err(e) => {
                         self.health.set_sink(name, false);
                         crate::telemetry::mark_error(&span, &e.to_string());
+                        let backoff = RETRY.equal_jitter(failures);
+                        failures += 1;
                         tracing::warn!(sink = %name, "sink cannot take findings, retrying in {backoff:?}: {e}");
                         metrics::get().sink_retries.with_label_values(&[name, "send"]).inc();
-                        if !wait(&self.hard_stop, &mut backoff).await {
+                        if !wait(&self.hard_stop, backoff).await {
                             return Err(StageError::Deadline);
                         }
                     }
@@ -153,8 +171,8 @@ impl SinkStage {
         // A trace of its own: it makes durable the work of many batches.
         let span = tracing::info_span!(
             "commit",
-            commit = self.committed.commit + 1,
-            positions = req.positions.len(),
+            commit = (self.committed.commit + 1) as i64,
+            positions = req.positions.len() as i64,
             last = req.last
         );
         let r = tracing::Instrument::instrument(self.commit_inner(req), span.clone()).await;
@@ -169,7 +187,7 @@ impl SinkStage {
         let m = metrics::get();
         // 1. Everything before the marker is delivered or spooled.
         for (name, sink) in &mut self.sinks {
-            let mut backoff = BACKOFF_START;
+            let mut failures = 0u32;
             loop {
                 self.beat.busy();
                 match tracing::Instrument::instrument(sink.flush(), tracing::info_span!("sink_flush", sink = %name))
@@ -181,9 +199,11 @@ impl SinkStage {
                     }
                     Err(e) => {
                         self.health.set_sink(name, false);
+                        let backoff = RETRY.equal_jitter(failures);
+                        failures += 1;
                         tracing::warn!(sink = %name, "sink flush failed, retrying in {backoff:?}: {e}");
                         m.sink_retries.with_label_values(&[name, "flush"]).inc();
-                        if !wait(&self.hard_stop, &mut backoff).await {
+                        if !wait(&self.hard_stop, backoff).await {
                             m.checkpoint_commits.with_label_values(&["abandoned"]).inc();
                             return Err(StageError::Deadline);
                         }
@@ -200,16 +220,19 @@ impl SinkStage {
         if let Some(w) = req.windows {
             next.windows = Some(w);
         }
+        next.shard_windows = req.shard_windows;
         if let Some(store) = &self.store {
-            let mut backoff = BACKOFF_START;
+            let mut failures = 0u32;
             loop {
                 self.beat.busy();
                 match store.commit(&next, &changed).await {
                     Ok(()) => break,
                     Err(e) if e.is_retryable() => {
+                        let backoff = RETRY.equal_jitter(failures);
+                        failures += 1;
                         tracing::warn!("commit to the {} failed, retrying in {backoff:?}: {e}", store.describe());
                         m.checkpoint_commits.with_label_values(&["retried"]).inc();
-                        if !wait(&self.hard_stop, &mut backoff).await {
+                        if !wait(&self.hard_stop, backoff).await {
                             m.checkpoint_commits.with_label_values(&["abandoned"]).inc();
                             return Err(StageError::Deadline);
                         }
@@ -236,11 +259,8 @@ impl SinkStage {
     }
 }
 
-/// Sleeps for the backoff (doubling it, with jitter); false when `stop` fired.
-async fn wait(stop: &CancellationToken, backoff: &mut Duration) -> bool {
-    let jitter = rand::random_range(0.8..1.2);
-    let d = backoff.mul_f64(jitter);
-    *backoff = (*backoff * 2).min(BACKOFF_MAX);
+/// Sleeps for `d`; false when `stop` fired first.
+async fn wait(stop: &CancellationToken, d: Duration) -> bool {
     tokio::select! {
         _ = stop.cancelled() => false,
         _ = tokio::time::sleep(d) => true,

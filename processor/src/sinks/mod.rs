@@ -70,6 +70,11 @@ pub trait Sink: Send {
     async fn close(&mut self) -> Result<(), SinkError> {
         self.flush().await
     }
+    /// Takes analysts' response requests (Security Hub custom actions); only
+    /// the responder acts on them.
+    async fn requests(&mut self, _requests: &[Arc<crate::respond::request::ResponseRequest>]) -> Result<(), SinkError> {
+        Ok(())
+    }
     /// For /readyz: false while the destination is failing.
     fn healthy(&self) -> bool {
         true

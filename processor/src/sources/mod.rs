@@ -89,6 +89,8 @@ pub struct SourceContext {
     pub checkpoints: BTreeMap<String, String>,
     pub health: Arc<Health>,
     pub decode: DecodeOptions,
+    /// A Kinesis source's lease coordinator (`coordination = "leases"`).
+    pub leases: Option<Arc<crate::sources::kinesis::leases::LeaseCoordinator>>,
 }
 
 /// Sends batches to the detector stage.
@@ -158,9 +160,10 @@ pub fn finish_batch(
     batch: &EventBatch,
 ) -> Option<crate::telemetry::TraceContext> {
     count_batch(source, shard, units, batch);
-    span.record("records", units);
-    span.record("events", batch.len() as u64);
-    span.record("bytes", batch.input_bytes);
+    // i64: tracing-opentelemetry records unsigned fields as text.
+    span.record("records", units as i64);
+    span.record("events", batch.len() as i64);
+    span.record("bytes", batch.input_bytes as i64);
     crate::telemetry::context_of(&span)
 }
 

@@ -275,7 +275,7 @@ impl StateStore for DynamoStore {
             }
             None => None,
         };
-        Ok(Some(Committed { commit, positions, windows }))
+        Ok(Some(Committed { commit, positions, windows, ..Committed::default() }))
     }
 
     async fn commit(&self, c: &Committed, changed: &[String]) -> Result<(), StateError> {

@@ -100,7 +100,7 @@ impl StateStore for FileStore {
             }
             None => None,
         };
-        Ok(Some(Committed { commit: st.commit, positions: st.positions, windows }))
+        Ok(Some(Committed { commit: st.commit, positions: st.positions, windows, ..Committed::default() }))
     }
 
     async fn commit(&self, c: &Committed, _changed: &[String]) -> Result<(), StateError> {

@@ -8,6 +8,7 @@
 
 pub mod dynamodb;
 pub mod file;
+pub mod leased;
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,9 @@ pub struct Committed {
     pub positions: BTreeMap<String, String>,
     /// The detector's window snapshot (JSON), when there are correlations.
     pub windows: Option<Vec<u8>>,
+    /// Leased shards' window snapshots (JSON), by position key, taken at
+    /// this commit (stored with the lease's checkpoint, `state/leased.rs`).
+    pub shard_windows: BTreeMap<String, Vec<u8>>,
 }
 
 impl Committed {

@@ -1,17 +1,15 @@
 //! Logs and traces (metrics live in [`crate::metrics`]).
 //!
-//! - [`config`]: `[telemetry]` and how it combines with the `OTEL_*`
-//!   environment variables into [`ExportSettings`];
-//! - `layer`: a `tracing_subscriber` layer that records the spans its filter
-//!   enables (ids, parent, times, fields, events, error status) into a
-//!   bounded queue, dropping and counting when it is full;
-//! - `otlp`: the exporter thread: batches from the queue, OTLP/HTTP POSTs
-//!   with retries, the flush at shutdown;
-//! - `proto`: the hand-written protobuf encoding of the OTLP trace messages.
+//! Traces are the OpenTelemetry project's own pipeline: `tracing` spans go
+//! through `tracing-opentelemetry` into the `opentelemetry_sdk` tracer
+//! (sampler, batch processor, X-Ray ids from `opentelemetry-aws`) and out
+//! through `opentelemetry-otlp` (OTLP/HTTP protobuf or gRPC), which also
+//! reads the `OTEL_*` variables. trailwatch keeps only:
 //!
-//! ```text
-//! tracing spans ──▶ OtlpLayer ──try_send──▶ queue (bounded) ──▶ exporter thread ──POST──▶ <endpoint>/v1/traces
-//! ```
+//! - [`config`]: the `[telemetry]` keys, and whether and over which
+//!   transport traces are exported;
+//! - `export`: the counters (`trailwatch_otlp_*`, [`ExportReport`]), the
+//!   tokio runtime the exporter runs on and its hyper + rustls HTTP client.
 //!
 //! The pipeline's spans: `source_batch` (a source reading and decoding one
 //! batch) is the root of a batch's trace; `detector_batch` (rules over it)
@@ -20,66 +18,52 @@
 //! its `sink_flush` children) is a trace of its own per commit.
 
 pub mod config;
-mod layer;
-mod otlp;
-mod proto;
+mod export;
 
+use std::sync::Arc;
+
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
+use opentelemetry_sdk::Resource;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-pub use config::{Compression, ExportSettings, LogFormat, SettingsError, TelemetryConfig, TraceIdFormat};
-pub use otlp::ExportReport;
+pub use config::{Compression, ExportPlan, LogFormat, Protocol, SettingsError, TelemetryConfig, TraceIdFormat};
 
 /// Where a span sits in its trace: enough to parent work done elsewhere
 /// (another thread, after a channel) under it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceContext {
-    pub trace_id: [u8; 16],
-    pub span_id: [u8; 8],
-    pub sampled: bool,
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub flags: TraceFlags,
 }
 
 /// The trace context of `span`; None when traces are not exported (or
 /// the span is disabled).
 pub fn context_of(span: &tracing::Span) -> Option<TraceContext> {
-    span.with_subscriber(|(id, dispatch)| {
-        let registry = dispatch.downcast_ref::<Registry>()?;
-        let s = registry.span(id)?;
-        let ext = s.extensions();
-        ext.get::<layer::SpanState>().map(|st| st.ctx)
-    })
-    .flatten()
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| TraceContext { trace_id: sc.trace_id(), span_id: sc.span_id(), flags: sc.trace_flags() })
 }
 
 /// Makes `span` a child of `parent` (same trace, same sampling decision).
-/// Call it right after creating the span, before it has children.
+/// Call it right after creating the span, before it is entered.
 pub fn set_parent(span: &tracing::Span, parent: Option<TraceContext>) {
     let Some(p) = parent else { return };
-    span.with_subscriber(|(id, dispatch)| {
-        let Some(registry) = dispatch.downcast_ref::<Registry>() else { return };
-        let Some(s) = registry.span(id) else { return };
-        let mut ext = s.extensions_mut();
-        if let Some(st) = ext.get_mut::<layer::SpanState>() {
-            st.ctx.trace_id = p.trace_id;
-            st.ctx.sampled = p.sampled;
-            st.parent = Some(p.span_id);
-        }
-    });
+    // Not remote: the parent is in this process, across a channel.
+    let sc = SpanContext::new(p.trace_id, p.span_id, p.flags, false, TraceState::NONE);
+    // Err only when traces are off or the span has started: nothing to join then.
+    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(sc));
 }
 
 /// Sets `span`'s status to error with `message` (an ERROR event inside a
 /// span does the same; this is for failures logged at a lower level).
 pub fn mark_error(span: &tracing::Span, message: &str) {
-    span.with_subscriber(|(id, dispatch)| {
-        let Some(registry) = dispatch.downcast_ref::<Registry>() else { return };
-        let Some(s) = registry.span(id) else { return };
-        let mut ext = s.extensions_mut();
-        if let Some(st) = ext.get_mut::<layer::SpanState>() {
-            st.set_error(message);
-        }
-    });
+    span.set_status(opentelemetry::trace::Status::error(message.to_string()));
 }
 
 /// Logs only, to stderr (commands other than `run`); `RUST_LOG` wins over
@@ -104,54 +88,208 @@ fn log_layer(level: &str, format: LogFormat) -> Box<dyn Layer<Registry> + Send +
 pub enum TelemetryError {
     #[error(transparent)]
     Settings(#[from] SettingsError),
+    #[error("telemetry.trace_filter: {0}")]
+    Filter(String),
     #[error("cannot start the OTLP exporter: {0}")]
-    Start(std::io::Error),
+    Start(String),
     #[error("a tracing subscriber is already installed in this process: spans could not be exported")]
     AlreadyInstalled,
+}
+
+/// What happened to the spans of one process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportReport {
+    /// Accepted by the collector.
+    pub sent: u64,
+    /// Accepted in a request but rejected by the collector (OTLP partial
+    /// success; seen over HTTP only: the gRPC exporter does not expose it).
+    pub rejected: u64,
+    /// In an export that failed (a permanent error, or retries ran out).
+    pub failed: u64,
+    /// Dropped on a full queue, or still waiting at the shutdown deadline.
+    pub dropped: u64,
+}
+
+struct Export {
+    provider: SdkTracerProvider,
+    runtime: tokio::runtime::Runtime,
+    counts: Arc<export::Counts>,
 }
 
 /// Logs, plus trace export when configured; [`Telemetry::shutdown`]
 /// flushes the traces at exit.
 pub struct Telemetry {
-    exporter: Option<otlp::ExporterHandle>,
+    export: Option<Export>,
 }
 
 impl Telemetry {
     /// Installs the process-wide subscriber: logs as `[telemetry]` says,
-    /// and the OTLP layer when an endpoint is configured (`env` looks up
-    /// `OTEL_*` variables; see [`config`] for the order).
-    pub fn init(
-        cfg: &TelemetryConfig,
-        log_level: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Telemetry, TelemetryError> {
-        let Some(settings) = ExportSettings::resolve(cfg, env)? else {
+    /// and the OpenTelemetry layer when an endpoint is configured.
+    pub fn init(cfg: &TelemetryConfig, log_level: &str) -> Result<Telemetry, TelemetryError> {
+        let Some(plan) = ExportPlan::resolve(cfg, &|k| std::env::var(k).ok())? else {
             init_logging(log_level, cfg.log_format);
-            return Ok(Telemetry { exporter: None });
+            return Ok(Telemetry { export: None });
         };
-        let url = settings.url.clone();
-        let filter = EnvFilter::builder()
-            .parse(&settings.filter)
-            .map_err(|e| SettingsError::Config { key: "trace_filter".into(), reason: e.to_string() })?;
-        let (tx, rx) = tokio::sync::mpsc::channel(settings.queue_size);
-        let sampler = layer::Sampler::ratio(settings.sample_ratio);
-        let id_format = settings.id_format;
-        let exporter = otlp::start(settings, rx).map_err(TelemetryError::Start)?;
+        let filter =
+            EnvFilter::builder().parse(&cfg.trace_filter).map_err(|e| TelemetryError::Filter(e.to_string()))?;
+        let start = |e: &dyn std::fmt::Display| TelemetryError::Start(e.to_string());
+        // Its own runtime: tonic and hyper need tokio, the SDK's batch
+        // thread has none, and `run` starts its runtime later.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("trailwatch-otlp")
+            .enable_all()
+            .build()
+            .map_err(|e| start(&e))?;
+        let counts = Arc::new(export::Counts::default());
+        let exporter = {
+            let _in_runtime = runtime.enter();
+            otlp_exporter(cfg, &plan, &counts)?
+        };
+        let exporter = export::CountingExporter {
+            inner: Arc::new(exporter),
+            runtime: runtime.handle().clone(),
+            counts: Arc::clone(&counts),
+        };
+        let mut batch = BatchConfigBuilder::default().with_max_queue_size(cfg.trace_queue_size.get());
+        if let Some(n) = cfg.trace_batch_size {
+            batch = batch.with_max_export_batch_size(n.get());
+        }
+        if let Some(d) = cfg.trace_export_interval {
+            batch = batch.with_scheduled_delay(d);
+        }
+        let processor = export::CountingProcessor {
+            inner: BatchSpanProcessor::builder(exporter).with_batch_config(batch.build()).build(),
+            counts: Arc::clone(&counts),
+            capacity: cfg.trace_queue_size.get(),
+            dropped_full: crate::metrics::get().otlp_spans_dropped.with_label_values(&["queue_full"]),
+        };
+        let mut provider = SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource(cfg));
+        if let Some(ratio) = cfg.trace_sample_ratio {
+            provider = provider.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))));
+        }
+        if cfg.trace_id_format == TraceIdFormat::Xray {
+            provider = provider.with_id_generator(opentelemetry_aws::trace::XrayIdGenerator::default());
+        }
+        let provider = provider.build();
+        let scope = InstrumentationScope::builder("trailwatch").with_version(env!("CARGO_PKG_VERSION")).build();
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer_with_scope(scope))
+            .with_threads(false)
+            .with_filter(filter);
         tracing_subscriber::registry()
             .with(log_layer(log_level, cfg.log_format))
-            .with(layer::OtlpLayer::new(tx, sampler, id_format).with_filter(filter))
+            .with(layer)
             .try_init()
             .map_err(|_| TelemetryError::AlreadyInstalled)?;
-        tracing::info!(%url, "exporting traces over OTLP/HTTP");
-        Ok(Telemetry { exporter: Some(exporter) })
+        tracing::info!(target = %plan.target, "exporting traces");
+        Ok(Telemetry { export: Some(Export { provider, runtime, counts }) })
     }
 
     pub fn exports_traces(&self) -> bool {
-        self.exporter.is_some()
+        self.export.is_some()
     }
 
-    /// Exports every finished span by `deadline` and stops the exporter.
-    pub fn shutdown(self, deadline: std::time::Instant) -> Option<ExportReport> {
-        self.exporter.and_then(|e| e.shutdown(deadline))
+    /// Exports every finished span by `deadline` and stops the exporter;
+    /// what is left then is counted as dropped. Call it outside async code
+    /// (it blocks), e.g. in `spawn_blocking`.
+    pub fn shutdown(self, deadline: std::time::Instant) -> ExportReport {
+        let Some(e) = self.export else { return ExportReport::default() };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let in_time = e.provider.shutdown_with_timeout(left).is_ok();
+        let report = e.counts.close(in_time);
+        e.runtime.shutdown_background();
+        if report.dropped > 0 {
+            tracing::warn!(dropped = report.dropped, "OTLP: spans dropped (queue full, or the shutdown deadline)");
+        }
+        report
     }
+}
+
+fn otlp_exporter(
+    cfg: &TelemetryConfig,
+    plan: &ExportPlan,
+    counts: &Arc<export::Counts>,
+) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+    let start = |e: &dyn std::fmt::Display| TelemetryError::Start(e.to_string());
+    // `none` cannot be forced over the variable: the exporter has no such value.
+    let gzip = (cfg.otlp_compression == Some(Compression::Gzip)).then_some(opentelemetry_otlp::Compression::Gzip);
+    let built = match plan.protocol {
+        Protocol::HttpProtobuf => {
+            // The client enforces the timeout on each request, as the SDK expects.
+            let timeout = cfg.otlp_timeout.unwrap_or(std::time::Duration::from_secs(10));
+            let client = export::HyperClient::new(timeout, Arc::clone(counts)).map_err(|e| start(&e))?;
+            let mut b = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_http_client(client)
+                .with_headers(cfg.otlp_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+            if let Some(e) = &plan.endpoint {
+                b = b.with_endpoint(e);
+            }
+            if let Some(t) = cfg.otlp_timeout {
+                b = b.with_timeout(t);
+            }
+            if let Some(c) = gzip {
+                b = b.with_compression(c);
+            }
+            b.build()
+        }
+        Protocol::Grpc => {
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            for (k, v) in &cfg.otlp_headers {
+                // Checked at start-up (validate); gRPC metadata keys are lower case.
+                let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes());
+                if let (Ok(key), Ok(value)) = (key, v.parse()) {
+                    metadata.insert(key, value);
+                }
+            }
+            let mut b = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_metadata(metadata);
+            if let Some(e) = &plan.endpoint {
+                b = b.with_endpoint(e);
+            }
+            if let Some(t) = cfg.otlp_timeout {
+                b = b.with_timeout(t);
+            }
+            if let Some(c) = gzip {
+                b = b.with_compression(c);
+            }
+            b.build()
+        }
+    };
+    built.map_err(|e| start(&e))
+}
+
+/// The SDK's resource (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES,
+/// telemetry.sdk.*) with trailwatch's defaults under it and the config's
+/// keys over it.
+fn resource(cfg: &TelemetryConfig) -> Resource {
+    let detected = Resource::builder().build();
+    let has = |k: &'static str| detected.get(&opentelemetry::Key::from_static_str(k)).is_some();
+    let mut defaults = Vec::new();
+    if !has("service.version") {
+        defaults.push(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    }
+    if !has("service.instance.id") {
+        defaults.push(KeyValue::new("service.instance.id", instance_id()));
+    }
+    let env_name = detected
+        .get(&opentelemetry::Key::from_static_str("service.name"))
+        .map(|v| v.to_string())
+        .filter(|n| !n.starts_with("unknown_service"));
+    let name = cfg.service_name.clone().or(env_name).unwrap_or_else(|| "trailwatch".to_string());
+    Resource::builder()
+        .with_attributes(defaults)
+        .with_attributes(cfg.resource_attributes.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())))
+        .with_service_name(name)
+        .build()
+}
+
+/// A per-process id, as OpenTelemetry recommends: a random UUID (v4).
+fn instance_id() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }

@@ -1,6 +1,6 @@
 //! Client-side pacing: a token bucket per account and region (Security Hub
 //! allows BatchImportFindings 10 requests/s with bursts of 30), and
-//! exponential backoff with full jitter between retries.
+//! exponential backoff with full jitter between retries (crate::backoff).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -44,16 +44,6 @@ impl TokenBucket {
     }
 }
 
-/// Full jitter: a uniform wait in [0, min(cap, base·2^attempt)].
-pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
-    let ceiling = base.saturating_mul(1u32.checked_shl(attempt.min(30)).unwrap_or(u32::MAX)).min(cap);
-    let nanos = ceiling.as_nanos().min(u128::from(u64::MAX)) as u64;
-    if nanos == 0 {
-        return Duration::ZERO;
-    }
-    Duration::from_nanos(rand::random_range(0..=nanos))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,20 +75,5 @@ mod tests {
         assert!(b.reserve(t0).is_zero());
         assert_eq!(ms(b.reserve(t0)), 100);
         assert!(b.reserve(t0 + Duration::from_millis(250)).is_zero(), "the reserved token was earned by then");
-    }
-
-    #[test]
-    fn backoff_is_jittered_below_a_doubling_ceiling() {
-        let base = Duration::from_millis(100);
-        let cap = Duration::from_secs(5);
-        for attempt in 0..12 {
-            let ceiling = (base * 2u32.pow(attempt)).min(cap);
-            for _ in 0..50 {
-                assert!(backoff(attempt, base, cap) <= ceiling);
-            }
-        }
-        let spread: std::collections::BTreeSet<Duration> = (0..20).map(|_| backoff(5, base, cap)).collect();
-        assert!(spread.len() > 1, "waits are random, not fixed");
-        assert!(backoff(100, base, cap) <= cap);
     }
 }

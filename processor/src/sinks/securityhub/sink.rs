@@ -16,16 +16,16 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use super::convert;
-use super::limiter::{backoff, TokenBucket};
+use super::limiter::TokenBucket;
 use super::spool::{Spool, SpoolError};
 use super::SecurityHubSinkConfig;
+use crate::backoff::Backoff;
 use crate::evaluate::{DeadLetter, Finding};
 use crate::findings::{validate_serialized, ReportTo};
 use crate::sinks::dead_letter::DeadLetterWriter;
 use crate::sinks::{observe_delivered, Sink, SinkContext, SinkError};
 
-const BACKOFF_BASE: Duration = Duration::from_millis(200);
-const BACKOFF_CAP: Duration = Duration::from_secs(10);
+const RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
 /// First wait of a parked route; it doubles with every failure up to `park_max`.
 const PARK_BASE: Duration = Duration::from_millis(500);
 /// How often the drainer looks at the spools when nothing wakes it.
@@ -842,7 +842,7 @@ impl Shared {
                     out.left.extend(batch);
                     break;
                 }
-                tokio::time::sleep(backoff(attempt - 1, BACKOFF_BASE, BACKOFF_CAP)).await;
+                tokio::time::sleep(RETRY.full_jitter(attempt - 1)).await;
             }
         }
         out

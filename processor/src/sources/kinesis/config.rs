@@ -17,6 +17,20 @@ pub enum StartPosition {
     AtTimestamp,
 }
 
+/// How instances share the stream.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Coordination {
+    /// One instance reads every shard (a second one is fenced out by the
+    /// checkpoint store).
+    #[default]
+    Single,
+    /// Shard leases in DynamoDB (`lease_table`): instances share the shards
+    /// and take over a dead one's after `failover_time`. Checkpoints live in
+    /// the lease items, with each shard's window state.
+    Leases,
+}
+
 /// `type = "kinesis"`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -44,6 +58,19 @@ pub struct KinesisSourceConfig {
     /// Region and endpoint for this stream (default: `[aws]`).
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
+    /// `single` (default) or `leases`.
+    pub coordination: Coordination,
+    /// With `coordination = "leases"`: the DynamoDB lease table (partition
+    /// key `leaseKey`, string), reached through `[aws]`.
+    pub lease_table: Option<String>,
+    /// With leases: how long a lease whose owner stopped renewing it is kept
+    /// before another instance takes it over (renewals every third of it).
+    #[serde(with = "duration_text")]
+    pub failover_time: Duration,
+    /// With leases: the event field the stream's partition key is made of.
+    /// Each shard keeps its own windows, so every correlation must group by
+    /// it (a window is never split across instances); others are refused.
+    pub partition_key: String,
 }
 
 impl Default for KinesisSourceConfig {
@@ -59,6 +86,10 @@ impl Default for KinesisSourceConfig {
             shard_discovery_interval: Duration::from_secs(30),
             region: None,
             endpoint_url: None,
+            coordination: Coordination::Single,
+            lease_table: None,
+            failover_time: Duration::from_secs(30),
+            partition_key: "userIdentity.arn".to_string(),
         }
     }
 }
@@ -77,6 +108,17 @@ impl KinesisSourceConfig {
         }
         if self.max_idle_poll_interval < self.poll_interval {
             problems.push(format!("{at}.max_idle_poll_interval must be at least poll_interval"));
+        }
+        if self.coordination == Coordination::Leases {
+            if self.lease_table.as_deref().is_none_or(|t| t.trim().is_empty()) {
+                problems.push(format!("{at}: coordination = \"leases\" needs lease_table"));
+            }
+            if self.partition_key.trim().is_empty() {
+                problems.push(format!("{at}.partition_key must name an event field"));
+            }
+            if !(Duration::from_secs(3)..=Duration::from_secs(600)).contains(&self.failover_time) {
+                problems.push(format!("{at}.failover_time must be between 3s and 10m"));
+            }
         }
         match (self.start_position, &self.start_timestamp) {
             (StartPosition::AtTimestamp, None) => {

@@ -17,9 +17,18 @@
 //! IAM: `kinesis:ListShards`, `kinesis:GetShardIterator`, `kinesis:GetRecords`
 //! on the stream (and `kms:Decrypt` on its key when it is encrypted with a
 //! customer-managed key).
+//!
+//! With `coordination = "leases"` ([`leases`]) several instances share the
+//! stream: each renews, takes and balances shard leases in a DynamoDB table
+//! every third of `failover_time`, reads only the shards it holds (a child
+//! once its parents' leases are at `SHARD_END`), checkpoints into the lease
+//! (`state/leased.rs`) with the shard's window state, and is ready once a
+//! lease round succeeded (not ready after three failed rounds). IAM on the
+//! lease table: `dynamodb:Scan`, `dynamodb:PutItem`, `dynamodb:UpdateItem`.
 
 mod config;
+pub mod leases;
 mod source;
 
-pub use config::{KinesisSourceConfig, StartPosition};
+pub use config::{Coordination, KinesisSourceConfig, StartPosition};
 pub use source::KinesisSource;

@@ -8,10 +8,13 @@ use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::{Shard, ShardIteratorType};
 use aws_sdk_kinesis::Client;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::leases::LeaseCoordinator;
 
 use super::{KinesisSourceConfig, StartPosition};
 use crate::aws::{self, AwsConfig};
-use crate::service::batch::{Checkpoint, EventBatch, Partitions, SourceBatch};
+use crate::service::batch::{Adopt, Checkpoint, EventBatch, Partitions, SourceBatch};
 use crate::sources::{batch_span, finish_batch, Source, SourceContext, SourceError};
 
 /// The position recorded for a shard read to its end (closed by a reshard).
@@ -32,6 +35,16 @@ impl KinesisSource {
     }
 }
 
+/// Where a reader starts.
+struct Start {
+    /// After this sequence number (a checkpoint).
+    after: Option<String>,
+    /// A child of a shard we read: from its beginning.
+    has_parent: bool,
+    /// The lease's tenure, when leased.
+    gen: Option<u64>,
+}
+
 /// What a shard reader tells the coordinator.
 enum ReaderEvent {
     /// The shard is closed and every record of it was sent.
@@ -44,6 +57,9 @@ enum ReaderEvent {
 impl Source for KinesisSource {
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
         let me = Arc::new(*self);
+        if let Some(coord) = ctx.leases.clone() {
+            return me.run_leased(Arc::new(ctx), coord).await;
+        }
         let ctx = Arc::new(ctx);
         // Shards already read to their end in an earlier run.
         let mut finished: BTreeSet<String> =
@@ -103,7 +119,9 @@ impl Source for KinesisSource {
                             let (me, ctx, tx) = (Arc::clone(&me), Arc::clone(&ctx), tx.clone());
                             let shard_id = id.clone();
                             let handle = readers.spawn(async move {
-                                let res = me.read_shard(&ctx, &id, has_parent).await;
+                                let after = ctx.checkpoints.get(&id).cloned();
+                                let stop = ctx.shutdown.clone();
+                                let res = me.read_shard(&ctx, &id, Start { after, has_parent, gen: None }, &stop).await;
                                 let _ = match res {
                                     Ok(true) => tx.send(ReaderEvent::Finished(id)).await,
                                     Ok(false) => Ok(()),
@@ -173,6 +191,190 @@ impl Source for KinesisSource {
 }
 
 impl KinesisSource {
+    /// `coordination = "leases"`: creates a lease per shard at each listing,
+    /// and every renewal interval renews, balances and reads exactly the
+    /// shards it holds (a reader per lease, cancelled when the lease is lost).
+    async fn run_leased(
+        self: Arc<Self>,
+        ctx: Arc<SourceContext>,
+        coord: Arc<LeaseCoordinator>,
+    ) -> Result<(), SourceError> {
+        let me = self;
+        let m = crate::metrics::get();
+        let initial = match me.cfg.start_position {
+            StartPosition::TrimHorizon => "TRIM_HORIZON",
+            StartPosition::Latest => "LATEST",
+            StartPosition::AtTimestamp => "AT_TIMESTAMP",
+        };
+        let (tx, mut rx) = mpsc::channel::<ReaderEvent>(64);
+        let mut readers = tokio::task::JoinSet::new();
+        let mut reader_shards: std::collections::HashMap<tokio::task::Id, String> = Default::default();
+        let mut running: std::collections::HashMap<String, CancellationToken> = Default::default();
+        let mut last_listing: Option<Instant> = None;
+        let mut next_round = Instant::now();
+        let mut failures = 0u32;
+        tracing::info!(source = %ctx.name, worker = %coord.worker(), "sharing the stream through shard leases");
+        loop {
+            if last_listing.is_none_or(|t| t.elapsed() >= me.cfg.shard_discovery_interval) {
+                match me.list_shards().await {
+                    Ok(shards) => {
+                        last_listing = Some(Instant::now());
+                        let known: BTreeSet<&str> = shards.iter().map(|s| s.shard_id()).collect();
+                        let (mut roots, mut children) = (Vec::new(), Vec::new());
+                        for s in &shards {
+                            let parents: Vec<String> = [s.parent_shard_id(), s.adjacent_parent_shard_id()]
+                                .into_iter()
+                                .flatten()
+                                .filter(|p| known.contains(p))
+                                .map(str::to_string)
+                                .collect();
+                            // A child of a shard we read starts at its beginning.
+                            if parents.is_empty() {
+                                roots.push((s.shard_id().to_string(), parents));
+                            } else {
+                                children.push((s.shard_id().to_string(), parents));
+                            }
+                        }
+                        let created = async {
+                            Ok::<_, super::leases::LeaseError>(
+                                coord.ensure_leases(&roots, initial).await?
+                                    + coord.ensure_leases(&children, "TRIM_HORIZON").await?,
+                            )
+                        };
+                        match created.await {
+                            Ok(n) if n > 0 => tracing::info!(source = %ctx.name, created = n, "shard leases created"),
+                            Ok(_) => {}
+                            Err(e) => {
+                                m.source_errors.with_label_values(&[&ctx.name, "lease"]).inc();
+                                tracing::warn!(source = %ctx.name, error = %e, "cannot create shard leases");
+                            }
+                        }
+                    }
+                    Err(e @ SourceError::Fatal(_)) => {
+                        ctx.health.set_source(&ctx.name, false);
+                        return Err(e);
+                    }
+                    Err(e) => {
+                        m.source_errors.with_label_values(&[&ctx.name, "list_shards"]).inc();
+                        tracing::warn!(source = %ctx.name, stream = %me.stream, error = %e, "cannot list shards");
+                        last_listing = Some(Instant::now() - me.cfg.shard_discovery_interval + backoff(1));
+                    }
+                }
+            }
+            if Instant::now() >= next_round {
+                next_round = Instant::now() + coord.renew_interval();
+                match coord.round().await {
+                    Ok(out) => {
+                        failures = 0;
+                        ctx.health.set_source(&ctx.name, true);
+                        // A lost shard's window state goes (the new owner has it from
+                        // the checkpoint); an acquired one's is restored from its lease.
+                        let mut drop = Vec::new();
+                        for shard in &out.lost {
+                            if let Some(stop) = running.remove(shard) {
+                                stop.cancel();
+                            }
+                            drop.push(shard_partition(&ctx.name, shard));
+                        }
+                        let mut adopt = Vec::new();
+                        let mut starts = Vec::new();
+                        for (lease, gen) in out.acquired {
+                            if lease.is_finished() {
+                                continue;
+                            }
+                            if let Some(old) = running.remove(&lease.key) {
+                                old.cancel();
+                            }
+                            let after = lease
+                                .checkpoint
+                                .clone()
+                                .filter(|c| !matches!(c.as_str(), "TRIM_HORIZON" | "LATEST" | "AT_TIMESTAMP"));
+                            let start = Start { after, has_parent: !lease.parents.is_empty(), gen: Some(gen) };
+                            adopt.push(Adopt {
+                                key: shard_partition(&ctx.name, &lease.key),
+                                gen,
+                                snapshot: lease.window_snapshot.map(Arc::new),
+                            });
+                            starts.push((lease.key, start));
+                        }
+                        if !drop.is_empty() || !adopt.is_empty() {
+                            let batch = SourceBatch {
+                                source: Arc::clone(&ctx.name),
+                                events: EventBatch::new(Some(now_ms())),
+                                checkpoint: None,
+                                ack: None,
+                                trace: None,
+                                partitions: Partitions { adopt, drop, ..Partitions::default() },
+                            };
+                            if !ctx.out.send(batch).await {
+                                break;
+                            }
+                        }
+                        for (id, start) in starts {
+                            let stop = ctx.shutdown.child_token();
+                            running.insert(id.clone(), stop.clone());
+                            let (me, ctx, tx) = (Arc::clone(&me), Arc::clone(&ctx), tx.clone());
+                            let shard_id = id.clone();
+                            let handle = readers.spawn(async move {
+                                let _ = match me.read_shard(&ctx, &id, start, &stop).await {
+                                    Ok(true) => tx.send(ReaderEvent::Finished(id)).await,
+                                    Ok(false) => Ok(()),
+                                    Err(e) => tx.send(ReaderEvent::Failed(id, e)).await,
+                                };
+                            });
+                            reader_shards.insert(handle.id(), shard_id);
+                        }
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        m.source_errors.with_label_values(&[&ctx.name, "lease"]).inc();
+                        tracing::warn!(source = %ctx.name, error = %e, "lease round failed");
+                        if failures >= 3 {
+                            ctx.health.set_source(&ctx.name, false);
+                        }
+                    }
+                }
+            }
+            let listing_due =
+                last_listing.map(|t| me.cfg.shard_discovery_interval.saturating_sub(t.elapsed())).unwrap_or_default();
+            let wait =
+                listing_due.min(next_round.saturating_duration_since(Instant::now())).max(Duration::from_millis(50));
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => break,
+                ev = rx.recv() => match ev {
+                    Some(ReaderEvent::Finished(id)) => {
+                        tracing::info!(source = %ctx.name, shard = %id, "shard closed and fully read");
+                        running.remove(&id);
+                    }
+                    Some(ReaderEvent::Failed(id, e)) => {
+                        tracing::error!(source = %ctx.name, shard = %id, error = %e, "shard reader failed");
+                        ctx.health.set_source(&ctx.name, false);
+                        readers.abort_all();
+                        return Err(e);
+                    }
+                    None => break,
+                },
+                Some(done) = readers.join_next_with_id(), if !readers.is_empty() => match done {
+                    Ok((tid, ())) => {
+                        reader_shards.remove(&tid);
+                    }
+                    Err(e) => {
+                        let shard = reader_shards.remove(&e.id()).unwrap_or_default();
+                        tracing::error!(source = %ctx.name, shard = %shard, "shard reader died: {e}");
+                        ctx.health.set_source(&ctx.name, false);
+                        readers.abort_all();
+                        return Err(SourceError::Fatal(format!("the reader of shard {shard} died: {e}")));
+                    }
+                },
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        // Readers stop at the cancellation; wait so their last batches are
+        // sent. The leases are released by the service after the final commit.
+        while readers.join_next().await.is_some() {}
+        Ok(())
+    }
+
     fn stream_args<T>(&self, b: T, name: fn(T, String) -> T, arn: fn(T, String) -> T) -> T {
         match (&self.cfg.stream_name, &self.cfg.stream_arn) {
             (_, Some(a)) => arn(b, a.clone()),
@@ -249,11 +451,24 @@ impl KinesisSource {
         })
     }
 
-    /// Reads one shard until it closes (Ok(true)) or shutdown (Ok(false)).
-    async fn read_shard(&self, ctx: &SourceContext, shard: &str, has_parent: bool) -> Result<bool, SourceError> {
+    /// Reads one shard until it closes (Ok(true)) or `stop` (shutdown, or its
+    /// lease lost: Ok(false)).
+    async fn read_shard(
+        &self,
+        ctx: &SourceContext,
+        shard: &str,
+        start: Start,
+        stop: &CancellationToken,
+    ) -> Result<bool, SourceError> {
         let m = crate::metrics::get();
         let behind = m.kinesis_behind_latest.with_label_values(&[&ctx.name, shard]);
-        let mut last_seq: Option<String> = ctx.checkpoints.get(shard).cloned();
+        let Start { after, has_parent, gen } = start;
+        // A leased shard's positions carry the lease's tenure (state/leased.rs).
+        let position = |seq: &str| match gen {
+            Some(g) => format!("{g}:{seq}"),
+            None => seq.to_string(),
+        };
+        let mut last_seq: Option<String> = after;
         let mut iterator: Option<String> = None;
         let mut idle = self.cfg.poll_interval;
         let mut failures = 0u32;
@@ -262,7 +477,7 @@ impl KinesisSource {
         tracing::info!(source = %ctx.name, shard, after = ?last_seq, "reading shard");
         let partition = shard_partition(&ctx.name, shard);
         loop {
-            if ctx.shutdown.is_cancelled() {
+            if stop.is_cancelled() {
                 return Ok(false);
             }
             let it = match iterator.take() {
@@ -277,7 +492,7 @@ impl KinesisSource {
                         failures += 1;
                         m.source_errors.with_label_values(&[&ctx.name, "get_shard_iterator"]).inc();
                         tracing::warn!(source = %ctx.name, shard, error = %e, "retrying");
-                        if sleep_or_stop(ctx, backoff(failures)).await {
+                        if sleep_or_stop(stop, backoff(failures)).await {
                             return Ok(false);
                         }
                         continue;
@@ -313,7 +528,7 @@ impl KinesisSource {
                     failures += 1;
                     iterator = if kind == "throttled" { Some(it) } else { None };
                     tracing::warn!(source = %ctx.name, shard, error = %aws::error_text(&e), "GetRecords failed; backing off");
-                    if sleep_or_stop(ctx, backoff(failures)).await {
+                    if sleep_or_stop(stop, backoff(failures)).await {
                         return Ok(false);
                     }
                     continue;
@@ -352,7 +567,7 @@ impl KinesisSource {
                     .busy(ctx.out.send(SourceBatch {
                         source: Arc::clone(&ctx.name),
                         events: batch,
-                        checkpoint: Some(Checkpoint { partition: shard.to_string(), position: seq.clone() }),
+                        checkpoint: Some(Checkpoint { partition: shard.to_string(), position: position(&seq) }),
                         ack: None,
                         trace,
                         partitions: Partitions { default: Some(Arc::clone(&partition)), ..Partitions::default() },
@@ -371,7 +586,10 @@ impl KinesisSource {
                         .busy(ctx.out.send(SourceBatch {
                             source: Arc::clone(&ctx.name),
                             events: EventBatch::new(Some(now_ms())),
-                            checkpoint: Some(Checkpoint { partition: shard.to_string(), position: SHARD_END.into() }),
+                            checkpoint: Some(Checkpoint {
+                                partition: shard.to_string(),
+                                position: position(SHARD_END),
+                            }),
                             ack: None,
                             trace: None,
                             // A closed shard no longer holds the watermark back.
@@ -394,7 +612,7 @@ impl KinesisSource {
                 self.cfg.poll_interval
             };
             beat.polled(wait);
-            if sleep_or_stop(ctx, wait).await {
+            if sleep_or_stop(stop, wait).await {
                 return Ok(false);
             }
         }
@@ -406,18 +624,17 @@ fn shard_partition(source: &str, shard: &str) -> Arc<str> {
     Arc::from(format!("{source}/{shard}"))
 }
 
-/// Sleeps, or returns true at shutdown.
-async fn sleep_or_stop(ctx: &SourceContext, d: Duration) -> bool {
+/// Sleeps, or returns true when `stop` fires.
+async fn sleep_or_stop(stop: &CancellationToken, d: Duration) -> bool {
     tokio::select! {
-        _ = ctx.shutdown.cancelled() => true,
+        _ = stop.cancelled() => true,
         _ = tokio::time::sleep(d) => false,
     }
 }
 
-/// Exponential backoff with full jitter, 100 ms to 10 s.
+/// After `failures` failed calls in a row: 100 ms doubling to 10 s, equal jitter.
 fn backoff(failures: u32) -> Duration {
-    let cap = 100u64.saturating_mul(1 << failures.min(7)).min(10_000);
-    Duration::from_millis(rand::random_range(cap / 2..=cap))
+    crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(10)).equal_jitter(failures)
 }
 
 fn now_ms() -> i64 {

@@ -343,37 +343,46 @@ impl SqsSource {
                 *b.skipped.entry("digest_file").or_default() += 1;
                 continue;
             }
-            match self.fetch(&r).await {
-                Ok(bytes) => {
-                    let partition = key_partition(&ctx.name, &r.key).map(Arc::from);
-                    // Gunzip and parse of an object on the decode pool, off the runtime's threads.
-                    let (origin, opts) = (format!("s3://{}/{}", r.bucket, r.key), ctx.decode.clone());
-                    let unit = crate::service::blocking::decode(move || {
-                        let mut u = EventBatch::new(Some(now));
-                        u.push_unit_in(&bytes, origin, partition, &opts);
-                        u
-                    });
-                    match unit.await {
-                        Ok(u) => b.append(u),
-                        Err(e) => return Prepared::Poison(Poison::Undecodable(e)),
-                    }
-                }
+            let body = match self.open(&r).await {
+                Ok(body) => body,
                 Err(FetchError::Permanent(w)) => return Prepared::Poison(Poison::Object(w)),
                 Err(FetchError::Transient(w)) => return Prepared::Retry(w),
+            };
+            // The body is streamed into the decoder (gunzip and parse on the
+            // decode pool, off the runtime's threads): memory holds decoded
+            // values, not the compressed object too.
+            let partition = key_partition(&ctx.name, &r.key).map(Arc::from);
+            let (origin, opts) = (format!("s3://{}/{}", r.bucket, r.key), ctx.decode.clone());
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            let pump = tokio::spawn(pump(body, tx, r.clone(), self.cfg.max_object_bytes));
+            let fault = Arc::new(std::sync::Mutex::new(None));
+            let reader = BodyReader { rx, chunk: bytes::Bytes::new(), fault: Arc::clone(&fault) };
+            let unit = crate::service::blocking::decode(move || {
+                let mut u = EventBatch::new(Some(now));
+                u.push_reader_in(reader, origin, partition, &opts);
+                u
+            })
+            .await;
+            pump.abort();
+            // A failed read ends the unit early: drop what it gave and let the
+            // message come back (transient) or become poison (too large).
+            match fault.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                Some(FetchError::Permanent(w)) => return Prepared::Poison(Poison::Object(w)),
+                Some(FetchError::Transient(w)) => return Prepared::Retry(w),
+                None => {}
+            }
+            match unit {
+                Ok(u) => b.append(u),
+                Err(e) => return Prepared::Poison(Poison::Undecodable(e)),
             }
         }
         Prepared::Ok(b)
     }
 
-    async fn fetch(&self, r: &ObjectRef) -> Result<Vec<u8>, FetchError> {
-        let too_big = |n: u64| {
-            FetchError::Permanent(format!(
-                "s3://{}/{} is {n} bytes, over max_object_bytes ({})",
-                r.bucket, r.key, self.cfg.max_object_bytes
-            ))
-        };
+    /// GetObject, with the size checks the headers allow; the body is read by [`pump`].
+    async fn open(&self, r: &ObjectRef) -> Result<aws_sdk_s3::primitives::ByteStream, FetchError> {
         if let Some(n) = r.size.filter(|n| *n > self.cfg.max_object_bytes) {
-            return Err(too_big(n));
+            return Err(too_big(r, n, self.cfg.max_object_bytes));
         }
         let out = self.s3.get_object().bucket(&r.bucket).key(&r.key).send().await.map_err(|e| {
             let text = format!("GetObject s3://{}/{}: {}", r.bucket, r.key, aws::error_text(&e));
@@ -384,25 +393,77 @@ impl SqsSource {
                 FetchError::Transient(text)
             }
         })?;
-        let length = out.content_length().map(|n| n.max(0) as u64);
-        if let Some(n) = length.filter(|n| *n > self.cfg.max_object_bytes) {
-            return Err(too_big(n));
+        if let Some(n) = out.content_length().map(|n| n.max(0) as u64).filter(|n| *n > self.cfg.max_object_bytes) {
+            return Err(too_big(r, n, self.cfg.max_object_bytes));
         }
-        // Chunks are appended to one buffer as they arrive (one copy, sized
-        // by Content-Length) and the size limit holds while reading, whatever
-        // the header said. Decompression limits apply in the decoder.
-        let max = self.cfg.max_object_bytes;
-        let mut data = Vec::with_capacity(length.unwrap_or(0).min(max) as usize);
-        let mut body = out.body;
-        while let Some(chunk) = body.next().await {
-            let chunk =
-                chunk.map_err(|e| FetchError::Transient(format!("reading s3://{}/{}: {e}", r.bucket, r.key)))?;
-            if (data.len() + chunk.len()) as u64 > max {
-                return Err(too_big((data.len() + chunk.len()) as u64));
+        Ok(out.body)
+    }
+}
+
+fn too_big(r: &ObjectRef, n: u64, max: u64) -> FetchError {
+    FetchError::Permanent(format!("s3://{}/{} is {n} bytes, over max_object_bytes ({max})", r.bucket, r.key))
+}
+
+/// Moves an object's body, chunk by chunk, to the decoder's reader; the size
+/// limit holds while reading, whatever Content-Length said. Stops when the
+/// reader is gone (the decoder stopped early).
+async fn pump(
+    mut body: aws_sdk_s3::primitives::ByteStream,
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, FetchError>>,
+    r: ObjectRef,
+    max: u64,
+) {
+    let mut n = 0u64;
+    while let Some(chunk) = body.next().await {
+        let item = match chunk {
+            Ok(c) if n + c.len() as u64 > max => Err(too_big(&r, n + c.len() as u64, max)),
+            Ok(c) => {
+                n += c.len() as u64;
+                Ok(c)
             }
-            data.extend_from_slice(&chunk);
+            Err(e) => Err(FetchError::Transient(format!("reading s3://{}/{}: {e}", r.bucket, r.key))),
+        };
+        let last = item.is_err();
+        if tx.send(item).await.is_err() || last {
+            return;
         }
-        Ok(data)
+    }
+}
+
+/// The blocking side of [`pump`]: a `Read` over the chunks. A read fills the
+/// caller's buffer as far as the chunks allow, so the decoder's first look
+/// sees the gzip magic even if the first chunk were one byte. A failure is
+/// kept in `fault` for the caller and ends the stream with an I/O error.
+struct BodyReader {
+    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, FetchError>>,
+    chunk: bytes::Bytes,
+    fault: Arc<std::sync::Mutex<Option<FetchError>>>,
+}
+
+impl std::io::Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            if self.chunk.is_empty() {
+                match self.rx.blocking_recv() {
+                    Some(Ok(c)) => self.chunk = c,
+                    Some(Err(f)) => {
+                        let what = match &f {
+                            FetchError::Permanent(w) | FetchError::Transient(w) => w.clone(),
+                        };
+                        *self.fault.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+                        return Err(std::io::Error::other(what));
+                    }
+                    None => break,
+                }
+                continue;
+            }
+            let n = self.chunk.len().min(buf.len() - filled);
+            buf[filled..filled + n].copy_from_slice(&self.chunk[..n]);
+            bytes::Buf::advance(&mut self.chunk, n);
+            filled += n;
+        }
+        Ok(filled)
     }
 }
 
@@ -532,10 +593,9 @@ fn queue_name(url: &str) -> &str {
     url.rsplit('/').next().unwrap_or(url)
 }
 
-/// Exponential backoff with full jitter, 100 ms to 10 s.
+/// After `failures` failed calls in a row: 100 ms doubling to 10 s, equal jitter.
 fn backoff(failures: u32) -> Duration {
-    let cap = 100u64.saturating_mul(1 << failures.min(7)).min(10_000);
-    Duration::from_millis(rand::random_range(cap / 2..=cap))
+    crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(10)).equal_jitter(failures)
 }
 
 fn now_ms() -> i64 {
@@ -545,6 +605,65 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gzip(text: &str) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(text.as_bytes()).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// Decodes chunks through [`BodyReader`] as `prepare` does; returns the unit and the fault.
+    fn stream(chunks: Vec<Result<bytes::Bytes, FetchError>>) -> (EventBatch, Option<FetchError>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(chunks.len().max(1));
+        for c in chunks {
+            tx.try_send(c).ok().unwrap();
+        }
+        drop(tx);
+        let fault = Arc::new(std::sync::Mutex::new(None));
+        let reader = BodyReader { rx, chunk: bytes::Bytes::new(), fault: Arc::clone(&fault) };
+        let mut u = EventBatch::new(Some(0));
+        u.push_reader_in(reader, "s3://b/k".into(), None, &crate::decode::DecodeOptions::default());
+        let f = fault.lock().unwrap().take();
+        (u, f)
+    }
+
+    const LOG_FILE: &str = r#"{"Records":[{"eventVersion":"1.08","eventID":"a","eventTime":"2026-11-01T10:00:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject"},{"eventVersion":"1.08","eventID":"b","eventTime":"2026-11-01T10:00:01Z","eventSource":"s3.amazonaws.com","eventName":"PutObject"}]}"#;
+
+    #[test]
+    fn a_streamed_gzip_object_in_one_byte_chunks_decodes_whole() {
+        let z = gzip(LOG_FILE);
+        let chunks = z.iter().map(|b| Ok(bytes::Bytes::copy_from_slice(&[*b]))).collect();
+        let (u, fault) = stream(chunks);
+        assert!(fault.is_none());
+        assert_eq!(u.events().count(), 2);
+        assert_eq!(u.error_count(), 0);
+        assert_eq!(u.input_bytes, z.len() as u64);
+    }
+
+    #[test]
+    fn a_body_cut_by_the_network_is_a_transient_fault_not_a_dead_letter() {
+        let z = gzip(LOG_FILE);
+        let half = bytes::Bytes::copy_from_slice(&z[..z.len() / 2]);
+        let (_, fault) = stream(vec![Ok(half), Err(FetchError::Transient("reset".into()))]);
+        assert!(matches!(fault, Some(FetchError::Transient(w)) if w == "reset"));
+    }
+
+    #[test]
+    fn a_body_over_the_size_limit_is_permanent() {
+        let (_, fault) =
+            stream(vec![Ok(bytes::Bytes::from_static(b"{\"Records\":[")), Err(FetchError::Permanent("big".into()))]);
+        assert!(matches!(fault, Some(FetchError::Permanent(w)) if w == "big"));
+    }
+
+    #[tokio::test]
+    async fn the_pump_stops_an_object_over_the_limit_whatever_its_headers_said() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let r = ObjectRef { bucket: "b".into(), key: "k".into(), size: None, position: Default::default() };
+        pump(aws_sdk_s3::primitives::ByteStream::from(vec![0u8; 100]), tx, r, 10).await;
+        assert!(matches!(rx.recv().await, Some(Err(FetchError::Permanent(w))) if w.contains("over max_object_bytes")));
+        assert!(rx.recv().await.is_none());
+    }
 
     #[test]
     fn partitions_from_cloudtrail_keys() {

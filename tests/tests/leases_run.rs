@@ -1,0 +1,635 @@
+//! `coordination = "leases"` end to end: three `trailwatch run` processes
+//! share an 8-shard kinesalite stream through a lease table in moto's
+//! DynamoDB. They split the shards evenly; one is SIGKILLed and its shards
+//! are taken over within the failover time with no record unread; the
+//! findings (Ids) equal a single-instance `trailwatch replay` of the same
+//! events. Bounded: every wait has a deadline, the processes are killed on drop.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use trailwatch_tests::chaos::{jsonl_findings, Trailwatch};
+use trailwatch_tests::{Server, MOTO_ACCOUNT};
+
+const STREAM: &str = "org-events";
+const TABLE: &str = "trailwatch-leases";
+const SHARDS: i32 = 8;
+
+/// One scenario at a time: each runs three `trailwatch run` processes and two
+/// emulators, and the takeover timings should not measure CPU contention.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const RULES: &str = r#"
+title: Test marker call
+id: 6f1d1b0e-0000-4000-8000-0000000000c1
+level: high
+logsource: {product: aws, service: cloudtrail}
+detection:
+    sel: {eventName: TwMarker}
+    condition: sel
+"#;
+
+fn event(i: u32) -> String {
+    format!(
+        r#"{{"eventVersion":"1.08","eventTime":"2026-11-01T{h:02}:{m:02}:{s:02}Z","eventSource":"iam.amazonaws.com","eventName":"TwMarker","awsRegion":"us-east-1","errorCode":"AccessDenied","eventID":"00000000-0000-4000-8000-{i:012}","recipientAccountId":"111122223333","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/u{u}","accountId":"111122223333"}}}}"#,
+        h = 10 + i / 36000,
+        m = i / 600 % 60,
+        s = i / 10 % 60,
+        u = i % 97,
+    )
+}
+
+/// A correlation grouped by the partition key (the principal) over the same
+/// events: its windows must move with their shard.
+const CORRELATION: &str = r#"
+title: denied (base)
+id: 6f1d1b0e-0000-4000-8000-0000000000c2
+name: denied
+level: informational
+logsource: {product: aws, service: cloudtrail}
+detection:
+    sel: {errorCode: AccessDenied}
+    condition: sel
+---
+title: Repeated AccessDenied by one principal
+id: 6f1d1b0e-0000-4000-8000-0000000000c3
+level: high
+correlation:
+    type: event_count
+    rules: [denied]
+    group-by: [userIdentity.arn]
+    timespan: 2m
+    condition: {gte: 5}
+"#;
+
+/// Correlation finding Id → its highest count (updates grow it).
+fn correlation_counts(files: &[PathBuf]) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for f in files {
+        for line in std::fs::read_to_string(f).unwrap_or_default().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let id = v["Id"].as_str().unwrap().to_string();
+            if let Some(n) = v["ProductFields"]["trailwatch/Count"].as_str() {
+                let n: u64 = n.parse().unwrap();
+                let e = out.entry(id).or_insert(0);
+                *e = (*e).max(n);
+            }
+        }
+    }
+    out
+}
+
+fn config(dir: &Path, n: usize, moto: &Server, kinesalite: &Server, rules: &Path) -> PathBuf {
+    let inst = dir.join(format!("i{n}"));
+    std::fs::create_dir_all(&inst).unwrap();
+    let text = format!(
+        r#"[aws]
+region = "us-east-1"
+endpoint_url = "{moto}"
+
+[rules]
+builtin = false
+discover_org = false
+paths = ["{rules}"]
+
+[findings]
+report_to = "central"
+central_account = "{MOTO_ACCOUNT}"
+region = "us-east-1"
+
+[service]
+state_dir = "{state}"
+commit_interval = "300ms"
+shutdown_timeout = "20s"
+
+[sources.org]
+type = "kinesis"
+stream_name = "{STREAM}"
+endpoint_url = "{kinesalite}"
+poll_interval = "200ms"
+max_idle_poll_interval = "400ms"
+shard_discovery_interval = "2s"
+coordination = "leases"
+lease_table = "{TABLE}"
+failover_time = "3s"
+
+[checkpoints]
+store = "file"
+
+[sinks.out]
+type = "asff-jsonl"
+path = "{out}"
+
+[metrics]
+enabled = false
+"#,
+        moto = moto.endpoint,
+        kinesalite = kinesalite.endpoint,
+        rules = rules.display(),
+        state = inst.join("state").display(),
+        out = inst.join("findings.ndjson").display(),
+    );
+    let path = inst.join("trailwatch.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start(cfg: &Path, n: usize) -> Trailwatch {
+    trailwatch_tests::aws_env();
+    let log = cfg.parent().unwrap().join(format!("run-{n}.log"));
+    let out = std::fs::File::create(&log).unwrap();
+    let err = out.try_clone().unwrap();
+    let child = std::process::Command::new(trailwatch_tests::trailwatch_bin())
+        .arg("run")
+        .arg("--config")
+        .arg(cfg)
+        .env("TRAILWATCH_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("trailwatch run starts");
+    Trailwatch::new(child, log)
+}
+
+async fn put(client: &aws_sdk_kinesis::Client, range: std::ops::Range<u32>) {
+    let ids: Vec<u32> = range.collect();
+    for chunk in ids.chunks(250) {
+        let entries: Vec<PutRecordsRequestEntry> = chunk
+            .iter()
+            .map(|i| {
+                PutRecordsRequestEntry::builder()
+                    .data(Blob::new(event(*i)))
+                    // The deployment's key: the principal.
+                    .partition_key(format!("arn:aws:iam::111122223333:user/u{}", i % 97))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let out = client.put_records().stream_name(STREAM).set_records(Some(entries)).send().await.unwrap();
+        assert_eq!(out.failed_record_count(), Some(0));
+    }
+}
+
+/// Lease owners → shards held (open shards only).
+async fn owners(ddb: &aws_sdk_dynamodb::Client) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    let items = ddb.scan().table_name(TABLE).consistent_read(true).send().await.unwrap();
+    for item in items.items() {
+        let owner = item.get("leaseOwner").and_then(|v| v.as_s().ok()).cloned().unwrap_or_else(|| "<free>".into());
+        *out.entry(owner).or_insert(0) += 1;
+    }
+    out
+}
+
+fn union(dirs: &[PathBuf]) -> BTreeSet<String> {
+    dirs.iter().flat_map(|d| jsonl_findings(&d.join("findings.ndjson")).distinct()).collect()
+}
+
+async fn wait_findings(dirs: &[PathBuf], want: usize, within: Duration, procs: &mut [&mut Trailwatch]) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = union(dirs).len();
+        if got >= want {
+            return start.elapsed();
+        }
+        for p in procs.iter_mut() {
+            p.assert_running();
+        }
+        assert!(start.elapsed() < within, "{got} of {want} findings after {within:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_share_a_stream_and_one_is_killed() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let moto = Server::moto().unwrap();
+    let kinesalite = Server::kinesalite().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, RULES).unwrap();
+
+    let ddb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    ddb.create_table()
+        .table_name(TABLE)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("leaseKey")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(KeySchemaElement::builder().attribute_name("leaseKey").key_type(KeyType::Hash).build().unwrap())
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    let kin = aws_sdk_kinesis::Client::new(&kinesalite.sdk_config().await);
+    kin.create_stream().stream_name(STREAM).shard_count(SHARDS).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let cfgs: Vec<PathBuf> = (0..3).map(|n| config(dir.path(), n, &moto, &kinesalite, &rules)).collect();
+    let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
+    let (mut a, mut b, mut c) = (start(&cfgs[0], 0), start(&cfgs[1], 1), start(&cfgs[2], 2));
+
+    // Even share: three owners, 3/3/2.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let share = loop {
+        let o = owners(&ddb).await;
+        let mut counts: Vec<usize> = o.iter().filter(|(k, _)| *k != "<free>").map(|(_, n)| *n).collect();
+        counts.sort();
+        if counts == [2, 3, 3] {
+            break o;
+        }
+        for p in [&mut a, &mut b, &mut c] {
+            p.assert_running();
+        }
+        assert!(Instant::now() < deadline, "no even share after 60 s: {o:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    println!("even share: {share:?}");
+
+    put(&kin, 0..400).await;
+    let t = wait_findings(&dirs, 400, Duration::from_secs(60), &mut [&mut a, &mut b, &mut c]).await;
+    println!("400 events read by 3 instances in {t:?}");
+    let per: Vec<usize> = dirs.iter().map(|d| jsonl_findings(&d.join("findings.ndjson")).distinct().len()).collect();
+    println!("findings per instance: {per:?}");
+    assert!(per.iter().all(|n| *n > 0), "every instance read some shards: {per:?}");
+    // Let a commit follow, so the killed one has checkpoints behind it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // SIGKILL b, then more events: its shards' records must all be read by the others.
+    b.kill9();
+    let killed = Instant::now();
+    put(&kin, 400..800).await;
+    let deadline = killed + Duration::from_secs(40);
+    let failover = loop {
+        let o = owners(&ddb).await;
+        if o.len() == 2 && !o.contains_key("<free>") && o.values().sum::<usize>() == SHARDS as usize {
+            // Not only the table: the survivors' readers are taken when the round says so.
+            let counts: BTreeSet<usize> = o.values().copied().collect();
+            if counts == BTreeSet::from([4]) {
+                break killed.elapsed();
+            }
+        }
+        assert!(Instant::now() < deadline, "shards not taken over 40 s after the kill: {o:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!("failover (failover_time 3s): {failover:?}");
+    assert!(failover < Duration::from_secs(3 * 2 + 5), "takeover took {failover:?}");
+    let t = wait_findings(&dirs, 800, Duration::from_secs(60), &mut [&mut a, &mut c]).await;
+    println!("all 800 findings {t:?} after the takeover");
+
+    // Graceful stop of the survivors: a final checkpoint, then the leases are released.
+    for p in [&mut a, &mut c] {
+        let status = p.terminate(Duration::from_secs(25)).expect("exits within the grace time");
+        assert!(status.success(), "exit status {status}");
+    }
+    let o = owners(&ddb).await;
+    // b's leases were taken; a and c released theirs.
+    assert_eq!(o.get("<free>").copied(), Some(SHARDS as usize), "not every lease released: {o:?}");
+
+    // The same findings as one instance replaying the same events.
+    let events = dir.path().join("events.ndjson");
+    std::fs::write(&events, (0..800).map(event).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+    let out = dir.path().join("expected.ndjson");
+    let o = std::process::Command::new(trailwatch_tests::trailwatch_bin())
+        .arg("replay")
+        .arg("--config")
+        .arg(&cfgs[0])
+        .args(["--no-progress", "--now", "2026-11-02T00:00:00Z", "--output"])
+        .arg(&out)
+        .arg(&events)
+        .env("TRAILWATCH_LOG", "warn")
+        .output()
+        .expect("trailwatch replay runs");
+    assert!(o.status.success(), "replay failed: {}", String::from_utf8_lossy(&o.stderr));
+    let expected = jsonl_findings(&out).distinct();
+    assert_eq!(expected.len(), 800);
+    let got = union(&dirs);
+    assert_eq!(got, expected, "the shared run's findings differ from a single replay");
+    let total: usize = dirs.iter().map(|d| jsonl_findings(&d.join("findings.ndjson")).ids.len()).sum();
+    println!("findings written {total} (distinct {}; repeats are re-reads after a lease moved, same Ids)", got.len());
+    for (n, d) in dirs.iter().enumerate() {
+        let log = std::fs::read_to_string(d.join(format!("run-{n}.log"))).unwrap_or_default();
+        let moves: Vec<&str> = log.lines().filter(|l| l.contains("shard lease")).collect();
+        println!("instance {n}: {} lease changes", moves.len());
+        for l in moves {
+            println!("  {l}");
+        }
+    }
+}
+
+/// Counts of leases per live owner, sorted (free leases left out).
+async fn shares(ddb: &aws_sdk_dynamodb::Client) -> Vec<usize> {
+    let mut v: Vec<usize> = owners(ddb).await.into_iter().filter(|(k, _)| k != "<free>").map(|(_, n)| n).collect();
+    v.sort();
+    v
+}
+
+async fn wait_shares(ddb: &aws_sdk_dynamodb::Client, want: &[usize], within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = shares(ddb).await;
+        if got == want {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "shares {got:?} after {within:?}, expected {want:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_one_to_three_to_one_under_load() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let moto = Server::moto().unwrap();
+    let kinesalite = Server::kinesalite().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, RULES).unwrap();
+    let ddb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    ddb.create_table()
+        .table_name(TABLE)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("leaseKey")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(KeySchemaElement::builder().attribute_name("leaseKey").key_type(KeyType::Hash).build().unwrap())
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    let kin = aws_sdk_kinesis::Client::new(&kinesalite.sdk_config().await);
+    kin.create_stream().stream_name(STREAM).shard_count(SHARDS).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cfgs: Vec<PathBuf> = (0..3).map(|n| config(dir.path(), n, &moto, &kinesalite, &rules)).collect();
+    let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
+
+    // Load: 50 events every 250 ms while the instances come and go.
+    let feeding = {
+        let kin = kin.clone();
+        tokio::spawn(async move {
+            let mut next = 0u32;
+            loop {
+                put(&kin, next..next + 50).await;
+                next += 50;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if next >= 2000 {
+                    return next;
+                }
+            }
+        })
+    };
+    let mut a = start(&cfgs[0], 0);
+    wait_shares(&ddb, &[8], Duration::from_secs(30)).await;
+    let (mut b, mut c) = (start(&cfgs[1], 1), start(&cfgs[2], 2));
+    let t = wait_shares(&ddb, &[2, 3, 3], Duration::from_secs(60)).await;
+    println!("1 -> 3 balanced {t:?} after the two started");
+    for p in [&mut a, &mut b, &mut c] {
+        p.assert_running();
+    }
+    // Graceful scale-in: the leases are handed over, not left to expire.
+    let stopping = Instant::now();
+    for p in [&mut b, &mut c] {
+        let status = p.terminate(Duration::from_secs(25)).expect("exits within the grace time");
+        assert!(status.success(), "exit status {status}");
+    }
+    let t = wait_shares(&ddb, &[8], Duration::from_secs(30)).await;
+    println!(
+        "3 -> 1: all leases on the survivor {:?} after the SIGTERMs ({t:?} after both exited)",
+        stopping.elapsed()
+    );
+    let n = feeding.await.unwrap() as usize;
+    let t = wait_findings(&dirs, n, Duration::from_secs(60), &mut [&mut a]).await;
+    println!("all {n} events found {t:?} after the load stopped");
+    let status = a.terminate(Duration::from_secs(25)).expect("exits");
+    assert!(status.success());
+    let got = union(&dirs);
+    let want: BTreeSet<String> = {
+        let events = dir.path().join("events.ndjson");
+        std::fs::write(&events, (0..n as u32).map(event).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+        let out = dir.path().join("expected.ndjson");
+        let o = std::process::Command::new(trailwatch_tests::trailwatch_bin())
+            .arg("replay")
+            .arg("--config")
+            .arg(&cfgs[0])
+            .args(["--no-progress", "--now", "2026-11-02T00:00:00Z", "--output"])
+            .arg(&out)
+            .arg(&events)
+            .env("TRAILWATCH_LOG", "warn")
+            .output()
+            .expect("trailwatch replay runs");
+        assert!(o.status.success(), "replay failed: {}", String::from_utf8_lossy(&o.stderr));
+        jsonl_findings(&out).distinct()
+    };
+    assert_eq!(got, want, "scaling lost or invented findings");
+    let total: usize = dirs.iter().map(|d| jsonl_findings(&d.join("findings.ndjson")).ids.len()).sum();
+    println!("{n} events, findings written {total} (distinct {})", got.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn correlation_windows_move_with_their_shard() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let moto = Server::moto().unwrap();
+    let kinesalite = Server::kinesalite().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, format!("{RULES}---{CORRELATION}")).unwrap();
+    let ddb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    ddb.create_table()
+        .table_name(TABLE)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("leaseKey")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(KeySchemaElement::builder().attribute_name("leaseKey").key_type(KeyType::Hash).build().unwrap())
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    let kin = aws_sdk_kinesis::Client::new(&kinesalite.sdk_config().await);
+    kin.create_stream().stream_name(STREAM).shard_count(SHARDS).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cfgs: Vec<PathBuf> = (0..3).map(|n| config(dir.path(), n, &moto, &kinesalite, &rules)).collect();
+    let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
+    let (mut a, mut b, mut c) = (start(&cfgs[0], 0), start(&cfgs[1], 1), start(&cfgs[2], 2));
+    wait_shares(&ddb, &[2, 3, 3], Duration::from_secs(60)).await;
+
+    // 97 principals, an event every 0.1 s: each principal's 2-minute windows
+    // fill and fire before and after the kill, on every shard.
+    let marker = |f: &BTreeSet<String>| f.iter().filter(|id| id.contains("0000000000c1")).count();
+    put(&kin, 0..600).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while marker(&union(&dirs)) < 600 {
+        assert!(Instant::now() < deadline, "events not read");
+        for p in [&mut a, &mut b, &mut c] {
+            p.assert_running();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    b.kill9();
+    put(&kin, 600..1200).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while marker(&union(&dirs)) < 1200 {
+        assert!(Instant::now() < deadline, "events not read after the kill: {}", marker(&union(&dirs)));
+        for p in [&mut a, &mut c] {
+            p.assert_running();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for p in [&mut a, &mut c] {
+        let status = p.terminate(Duration::from_secs(25)).expect("exits within the grace time");
+        assert!(status.success(), "exit status {status}");
+    }
+    let events = dir.path().join("events.ndjson");
+    std::fs::write(&events, (0..1200).map(event).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+    let out = dir.path().join("expected.ndjson");
+    let o = std::process::Command::new(trailwatch_tests::trailwatch_bin())
+        .arg("replay")
+        .arg("--config")
+        .arg(&cfgs[0])
+        .args(["--no-progress", "--now", "2026-11-02T00:00:00Z", "--output"])
+        .arg(&out)
+        .arg(&events)
+        .env("TRAILWATCH_LOG", "warn")
+        .output()
+        .expect("trailwatch replay runs");
+    assert!(o.status.success(), "replay failed: {}", String::from_utf8_lossy(&o.stderr));
+    let files: Vec<PathBuf> = dirs.iter().map(|d| d.join("findings.ndjson")).collect();
+    let want = correlation_counts(std::slice::from_ref(&out));
+    let got = correlation_counts(&files);
+    println!("correlation findings: {} (replay {}), counts {:?}", got.len(), want.len(), got.values().sum::<u64>());
+    assert!(!want.is_empty(), "the scenario fires the correlation");
+    assert_eq!(got, want, "correlation findings or counts differ from a single replay");
+    assert_eq!(union(&dirs), jsonl_findings(&out).distinct());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reshard_while_two_instances_run_keeps_parents_first_and_windows() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let moto = Server::moto().unwrap();
+    let kinesalite = Server::kinesalite().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, format!("{RULES}---{CORRELATION}")).unwrap();
+    let ddb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    ddb.create_table()
+        .table_name(TABLE)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("leaseKey")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(KeySchemaElement::builder().attribute_name("leaseKey").key_type(KeyType::Hash).build().unwrap())
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    let kin = aws_sdk_kinesis::Client::new(&kinesalite.sdk_config().await);
+    kin.create_stream().stream_name(STREAM).shard_count(2).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cfgs: Vec<PathBuf> = (0..2).map(|n| config(dir.path(), n, &moto, &kinesalite, &rules)).collect();
+    let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
+    let (mut a, mut b) = (start(&cfgs[0], 0), start(&cfgs[1], 1));
+    wait_shares(&ddb, &[1, 1], Duration::from_secs(60)).await;
+
+    let marker = |f: &BTreeSet<String>| f.iter().filter(|id| id.contains("0000000000c1")).count();
+    let wait_marker = |n: usize| {
+        let dirs = dirs.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while marker(&union(&dirs)) < n {
+                assert!(Instant::now() < deadline, "{} of {n} events read", marker(&union(&dirs)));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    put(&kin, 0..600).await;
+    wait_marker(600).await;
+    // Split the first shard (hash keys 0 .. 2^127) in the middle.
+    let parent = kin.list_shards().stream_name(STREAM).send().await.unwrap().shards()[0].shard_id().to_string();
+    kin.split_shard()
+        .stream_name(STREAM)
+        .shard_to_split(&parent)
+        .new_starting_hash_key("85070591730234615865843651857942052864")
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let d = kin.describe_stream_summary().stream_name(STREAM).send().await.unwrap();
+        if d.stream_description_summary().unwrap().stream_status() == &aws_sdk_kinesis::types::StreamStatus::Active {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    put(&kin, 600..1200).await;
+    wait_marker(1200).await;
+    for p in [&mut a, &mut b] {
+        p.assert_running();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The parent ended and was given up; its children name it and were read.
+    let items = ddb.scan().table_name(TABLE).consistent_read(true).send().await.unwrap();
+    let s = |i: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>, k: &str| {
+        i.get(k).and_then(|v| v.as_s().ok()).cloned()
+    };
+    let p = items.items().iter().find(|i| s(i, "leaseKey").as_deref() == Some(parent.as_str())).unwrap();
+    assert_eq!(s(p, "checkpoint").as_deref(), Some("SHARD_END"));
+    assert_eq!(s(p, "leaseOwner"), None, "a finished lease is released");
+    let children: Vec<_> = items
+        .items()
+        .iter()
+        .filter(|i| i.get("parentShardIds").and_then(|v| v.as_ss().ok()).is_some_and(|ps| ps.contains(&parent)))
+        .collect();
+    assert_eq!(children.len(), 2);
+    for c in &children {
+        let cp = s(c, "checkpoint").unwrap_or_default();
+        assert!(cp.chars().all(|ch| ch.is_ascii_digit()), "child not read: {cp}");
+    }
+
+    for p in [&mut a, &mut b] {
+        let status = p.terminate(Duration::from_secs(25)).expect("exits within the grace time");
+        assert!(status.success(), "exit status {status}");
+    }
+    let events = dir.path().join("events.ndjson");
+    std::fs::write(&events, (0..1200).map(event).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+    let out = dir.path().join("expected.ndjson");
+    let o = std::process::Command::new(trailwatch_tests::trailwatch_bin())
+        .arg("replay")
+        .arg("--config")
+        .arg(&cfgs[0])
+        .args(["--no-progress", "--now", "2026-11-02T00:00:00Z", "--output"])
+        .arg(&out)
+        .arg(&events)
+        .env("TRAILWATCH_LOG", "warn")
+        .output()
+        .expect("trailwatch replay runs");
+    assert!(o.status.success(), "replay failed: {}", String::from_utf8_lossy(&o.stderr));
+    let files: Vec<PathBuf> = dirs.iter().map(|d| d.join("findings.ndjson")).collect();
+    let (got, want) = (correlation_counts(&files), correlation_counts(std::slice::from_ref(&out)));
+    println!(
+        "after the split: correlation findings {} (replay {}), counts {} (replay {})",
+        got.len(),
+        want.len(),
+        got.values().sum::<u64>(),
+        want.values().sum::<u64>()
+    );
+    assert_eq!(got, want, "windows split by the reshard");
+    assert_eq!(union(&dirs), jsonl_findings(&out).distinct());
+}

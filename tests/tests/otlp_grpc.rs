@@ -1,0 +1,104 @@
+//! OTLP/gRPC export end to end: the OpenTelemetry exporter's tonic client
+//! against `tests/otlp_receiver.py --grpc`, the generated `TraceService`
+//! of the official `opentelemetry-proto` package served by grpcio. The
+//! receiver answers the first request with UNAVAILABLE: the exporter
+//! retries it.
+//!
+//! Its own process: the exporter is the process-wide tracing subscriber.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde_json::Value;
+use trailwatch_processor::config::Config;
+use trailwatch_processor::service::RunOptions;
+use trailwatch_processor::telemetry::{ExportReport, Telemetry};
+use trailwatch_processor::{metrics, ruleset};
+use trailwatch_tests::{repo_root, run_then_flush, OtlpReceiver, ReceiverOptions};
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_go_over_grpc_to_the_official_trace_service_retried_and_linked() {
+    let receiver = OtlpReceiver::start(&ReceiverOptions { grpc: true, fail_first: 1, ..Default::default() }).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+        [sources.demo]
+        type = "file"
+        paths = ["{events}"]
+        batch_events = 5
+        [sinks.out]
+        type = "asff-jsonl"
+        path = "{out}"
+        [checkpoints]
+        store = "none"
+        [metrics]
+        enabled = false
+        [telemetry]
+        otlp_endpoint = "{endpoint}"
+        otlp_protocol = "grpc"
+        otlp_compression = "gzip"
+        otlp_timeout = "5s"
+        trace_id_format = "xray"
+        trace_batch_size = 8
+        [telemetry.otlp_headers]
+        x-tenant = "acme"
+        "#,
+        events = repo_root().join("examples/events").display(),
+        out = dir.path().join("findings.ndjson").display(),
+        endpoint = receiver.endpoint,
+    );
+    let cfg: Config = toml::from_str(&text).unwrap();
+    cfg.validate().unwrap();
+    // Read by the exporter, added to the config's metadata.
+    std::env::set_var("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20t0ken");
+    let telemetry = Telemetry::init(&cfg.telemetry, "warn").unwrap();
+    assert!(telemetry.exports_traces());
+
+    let opts = ruleset::compile_options(&cfg.rules, true).unwrap();
+    let (set, _) = ruleset::load(&[], true, &opts).unwrap();
+    let run_opts = RunOptions { dead_letter: Some(dir.path().join("dead.ndjson")), ..Default::default() };
+    let (summary, report) = run_then_flush(cfg, set, run_opts, telemetry, Duration::from_secs(20)).await;
+
+    let requests = receiver.requests();
+    let statuses: Vec<i64> = requests.iter().map(|r| r["status"].as_i64().unwrap()).collect();
+    assert_eq!(statuses[0], 503, "{statuses:?}\n{}", receiver.log_text());
+    assert!(statuses[1..].iter().all(|s| *s == 200), "the failed export was retried and accepted: {statuses:?}");
+    let accepted: Vec<&Value> = requests.iter().filter(|r| r["status"] == 200).collect();
+    let spans: Vec<&Value> = accepted.iter().flat_map(|r| r["spans"].as_array().unwrap()).collect();
+    let ids: BTreeSet<&str> = spans.iter().map(|sp| s(&sp["span_id"])).collect();
+    assert_eq!(ids.len(), spans.len(), "a span arrived twice");
+    assert_eq!(report, ExportReport { sent: spans.len() as u64, ..Default::default() }, "{report:?}");
+    assert_eq!(metrics::get().otlp_spans_exported.with_label_values(&["sent"]).get(), report.sent);
+    assert!(accepted.iter().all(|r| r["spans"].as_array().unwrap().len() <= 8), "trace_batch_size holds");
+    for r in &accepted {
+        assert_eq!(r["resource"]["service.name"], "s:trailwatch");
+        assert_eq!(r["scope"], format!("trailwatch/{}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(r["headers"]["x-tenant"], "acme", "{}", r["headers"]);
+        assert_eq!(r["headers"]["authorization"], "Bearer t0ken", "{}", r["headers"]);
+    }
+
+    // The same trace shape as over HTTP: source_batch → detector_batch → sink_send.
+    let by_id: BTreeMap<&str, &Value> = spans.iter().map(|sp| (s(&sp["span_id"]), *sp)).collect();
+    let named = |n: &str| -> Vec<&Value> { spans.iter().copied().filter(|sp| sp["name"] == n).collect() };
+    let sources = named("source_batch");
+    assert!(sources.len() >= 8, "41 demo events in batches of 5: {}", sources.len());
+    let events: i64 = sources
+        .iter()
+        .map(|sp| s(&sp["attributes"]["events"]).strip_prefix("i:").unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(events as u64, summary.eval.events);
+    for d in named("detector_batch") {
+        let src = by_id.get(s(&d["parent_span_id"])).expect("detector_batch has a parent");
+        assert_eq!((&src["name"], &src["trace_id"]), (&Value::from("source_batch"), &d["trace_id"]));
+    }
+    for sp in &spans {
+        let id = s(&sp["trace_id"]);
+        let secs = u64::from_str_radix(&id[..8], 16).unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        assert!(now - secs < 600, "an X-Ray id starts with the trace's Unix time: {id}");
+    }
+}
