@@ -14,8 +14,7 @@ use crate::config::{Config, ReportToConfig};
 use crate::findings::{FindingContext, ReportTo};
 use crate::replay::{self, ReplayOptions};
 use crate::ruleset;
-use trailwatch_rules::matcher::Cidr;
-use trailwatch_rules::{DetectorConfig, Suppression};
+use trailwatch_rules::DetectorConfig;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -468,16 +467,7 @@ fn run_cmd(a: RunArgs, log_level: &str) -> anyhow::Result<i32> {
     if set.rules().is_empty() {
         anyhow::bail!("no rules to run: give --rules DIR or drop --no-builtin");
     }
-    let opts = crate::service::RunOptions {
-        detector: detector_config(&cfg)?,
-        findings: finding_context(&cfg, None, None),
-        now: None,
-        dead_letter: None,
-        decode: cfg.decode.options(),
-        on_listen: None,
-        commits: None,
-        org: org_updates,
-    };
+    let opts = crate::service::RunOptions { org: org_updates, ..Default::default() };
     // The trace flush shares the shutdown deadline, counted from the signal
     // (or from the end of the run when the input ended by itself).
     let shutdown_timeout = cfg.service.shutdown_timeout;
@@ -591,19 +581,16 @@ pub async fn run_rules(cfg: &Config, args: &RuleArgs) -> anyhow::Result<(RuleSet
 }
 
 /// Where findings are reported, from config and command-line overrides.
+/// `[findings]` with `replay`'s `--central-account` / `--region` on top.
 fn finding_context(cfg: &Config, central_account: Option<String>, region: Option<String>) -> FindingContext {
-    FindingContext {
-        product_region: region.unwrap_or(cfg.findings.region.clone()),
-        import_regions: cfg.findings.import_regions.clone(),
-        report_to: match (central_account, cfg.findings.report_to) {
-            (Some(account), _) => ReportTo::Central { account },
-            (None, ReportToConfig::Central) => {
-                ReportTo::Central { account: cfg.findings.central_account.clone().unwrap_or_default() }
-            }
-            (None, ReportToConfig::EventAccount) => ReportTo::EventAccount,
-        },
-        ..FindingContext::default()
+    let mut ctx = cfg.finding_context();
+    if let Some(account) = central_account {
+        ctx.report_to = ReportTo::Central { account };
     }
+    if let Some(r) = region {
+        ctx.product_region = r;
+    }
+    ctx
 }
 
 fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
@@ -660,7 +647,7 @@ fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
         findings: finding_context(&cfg, a.central_account, a.region),
         now,
         // An archive is read long after it was written: no future bound.
-        detector: DetectorConfig { max_future_skew_ms: None, ..detector_config(&cfg)? },
+        detector: DetectorConfig { max_future_skew_ms: None, ..cfg.detector_config()? },
         format: match a.format {
             ReplayFormatArg::Asff => replay::ReplayFormat::Asff,
             ReplayFormatArg::Ocsf => replay::ReplayFormat::Ocsf,
@@ -758,7 +745,7 @@ fn tune_cmd(a: TuneArgs) -> anyhow::Result<i32> {
             decode: cfg.decode.options(),
             findings: finding_context(&cfg, None, None),
             now,
-            detector: detector_config(&cfg)?,
+            detector: cfg.detector_config()?,
             format: replay::ReplayFormat::Asff,
             archive: replay::ArchiveOptions::default(),
         },
@@ -857,35 +844,6 @@ fn import_to_securityhub(cfg: &Config, findings: &FindingContext, path: &std::pa
             "security hub: {sent} findings imported, {failed} rejected, {spooled} spooled for the next `trailwatch run` (sink {name})"
         );
         anyhow::Ok(())
-    })
-}
-
-/// Window and suppression settings from configuration.
-fn detector_config(cfg: &Config) -> anyhow::Result<DetectorConfig> {
-    let mut suppressions = Vec::new();
-    for s in &cfg.suppressions {
-        let mut cidrs = Vec::new();
-        for c in &s.cidrs {
-            cidrs.push(Cidr::parse(c).map_err(|e| anyhow::anyhow!("suppression on {}: {e}", s.field))?);
-        }
-        suppressions.push(Suppression {
-            field: s.field.clone(),
-            values: s.values.clone(),
-            cidrs,
-            rule_ids: s.rules.clone(),
-            expires_ms: s.expires.as_deref().and_then(crate::config::parse_time),
-        });
-    }
-    Ok(DetectorConfig {
-        time_mode: cfg.windows.time_mode,
-        allowed_lateness_ms: cfg.windows.allowed_lateness.as_millis() as i64,
-        max_keys: cfg.windows.max_keys,
-        dedup_period_ms: cfg.windows.dedup_period.as_millis() as i64,
-        suppressions,
-        idle_timeout_ms: Some(cfg.windows.idle_timeout.as_millis() as i64).filter(|t| *t > 0),
-        max_future_skew_ms: Some(cfg.windows.max_future_skew.as_millis() as i64).filter(|t| *t > 0),
-        max_event_ids: cfg.windows.max_event_ids,
-        max_baseline_entries: cfg.windows.max_baseline_entries,
     })
 }
 

@@ -345,6 +345,54 @@ pub enum ReportToConfig {
 }
 
 impl Config {
+    /// The detector's settings: `[windows]` and `[[suppressions]]`.
+    pub fn detector_config(&self) -> anyhow::Result<trailwatch_rules::DetectorConfig> {
+        let mut suppressions = Vec::new();
+        for s in &self.suppressions {
+            let mut cidrs = Vec::new();
+            for c in &s.cidrs {
+                cidrs.push(
+                    trailwatch_rules::matcher::Cidr::parse(c)
+                        .map_err(|e| anyhow::anyhow!("suppression on {}: {e}", s.field))?,
+                );
+            }
+            suppressions.push(trailwatch_rules::Suppression {
+                field: s.field.clone(),
+                values: s.values.clone(),
+                cidrs,
+                rule_ids: s.rules.clone(),
+                expires_ms: s.expires.as_deref().and_then(parse_time),
+            });
+        }
+        let w = &self.windows;
+        Ok(trailwatch_rules::DetectorConfig {
+            time_mode: w.time_mode,
+            allowed_lateness_ms: w.allowed_lateness.as_millis() as i64,
+            max_keys: w.max_keys,
+            dedup_period_ms: w.dedup_period.as_millis() as i64,
+            suppressions,
+            idle_timeout_ms: Some(w.idle_timeout.as_millis() as i64).filter(|t| *t > 0),
+            max_future_skew_ms: Some(w.max_future_skew.as_millis() as i64).filter(|t| *t > 0),
+            max_event_ids: w.max_event_ids,
+            max_baseline_entries: w.max_baseline_entries,
+        })
+    }
+
+    /// How findings are built: `[findings]`.
+    pub fn finding_context(&self) -> crate::findings::FindingContext {
+        use crate::findings::{FindingContext, ReportTo};
+        let f = &self.findings;
+        FindingContext {
+            product_region: f.region.clone(),
+            import_regions: f.import_regions.clone(),
+            report_to: match f.report_to {
+                ReportToConfig::Central => ReportTo::Central { account: f.central_account.clone().unwrap_or_default() },
+                ReportToConfig::EventAccount => ReportTo::EventAccount,
+            },
+            ..FindingContext::default()
+        }
+    }
+
     /// Defaults, then `path` (if any), then environment overrides; validated.
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         Config::load_or(path, None)

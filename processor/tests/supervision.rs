@@ -320,17 +320,7 @@ async fn embedded_a_dead_shard_reader_fails_the_run() {
         &trailwatch_rules::CompileOptions::default(),
     )
     .unwrap();
-    let opts = RunOptions {
-        detector: Default::default(),
-        findings: Default::default(),
-        now: None,
-        dead_letter: None,
-        decode: Default::default(),
-        on_listen: None,
-        commits: None,
-        org: None,
-    };
-    let run = service::run(cfg, Arc::new(set), opts, std::future::pending::<()>());
+    let run = service::run(cfg, Arc::new(set), RunOptions::default(), std::future::pending::<()>());
     let r = tokio::time::timeout(Duration::from_secs(60), run).await.expect("the run ends by itself");
     let e = format!("{:#}", r.expect_err("the run fails"));
     assert!(e.contains("the reader of shard shardId-000000000000 died"), "{e}");

@@ -12,11 +12,11 @@ use aws_sdk_dynamodb::types::{
 };
 use trailwatch_processor::aws::AwsConfig;
 use trailwatch_processor::config::{CheckpointsConfig, Config, StoreKind};
+use trailwatch_processor::ruleset;
 use trailwatch_processor::service::{self, RunOptions, RunSummary};
 use trailwatch_processor::state::dynamodb::DynamoStore;
 use trailwatch_processor::state::{Committed, StateError, StateStore};
-use trailwatch_processor::{decode::DecodeOptions, findings::FindingContext, ruleset};
-use trailwatch_rules::{DetectorConfig, RuleFile};
+use trailwatch_rules::RuleFile;
 use trailwatch_tests::Server;
 
 const TABLE: &str = "trailwatch-checkpoints";
@@ -121,16 +121,7 @@ fn options(commits: tokio::sync::watch::Sender<u64>) -> (Arc<trailwatch_rules::R
         &trailwatch_rules::CompileOptions::default(),
     )
     .unwrap();
-    let opts = RunOptions {
-        detector: DetectorConfig::default(),
-        findings: FindingContext::default(),
-        now: None,
-        dead_letter: None,
-        decode: DecodeOptions::default(),
-        on_listen: None,
-        commits: Some(commits),
-        org: None,
-    };
+    let opts = RunOptions { commits: Some(commits), ..Default::default() };
     (Arc::new(set), opts)
 }
 

@@ -114,16 +114,7 @@ fn config(dir: &Path, input: &Path, out: &Path) -> Config {
 }
 
 async fn live(cfg: Config) -> service::RunSummary {
-    let opts = RunOptions {
-        detector: DetectorConfig::default(),
-        findings: FindingContext::default(),
-        now: None,
-        dead_letter: None,
-        decode: DecodeOptions::default(),
-        on_listen: None,
-        commits: None,
-        org: None,
-    };
+    let opts = RunOptions::default();
     tokio::time::timeout(Duration::from_secs(60), service::run(cfg, Arc::new(set()), opts, std::future::pending()))
         .await
         .expect("the run ends")

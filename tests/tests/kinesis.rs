@@ -11,9 +11,9 @@ use std::time::Duration;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use trailwatch_processor::config::Config;
+use trailwatch_processor::ruleset;
 use trailwatch_processor::service::{self, RunOptions, RunSummary};
-use trailwatch_processor::{decode::DecodeOptions, findings::FindingContext, ruleset};
-use trailwatch_rules::{DetectorConfig, RuleFile};
+use trailwatch_rules::RuleFile;
 use trailwatch_tests::Server;
 
 const RULES: &str = r#"
@@ -133,16 +133,7 @@ async fn run_until(cfg: Config, dir: &Path, want: usize) -> RunSummary {
     )
     .unwrap();
     let (tx, mut rx) = tokio::sync::watch::channel(0u64);
-    let opts = RunOptions {
-        detector: DetectorConfig::default(),
-        findings: FindingContext::default(),
-        now: None,
-        dead_letter: None,
-        decode: DecodeOptions::default(),
-        on_listen: None,
-        commits: Some(tx),
-        org: None,
-    };
+    let opts = RunOptions { commits: Some(tx), ..Default::default() };
     let dir = dir.to_path_buf();
     let shutdown = async move {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
@@ -343,16 +334,7 @@ async fn run_bursts(
     )
     .unwrap();
     let (tx, mut rx) = tokio::sync::watch::channel(0u64);
-    let opts = RunOptions {
-        detector: DetectorConfig::default(),
-        findings: FindingContext::default(),
-        now: None,
-        dead_letter: None,
-        decode: DecodeOptions::default(),
-        on_listen: None,
-        commits: Some(tx),
-        org: None,
-    };
+    let opts = RunOptions { commits: Some(tx), ..Default::default() };
     let d = dir.to_path_buf();
     let shutdown = async move {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(40);

@@ -12,9 +12,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use trailwatch_processor::config::{Config, EMBEDDED_DEFAULT};
+use trailwatch_processor::ruleset;
 use trailwatch_processor::service::{self, RunOptions};
-use trailwatch_processor::{decode::DecodeOptions, findings::FindingContext, ruleset};
-use trailwatch_rules::DetectorConfig;
 
 static ADDR: OnceLock<SocketAddr> = OnceLock::new();
 
@@ -64,16 +63,7 @@ async fn live_metrics_pass_promtool_and_health_endpoints_answer() {
     let (set, _) = ruleset::load(&[], true, &opts).unwrap();
     let (commits_tx, mut commits) = tokio::sync::watch::channel(0u64);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let run_opts = RunOptions {
-        detector: DetectorConfig::default(),
-        findings: FindingContext::default(),
-        now: None,
-        dead_letter: None,
-        decode: DecodeOptions::default(),
-        on_listen: Some(on_listen),
-        commits: Some(commits_tx),
-        org: None,
-    };
+    let run_opts = RunOptions { on_listen: Some(on_listen), commits: Some(commits_tx), ..Default::default() };
     let run = tokio::spawn(service::run(cfg, Arc::new(set), run_opts, async move {
         let _ = stop_rx.await;
     }));

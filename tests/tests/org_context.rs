@@ -131,16 +131,7 @@ fn run_config(dir: &Path, moto: &Server, input: &Path) -> Config {
 async fn run_service(cfg: Config) -> Vec<serde_json::Value> {
     let out = cfg.service.state_dir.parent().unwrap().join("findings.ndjson");
     let (set, org) = run_rules(&cfg, &RuleArgs::default()).await.expect("rules");
-    let opts = RunOptions {
-        detector: DetectorConfig::default(),
-        findings: FindingContext::default(),
-        now: None,
-        dead_letter: None,
-        decode: DecodeOptions::default(),
-        on_listen: None,
-        commits: None,
-        org,
-    };
+    let opts = RunOptions { org, ..Default::default() };
     tokio::time::timeout(Duration::from_secs(60), service::run(cfg, Arc::new(set), opts, std::future::pending::<()>()))
         .await
         .expect("the run ends")

@@ -14,8 +14,7 @@ use serde_json::Value;
 use trailwatch_processor::config::{Config, EMBEDDED_DEFAULT};
 use trailwatch_processor::service::RunOptions;
 use trailwatch_processor::telemetry::{ExportReport, Telemetry};
-use trailwatch_processor::{decode::DecodeOptions, findings::FindingContext, metrics, ruleset};
-use trailwatch_rules::DetectorConfig;
+use trailwatch_processor::{metrics, ruleset};
 use trailwatch_tests::{run_then_flush, OtlpReceiver, ReceiverOptions};
 
 fn config(dir: &Path, endpoint: &str) -> Config {
@@ -81,16 +80,7 @@ async fn pipeline_spans_reach_a_real_otlp_decoder_linked_retried_and_flushed_at_
 
     let opts = ruleset::compile_options(&cfg.rules, true).unwrap();
     let (set, _) = ruleset::load(&[], true, &opts).unwrap();
-    let run_opts = RunOptions {
-        detector: DetectorConfig::default(),
-        findings: FindingContext::default(),
-        now: None,
-        dead_letter: Some(dir.path().join("dead.ndjson")),
-        decode: DecodeOptions::default(),
-        on_listen: None,
-        commits: None,
-        org: None,
-    };
+    let run_opts = RunOptions { dead_letter: Some(dir.path().join("dead.ndjson")), ..Default::default() };
     let unix_now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let started = unix_now();
     // The file source is finite: the run ends by itself, then the flush.

@@ -13,8 +13,7 @@ use serde_json::Value;
 use trailwatch_processor::config::Config;
 use trailwatch_processor::service::RunOptions;
 use trailwatch_processor::telemetry::{ExportReport, Telemetry};
-use trailwatch_processor::{decode::DecodeOptions, findings::FindingContext, metrics, ruleset};
-use trailwatch_rules::DetectorConfig;
+use trailwatch_processor::{metrics, ruleset};
 use trailwatch_tests::{repo_root, run_then_flush, OtlpReceiver, ReceiverOptions};
 
 fn s(v: &Value) -> &str {
@@ -61,16 +60,7 @@ async fn spans_go_over_grpc_to_the_official_trace_service_retried_and_linked() {
 
     let opts = ruleset::compile_options(&cfg.rules, true).unwrap();
     let (set, _) = ruleset::load(&[], true, &opts).unwrap();
-    let run_opts = RunOptions {
-        detector: DetectorConfig::default(),
-        findings: FindingContext::default(),
-        now: None,
-        dead_letter: Some(dir.path().join("dead.ndjson")),
-        decode: DecodeOptions::default(),
-        on_listen: None,
-        commits: None,
-        org: None,
-    };
+    let run_opts = RunOptions { dead_letter: Some(dir.path().join("dead.ndjson")), ..Default::default() };
     let (summary, report) = run_then_flush(cfg, set, run_opts, telemetry, Duration::from_secs(20)).await;
 
     let requests = receiver.requests();

@@ -10,10 +10,9 @@
 use std::time::Duration;
 
 use trailwatch_processor::config::Config;
+use trailwatch_processor::ruleset;
 use trailwatch_processor::service::RunOptions;
 use trailwatch_processor::telemetry::{ExportReport, Telemetry};
-use trailwatch_processor::{decode::DecodeOptions, findings::FindingContext, ruleset};
-use trailwatch_rules::DetectorConfig;
 use trailwatch_tests::{repo_root, run_then_flush, OtlpReceiver, ReceiverOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,16 +47,7 @@ async fn spans_go_over_https_to_a_collector_with_a_verified_certificate() {
 
     let opts = ruleset::compile_options(&cfg.rules, true).unwrap();
     let (set, _) = ruleset::load(&[], true, &opts).unwrap();
-    let run_opts = RunOptions {
-        detector: DetectorConfig::default(),
-        findings: FindingContext::default(),
-        now: None,
-        dead_letter: Some(dir.path().join("dead.ndjson")),
-        decode: DecodeOptions::default(),
-        on_listen: None,
-        commits: None,
-        org: None,
-    };
+    let run_opts = RunOptions { dead_letter: Some(dir.path().join("dead.ndjson")), ..Default::default() };
     let (_, report) = run_then_flush(cfg, set, run_opts, telemetry, Duration::from_secs(20)).await;
 
     let requests = receiver.requests();

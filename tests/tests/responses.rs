@@ -11,11 +11,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use trailwatch_processor::config::Config;
-use trailwatch_processor::decode::DecodeOptions;
-use trailwatch_processor::findings::FindingContext;
 use trailwatch_processor::ruleset;
 use trailwatch_processor::service::{self, RunOptions};
-use trailwatch_rules::{DetectorConfig, RuleFile, RuleSet};
+use trailwatch_rules::{RuleFile, RuleSet};
 use trailwatch_tests::faults::{FaultConfig, FaultProxy};
 use trailwatch_tests::recorder::Recorder;
 use trailwatch_tests::Server;
@@ -163,16 +161,7 @@ impl Run {
             rec = rec.endpoint,
         );
         let cfg = Config::from_toml_str(&text).unwrap();
-        let opts = RunOptions {
-            detector: DetectorConfig::default(),
-            findings: FindingContext::default(),
-            now: None,
-            dead_letter: None,
-            decode: DecodeOptions::default(),
-            on_listen: None,
-            commits: None,
-            org: None,
-        };
+        let opts = RunOptions::default();
         tokio::time::timeout(Duration::from_secs(120), service::run(cfg, rule_set(), opts, std::future::pending()))
             .await
             .expect("the run ends")

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use trailwatch_processor::config::Config;
 use trailwatch_processor::service::{self, RunOptions};
-use trailwatch_processor::{decode::DecodeOptions, findings::FindingContext, ruleset};
-use trailwatch_rules::DetectorConfig;
+use trailwatch_processor::ruleset;
 use trailwatch_tests::{aws_env, repo_root, trailwatch_bin, Server};
 
 const BUCKET: &str = "aws-security-data-lake-us-east-1-test";
@@ -117,16 +116,7 @@ async fn demo_findings_become_ocsf_parquet_in_the_lake_layout() {
     let cfg: Config = toml::from_str(&text).unwrap();
     cfg.validate().unwrap();
     let (set, _) = ruleset::compile(&ruleset::builtin_files(), &ruleset::test_options().unwrap()).unwrap();
-    let opts = RunOptions {
-        detector: DetectorConfig::default(),
-        findings: FindingContext::default(),
-        now: None,
-        dead_letter: None,
-        decode: DecodeOptions::default(),
-        on_listen: None,
-        commits: None,
-        org: None,
-    };
+    let opts = RunOptions::default();
     tokio::time::timeout(Duration::from_secs(120), service::run(cfg, Arc::new(set), opts, std::future::pending()))
         .await
         .expect("the run ends")

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use trailwatch_processor::config::Config;
 use trailwatch_processor::service::{self, RunOptions, RunSummary};
-use trailwatch_processor::{decode::DecodeOptions, findings::FindingContext, metrics, ruleset};
-use trailwatch_rules::{DetectorConfig, RuleFile};
+use trailwatch_processor::{metrics, ruleset};
+use trailwatch_rules::RuleFile;
 use trailwatch_tests::{aws_env, Server, MOTO_ACCOUNT};
 
 const RULE: &str = r#"
@@ -81,31 +81,14 @@ fn config_with(server: &Server, dir: &Path, input: &Path, sink: &str, exit_when_
     cfg
 }
 
+/// `[findings]` of `cfg` decide the ASFF account and regions.
 async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> RunSummary {
-    run_as(cfg, FindingContext::default(), shutdown).await
-}
-
-async fn run_as(
-    cfg: Config,
-    findings: FindingContext,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> RunSummary {
     let (set, _) = ruleset::compile(
         &[RuleFile { name: "sh.yml".into(), text: RULE.into() }],
         &trailwatch_rules::CompileOptions::default(),
     )
     .unwrap();
-    let opts = RunOptions {
-        detector: DetectorConfig::default(),
-        findings,
-        now: None,
-        dead_letter: None,
-        decode: DecodeOptions::default(),
-        on_listen: None,
-        commits: None,
-        org: None,
-    };
-    tokio::time::timeout(Duration::from_secs(120), service::run(cfg, Arc::new(set), opts, shutdown))
+    tokio::time::timeout(Duration::from_secs(120), service::run(cfg, Arc::new(set), RunOptions::default(), shutdown))
         .await
         .expect("the run ends")
         .expect("the run succeeds")
@@ -311,11 +294,11 @@ async fn central_mode_imports_every_account_under_the_central_one() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("events.ndjson");
     std::fs::write(&input, format!("{}\n{}\n", event_in(0, "111122223333"), event_in(1, "444455556666"))).unwrap();
-    let findings = FindingContext {
-        report_to: trailwatch_processor::findings::ReportTo::Central { account: MOTO_ACCOUNT.into() },
-        ..FindingContext::default()
-    };
-    run_as(config(&server, dir.path(), &input, "sh_central", true), findings, std::future::pending()).await;
+    let mut cfg = config(&server, dir.path(), &input, "sh_central", true);
+    cfg.findings.report_to = trailwatch_processor::config::ReportToConfig::Central;
+    cfg.findings.central_account = Some(MOTO_ACCOUNT.into());
+    cfg.validate().unwrap();
+    run(cfg, std::future::pending()).await;
     let found = findings_in(&server).await;
     assert_eq!(found.len(), 2, "{found:?}");
     assert!(found.iter().all(|f| f["AwsAccountId"] == MOTO_ACCOUNT));
@@ -472,10 +455,11 @@ async fn healthy_findings_arrive_while_another_route_is_refused() {
     lines.extend((1..=4).map(|i| event_from(i, MOTO_ACCOUNT, "us-east-1")));
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let extra = format!("endpoint_url = \"{proxy}\"\nmax_refused_attempts = 2\npark_max = \"100ms\"");
-    let cfg = config_with(&server, dir.path(), &input, "sh_wedge", true, &extra);
+    let mut cfg = config_with(&server, dir.path(), &input, "sh_wedge", true, &extra);
     // eu-west-1 is (wrongly) allowed as an import region: its route is refused.
-    let findings = FindingContext { import_regions: vec!["eu-west-1".into()], ..FindingContext::default() };
-    let s = run_as(cfg, findings, std::future::pending()).await;
+    cfg.findings.import_regions = vec!["eu-west-1".into()];
+    cfg.validate().unwrap();
+    let s = run(cfg, std::future::pending()).await;
     assert_eq!(s.sinks.findings, 5);
     let us = findings_in_region(&server, "us-east-1").await;
     assert_eq!(us.len(), 4, "the healthy route delivered everything: {us:?}");
@@ -512,8 +496,10 @@ async fn a_finding_from_another_region_is_imported_in_the_findings_region() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("events.ndjson");
     std::fs::write(&input, event_from(0, MOTO_ACCOUNT, "eu-west-1") + "\n").unwrap();
-    let findings = FindingContext { product_region: "us-east-1".into(), ..FindingContext::default() };
-    run_as(config(&server, dir.path(), &input, "sh_region", true), findings, std::future::pending()).await;
+    let mut cfg = config(&server, dir.path(), &input, "sh_region", true);
+    cfg.findings.region = "us-east-1".into();
+    cfg.validate().unwrap();
+    run(cfg, std::future::pending()).await;
     assert!(findings_in_region(&server, "eu-west-1").await.is_empty(), "nothing imported in the event's region");
     let found = findings_in_region(&server, "us-east-1").await;
     assert_eq!(found.len(), 1, "{found:?}");

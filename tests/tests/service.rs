@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use trailwatch_processor::config::Config;
+use trailwatch_processor::ruleset;
 use trailwatch_processor::service::{self, RunOptions, RunSummary};
-use trailwatch_processor::{decode::DecodeOptions, findings::FindingContext, ruleset};
-use trailwatch_rules::{DetectorConfig, RuleFile};
+use trailwatch_rules::RuleFile;
 
 const RULES: &str = r#"
 title: console denied
@@ -45,7 +45,12 @@ fn write_events(path: &Path, range: std::ops::Range<u32>) {
 }
 
 fn config(dir: &Path, input: &Path) -> Config {
-    let text = format!(
+    config_with(dir, input, "")
+}
+
+/// `config` with more TOML (sections such as `[windows]`) after it.
+fn config_with(dir: &Path, input: &Path, extra: &str) -> Config {
+    let mut text = format!(
         r#"
         [service]
         state_dir = "{state}"
@@ -64,6 +69,7 @@ fn config(dir: &Path, input: &Path) -> Config {
         input = input.display(),
         out = dir.join("findings.ndjson").display(),
     );
+    text.push_str(extra);
     let cfg: Config = toml::from_str(&text).unwrap();
     cfg.validate().unwrap();
     cfg
@@ -77,16 +83,7 @@ async fn run_once(cfg: Config) -> RunSummary {
     )
     .unwrap();
     let (tx, mut rx) = tokio::sync::watch::channel(0u64);
-    let opts = RunOptions {
-        detector: DetectorConfig::default(),
-        findings: FindingContext::default(),
-        now: None,
-        dead_letter: None,
-        decode: DecodeOptions::default(),
-        on_listen: None,
-        commits: Some(tx),
-        org: None,
-    };
+    let opts = RunOptions { commits: Some(tx), ..Default::default() };
     let shutdown = async move {
         let _ = tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|n| *n >= 1)).await;
     };
@@ -124,6 +121,58 @@ async fn windows_survive_a_restart() {
     assert_eq!(f[0]["GeneratorId"], "6f1d1b0e-0000-4000-8000-000000000002");
     assert_eq!(f[0]["ProductFields"]["trailwatch/Count"], "4");
     assert_eq!(f[0]["FirstObservedAt"], "2026-11-01T10:00:00Z");
+}
+
+/// `[[suppressions]]` of the config given to `run` apply: the burst that
+/// fires above is silenced for its principal, and only for it.
+#[tokio::test]
+async fn a_configured_suppression_silences_the_burst() {
+    let suppress = |arn: &str| {
+        format!("[[suppressions]]\nfield = \"userIdentity.arn\"\nvalues = [\"{arn}\"]\nreason = \"test\"\n")
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.ndjson");
+    write_events(&input, 0..5);
+    let other = suppress("arn:aws:iam::111122223333:user/alice");
+    let s = run_once(config_with(dir.path(), &input, &other)).await;
+    assert_eq!(s.eval.detector.suppressed, 0);
+    assert_eq!(findings(dir.path()).len(), 1, "another principal's suppression changes nothing");
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.ndjson");
+    write_events(&input, 0..5);
+    let mallory = suppress("arn:aws:iam::111122223333:user/mallory");
+    let s = run_once(config_with(dir.path(), &input, &mallory)).await;
+    assert_eq!(s.eval.events, 5);
+    assert_eq!(s.eval.detector.suppressed, 5, "{:?}", s.eval.detector);
+    assert!(findings(dir.path()).is_empty(), "{:?}", findings(dir.path()));
+}
+
+/// `windows.allowed_lateness` of the config given to `run` decides whether
+/// an out-of-order event still counts: three denials at 10:30-10:32, then
+/// one from 10:25 (7 minutes behind the newest).
+#[tokio::test]
+async fn the_configured_lateness_decides_whether_a_late_event_counts() {
+    let run_with = |lateness: &'static str| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("events.ndjson");
+        let lines = [event(0, 30), event(1, 31), event(2, 32), event(3, 25)];
+        std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+        let extra = format!("[windows]\nallowed_lateness = \"{lateness}\"\n");
+        let s = run_once(config_with(dir.path(), &input, &extra)).await;
+        assert_eq!(s.eval.events, 4);
+        (s.eval.detector.late_dropped, findings(dir.path()))
+    };
+
+    let (late, f) = run_with("10m").await;
+    assert_eq!(late, 0);
+    assert_eq!(f.len(), 1, "inside the lateness bound the 4th denial counts: {f:?}");
+    assert_eq!(f[0]["FirstObservedAt"], "2026-11-01T10:25:00Z");
+
+    let (late, f) = run_with("1m").await;
+    assert_eq!(late, 1, "behind the watermark (10:31): dropped from the window");
+    assert!(f.is_empty(), "three denials are not more than three: {f:?}");
 }
 
 #[tokio::test]
@@ -203,16 +252,7 @@ detection:
     // read end first, but do not read yet.
     let reader_path = fifo.clone();
     let reader = std::thread::spawn(move || std::fs::File::open(reader_path).unwrap());
-    let opts = RunOptions {
-        detector: DetectorConfig::default(),
-        findings: FindingContext::default(),
-        now: None,
-        dead_letter: None,
-        decode: DecodeOptions::default(),
-        on_listen: None,
-        commits: None,
-        org: None,
-    };
+    let opts = RunOptions::default();
     let run = tokio::spawn(service::run(cfg, Arc::new(set), opts, std::future::pending()));
     let mut pipe = tokio::task::spawn_blocking(move || reader.join().unwrap()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;

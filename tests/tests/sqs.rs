@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use trailwatch_processor::config::Config;
+use trailwatch_processor::ruleset;
 use trailwatch_processor::service::{self, RunOptions, RunSummary};
-use trailwatch_processor::{decode::DecodeOptions, findings::FindingContext, ruleset};
-use trailwatch_rules::{DetectorConfig, RuleFile};
+use trailwatch_rules::RuleFile;
 use trailwatch_tests::faults::{Fault, FaultConfig, FaultProxy, Service};
 use trailwatch_tests::Server;
 
@@ -145,10 +145,6 @@ type Until = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Runs the service until `until` resolves and one more commit followed, then shuts it down.
 async fn run_until(cfg: Config, until: Until) -> RunSummary {
-    run_until_with(cfg, until, DecodeOptions::default()).await
-}
-
-async fn run_until_with(cfg: Config, until: Until, decode: DecodeOptions) -> RunSummary {
     trailwatch_tests::aws_env();
     let (set, _) = ruleset::compile(
         &[RuleFile { name: "test.yml".into(), text: RULES.into() }],
@@ -156,16 +152,7 @@ async fn run_until_with(cfg: Config, until: Until, decode: DecodeOptions) -> Run
     )
     .unwrap();
     let (tx, mut rx) = tokio::sync::watch::channel(0u64);
-    let opts = RunOptions {
-        detector: DetectorConfig::default(),
-        findings: FindingContext::default(),
-        now: None,
-        dead_letter: None,
-        decode,
-        on_listen: None,
-        commits: Some(tx),
-        org: None,
-    };
+    let opts = RunOptions { commits: Some(tx), ..Default::default() };
     let shutdown = async move {
         let _ = tokio::time::timeout(Duration::from_secs(40), until).await;
         let seen = *rx.borrow();
@@ -450,20 +437,12 @@ async fn drain_backlog(
     )
     .unwrap();
     let (tx, mut rx) = tokio::sync::watch::channel(0u64);
-    let opts = RunOptions {
-        // A lateness of 6 minutes: one batch (~12 minutes of event time)
-        // handed on before an older one makes the older one late, while two
-        // adjacent files (5 minutes each) that SQS returns out of order in one
-        // batch (a standard queue is only roughly ordered) are not.
-        detector: DetectorConfig { allowed_lateness_ms: 6 * 60_000, ..DetectorConfig::default() },
-        findings: FindingContext::default(),
-        now: None,
-        dead_letter: None,
-        decode: DecodeOptions::default(),
-        on_listen: None,
-        commits: Some(tx),
-        org: None,
-    };
+    // A lateness of 6 minutes: one batch (~12 minutes of event time)
+    // handed on before an older one makes the older one late, while two
+    // adjacent files (5 minutes each) that SQS returns out of order in one
+    // batch (a standard queue is only roughly ordered) are not.
+    cfg.windows.allowed_lateness = Duration::from_secs(6 * 60);
+    let opts = RunOptions { commits: Some(tx), ..Default::default() };
     let (sqs2, url2) = (sqs.clone(), url.clone());
     let shutdown = async move {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
@@ -511,8 +490,9 @@ async fn a_gzip_bomb_in_s3_is_stopped_at_the_limit_dead_lettered_and_the_rest_fl
     }
     let dir = tempfile::tempdir().unwrap();
     // 32 MiB of zeros against a 1 MiB limit.
-    let limits = DecodeOptions { max_decompressed_bytes: 1 << 20, ..DecodeOptions::default() };
-    let s = run_until_with(config(&server, dir.path(), &url), until_findings(dir.path(), 2), limits).await;
+    let mut cfg = config(&server, dir.path(), &url);
+    cfg.decode.max_decompressed_bytes = 1 << 20;
+    let s = run_until(cfg, until_findings(dir.path(), 2)).await;
     assert_eq!(finding_events(dir.path()), ids(&[20, 21]));
     assert_eq!(s.eval.bad_by_kind.get("too_large"), Some(&1), "{:?}", s.eval.bad_by_kind);
     let dead = std::fs::read_to_string(dir.path().join("state/dead-letter.ndjson")).unwrap();
@@ -591,16 +571,8 @@ async fn body_events_hold_the_watermark_per_account_and_region() {
     )
     .unwrap();
     let (tx, mut rx) = tokio::sync::watch::channel(0u64);
-    let opts = RunOptions {
-        detector: DetectorConfig { allowed_lateness_ms: 2 * 60_000, ..DetectorConfig::default() },
-        findings: FindingContext::default(),
-        now: None,
-        dead_letter: None,
-        decode: DecodeOptions::default(),
-        on_listen: None,
-        commits: Some(tx),
-        org: None,
-    };
+    cfg.windows.allowed_lateness = Duration::from_secs(2 * 60);
+    let opts = RunOptions { commits: Some(tx), ..Default::default() };
     let (sqs2, url2) = (sqs.clone(), url.clone());
     let rest: Vec<String> = (1..a_events.len().max(b_events.len()))
         .flat_map(|k| {

@@ -27,12 +27,10 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use trailwatch_rules::{DetectorConfig, RuleSet};
+use trailwatch_rules::RuleSet;
 
 use crate::config::Config;
-use crate::decode::DecodeOptions;
 use crate::evaluate::{DeadLetter, EvalStats, Evaluator, Finding};
-use crate::findings::FindingContext;
 use crate::health::Health;
 use crate::sinks::dead_letter::DeadLetterWriter;
 use crate::sources::{BatchSender, SourceContext, SourceError};
@@ -77,16 +75,16 @@ pub(crate) struct CommitRequest {
     pub last: bool,
 }
 
-/// Knobs that come from the command line, not the config file.
-#[derive(Debug, Clone)]
+/// What the config file cannot say: hooks for embedders and tests, and the
+/// org updates (they recompile the rule files the caller chose). Windows,
+/// suppressions, findings and decoding all come from the `Config` given to
+/// [`run`].
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    pub detector: DetectorConfig,
-    pub findings: FindingContext,
     /// Fixed processing time (reproducible replays); None = the clock.
     pub now: Option<OffsetDateTime>,
     /// Overrides `service.dead_letter`; truncated instead of appended.
     pub dead_letter: Option<PathBuf>,
-    pub decode: DecodeOptions,
     /// Called with the bound metrics address once the endpoint listens.
     pub on_listen: Option<fn(SocketAddr)>,
     /// Told the number of commits made so far, after each one (for
@@ -151,7 +149,8 @@ impl RunSummary {
 /// How the sink stage task ended.
 type SinkOutcome = Result<Result<SinkStats, sink_stage::StageError>, tokio::task::JoinError>;
 
-/// Runs the service until every (finite) source is done or `shutdown`
+/// Runs the service described by `cfg` (validated: [`Config::load`]) with
+/// the rules in `set`, until every (finite) source is done or `shutdown`
 /// resolves, then shuts down in order within `service.shutdown_timeout`.
 pub async fn run(
     cfg: Config,
@@ -246,7 +245,8 @@ async fn run_service(
         None => Committed::default(),
     };
 
-    let mut eval = Evaluator::new(Arc::clone(&set), opts.detector.clone(), opts.findings.clone());
+    let findings = cfg.finding_context();
+    let mut eval = Evaluator::new(Arc::clone(&set), cfg.detector_config()?, findings.clone());
     if let Some(w) = &committed.windows {
         match eval.detector().restore(w) {
             Ok(None) => {}
@@ -265,7 +265,7 @@ async fn run_service(
         let ctx = crate::sinks::SinkContext {
             name,
             aws: &cfg.aws,
-            findings: &opts.findings,
+            findings: &findings,
             state_dir: &cfg.service.state_dir,
             health: Arc::clone(&health),
         };
@@ -411,7 +411,7 @@ async fn run_service(
             shutdown: stop_sources.clone(),
             checkpoints: committed.positions_of(name),
             health: Arc::clone(&health),
-            decode: opts.decode.clone(),
+            decode: cfg.decode.options(),
             leases: leases.get(name).cloned(),
         };
         let name = name.clone();
