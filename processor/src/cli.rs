@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use trailwatch_rules::testing;
 use trailwatch_rules::{CompileOptions, EventClass, RuleSet};
 
-use crate::config::{Config, ReportToConfig};
+use crate::config::Config;
 use crate::findings::{FindingContext, ReportTo};
 use crate::replay::{self, ReplayOptions};
 use crate::ruleset;

@@ -3,7 +3,10 @@
 //!
 //! Rules: the 57 SigmaHQ AWS CloudTrail rules in ../shared/sigma/rules (plus
 //! the built-in pack when present). Events: the Stratus Red Team detonation
-//! records and ECR API samples in ../shared/samples (real CloudTrail shapes).
+//! records and ECR API samples in ../shared/samples (real CloudTrail shapes),
+//! or `TRAILWATCH_BENCH_EVENTS`: an NDJSON file or a folder of them, e.g. the
+//! loadtest's realistic day (`trailwatch-loadtest generate --format ndjson`),
+//! whose mix of reads, writes and services is an org's, not an attack's.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -39,6 +42,9 @@ fn rule_files() -> Vec<RuleFile> {
 }
 
 fn events() -> Vec<String> {
+    if let Some(p) = std::env::var_os("TRAILWATCH_BENCH_EVENTS") {
+        return ndjson(Path::new(&p));
+    }
     let mut out = Vec::new();
     let root = shared().join("samples");
     for dir in ["stratus-detonations", "ecr"] {
@@ -57,6 +63,24 @@ fn events() -> Vec<String> {
             }
         }
     }
+    out
+}
+
+/// Lines of an NDJSON file, or of every `.ndjson` file in a folder (sorted);
+/// at most 300k, to bound memory.
+fn ndjson(p: &Path) -> Vec<String> {
+    let mut files = vec![p.to_path_buf()];
+    if p.is_dir() {
+        files = std::fs::read_dir(p).unwrap().flatten().map(|e| e.path()).collect();
+        files.retain(|f| f.extension().is_some_and(|x| x == "ndjson"));
+        files.sort();
+    }
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        out.extend(text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string));
+    }
+    out.truncate(300_000);
     out
 }
 

@@ -398,7 +398,7 @@ fn a_lagging_partition_holds_the_watermark_and_late_drops_are_counted_per_partit
     let (got, s) = run(&d.set, &options(vec![copy.clone()], ArchiveOptions::default()));
     eprintln!("lagging partition {lag}:\n{}", s.summary());
     assert!(s.out_of_order > 0, "the lagging partition's events were merged behind newer ones: {}", s.summary());
-    assert_eq!(s.detector.late_dropped, 0, "{}", s.summary());
+    assert_eq!(s.eval.detector.late_dropped, 0, "{}", s.summary());
     assert!(s.late_by_partition.is_empty(), "{:?}", s.late_by_partition);
     assert_eq!(got, want, "a lagging partition gives the findings of the sorted stream");
 
@@ -426,10 +426,10 @@ fn a_lagging_partition_holds_the_watermark_and_late_drops_are_counted_per_partit
     write_gz_records(&copy.join(&name), old);
     let (_, s) = run(&d.set, &options(vec![copy], ArchiveOptions::default()));
     eprintln!("late events in {late_label}:\n{}", s.summary());
-    assert!(s.detector.late_dropped > 0, "{}", s.summary());
-    assert_eq!(s.late_by_partition, vec![(late_label.clone(), s.detector.late_dropped)]);
+    assert!(s.eval.detector.late_dropped > 0, "{}", s.summary());
+    assert_eq!(s.late_by_partition, vec![(late_label.clone(), s.eval.detector.late_dropped)]);
     assert!(
-        s.summary().contains(&format!("late events by partition: {late_label}: {}", s.detector.late_dropped)),
+        s.summary().contains(&format!("late events by partition: {late_label}: {}", s.eval.detector.late_dropped)),
         "{}",
         s.summary()
     );

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use trailwatch_processor::config::Config;
-use trailwatch_processor::service::{self, RunOptions};
 use trailwatch_processor::ruleset;
+use trailwatch_processor::service::{self, RunOptions};
 use trailwatch_tests::{aws_env, repo_root, trailwatch_bin, Server};
 
 const BUCKET: &str = "aws-security-data-lake-us-east-1-test";

@@ -155,7 +155,7 @@ impl TelemetryConfig {
         if let Some(r) = self.trace_sample_ratio.filter(|r| !(0.0..=1.0).contains(r)) {
             problems.push(format!("telemetry.trace_sample_ratio {r} is not between 0 and 1"));
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.trace_filter) {
+        if let Err(e) = super::parse_filter(&self.trace_filter) {
             problems.push(format!("telemetry.trace_filter `{}`: {e}", self.trace_filter));
         }
         if self.trace_export_interval.is_some_and(|d| d.is_zero()) {
@@ -321,6 +321,11 @@ mod tests {
             ..Default::default()
         };
         bad.validate(&mut problems);
+        // Not ASCII: refused with a reason (the directive parser would panic
+        // on some such input: fuzz/regressions/config holds the case found).
+        let mut p2 = Vec::new();
+        TelemetryConfig { trace_filter: "sd_upstream_re\u{7e6}=info".into(), ..Default::default() }.validate(&mut p2);
+        assert!(p2.iter().any(|p| p.contains("trace_filter") && p.contains("ASCII")), "{p2:?}");
         let all = problems.join("\n");
         for want in
             ["otlp_endpoint", "otlp_headers.bad header", "trace_sample_ratio", "trace_filter", "trace_export_interval"]

@@ -72,10 +72,20 @@ pub fn init_logging(level: &str, format: LogFormat) {
     let _ = tracing_subscriber::registry().with(log_layer(level, format)).try_init();
 }
 
+/// A log or trace filter. tracing-subscriber's directive parser panics on
+/// some non-ASCII input (it slices inside a character; the config fuzz
+/// target found it): filters are targets and levels, so anything not ASCII
+/// is refused before it gets there.
+pub fn parse_filter(s: &str) -> Result<EnvFilter, String> {
+    if !s.is_ascii() {
+        return Err("only ASCII is allowed (targets, spans and levels)".to_string());
+    }
+    EnvFilter::builder().parse(s).map_err(|e| e.to_string())
+}
+
 fn log_layer(level: &str, format: LogFormat) -> Box<dyn Layer<Registry> + Send + Sync> {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("warn"));
+    let from_env = std::env::var(EnvFilter::DEFAULT_ENV).ok().and_then(|v| parse_filter(&v).ok());
+    let filter = from_env.or_else(|| parse_filter(level).ok()).unwrap_or_else(|| EnvFilter::new("warn"));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
     // Per-layer filter: the log level must not decide which spans are exported.
     match format {
@@ -130,8 +140,7 @@ impl Telemetry {
             init_logging(log_level, cfg.log_format);
             return Ok(Telemetry { export: None });
         };
-        let filter =
-            EnvFilter::builder().parse(&cfg.trace_filter).map_err(|e| TelemetryError::Filter(e.to_string()))?;
+        let filter = parse_filter(&cfg.trace_filter).map_err(TelemetryError::Filter)?;
         let start = |e: &dyn std::fmt::Display| TelemetryError::Start(e.to_string());
         // Its own runtime: tonic and hyper need tokio, the SDK's batch
         // thread has none, and `run` starts its runtime later.
