@@ -250,7 +250,9 @@ fn readme_demo_runs_on_the_builtin_pack() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let findings: Vec<serde_json::Value> =
         text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let mut titles: Vec<&str> = findings.iter().map(|f| f["Title"].as_str().unwrap()).collect();
+    // The rule's own title (the finding's Title says who did what to what).
+    let mut titles: Vec<&str> =
+        findings.iter().map(|f| f["ProductFields"]["trailwatch/RuleTitle"].as_str().unwrap()).collect();
     titles.sort();
     // Each injected attack of the demo raises its rule; the benign traffic nothing.
     assert_eq!(
@@ -262,7 +264,7 @@ fn readme_demo_runs_on_the_builtin_pack() {
             "ECR Scan On Push Disabled"
         ]
     );
-    let scan = findings.iter().find(|f| f["Title"].as_str().unwrap().starts_with("ECR Image Scan")).unwrap();
+    let scan = findings.iter().find(|f| f["Title"].as_str().unwrap().starts_with("ECR scan found")).unwrap();
     assert_eq!(scan["Severity"]["Label"], "CRITICAL");
     assert!(scan["Compliance"]["RelatedRequirements"].as_array().unwrap().iter().any(|r| r == "NIST CSF DE.CM-8"));
 }
