@@ -147,6 +147,38 @@ impl RunSummary {
 }
 
 /// How the sink stage task ended.
+/// How long start-up keeps retrying a state store that fails transiently
+/// (a network blip, throttling) before it gives up: long enough for a
+/// restarted endpoint, short enough that a dead one fails the task.
+const LOAD_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Loads the last commit, retrying transient failures with backoff for up
+/// to [`LOAD_PATIENCE`]; a permanent failure (bad state, access denied)
+/// fails at once.
+async fn load_state(s: &dyn crate::state::StateStore) -> anyhow::Result<Option<Committed>> {
+    let until = Instant::now() + LOAD_PATIENCE;
+    let backoff = crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut attempt = 0u32;
+    loop {
+        match s.load().await {
+            Ok(c) => return Ok(c),
+            Err(e) if e.is_retryable() && Instant::now() < until => {
+                let wait = backoff.equal_jitter(attempt);
+                tracing::warn!(attempt, ?wait, "cannot load state from the {} yet, retrying: {e}", s.describe());
+                attempt += 1;
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot load state from the {} (after {} attempts)",
+                    s.describe(),
+                    attempt + 1
+                )))
+            }
+        }
+    }
+}
+
 type SinkOutcome = Result<Result<SinkStats, sink_stage::StageError>, tokio::task::JoinError>;
 
 /// Runs the service described by `cfg` (validated: [`Config::load`]) with
@@ -234,9 +266,13 @@ async fn run_service(
     } else {
         Some(Box::new(crate::state::leased::LeasedStore { inner: store, leases: leases.clone() }))
     };
+    let mut shutdown = std::pin::pin!(shutdown);
     let committed = match &store {
         Some(s) => {
-            let c = s.load().await.with_context(|| format!("cannot load state from the {}", s.describe()))?;
+            let c = tokio::select! {
+                c = load_state(s.as_ref()) => c?,
+                _ = &mut shutdown => anyhow::bail!("shutdown requested before the state was loaded from the {}", s.describe()),
+            };
             if let Some(c) = &c {
                 tracing::info!(commit = c.commit, positions = c.positions.len(), "resuming from the {}", s.describe());
             }
@@ -428,7 +464,6 @@ async fn run_service(
     // process that serves /metrics while nothing flows.
     let mut det_done: Option<Result<EvalStats, tokio::task::JoinError>> = None;
     let mut sink_done: Option<SinkOutcome> = None;
-    let mut shutdown = std::pin::pin!(shutdown);
     let mut finite_left = sources.len();
     // With every source finished but not all of them finite (a file source
     // with exit_when_done = false), the service stays up until shut down.
@@ -566,5 +601,57 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::state::{StateError, StateStore};
+
+    /// Fails `fails` times with `error`, then loads commit 7.
+    struct Flaky {
+        fails: u32,
+        retryable: bool,
+        calls: AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl StateStore for Flaky {
+        async fn load(&self) -> Result<Option<Committed>, StateError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            if n < self.fails {
+                return Err(StateError::Aws {
+                    operation: "s3 GetObject",
+                    message: "connection closed before message completed".into(),
+                    retryable: self.retryable,
+                });
+            }
+            Ok(Some(Committed { commit: 7, ..Committed::default() }))
+        }
+        async fn commit(&self, _: &Committed, _: &[String]) -> Result<(), StateError> {
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "flaky store".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transient_load_failure_is_retried() {
+        let s = Flaky { fails: 3, retryable: true, calls: AtomicU32::new(0) };
+        let c = load_state(&s).await.expect("loads after retries");
+        assert_eq!(c.map(|c| c.commit), Some(7));
+        assert_eq!(s.calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_permanent_load_failure_fails_at_once() {
+        let s = Flaky { fails: 1, retryable: false, calls: AtomicU32::new(0) };
+        let e = load_state(&s).await.expect_err("permanent");
+        assert_eq!(s.calls.load(Ordering::SeqCst), 1);
+        assert!(format!("{e:#}").contains("cannot load state from the flaky store (after 1 attempts)"), "{e:#}");
     }
 }
