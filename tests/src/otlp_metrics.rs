@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use prometheus::core::Collector;
 use serde_json::Value;
 use trailwatch_processor::metrics::{Kind, Metrics};
 
@@ -47,8 +46,7 @@ pub fn check_against_registry(request: &Value, registry: &Metrics) -> usize {
         if f.name == "trailwatch_otlp_metric_exports_total" {
             continue;
         }
-        let series: Vec<prometheus::proto::Metric> =
-            f.collector.collect().into_iter().flat_map(|fam| fam.get_metric().to_vec()).collect();
+        let series: Vec<_> = f.collector.collect().into_iter().flat_map(|fam| fam.get_metric().to_vec()).collect();
         if series.is_empty() {
             continue;
         }

@@ -183,12 +183,15 @@ fn bridge(meter: &Meter, families: &'static [Family]) {
     }
 }
 
+/// A series' labels.
+type Labels = Vec<(String, String)>;
+
 /// A Prometheus histogram replayed into an OpenTelemetry one.
 struct Replay {
     family: &'static Family,
     instrument: Histogram<f64>,
     /// Per series (its labels): cumulative bucket counts and sum already replayed.
-    seen: Mutex<HashMap<Vec<(String, String)>, (Vec<u64>, f64)>>,
+    seen: Mutex<HashMap<Labels, (Vec<u64>, f64)>>,
 }
 
 impl Replay {
@@ -196,8 +199,7 @@ impl Replay {
         let Ok(mut seen) = self.seen.lock() else { return };
         for fam in self.family.collector.collect() {
             for m in fam.get_metric() {
-                let key: Vec<(String, String)> =
-                    m.get_label().iter().map(|l| (l.name().to_string(), l.value().to_string())).collect();
+                let key: Labels = m.get_label().iter().map(|l| (l.name().to_string(), l.value().to_string())).collect();
                 let h = m.get_histogram();
                 // Cumulative counts per finite bound, then the +Inf bucket (the total).
                 let mut cumulative: Vec<u64> = h.get_bucket().iter().map(|b| b.cumulative_count()).collect();
