@@ -451,7 +451,7 @@ impl Metrics {
             otlp_spans_exported: counter_vec(
                 &r,
                 "trailwatch_otlp_spans_exported_total",
-                "Spans sent to the OTLP collector, by outcome (sent, rejected by the collector: OTLP/HTTP only, failed).",
+                "Spans sent to the OTLP collector, by outcome (sent, rejected by the collector, failed).",
                 &["outcome"],
             ),
             otlp_spans_dropped: counter_vec(
@@ -463,7 +463,7 @@ impl Metrics {
             otlp_export_retries: counter_vec(
                 &r,
                 "trailwatch_otlp_export_retries_total",
-                "OTLP/HTTP export requests failed with a retryable error, by reason (throttled, unavailable, network, timeout).",
+                "OTLP export requests (spans, and metrics when exported) retried, by reason (HTTP: throttled, unavailable, network, timeout; gRPC: throttled, grpc_retryable).",
                 &["reason"],
             ),
             otlp_metric_exports: counter_vec(

@@ -116,7 +116,8 @@ pub struct ExportReport {
     /// Accepted by the collector.
     pub sent: u64,
     /// Accepted in a request but rejected by the collector (OTLP partial
-    /// success; seen over HTTP only: the gRPC exporter does not expose it).
+    /// success: over HTTP from the response, over gRPC from the exporter's
+    /// own event).
     pub rejected: u64,
     /// In an export that failed (a permanent error, or retries ran out).
     pub failed: u64,
@@ -220,9 +221,12 @@ impl Telemetry {
             .with_tracer(provider.tracer_with_scope(scope))
             .with_threads(false)
             .with_filter(filter);
+        let grpc_events = export::GrpcEvents { counts: Arc::clone(&counts) }
+            .with_filter(tracing_subscriber::filter::filter_fn(export::GrpcEvents::wanted));
         tracing_subscriber::registry()
             .with(log_layer(log_level, cfg.log_format))
             .with(layer)
+            .with(grpc_events)
             .try_init()
             .map_err(|_| TelemetryError::AlreadyInstalled)?;
         tracing::info!(target = %plan.target, "exporting traces");
