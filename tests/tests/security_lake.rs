@@ -410,8 +410,8 @@ fn count(rows: &Rows) -> usize {
 }
 
 /// A generated org's traffic (the load generator's realistic day, reduced:
-/// 4 accounts, 2 regions, 4 hours across midnight at 1 event/s plus every
-/// attack scenario) through the service with the Security Lake sink and the
+/// 4 accounts, 2 regions, 4 hours across midnight at 1 event/s, about 14,000
+/// events, plus every attack scenario twice) through the service with the Security Lake sink and the
 /// OCSF JSON-lines sink side by side: the lake holds exactly the JSON-lines
 /// rows (finding ids, activities, times), each in the partition of its
 /// finding's region, account and day. Processing time is pinned to the
@@ -434,14 +434,18 @@ async fn a_generated_day_lands_in_the_lake_as_the_ocsf_sink_writes_it() {
         "22",
         "--accounts",
         "4",
+        // eu-west-1 first (the workload's primary region): regional attacks
+        // land there, global services' in us-east-1.
         "--regions",
-        "us-east-1,eu-west-1",
+        "eu-west-1,us-east-1",
         "--start",
         START,
         "--duration",
         "4h",
         "--rate",
         "1",
+        "--repeat",
+        "2",
         "--format",
         "ndjson",
         "--no-progress",
@@ -469,8 +473,6 @@ async fn a_generated_day_lands_in_the_lake_as_the_ocsf_sink_writes_it() {
         source_name = "trailwatch"
         role_arn = "arn:aws:iam::123456789012:role/AmazonSecurityLake-Provider-trailwatch"
         external_id = "trailwatch-test"
-        # The smallest size allowed: the bigger partitions get several files.
-        roll_bytes = 1048576
         [sinks.ocsf]
         type = "ocsf-jsonl"
         path = "{jsonl}"
