@@ -260,6 +260,7 @@ impl SecurityLakeSink {
             .cloned()
             .unwrap_or_else(|| self.default_region.clone());
         let account = row.pointer("/cloud/account/uid").and_then(Value::as_str).unwrap_or(&a.aws_account_id);
+        // The finding's time, not its events' (see the module docs for why).
         (clean(&region), clean(account), event_day(parquet::row_time(row)))
     }
 
