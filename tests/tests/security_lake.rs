@@ -522,7 +522,8 @@ async fn a_generated_day_lands_in_the_lake_as_the_ocsf_sink_writes_it() {
     assert_eq!(count(&got), count(&want), "the same number of rows");
     assert_eq!(got, want, "the same finding ids, activities and times in each partition");
     assert_eq!(files_per.values().sum::<usize>(), objects.len());
-    let staged: Vec<_> = std::fs::read_dir(dir.path().join("state/security-lake/lake_day")).unwrap().flatten().collect();
+    let staged: Vec<_> =
+        std::fs::read_dir(dir.path().join("state/security-lake/lake_day")).unwrap().flatten().collect();
     assert!(staged.is_empty(), "uploaded files are removed from staging: {staged:?}");
 }
 
@@ -804,7 +805,8 @@ async fn a_failing_upload_stays_staged_and_is_retried_once_s3_is_back() {
         let d = d.clone();
         async move {
             tokio::task::spawn_blocking(move || {
-                metric(errors) >= 3.0 && staged_files(&d, "lake_retry").iter().filter(|f| f.starts_with("ready_")).count() == 4
+                metric(errors) >= 3.0
+                    && staged_files(&d, "lake_retry").iter().filter(|f| f.starts_with("ready_")).count() == 4
             })
             .await
             .unwrap()
@@ -822,15 +824,12 @@ async fn a_failing_upload_stays_staged_and_is_retried_once_s3_is_back() {
 
     proxy.heal();
     wait_for("the uploads after S3 recovered", 120, || async { object_count(&client).await == 4 }).await;
-    wait_for("ready again", 30, || async {
-        tokio::task::spawn_blocking(|| get("/readyz").0 == 200).await.unwrap()
-    })
-    .await;
-    let uploaded = tokio::task::spawn_blocking(|| {
-        metric(r#"trailwatch_security_lake_files_uploaded_total{sink="lake_retry"}"#)
-    })
-    .await
-    .unwrap();
+    wait_for("ready again", 30, || async { tokio::task::spawn_blocking(|| get("/readyz").0 == 200).await.unwrap() })
+        .await;
+    let uploaded =
+        tokio::task::spawn_blocking(|| metric(r#"trailwatch_security_lake_files_uploaded_total{sink="lake_retry"}"#))
+            .await
+            .unwrap();
     stop_tx.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(60), run).await.expect("the run ends").unwrap().unwrap();
 

@@ -64,13 +64,8 @@ impl Shared {
     fn new_journal(&self, key: &PartKey) -> Journal {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let created_ms = now_ms();
-        let file = format!(
-            "open_{}_{}_{}_{created_ms}-{seq}-{:08x}.ndjson",
-            key.0,
-            key.1,
-            key.2,
-            rand::random::<u32>()
-        );
+        let file =
+            format!("open_{}_{}_{}_{created_ms}-{seq}-{:08x}.ndjson", key.0, key.1, key.2, rand::random::<u32>());
         Journal { path: self.dir.join(file), created_ms, bytes: 0 }
     }
 
