@@ -709,9 +709,20 @@ async fn files_roll_by_age_on_a_quiet_stream() {
             let out = sqs.send_message_batch().queue_url(&url).set_entries(Some(entries)).send().await.unwrap();
             assert!(out.failed().is_empty(), "{:?}", out.failed());
         }
+        // Rolled by age while the service runs; the wave's last findings
+        // may come after a roll (a slow receive), hence at least.
         let want = 4 * (w as usize + 1);
-        wait_for("the wave's files", 90, || async { object_count(&client).await >= want }).await;
-        assert_eq!(object_count(&client).await, want, "one more file per partition");
+        let d = dir.path().to_path_buf();
+        wait_for("the wave's files", 90, || {
+            let d = d.clone();
+            let (client, sqs, url) = (&client, &sqs, &url);
+            async move {
+                object_count(client).await >= want
+                    && staged_files(&d, "lake_age").is_empty()
+                    && sqs_idle(sqs, url).await
+            }
+        })
+        .await;
     }
     stop_tx.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(60), run).await.expect("the run ends").unwrap().unwrap();
@@ -719,10 +730,30 @@ async fn files_roll_by_age_on_a_quiet_stream() {
     let objects = download_all(&client, &dir.path().join("lake")).await;
     let (got, files_per) = lake_rows(&objects);
     assert_eq!(files_per.len(), 4, "{files_per:?}");
-    assert!(files_per.values().all(|n| *n == WAVES as usize), "{WAVES} files per partition: {files_per:?}");
+    assert!(files_per.values().all(|n| *n >= WAVES as usize), "a file per wave and partition: {files_per:?}");
     assert_eq!(count(&got), (WAVES * PER_WAVE) as usize, "every finding, once");
     let uids: std::collections::BTreeSet<&String> = got.values().flatten().map(|r| &r.0).collect();
     assert_eq!(uids.len(), (WAVES * PER_WAVE) as usize, "distinct findings");
+}
+
+/// No message waits in the queue or is in flight (the source took and
+/// deleted them all).
+async fn sqs_idle(sqs: &aws_sdk_sqs::Client, url: &str) -> bool {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let Ok(a) = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+    else {
+        return false;
+    };
+    let attrs = a.attributes().cloned().unwrap_or_default();
+    [A::ApproximateNumberOfMessages, A::ApproximateNumberOfMessagesNotVisible]
+        .iter()
+        .all(|k| attrs.get(k).map(String::as_str) == Some("0"))
 }
 
 static METRICS_ADDR: std::sync::OnceLock<std::net::SocketAddr> = std::sync::OnceLock::new();
@@ -804,9 +835,13 @@ async fn a_failing_upload_stays_staged_and_is_retried_once_s3_is_back() {
     wait_for("failed uploads and their retries", 120, || {
         let d = d.clone();
         async move {
+            // Every finding rolled into a staged file (no journal left), at
+            // least one per partition, and retried at least twice.
             tokio::task::spawn_blocking(move || {
+                let staged = staged_files(&d, "lake_retry");
                 metric(errors) >= 3.0
-                    && staged_files(&d, "lake_retry").iter().filter(|f| f.starts_with("ready_")).count() == 4
+                    && staged.iter().filter(|f| f.starts_with("ready_")).count() >= 4
+                    && !staged.iter().any(|f| f.starts_with("open_"))
             })
             .await
             .unwrap()
@@ -819,11 +854,12 @@ async fn a_failing_upload_stays_staged_and_is_retried_once_s3_is_back() {
     assert_eq!(object_count(&client).await, 0, "nothing reached S3");
     let staged = staged_files(dir.path(), "lake_retry");
     assert!(staged.iter().all(|f| f.starts_with("ready_") && f.ends_with(".parquet")), "{staged:?}");
+    let files = staged.len();
     let faults_before = proxy.injected_into(Service::S3);
     assert!(faults_before >= 3, "{}", proxy.summary());
 
     proxy.heal();
-    wait_for("the uploads after S3 recovered", 120, || async { object_count(&client).await == 4 }).await;
+    wait_for("the uploads after S3 recovered", 120, || async { object_count(&client).await == files }).await;
     wait_for("ready again", 30, || async { tokio::task::spawn_blocking(|| get("/readyz").0 == 200).await.unwrap() })
         .await;
     let uploaded =
@@ -834,13 +870,18 @@ async fn a_failing_upload_stays_staged_and_is_retried_once_s3_is_back() {
     tokio::time::timeout(Duration::from_secs(60), run).await.expect("the run ends").unwrap().unwrap();
 
     eprintln!("fault proxy: {}", proxy.summary());
-    assert_eq!(uploaded, 4.0, "four files uploaded, each once");
+    assert_eq!(uploaded, files as f64, "every staged file uploaded, once");
     let puts = proxy.requests().get(&Service::S3).copied().unwrap_or(0);
-    assert_eq!(puts, proxy.injected_into(Service::S3) + 4, "every PutObject was a fault or one of the four files");
+    assert_eq!(
+        puts,
+        proxy.injected_into(Service::S3) + files as u64,
+        "every PutObject was a fault or one of the files"
+    );
     assert!(staged_files(dir.path(), "lake_retry").is_empty(), "nothing left staged");
     let objects = download_all(&client, &dir.path().join("lake")).await;
     let (got, files_per) = lake_rows(&objects);
-    assert!(files_per.values().all(|n| *n == 1), "{files_per:?}");
+    assert_eq!(files_per.len(), 4, "two accounts x two regions: {files_per:?}");
+    assert_eq!(objects.len(), files);
     assert_eq!(count(&got), N as usize);
     let uids: std::collections::BTreeSet<&String> = got.values().flatten().map(|r| &r.0).collect();
     assert_eq!(uids.len(), N as usize, "every finding once");
