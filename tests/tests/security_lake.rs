@@ -592,7 +592,11 @@ async fn files_roll_by_size() {
     let want = jsonl_rows(&jsonl);
     let objects = download_all(&client, &dir.path().join("lake")).await;
     let (got, files_per) = lake_rows(&objects);
-    eprintln!("{N} findings, {json_bytes} bytes of OCSF JSON → {} files: {files_per:?}", objects.len());
+    let parquet_bytes: u64 = objects.iter().map(|(_, p)| std::fs::metadata(p).unwrap().len()).sum();
+    eprintln!(
+        "{N} findings, {json_bytes} bytes of OCSF JSON → {} files, {parquet_bytes} bytes of Parquet: {files_per:?}",
+        objects.len()
+    );
     assert_eq!(count(&want), N as usize);
     assert_eq!(want.len(), 1, "one partition");
     assert_eq!(got, want, "every finding once");

@@ -355,8 +355,15 @@ async fn upload_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<PathBu
         }
         // Quiet partitions: no commit comes to roll them. try_lock: a
         // commit appending now holds the lock; the next tick sees them.
-        if let Ok(mut journals) = shared.journals.try_lock() {
-            batch.extend(Shared::take_due(&mut journals, shared.roll_age_ms, false));
+        {
+            let journals = match shared.journals.try_lock() {
+                Ok(j) => Some(j),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut journals) = journals {
+                batch.extend(Shared::take_due(&mut journals, shared.roll_age_ms, false));
+            }
         }
         let new_files = !batch.is_empty();
         for journal in batch {
