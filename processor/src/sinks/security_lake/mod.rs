@@ -7,9 +7,12 @@
 //! to the partition's journal in the staging directory and syncs it, so a
 //! commit waits until its findings are durably staged. A journal is rolled
 //! into a Parquet file (synced, then renamed into place) once it reaches
-//! `roll_bytes` or `roll_age`, and the uploader task puts finished files to
-//! S3, deleting each after its upload; failed uploads stay staged and are
-//! retried. After a crash, the next start rolls the journals it finds and
+//! `roll_bytes` (closed at a row boundary, a big commit continuing in a new
+//! journal) or `roll_age` (checked at each commit and every second by the
+//! uploader, so a quiet partition is not held back), and the uploader task
+//! puts finished files to S3, deleting each after its upload; failed uploads
+//! stay staged and are retried with backoff (1 s to 30 s), the sink not
+//! ready meanwhile. After a crash, the next start rolls the journals it finds and
 //! uploads the finished files: nothing committed is lost. An object key is
 //! fixed when its file is staged, so a retried upload overwrites, never
 //! duplicates. A correlation update is a new row with activity Update
