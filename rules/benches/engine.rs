@@ -95,6 +95,9 @@ fn bench(c: &mut Criterion) {
         events.len(),
         bytes as f64 / events.len() as f64
     );
+    if std::env::var_os("TRAILWATCH_BENCH_STATS").is_some() {
+        stats(&set, &events);
+    }
     let mut g = c.benchmark_group("cloudtrail");
     g.throughput(Throughput::Elements(events.len() as u64));
     g.bench_function("serde_json_value_parse", |b| {
@@ -119,6 +122,28 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// `TRAILWATCH_BENCH_STATS=1`: which rules the events visit most (where to
+/// look when the full set slows down).
+fn stats(set: &RuleSet, events: &[String]) {
+    let mut scratch = set.scratch();
+    let mut out = Vec::new();
+    let mut matches = 0usize;
+    for e in events {
+        out.clear();
+        set.eval(EventClass::CloudTrail, e, &mut scratch, &mut out).unwrap();
+        matches += out.len();
+    }
+    let mut per_rule = Vec::new();
+    scratch.drain_evaluations(|r, n| per_rule.push((n, r)));
+    per_rule.sort_unstable_by(|a, b| b.cmp(a));
+    let total: u64 = per_rule.iter().map(|(n, _)| n).sum();
+    eprintln!("{matches} matches, {:.2} rule evaluations per event; most evaluated:", total as f64 / events.len() as f64);
+    for (n, r) in per_rule.iter().take(25) {
+        let rule = set.rule(*r);
+        eprintln!("  {n:>9}  {}  keys {:?}", rule.meta.title, rule.index_keys.as_ref().map(|k| k.len()));
+    }
 }
 
 criterion_group!(benches, bench);
