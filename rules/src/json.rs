@@ -134,13 +134,19 @@ fn key_hash(key: &[u8]) -> u64 {
         let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
         h = (h.rotate_left(5) ^ w).wrapping_mul(K);
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut w = [0u8; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
-    }
-    h
+    // The last 1-7 bytes as one word from (possibly overlapping) loads, not
+    // through a copy into a buffer (a store-forwarding stall per key).
+    let r = chunks.remainder();
+    let w = match r.len() {
+        0 => return h,
+        1..=3 => u64::from(r[0]) | u64::from(r[r.len() / 2]) << 8 | u64::from(r[r.len() - 1]) << 16,
+        n => {
+            let lo = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+            let hi = u32::from_le_bytes([r[n - 4], r[n - 3], r[n - 2], r[n - 1]]);
+            u64::from(lo) | u64::from(hi) << 32
+        }
+    };
+    (h.rotate_left(5) ^ w).wrapping_mul(K)
 }
 
 type Entry<'a> = (&'a [&'a str], u32);

@@ -31,11 +31,14 @@ pub struct StrPat {
     /// Lowercased unless `cased`.
     pub pat: Box<str>,
     pub cased: bool,
+    /// `pat` is ASCII (decided once, not per value).
+    ascii: bool,
 }
 
 impl StrPat {
     pub fn new(op: StrOp, pat: &str, cased: bool) -> Self {
-        StrPat { op, pat: if cased { pat.into() } else { pat.to_lowercase().into() }, cased }
+        let pat: Box<str> = if cased { pat.into() } else { pat.to_lowercase().into() };
+        StrPat { op, ascii: pat.is_ascii(), pat, cased }
     }
 
     #[inline]
@@ -49,7 +52,7 @@ impl StrPat {
                 StrOp::Contains => memchr::memmem::find(v, p).is_some(),
             };
         }
-        if self.pat.is_ascii() && v.is_ascii() {
+        if self.ascii && v.is_ascii() {
             ascii_ci(self.op, v.as_bytes(), self.pat.as_bytes())
         } else {
             let lv = v.to_lowercase();
