@@ -144,7 +144,10 @@ fn stats(set: &RuleSet, events: &[String]) {
     scratch.drain_evaluations(|r, n| per_rule.push((n, r)));
     per_rule.sort_unstable_by(|a, b| b.cmp(a));
     let total: u64 = per_rule.iter().map(|(n, _)| n).sum();
-    eprintln!("{matches} matches, {:.2} rule evaluations per event; most evaluated:", total as f64 / events.len() as f64);
+    eprintln!(
+        "{matches} matches, {:.2} rule evaluations per event; most evaluated:",
+        total as f64 / events.len() as f64
+    );
     for (n, r) in per_rule.iter().take(25) {
         let rule = set.rule(*r);
         eprintln!("  {n:>9}  {}  keys {:?}", rule.meta.title, rule.index_keys.as_ref().map(|k| k.len()));
