@@ -374,7 +374,7 @@ impl Ctx<'_, '_> {
                     .size_limit(self.opts.regex_size_limit.unwrap_or(DEFAULT_REGEX_SIZE_LIMIT))
                     .build()
                     .map_err(|e| self.err(key, format!("`{spec}`: invalid regular expression: {e}")))?;
-                out.push(Pat::Regex(RegexPat::new(re, &text, ci)));
+                out.push(Pat::Regex(Box::new(RegexPat::new(re, &text, ci))));
             } else if !m.enc.is_empty() || m.windash {
                 for variant in encode_variants(&text, m).map_err(|r| self.err(key, format!("`{spec}`: {r}")))? {
                     // Encoded forms are exact byte sequences: match them cased.
@@ -674,7 +674,7 @@ fn push_wild(out: &mut Vec<Pat>, text: &str, op: Option<StrOp>, cased: bool, lit
         .dot_matches_new_line(true)
         .build()
         .map_err(|e| format!("wildcard pattern too complex: {e}"))?;
-    out.push(Pat::Regex(RegexPat::new(r, &re, !cased)));
+    out.push(Pat::Regex(Box::new(RegexPat::new(r, &re, !cased))));
     Ok(())
 }
 

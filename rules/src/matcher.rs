@@ -169,7 +169,7 @@ pub enum Pat {
         value: f64,
         text: Box<str>,
     },
-    Regex(RegexPat),
+    Regex(Box<RegexPat>),
     Cidr(Cidr),
     Cmp(NumOp, f64),
     /// `|fieldref`: compare with the values of another field of the event.
