@@ -25,6 +25,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod org;
+pub mod rekey;
 pub mod panics;
 pub mod replay;
 pub mod respond;
