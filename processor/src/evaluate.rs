@@ -270,6 +270,17 @@ impl Evaluator {
         self.set.read_fields(json, &self.scratch, fields)
     }
 
+    /// The event time (epoch ms; CloudTrail `eventTime`, else EventBridge
+    /// `time`) of the last event evaluated (`json` must be its text).
+    pub fn last_event_time(&self, json: &str) -> Option<i64> {
+        let m = &self.set.meta_fields;
+        [m.event_time, m.eb_time]
+            .iter()
+            .find_map(|f| self.set.read_fields(json, &self.scratch, std::slice::from_ref(f)))
+            .and_then(|v| v.into_iter().next())
+            .and_then(trailwatch_rules::detect::parse_rfc3339_ms)
+    }
+
     /// The id (CloudTrail `eventID`, else EventBridge `id`) of the last
     /// event evaluated (`json` must be its text).
     pub fn last_event_id<'a>(&'a self, json: &'a str) -> Option<&'a str> {

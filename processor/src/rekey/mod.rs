@@ -53,7 +53,7 @@ pub const HEADER: &str = "trailwatchRekey";
 pub const MAX_RECORD_BYTES: usize = 1_000_000;
 
 /// `[rekey]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RekeyConfig {
     /// The `[sources.<name>]` (type kinesis, coordination = "leases") that
@@ -61,6 +61,19 @@ pub struct RekeyConfig {
     /// re-keying, and leases refuse correlations that do not group by the
     /// partition key.
     pub source: Option<String>,
+    /// How long a re-keyed match waits (processing time) before it is
+    /// counted, so that matches of one group that different instances put at
+    /// about the same time are counted in event-time order (a window that
+    /// fired spends its events: order matters). Findings of re-keyed
+    /// correlations come this much later.
+    #[serde(with = "crate::config::duration_text")]
+    pub reorder: std::time::Duration,
+}
+
+impl Default for RekeyConfig {
+    fn default() -> Self {
+        RekeyConfig { source: None, reorder: std::time::Duration::from_secs(5) }
+    }
 }
 
 impl RekeyConfig {
@@ -74,6 +87,9 @@ impl RekeyConfig {
                  and their windows move with them)"
             )),
             None => problems.push(format!("rekey.source `{name}` is not a configured source")),
+        }
+        if self.reorder > std::time::Duration::from_secs(600) {
+            problems.push("rekey.reorder must be at most 10m (re-keyed findings wait this long)".to_string());
         }
     }
 }
@@ -93,6 +109,9 @@ pub struct Header {
     pub rules: Vec<String>,
     /// group-by name → value.
     pub group: BTreeMap<String, String>,
+    /// The event time (epoch ms), for ordering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<i64>,
 }
 
 /// One record for the re-keyed stream.
@@ -100,6 +119,10 @@ pub struct Header {
 pub struct Record {
     pub partition_key: String,
     pub data: Vec<u8>,
+}
+
+fn ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 fn fnv1a(parts: &[&str]) -> u64 {
@@ -257,6 +280,7 @@ impl Plan {
                     from: from.to_string(),
                     rules,
                     group: c.group_by.iter().cloned().zip(vals.iter().map(|v| v.to_string())).collect(),
+                    time: eval.last_event_time(ev.json),
                 };
                 done.push((k, key.clone()));
                 match encode(ev.json, &header) {
@@ -290,18 +314,38 @@ pub enum RekeyOut {
     DeadLetter(DeadLetter),
 }
 
-/// One leased shard of the re-keyed stream: a detector per correlation.
+/// One leased shard of the re-keyed stream: a detector per correlation,
+/// and the records read but not counted yet (`reorder`).
 pub struct RekeyShard {
     /// The lease's tenure (as `ShardWindows`).
     pub gen: u64,
     dets: Vec<Option<Detector>>,
+    held: Vec<Held>,
     pub changed: bool,
+}
+
+/// A record waiting to be counted. Kept in the shard's snapshot: the
+/// checkpoint is past it, so a new owner must count it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Held {
+    /// Event time (ms), or the earliest when unknown.
+    t: i64,
+    /// Processing time (ms) from which it may be counted.
+    due: i64,
+    /// Arrival order (ties of `t` keep it).
+    seq: u64,
+    /// `EventClass::index()`.
+    class: u8,
+    origin: String,
+    json: String,
 }
 
 #[derive(Serialize, Deserialize)]
 struct ShardSnap {
     rekey: u32,
     correlations: BTreeMap<String, Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    held: Vec<Held>,
 }
 
 /// The detector side: one evaluator per re-keyed correlation, and the
@@ -310,6 +354,8 @@ pub struct RekeyStage {
     pub plan: Arc<Plan>,
     evals: Vec<Evaluator>,
     pub shards: HashMap<Arc<str>, RekeyShard>,
+    reorder_ms: i64,
+    seq: u64,
 }
 
 impl RekeyStage {
@@ -318,14 +364,15 @@ impl RekeyStage {
         sets: Vec<RuleSet>,
         cfg: trailwatch_rules::DetectorConfig,
         ctx: FindingContext,
+        reorder: std::time::Duration,
     ) -> RekeyStage {
         let evals = sets.into_iter().map(|s| Evaluator::new(Arc::new(s), cfg.clone(), ctx.clone())).collect();
-        RekeyStage { plan, evals, shards: HashMap::new() }
+        RekeyStage { plan, evals, shards: HashMap::new(), reorder_ms: reorder.as_millis() as i64, seq: 0 }
     }
 
     /// A shard with empty windows.
     pub fn empty_shard(&self, gen: u64) -> RekeyShard {
-        RekeyShard { gen, dets: (0..self.evals.len()).map(|_| None).collect(), changed: true }
+        RekeyShard { gen, dets: (0..self.evals.len()).map(|_| None).collect(), held: Vec::new(), changed: true }
     }
 
     /// A shard restored from its lease's snapshot (JSON); a correlation the
@@ -339,6 +386,7 @@ impl RekeyStage {
                 return s;
             }
         };
+        s.held = snap.held;
         for (id, raw) in snap.correlations {
             let Some(k) = self.plan.index_of(&id) else {
                 tracing::warn!(shard = %key, correlation = %id, "window state of a correlation no longer re-keyed dropped");
@@ -368,11 +416,64 @@ impl RekeyStage {
                 correlations.insert(self.plan.correlations[k].id.clone(), raw);
             }
         }
-        serde_json::to_vec(&ShardSnap { rekey: 1, correlations }).unwrap_or_default()
+        serde_json::to_vec(&ShardSnap { rekey: 1, correlations, held: s.held.clone() }).unwrap_or_default()
+    }
+
+    /// Takes one re-keyed record into shard `s`: checked now (an unusable
+    /// one is an error, to dead-letter), counted by [`RekeyStage::release`]
+    /// once `reorder` has passed.
+    pub fn hold(&mut self, s: &mut RekeyShard, ev: EventRef<'_>, now: OffsetDateTime) -> Result<(), String> {
+        let h = decode(ev.json).ok_or_else(|| format!("no readable `{HEADER}` member"))?;
+        if self.plan.index_of(&h.correlation).is_none() {
+            return Err(format!("correlation {} is not re-keyed by this instance's rules", h.correlation));
+        }
+        self.seq += 1;
+        s.held.push(Held {
+            t: h.time.unwrap_or(i64::MIN),
+            due: ms(now) + self.reorder_ms,
+            seq: self.seq,
+            class: ev.class.index() as u8,
+            origin: ev.origin.to_string(),
+            json: ev.json.to_string(),
+        });
+        s.changed = true;
+        Ok(())
+    }
+
+    /// Counts the held records that are due, in event-time order, with every
+    /// held record not later than the latest of them (`all`: every one).
+    /// True when it counted any.
+    pub fn release(&mut self, s: &mut RekeyShard, now: OffsetDateTime, all: bool, out: &mut dyn FnMut(Emitted)) -> bool {
+        let now_ms = ms(now);
+        let Some(upto) = s.held.iter().filter(|h| all || h.due <= now_ms).map(|h| h.t).max() else { return false };
+        let (mut go, keep): (Vec<Held>, Vec<Held>) = s.held.drain(..).partition(|h| h.t <= upto);
+        s.held = keep;
+        go.sort_by_key(|h| (h.t, h.seq));
+        for h in go {
+            let class = trailwatch_rules::EventClass::ALL
+                .get(usize::from(h.class))
+                .copied()
+                .unwrap_or(trailwatch_rules::EventClass::CloudTrail);
+            let pos = crate::decode::Position::default();
+            let ev = EventRef { class, json: &h.json, origin: &h.origin, position: &pos, ingest_ms: None };
+            if let Err(why) = self.event(s, ev, now, out) {
+                crate::metrics::get().rekey_failed.with_label_values(&["invalid"]).inc();
+                tracing::warn!(origin = %h.origin, "re-keyed record not evaluated; dead-lettered: {why}");
+                out(Emitted::DeadLetter(DeadLetter {
+                    origin: h.origin.clone(),
+                    position: pos,
+                    kind: "rekey",
+                    error: why,
+                    raw: Some(h.json.chars().take(64 * 1024).collect()),
+                }));
+            }
+        }
+        s.changed = true;
+        true
     }
 
     /// Evaluates one re-keyed record with its correlation's detector of shard `s`.
-    pub fn event(
+    fn event(
         &mut self,
         s: &mut RekeyShard,
         ev: EventRef<'_>,
@@ -397,9 +498,12 @@ impl RekeyStage {
         caught.map_err(|m| format!("evaluating it panicked: {m}"))
     }
 
-    /// Moves processing time for every correlation of shard `s` (or, with
-    /// `flush`, decides every open window: end of finite input).
-    pub fn advance(&mut self, s: &mut RekeyShard, now: OffsetDateTime, flush: bool, out: &mut dyn FnMut(Emitted)) {
+    /// Counts the held records that are due, then moves processing time for
+    /// every correlation of shard `s` (or, with `flush`, counts every held
+    /// record and decides every open window: end of finite input). True
+    /// when held records were counted.
+    pub fn advance(&mut self, s: &mut RekeyShard, now: OffsetDateTime, flush: bool, out: &mut dyn FnMut(Emitted)) -> bool {
+        let released = self.release(s, now, flush, out);
         for (k, d) in s.dets.iter_mut().enumerate() {
             let Some(det) = d else { continue };
             let eval = &mut self.evals[k];
@@ -418,6 +522,7 @@ impl RekeyStage {
             eval.swap_detector(det);
         }
         s.changed = true;
+        released
     }
 
     /// The same rules compiled again (org context): every evaluator and
@@ -466,6 +571,7 @@ mod tests {
             from: "org/shardId-000000000001".into(),
             rules: vec!["r1".into()],
             group: BTreeMap::from([("sourceIPAddress".to_string(), "198.51.100.7".to_string())]),
+            time: Some(1_700_000_000_000),
         };
         let rec = encode(ev, &h).unwrap();
         assert!(rec.starts_with(r#"{"eventVersion":"1.08""#), "the first key still says CloudTrail: {rec}");

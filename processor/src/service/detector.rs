@@ -67,6 +67,9 @@ struct Pending {
     batches: u64,
     /// Events or ticks went through the windows since the last commit.
     windows_changed: bool,
+    /// Held re-keyed matches were counted by a tick: their findings and
+    /// windows are to be committed even if no batch comes.
+    released: bool,
 }
 
 impl DetectorStage {
@@ -122,7 +125,7 @@ impl DetectorStage {
                     if let Some(rk) = &mut self.rekey {
                         let mut shards = std::mem::take(&mut rk.shards);
                         for s in shards.values_mut() {
-                            rk.advance(s, now, false, &mut |e| out.push(e));
+                            pending.released |= rk.advance(s, now, false, &mut |e| out.push(e));
                         }
                         rk.shards = shards;
                     }
@@ -141,7 +144,7 @@ impl DetectorStage {
                 }
                 last_publish = Instant::now();
             }
-            if pending.batches > 0 && last_commit.elapsed() >= self.commit_interval {
+            if (pending.batches > 0 || pending.released) && last_commit.elapsed() >= self.commit_interval {
                 if !self.commit(&mut pending, false) {
                     return self.eval.stats();
                 }
@@ -162,7 +165,7 @@ impl DetectorStage {
             if let Some(rk) = &mut self.rekey {
                 let mut shards = std::mem::take(&mut rk.shards);
                 for s in shards.values_mut() {
-                    rk.advance(s, now, true, &mut |e| out.push(e));
+                    let _ = rk.advance(s, now, true, &mut |e| out.push(e));
                 }
                 rk.shards = shards;
             }
@@ -313,12 +316,14 @@ impl DetectorStage {
         for (ev, json, origin) in b.events.events() {
             m.rekey_received.inc();
             let r = EventRef { class: ev.class, json, origin, position: &ev.position, ingest_ms: b.events.ingest_ms };
-            if let Err(why) = rk.event(&mut shard, r, now, &mut |x| out.push(x)) {
+            if let Err(why) = rk.hold(&mut shard, r, now) {
                 m.rekey_failed.with_label_values(&["invalid"]).inc();
                 tracing::warn!(%origin, position = %ev.position, "re-keyed record not evaluated; dead-lettered: {why}");
                 self.eval.bad_record(origin, &ev.position, "rekey", &why, Some(json), &mut |x| out.push(x));
             }
         }
+        // A batch of an earlier tenure counts at once, in throwaway windows.
+        let _ = rk.release(&mut shard, now, !own, &mut |x| out.push(x));
         if let (Some(k), true) = (key, own) {
             rk.shards.insert(k, shard);
         }

@@ -392,7 +392,7 @@ async fn run_service(
         beat: health.stage("detector"),
         leased: leases.keys().cloned().collect(),
         rekey: rekey.map(|(plan, sets)| {
-            crate::rekey::RekeyStage::new(plan, sets, det_cfg.clone(), findings.clone())
+            crate::rekey::RekeyStage::new(plan, sets, det_cfg.clone(), findings.clone(), cfg.rekey.reorder)
         }),
         shards: Default::default(),
         derive: match &opts.org {
