@@ -8,8 +8,9 @@
 //! by the correlation and its group-by values, so one group's matches all go
 //! to one shard of it. That stream is an ordinary leased Kinesis source
 //! (named by `[rekey] source`): instances lease its shards too, and on it
-//! only the re-keyed correlations run, one detector per correlation per
-//! shard, whose window state moves with the shard's lease like the rest.
+//! only the re-keyed correlations run, one detector per unit (a correlation,
+//! or a chain of them grouped alike) per shard, whose window state moves with
+//! the shard's lease like the rest.
 //!
 //! - **Record**: the matching event's JSON with one member added at its end,
 //!   `"trailwatchRekey": {v, correlation, match, from, rules, group}` (the
@@ -17,19 +18,23 @@
 //!   matched rule ids and the group-by values). The whole event travels: the
 //!   correlation re-evaluates it exactly as a single instance would (its
 //!   condition, value_count field, suppressions, finding templates, the
-//!   account and region of the finding). One record per event and
-//!   re-keyed correlation it feeds; partition key = hash(correlation id,
-//!   group values).
+//!   account and region of the finding). One record per event, unit and
+//!   group it feeds; partition key = hash(unit id, group values).
 //! - **Acknowledged end to end**: records go out with the findings of their
 //!   batch through the sink stage (`Publisher`, PutRecords, refused entries
 //!   put again with backoff); a commit marker flushes them before the
 //!   source's checkpoint is written, so a checkpoint never runs ahead of an
 //!   unpublished match.
 //! - **No double counting**: a principal shard re-read after a crash puts the
-//!   same matches again. Each re-keyed correlation has its own detector, so
-//!   the detector's bounded redelivered-event filter (event ids kept while not
-//!   behind the watermark, in the snapshot: `detect_design.md`) is keyed by
-//!   (correlation, event id), which is what the match id says.
+//!   same matches again. Each unit has its own detector, so the detector's
+//!   bounded redelivered-event filter (event ids kept while not behind the
+//!   watermark, in the snapshot: `detect_design.md`) is keyed by (unit,
+//!   event id), which is what the match id says.
+//! - **Order**: a window that fired spends its events, so counts depend on
+//!   arrival order; matches of one group come from many principal shards,
+//!   read by different instances. A record waits `reorder` (processing time)
+//!   on its shard, then the due ones are counted in event-time order (held
+//!   records are in the shard's snapshot: the checkpoint is past them).
 //! - **Time**: on the re-keyed stream an event's watermark partition is the
 //!   principal shard it came from (`from`), so a lagging principal shard holds
 //!   a re-keyed window as it does in one engine (until it idles).
@@ -72,7 +77,7 @@ pub struct RekeyConfig {
 
 impl Default for RekeyConfig {
     fn default() -> Self {
-        RekeyConfig { source: None, reorder: std::time::Duration::from_secs(5) }
+        RekeyConfig { source: None, reorder: std::time::Duration::from_secs(30) }
     }
 }
 
@@ -98,7 +103,7 @@ impl RekeyConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Header {
     pub v: u32,
-    /// The correlation's id.
+    /// The unit's id (its first correlation's).
     pub correlation: String,
     /// hash(correlation id, event id or text): the same for a re-read match.
     #[serde(rename = "match")]
@@ -172,30 +177,34 @@ pub fn decode(json: &str) -> Option<Header> {
     serde_json::Deserializer::from_str(&json[at..]).into_iter::<Header>().next()?.ok()
 }
 
-/// One correlation that runs on the re-keyed stream.
+/// Re-keyed correlations that run together: one, or a chain (a correlation
+/// that uses another; they must group by the same fields, so their matches
+/// share partition keys and one detector sees them all).
 #[derive(Debug)]
-pub struct Rekeyed {
+pub struct Unit {
+    /// The id of its first correlation: what records and snapshots name.
     pub id: String,
-    /// Its index in the full rule set.
-    pub full: usize,
+    /// Indices in the full rule set.
+    pub members: Vec<usize>,
 }
 
 /// Which correlations are re-keyed, and the rule sets each side runs.
 pub struct Plan {
     /// The leased source that reads the re-keyed stream.
     pub source: Arc<str>,
-    pub correlations: Vec<Rekeyed>,
+    pub units: Vec<Unit>,
     /// Every rule (the set the principal side reads group values with).
     full: Arc<RuleSet>,
-    /// Detection rule index → (re-keyed correlation, position in its rules).
-    feeds: Vec<Vec<(usize, usize)>>,
+    /// Detection rule index → (unit, correlation in the full set, position
+    /// of the rule in its `rules`).
+    feeds: Vec<Vec<(usize, usize, usize)>>,
 }
 
-/// The rule sets of a plan: the principal side's and one per re-keyed correlation.
+/// The rule sets of a plan: the principal side's and one per unit.
 pub struct Sets {
     /// Every rule, without the re-keyed correlations.
     pub main: RuleSet,
-    /// Per re-keyed correlation (plan order): only it, no detection reports.
+    /// Per unit (plan order): only its correlations, no detection reports.
     pub rekeyed: Vec<RuleSet>,
 }
 
@@ -212,17 +221,62 @@ impl Plan {
     }
 
     pub fn new(source: &str, full: Arc<RuleSet>, rekeyed: &[usize]) -> Result<(Plan, Sets), String> {
-        let correlations: Vec<Rekeyed> =
-            rekeyed.iter().map(|&i| Rekeyed { id: full.correlations()[i].meta.id.clone(), full: i }).collect();
-        let mut feeds = vec![Vec::new(); full.rules().len()];
-        for (k, r) in correlations.iter().enumerate() {
-            for (pos, rr) in full.correlations()[r.full].rules.iter().enumerate() {
-                if let trailwatch_rules::window::RuleRef::Detection(d) = rr {
-                    feeds[*d as usize].push((k, pos));
+        use trailwatch_rules::window::RuleRef;
+        // Units: the chains among the re-keyed correlations (union-find).
+        let mut unit_of: BTreeMap<usize, usize> = rekeyed.iter().map(|&i| (i, i)).collect();
+        fn root(u: &BTreeMap<usize, usize>, mut i: usize) -> usize {
+            while u[&i] != i {
+                i = u[&i];
+            }
+            i
+        }
+        for &i in rekeyed {
+            for r in &full.correlations()[i].rules {
+                if let RuleRef::Correlation(k) = r {
+                    if !unit_of.contains_key(k) {
+                        return Err(format!(
+                            "re-keyed correlation {} uses correlation {}, which is not re-keyed",
+                            full.correlations()[i].meta.id,
+                            full.correlations()[*k].meta.id
+                        ));
+                    }
+                    let (a, b) = (root(&unit_of, i), root(&unit_of, *k));
+                    unit_of.insert(a.max(b), a.min(b));
                 }
             }
         }
-        let plan = Plan { source: Arc::from(source), correlations, full, feeds };
+        let mut units: Vec<Unit> = Vec::new();
+        let mut index: BTreeMap<usize, usize> = BTreeMap::new();
+        for &i in rekeyed {
+            let r = root(&unit_of, i);
+            let u = *index.entry(r).or_insert_with(|| {
+                units.push(Unit { id: full.correlations()[r].meta.id.clone(), members: Vec::new() });
+                units.len() - 1
+            });
+            units[u].members.push(i);
+        }
+        for u in &units {
+            let first = &full.correlations()[u.members[0]];
+            if let Some(other) =
+                u.members.iter().map(|&i| &full.correlations()[i]).find(|c| c.group_by != first.group_by)
+            {
+                return Err(format!(
+                    "chained correlations {} and {} group by different fields: their matches cannot share a shard",
+                    first.meta.id, other.meta.id
+                ));
+            }
+        }
+        let mut feeds = vec![Vec::new(); full.rules().len()];
+        for (k, u) in units.iter().enumerate() {
+            for &ci in &u.members {
+                for (pos, rr) in full.correlations()[ci].rules.iter().enumerate() {
+                    if let RuleRef::Detection(d) = rr {
+                        feeds[*d as usize].push((k, ci, pos));
+                    }
+                }
+            }
+        }
+        let plan = Plan { source: Arc::from(source), units, full, feeds };
         let sets = plan.sets(&plan.full)?;
         Ok((plan, sets))
     }
@@ -230,23 +284,19 @@ impl Plan {
     /// Splits a full rule set (the same rules, maybe compiled with other
     /// org values) the way this plan does.
     pub fn sets(&self, full: &RuleSet) -> Result<Sets, String> {
-        let rekeyed: Vec<usize> = self.correlations.iter().map(|c| c.full).collect();
+        let rekeyed: Vec<usize> = self.units.iter().flat_map(|u| u.members.iter().copied()).collect();
         let keep: Vec<usize> = (0..full.correlations().len()).filter(|i| !rekeyed.contains(i)).collect();
         let main = full.with_correlations(&keep, true).map_err(|e| {
             format!("{e}: a correlation that uses a re-keyed correlation cannot run on the principal stream")
         })?;
-        let rekeyed = rekeyed
-            .iter()
-            .map(|&i| {
-                full.with_correlations(&[i], false)
-                    .map_err(|e| format!("{e}: a re-keyed correlation cannot use another correlation (chains are not re-keyed)"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let rekeyed =
+            self.units.iter().map(|u| full.with_correlations(&u.members, false)).collect::<Result<Vec<_>, _>>()?;
         Ok(Sets { main, rekeyed })
     }
 
+    /// The unit a record names.
     pub fn index_of(&self, id: &str) -> Option<usize> {
-        self.correlations.iter().position(|c| c.id == id)
+        self.units.iter().position(|c| c.id == id)
     }
 
     /// After `eval` evaluated `ev` (from partition `from`): one record per
@@ -260,23 +310,24 @@ impl Plan {
         }
         let mut done: Vec<(usize, String)> = Vec::new();
         for &m in matches {
-            for &(k, pos) in &self.feeds[m as usize] {
-                let c = &self.full.correlations()[self.correlations[k].full];
+            for &(k, ci, pos) in &self.feeds[m as usize] {
+                let c = &self.full.correlations()[ci];
+                let unit = &self.units[k].id;
                 let Some(vals) = eval.read_fields(ev.json, &c.group_fields[pos]) else { continue };
-                let key = partition_key(&c.meta.id, &vals);
+                let key = partition_key(unit, &vals);
                 if done.iter().any(|(dk, dkey)| *dk == k && *dkey == key) {
                     continue;
                 }
                 let rules: Vec<String> = matches
                     .iter()
-                    .filter(|&&r| self.feeds[r as usize].iter().any(|(kk, _)| *kk == k))
+                    .filter(|&&r| self.feeds[r as usize].iter().any(|(kk, _, _)| *kk == k))
                     .map(|&r| self.full.rule(r).meta.id.clone())
                     .collect();
                 let event_key = eval.last_event_id(ev.json).unwrap_or(ev.json);
                 let header = Header {
                     v: 1,
-                    correlation: c.meta.id.clone(),
-                    match_id: format!("{:016x}", fnv1a(&[&c.meta.id, event_key])),
+                    correlation: unit.clone(),
+                    match_id: format!("{:016x}", fnv1a(&[unit, event_key])),
                     from: from.to_string(),
                     rules,
                     group: c.group_by.iter().cloned().zip(vals.iter().map(|v| v.to_string())).collect(),
@@ -413,7 +464,7 @@ impl RekeyStage {
             let Some(d) = d else { continue };
             let text = String::from_utf8(d.snapshot()).unwrap_or_default();
             if let Ok(raw) = serde_json::value::RawValue::from_string(text) {
-                correlations.insert(self.plan.correlations[k].id.clone(), raw);
+                correlations.insert(self.plan.units[k].id.clone(), raw);
             }
         }
         serde_json::to_vec(&ShardSnap { rekey: 1, correlations, held: s.held.clone() }).unwrap_or_default()
@@ -443,7 +494,13 @@ impl RekeyStage {
     /// Counts the held records that are due, in event-time order, with every
     /// held record not later than the latest of them (`all`: every one).
     /// True when it counted any.
-    pub fn release(&mut self, s: &mut RekeyShard, now: OffsetDateTime, all: bool, out: &mut dyn FnMut(Emitted)) -> bool {
+    pub fn release(
+        &mut self,
+        s: &mut RekeyShard,
+        now: OffsetDateTime,
+        all: bool,
+        out: &mut dyn FnMut(Emitted),
+    ) -> bool {
         let now_ms = ms(now);
         let Some(upto) = s.held.iter().filter(|h| all || h.due <= now_ms).map(|h| h.t).max() else { return false };
         let (mut go, keep): (Vec<Held>, Vec<Held>) = s.held.drain(..).partition(|h| h.t <= upto);
@@ -502,19 +559,20 @@ impl RekeyStage {
     /// every correlation of shard `s` (or, with `flush`, counts every held
     /// record and decides every open window: end of finite input). True
     /// when held records were counted.
-    pub fn advance(&mut self, s: &mut RekeyShard, now: OffsetDateTime, flush: bool, out: &mut dyn FnMut(Emitted)) -> bool {
+    pub fn advance(
+        &mut self,
+        s: &mut RekeyShard,
+        now: OffsetDateTime,
+        flush: bool,
+        out: &mut dyn FnMut(Emitted),
+    ) -> bool {
         let released = self.release(s, now, flush, out);
         for (k, d) in s.dets.iter_mut().enumerate() {
             let Some(det) = d else { continue };
             let eval = &mut self.evals[k];
             eval.swap_detector(det);
-            let r = crate::panics::guard("windows", || {
-                if flush {
-                    eval.flush(now, out)
-                } else {
-                    eval.advance(now, out)
-                }
-            });
+            let r =
+                crate::panics::guard("windows", || if flush { eval.flush(now, out) } else { eval.advance(now, out) });
             if let Err(message) = r {
                 tracing::error!("closing re-keyed windows panicked: {message}");
                 eval.recover_from_panic();
@@ -532,7 +590,7 @@ impl RekeyStage {
             let set = Arc::new(set);
             let eval = &mut self.evals[k];
             if let Err(e) = eval.replace_rules(Arc::clone(&set)) {
-                tracing::error!(correlation = %self.plan.correlations[k].id, "new rules not swapped in: {e}");
+                tracing::error!(correlation = %self.plan.units[k].id, "new rules not swapped in: {e}");
                 continue;
             }
             for s in self.shards.values_mut() {
@@ -563,7 +621,8 @@ mod tests {
 
     #[test]
     fn a_header_survives_the_round_trip_and_the_event_stays_whole() {
-        let ev = r#"{"eventVersion":"1.08","eventID":"e1","requestParameters":{"note":"\"trailwatchRekey\":{\"v\":9}"}}"#;
+        let ev =
+            r#"{"eventVersion":"1.08","eventID":"e1","requestParameters":{"note":"\"trailwatchRekey\":{\"v\":9}"}}"#;
         let h = Header {
             v: 1,
             correlation: "c1".into(),
@@ -583,6 +642,106 @@ mod tests {
         assert_eq!(decode(ev), None);
         assert_eq!(encode("[1]", &h), None);
         assert_eq!(decode(&encode("{ }", &h).unwrap()), Some(h));
+    }
+
+    const RULES: &str = r#"
+title: failed login
+id: r-failed
+name: failed
+logsource: {product: aws, service: cloudtrail}
+detection:
+  sel: {eventName: ConsoleLogin, errorMessage: Failed authentication}
+  condition: sel
+---
+title: login
+id: r-login
+name: login
+logsource: {product: aws, service: cloudtrail}
+detection:
+  sel: {eventName: ConsoleLogin}
+  condition: sel
+---
+title: failures
+id: c-failures
+name: failures
+correlation:
+  type: event_count
+  rules: [failed]
+  group-by: [sourceIPAddress]
+  timespan: 10m
+  condition: {gte: 3}
+---
+title: failures then login
+id: c-then
+correlation:
+  type: temporal_ordered
+  rules: [failures, login]
+  group-by: [sourceIPAddress]
+  timespan: 10m
+---
+title: logins per principal
+id: c-principal
+correlation:
+  type: event_count
+  rules: [login]
+  group-by: [userIdentity.arn]
+  timespan: 10m
+  condition: {gte: 100}
+"#;
+
+    fn set(text: &str) -> Arc<RuleSet> {
+        let files = [trailwatch_rules::RuleFile { name: "r.yml".into(), text: text.into() }];
+        Arc::new(trailwatch_rules::RuleSet::load(&files, &Default::default()).unwrap_or_else(|e| panic!("{e}")).0)
+    }
+
+    #[test]
+    fn a_chain_is_one_unit_and_matches_go_out_once_per_unit_and_group() {
+        let full = set(RULES);
+        let needing = Plan::needing(&full, &["userIdentity.arn"]);
+        assert_eq!(needing.len(), 2);
+        let (plan, sets) = Plan::new("rekeyed", Arc::clone(&full), &needing).unwrap();
+        assert_eq!(plan.units.len(), 1, "the chain runs as one");
+        assert_eq!(plan.units[0].id, "c-failures");
+        assert_eq!(sets.main.correlations().len(), 1);
+        assert_eq!(sets.rekeyed[0].correlations().len(), 2);
+        let mut eval = Evaluator::new(Arc::new(sets.main), Default::default(), Default::default());
+        let json = r#"{"eventVersion":"1.08","eventID":"e1","eventTime":"2026-11-01T10:00:00Z","eventName":"ConsoleLogin","errorMessage":"Failed authentication","sourceIPAddress":"198.51.100.7","userIdentity":{"arn":"arn:aws:iam::1:user/u"}}"#;
+        let pos = crate::decode::Position::default();
+        let r = EventRef {
+            class: trailwatch_rules::EventClass::CloudTrail,
+            json,
+            origin: "o",
+            position: &pos,
+            ingest_ms: None,
+        };
+        eval.event(r, OffsetDateTime::UNIX_EPOCH, &mut |_| {});
+        let mut out = Vec::new();
+        plan.collect(&eval, &r, "org/shardId-1", &mut |o| out.push(o));
+        // Both rules of the unit matched one event: one record.
+        assert_eq!(out.len(), 1);
+        let RekeyOut::Record(rec) = &out[0] else { panic!("not a record") };
+        assert_eq!(rec.partition_key, partition_key("c-failures", &["198.51.100.7"]));
+        let h = decode(std::str::from_utf8(&rec.data).unwrap()).unwrap();
+        assert_eq!(h.correlation, "c-failures");
+        assert_eq!(h.rules, ["r-failed", "r-login"]);
+        assert_eq!(h.from, "org/shardId-1");
+        assert_eq!(h.time, Some(1_793_527_200_000));
+        assert_eq!(h.group.get("sourceIPAddress").map(String::as_str), Some("198.51.100.7"));
+    }
+
+    #[test]
+    fn chains_that_cannot_be_rekeyed_are_refused() {
+        let full = set(&RULES.replace(
+            "  rules: [failures, login]\n  group-by: [sourceIPAddress]",
+            "  rules: [failures, login]\n  group-by: [recipientAccountId]",
+        ));
+        let needing = Plan::needing(&full, &["userIdentity.arn"]);
+        let e = Plan::new("rekeyed", Arc::clone(&full), &needing).err().unwrap();
+        assert!(e.contains("group by different fields"), "{e}");
+        // Only the inner one re-keyed: the chain would be split.
+        let inner = vec![needing[0]];
+        let e = Plan::new("rekeyed", full, &inner).err().unwrap();
+        assert!(e.contains("re-keyed correlation"), "{e}");
     }
 
     #[test]

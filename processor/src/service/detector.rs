@@ -415,7 +415,8 @@ impl DetectorStage {
                 }
                 Ok(()) => {
                     if let Some(rk) = &self.rekey {
-                        let from = b.events.partition_of(ev).map(|n| &**n).or(parts.default.as_deref()).unwrap_or(&source);
+                        let from =
+                            b.events.partition_of(ev).map(|n| &**n).or(parts.default.as_deref()).unwrap_or(&source);
                         rk.plan.collect(&self.eval, &r, from, &mut |x| out.push_rekey(x));
                     }
                 }
