@@ -256,6 +256,38 @@ async fn checkpointed(ddb: &aws_sdk_dynamodb::Client, table: &str) -> usize {
         .count()
 }
 
+/// Records on the re-keyed stream: (all, distinct match ids).
+async fn rekeyed_records(kin: &aws_sdk_kinesis::Client) -> (usize, usize) {
+    let mut total = 0;
+    let mut ids = BTreeSet::new();
+    let shards = kin.list_shards().stream_name(REKEY_STREAM).send().await.unwrap();
+    for sh in shards.shards() {
+        let mut it = kin
+            .get_shard_iterator()
+            .stream_name(REKEY_STREAM)
+            .shard_id(sh.shard_id())
+            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator()
+            .map(str::to_string);
+        while let Some(i) = it {
+            let out = kin.get_records().shard_iterator(i).send().await.unwrap();
+            for r in out.records() {
+                let v: serde_json::Value = serde_json::from_slice(r.data().as_ref()).unwrap();
+                total += 1;
+                ids.insert(v["trailwatchRekey"]["match"].as_str().unwrap().to_string());
+            }
+            if out.records().is_empty() || out.millis_behind_latest() == Some(0) && out.records().len() < 100 {
+                break;
+            }
+            it = out.next_shard_iterator().map(str::to_string);
+        }
+    }
+    (total, ids.len())
+}
+
 fn union(dirs: &[PathBuf]) -> BTreeSet<String> {
     dirs.iter().flat_map(|d| jsonl_findings(&d.join("findings.ndjson")).distinct()).collect()
 }
@@ -375,6 +407,11 @@ async fn scenario(kill: bool) {
         println!("instance {n}: {adopted} re-keyed shards adopted, {dead} re-keyed records dead-lettered");
         assert_eq!(dead, 0, "instance {n} dead-lettered re-keyed records");
     }
+    // Every (event, correlation) match reached the re-keyed stream; a
+    // takeover's re-read may have put some twice (counted once above).
+    let (total, distinct) = rekeyed_records(&kin).await;
+    println!("re-keyed stream: {total} records, {distinct} distinct matches ({} put again)", total - distinct);
+    assert_eq!(distinct, 2 * 1200, "one match per event and correlation");
     assert_eq!(got, want, "re-keyed correlation findings or counts differ from a single replay");
     assert_eq!(union(&dirs), want_ids, "finding Ids differ from a single replay");
 }
