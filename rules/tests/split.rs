@@ -79,8 +79,11 @@ fn the_principal_side_keeps_base_rules_quiet_and_the_rekeyed_side_reports_only_i
     let stop = main.rules().iter().position(|r| r.meta.id == "base-stop").unwrap() as u32;
     assert!(!main.emits(denied));
     assert!(main.emits(stop));
-    // The chain's reference was renumbered: it still fires on the principal side.
+    // Detection rules keep their indices (a rule index means the same rule
+    // on both sides); the chain's reference to `corr-principal` was renumbered.
     assert_eq!(main.rules().len(), full.rules().len());
+    let chain = &main.correlations()[1];
+    assert!(matches!(chain.rules[0], trailwatch_rules::window::RuleRef::Correlation(0)));
 
     let only = Arc::new(full.with_correlations(&[ip], false).unwrap());
     assert_eq!(only.correlations().len(), 1);
