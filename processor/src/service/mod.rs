@@ -679,6 +679,75 @@ mod tests {
         }
     }
 
+    /// Leases keep each shard's windows apart: a correlation grouped by
+    /// anything but the partition key is refused by name without `[rekey]`,
+    /// and the chain rules that `[rekey]` cannot split are refused too.
+    #[tokio::test]
+    async fn leases_refuse_correlations_off_the_partition_key_without_a_rekeyed_stream() {
+        let rules = r#"
+title: denied
+id: r-denied
+name: denied
+logsource: {product: aws, service: cloudtrail}
+detection:
+  sel: {errorCode: AccessDenied}
+  condition: sel
+---
+title: denied from one IP
+id: c-ip
+name: by_ip
+correlation:
+  type: event_count
+  rules: [denied]
+  group-by: [sourceIPAddress]
+  timespan: 10m
+  condition: {gte: 3}
+"#;
+        let (set, _) = crate::ruleset::compile(
+            &[trailwatch_rules::RuleFile { name: "r.yml".into(), text: rules.into() }],
+            &Default::default(),
+        )
+        .unwrap();
+        let set = Arc::new(set);
+        let text = r#"
+[aws]
+region = "us-east-1"
+endpoint_url = "http://127.0.0.1:9"
+[checkpoints]
+store = "none"
+[metrics]
+enabled = false
+[sources.org]
+type = "kinesis"
+stream_name = "s"
+coordination = "leases"
+lease_table = "t"
+"#;
+        let cfg: Config = toml::from_str(text).unwrap();
+        cfg.validate().unwrap();
+        let e = run(cfg.clone(), Arc::clone(&set), RunOptions::default(), std::future::pending()).await.unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("denied from one IP (c-ip; group-by sourceIPAddress)") && e.contains("[rekey]"), "{e}");
+
+        // With a re-keyed stream, a chain from a kept correlation into a re-keyed one is refused.
+        let chained = format!(
+            "{rules}---\ntitle: principal then ip\nid: c-chain\ncorrelation:\n  type: temporal\n  rules: [by_ip, denied]\n  group-by: [userIdentity.arn]\n  timespan: 10m\n"
+        );
+        let (set, _) = crate::ruleset::compile(
+            &[trailwatch_rules::RuleFile { name: "r.yml".into(), text: chained }],
+            &Default::default(),
+        )
+        .unwrap();
+        let text = format!(
+            "{text}[sources.rekeyed]\ntype = \"kinesis\"\nstream_name = \"r\"\ncoordination = \"leases\"\nlease_table = \"rt\"\n[rekey]\nsource = \"rekeyed\"\n"
+        );
+        let cfg: Config = toml::from_str(&text).unwrap();
+        cfg.validate().unwrap();
+        let e = run(cfg, Arc::new(set), RunOptions::default(), std::future::pending()).await.unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("[rekey]") && e.contains("c-chain") && e.contains("c-ip"), "{e}");
+    }
+
     #[tokio::test]
     async fn a_transient_load_failure_is_retried() {
         let s = Flaky { fails: 3, retryable: true, calls: AtomicU32::new(0) };
