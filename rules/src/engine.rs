@@ -391,6 +391,59 @@ impl RuleSet {
         self.correlations = correlations;
     }
 
+    /// The same rules with only the correlations `keep` (indices into
+    /// [`RuleSet::correlations`], any order), for running correlations on
+    /// different input than the rest (the service's re-keying stage). A kept
+    /// correlation may not use one left out. Detection rules and field ids
+    /// stay as they are, so a rule index means the same rule in both sets.
+    /// `detections`: whether detections report their own matches as in this
+    /// set (computed over every correlation, so a base rule of a correlation
+    /// left out stays quiet unless that correlation said `generate: true`), or
+    /// never (a set that must only produce correlation alerts).
+    pub fn with_correlations(&self, keep: &[usize], detections: bool) -> Result<RuleSet, String> {
+        let mut keep: Vec<usize> = keep.to_vec();
+        keep.sort_unstable();
+        keep.dedup();
+        let mut new_index = vec![None; self.correlations.len()];
+        for (n, &ci) in keep.iter().enumerate() {
+            if ci >= self.correlations.len() {
+                return Err(format!("no correlation {ci}"));
+            }
+            new_index[ci] = Some(n);
+        }
+        let mut correlations = Vec::with_capacity(keep.len());
+        for &ci in &keep {
+            let mut c = self.correlations[ci].clone();
+            for r in &mut c.rules {
+                if let RuleRef::Correlation(k) = r {
+                    match new_index[*k] {
+                        Some(n) => *k = n,
+                        None => {
+                            return Err(format!(
+                                "correlation {} uses correlation {}, which is left out",
+                                c.meta.id, self.correlations[*k].meta.id
+                            ))
+                        }
+                    }
+                }
+            }
+            correlations.push(c);
+        }
+        let mut set = self.clone();
+        set.set_correlations(correlations);
+        set.emit = if detections { self.emit.clone() } else { vec![false; self.rules.len()] };
+        Ok(set)
+    }
+
+    /// The first value of each field in `fields` of the event last read into
+    /// `scratch` (by [`RuleSet::eval`], whose `json` this must be); None
+    /// when one is missing. Reads a correlation's group-by values as the
+    /// engine does (`CorrelationRule::group_fields`).
+    pub fn read_fields<'a>(&self, json: &'a str, scratch: &'a Scratch, fields: &[u32]) -> Option<Vec<&'a str>> {
+        let ev = Event { src: json, vals: &scratch.vals };
+        fields.iter().map(|f| ev.first(*f)).collect()
+    }
+
     pub fn rule(&self, idx: u32) -> &DetectionRule {
         &self.rules[idx as usize]
     }
