@@ -1,6 +1,8 @@
-//! Shard window snapshots too large for a lease item (issue 19): over
-//! `leases::MAX_INLINE` they go to the checkpoint store's snapshot bucket,
-//! the lease item keeps the object key and its SHA-256, and the write is
+//! Shard window snapshots in S3 (issue 19): with a snapshot bucket, states
+//! over `leases::INLINE_WITH_BUCKET` (lease writes are billed on the whole
+//! item) go to the checkpoint store's snapshot bucket — without one, states
+//! up to `leases::MAX_INLINE` stay in the item and larger ones are a clear
+//! commit error. The lease item keeps the object key and its SHA-256, and the write is
 //! fenced by the lease counter — a stale owner can neither replace the
 //! reference nor the object a newer checkpoint names. Against moto's
 //! DynamoDB and S3, with a real detector state of 40,000 principals'
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
-use trailwatch_processor::sources::kinesis::leases::{LeaseCoordinator, SnapshotBucket, MAX_INLINE};
+use trailwatch_processor::sources::kinesis::leases::{LeaseCoordinator, SnapshotBucket, INLINE_WITH_BUCKET, MAX_INLINE};
 use trailwatch_processor::state::leased::{pack, unpack, LeasedStore};
 use trailwatch_processor::state::{Committed, StateError, StateStore};
 use trailwatch_rules::{CompileOptions, Detector, DetectorConfig, EventClass, RuleFile, RuleSet};
@@ -210,8 +212,16 @@ async fn large_window_states_go_to_s3_fenced_and_move_with_the_lease() {
         .unwrap();
 
     // A state that fits goes back into the item; the S3 object is removed.
-    let small = window_state(100, 4);
-    store(&b).commit(&commit(1, 4, &small), &[KEY.to_string()]).await.unwrap();
+    // With a bucket only tiny states stay in the item (every lease write is
+    // billed on the whole item); a medium one goes to S3 too.
+    let medium = window_state(100, 6);
+    assert!(pack(&medium).unwrap().len() > INLINE_WITH_BUCKET);
+    store(&b).commit(&commit(1, 4, &medium), &[KEY.to_string()]).await.unwrap();
+    let r3 = observer.list().await.unwrap().remove(0).snapshot_ref.expect("a medium state in S3");
+    assert_eq!(objects(&s3).await, vec![r3.key.clone()]);
+    let small = window_state(1, 4);
+    assert!(pack(&small).unwrap().len() <= INLINE_WITH_BUCKET, "{}", pack(&small).unwrap().len());
+    store(&b).commit(&commit(1, 5, &small), &[KEY.to_string()]).await.unwrap();
     let lease = observer.list().await.unwrap().remove(0);
     assert!(lease.snapshot_ref.is_none());
     assert_eq!(unpack(lease.window_snapshot.as_deref().unwrap()).unwrap(), small);

@@ -71,9 +71,18 @@ pub struct SnapshotRef {
     pub digest: String,
 }
 
-/// Window snapshots (packed) larger than this go to S3 instead of the lease
-/// item (DynamoDB items are at most 400 KB; the rest of the item is small).
+/// Without a snapshot bucket, window snapshots (packed) up to this size are
+/// kept in the lease item (DynamoDB items are at most 400 KB; the rest of the
+/// item is small); larger ones cannot be committed.
 pub const MAX_INLINE: usize = 350 * 1024;
+
+/// With a snapshot bucket, only snapshots up to this size stay in the item,
+/// so the item stays under 1 KB: DynamoDB bills every write to an item (each
+/// renewal too) per KB of the whole item and every Scan per 4 KB read, so a
+/// state in the item multiplies the cost of the whole protocol
+/// (`trailwatch-loadtest leases`: $36 a day for 64 shards with 32 KB states
+/// inline, $3.6 in S3).
+pub const INLINE_WITH_BUCKET: usize = 512;
 
 /// The bucket for snapshots over [`MAX_INLINE`]: the checkpoint store's
 /// `snapshot_bucket`, objects under `<prefix>leases/<source>/<shard>/`.
@@ -214,6 +223,8 @@ pub struct LeaseCoordinator {
     acquisitions: Mutex<HashMap<String, u64>>,
     /// Where snapshots too large for an item go (None: such a commit fails).
     bucket: Option<SnapshotBucket>,
+    /// Larger packed snapshots go to the bucket.
+    inline_max: usize,
     /// Held lease → the S3 key of its current snapshot, deleted once a newer
     /// one is committed.
     refs: Mutex<HashMap<String, String>>,
@@ -256,14 +267,21 @@ impl LeaseCoordinator {
             held: tokio::sync::Mutex::new(BTreeMap::new()),
             acquisitions: Mutex::new(HashMap::new()),
             bucket: None,
+            inline_max: MAX_INLINE,
             refs: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Snapshots over [`MAX_INLINE`] go to this bucket.
+    /// Snapshots over [`INLINE_WITH_BUCKET`] go to this bucket.
     pub fn with_bucket(mut self, bucket: SnapshotBucket) -> Self {
         self.bucket = Some(bucket);
+        self.inline_max = INLINE_WITH_BUCKET;
         self
+    }
+
+    /// The largest packed snapshot kept in the lease item.
+    pub fn inline_max(&self) -> usize {
+        self.inline_max
     }
 
     /// For `[sources.<name>]` with `coordination = "leases"`: the table is
@@ -677,14 +695,14 @@ impl LeaseCoordinator {
     }
 
     /// Moves a held lease's checkpoint and its window snapshot (packed): in
-    /// the item up to [`MAX_INLINE`], else in S3 with the key and digest in the
-    /// item. Fenced: fails with [`LeaseError::Lost`] if the lease is no longer
+    /// the item up to [`INLINE_WITH_BUCKET`] with a bucket ([`MAX_INLINE`]
+    /// without), else in S3 with the key and digest in the item. Fenced: fails with [`LeaseError::Lost`] if the lease is no longer
     /// this worker's.
     pub async fn checkpoint(&self, shard: &str, position: &str, snapshot: Option<&[u8]>) -> Result<(), LeaseError> {
         let mut held = self.held.lock().await;
         let Some(counter) = held.get(shard).copied() else { return Err(LeaseError::Lost(shard.to_string())) };
         let uploaded = match snapshot {
-            Some(b) if b.len() > MAX_INLINE => Some(self.upload(shard, counter + 1, b).await?),
+            Some(b) if b.len() > self.inline_max => Some(self.upload(shard, counter + 1, b).await?),
             _ => None,
         };
         const BASE: &str = "SET leaseCounter = :next, checkpoint = :cp, checkpointSubSequenceNumber = :zero, \
