@@ -38,7 +38,9 @@ use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationIn
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_types::config_bag::ConfigBag;
 use serde::Serialize;
-use trailwatch_processor::sources::kinesis::leases::{LeaseCoordinator, SnapshotBucket, INLINE_WITH_BUCKET, MAX_INLINE};
+use trailwatch_processor::sources::kinesis::leases::{
+    LeaseCoordinator, SnapshotBucket, INLINE_WITH_BUCKET, MAX_INLINE,
+};
 
 /// On-demand prices, us-east-1, after the November 2024 reduction (check
 /// them before relying on the cost): per million write / read request units.
@@ -186,6 +188,8 @@ impl Intercept for CountOps {
 struct Worker {
     coord: Arc<LeaseCoordinator>,
     task: tokio::task::JoinHandle<()>,
+    /// Ends the loop between two operations (a graceful stop).
+    stop: Arc<tokio::sync::Notify>,
 }
 
 fn start_worker(
@@ -202,6 +206,8 @@ fn start_worker(
     });
     let c = Arc::clone(&coord);
     let commit = o.commit_interval;
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stopped = Arc::clone(&stop);
     let task = tokio::spawn(async move {
         let mut round = tokio::time::interval(c.renew_interval());
         let mut checkpoint = tokio::time::interval(commit);
@@ -210,6 +216,7 @@ fn start_worker(
         let mut seq: u64 = 0;
         loop {
             tokio::select! {
+                _ = stopped.notified() => break,
                 _ = round.tick() => {
                     if let Err(e) = c.round().await {
                         eprintln!("worker {}: lease round failed: {e}", c.worker());
@@ -226,7 +233,7 @@ fn start_worker(
             }
         }
     });
-    Worker { coord, task }
+    Worker { coord, task, stop }
 }
 
 /// Shards held per worker (open leases only), from the table.
@@ -308,15 +315,14 @@ pub async fn simulate(o: &LeaseSimOptions) -> anyhow::Result<LeaseSimReport> {
     let shards: Vec<(String, Vec<String>)> = (0..o.shards).map(|i| (format!("shardId-{i:012}"), Vec::new())).collect();
     observer.ensure_leases(&shards, "TRIM_HORIZON").await?;
     // Pseudo-random bytes: a packed (gzip) snapshot does not compress further.
-    let snapshot: Arc<Vec<u8>> = Arc::new(
-        (0..o.snapshot_bytes as u64).map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8).collect(),
-    );
+    let snapshot: Arc<Vec<u8>> =
+        Arc::new((0..o.snapshot_bytes as u64).map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8).collect());
     let patience = o.failover * 20 + Duration::from_secs(60);
 
     // 1. One worker takes everything.
     let mut workers = vec![start_worker(&ddb, bucket.as_ref(), o, "w0", Arc::clone(&snapshot))];
-    let first = wait_until(&observer, patience, "first worker", |ow| ow.get("w0").map_or(0, Vec::len) == o.shards)
-        .await?;
+    let first =
+        wait_until(&observer, patience, "first worker", |ow| ow.get("w0").map_or(0, Vec::len) == o.shards).await?;
     eprintln!("leases: w0 holds all {} leases after {first:.1} s", o.shards);
 
     // 2. Scale out to N.
@@ -359,22 +365,22 @@ pub async fn simulate(o: &LeaseSimOptions) -> anyhow::Result<LeaseSimReport> {
     let victim_name = victim.coord.worker().to_string();
     let victim_leases = owners(&observer).await?.get(&victim_name).cloned().unwrap_or_default();
     victim.task.abort();
-    let failover = wait_until(&observer, patience, "failover", |ow| {
-        !ow.contains_key(&victim_name) && !ow.contains_key("<free>")
-    })
-    .await?;
+    let failover =
+        wait_until(&observer, patience, "failover", |ow| !ow.contains_key(&victim_name) && !ow.contains_key("<free>"))
+            .await?;
     eprintln!("leases: {} leases of a killed worker taken over after {failover:.1} s", victim_leases.len());
 
     // 5. Graceful shutdown: release.
     let leaving = workers.pop().expect("workers");
     let leaving_name = leaving.coord.worker().to_string();
-    leaving.task.abort();
+    // As `trailwatch run` on SIGTERM: no more rounds or checkpoints, then release.
+    leaving.stop.notify_one();
+    leaving.task.await.ok();
     let released = leaving.coord.held().await.len();
     leaving.coord.release_all().await?;
-    let handover = wait_until(&observer, patience, "handover", |ow| {
-        !ow.contains_key(&leaving_name) && !ow.contains_key("<free>")
-    })
-    .await?;
+    let handover =
+        wait_until(&observer, patience, "handover", |ow| !ow.contains_key(&leaving_name) && !ow.contains_key("<free>"))
+            .await?;
     eprintln!("leases: {released} released leases taken over after {handover:.1} s");
     for w in workers {
         w.task.abort();
@@ -460,8 +466,9 @@ fn drain_model(o: &LeaseSimOptions, scale_out_s: f64) -> DrainModel {
         processing_limit_events_per_s: processing,
         drain_throughput_events_per_s: throughput,
         drain_s,
-        formula: "scale_out_balanced_s + backlog / (min(shards × 2 MiB/s ÷ record_bytes, instances × instance_eps) − rate)"
-            .into(),
+        formula:
+            "scale_out_balanced_s + backlog / (min(shards × 2 MiB/s ÷ record_bytes, instances × instance_eps) − rate)"
+                .into(),
     }
 }
 
@@ -472,10 +479,7 @@ mod tests {
     #[test]
     fn update_expressions_are_classified_like_the_coordinator_writes_them() {
         assert_eq!(classify("SET leaseCounter = :next"), "renew");
-        assert_eq!(
-            classify("SET leaseOwner = :me, leaseCounter = :next, ownerSwitchesSinceCheckpoint = :sw"),
-            "take"
-        );
+        assert_eq!(classify("SET leaseOwner = :me, leaseCounter = :next, ownerSwitchesSinceCheckpoint = :sw"), "take");
         assert_eq!(classify("SET leaseCounter = :next REMOVE leaseOwner"), "release");
         assert_eq!(classify("SET leaseCounter = :next, checkpoint = :cp, windowSnapshot = :ws"), "checkpoint");
     }

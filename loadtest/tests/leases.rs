@@ -28,7 +28,8 @@ fn lease_simulation_reports_operations_cost_failover_and_drain() {
     println!("{stderr}");
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     println!("{}", serde_json::to_string_pretty(&r).unwrap());
-    let shares: Vec<u64> = r["shares_after_scale_out"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let shares: Vec<u64> =
+        r["shares_after_scale_out"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
     assert_eq!(shares, vec![2, 3, 3]);
     for kind in ["renew", "checkpoint", "scan"] {
         assert!(r["ops_per_s"][kind].as_f64().unwrap() > 0.0, "no {kind} counted: {}", r["ops_per_s"]);

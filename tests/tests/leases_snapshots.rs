@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
-use trailwatch_processor::sources::kinesis::leases::{LeaseCoordinator, SnapshotBucket, INLINE_WITH_BUCKET, MAX_INLINE};
+use trailwatch_processor::sources::kinesis::leases::{
+    LeaseCoordinator, SnapshotBucket, INLINE_WITH_BUCKET, MAX_INLINE,
+};
 use trailwatch_processor::state::leased::{pack, unpack, LeasedStore};
 use trailwatch_processor::state::{Committed, StateError, StateStore};
 use trailwatch_rules::{CompileOptions, Detector, DetectorConfig, EventClass, RuleFile, RuleSet};
