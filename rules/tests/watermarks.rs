@@ -375,8 +375,11 @@ fn screened_unmatched_events_act_as_evaluated_ones() {
     assert_eq!(full.det.snapshot(), screened.det.snapshot());
 }
 
-/// (rule, group, count, window, dedup key, update) of every correlation alert, sorted.
-fn alerts(c: &[CorrelationAlert]) -> Vec<(usize, Vec<(String, String)>, u64, i64, i64, String, bool)> {
+/// (rule, group, count, window start and end, dedup key, update) of an alert.
+type AlertKey = (usize, Vec<(String, String)>, u64, i64, i64, String, bool);
+
+/// Every correlation alert's [`AlertKey`], sorted.
+fn alerts(c: &[CorrelationAlert]) -> Vec<AlertKey> {
     let mut v: Vec<_> = c
         .iter()
         .map(|a| {
