@@ -755,5 +755,21 @@ async fn a_merge_while_two_instances_run_restores_both_parents_windows() {
     );
     assert!(!want.is_empty());
     assert_eq!(got, want, "windows of a parent lost in the merge");
+    // The run summaries count the leased shards' windows (before, only the
+    // main detector's, which holds none here: 0 correlation findings).
+    let fired: u64 = dirs
+        .iter()
+        .enumerate()
+        .map(|(n, d)| std::fs::read_to_string(d.join(format!("run-{n}.log"))).unwrap())
+        .flat_map(|log| {
+            log.lines()
+                .filter_map(|l| l.split("windows: ").nth(1)?.split(' ').next()?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum();
+    println!("correlation findings in the run summaries: {fired}");
+    // Each finding fired once, on the detector of the shard that held its
+    // group then (restored counters are the previous holder's, not added).
+    assert_eq!(fired, want.len() as u64, "the shard detectors' windows are missing from the run summaries");
     assert_eq!(union(&dirs), jsonl_findings(&out).distinct());
 }
