@@ -39,6 +39,7 @@ EXAMPLE = {
     "EventQueue": "https://sqs.us-east-1.amazonaws.com/999999999999/trailwatch-EventQueue-AbCdEf123456",
     "TrailFilesQueue": "https://sqs.us-east-1.amazonaws.com/999999999999/trailwatch-TrailFilesQueue-AbCdEf1",
     "CheckpointTable": "trailwatch-CheckpointTable-AbCdEf123456",
+    "LeaseTable": "trailwatch-LeaseTable-AbCdEf123456",
     "StateBucket": "trailwatch-statebucket-abcdef123456",
     "Cluster": "trailwatch-Cluster-AbCdEf123456",
     "PrometheusWorkspace.PrometheusEndpoint": "https://aps-workspaces.us-east-1.amazonaws.com/workspaces/ws-0123abcd-4567-89ef-0123-456789abcdef/",
@@ -57,7 +58,7 @@ EXAMPLE = {
 REQUIRED = {"aws", "service", "sources", "checkpoints", "sinks", "findings", "metrics", "telemetry"}
 
 # Conditions of the template the checks below look at.
-METRICS, TRACES = "EnablePrometheus", "EnableXRay"
+METRICS, TRACES, LEASED = "EnablePrometheus", "EnableXRay", "Leased"
 LAKE = "SecurityLake"
 
 # TraceSampleRatio values its AllowedPattern must let through (each must be
@@ -193,6 +194,21 @@ def check_service(config, conditions):
             problems.append("traces enabled but no [telemetry] otlp_endpoint")
     elif "otlp_endpoint" in telemetry:
         problems.append("traces disabled but [telemetry] otlp_endpoint is set")
+    # N tasks share the stream only through leases, each with its own state
+    # (the service refuses the dynamodb checkpoint store with leases).
+    kinesis = section(config, "sources", "org_trail")
+    checkpoints = config.get("checkpoints", {})
+    spool = section(config, "sinks", "securityhub").get("spool_durable")
+    if conditions[LEASED]:
+        if kinesis.get("coordination") != "leases" or not kinesis.get("lease_table"):
+            problems.append("leases: the Kinesis source has no coordination = \"leases\" and lease_table")
+        if checkpoints.get("store") != "file" or not checkpoints.get("snapshot_bucket"):
+            problems.append("leases: [checkpoints] must be the file store, with a snapshot_bucket for large shard states")
+        if spool is not False or config.get("service", {}).get("state_dir") == "/var/lib/trailwatch":
+            problems.append("leases: each task's state_dir is task storage (not the shared EFS) and the spool not durable")
+    else:
+        if "coordination" in kinesis or checkpoints.get("store") != "dynamodb" or spool is not True:
+            problems.append("single: dynamodb checkpoints, no leases, durable spool on EFS expected")
     lake = section(config, "sinks", "security_lake")
     if conditions[LAKE]:
         if lake.get("type") != "security-lake":

@@ -1,4 +1,4 @@
-//! Command line: `generate`, `run`, `scenarios`.
+//! Command line: `generate`, `run`, `scenarios`, `leases`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -39,6 +39,59 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Simulate shard leases (`coordination = "leases"`) of N instances on S shards against
+    /// DynamoDB: lease operations/s, DynamoDB cost/day, scale-out, failover and drain time.
+    Leases(LeasesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LeasesArgs {
+    /// DynamoDB endpoint (e.g. moto's http://127.0.0.1:PORT).
+    #[arg(long)]
+    pub endpoint_url: String,
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// Lease table to create (must not exist).
+    #[arg(long, default_value = "trailwatch-leases-sim")]
+    pub table: String,
+    #[arg(long, default_value_t = 64)]
+    pub shards: usize,
+    #[arg(long, default_value_t = 8)]
+    pub instances: usize,
+    /// failover_time of the Kinesis source.
+    #[arg(long, default_value = "30s")]
+    pub failover: String,
+    /// service.commit_interval: every held shard is checkpointed this often.
+    #[arg(long, default_value = "10s")]
+    pub commit_interval: String,
+    /// How long to count operations in the steady state.
+    #[arg(long, default_value = "60s")]
+    pub measure: String,
+    /// Packed window state per shard written with each checkpoint (0: none).
+    #[arg(long, default_value_t = 32 * 1024)]
+    pub snapshot_bytes: usize,
+    /// Keep window states over 512 bytes in this S3 bucket at the same endpoint (created), as
+    /// `checkpoints.snapshot_bucket` does; default: in the lease items.
+    #[arg(long)]
+    pub snapshot_bucket: Option<String>,
+    /// Accounts in the org (sets the default --rate).
+    #[arg(long, default_value_t = 1000)]
+    pub accounts: usize,
+    /// Org events per second (default: 1.75 per account, the generator's 35/s for 20 accounts).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// End-to-end events per second of one instance, for the drain time (an input, not measured here).
+    #[arg(long, default_value_t = 30_000.0)]
+    pub instance_eps: f64,
+    /// Average record size on the stream (the generator's realistic day: 1,410 bytes).
+    #[arg(long, default_value_t = 1410.0)]
+    pub record_bytes: f64,
+    /// Backlog to drain, in hours of arrivals.
+    #[arg(long, default_value_t = 1.0)]
+    pub backlog_hours: f64,
+    /// Write the JSON report here too.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -245,7 +298,42 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Generate(a) => generate_cmd(a),
         Command::Run(a) => run_cmd(a),
         Command::Scenarios { json } => scenarios_cmd(json),
+        Command::Leases(a) => leases_cmd(a),
     }
+}
+
+fn leases_cmd(a: LeasesArgs) -> anyhow::Result<i32> {
+    let dur = |flag: &str, v: &str| {
+        util::parse_duration(v)
+            .filter(|s| *s > 0)
+            .map(|s| Duration::from_secs(s as u64))
+            .with_context(|| format!("--{flag} `{v}` is not a duration like 10s or 2m"))
+    };
+    let o = crate::leases::LeaseSimOptions {
+        endpoint_url: a.endpoint_url,
+        region: a.region,
+        table: a.table,
+        shards: a.shards,
+        instances: a.instances,
+        failover: dur("failover", &a.failover)?,
+        commit_interval: dur("commit-interval", &a.commit_interval)?,
+        measure: dur("measure", &a.measure)?,
+        snapshot_bytes: a.snapshot_bytes,
+        snapshot_bucket: a.snapshot_bucket,
+        accounts: a.accounts,
+        rate: a.rate.unwrap_or(a.accounts as f64 * 1.75),
+        instance_eps: a.instance_eps,
+        record_bytes: a.record_bytes,
+        backlog_hours: a.backlog_hours,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let report = rt.block_on(crate::leases::simulate(&o))?;
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(p) = &a.report {
+        std::fs::write(p, &json).with_context(|| format!("writing {}", p.display()))?;
+    }
+    println!("{json}");
+    Ok(0)
 }
 
 fn progress(no_progress: bool) -> bool {

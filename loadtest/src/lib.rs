@@ -13,10 +13,15 @@
 //! `run`: [`runner`] replays a dataset through the `trailwatch` binary,
 //! measures wall and CPU time and peak RSS, and scores the findings
 //! against the truth. [`cli`] holds the commands; [`util`] ids and times.
+//!
+//! `leases`: [`leases`] runs the shard-lease protocol of `coordination =
+//! "leases"` at org scale against DynamoDB and reports its operations, cost,
+//! failover and scale-out times.
 pub mod cli;
 pub mod dataset;
 pub mod generate;
 pub mod json;
+pub mod leases;
 pub mod org;
 pub mod output;
 pub mod record;

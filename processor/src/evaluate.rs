@@ -443,8 +443,15 @@ impl Evaluator {
 
     /// Adds what changed since the last call to the Prometheus metrics.
     pub fn publish_metrics(&mut self) {
+        self.publish_metrics_with(&mut [])
+    }
+
+    /// [`Evaluator::publish_metrics`], with the window metrics covering the
+    /// given detectors too (leased shards' windows, each with the stats it
+    /// last published).
+    pub fn publish_metrics_with(&mut self, shards: &mut [(&Detector, &mut DetectorStats)]) {
         self.publish_rule_metrics(true);
-        self.publish_windows();
+        self.publish_windows(shards);
     }
 
     /// Only the rule counters of [`Evaluator::publish_metrics`] (matches,
@@ -476,20 +483,29 @@ impl Evaluator {
         }
     }
 
-    fn publish_windows(&mut self) {
+    fn publish_windows(&mut self, shards: &mut [(&Detector, &mut DetectorStats)]) {
         let m = metrics::get();
         let s = self.det.stats();
-        let p = &self.published;
-        m.window_keys.set(s.keys as i64);
-        m.window_evictions.inc_by(s.evictions.saturating_sub(p.evictions));
-        m.baseline_entries.set(s.baseline_entries as i64);
-        m.baseline_evictions.inc_by(s.baseline_evictions.saturating_sub(p.baseline_evictions));
-        m.window_late_events.inc_by(s.late_dropped.saturating_sub(p.late_dropped));
-        m.window_duplicate_events.inc_by(s.duplicate_events.saturating_sub(p.duplicate_events));
-        m.window_future_events.inc_by(s.future_events.saturating_sub(p.future_events));
-        m.window_missing_group_key.inc_by(s.missing_group_key.saturating_sub(p.missing_group_key));
-        m.suppressed.inc_by(s.suppressed.saturating_sub(p.suppressed));
-        if let Some(w) = s.watermark_ms {
+        publish_window_counters(&s, &self.published);
+        let (mut keys, mut baseline) = (s.keys, s.baseline_entries);
+        let mut watermark = s.watermark_ms;
+        // Leased shards' detectors: their counters since adoption (a restored
+        // snapshot's counters were published by the previous owner), their
+        // keys added up, the watermark of the slowest.
+        for (det, published) in shards.iter_mut() {
+            let t = det.stats();
+            publish_window_counters(&t, published);
+            keys += t.keys;
+            baseline += t.baseline_entries;
+            watermark = match (watermark, t.watermark_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            **published = t;
+        }
+        m.window_keys.set(keys as i64);
+        m.baseline_entries.set(baseline as i64);
+        if let Some(w) = watermark {
             m.window_watermark.set(w as f64 / 1000.0);
         }
         self.published = s;
@@ -700,6 +716,18 @@ fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+/// The window counters' increase since `p` (gauges are set by the caller).
+fn publish_window_counters(s: &DetectorStats, p: &DetectorStats) {
+    let m = metrics::get();
+    m.window_evictions.inc_by(s.evictions.saturating_sub(p.evictions));
+    m.baseline_evictions.inc_by(s.baseline_evictions.saturating_sub(p.baseline_evictions));
+    m.window_late_events.inc_by(s.late_dropped.saturating_sub(p.late_dropped));
+    m.window_duplicate_events.inc_by(s.duplicate_events.saturating_sub(p.duplicate_events));
+    m.window_future_events.inc_by(s.future_events.saturating_sub(p.future_events));
+    m.window_missing_group_key.inc_by(s.missing_group_key.saturating_sub(p.missing_group_key));
+    m.suppressed.inc_by(s.suppressed.saturating_sub(p.suppressed));
 }
 
 #[cfg(test)]

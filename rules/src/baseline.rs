@@ -67,6 +67,26 @@ pub(crate) struct BaselineSnap {
     seen: Vec<(u64, u32)>,
 }
 
+impl BaselineSnap {
+    /// The union of two memories of one rule (shards that merged): a
+    /// combination seen by either is known, at its latest sighting; learning
+    /// started at the earlier start.
+    pub(crate) fn union(self, other: BaselineSnap) -> BaselineSnap {
+        let mut seen: HashMap<u64, u32> = self.seen.into_iter().collect();
+        for (k, l) in other.seen {
+            let e = seen.entry(k).or_insert(l);
+            *e = (*e).max(l);
+        }
+        let mut seen: Vec<(u64, u32)> = seen.into_iter().collect();
+        seen.sort_unstable();
+        let start = match (self.start, other.start) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        BaselineSnap { start, newest: self.newest.max(other.newest), seen }
+    }
+}
+
 fn secs(t: i64) -> u32 {
     t.div_euclid(1000).clamp(0, i64::from(u32::MAX)) as u32
 }

@@ -3,7 +3,7 @@
 //! exactly when windows fire and when late data is dropped.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -138,6 +138,24 @@ pub struct DetectorStats {
     /// first_seen rules still in their learning period.
     #[serde(default)]
     pub baseline_learning_rules: u64,
+}
+
+impl DetectorStats {
+    /// Adds another detector's counters (not its gauges: keys, watermark,
+    /// baseline entries and learning rules).
+    pub fn add_counters(&mut self, o: &DetectorStats) {
+        self.evictions += o.evictions;
+        self.late_dropped += o.late_dropped;
+        self.missing_group_key += o.missing_group_key;
+        self.suppressed += o.suppressed;
+        self.expired_suppressions += o.expired_suppressions;
+        self.correlation_alerts += o.correlation_alerts;
+        self.correlation_updates += o.correlation_updates;
+        self.duplicate_events += o.duplicate_events;
+        self.future_events += o.future_events;
+        self.event_id_evictions += o.event_id_evictions;
+        self.baseline_evictions += o.baseline_evictions;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -720,6 +738,83 @@ impl Detector {
         }
         self.state = st;
         Ok(note)
+    }
+
+    /// Restores the union of several snapshots of the same rules: the window
+    /// states of Kinesis shards that merged into one. Their groups are
+    /// disjoint in the normal case (each key hashed to one parent); a group in
+    /// more than one (a state inherited by both children of an earlier split)
+    /// is taken from the snapshot that saw it last, which holds every event
+    /// of it since the split. Partitions, event ids and first_seen memories
+    /// are united; the watermark is the lowest (an event a parent would still
+    /// have counted is not late); counters are added up. One snapshot:
+    /// exactly [`Detector::restore`].
+    pub fn restore_merged(&mut self, snapshots: &[&[u8]]) -> Result<Option<String>, SnapshotError> {
+        let Some((first, rest)) = snapshots.split_first() else { return Ok(None) };
+        if rest.is_empty() {
+            return self.restore(first);
+        }
+        let parse = |b: &[u8]| -> Result<StateSnap, SnapshotError> {
+            let s: StateSnap = serde_json::from_slice(b).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
+            if s.version != SNAPSHOT_VERSION {
+                return Err(SnapshotError::Version(s.version));
+            }
+            Ok(s)
+        };
+        let mut all = parse(first)?;
+        for b in rest {
+            let s = parse(b)?;
+            if s.rules != all.rules || s.groups.len() != all.groups.len() {
+                return Err(SnapshotError::Rules(format!("merged snapshots of {:?} and {:?}", all.rules, s.rules)));
+            }
+            for (mine, theirs) in all.groups.iter_mut().zip(s.groups) {
+                let mut by_key: HashMap<u64, usize> = mine.iter().enumerate().map(|(i, g)| (g.key, i)).collect();
+                for g in theirs {
+                    match by_key.get(&g.key) {
+                        Some(&i) if mine[i].last_seen >= g.last_seen => {}
+                        Some(&i) => mine[i] = g,
+                        None => {
+                            by_key.insert(g.key, mine.len());
+                            mine.push(g);
+                        }
+                    }
+                }
+            }
+            for p in s.partitions {
+                match all.partitions.iter_mut().find(|q| q.name == p.name) {
+                    Some(q) => {
+                        q.max_time = q.max_time.max(p.max_time);
+                        q.closed |= p.closed;
+                    }
+                    None => all.partitions.push(p),
+                }
+            }
+            all.watermark = match (all.watermark, s.watermark) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            all.event_ids.extend(s.event_ids);
+            all.event_ids.sort_unstable();
+            all.event_ids.dedup();
+            all.baselines = match (std::mem::take(&mut all.baselines), s.baselines) {
+                (a, b) if b.is_empty() => a,
+                (a, b) if a.is_empty() => b,
+                (a, b) if a.len() == b.len() => a
+                    .into_iter()
+                    .zip(b)
+                    .map(|(x, y)| match (x, y) {
+                        (Some(x), Some(y)) => Some(x.union(y)),
+                        (x, y) => x.or(y),
+                    })
+                    .collect(),
+                (a, b) => {
+                    return Err(SnapshotError::Invalid(format!("{} and {} first_seen memories", a.len(), b.len())))
+                }
+            };
+            all.stats.add_counters(&s.stats);
+        }
+        let bytes = serde_json::to_vec(&all).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
+        self.restore(&bytes)
     }
 
     fn suppressed(&mut self, rule_id: &str, ev: &Event<'_>, now_ms: i64) -> bool {

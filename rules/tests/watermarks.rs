@@ -374,3 +374,121 @@ fn screened_unmatched_events_act_as_evaluated_ones() {
     assert_eq!(format!("{:?}", full.out), format!("{:?}", screened.out));
     assert_eq!(full.det.snapshot(), screened.det.snapshot());
 }
+
+/// (rule, group, count, window start and end, dedup key, update) of an alert.
+type AlertKey = (usize, Vec<(String, String)>, u64, i64, i64, String, bool);
+
+/// Every correlation alert's [`AlertKey`], sorted.
+fn alerts(c: &[CorrelationAlert]) -> Vec<AlertKey> {
+    let mut v: Vec<_> = c
+        .iter()
+        .map(|a| {
+            (a.rule, a.group.clone(), a.count, a.window_start_ms, a.window_end_ms, a.dedup_key.clone(), a.is_update)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Two Kinesis shards merge into one: the child's engine restores both
+/// parents' snapshots and decides their windows as one engine that read
+/// everything would.
+#[test]
+fn a_merge_child_restores_both_parents_windows() {
+    // u's downloads are on shard a, v's on shard b (keyed by principal).
+    let before_a = [dl("u", 0, "a0"), dl("u", 5, "a1"), ev("Other", "x", 6, "a2", "x")];
+    let before_b = [dl("v", 1, "b0"), dl("v", 7, "b1"), dl("w", 8, "b2")];
+    // (x and w: one shard each, as with the principal as partition key.)
+    let after = [dl("u", 20, "c0"), dl("v", 21, "c1"), dl("w", 22, "c2"), ev("Other", "w", 23, "c3", "y")];
+
+    // One engine reading everything (a replay).
+    let mut one = Feed::new(cfg());
+    let (a, b) = (one.p("shard-a"), one.p("shard-b"));
+    for (x, y) in before_a.iter().zip(&before_b) {
+        one.at(a, P, x);
+        one.at(b, P, y);
+    }
+    let mut out = Vec::new();
+    one.det.close_partition(a, &mut out);
+    one.det.close_partition(b, &mut out);
+    let c = one.p("shard-c");
+    for e in &after {
+        one.at(c, P, e);
+    }
+    one.det.flush(&mut one.out);
+    let want = alerts(&one.corr());
+    assert!(want.iter().any(|w| w.1[0].1 == "u") && want.iter().any(|w| w.1[0].1 == "v"), "{want:?}");
+
+    // Each parent on its own engine, to SHARD_END; the child restores both.
+    let parent = |name: &str, evs: &[String]| {
+        let mut f = Feed::new(cfg());
+        let p = f.p(name);
+        for e in evs {
+            f.at(p, P, e);
+        }
+        let mut out = Vec::new();
+        f.det.close_partition(p, &mut out);
+        assert!(f.corr().is_empty());
+        f.det.snapshot()
+    };
+    let (sa, sb) = (parent("shard-a", &before_a), parent("shard-b", &before_b));
+    let child = |snaps: &[&[u8]]| {
+        let mut f = Feed::new(cfg());
+        assert_eq!(f.det.restore_merged(snaps).unwrap(), None);
+        let c = f.p("shard-c");
+        for e in &after {
+            f.at(c, P, e);
+        }
+        f.det.flush(&mut f.out);
+        (alerts(&f.corr()), f.det.stats())
+    };
+    let (got, stats) = child(&[&sa, &sb]);
+    assert_eq!(got, want);
+    assert_eq!(stats.late_dropped, 0);
+    // One parent only (the state before merges were restored): v's and w's windows are lost.
+    let (one_parent, _) = child(&[&sa]);
+    assert_ne!(one_parent, want);
+    assert!(!one_parent.iter().any(|w| w.1[0].1 == "v"), "{one_parent:?}");
+    // No snapshot: nothing restored; the same as a fresh engine.
+    let mut f = Feed::new(cfg());
+    assert_eq!(f.det.restore_merged(&[]).unwrap(), None);
+    assert_eq!(f.det.stats().keys, 0);
+}
+
+/// A group in both parents (both children of an earlier split inherited it):
+/// the copy that saw an event last wins, so its count is not doubled.
+#[test]
+fn a_group_in_both_merged_snapshots_is_taken_from_the_newer() {
+    let mut base = Feed::new(cfg());
+    let p = base.p("shard-0");
+    base.at(p, P, &dl("u", 0, "x0"));
+    let grand = base.det.snapshot();
+    // Split: both children start from the grandparent's state; u went on in child 1.
+    let child = |name: &str, evs: &[String]| {
+        let mut f = Feed::new(cfg());
+        f.det.restore(&grand).unwrap();
+        let p = f.p(name);
+        for e in evs {
+            f.at(p, P, e);
+        }
+        f.det.snapshot()
+    };
+    let s1 = child("shard-1", &[dl("u", 3, "x1")]);
+    let s2 = child("shard-2", &[dl("v", 4, "y1")]);
+    for order in [[&s1[..], &s2[..]], [&s2[..], &s1[..]]] {
+        let mut f = Feed::new(cfg());
+        f.det.restore_merged(&order).unwrap();
+        let p = f.p("shard-3");
+        // u: 2 counted before (x0, x1), this is the 3rd: event_count fires once.
+        f.at(p, P, &dl("u", 6, "x2"));
+        let c = f.corr();
+        let bulk: Vec<_> = c.iter().filter(|a| a.rule == 0).collect();
+        assert_eq!(bulk.len(), 1, "{c:?}");
+        assert_eq!(bulk[0].count, 3);
+    }
+    // Snapshots of other rules are refused.
+    let mut f = Feed::new(cfg());
+    let other = s1.clone();
+    let text = String::from_utf8(other).unwrap().replace("corr-bulk", "corr-else");
+    assert!(f.det.restore_merged(&[&s1, text.as_bytes()]).is_err());
+}

@@ -428,23 +428,32 @@ impl RekeyStage {
 
     /// A shard restored from its lease's snapshot (JSON); a correlation the
     /// snapshot lacks, or cannot restore, starts empty (logged).
-    pub fn restore_shard(&self, key: &str, gen: u64, json: &[u8]) -> RekeyShard {
+    pub fn restore_shard(&self, key: &str, gen: u64, jsons: &[&[u8]]) -> RekeyShard {
         let mut s = self.empty_shard(gen);
-        let snap: ShardSnap = match serde_json::from_slice(json) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(shard = %key, "re-keyed shard window state not restored, its windows start empty: {e}");
-                return s;
-            }
-        };
-        s.held = snap.held;
-        for (id, raw) in snap.correlations {
-            let Some(k) = self.plan.index_of(&id) else {
-                tracing::warn!(shard = %key, correlation = %id, "window state of a correlation no longer re-keyed dropped");
-                continue;
+        // One snapshot, or a merged shard's two parents': their held records
+        // and each correlation's windows are united.
+        let mut per_unit: BTreeMap<usize, (String, Vec<Box<serde_json::value::RawValue>>)> = BTreeMap::new();
+        for json in jsons {
+            let snap: ShardSnap = match serde_json::from_slice(json) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(shard = %key, "re-keyed shard window state not restored, its windows start empty: {e}");
+                    continue;
+                }
             };
+            s.held.extend(snap.held);
+            for (id, raw) in snap.correlations {
+                let Some(k) = self.plan.index_of(&id) else {
+                    tracing::warn!(shard = %key, correlation = %id, "window state of a correlation no longer re-keyed dropped");
+                    continue;
+                };
+                per_unit.entry(k).or_insert_with(|| (id, Vec::new())).1.push(raw);
+            }
+        }
+        for (k, (id, raws)) in per_unit {
             let mut det = self.evals[k].new_detector();
-            match det.restore(raw.get().as_bytes()) {
+            let parts: Vec<&[u8]> = raws.iter().map(|r| r.get().as_bytes()).collect();
+            match det.restore_merged(&parts) {
                 Ok(None) => {}
                 Ok(Some(note)) => tracing::warn!(shard = %key, correlation = %id, "{note}"),
                 Err(e) => {

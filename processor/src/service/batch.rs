@@ -385,6 +385,8 @@ pub struct Adopt {
     pub key: Arc<str>,
     /// The lease's tenure (positions carry it: `<gen>:<sequence>`).
     pub gen: u64,
-    /// The detector snapshot stored with the lease's checkpoint (gzip JSON).
-    pub snapshot: Option<Arc<Vec<u8>>>,
+    /// The detector snapshots to restore (gzip JSON): the one stored with the
+    /// lease's checkpoint, or a new child shard's parents' (two for a merge:
+    /// their windows are united).
+    pub snapshots: Vec<Arc<Vec<u8>>>,
 }

@@ -51,6 +51,10 @@ pub(crate) struct ShardWindows {
     det: trailwatch_rules::Detector,
     /// Events or ticks went through it since the last commit.
     changed: bool,
+    /// Its stats as last published to the window metrics.
+    published: trailwatch_rules::DetectorStats,
+    /// Its stats when adopted (the restored counters are the previous owner's).
+    adopted: trailwatch_rules::DetectorStats,
 }
 
 /// The accounts seen as `recipientAccountId` so far, and how to recompile.
@@ -135,18 +139,15 @@ impl DetectorStage {
             };
             if !ok {
                 tracing::error!("the sink stage stopped; the detector stops too");
-                return self.eval.stats();
+                return self.stats();
             }
             if last_publish.elapsed() >= Duration::from_secs(1) {
-                self.eval.publish_metrics();
-                if let Some(rk) = &mut self.rekey {
-                    rk.publish_metrics();
-                }
+                self.publish_metrics();
                 last_publish = Instant::now();
             }
             if (pending.batches > 0 || pending.released) && last_commit.elapsed() >= self.commit_interval {
                 if !self.commit(&mut pending, false) {
-                    return self.eval.stats();
+                    return self.stats();
                 }
                 last_commit = Instant::now();
             }
@@ -173,11 +174,42 @@ impl DetectorStage {
             self.send(out, None);
         }
         self.commit(&mut pending, true);
-        self.eval.publish_metrics();
+        self.publish_metrics();
+        self.stats()
+    }
+
+    /// What was evaluated; the detector counters include every leased
+    /// shard's (since this instance adopted it) and their window keys.
+    fn stats(&self) -> crate::evaluate::EvalStats {
+        let mut s = self.eval.stats();
+        for sh in self.shards.values() {
+            let t = sh.det.stats();
+            let mut since = t.clone();
+            since.evictions = t.evictions.saturating_sub(sh.adopted.evictions);
+            since.late_dropped = t.late_dropped.saturating_sub(sh.adopted.late_dropped);
+            since.missing_group_key = t.missing_group_key.saturating_sub(sh.adopted.missing_group_key);
+            since.suppressed = t.suppressed.saturating_sub(sh.adopted.suppressed);
+            since.expired_suppressions = t.expired_suppressions.saturating_sub(sh.adopted.expired_suppressions);
+            since.correlation_alerts = t.correlation_alerts.saturating_sub(sh.adopted.correlation_alerts);
+            since.correlation_updates = t.correlation_updates.saturating_sub(sh.adopted.correlation_updates);
+            since.duplicate_events = t.duplicate_events.saturating_sub(sh.adopted.duplicate_events);
+            since.future_events = t.future_events.saturating_sub(sh.adopted.future_events);
+            since.event_id_evictions = t.event_id_evictions.saturating_sub(sh.adopted.event_id_evictions);
+            since.baseline_evictions = t.baseline_evictions.saturating_sub(sh.adopted.baseline_evictions);
+            s.detector.add_counters(&since);
+            s.detector.keys += t.keys;
+            s.detector.baseline_entries += t.baseline_entries;
+        }
+        s
+    }
+
+    /// Window metrics over the main detector and every leased shard's.
+    fn publish_metrics(&mut self) {
+        let mut shards: Vec<_> = self.shards.values_mut().map(|s| (&s.det, &mut s.published)).collect();
+        self.eval.publish_metrics_with(&mut shards);
         if let Some(rk) = &mut self.rekey {
             rk.publish_metrics();
         }
-        self.eval.stats()
     }
 
     fn now(&self) -> OffsetDateTime {
@@ -197,11 +229,13 @@ impl DetectorStage {
         }
         for a in &b.partitions.adopt {
             let mut det = self.eval.new_detector();
-            if let Some(bytes) = &a.snapshot {
-                match crate::state::leased::unpack(bytes)
-                    .map_err(|e| e.to_string())
-                    .and_then(|j| det.restore(&j).map_err(|e| e.to_string()))
-                {
+            if !a.snapshots.is_empty() {
+                let jsons: Result<Vec<Vec<u8>>, String> =
+                    a.snapshots.iter().map(|b| crate::state::leased::unpack(b).map_err(|e| e.to_string())).collect();
+                match jsons.and_then(|j| {
+                    let parts: Vec<&[u8]> = j.iter().map(Vec::as_slice).collect();
+                    det.restore_merged(&parts).map_err(|e| e.to_string())
+                }) {
                     Ok(None) => {}
                     Ok(Some(note)) => tracing::warn!(shard = %a.key, "{note}"),
                     Err(e) => {
@@ -210,8 +244,10 @@ impl DetectorStage {
                 }
             }
             det.partition(&a.key);
-            tracing::info!(shard = %a.key, restored = a.snapshot.is_some(), "shard window state adopted");
-            self.shards.insert(Arc::clone(&a.key), ShardWindows { gen: a.gen, det, changed: true });
+            tracing::info!(shard = %a.key, restored = a.snapshots.len(), "shard window state adopted");
+            let published = det.stats();
+            let adopted = published.clone();
+            self.shards.insert(Arc::clone(&a.key), ShardWindows { gen: a.gen, det, changed: true, published, adopted });
         }
         for k in &b.partitions.drop {
             self.shards.remove(k);
@@ -281,17 +317,18 @@ impl DetectorStage {
         let mut out = Collected::default();
         let source = Arc::clone(&b.source);
         for a in &b.partitions.adopt {
-            let shard = match &a.snapshot {
-                Some(bytes) => match crate::state::leased::unpack(bytes) {
-                    Ok(json) => rk.restore_shard(&a.key, a.gen, &json),
+            let mut jsons = Vec::new();
+            for bytes in &a.snapshots {
+                match crate::state::leased::unpack(bytes) {
+                    Ok(json) => jsons.push(json),
                     Err(e) => {
-                        tracing::warn!(shard = %a.key, "re-keyed shard window state not unpacked, its windows start empty: {e}");
-                        rk.empty_shard(a.gen)
+                        tracing::warn!(shard = %a.key, "re-keyed shard window state not unpacked, its windows start empty: {e}")
                     }
-                },
-                None => rk.empty_shard(a.gen),
-            };
-            tracing::info!(shard = %a.key, restored = a.snapshot.is_some(), "re-keyed shard window state adopted");
+                }
+            }
+            let parts: Vec<&[u8]> = jsons.iter().map(|j| j.as_slice()).collect();
+            let shard = rk.restore_shard(&a.key, a.gen, &parts);
+            tracing::info!(shard = %a.key, restored = parts.len(), "re-keyed shard window state adopted");
             rk.shards.insert(Arc::clone(&a.key), shard);
         }
         for k in &b.partitions.drop {

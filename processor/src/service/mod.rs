@@ -234,7 +234,9 @@ async fn run_service(
     for (name, sc) in &cfg.sources {
         if let crate::sources::SourceConfig::Kinesis(k) = sc {
             if k.coordination == crate::sources::kinesis::Coordination::Leases {
-                let c = crate::sources::kinesis::leases::LeaseCoordinator::for_source(name, k, &cfg.aws).await;
+                let c =
+                    crate::sources::kinesis::leases::LeaseCoordinator::for_source(name, k, &cfg.aws, &cfg.checkpoints)
+                        .await;
                 leases.insert(name.clone(), Arc::new(c));
             }
         }

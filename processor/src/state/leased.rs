@@ -15,25 +15,12 @@ use async_trait::async_trait;
 use super::{Committed, StateError, StateStore};
 use crate::sources::kinesis::leases::{LeaseCoordinator, LeaseError};
 
-/// Room for a window snapshot in a lease item (DynamoDB items are at most
-/// 400 KB; the rest of the item is small).
-pub const MAX_PACKED: usize = 350 * 1024;
-
-/// Compresses a shard's window snapshot for its lease item.
-pub fn pack(json: &[u8], key: &str) -> Result<Vec<u8>, StateError> {
+/// Compresses a shard's window snapshot for its lease (the coordinator puts
+/// it in the item, or in S3 when it is over `leases::MAX_INLINE`).
+pub fn pack(json: &[u8]) -> Result<Vec<u8>, StateError> {
     use std::io::Write;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(json).and_then(|_| gz.finish()).map_err(|e| StateError::Invalid(e.to_string())).and_then(|b| {
-        if b.len() > MAX_PACKED {
-            Err(StateError::Invalid(format!(
-                "the window state of {key} is {} bytes compressed, over the {MAX_PACKED} that fit a lease item \
-                 (snapshots in S3 are not built yet)",
-                b.len()
-            )))
-        } else {
-            Ok(b)
-        }
-    })
+    gz.write_all(json).and_then(|_| gz.finish()).map_err(|e| StateError::Invalid(e.to_string()))
 }
 
 /// The JSON of a packed snapshot.
@@ -83,7 +70,7 @@ impl StateStore for LeasedStore {
             }
             // The shard's windows at exactly this position, in the same write.
             let packed = match c.shard_windows.get(key) {
-                Some(json) => Some(pack(json, key)?),
+                Some(json) => Some(pack(json)?),
                 None => None,
             };
             match coord.checkpoint(shard, seq, packed.as_deref()).await {

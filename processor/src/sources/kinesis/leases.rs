@@ -6,8 +6,10 @@
 //! One item per shard, partition key `leaseKey` (the shard id), with the
 //! KCL's attribute names: `leaseOwner`, `leaseCounter` (the fencing token:
 //! +1 on every write), `checkpoint`, `checkpointSubSequenceNumber`,
-//! `ownerSwitchesSinceCheckpoint`, `parentShardIds`; plus `windowSnapshot`
-//! (the S3 key of the shard's window state, written with the checkpoint).
+//! `ownerSwitchesSinceCheckpoint`, `parentShardIds`; plus the shard's window
+//! state, written with the checkpoint: `windowSnapshot` (B, gzip JSON) when it
+//! fits the item, else `windowSnapshotKey` + `windowSnapshotDigest` (an object
+//! in the checkpoint store's snapshot bucket and its SHA-256).
 //!
 //! Every write is conditional on the `leaseCounter` this worker last saw (and,
 //! for its own leases, on `leaseOwner` being itself), so a worker that lost a
@@ -17,7 +19,10 @@
 //! instant at which it first saw each lease's counter; a lease whose counter
 //! has not moved for `failover_time`, or that has no owner, is expired.
 //!
-//! IAM: `dynamodb:Scan`, `dynamodb:PutItem`, `dynamodb:UpdateItem` on the table.
+//! IAM: `dynamodb:Scan`, `dynamodb:PutItem`, `dynamodb:UpdateItem` on the table;
+//! with a snapshot bucket `s3:PutObject`, `s3:GetObject` and (optional, old
+//! snapshots are deleted best effort) `s3:DeleteObject` under
+//! `<snapshot_prefix>leases/`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -51,14 +56,68 @@ pub struct Lease {
     pub checkpoint: Option<String>,
     pub owner_switches: u64,
     pub parents: Vec<String>,
-    /// The shard's window state at `checkpoint` (gzip JSON, `state/leased.rs`).
+    /// The shard's window state at `checkpoint` (gzip JSON, `state/leased.rs`),
+    /// when stored in the item.
     pub window_snapshot: Option<Vec<u8>>,
+    /// Where the window state is when it did not fit the item.
+    pub snapshot_ref: Option<SnapshotRef>,
+}
+
+/// A window snapshot kept in S3: the object key and the SHA-256 (hex) of its
+/// bytes, checked when it is read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRef {
+    pub key: String,
+    pub digest: String,
+}
+
+/// Without a snapshot bucket, window snapshots (packed) up to this size are
+/// kept in the lease item (DynamoDB items are at most 400 KB; the rest of the
+/// item is small); larger ones cannot be committed.
+pub const MAX_INLINE: usize = 350 * 1024;
+
+/// With a snapshot bucket, only snapshots up to this size stay in the item,
+/// so the item stays under 1 KB: DynamoDB bills every write to an item (each
+/// renewal too) per KB of the whole item and every Scan per 4 KB read, so a
+/// state in the item multiplies the cost of the whole protocol
+/// (`trailwatch-loadtest leases`: $36 a day for 64 shards with 32 KB states
+/// inline, $3.6 in S3).
+pub const INLINE_WITH_BUCKET: usize = 512;
+
+/// The bucket for snapshots over [`MAX_INLINE`]: the checkpoint store's
+/// `snapshot_bucket`, objects under `<prefix>leases/<source>/<shard>/`.
+#[derive(Clone)]
+pub struct SnapshotBucket {
+    pub s3: aws_sdk_s3::Client,
+    pub bucket: String,
+    pub prefix: String,
 }
 
 impl Lease {
     pub fn is_finished(&self) -> bool {
         self.checkpoint.as_deref() == Some(SHARD_END)
     }
+
+    fn has_snapshot(&self) -> bool {
+        self.window_snapshot.is_some() || self.snapshot_ref.is_some()
+    }
+
+    /// Not read yet: the checkpoint is still the initial position.
+    fn unread(&self) -> bool {
+        self.checkpoint.as_deref().is_none_or(|c| matches!(c, "TRIM_HORIZON" | "LATEST" | "AT_TIMESTAMP"))
+    }
+}
+
+/// A lease this worker just took or stole.
+#[derive(Debug)]
+pub struct Acquired {
+    pub lease: Lease,
+    /// The tenure (see [`LeaseCoordinator::generation`]).
+    pub gen: u64,
+    /// The window snapshots (packed) to restore before reading: the lease's
+    /// own; or, for a child shard not read yet, its parents' at their
+    /// `SHARD_END` (one for a split, two for a merge: their union).
+    pub snapshots: Vec<Vec<u8>>,
 }
 
 /// What one balancing round decided (see [`plan`]).
@@ -75,9 +134,8 @@ pub struct Plan {
 /// What a [`LeaseCoordinator::round`] changed.
 #[derive(Debug, Default)]
 pub struct RoundOutcome {
-    /// Leases now held that were not before (taken or stolen), with their
-    /// state and tenure (see [`LeaseCoordinator::generation`]).
-    pub acquired: Vec<(Lease, u64)>,
+    /// Leases now held that were not before (taken or stolen).
+    pub acquired: Vec<Acquired>,
     /// Leases held before that another worker has now.
     pub lost: Vec<String>,
     /// The share this worker aims at; `held >= target` or nothing to take.
@@ -146,25 +204,6 @@ pub fn plan(leases: &[Lease], me: &str, expired: &dyn Fn(&Lease) -> bool) -> Pla
     plan
 }
 
-/// A child shard not read yet starts with its parent's windows at its
-/// `SHARD_END` (a principal's key moves to the child in a split, and its
-/// windows go on there). A merge child has two parents and one detector
-/// state: it takes the first parent's (the other's windows start empty,
-/// logged) — merging two window states is not built.
-fn inherit(child: &mut Lease, by_key: &HashMap<&str, &Lease>) {
-    let unread = child.checkpoint.as_deref().is_none_or(|c| matches!(c, "TRIM_HORIZON" | "LATEST" | "AT_TIMESTAMP"));
-    if child.window_snapshot.is_some() || !unread {
-        return;
-    }
-    let parents: Vec<&Lease> = child.parents.iter().filter_map(|p| by_key.get(p.as_str()).copied()).collect();
-    if let Some(first) = parents.iter().find(|p| p.window_snapshot.is_some()) {
-        child.window_snapshot = first.window_snapshot.clone();
-        if parents.len() > 1 {
-            tracing::warn!(shard = %child.key, from = %first.key, "merged shard: windows taken from one parent only");
-        }
-    }
-}
-
 /// One worker's view of the lease table.
 pub struct LeaseCoordinator {
     ddb: Client,
@@ -182,6 +221,13 @@ pub struct LeaseCoordinator {
     /// How many times each lease was acquired by this worker: a reader's
     /// positions carry it, so a checkpoint of an earlier tenure is told apart.
     acquisitions: Mutex<HashMap<String, u64>>,
+    /// Where snapshots too large for an item go (None: such a commit fails).
+    bucket: Option<SnapshotBucket>,
+    /// Larger packed snapshots go to the bucket.
+    inline_max: usize,
+    /// Held lease → the S3 key of its current snapshot, deleted once a newer
+    /// one is committed.
+    refs: Mutex<HashMap<String, String>>,
 }
 
 fn aws_error<E>(
@@ -200,6 +246,11 @@ fn is_condition_failed<E: ProvideErrorMetadata>(
     e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
 }
 
+fn hex_sha256(b: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
 fn num(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
@@ -215,21 +266,58 @@ impl LeaseCoordinator {
             seen: Mutex::new(HashMap::new()),
             held: tokio::sync::Mutex::new(BTreeMap::new()),
             acquisitions: Mutex::new(HashMap::new()),
+            bucket: None,
+            inline_max: MAX_INLINE,
+            refs: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Snapshots over [`INLINE_WITH_BUCKET`] go to this bucket.
+    pub fn with_bucket(mut self, bucket: SnapshotBucket) -> Self {
+        self.bucket = Some(bucket);
+        self.inline_max = INLINE_WITH_BUCKET;
+        self
+    }
+
+    /// The largest packed snapshot kept in the lease item.
+    pub fn inline_max(&self) -> usize {
+        self.inline_max
+    }
+
     /// For `[sources.<name>]` with `coordination = "leases"`: the table is
-    /// reached through `[aws]`; the worker id is random per process.
-    pub async fn for_source(name: &str, cfg: &super::KinesisSourceConfig, aws_cfg: &aws::AwsConfig) -> Self {
+    /// reached through `[aws]`; the worker id is random per process. Large
+    /// snapshots go to `checkpoints.snapshot_bucket` when it is set (reached
+    /// like the checkpoint store).
+    pub async fn for_source(
+        name: &str,
+        cfg: &super::KinesisSourceConfig,
+        aws_cfg: &aws::AwsConfig,
+        checkpoints: &crate::config::CheckpointsConfig,
+    ) -> Self {
         let sdk = aws::sdk_config(aws_cfg).await;
         let worker = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
-        LeaseCoordinator::new(
+        let c = LeaseCoordinator::new(
             Client::new(&sdk),
             cfg.lease_table.as_deref().unwrap_or_default(),
             &worker,
             name,
             cfg.failover_time,
-        )
+        );
+        match checkpoints.snapshot_bucket.as_deref().filter(|b| !b.trim().is_empty()) {
+            Some(bucket) => {
+                let merged = aws_cfg.with_overrides(checkpoints.region.as_ref(), checkpoints.endpoint_url.as_ref());
+                let sdk = aws::sdk_config(&merged).await;
+                // Emulators and custom endpoints rarely serve virtual-hosted buckets.
+                let conf =
+                    aws_sdk_s3::config::Builder::from(&sdk).force_path_style(merged.endpoint_url.is_some()).build();
+                c.with_bucket(SnapshotBucket {
+                    s3: aws_sdk_s3::Client::from_conf(conf),
+                    bucket: bucket.to_string(),
+                    prefix: checkpoints.snapshot_prefix.clone(),
+                })
+            }
+            None => c,
+        }
     }
 
     /// The current tenure of a held lease (None when not held).
@@ -345,6 +433,10 @@ impl LeaseCoordinator {
             owner_switches: n("ownerSwitchesSinceCheckpoint").unwrap_or(0),
             parents,
             window_snapshot: item.get("windowSnapshot").and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec()),
+            snapshot_ref: match (s("windowSnapshotKey"), s("windowSnapshotDigest")) {
+                (Some(key), Some(digest)) => Some(SnapshotRef { key, digest }),
+                _ => None,
+            },
         })
     }
 
@@ -446,6 +538,108 @@ impl LeaseCoordinator {
         }
     }
 
+    /// The window snapshots a new owner restores: the lease's own; for a
+    /// child shard not read yet, its parents' at their `SHARD_END` (a
+    /// principal's key moves to one child of a split, and the two parents of
+    /// a merge hand over disjoint keys: the child restores their union).
+    async fn snapshots_for(&self, l: &Lease, by_key: &HashMap<&str, &Lease>) -> Result<Vec<Vec<u8>>, LeaseError> {
+        if l.has_snapshot() || !l.unread() {
+            return Ok(self.snapshot_of(l).await?.into_iter().collect());
+        }
+        let mut out = Vec::new();
+        for p in &l.parents {
+            if let Some(pl) = by_key.get(p.as_str()) {
+                out.extend(self.snapshot_of(pl).await?);
+            }
+        }
+        if l.parents.len() > 1 {
+            tracing::info!(source = %self.source, shard = %l.key, parents = ?l.parents, restored = out.len(), "merged shard: windows of both parents restored");
+        }
+        Ok(out)
+    }
+
+    /// One lease's window snapshot, from the item or from S3 (digest checked).
+    pub async fn snapshot_of(&self, l: &Lease) -> Result<Option<Vec<u8>>, LeaseError> {
+        if let Some(b) = &l.window_snapshot {
+            return Ok(Some(b.clone()));
+        }
+        let Some(r) = &l.snapshot_ref else { return Ok(None) };
+        let Some(b) = &self.bucket else {
+            return Err(LeaseError::Invalid {
+                table: self.table.clone(),
+                message: format!(
+                    "lease {} keeps its window state in S3 ({}) but checkpoints.snapshot_bucket is not set",
+                    l.key, r.key
+                ),
+            });
+        };
+        let obj = b.s3.get_object().bucket(&b.bucket).key(&r.key).send().await.map_err(|e| LeaseError::Aws {
+            operation: "s3 GetObject",
+            message: aws::error_text(&e),
+            retryable: true,
+        })?;
+        let bytes = obj
+            .body
+            .collect()
+            .await
+            .map_err(|e| LeaseError::Aws {
+                operation: "s3 GetObject",
+                message: format!("s3://{}/{}: {e}", b.bucket, r.key),
+                retryable: true,
+            })?
+            .into_bytes()
+            .to_vec();
+        let digest = hex_sha256(&bytes);
+        if digest != r.digest {
+            return Err(LeaseError::Invalid {
+                table: self.table.clone(),
+                message: format!(
+                    "window snapshot s3://{}/{} of lease {} has digest {digest}, the lease names {}",
+                    b.bucket, r.key, l.key, r.digest
+                ),
+            });
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Uploads a snapshot too large for the item, under a key no other write
+    /// uses: this worker's id and the counter its checkpoint will set (each
+    /// counter value is written by one successful update only, so a stale
+    /// owner's upload never replaces the object a newer checkpoint names).
+    async fn upload(&self, shard: &str, next: u64, bytes: &[u8]) -> Result<SnapshotRef, LeaseError> {
+        let Some(b) = &self.bucket else {
+            return Err(LeaseError::Invalid {
+                table: self.table.clone(),
+                message: format!(
+                    "the window state of {shard} is {} bytes compressed, over the {MAX_INLINE} that fit a lease \
+                     item; set checkpoints.snapshot_bucket to keep larger states in S3",
+                    bytes.len()
+                ),
+            });
+        };
+        let key = format!("{}leases/{}/{shard}/{next:020}-{}.json.gz", b.prefix, self.source, self.worker);
+        b.s3.put_object()
+            .bucket(&b.bucket)
+            .key(&key)
+            .body(aws_sdk_s3::primitives::ByteStream::from(bytes.to_vec()))
+            .send()
+            .await
+            .map_err(|e| LeaseError::Aws {
+                operation: "s3 PutObject",
+                message: aws::error_text(&e),
+                retryable: true,
+            })?;
+        Ok(SnapshotRef { key, digest: hex_sha256(bytes) })
+    }
+
+    /// Best effort (`s3:DeleteObject` is optional): a snapshot no lease names.
+    async fn delete_object(&self, key: &str) {
+        let Some(b) = &self.bucket else { return };
+        if let Err(e) = b.s3.delete_object().bucket(&b.bucket).key(key).send().await {
+            tracing::debug!(source = %self.source, key, error = %aws::error_text(&e), "old window snapshot not deleted");
+        }
+    }
+
     /// One round: renew, read the table, take or steal toward an even share.
     pub async fn round(&self) -> Result<RoundOutcome, LeaseError> {
         let lost = self.renew().await?;
@@ -468,6 +662,18 @@ impl LeaseCoordinator {
         let todo = p.take.iter().map(|k| (k, "taken")).chain(p.steal.iter().map(|k| (k, "stolen")));
         for (key, kind) in todo {
             let Some(l) = by_key.get(key.as_str()) else { continue };
+            // Read the window state before taking: the take is conditional on
+            // the counter this state belongs to (every checkpoint moves it), so
+            // a lease is only ever held with its state in hand. A state that
+            // cannot be read leaves the lease for the next round.
+            let snapshots = match self.snapshots_for(l, &by_key).await {
+                Ok(s) => s,
+                Err(e) => {
+                    crate::metrics::get().source_errors.with_label_values(&[&self.source, "lease"]).inc();
+                    tracing::warn!(source = %self.source, shard = %l.key, error = %e, "window state of a lease not readable; not taken this round");
+                    continue;
+                }
+            };
             if let Some(now_held) = self.take(l, kind).await? {
                 held.insert(now_held.key.clone(), now_held.counter);
                 let gen = {
@@ -476,21 +682,31 @@ impl LeaseCoordinator {
                     *g += 1;
                     *g
                 };
-                let mut now_held = now_held;
-                inherit(&mut now_held, &by_key);
-                acquired.push((now_held, gen));
+                let mut refs = self.refs.lock().expect("refs lock");
+                match &now_held.snapshot_ref {
+                    Some(r) => refs.insert(now_held.key.clone(), r.key.clone()),
+                    None => refs.remove(&now_held.key),
+                };
+                acquired.push(Acquired { lease: now_held, gen, snapshots });
             }
         }
         self.update_gauge(held.len());
         Ok(RoundOutcome { acquired, lost, target: p.target, held: held.len() })
     }
 
-    /// Moves a held lease's checkpoint (and its window snapshot, in the item),
-    /// fenced: fails with [`LeaseError::Lost`] if the lease is no longer
+    /// Moves a held lease's checkpoint and its window snapshot (packed): in
+    /// the item up to [`INLINE_WITH_BUCKET`] with a bucket ([`MAX_INLINE`]
+    /// without), else in S3 with the key and digest in the item. Fenced: fails with [`LeaseError::Lost`] if the lease is no longer
     /// this worker's.
     pub async fn checkpoint(&self, shard: &str, position: &str, snapshot: Option<&[u8]>) -> Result<(), LeaseError> {
         let mut held = self.held.lock().await;
         let Some(counter) = held.get(shard).copied() else { return Err(LeaseError::Lost(shard.to_string())) };
+        let uploaded = match snapshot {
+            Some(b) if b.len() > self.inline_max => Some(self.upload(shard, counter + 1, b).await?),
+            _ => None,
+        };
+        const BASE: &str = "SET leaseCounter = :next, checkpoint = :cp, checkpointSubSequenceNumber = :zero, \
+                            ownerSwitchesSinceCheckpoint = :zero";
         let mut req = self
             .ddb
             .update_item()
@@ -502,22 +718,36 @@ impl LeaseCoordinator {
             .expression_attribute_values(":me", AttributeValue::S(self.worker.clone()))
             .expression_attribute_values(":cp", AttributeValue::S(position.to_string()))
             .expression_attribute_values(":zero", num(0));
-        req = match snapshot {
-            Some(k) => req
-                .update_expression(
-                    "SET leaseCounter = :next, checkpoint = :cp, checkpointSubSequenceNumber = :zero, \
-                     ownerSwitchesSinceCheckpoint = :zero, windowSnapshot = :ws",
-                )
+        req = match (snapshot, &uploaded) {
+            (Some(_), Some(r)) => req
+                .update_expression(format!(
+                    "{BASE}, windowSnapshotKey = :wk, windowSnapshotDigest = :wd REMOVE windowSnapshot"
+                ))
+                .expression_attribute_values(":wk", AttributeValue::S(r.key.clone()))
+                .expression_attribute_values(":wd", AttributeValue::S(r.digest.clone())),
+            (Some(k), None) => req
+                .update_expression(format!(
+                    "{BASE}, windowSnapshot = :ws REMOVE windowSnapshotKey, windowSnapshotDigest"
+                ))
                 .expression_attribute_values(":ws", AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(k))),
-            None => req.update_expression(
-                "SET leaseCounter = :next, checkpoint = :cp, checkpointSubSequenceNumber = :zero, \
-                 ownerSwitchesSinceCheckpoint = :zero",
-            ),
+            (None, _) => req.update_expression(BASE),
         };
         match req.send().await {
             Ok(_) => {
                 held.insert(shard.to_string(), counter + 1);
                 drop(held);
+                if snapshot.is_some() {
+                    let old = {
+                        let mut refs = self.refs.lock().expect("refs lock");
+                        match &uploaded {
+                            Some(r) => refs.insert(shard.to_string(), r.key.clone()),
+                            None => refs.remove(shard),
+                        }
+                    };
+                    if let Some(old) = old.filter(|o| uploaded.as_ref().is_none_or(|r| r.key != *o)) {
+                        self.delete_object(&old).await;
+                    }
+                }
                 // Read to its end: nothing more to renew (a finished lease is
                 // never taken again; its children become workable).
                 if position == SHARD_END {
@@ -529,8 +759,14 @@ impl LeaseCoordinator {
                 held.remove(shard);
                 self.note_lost(shard);
                 self.update_gauge(held.len());
+                drop(held);
+                // Named by no lease (the update did not happen).
+                if let Some(r) = &uploaded {
+                    self.delete_object(&r.key).await;
+                }
                 Err(LeaseError::Lost(shard.to_string()))
             }
+            // The update may have happened (a lost reply): the object stays.
             Err(e) => Err(aws_error("dynamodb UpdateItem", e)),
         }
     }
@@ -592,6 +828,7 @@ mod tests {
             owner_switches: 0,
             parents: vec![],
             window_snapshot: None,
+            snapshot_ref: None,
         }
     }
 

@@ -278,7 +278,7 @@ impl KinesisSource {
                         }
                         let mut adopt = Vec::new();
                         let mut starts = Vec::new();
-                        for (lease, gen) in out.acquired {
+                        for super::leases::Acquired { lease, gen, snapshots } in out.acquired {
                             if lease.is_finished() {
                                 continue;
                             }
@@ -293,7 +293,7 @@ impl KinesisSource {
                             adopt.push(Adopt {
                                 key: shard_partition(&ctx.name, &lease.key),
                                 gen,
-                                snapshot: lease.window_snapshot.map(Arc::new),
+                                snapshots: snapshots.into_iter().map(Arc::new).collect(),
                             });
                             starts.push((lease.key, start));
                         }
