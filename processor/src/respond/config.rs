@@ -122,6 +122,13 @@ pub struct RespondConfig {
     /// Per-call timeout of actions, write-backs and webhook posts.
     #[serde(with = "crate::config::duration_text")]
     pub call_timeout: Duration,
+    /// (finding Id, action) pairs carried out are kept in
+    /// `service.state_dir/responses-handled.ndjson` this long, so a finding
+    /// read again after a restart is not acted on (notified) twice.
+    #[serde(with = "crate::config::duration_text")]
+    pub handled_ttl: Duration,
+    /// ... and at most this many pairs (the oldest go first).
+    pub handled_max: usize,
 }
 
 impl Default for RespondConfig {
@@ -148,6 +155,8 @@ impl Default for RespondConfig {
             .map(|(k, a)| (k.to_string(), a.as_str().to_string()))
             .collect(),
             call_timeout: Duration::from_secs(10),
+            handled_ttl: Duration::from_secs(7 * 86_400),
+            handled_max: 200_000,
         }
     }
 }
@@ -217,6 +226,12 @@ pub fn validate(respond: &RespondConfig, responses: &[ResponseRule], problems: &
         if !ActionKind::ALL.iter().any(|k| k.as_str() == a) {
             problems.push(format!("respond.custom_actions.{id}: `{a}` is not an action"));
         }
+    }
+    if respond.handled_ttl.as_secs() == 0 {
+        problems.push("respond.handled_ttl must be at least 1s".into());
+    }
+    if respond.handled_max == 0 {
+        problems.push("respond.handled_max must be at least 1".into());
     }
     if respond.call_timeout.is_zero() {
         problems.push("respond.call_timeout must be more than 0".into());

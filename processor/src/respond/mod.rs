@@ -2,9 +2,11 @@
 //!
 //! Plugged into the pipeline as the last sink: it sees each finding once
 //! per commit, after the other sinks (Security Hub) have it. Actions run at
-//! the commit's flush; a finding read again after a restart is harmless
-//! because every action is idempotent (it checks the current state first),
-//! and in one run a (finding Id, action) pair is acted on once.
+//! the commit's flush; a finding read again after a restart is harmless:
+//! the (finding Id, action) pairs carried out are kept in `state_dir`
+//! ([`handled`], so `notify` does not repeat), and every other action is
+//! idempotent anyway (it checks the current state first). In one run a pair
+//! is acted on once.
 //!
 //! - [`config`]: `[respond]` and `[[responses]]`;
 //! - [`matcher`]: which responses apply to a finding;
@@ -17,6 +19,7 @@
 
 pub mod actions;
 pub mod config;
+pub mod handled;
 pub mod matcher;
 pub mod request;
 pub mod safety;
@@ -152,6 +155,8 @@ pub struct Responder {
     dry_limits: Limits,
     done: HashSet<(String, ActionKind)>,
     done_order: VecDeque<(String, ActionKind)>,
+    /// Pairs carried out (done or already), across restarts when opened on a state dir.
+    handled: handled::Handled,
     exec: Option<Executor>,
     writeback: Option<writeback::Writeback>,
 }
@@ -166,19 +171,34 @@ impl Responder {
             dry_limits: Limits::new(cfg),
             done: HashSet::new(),
             done_order: VecDeque::new(),
+            handled: handled::Handled::memory(cfg.handled_ttl, cfg.handled_max),
             exec: None,
             writeback: None,
         }
     }
 
-    /// With AWS clients when some response enforces.
+    /// With AWS clients when some response enforces; handled pairs kept in
+    /// `state_dir` (when given) across restarts.
     pub async fn build(
         cfg: &RespondConfig,
         responses: &[ResponseRule],
         tags: HashMap<String, Vec<String>>,
         aws: &crate::aws::AwsConfig,
+        state_dir: Option<&std::path::Path>,
     ) -> anyhow::Result<Responder> {
         let mut r = Responder::offline(cfg, responses, tags);
+        if let Some(dir) = state_dir {
+            let (h, loaded) = handled::Handled::open(dir, cfg.handled_ttl, cfg.handled_max).map_err(|e| {
+                anyhow::anyhow!("handled responses in {}: {e}", dir.join(handled::FILE_NAME).display())
+            })?;
+            tracing::info!(
+                kept = loaded.kept,
+                expired = loaded.expired,
+                malformed = loaded.malformed,
+                "handled responses loaded"
+            );
+            r.handled = h;
+        }
         if responses.iter().any(|x| matches!(x.mode, Mode::Enforce | Mode::OnRequest)) {
             r.exec = Some(Executor::build(cfg, aws).await?);
             if cfg.writeback {
@@ -226,6 +246,12 @@ impl Responder {
                 out.push(rec);
                 continue;
             }
+            if p.mode != Mode::DryRun && self.handled.contains(&f.id, p.action) {
+                rec.outcome = Outcome::Duplicate;
+                rec.detail = "already handled before a restart".into();
+                out.push(rec);
+                continue;
+            }
             let (outcome, target, detail) = self.run_one(f, p.action, p.mode, &p.response, now).await;
             rec.outcome = outcome;
             rec.target = target;
@@ -234,6 +260,7 @@ impl Responder {
                 // A failure may be retried when the finding comes again.
                 self.remember(key);
             }
+            self.persist(&rec);
             out.push(rec);
         }
         out
@@ -268,8 +295,25 @@ impl Responder {
             if outcome != Outcome::Failed {
                 self.remember((f.id.clone(), action));
             }
+            self.persist(&rec);
         }
         rec
+    }
+
+    /// Keeps a pair carried out for good. Only done/already: a skip (cap,
+    /// rate, protection) is decided again after a restart, and dry-run
+    /// must not keep enforce from acting once it is switched on.
+    fn persist(&mut self, rec: &ActionRecord) {
+        if rec.mode != Mode::DryRun && matches!(rec.outcome, Outcome::Done | Outcome::Already) {
+            self.handled.insert(&rec.finding_id, rec.action);
+        }
+    }
+
+    /// Makes the handled pairs durable (each flush).
+    pub fn sync_handled(&mut self) {
+        if let Err(e) = self.handled.sync() {
+            tracing::warn!("handled responses not saved (a restart may repeat them): {e}");
+        }
     }
 
     fn remember(&mut self, key: (String, ActionKind)) {
@@ -472,6 +516,7 @@ impl Sink for RespondSink {
                 records.push(r);
             }
         }
+        self.responder.sync_handled();
         self.responder.write_back(&records).await;
         if let Some(l) = &self.log {
             l.lock().unwrap_or_else(|e| e.into_inner()).extend(records);

@@ -312,7 +312,13 @@ async fn run_service(
     if !cfg.responses.is_empty() {
         // Last: it acts after the sinks before it have the findings (Security Hub for the write-back).
         let tags = crate::respond::rule_tags(&set);
-        let responder = crate::respond::Responder::build(&cfg.respond, &cfg.responses, tags, &cfg.aws)
+        let responder = crate::respond::Responder::build(
+            &cfg.respond,
+            &cfg.responses,
+            tags,
+            &cfg.aws,
+            Some(&cfg.service.state_dir),
+        )
             .await
             .context("responses")?;
         let sink = crate::respond::RespondSink::new(responder, &cfg.respond);
