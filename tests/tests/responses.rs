@@ -127,12 +127,27 @@ impl Run {
     /// One run of the service over the events (a fresh state dir each time:
     /// a second run knows nothing of the first but what AWS says).
     async fn service(&self, attempt: u32, rec: &Recorder, respond: &str, responses: &str) -> Vec<Value> {
+        self.service_in(&format!("state{attempt}"), attempt, rec, respond, responses, "").await
+    }
+
+    /// A run with the given state dir (kept between runs of the same name)
+    /// and extra top-level configuration.
+    async fn service_in(
+        &self,
+        state: &str,
+        attempt: u32,
+        rec: &Recorder,
+        respond: &str,
+        responses: &str,
+        extra: &str,
+    ) -> Vec<Value> {
         // Dummy credentials for the SDK clients the service builds.
         trailwatch_tests::aws_env();
-        let state = self.dir.path().join(format!("state{attempt}"));
+        let state = self.dir.path().join(state);
         let out = self.dir.path().join(format!("findings{attempt}.ndjson"));
         let text = format!(
             r#"
+            {extra}
             [service]
             state_dir = "{state}"
             commit_interval = "100ms"
@@ -674,4 +689,35 @@ async fn an_on_request_event_runs_the_mapped_action_for_the_findings_it_names() 
     assert_eq!(wb.len(), 2, "{wb:?}");
     assert!(wb[secret["Id"].as_str().unwrap()].starts_with("done: sessions of role dev"), "{wb:?}");
     assert!(wb[stopped["Id"].as_str().unwrap()].starts_with("skipped_not_allowed: "), "{wb:?}");
+}
+
+#[tokio::test]
+async fn a_finding_read_again_after_a_restart_is_not_notified_twice() {
+    let account = "121212121212";
+    let rec = Recorder::start().unwrap();
+    let run = Run::new(&[secret_read(1, account, assumed(account, "dev", "alice"))]);
+    let respond = format!("webhook_url = \"{}/hook\"", rec.endpoint);
+    let responses =
+        format!("[[responses]]\nrules = [\"{SECRET_RULE_ID}\"]\nactions = [\"notify\"]\nmode = \"enforce\"\n");
+    // No checkpoints: every run reads the input from the start, as a restart
+    // before the commit (a crash) would.
+    let replay = "[checkpoints]\nstore = \"none\"";
+    let findings = run.service_in("kept", 1, &rec, &respond, &responses, replay).await;
+    let id = finding_of(&findings, SECRET_RULE_ID)["Id"].as_str().unwrap().to_string();
+    assert_eq!(rec.to("/hook").len(), 1);
+    let handled = std::fs::read_to_string(run.dir.path().join("kept/responses-handled.ndjson")).unwrap();
+    assert!(handled.contains(&id) && handled.contains("\"notify\""), "{handled}");
+
+    // Restarted on the same state dir: the same finding (same Id) again, no second notification.
+    let rec2 = Recorder::start().unwrap();
+    let respond2 = format!("webhook_url = \"{}/hook\"", rec2.endpoint);
+    let again = run.service_in("kept", 2, &rec2, &respond2, &responses, replay).await;
+    assert_eq!(finding_of(&again, SECRET_RULE_ID)["Id"], id.as_str(), "the replay produced the same finding");
+    assert!(rec2.requests().is_empty(), "no webhook and no write-back: {:?}", rec2.requests());
+
+    // The control: a fresh state dir notifies again (notify itself is not idempotent).
+    let rec3 = Recorder::start().unwrap();
+    let respond3 = format!("webhook_url = \"{}/hook\"", rec3.endpoint);
+    run.service_in("fresh", 3, &rec3, &respond3, &responses, replay).await;
+    assert_eq!(rec3.to("/hook").len(), 1);
 }
