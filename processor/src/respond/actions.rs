@@ -28,6 +28,8 @@ pub enum Change {
     Done(String),
     /// Everything already as wanted; nothing changed.
     Already(String),
+    /// Changed something and removed `removed` (JSON), kept so an operator can put it back.
+    Removed { detail: String, removed: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,11 +52,17 @@ pub enum Drift {
     EcrScanOnPush { region: String, account: String, repository: String },
     EcrTagImmutability { region: String, account: String, repository: String },
     TrailStopped { region: String, account: String, trail: String },
+    /// A public or outside-the-organization statement in a repository policy.
+    EcrRepositoryPolicy { region: String, account: String, repository: String },
 }
 
 /// Built-in rules whose finding `restore-config` knows how to undo.
 const SCAN_ON_PUSH_RULE: &str = "3b57fec2-09ae-4f5c-bc0f-ae0a72ac43c1";
 const TAG_MUTABLE_RULE: &str = "5b0c2f7e-8d4a-4f61-9a3e-0c7b6e2d1a41";
+const ECR_POLICY_RULES: [&str; 2] = [
+    "74968f7b-23ed-403e-b89c-c07a9fc720a9", // public
+    "ae005d5b-9a6c-49da-b492-daa719ab6492", // outside the organization
+];
 const LOGGING_STOPPED_RULES: [&str; 2] =
     ["12f63f48-5ff7-486a-a844-d2b7088e5336", "688add5b-3f08-4125-b38b-6a27616504c8"];
 
@@ -78,6 +86,11 @@ impl Drift {
             let (region, account, repository) = repo()?;
             return Some(Drift::EcrTagImmutability { region, account, repository });
         }
+        // Repository policies only: a registry policy (PutRegistryPolicy) is not restored.
+        if ECR_POLICY_RULES.contains(&f.rule_id.as_str()) && f.event_name.as_deref() == Some("SetRepositoryPolicy") {
+            let (region, account, repository) = repo()?;
+            return Some(Drift::EcrRepositoryPolicy { region, account, repository });
+        }
         if LOGGING_STOPPED_RULES.contains(&f.rule_id.as_str()) && f.event_name.as_deref() == Some("StopLogging") {
             let (region, account, res) = arn_parts(f.resource("AwsCloudTrailTrail")?)?;
             return Some(Drift::TrailStopped { region, account, trail: res.strip_prefix("trail/")?.to_string() });
@@ -89,7 +102,8 @@ impl Drift {
         match self {
             Drift::EcrScanOnPush { account, .. }
             | Drift::EcrTagImmutability { account, .. }
-            | Drift::TrailStopped { account, .. } => account,
+            | Drift::TrailStopped { account, .. }
+            | Drift::EcrRepositoryPolicy { account, .. } => account,
         }
     }
 
@@ -100,6 +114,9 @@ impl Drift {
                 format!("tag immutability back on for ECR repository {repository}")
             }
             Drift::TrailStopped { trail, .. } => format!("logging restarted on trail {trail}"),
+            Drift::EcrRepositoryPolicy { repository, .. } => {
+                format!("public and outside-organization statements removed from the policy of ECR repository {repository}")
+            }
         }
     }
 }
@@ -151,6 +168,141 @@ pub fn revocation_policy(cutoff: OffsetDateTime) -> String {
     .to_string()
 }
 
+/// The organization as far as it is known for sure: from
+/// `[rules.placeholders]` or AWS Organizations, never guessed from the input
+/// (an org account not seen yet would look like an outsider).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrgContext {
+    pub org_id: Option<String>,
+    pub accounts: std::collections::BTreeSet<String>,
+}
+
+/// The account of a policy principal (`111122223333` or an IAM/STS ARN of it).
+fn principal_account(p: &str) -> Option<&str> {
+    let acct = if p.starts_with("arn:") { p.split(':').nth(4)? } else { p };
+    (acct.len() == 12 && acct.bytes().all(|b| b.is_ascii_digit())).then_some(acct)
+}
+
+/// Does the statement keep its principals to an organization? Some(true):
+/// to ours; Some(false): to another; None: no organization condition, or
+/// ours is unknown (then it is left alone).
+fn org_condition(stmt: &serde_json::Value, org: &OrgContext) -> Option<Option<bool>> {
+    let cond = stmt.get("Condition")?.as_object()?;
+    let mut values = Vec::new();
+    for ops in cond.values() {
+        for (k, v) in ops.as_object()?.iter() {
+            let k = k.to_ascii_lowercase();
+            if k == "aws:principalorgid" || k == "aws:principalorgpaths" {
+                match v {
+                    serde_json::Value::String(s) => values.push(s.clone()),
+                    serde_json::Value::Array(a) => values.extend(a.iter().filter_map(|x| x.as_str().map(str::to_string))),
+                    _ => {}
+                }
+            }
+        }
+    }
+    if values.is_empty() {
+        return None;
+    }
+    let Some(id) = &org.org_id else { return Some(None) };
+    Some(Some(values.iter().all(|v| v == id || v.starts_with(&format!("{id}/")))))
+}
+
+/// What to do with one statement of a repository policy.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Keep,
+    Drop,
+    /// Keep it with only these AWS principals (the outside ones removed).
+    Narrow(Vec<String>),
+}
+
+/// Public: an Allow to `*` without a condition keeping it to our
+/// organization. Outside: an Allow to an account that is neither the
+/// repository's nor one of the organization's (when those are known), without
+/// such a condition. Anything else (Deny, service principals, in-org
+/// accounts, conditions we cannot judge) is kept as it is.
+fn judge(stmt: &serde_json::Value, repo_account: &str, org: &OrgContext) -> Verdict {
+    if stmt.get("Effect").and_then(|e| e.as_str()) != Some("Allow") {
+        return Verdict::Keep;
+    }
+    // Kept to our organization, or to one we cannot judge: left alone. Kept
+    // to another organization: only matters for `*` (named accounts are
+    // judged by account below, whatever the condition).
+    if matches!(org_condition(stmt, org), Some(Some(true)) | Some(None)) {
+        return Verdict::Keep;
+    }
+    let Some(principal) = stmt.get("Principal") else { return Verdict::Keep };
+    if principal.as_str() == Some("*") {
+        return Verdict::Drop;
+    }
+    let aws: Vec<String> = match principal.get("AWS") {
+        Some(serde_json::Value::String(s)) => vec![s.clone()],
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+        _ => return Verdict::Keep,
+    };
+    if aws.iter().any(|p| p == "*") {
+        return Verdict::Drop;
+    }
+    if org.accounts.is_empty() {
+        // Without the organization's accounts, an account is never proven outside.
+        return Verdict::Keep;
+    }
+    let inside = |p: &String| {
+        principal_account(p).is_none_or(|a| a == repo_account || org.accounts.contains(a))
+    };
+    let keep: Vec<String> = aws.iter().filter(|p| inside(p)).cloned().collect();
+    let others = principal.as_object().is_some_and(|o| o.keys().any(|k| k != "AWS"));
+    if keep.len() == aws.len() {
+        Verdict::Keep
+    } else if keep.is_empty() && !others {
+        Verdict::Drop
+    } else {
+        Verdict::Narrow(keep)
+    }
+}
+
+/// The policy without its public and outside statements: (new policy, or
+/// None when no statement is left; the statements removed or narrowed, as
+/// they were). An empty list: nothing to remove.
+pub fn filter_policy(
+    doc: &str,
+    repo_account: &str,
+    org: &OrgContext,
+) -> Result<(Option<serde_json::Value>, Vec<serde_json::Value>), String> {
+    let mut v: serde_json::Value = serde_json::from_str(doc).map_err(|e| format!("policy is not JSON: {e}"))?;
+    let stmts = match v.get("Statement") {
+        Some(serde_json::Value::Array(a)) => a.clone(),
+        Some(o @ serde_json::Value::Object(_)) => vec![o.clone()],
+        _ => return Err("policy has no Statement".into()),
+    };
+    let mut kept = Vec::new();
+    let mut removed = Vec::new();
+    for st in stmts {
+        match judge(&st, repo_account, org) {
+            Verdict::Keep => kept.push(st),
+            Verdict::Drop => removed.push(st),
+            Verdict::Narrow(principals) => {
+                let mut n = st.clone();
+                let mut p = n["Principal"].as_object().cloned().unwrap_or_default();
+                if principals.is_empty() {
+                    p.remove("AWS");
+                } else {
+                    p.insert("AWS".into(), json!(principals));
+                }
+                n["Principal"] = serde_json::Value::Object(p);
+                kept.push(n);
+                removed.push(st);
+            }
+        }
+    }
+    if kept.is_empty() {
+        return Ok((None, removed));
+    }
+    v["Statement"] = serde_json::Value::Array(kept);
+    Ok((Some(v), removed))
+}
+
 /// Runs actions: AWS clients per member account (cached credentials), SNS, the webhook.
 pub struct Executor {
     base: SdkConfig,
@@ -158,6 +310,8 @@ pub struct Executor {
     /// Member account → (config with the response role's credentials, valid until).
     members: HashMap<String, (SdkConfig, Instant)>,
     webhook: Option<(hyper::Uri, Webhook)>,
+    /// Who is inside the organization (repository policy statements).
+    pub org: OrgContext,
 }
 
 type Webhook = hyper_util::client::legacy::Client<
@@ -184,7 +338,7 @@ impl Executor {
             }
             None => None,
         };
-        Ok(Executor { base, cfg: cfg.clone(), members: HashMap::new(), webhook })
+        Ok(Executor { base, cfg: cfg.clone(), members: HashMap::new(), webhook, org: OrgContext::default() })
     }
 
     /// The response role's credentials in `account` (cached until 5 minutes before they expire).
@@ -357,6 +511,50 @@ impl Executor {
                 ct.start_logging().name(trail).send().await.map_err(|e| err(&format!("StartLogging {trail}"), e))?;
                 Ok(Change::Done(d.describe()))
             }
+            Drift::EcrRepositoryPolicy { region, account, repository } => {
+                let ecr = aws_sdk_ecr::Client::new(&self.member(account, region).await?);
+                let doc = match ecr.get_repository_policy().repository_name(repository).send().await {
+                    Ok(p) => p.policy_text().unwrap_or_default().to_string(),
+                    Err(e) if e.as_service_error().is_some_and(|s| s.is_repository_policy_not_found_exception()) => {
+                        return Ok(Change::Already(format!("repository {repository} has no policy")));
+                    }
+                    Err(e) => return Err(err(&format!("GetRepositoryPolicy {repository}"), e)),
+                };
+                let (policy, removed) = filter_policy(&doc, account, &self.org)
+                    .map_err(|e| ActionError(format!("repository {repository}: {e}")))?;
+                if removed.is_empty() {
+                    return Ok(Change::Already(format!(
+                        "the policy of repository {repository} has no public or outside-organization statement"
+                    )));
+                }
+                let how = match policy {
+                    Some(p) => {
+                        ecr.set_repository_policy()
+                            .repository_name(repository)
+                            .policy_text(p.to_string())
+                            .send()
+                            .await
+                            .map_err(|e| err(&format!("SetRepositoryPolicy {repository}"), e))?;
+                        "SetRepositoryPolicy"
+                    }
+                    None => {
+                        ecr.delete_repository_policy()
+                            .repository_name(repository)
+                            .send()
+                            .await
+                            .map_err(|e| err(&format!("DeleteRepositoryPolicy {repository}"), e))?;
+                        "DeleteRepositoryPolicy: nothing else was left"
+                    }
+                };
+                let n = removed.len();
+                let removed = serde_json::Value::Array(removed).to_string();
+                Ok(Change::Removed {
+                    detail: format!(
+                        "{n} statement(s) removed from the policy of repository {repository} ({how}); removed: {removed}"
+                    ),
+                    removed,
+                })
+            }
         }
     }
 
@@ -493,5 +691,54 @@ mod tests {
         );
         f.rule_id = "custom".into();
         assert_eq!(Drift::of(&f), None);
+    }
+
+    fn org() -> OrgContext {
+        OrgContext { org_id: Some("o-a1b2c3d4e5".into()), accounts: ["444455556666".to_string()].into() }
+    }
+
+    #[test]
+    fn only_public_and_outside_statements_are_removed() {
+        let doc = r#"{"Version":"2012-10-17","Statement":[
+            {"Sid":"Public","Effect":"Allow","Principal":"*","Action":"ecr:BatchGetImage"},
+            {"Sid":"PublicAws","Effect":"Allow","Principal":{"AWS":["*"]},"Action":"ecr:BatchGetImage"},
+            {"Sid":"OrgOnly","Effect":"Allow","Principal":"*","Action":"ecr:BatchGetImage","Condition":{"StringEquals":{"aws:PrincipalOrgID":"o-a1b2c3d4e5"}}},
+            {"Sid":"OtherOrg","Effect":"Allow","Principal":"*","Action":"ecr:BatchGetImage","Condition":{"StringEquals":{"aws:PrincipalOrgID":"o-zzzzzzzzzz"}}},
+            {"Sid":"InOrgOtherCond","Effect":"Allow","Principal":{"AWS":"444455556666"},"Action":"ecr:BatchGetImage","Condition":{"StringEquals":{"aws:PrincipalOrgID":"o-zzzzzzzzzz"}}},
+            {"Sid":"InOrg","Effect":"Allow","Principal":{"AWS":["arn:aws:iam::444455556666:role/ci","111122223333"]},"Action":"ecr:BatchGetImage"},
+            {"Sid":"Mixed","Effect":"Allow","Principal":{"AWS":["arn:aws:iam::444455556666:root","arn:aws:iam::999988887777:root"]},"Action":"ecr:BatchGetImage"},
+            {"Sid":"Outside","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::999988887777:root"},"Action":"ecr:BatchGetImage"},
+            {"Sid":"Service","Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"ecr:BatchGetImage"},
+            {"Sid":"Deny","Effect":"Deny","Principal":"*","Action":"ecr:*"}
+        ]}"#;
+        let (policy, removed) = filter_policy(doc, "111122223333", &org()).unwrap();
+        let policy = policy.unwrap();
+        let sids = |a: &serde_json::Value| -> Vec<String> {
+            a.as_array().unwrap().iter().map(|s| s["Sid"].as_str().unwrap().to_string()).collect()
+        };
+        assert_eq!(sids(&policy["Statement"]), ["OrgOnly", "InOrgOtherCond", "InOrg", "Mixed", "Service", "Deny"]);
+        assert_eq!(policy["Version"], "2012-10-17");
+        assert_eq!(policy["Statement"][3]["Principal"]["AWS"], json!(["arn:aws:iam::444455556666:root"]));
+        // As they were, the narrowed one with its outside principal.
+        assert_eq!(sids(&serde_json::Value::Array(removed.clone())), ["Public", "PublicAws", "OtherOrg", "Mixed", "Outside"]);
+        assert_eq!(removed[3]["Principal"]["AWS"][1], "arn:aws:iam::999988887777:root");
+    }
+
+    #[test]
+    fn without_the_org_accounts_only_public_statements_go() {
+        let doc = r#"{"Statement":[
+            {"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::999988887777:root"},"Action":"ecr:BatchGetImage"},
+            {"Effect":"Allow","Principal":"*","Action":"ecr:BatchGetImage","Condition":{"StringEquals":{"aws:PrincipalOrgID":"o-zzzzzzzzzz"}}}
+        ]}"#;
+        // Neither the accounts nor the org id known: nothing is proven outside.
+        let (policy, removed) = filter_policy(doc, "111122223333", &OrgContext::default()).unwrap();
+        assert!(removed.is_empty());
+        assert_eq!(policy.unwrap()["Statement"].as_array().unwrap().len(), 2);
+        // Only a public statement: nothing is left.
+        let (policy, removed) =
+            filter_policy(r#"{"Statement":{"Effect":"Allow","Principal":"*","Action":"ecr:*"}}"#, "1", &org()).unwrap();
+        assert!(policy.is_none());
+        assert_eq!(removed.len(), 1);
+        assert!(filter_policy("not json", "1", &org()).is_err());
     }
 }

@@ -96,6 +96,8 @@ pub struct ActionRecord {
     /// What the action acts on (role, user, repository, trail, channel).
     pub target: String,
     pub detail: String,
+    /// What the action removed (JSON), e.g. repository policy statements, so an operator can put it back.
+    pub removed: Option<String>,
 }
 
 /// What an action would act on.
@@ -212,6 +214,13 @@ impl Responder {
         self.matcher.is_empty()
     }
 
+    /// Who is inside the organization, for `restore-config` on repository policies.
+    pub fn set_org(&mut self, org: actions::OrgContext) {
+        if let Some(e) = &mut self.exec {
+            e.org = org;
+        }
+    }
+
     /// Does any response apply to this finding?
     pub fn wants(&self, f: &FindingView) -> bool {
         !self.matcher.plan(f).is_empty()
@@ -238,6 +247,7 @@ impl Responder {
                 outcome: Outcome::Failed,
                 target: String::new(),
                 detail: String::new(),
+                removed: None,
             };
             let key = (f.id.clone(), p.action);
             if self.done.contains(&key) {
@@ -255,7 +265,7 @@ impl Responder {
             let (outcome, target, detail) = self.run_one(f, p.action, p.mode, &p.response, now).await;
             rec.outcome = outcome;
             rec.target = target;
-            rec.detail = detail;
+            (rec.detail, rec.removed) = detail;
             if outcome != Outcome::Failed {
                 // A failure may be retried when the finding comes again.
                 self.remember(key);
@@ -286,12 +296,13 @@ impl Responder {
             outcome: Outcome::SkippedNotAllowed,
             target: String::new(),
             detail: format!("no on-request or enforce response allows {} for this finding", action.as_str()),
+            removed: None,
         };
         if let Some(response) = allowed {
             let (outcome, target, detail) = self.run_one(f, action, Mode::OnRequest, &response, now).await;
             rec.outcome = outcome;
             rec.target = target;
-            rec.detail = detail;
+            (rec.detail, rec.removed) = detail;
             if outcome != Outcome::Failed {
                 self.remember((f.id.clone(), action));
             }
@@ -334,10 +345,10 @@ impl Responder {
         mode: Mode,
         response: &str,
         now: Instant,
-    ) -> (Outcome, String, String) {
+    ) -> (Outcome, String, (String, Option<String>)) {
         let target = match target_of(action, f) {
             Ok(t) => t,
-            Err(why) => return (Outcome::SkippedNoTarget, String::new(), why),
+            Err(why) => return (Outcome::SkippedNoTarget, String::new(), (why, None)),
         };
         let text = target.text();
         let principal = match &target {
@@ -349,12 +360,12 @@ impl Responder {
             // The acting session too: a break-glass session may be named by its session ARN.
             if self.protected.is_protected(p) || f.principal.as_deref().is_some_and(|x| self.protected.is_protected(x))
             {
-                return (Outcome::SkippedProtected, text, format!("{p} is a protected principal"));
+                return (Outcome::SkippedProtected, text, (format!("{p} is a protected principal"), None));
             }
         }
         if let Target::Role(r) = &target {
             if safety::is_service_linked(r) {
-                return (Outcome::SkippedServiceLinked, text, format!("{r} is a service-linked role"));
+                return (Outcome::SkippedServiceLinked, text, (format!("{r} is a service-linked role"), None));
             }
         }
         let live = mode != Mode::DryRun && self.exec.is_some();
@@ -362,12 +373,18 @@ impl Responder {
         match limits.take(action, now) {
             Ok(()) => {}
             Err(Limited::Rate) => {
-                return (Outcome::SkippedRateLimited, text, format!("{} rate limit per hour reached", action.as_str()))
+                return (
+                    Outcome::SkippedRateLimited,
+                    text,
+                    (format!("{} rate limit per hour reached", action.as_str()), None),
+                )
             }
-            Err(Limited::Cap) => return (Outcome::SkippedCap, text, "global cap of actions per hour reached".into()),
+            Err(Limited::Cap) => {
+                return (Outcome::SkippedCap, text, ("global cap of actions per hour reached".into(), None))
+            }
         }
         let Some(exec) = self.exec.as_mut().filter(|_| live) else {
-            return (Outcome::DryRun, text.clone(), format!("would {}: {text}", action.as_str()));
+            return (Outcome::DryRun, text.clone(), (format!("would {}: {text}", action.as_str()), None));
         };
         let seen = OffsetDateTime::parse(&f.last_seen, &time::format_description::well_known::Rfc3339).ok();
         let r = match &target {
@@ -377,13 +394,14 @@ impl Responder {
             Target::Drift(d) => exec.restore(d).await,
         };
         match r {
-            Ok(Change::Done(d)) => (Outcome::Done, text, d),
+            Ok(Change::Done(d)) => (Outcome::Done, text, (d, None)),
+            Ok(Change::Removed { detail, removed }) => (Outcome::Done, text, (detail, Some(removed))),
             Ok(Change::Already(d)) => {
                 // Nothing changed: the slot is not used up.
                 self.limits.give_back(action);
-                (Outcome::Already, text, d)
+                (Outcome::Already, text, (d, None))
             }
-            Err(e) => (Outcome::Failed, text, e.0),
+            Err(e) => (Outcome::Failed, text, (e.0, None)),
         }
     }
 
@@ -401,7 +419,7 @@ impl Responder {
                 .map(|r| format!("{}: {} ({})", r.action.as_str(), r.outcome.as_str().replace('_', " "), r.detail))
                 .collect::<Vec<_>>()
                 .join("; ");
-            let fields = recs
+            let mut fields: BTreeMap<String, String> = recs
                 .iter()
                 .map(|r| {
                     (
@@ -410,6 +428,12 @@ impl Responder {
                     )
                 })
                 .collect();
+            for r in &recs {
+                if let Some(removed) = &r.removed {
+                    // On its own, as JSON: what an operator needs to put it back.
+                    fields.insert(format!("trailwatch/response/{}/removed", r.action.as_str()), removed.clone());
+                }
+            }
             updates.push(writeback::Update {
                 id: id.to_string(),
                 product_arn: recs[0].product_arn.clone(),
