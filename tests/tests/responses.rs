@@ -721,3 +721,82 @@ async fn a_finding_read_again_after_a_restart_is_not_notified_twice() {
     run.service_in("fresh", 3, &rec3, &respond3, &responses, replay).await;
     assert_eq!(rec3.to("/hook").len(), 1);
 }
+
+async fn repo_policy(ecr: &aws_sdk_ecr::Client, repo: &str) -> Option<Value> {
+    match ecr.get_repository_policy().repository_name(repo).send().await {
+        Ok(p) => Some(serde_json::from_str(p.policy_text().unwrap()).unwrap()),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_repository_policy_not_found_exception()) => None,
+        Err(e) => panic!("GetRepositoryPolicy {repo}: {e:?}"),
+    }
+}
+
+fn sids(policy: &Value) -> Vec<String> {
+    policy["Statement"].as_array().unwrap().iter().map(|s| s["Sid"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test]
+async fn restore_config_removes_only_public_and_outside_statements_from_an_ecr_repository_policy() {
+    let account = "111122223333";
+    let ecr = aws_sdk_ecr::Client::new(&member(account).await);
+    let public = json!({"Sid": "Public", "Effect": "Allow", "Principal": "*", "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]});
+    let in_org = json!({"Sid": "InOrg", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::444455556666:role/ci"}, "Action": "ecr:BatchGetImage"});
+    let outside = json!({"Sid": "Outside", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::999988887777:root"}, "Action": "ecr:BatchGetImage"});
+    let policies = [
+        ("shop/web", json!({"Version": "2012-10-17", "Statement": [public, in_org, outside]})),
+        ("shop/open", json!({"Version": "2012-10-17", "Statement": [public]})),
+        // Set with an outside grant (the finding), since narrowed by hand to the org: nothing to remove.
+        ("shop/inorg", json!({"Version": "2012-10-17", "Statement": [in_org]})),
+    ];
+    for (repo, p) in &policies {
+        ecr.create_repository().repository_name(*repo).send().await.unwrap();
+        ecr.set_repository_policy().repository_name(*repo).policy_text(p.to_string()).send().await.unwrap();
+    }
+    let who = assumed(account, "dev", "alice");
+    let set = |n: u32, repo: &str, policy: &Value| {
+        event(
+            n,
+            account,
+            "ecr.amazonaws.com",
+            "SetRepositoryPolicy",
+            who.clone(),
+            json!({"repositoryName": repo, "policyText": policy.to_string()}),
+        )
+    };
+    let run = Run::new(&[
+        set(1, "shop/web", &policies[0].1),
+        set(2, "shop/open", &policies[1].1),
+        set(3, "shop/inorg", &json!({"Version": "2012-10-17", "Statement": [outside]})),
+    ]);
+    let responses = "[[responses]]\nname = \"ecr-policy\"\nrules = [\"74968f7b-23ed-403e-b89c-c07a9fc720a9\", \"ae005d5b-9a6c-49da-b492-daa719ab6492\"]\nactions = [\"restore-config\"]\nmode = \"enforce\"\n";
+    // The responder's org: from the configuration (as AWS Organizations would say).
+    let org = "[rules.placeholders]\norg_accounts = [\"111122223333\", \"444455556666\"]\norg_id = [\"o-a1b2c3d4e5\"]";
+    let rec = Recorder::start().unwrap();
+    let findings = run.service_in("s1", 1, &rec, "", responses, org).await;
+    // shop/web and shop/open: public (the outside rule leaves public policies to it); shop/inorg: outside.
+    assert_eq!(findings.len(), 3, "{findings:#?}");
+
+    assert_eq!(sids(&repo_policy(&ecr, "shop/web").await.unwrap()), ["InOrg"], "only the offending statements went");
+    assert_eq!(repo_policy(&ecr, "shop/open").await, None, "nothing left: the policy is deleted");
+    assert_eq!(repo_policy(&ecr, "shop/inorg").await.unwrap(), policies[2].1, "an in-org grant is never touched");
+
+    let wb = written_back(&rec, "restore-config");
+    assert_eq!(wb.len(), 3, "{wb:?}");
+    assert_eq!(wb.iter().filter(|(_, v)| v.starts_with("done: ")).count(), 2, "{wb:?}");
+    assert_eq!(wb.iter().filter(|(_, v)| v.starts_with("already: ")).count(), 1, "{wb:?}");
+    // What was removed, as JSON, on the finding: enough to put it back.
+    let removed: Vec<Value> = written_back(&rec, "restore-config/removed")
+        .into_iter()
+        .map(|(_, v)| serde_json::from_str(&v).unwrap())
+        .collect();
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(removed.contains(&json!([public, outside])), "{removed:?}");
+    assert!(removed.contains(&json!([public])), "{removed:?}");
+
+    // Again, with no memory of the first run: nothing left to remove.
+    let rec2 = Recorder::start().unwrap();
+    run.service_in("s2", 2, &rec2, "", responses, org).await;
+    assert_eq!(sids(&repo_policy(&ecr, "shop/web").await.unwrap()), ["InOrg"]);
+    let wb = written_back(&rec2, "restore-config");
+    assert_eq!(wb.len(), 3, "{wb:?}");
+    assert!(wb.iter().all(|(_, v)| v.starts_with("already: ")), "{wb:?}");
+}
