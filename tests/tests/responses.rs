@@ -800,3 +800,61 @@ async fn restore_config_removes_only_public_and_outside_statements_from_an_ecr_r
     assert_eq!(wb.len(), 3, "{wb:?}");
     assert!(wb.iter().all(|(_, v)| v.starts_with("already: ")), "{wb:?}");
 }
+
+async fn recording(cfg: &aws_sdk_config::Client, name: &str) -> bool {
+    let st = cfg.describe_configuration_recorder_status().configuration_recorder_names(name).send().await.unwrap();
+    st.configuration_recorders_status()[0].recording()
+}
+
+#[tokio::test]
+async fn restore_config_restarts_a_stopped_config_recorder_and_again_is_a_no_op() {
+    let account = "141414141414";
+    let conf = member(account).await;
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&conf).force_path_style(true).build());
+    s3.create_bucket().bucket("config-141414").send().await.unwrap();
+    let cfg = aws_sdk_config::Client::new(&conf);
+    // One recorder per region: the finding's (us-east-1) and another region's, both stopped.
+    let west = aws_sdk_config::Client::new(&conf.to_builder().region(aws_config::Region::new("us-west-2")).build());
+    for c in [&cfg, &west] {
+        c.put_configuration_recorder()
+            .configuration_recorder(
+                aws_sdk_config::types::ConfigurationRecorder::builder()
+                    .name("default")
+                    .role_arn(format!("arn:aws:iam::{account}:role/config"))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    cfg.put_delivery_channel()
+        .delivery_channel(
+            aws_sdk_config::types::DeliveryChannel::builder().name("default").s3_bucket_name("config-141414").build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(!recording(&cfg, "default").await && !recording(&west, "default").await);
+
+    let run = Run::new(&[event(
+        1,
+        account,
+        "config.amazonaws.com",
+        "StopConfigurationRecorder",
+        assumed(account, "dev", "alice"),
+        json!({"configurationRecorderName": "default"}),
+    )]);
+    let responses = "[[responses]]\nrules = [\"2c8e5f14-6a3b-4d97-8e01-b4f7c9a2d6e3\"]\nactions = [\"restore-config\"]\nmode = \"enforce\"\n";
+    let rec = Recorder::start().unwrap();
+    run.service(1, &rec, "", responses).await;
+    let wb = written_back(&rec, "restore-config");
+    assert!(recording(&cfg, "default").await, "{wb:?}");
+    assert!(!recording(&west, "default").await, "only the recorder of the finding (its region)");
+    assert!(wb.len() == 1 && wb[0].1.starts_with("done: AWS Config recorder default restarted"), "{wb:?}");
+
+    let rec2 = Recorder::start().unwrap();
+    run.service(2, &rec2, "", responses).await;
+    let wb = written_back(&rec2, "restore-config");
+    assert!(wb.len() == 1 && wb[0].1.starts_with("already: "), "{wb:?}");
+    assert!(recording(&cfg, "default").await);
+}

@@ -95,6 +95,17 @@ pub(super) fn resources_of(class: EventClass, ev: &Value, region: Option<&str>) 
                     out.push(res("AwsCloudTrailTrail", id, region, None));
                 }
             }
+            // The Config recorder a Config call changed (a response restarts a
+            // stopped one). ASFF has no type for it: Other, with its ARN.
+            if s(ev, &["eventSource"]) == Some("config.amazonaws.com") {
+                if let Some(name) = s(rp, &["configurationRecorderName"]).filter(|n| !n.is_empty()) {
+                    let id = format!(
+                        "arn:aws:config:{}:{account}:configuration-recorder/{name}",
+                        region.unwrap_or("us-east-1")
+                    );
+                    out.push(res("Other", id, region, None));
+                }
+            }
             let ui = ev.get("userIdentity").unwrap_or(&NULL);
             let arn = s(ui, &["arn"]).unwrap_or("");
             // The type when given, else what the ARN says (correlation

@@ -49,11 +49,32 @@ where
 /// A configuration drift the built-in pack detects and `restore-config` undoes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Drift {
-    EcrScanOnPush { region: String, account: String, repository: String },
-    EcrTagImmutability { region: String, account: String, repository: String },
-    TrailStopped { region: String, account: String, trail: String },
+    EcrScanOnPush {
+        region: String,
+        account: String,
+        repository: String,
+    },
+    EcrTagImmutability {
+        region: String,
+        account: String,
+        repository: String,
+    },
+    TrailStopped {
+        region: String,
+        account: String,
+        trail: String,
+    },
     /// A public or outside-the-organization statement in a repository policy.
-    EcrRepositoryPolicy { region: String, account: String, repository: String },
+    EcrRepositoryPolicy {
+        region: String,
+        account: String,
+        repository: String,
+    },
+    ConfigRecorderStopped {
+        region: String,
+        account: String,
+        recorder: String,
+    },
 }
 
 /// Built-in rules whose finding `restore-config` knows how to undo.
@@ -63,6 +84,7 @@ const ECR_POLICY_RULES: [&str; 2] = [
     "74968f7b-23ed-403e-b89c-c07a9fc720a9", // public
     "ae005d5b-9a6c-49da-b492-daa719ab6492", // outside the organization
 ];
+const MONITORING_DISABLED_RULE: &str = "2c8e5f14-6a3b-4d97-8e01-b4f7c9a2d6e3";
 const LOGGING_STOPPED_RULES: [&str; 2] =
     ["12f63f48-5ff7-486a-a844-d2b7088e5336", "688add5b-3f08-4125-b38b-6a27616504c8"];
 
@@ -91,6 +113,12 @@ impl Drift {
             let (region, account, repository) = repo()?;
             return Some(Drift::EcrRepositoryPolicy { region, account, repository });
         }
+        if f.rule_id == MONITORING_DISABLED_RULE && f.event_name.as_deref() == Some("StopConfigurationRecorder") {
+            let id = f.resources.iter().find(|(_, id)| id.contains(":configuration-recorder/"))?.1.as_str();
+            let (region, account, res) = arn_parts(id)?;
+            let recorder = res.strip_prefix("configuration-recorder/")?.to_string();
+            return Some(Drift::ConfigRecorderStopped { region, account, recorder });
+        }
         if LOGGING_STOPPED_RULES.contains(&f.rule_id.as_str()) && f.event_name.as_deref() == Some("StopLogging") {
             let (region, account, res) = arn_parts(f.resource("AwsCloudTrailTrail")?)?;
             return Some(Drift::TrailStopped { region, account, trail: res.strip_prefix("trail/")?.to_string() });
@@ -103,7 +131,8 @@ impl Drift {
             Drift::EcrScanOnPush { account, .. }
             | Drift::EcrTagImmutability { account, .. }
             | Drift::TrailStopped { account, .. }
-            | Drift::EcrRepositoryPolicy { account, .. } => account,
+            | Drift::EcrRepositoryPolicy { account, .. }
+            | Drift::ConfigRecorderStopped { account, .. } => account,
         }
     }
 
@@ -115,8 +144,11 @@ impl Drift {
             }
             Drift::TrailStopped { trail, .. } => format!("logging restarted on trail {trail}"),
             Drift::EcrRepositoryPolicy { repository, .. } => {
-                format!("public and outside-organization statements removed from the policy of ECR repository {repository}")
+                format!(
+                    "public and outside-organization statements removed from the policy of ECR repository {repository}"
+                )
             }
+            Drift::ConfigRecorderStopped { recorder, .. } => format!("AWS Config recorder {recorder} restarted"),
         }
     }
 }
@@ -195,7 +227,9 @@ fn org_condition(stmt: &serde_json::Value, org: &OrgContext) -> Option<Option<bo
             if k == "aws:principalorgid" || k == "aws:principalorgpaths" {
                 match v {
                     serde_json::Value::String(s) => values.push(s.clone()),
-                    serde_json::Value::Array(a) => values.extend(a.iter().filter_map(|x| x.as_str().map(str::to_string))),
+                    serde_json::Value::Array(a) => {
+                        values.extend(a.iter().filter_map(|x| x.as_str().map(str::to_string)))
+                    }
                     _ => {}
                 }
             }
@@ -248,9 +282,7 @@ fn judge(stmt: &serde_json::Value, repo_account: &str, org: &OrgContext) -> Verd
         // Without the organization's accounts, an account is never proven outside.
         return Verdict::Keep;
     }
-    let inside = |p: &String| {
-        principal_account(p).is_none_or(|a| a == repo_account || org.accounts.contains(a))
-    };
+    let inside = |p: &String| principal_account(p).is_none_or(|a| a == repo_account || org.accounts.contains(a));
     let keep: Vec<String> = aws.iter().filter(|p| inside(p)).cloned().collect();
     let others = principal.as_object().is_some_and(|o| o.keys().any(|k| k != "AWS"));
     if keep.len() == aws.len() {
@@ -511,6 +543,24 @@ impl Executor {
                 ct.start_logging().name(trail).send().await.map_err(|e| err(&format!("StartLogging {trail}"), e))?;
                 Ok(Change::Done(d.describe()))
             }
+            Drift::ConfigRecorderStopped { region, account, recorder } => {
+                let cfg = aws_sdk_config::Client::new(&self.member(account, region).await?);
+                let st = cfg
+                    .describe_configuration_recorder_status()
+                    .configuration_recorder_names(recorder)
+                    .send()
+                    .await
+                    .map_err(|e| err(&format!("DescribeConfigurationRecorderStatus {recorder}"), e))?;
+                if st.configuration_recorders_status().iter().any(|s| s.recording()) {
+                    return Ok(Change::Already(format!("Config recorder {recorder} is already recording")));
+                }
+                cfg.start_configuration_recorder()
+                    .configuration_recorder_name(recorder)
+                    .send()
+                    .await
+                    .map_err(|e| err(&format!("StartConfigurationRecorder {recorder}"), e))?;
+                Ok(Change::Done(d.describe()))
+            }
             Drift::EcrRepositoryPolicy { region, account, repository } => {
                 let ecr = aws_sdk_ecr::Client::new(&self.member(account, region).await?);
                 let doc = match ecr.get_repository_policy().repository_name(repository).send().await {
@@ -720,7 +770,10 @@ mod tests {
         assert_eq!(policy["Version"], "2012-10-17");
         assert_eq!(policy["Statement"][3]["Principal"]["AWS"], json!(["arn:aws:iam::444455556666:root"]));
         // As they were, the narrowed one with its outside principal.
-        assert_eq!(sids(&serde_json::Value::Array(removed.clone())), ["Public", "PublicAws", "OtherOrg", "Mixed", "Outside"]);
+        assert_eq!(
+            sids(&serde_json::Value::Array(removed.clone())),
+            ["Public", "PublicAws", "OtherOrg", "Mixed", "Outside"]
+        );
         assert_eq!(removed[3]["Principal"]["AWS"][1], "arn:aws:iam::999988887777:root");
     }
 

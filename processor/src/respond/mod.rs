@@ -190,9 +190,8 @@ impl Responder {
     ) -> anyhow::Result<Responder> {
         let mut r = Responder::offline(cfg, responses, tags);
         if let Some(dir) = state_dir {
-            let (h, loaded) = handled::Handled::open(dir, cfg.handled_ttl, cfg.handled_max).map_err(|e| {
-                anyhow::anyhow!("handled responses in {}: {e}", dir.join(handled::FILE_NAME).display())
-            })?;
+            let (h, loaded) = handled::Handled::open(dir, cfg.handled_ttl, cfg.handled_max)
+                .map_err(|e| anyhow::anyhow!("handled responses in {}: {e}", dir.join(handled::FILE_NAME).display()))?;
             tracing::info!(
                 kept = loaded.kept,
                 expired = loaded.expired,

@@ -319,8 +319,8 @@ async fn run_service(
             &cfg.aws,
             Some(&cfg.service.state_dir),
         )
-            .await
-            .context("responses")?;
+        .await
+        .context("responses")?;
         let mut responder = responder;
         responder.set_org(respond_org(&cfg.rules, opts.org.as_ref()));
         let sink = crate::respond::RespondSink::new(responder, &cfg.respond);
