@@ -858,3 +858,116 @@ async fn restore_config_restarts_a_stopped_config_recorder_and_again_is_a_no_op(
     assert!(wb.len() == 1 && wb[0].1.starts_with("already: "), "{wb:?}");
     assert!(recording(&cfg, "default").await);
 }
+
+/// A default subnet of `account` (awsvpc tasks need one). No EC2 SDK crate in
+/// the build for one call: a Query request to moto, which reads the account
+/// from the access key in the Authorization header (it checks no signature).
+async fn default_subnet(account: &str) -> String {
+    use std::io::{Read, Write};
+    let sts = aws_sdk_sts::Client::new(&moto().sdk_config().await);
+    let c = sts
+        .assume_role()
+        .role_arn(format!("arn:aws:iam::{account}:role/test-admin"))
+        .role_session_name("test-setup")
+        .send()
+        .await
+        .unwrap();
+    let key = c.credentials().unwrap().access_key_id().to_string();
+    let addr = moto().endpoint.trim_start_matches("http://").to_string();
+    let body = "Action=DescribeSubnets&Version=2016-11-15";
+    let req = format!(
+        "POST / HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nAuthorization: AWS4-HMAC-SHA256 Credential={key}/20261206/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=00\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    conn.read_to_string(&mut out).unwrap();
+    let start = out.find("<subnetId>").unwrap_or_else(|| panic!("no subnet in {out}")) + "<subnetId>".len();
+    out[start..start + out[start..].find('<').unwrap()].to_string()
+}
+
+async fn task_status(ecs: &aws_sdk_ecs::Client, arn: &str) -> (String, Option<String>) {
+    let out = ecs.describe_tasks().cluster("prod").tasks(arn).send().await.unwrap();
+    let t = &out.tasks()[0];
+    (t.desired_status().unwrap().to_string(), t.stopped_reason().map(str::to_string))
+}
+
+#[tokio::test]
+async fn stop_task_stops_the_task_of_the_finding_with_a_reason_and_again_is_a_no_op() {
+    let account = "151515151515";
+    let ecs = aws_sdk_ecs::Client::new(&member(account).await);
+    ecs.create_cluster().cluster_name("prod").send().await.unwrap();
+    ecs.register_task_definition()
+        .family("app")
+        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+        .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+        .cpu("256")
+        .memory("512")
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder().name("app").image("app:1").memory(512).build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let out = ecs
+        .run_task()
+        .cluster("prod")
+        .task_definition("app")
+        .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
+        .count(3)
+        .network_configuration(
+            aws_sdk_ecs::types::NetworkConfiguration::builder()
+                .awsvpc_configuration(
+                    aws_sdk_ecs::types::AwsVpcConfiguration::builder()
+                        .subnets(default_subnet(account).await)
+                        .security_groups("sg-0abc")
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let arns: Vec<String> = out.tasks().iter().map(|t| t.task_arn().unwrap().to_string()).collect();
+    assert_eq!(arns.len(), 3);
+    assert!(arns[0].contains(":task/prod/"), "long task ARNs: {arns:?}");
+    let id = |a: &str| a.rsplit('/').next().unwrap().to_string();
+    let exec = |n: u32, who: Value, task: &str| {
+        event(
+            n,
+            account,
+            "ecs.amazonaws.com",
+            "ExecuteCommand",
+            who,
+            json!({"cluster": "prod", "task": task, "container": "app", "command": "/bin/sh", "interactive": true}),
+        )
+    };
+    // Task 0: a developer's shell (stopped); task 1: the break-glass role's (protected, left running); task 2: no finding.
+    let run = Run::new(&[
+        exec(1, assumed(account, "dev", "mallory"), &id(&arns[0])),
+        exec(2, assumed(account, "breakglass-ops", "oncall"), &id(&arns[1])),
+    ]);
+    let respond = "protected_principals = [\"breakglass*\"]";
+    let responses = "[[responses]]\nrules = [\"3e7b1a95-d2c4-4f08-8b6e-5a9c0d4f1b27\"]\nactions = [\"stop-task\"]\nmode = \"enforce\"\n";
+    let rec = Recorder::start().unwrap();
+    run.service(1, &rec, respond, responses).await;
+
+    let wb: Vec<String> = written_back(&rec, "stop-task").into_iter().map(|x| x.1).collect();
+    let (desired, reason) = task_status(&ecs, &arns[0]).await;
+    assert_eq!(desired, "STOPPED", "{wb:?}");
+    let reason = reason.unwrap_or_default();
+    assert!(reason.starts_with("trailwatch: ") && reason.contains("mallory"), "{reason}");
+    assert_eq!(task_status(&ecs, &arns[1]).await.0, "RUNNING", "a protected principal's task keeps running");
+    assert_eq!(task_status(&ecs, &arns[2]).await.0, "RUNNING", "a task without a finding keeps running");
+    assert_eq!(wb.len(), 2, "{wb:?}");
+    assert!(wb.iter().any(|v| v.starts_with("done: task ")), "{wb:?}");
+    assert!(wb.iter().any(|v| v.starts_with("skipped_protected: ")), "{wb:?}");
+
+    let rec2 = Recorder::start().unwrap();
+    run.service(2, &rec2, respond, responses).await;
+    let wb: Vec<String> = written_back(&rec2, "stop-task").into_iter().map(|x| x.1).collect();
+    assert!(wb.iter().any(|v| v.starts_with("already: ")), "{wb:?}");
+    assert_eq!(task_status(&ecs, &arns[1]).await.0, "RUNNING");
+}

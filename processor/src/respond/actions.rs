@@ -608,6 +608,40 @@ impl Executor {
         }
     }
 
+    /// `stop-task`: ECS StopTask on a task that is not already stopping.
+    pub async fn stop_task(&mut self, task_arn: &str, reason: &str) -> Result<Change, ActionError> {
+        let (region, account, res) =
+            arn_parts(task_arn).ok_or_else(|| ActionError(format!("not a task ARN: {task_arn}")))?;
+        // task/CLUSTER/ID (the old format task/ID runs in the default cluster).
+        let mut parts = res.strip_prefix("task/").unwrap_or(&res).rsplitn(2, '/');
+        let id = parts.next().unwrap_or_default().to_string();
+        let cluster = parts.next().unwrap_or("default").to_string();
+        let ecs = aws_sdk_ecs::Client::new(&self.member(&account, &region).await?);
+        let out = ecs
+            .describe_tasks()
+            .cluster(&cluster)
+            .tasks(task_arn)
+            .send()
+            .await
+            .map_err(|e| err(&format!("DescribeTasks {cluster}/{id}"), e))?;
+        let Some(task) = out.tasks().first() else {
+            return Ok(Change::Already(format!("task {id} of cluster {cluster} no longer exists")));
+        };
+        if task.desired_status() == Some("STOPPED") || task.last_status() == Some("STOPPED") {
+            return Ok(Change::Already(format!("task {id} of cluster {cluster} is already stopped or stopping")));
+        }
+        // ECS keeps up to 1,024 characters of reason; shown in the console and DescribeTasks.
+        let reason: String = reason.chars().filter(|c| !c.is_control()).take(1024).collect();
+        ecs.stop_task()
+            .cluster(&cluster)
+            .task(task_arn)
+            .reason(reason)
+            .send()
+            .await
+            .map_err(|e| err(&format!("StopTask {cluster}/{id}"), e))?;
+        Ok(Change::Done(format!("task {id} of cluster {cluster} stopped")))
+    }
+
     /// `notify`: SNS (the configured topic) and/or the webhook.
     pub async fn notify(&mut self, f: &FindingView, response: &str) -> Result<Change, ActionError> {
         let mut sent = Vec::new();

@@ -17,13 +17,21 @@ pub enum ActionKind {
     /// Deactivate the user's access keys and attach AWSCompromisedKeyQuarantineV3.
     QuarantineUser,
     /// Undo the configuration drift the built-in pack detects (ECR scan on
-    /// push, tag immutability, a stopped trail).
+    /// push, tag immutability, repository policy statements, a stopped trail
+    /// or Config recorder).
     RestoreConfig,
+    /// ECS StopTask (with a reason naming the finding) on the task the finding is about.
+    StopTask,
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 4] =
-        [ActionKind::Notify, ActionKind::RevokeRoleSessions, ActionKind::QuarantineUser, ActionKind::RestoreConfig];
+    pub const ALL: [ActionKind; 5] = [
+        ActionKind::Notify,
+        ActionKind::RevokeRoleSessions,
+        ActionKind::QuarantineUser,
+        ActionKind::RestoreConfig,
+        ActionKind::StopTask,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -31,6 +39,7 @@ impl ActionKind {
             ActionKind::RevokeRoleSessions => "revoke-role-sessions",
             ActionKind::QuarantineUser => "quarantine-user",
             ActionKind::RestoreConfig => "restore-config",
+            ActionKind::StopTask => "stop-task",
         }
     }
 
@@ -38,7 +47,7 @@ impl ActionKind {
     fn default_rate(self) -> u32 {
         match self {
             ActionKind::Notify => 120,
-            ActionKind::RevokeRoleSessions | ActionKind::QuarantineUser => 10,
+            ActionKind::RevokeRoleSessions | ActionKind::QuarantineUser | ActionKind::StopTask => 10,
             ActionKind::RestoreConfig => 30,
         }
     }
@@ -117,7 +126,7 @@ pub struct RespondConfig {
     /// Endpoint for the member-account clients (STS/IAM/ECR/CloudTrail; tests, VPC endpoints).
     pub endpoint_url: Option<String>,
     /// Security Hub custom action id (the end of its ARN, `…:action/custom/<Id>`)
-    /// → the action it requests. The deploy template creates these four.
+    /// → the action it requests. The deploy template creates these five.
     pub custom_actions: BTreeMap<String, String>,
     /// Per-call timeout of actions, write-backs and webhook posts.
     #[serde(with = "crate::config::duration_text")]
@@ -150,6 +159,7 @@ impl Default for RespondConfig {
                 ("TwRevokeSessions", ActionKind::RevokeRoleSessions),
                 ("TwQuarantineUser", ActionKind::QuarantineUser),
                 ("TwRestoreConfig", ActionKind::RestoreConfig),
+                ("TwStopTask", ActionKind::StopTask),
             ]
             .iter()
             .map(|(k, a)| (k.to_string(), a.as_str().to_string()))
@@ -213,7 +223,7 @@ pub fn validate(respond: &RespondConfig, responses: &[ResponseRule], problems: &
     for k in respond.rate_limits.keys() {
         if !ActionKind::ALL.iter().any(|a| a.as_str() == k) {
             problems.push(format!(
-                "respond.rate_limits: `{k}` is not an action (notify, revoke-role-sessions, quarantine-user, restore-config)"
+                "respond.rate_limits: `{k}` is not an action (notify, revoke-role-sessions, quarantine-user, restore-config, stop-task)"
             ));
         }
     }
@@ -239,7 +249,7 @@ pub fn validate(respond: &RespondConfig, responses: &[ResponseRule], problems: &
     for (i, r) in responses.iter().enumerate() {
         let name = r.name.clone().unwrap_or_else(|| format!("responses[{i}]"));
         if r.actions.is_empty() {
-            problems.push(format!("{name}: actions is empty (one or more of notify, revoke-role-sessions, quarantine-user, restore-config)"));
+            problems.push(format!("{name}: actions is empty (one or more of notify, revoke-role-sessions, quarantine-user, restore-config, stop-task)"));
         }
         if let Some(s) = &r.min_severity {
             if severity_rank(s).is_none() {

@@ -106,6 +106,8 @@ enum Target {
     Role(String),
     User(String),
     Drift(Drift),
+    /// An ECS task ARN.
+    Task(String),
 }
 
 impl Target {
@@ -115,6 +117,7 @@ impl Target {
             Target::Role(r) => r.clone(),
             Target::User(u) => u.clone(),
             Target::Drift(d) => d.describe(),
+            Target::Task(t) => t.clone(),
         }
     }
 }
@@ -139,6 +142,10 @@ fn target_of(action: ActionKind, f: &FindingView) -> Result<Target, String> {
                 Err(format!("the principal `{p}` is not an IAM user"))
             }
         }
+        ActionKind::StopTask => f
+            .resource("AwsEcsTask")
+            .map(|t| Target::Task(t.to_string()))
+            .ok_or_else(|| "the finding names no ECS task".to_string()),
         ActionKind::RestoreConfig => Drift::of(f).map(Target::Drift).ok_or_else(|| {
             format!("no known restore for rule {} (event {})", f.rule_id, f.event_name.as_deref().unwrap_or("-"))
         }),
@@ -362,6 +369,12 @@ impl Responder {
                 return (Outcome::SkippedProtected, text, (format!("{p} is a protected principal"), None));
             }
         }
+        if let (Target::Task(_), Some(p)) = (&target, f.principal.as_deref()) {
+            // A protected (break-glass) session in a task is the approved way in: its task is left running.
+            if self.protected.is_protected(p) {
+                return (Outcome::SkippedProtected, text, (format!("{p} is a protected principal"), None));
+            }
+        }
         if let Target::Role(r) = &target {
             if safety::is_service_linked(r) {
                 return (Outcome::SkippedServiceLinked, text, (format!("{r} is a service-linked role"), None));
@@ -391,6 +404,7 @@ impl Responder {
             Target::Role(role) => exec.revoke_role_sessions(role, seen, OffsetDateTime::now_utc()).await,
             Target::User(u) => exec.quarantine_user(u).await,
             Target::Drift(d) => exec.restore(d).await,
+            Target::Task(t) => exec.stop_task(t, &format!("trailwatch: {} (finding {})", f.title, f.id)).await,
         };
         match r {
             Ok(Change::Done(d)) => (Outcome::Done, text, (d, None)),
