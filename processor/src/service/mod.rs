@@ -612,6 +612,24 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// The organization the responder may rely on: `[rules.placeholders]` or AWS
+/// Organizations at start-up; accounts derived from the input are not proof
+/// that an account is outside (an org account may not have been seen yet).
+fn respond_org(rules: &crate::config::RulesConfig, org: Option<&OrgUpdates>) -> crate::respond::actions::OrgContext {
+    let mut out = crate::respond::actions::OrgContext::default();
+    if let Some(OrgUpdates { mode: OrgMode::Organizations { current, .. }, .. }) = org {
+        out.org_id = current.org_id.clone();
+        out.accounts = current.accounts.clone();
+    }
+    if let Some(id) = rules.placeholders.get(crate::org::ORG_ID).and_then(|v| v.first()) {
+        out.org_id = Some(id.clone());
+    }
+    if let Some(a) = rules.placeholders.get(crate::org::ACCOUNTS).filter(|a| !a.is_empty()) {
+        out.accounts = a.iter().cloned().collect();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -662,22 +680,4 @@ mod tests {
         assert_eq!(s.calls.load(Ordering::SeqCst), 1);
         assert!(format!("{e:#}").contains("cannot load state from the flaky store (after 1 attempts)"), "{e:#}");
     }
-}
-
-/// The organization the responder may rely on: `[rules.placeholders]` or AWS
-/// Organizations at start-up; accounts derived from the input are not proof
-/// that an account is outside (an org account may not have been seen yet).
-fn respond_org(rules: &crate::config::RulesConfig, org: Option<&OrgUpdates>) -> crate::respond::actions::OrgContext {
-    let mut out = crate::respond::actions::OrgContext::default();
-    if let Some(OrgUpdates { mode: OrgMode::Organizations { current, .. }, .. }) = org {
-        out.org_id = current.org_id.clone();
-        out.accounts = current.accounts.clone();
-    }
-    if let Some(id) = rules.placeholders.get(crate::org::ORG_ID).and_then(|v| v.first()) {
-        out.org_id = Some(id.clone());
-    }
-    if let Some(a) = rules.placeholders.get(crate::org::ACCOUNTS).filter(|a| !a.is_empty()) {
-        out.accounts = a.iter().cloned().collect();
-    }
-    out
 }
