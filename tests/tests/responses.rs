@@ -971,3 +971,100 @@ async fn stop_task_stops_the_task_of_the_finding_with_a_reason_and_again_is_a_no
     assert!(wb.iter().any(|v| v.starts_with("already: ")), "{wb:?}");
     assert_eq!(task_status(&ecs, &arns[1]).await.0, "RUNNING");
 }
+
+#[tokio::test]
+async fn an_on_request_event_from_an_sqs_queue_runs_the_action_and_the_message_is_deleted() {
+    let account = "161616161616";
+    let iam = aws_sdk_iam::Client::new(&member(account).await);
+    iam.create_role().role_name("dev").assume_role_policy_document("{}").send().await.unwrap();
+    let responses = format!(
+        "[[responses]]\nrules = [\"{SECRET_RULE_ID}\"]\nactions = [\"revoke-role-sessions\"]\nmode = \"on-request\"\n"
+    );
+    // The finding, as the stream produced it (on-request: nothing done then).
+    let run = Run::new(&[secret_read(1, account, assumed(account, "dev", "alice"))]);
+    let findings = run.service(1, &Recorder::start().unwrap(), "", &responses).await;
+    let secret = finding_of(&findings, SECRET_RULE_ID).clone();
+    assert!(inline_policies(&iam, "dev").await.is_empty());
+
+    // EventBridge delivers the custom action's event to the queue trailwatch reads.
+    let base = moto().sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&base);
+    let url = sqs.create_queue().queue_name("scan-events-h20").send().await.unwrap().queue_url().unwrap().to_string();
+    let request = json!({
+        "version": "0", "id": "c0ffee00-0000-4000-8000-000000000002",
+        "detail-type": "Security Hub Findings - Custom Action", "source": "aws.securityhub",
+        "account": "123456789012", "time": "2026-12-01T11:00:00Z", "region": "us-east-1",
+        "resources": ["arn:aws:securityhub:us-east-1:123456789012:action/custom/TwRevokeSessions"],
+        "detail": {"actionName": "trailwatch revoke", "actionDescription": "revoke", "findings": [secret]}
+    });
+    sqs.send_message().queue_url(&url).message_body(request.to_string()).send().await.unwrap();
+
+    let rec = Arc::new(Recorder::start().unwrap());
+    let text = format!(
+        r#"
+        [service]
+        state_dir = "{state}"
+        commit_interval = "200ms"
+        [sources.queue]
+        type = "sqs"
+        queue_url = "{url}"
+        wait_time = "1s"
+        [sinks.out]
+        type = "asff-jsonl"
+        path = "{out}"
+        [metrics]
+        enabled = false
+        [aws]
+        region = "us-east-1"
+        endpoint_url = "{moto}"
+        max_attempts = 1
+        [respond]
+        securityhub_endpoint_url = "{rec}"
+        {responses}
+        "#,
+        state = run.dir.path().join("sqs-state").display(),
+        out = run.dir.path().join("sqs-findings.ndjson").display(),
+        moto = moto().endpoint,
+        rec = rec.endpoint,
+    );
+    let cfg = Config::from_toml_str(&text).unwrap();
+    let (tx, mut commits) = tokio::sync::watch::channel(0u64);
+    let opts = RunOptions { commits: Some(tx), ..Default::default() };
+    let rec2 = Arc::clone(&rec);
+    // Stop once the write-back arrived and one more commit (the message's delete) followed.
+    let shutdown = async move {
+        let _ = tokio::time::timeout(Duration::from_secs(40), async {
+            while rec2.to("/findings/batchupdate").is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        let seen = *commits.borrow();
+        let _ = tokio::time::timeout(Duration::from_secs(5), commits.wait_for(|n| *n > seen)).await;
+    };
+    tokio::time::timeout(Duration::from_secs(60), service::run(cfg, rule_set(), opts, shutdown))
+        .await
+        .expect("the run ends")
+        .expect("the run succeeds");
+
+    assert_eq!(inline_policies(&iam, "dev").await, vec!["TrailwatchRevokeOlderSessions".to_string()]);
+    let wb = written_back(&rec, "revoke-role-sessions");
+    assert_eq!(wb.len(), 1, "{wb:?}");
+    assert_eq!(wb[0].0, secret["Id"].as_str().unwrap());
+    assert!(wb[0].1.starts_with("done: sessions of role dev"), "{wb:?}");
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap();
+    let a = attrs.attributes().unwrap();
+    assert_eq!(a[&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages], "0");
+    assert_eq!(
+        a[&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible],
+        "0",
+        "deleted after the commit"
+    );
+}
