@@ -1068,3 +1068,86 @@ async fn an_on_request_event_from_an_sqs_queue_runs_the_action_and_the_message_i
         "deleted after the commit"
     );
 }
+
+/// An https endpoint with a certificate from the test CA
+/// (tests/fixtures/tls): records each POST body, answers 200.
+fn tls_webhook() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls");
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(dir.join("server.pem")).unwrap().collect::<Result<_, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Arc::clone(&got);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(tcp) = conn else { continue };
+            let Ok(tls) = rustls::ServerConnection::new(Arc::clone(&config)) else { continue };
+            // A failed handshake (an untrusting client) just drops the connection.
+            let mut stream = BufReader::new(rustls::StreamOwned::new(tls, tcp));
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if stream.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    let mut body = vec![0; len];
+                    if stream.read_exact(&mut body).is_ok() {
+                        sink.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                        let out = stream.get_mut();
+                        let _ = out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                        let _ = out.flush();
+                        out.conn.send_close_notify();
+                        let _ = out.flush();
+                    }
+                    break;
+                }
+            }
+        }
+    });
+    (format!("https://localhost:{port}/hook"), got)
+}
+
+#[tokio::test]
+async fn notify_posts_to_an_https_webhook_trusted_through_webhook_ca_file() {
+    let account = "171717171717";
+    let (url, got) = tls_webhook();
+    let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls/ca.pem");
+    let responses =
+        format!("[[responses]]\nrules = [\"{SECRET_RULE_ID}\"]\nactions = [\"notify\"]\nmode = \"enforce\"\n");
+
+    // Without the CA the system roots do not know the certificate: the post fails, nothing arrives.
+    let run = Run::new(&[secret_read(1, account, assumed(account, "dev", "alice"))]);
+    let rec = Recorder::start().unwrap();
+    run.service(1, &rec, &format!("webhook_url = \"{url}\""), &responses).await;
+    assert!(got.lock().unwrap().is_empty());
+    let wb = written_back(&rec, "notify");
+    assert!(wb.len() == 1 && wb[0].1.starts_with("failed: webhook"), "{wb:?}");
+
+    // With it: delivered over TLS.
+    let rec2 = Recorder::start().unwrap();
+    let respond = format!("webhook_url = \"{url}\"\nwebhook_ca_file = \"{}\"", ca.display());
+    let findings = run.service(2, &rec2, &respond, &responses).await;
+    let id = finding_of(&findings, SECRET_RULE_ID)["Id"].clone();
+    let posts = got.lock().unwrap().clone();
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert_eq!(posts[0]["finding"]["id"], id);
+    assert_eq!(posts[0]["text"], "[trailwatch HIGH] Test Secret Read");
+    let wb = written_back(&rec2, "notify");
+    assert!(wb.len() == 1 && wb[0].1.starts_with("done: notified by webhook"), "{wb:?}");
+}

@@ -335,6 +335,23 @@ pub fn filter_policy(
     Ok((Some(v), removed))
 }
 
+/// TLS for the webhook trusting only the CA certificates in `ca` (PEM).
+fn webhook_tls(ca: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("respond.webhook_ca_file {}: {e}", ca.display()))?;
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        anyhow::bail!("respond.webhook_ca_file {}: no CA certificate in it", ca.display());
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// Runs actions: AWS clients per member account (cached credentials), SNS, the webhook.
 pub struct Executor {
     base: SdkConfig,
@@ -359,11 +376,14 @@ impl Executor {
         let webhook = match &cfg.webhook_url {
             Some(u) => {
                 let uri: hyper::Uri = u.parse()?;
-                let https = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_provider_and_native_roots(rustls::crypto::ring::default_provider())?
-                    .https_or_http()
-                    .enable_http1()
-                    .build();
+                let https = match &cfg.webhook_ca_file {
+                    None => hyper_rustls::HttpsConnectorBuilder::new()
+                        .with_provider_and_native_roots(rustls::crypto::ring::default_provider())?,
+                    Some(ca) => hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(webhook_tls(ca)?),
+                }
+                .https_or_http()
+                .enable_http1()
+                .build();
                 let client =
                     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
                 Some((uri, client))

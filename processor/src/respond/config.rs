@@ -118,6 +118,9 @@ pub struct RespondConfig {
     pub sns_topic_arn: Option<String>,
     /// `notify`: a webhook (Slack/Teams incoming webhook, or any HTTPS endpoint taking JSON).
     pub webhook_url: Option<String>,
+    /// PEM file of CA certificates the webhook's https certificate must chain
+    /// to, instead of the system roots (a webhook behind a private CA).
+    pub webhook_ca_file: Option<std::path::PathBuf>,
     /// Write each action's outcome back to the finding (BatchUpdateFindings:
     /// Note, UserDefinedFields, Workflow status NOTIFIED).
     pub writeback: bool,
@@ -151,6 +154,7 @@ impl Default for RespondConfig {
             max_actions_per_hour: 200,
             sns_topic_arn: None,
             webhook_url: None,
+            webhook_ca_file: None,
             writeback: true,
             securityhub_endpoint_url: None,
             endpoint_url: None,
@@ -219,6 +223,9 @@ pub fn validate(respond: &RespondConfig, responses: &[ResponseRule], problems: &
             Ok(uri) if matches!(uri.scheme_str(), Some("https") | Some("http")) && uri.host().is_some() => {}
             _ => problems.push(format!("respond.webhook_url `{u}` is not an http(s) URL")),
         }
+    }
+    if respond.webhook_ca_file.is_some() && respond.webhook_url.is_none() {
+        problems.push("respond.webhook_ca_file is set without respond.webhook_url".into());
     }
     for k in respond.rate_limits.keys() {
         if !ActionKind::ALL.iter().any(|a| a.as_str() == k) {
