@@ -127,12 +127,27 @@ impl Run {
     /// One run of the service over the events (a fresh state dir each time:
     /// a second run knows nothing of the first but what AWS says).
     async fn service(&self, attempt: u32, rec: &Recorder, respond: &str, responses: &str) -> Vec<Value> {
+        self.service_in(&format!("state{attempt}"), attempt, rec, respond, responses, "").await
+    }
+
+    /// A run with the given state dir (kept between runs of the same name)
+    /// and extra top-level configuration.
+    async fn service_in(
+        &self,
+        state: &str,
+        attempt: u32,
+        rec: &Recorder,
+        respond: &str,
+        responses: &str,
+        extra: &str,
+    ) -> Vec<Value> {
         // Dummy credentials for the SDK clients the service builds.
         trailwatch_tests::aws_env();
-        let state = self.dir.path().join(format!("state{attempt}"));
+        let state = self.dir.path().join(state);
         let out = self.dir.path().join(format!("findings{attempt}.ndjson"));
         let text = format!(
             r#"
+            {extra}
             [service]
             state_dir = "{state}"
             commit_interval = "100ms"
@@ -674,4 +689,465 @@ async fn an_on_request_event_runs_the_mapped_action_for_the_findings_it_names() 
     assert_eq!(wb.len(), 2, "{wb:?}");
     assert!(wb[secret["Id"].as_str().unwrap()].starts_with("done: sessions of role dev"), "{wb:?}");
     assert!(wb[stopped["Id"].as_str().unwrap()].starts_with("skipped_not_allowed: "), "{wb:?}");
+}
+
+#[tokio::test]
+async fn a_finding_read_again_after_a_restart_is_not_notified_twice() {
+    let account = "121212121212";
+    let rec = Recorder::start().unwrap();
+    let run = Run::new(&[secret_read(1, account, assumed(account, "dev", "alice"))]);
+    let respond = format!("webhook_url = \"{}/hook\"", rec.endpoint);
+    let responses =
+        format!("[[responses]]\nrules = [\"{SECRET_RULE_ID}\"]\nactions = [\"notify\"]\nmode = \"enforce\"\n");
+    // No checkpoints: every run reads the input from the start, as a restart
+    // before the commit (a crash) would.
+    let replay = "[checkpoints]\nstore = \"none\"";
+    let findings = run.service_in("kept", 1, &rec, &respond, &responses, replay).await;
+    let id = finding_of(&findings, SECRET_RULE_ID)["Id"].as_str().unwrap().to_string();
+    assert_eq!(rec.to("/hook").len(), 1);
+    let handled = std::fs::read_to_string(run.dir.path().join("kept/responses-handled.ndjson")).unwrap();
+    assert!(handled.contains(&id) && handled.contains("\"notify\""), "{handled}");
+
+    // Restarted on the same state dir: the same finding (same Id) again, no second notification.
+    let rec2 = Recorder::start().unwrap();
+    let respond2 = format!("webhook_url = \"{}/hook\"", rec2.endpoint);
+    let again = run.service_in("kept", 2, &rec2, &respond2, &responses, replay).await;
+    assert_eq!(finding_of(&again, SECRET_RULE_ID)["Id"], id.as_str(), "the replay produced the same finding");
+    assert!(rec2.requests().is_empty(), "no webhook and no write-back: {:?}", rec2.requests());
+
+    // The control: a fresh state dir notifies again (notify itself is not idempotent).
+    let rec3 = Recorder::start().unwrap();
+    let respond3 = format!("webhook_url = \"{}/hook\"", rec3.endpoint);
+    run.service_in("fresh", 3, &rec3, &respond3, &responses, replay).await;
+    assert_eq!(rec3.to("/hook").len(), 1);
+}
+
+async fn repo_policy(ecr: &aws_sdk_ecr::Client, repo: &str) -> Option<Value> {
+    match ecr.get_repository_policy().repository_name(repo).send().await {
+        Ok(p) => Some(serde_json::from_str(p.policy_text().unwrap()).unwrap()),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_repository_policy_not_found_exception()) => None,
+        Err(e) => panic!("GetRepositoryPolicy {repo}: {e:?}"),
+    }
+}
+
+fn sids(policy: &Value) -> Vec<String> {
+    policy["Statement"].as_array().unwrap().iter().map(|s| s["Sid"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test]
+async fn restore_config_removes_only_public_and_outside_statements_from_an_ecr_repository_policy() {
+    let account = "111122223333";
+    let ecr = aws_sdk_ecr::Client::new(&member(account).await);
+    let public = json!({"Sid": "Public", "Effect": "Allow", "Principal": "*", "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]});
+    let in_org = json!({"Sid": "InOrg", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::444455556666:role/ci"}, "Action": "ecr:BatchGetImage"});
+    let outside = json!({"Sid": "Outside", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::999988887777:root"}, "Action": "ecr:BatchGetImage"});
+    let policies = [
+        ("shop/web", json!({"Version": "2012-10-17", "Statement": [public, in_org, outside]})),
+        ("shop/open", json!({"Version": "2012-10-17", "Statement": [public]})),
+        // Set with an outside grant (the finding), since narrowed by hand to the org: nothing to remove.
+        ("shop/inorg", json!({"Version": "2012-10-17", "Statement": [in_org]})),
+    ];
+    for (repo, p) in &policies {
+        ecr.create_repository().repository_name(*repo).send().await.unwrap();
+        ecr.set_repository_policy().repository_name(*repo).policy_text(p.to_string()).send().await.unwrap();
+    }
+    let who = assumed(account, "dev", "alice");
+    let set = |n: u32, repo: &str, policy: &Value| {
+        event(
+            n,
+            account,
+            "ecr.amazonaws.com",
+            "SetRepositoryPolicy",
+            who.clone(),
+            json!({"repositoryName": repo, "policyText": policy.to_string()}),
+        )
+    };
+    let run = Run::new(&[
+        set(1, "shop/web", &policies[0].1),
+        set(2, "shop/open", &policies[1].1),
+        set(3, "shop/inorg", &json!({"Version": "2012-10-17", "Statement": [outside]})),
+    ]);
+    let responses = "[[responses]]\nname = \"ecr-policy\"\nrules = [\"74968f7b-23ed-403e-b89c-c07a9fc720a9\", \"ae005d5b-9a6c-49da-b492-daa719ab6492\"]\nactions = [\"restore-config\"]\nmode = \"enforce\"\n";
+    // The responder's org: from the configuration (as AWS Organizations would say).
+    let org = "[rules.placeholders]\norg_accounts = [\"111122223333\", \"444455556666\"]\norg_id = [\"o-a1b2c3d4e5\"]";
+    let rec = Recorder::start().unwrap();
+    let findings = run.service_in("s1", 1, &rec, "", responses, org).await;
+    // shop/web and shop/open: public (the outside rule leaves public policies to it); shop/inorg: outside.
+    assert_eq!(findings.len(), 3, "{findings:#?}");
+
+    assert_eq!(sids(&repo_policy(&ecr, "shop/web").await.unwrap()), ["InOrg"], "only the offending statements went");
+    assert_eq!(repo_policy(&ecr, "shop/open").await, None, "nothing left: the policy is deleted");
+    assert_eq!(repo_policy(&ecr, "shop/inorg").await.unwrap(), policies[2].1, "an in-org grant is never touched");
+
+    let wb = written_back(&rec, "restore-config");
+    assert_eq!(wb.len(), 3, "{wb:?}");
+    assert_eq!(wb.iter().filter(|(_, v)| v.starts_with("done: ")).count(), 2, "{wb:?}");
+    assert_eq!(wb.iter().filter(|(_, v)| v.starts_with("already: ")).count(), 1, "{wb:?}");
+    // What was removed, as JSON, on the finding: enough to put it back.
+    let removed: Vec<Value> = written_back(&rec, "restore-config/removed")
+        .into_iter()
+        .map(|(_, v)| serde_json::from_str(&v).unwrap())
+        .collect();
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(removed.contains(&json!([public, outside])), "{removed:?}");
+    assert!(removed.contains(&json!([public])), "{removed:?}");
+
+    // Again, with no memory of the first run: nothing left to remove.
+    let rec2 = Recorder::start().unwrap();
+    run.service_in("s2", 2, &rec2, "", responses, org).await;
+    assert_eq!(sids(&repo_policy(&ecr, "shop/web").await.unwrap()), ["InOrg"]);
+    let wb = written_back(&rec2, "restore-config");
+    assert_eq!(wb.len(), 3, "{wb:?}");
+    assert!(wb.iter().all(|(_, v)| v.starts_with("already: ")), "{wb:?}");
+}
+
+async fn recording(cfg: &aws_sdk_config::Client, name: &str) -> bool {
+    let st = cfg.describe_configuration_recorder_status().configuration_recorder_names(name).send().await.unwrap();
+    st.configuration_recorders_status()[0].recording()
+}
+
+#[tokio::test]
+async fn restore_config_restarts_a_stopped_config_recorder_and_again_is_a_no_op() {
+    let account = "141414141414";
+    let conf = member(account).await;
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&conf).force_path_style(true).build());
+    s3.create_bucket().bucket("config-141414").send().await.unwrap();
+    let cfg = aws_sdk_config::Client::new(&conf);
+    // One recorder per region: the finding's (us-east-1) and another region's, both stopped.
+    let west = aws_sdk_config::Client::new(&conf.to_builder().region(aws_config::Region::new("us-west-2")).build());
+    for c in [&cfg, &west] {
+        c.put_configuration_recorder()
+            .configuration_recorder(
+                aws_sdk_config::types::ConfigurationRecorder::builder()
+                    .name("default")
+                    .role_arn(format!("arn:aws:iam::{account}:role/config"))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    cfg.put_delivery_channel()
+        .delivery_channel(
+            aws_sdk_config::types::DeliveryChannel::builder().name("default").s3_bucket_name("config-141414").build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(!recording(&cfg, "default").await && !recording(&west, "default").await);
+
+    let run = Run::new(&[event(
+        1,
+        account,
+        "config.amazonaws.com",
+        "StopConfigurationRecorder",
+        assumed(account, "dev", "alice"),
+        json!({"configurationRecorderName": "default"}),
+    )]);
+    let responses = "[[responses]]\nrules = [\"2c8e5f14-6a3b-4d97-8e01-b4f7c9a2d6e3\"]\nactions = [\"restore-config\"]\nmode = \"enforce\"\n";
+    let rec = Recorder::start().unwrap();
+    run.service(1, &rec, "", responses).await;
+    let wb = written_back(&rec, "restore-config");
+    assert!(recording(&cfg, "default").await, "{wb:?}");
+    assert!(!recording(&west, "default").await, "only the recorder of the finding (its region)");
+    assert!(wb.len() == 1 && wb[0].1.starts_with("done: AWS Config recorder default restarted"), "{wb:?}");
+
+    let rec2 = Recorder::start().unwrap();
+    run.service(2, &rec2, "", responses).await;
+    let wb = written_back(&rec2, "restore-config");
+    assert!(wb.len() == 1 && wb[0].1.starts_with("already: "), "{wb:?}");
+    assert!(recording(&cfg, "default").await);
+}
+
+/// A default subnet of `account` (awsvpc tasks need one). No EC2 SDK crate in
+/// the build for one call: a Query request to moto, which reads the account
+/// from the access key in the Authorization header (it checks no signature).
+async fn default_subnet(account: &str) -> String {
+    use std::io::{Read, Write};
+    let sts = aws_sdk_sts::Client::new(&moto().sdk_config().await);
+    let c = sts
+        .assume_role()
+        .role_arn(format!("arn:aws:iam::{account}:role/test-admin"))
+        .role_session_name("test-setup")
+        .send()
+        .await
+        .unwrap();
+    let key = c.credentials().unwrap().access_key_id().to_string();
+    let addr = moto().endpoint.trim_start_matches("http://").to_string();
+    let body = "Action=DescribeSubnets&Version=2016-11-15";
+    let req = format!(
+        "POST / HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nAuthorization: AWS4-HMAC-SHA256 Credential={key}/20261206/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=00\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    conn.read_to_string(&mut out).unwrap();
+    let start = out.find("<subnetId>").unwrap_or_else(|| panic!("no subnet in {out}")) + "<subnetId>".len();
+    out[start..start + out[start..].find('<').unwrap()].to_string()
+}
+
+async fn task_status(ecs: &aws_sdk_ecs::Client, arn: &str) -> (String, Option<String>) {
+    let out = ecs.describe_tasks().cluster("prod").tasks(arn).send().await.unwrap();
+    let t = &out.tasks()[0];
+    (t.desired_status().unwrap().to_string(), t.stopped_reason().map(str::to_string))
+}
+
+#[tokio::test]
+async fn stop_task_stops_the_task_of_the_finding_with_a_reason_and_again_is_a_no_op() {
+    let account = "151515151515";
+    let ecs = aws_sdk_ecs::Client::new(&member(account).await);
+    ecs.create_cluster().cluster_name("prod").send().await.unwrap();
+    ecs.register_task_definition()
+        .family("app")
+        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+        .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+        .cpu("256")
+        .memory("512")
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder().name("app").image("app:1").memory(512).build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let out = ecs
+        .run_task()
+        .cluster("prod")
+        .task_definition("app")
+        .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
+        .count(3)
+        .network_configuration(
+            aws_sdk_ecs::types::NetworkConfiguration::builder()
+                .awsvpc_configuration(
+                    aws_sdk_ecs::types::AwsVpcConfiguration::builder()
+                        .subnets(default_subnet(account).await)
+                        .security_groups("sg-0abc")
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let arns: Vec<String> = out.tasks().iter().map(|t| t.task_arn().unwrap().to_string()).collect();
+    assert_eq!(arns.len(), 3);
+    assert!(arns[0].contains(":task/prod/"), "long task ARNs: {arns:?}");
+    let id = |a: &str| a.rsplit('/').next().unwrap().to_string();
+    let exec = |n: u32, who: Value, task: &str| {
+        event(
+            n,
+            account,
+            "ecs.amazonaws.com",
+            "ExecuteCommand",
+            who,
+            json!({"cluster": "prod", "task": task, "container": "app", "command": "/bin/sh", "interactive": true}),
+        )
+    };
+    // Task 0: a developer's shell (stopped); task 1: the break-glass role's (protected, left running); task 2: no finding.
+    let run = Run::new(&[
+        exec(1, assumed(account, "dev", "mallory"), &id(&arns[0])),
+        exec(2, assumed(account, "breakglass-ops", "oncall"), &id(&arns[1])),
+    ]);
+    let respond = "protected_principals = [\"breakglass*\"]";
+    let responses = "[[responses]]\nrules = [\"3e7b1a95-d2c4-4f08-8b6e-5a9c0d4f1b27\"]\nactions = [\"stop-task\"]\nmode = \"enforce\"\n";
+    let rec = Recorder::start().unwrap();
+    run.service(1, &rec, respond, responses).await;
+
+    let wb: Vec<String> = written_back(&rec, "stop-task").into_iter().map(|x| x.1).collect();
+    let (desired, reason) = task_status(&ecs, &arns[0]).await;
+    assert_eq!(desired, "STOPPED", "{wb:?}");
+    let reason = reason.unwrap_or_default();
+    assert!(reason.starts_with("trailwatch: ") && reason.contains("mallory"), "{reason}");
+    assert_eq!(task_status(&ecs, &arns[1]).await.0, "RUNNING", "a protected principal's task keeps running");
+    assert_eq!(task_status(&ecs, &arns[2]).await.0, "RUNNING", "a task without a finding keeps running");
+    assert_eq!(wb.len(), 2, "{wb:?}");
+    assert!(wb.iter().any(|v| v.starts_with("done: task ")), "{wb:?}");
+    assert!(wb.iter().any(|v| v.starts_with("skipped_protected: ")), "{wb:?}");
+
+    let rec2 = Recorder::start().unwrap();
+    run.service(2, &rec2, respond, responses).await;
+    let wb: Vec<String> = written_back(&rec2, "stop-task").into_iter().map(|x| x.1).collect();
+    assert!(wb.iter().any(|v| v.starts_with("already: ")), "{wb:?}");
+    assert_eq!(task_status(&ecs, &arns[1]).await.0, "RUNNING");
+}
+
+#[tokio::test]
+async fn an_on_request_event_from_an_sqs_queue_runs_the_action_and_the_message_is_deleted() {
+    let account = "161616161616";
+    let iam = aws_sdk_iam::Client::new(&member(account).await);
+    iam.create_role().role_name("dev").assume_role_policy_document("{}").send().await.unwrap();
+    let responses = format!(
+        "[[responses]]\nrules = [\"{SECRET_RULE_ID}\"]\nactions = [\"revoke-role-sessions\"]\nmode = \"on-request\"\n"
+    );
+    // The finding, as the stream produced it (on-request: nothing done then).
+    let run = Run::new(&[secret_read(1, account, assumed(account, "dev", "alice"))]);
+    let findings = run.service(1, &Recorder::start().unwrap(), "", &responses).await;
+    let secret = finding_of(&findings, SECRET_RULE_ID).clone();
+    assert!(inline_policies(&iam, "dev").await.is_empty());
+
+    // EventBridge delivers the custom action's event to the queue trailwatch reads.
+    let base = moto().sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&base);
+    let url = sqs.create_queue().queue_name("scan-events-h20").send().await.unwrap().queue_url().unwrap().to_string();
+    let request = json!({
+        "version": "0", "id": "c0ffee00-0000-4000-8000-000000000002",
+        "detail-type": "Security Hub Findings - Custom Action", "source": "aws.securityhub",
+        "account": "123456789012", "time": "2026-12-01T11:00:00Z", "region": "us-east-1",
+        "resources": ["arn:aws:securityhub:us-east-1:123456789012:action/custom/TwRevokeSessions"],
+        "detail": {"actionName": "trailwatch revoke", "actionDescription": "revoke", "findings": [secret]}
+    });
+    sqs.send_message().queue_url(&url).message_body(request.to_string()).send().await.unwrap();
+
+    let rec = Arc::new(Recorder::start().unwrap());
+    let text = format!(
+        r#"
+        [service]
+        state_dir = "{state}"
+        commit_interval = "200ms"
+        [sources.queue]
+        type = "sqs"
+        queue_url = "{url}"
+        wait_time = "1s"
+        [sinks.out]
+        type = "asff-jsonl"
+        path = "{out}"
+        [metrics]
+        enabled = false
+        [aws]
+        region = "us-east-1"
+        endpoint_url = "{moto}"
+        max_attempts = 1
+        [respond]
+        securityhub_endpoint_url = "{rec}"
+        {responses}
+        "#,
+        state = run.dir.path().join("sqs-state").display(),
+        out = run.dir.path().join("sqs-findings.ndjson").display(),
+        moto = moto().endpoint,
+        rec = rec.endpoint,
+    );
+    let cfg = Config::from_toml_str(&text).unwrap();
+    let (tx, mut commits) = tokio::sync::watch::channel(0u64);
+    let opts = RunOptions { commits: Some(tx), ..Default::default() };
+    let rec2 = Arc::clone(&rec);
+    // Stop once the write-back arrived and one more commit (the message's delete) followed.
+    let shutdown = async move {
+        let _ = tokio::time::timeout(Duration::from_secs(40), async {
+            while rec2.to("/findings/batchupdate").is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        let seen = *commits.borrow();
+        let _ = tokio::time::timeout(Duration::from_secs(5), commits.wait_for(|n| *n > seen)).await;
+    };
+    tokio::time::timeout(Duration::from_secs(60), service::run(cfg, rule_set(), opts, shutdown))
+        .await
+        .expect("the run ends")
+        .expect("the run succeeds");
+
+    assert_eq!(inline_policies(&iam, "dev").await, vec!["TrailwatchRevokeOlderSessions".to_string()]);
+    let wb = written_back(&rec, "revoke-role-sessions");
+    assert_eq!(wb.len(), 1, "{wb:?}");
+    assert_eq!(wb[0].0, secret["Id"].as_str().unwrap());
+    assert!(wb[0].1.starts_with("done: sessions of role dev"), "{wb:?}");
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap();
+    let a = attrs.attributes().unwrap();
+    assert_eq!(a[&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages], "0");
+    assert_eq!(
+        a[&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible],
+        "0",
+        "deleted after the commit"
+    );
+}
+
+/// An https endpoint with a certificate from the test CA
+/// (tests/fixtures/tls): records each POST body, answers 200.
+fn tls_webhook() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls");
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(dir.join("server.pem")).unwrap().collect::<Result<_, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Arc::clone(&got);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(tcp) = conn else { continue };
+            let Ok(tls) = rustls::ServerConnection::new(Arc::clone(&config)) else { continue };
+            // A failed handshake (an untrusting client) just drops the connection.
+            let mut stream = BufReader::new(rustls::StreamOwned::new(tls, tcp));
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if stream.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    let mut body = vec![0; len];
+                    if stream.read_exact(&mut body).is_ok() {
+                        sink.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                        let out = stream.get_mut();
+                        let _ = out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                        let _ = out.flush();
+                        out.conn.send_close_notify();
+                        let _ = out.flush();
+                    }
+                    break;
+                }
+            }
+        }
+    });
+    (format!("https://localhost:{port}/hook"), got)
+}
+
+#[tokio::test]
+async fn notify_posts_to_an_https_webhook_trusted_through_webhook_ca_file() {
+    let account = "171717171717";
+    let (url, got) = tls_webhook();
+    let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls/ca.pem");
+    let responses =
+        format!("[[responses]]\nrules = [\"{SECRET_RULE_ID}\"]\nactions = [\"notify\"]\nmode = \"enforce\"\n");
+
+    // Without the CA the system roots do not know the certificate: the post fails, nothing arrives.
+    let run = Run::new(&[secret_read(1, account, assumed(account, "dev", "alice"))]);
+    let rec = Recorder::start().unwrap();
+    run.service(1, &rec, &format!("webhook_url = \"{url}\""), &responses).await;
+    assert!(got.lock().unwrap().is_empty());
+    let wb = written_back(&rec, "notify");
+    assert!(wb.len() == 1 && wb[0].1.starts_with("failed: webhook"), "{wb:?}");
+
+    // With it: delivered over TLS.
+    let rec2 = Recorder::start().unwrap();
+    let respond = format!("webhook_url = \"{url}\"\nwebhook_ca_file = \"{}\"", ca.display());
+    let findings = run.service(2, &rec2, &respond, &responses).await;
+    let id = finding_of(&findings, SECRET_RULE_ID)["Id"].clone();
+    let posts = got.lock().unwrap().clone();
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert_eq!(posts[0]["finding"]["id"], id);
+    assert_eq!(posts[0]["text"], "[trailwatch HIGH] Test Secret Read");
+    let wb = written_back(&rec2, "notify");
+    assert!(wb.len() == 1 && wb[0].1.starts_with("done: notified by webhook"), "{wb:?}");
 }

@@ -76,6 +76,19 @@ pub(super) fn resources_of(class: EventClass, ev: &Value, region: Option<&str>) 
                 };
                 out.push(res("AwsEcsTaskDefinition", id, region, None));
             }
+            // The task an ECS call names (ExecuteCommand: a response may stop it).
+            if let Some(t) =
+                s(rp, &["task"]).filter(|t| !t.is_empty() && s(ev, &["eventSource"]) == Some("ecs.amazonaws.com"))
+            {
+                let id = if t.starts_with("arn:") {
+                    t.to_string()
+                } else {
+                    let c = s(rp, &["cluster"]).unwrap_or("default");
+                    let c = c.rsplit_once("cluster/").map_or(c, |(_, n)| n);
+                    format!("arn:aws:ecs:{}:{account}:task/{c}/{t}", region.unwrap_or("us-east-1"))
+                };
+                out.push(res("AwsEcsTask", id, region, None));
+            }
             if let Some(c) = s(rp, &["cluster"]) {
                 let id = if c.starts_with("arn:") {
                     c.to_string()
@@ -93,6 +106,17 @@ pub(super) fn resources_of(class: EventClass, ev: &Value, region: Option<&str>) 
                         format!("arn:aws:cloudtrail:{}:{account}:trail/{name}", region.unwrap_or("us-east-1"))
                     };
                     out.push(res("AwsCloudTrailTrail", id, region, None));
+                }
+            }
+            // The Config recorder a Config call changed (a response restarts a
+            // stopped one). ASFF has no type for it: Other, with its ARN.
+            if s(ev, &["eventSource"]) == Some("config.amazonaws.com") {
+                if let Some(name) = s(rp, &["configurationRecorderName"]).filter(|n| !n.is_empty()) {
+                    let id = format!(
+                        "arn:aws:config:{}:{account}:configuration-recorder/{name}",
+                        region.unwrap_or("us-east-1")
+                    );
+                    out.push(res("Other", id, region, None));
                 }
             }
             let ui = ev.get("userIdentity").unwrap_or(&NULL);

@@ -28,6 +28,8 @@ pub enum Change {
     Done(String),
     /// Everything already as wanted; nothing changed.
     Already(String),
+    /// Changed something and removed `removed` (JSON), kept so an operator can put it back.
+    Removed { detail: String, removed: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,14 +49,42 @@ where
 /// A configuration drift the built-in pack detects and `restore-config` undoes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Drift {
-    EcrScanOnPush { region: String, account: String, repository: String },
-    EcrTagImmutability { region: String, account: String, repository: String },
-    TrailStopped { region: String, account: String, trail: String },
+    EcrScanOnPush {
+        region: String,
+        account: String,
+        repository: String,
+    },
+    EcrTagImmutability {
+        region: String,
+        account: String,
+        repository: String,
+    },
+    TrailStopped {
+        region: String,
+        account: String,
+        trail: String,
+    },
+    /// A public or outside-the-organization statement in a repository policy.
+    EcrRepositoryPolicy {
+        region: String,
+        account: String,
+        repository: String,
+    },
+    ConfigRecorderStopped {
+        region: String,
+        account: String,
+        recorder: String,
+    },
 }
 
 /// Built-in rules whose finding `restore-config` knows how to undo.
 const SCAN_ON_PUSH_RULE: &str = "3b57fec2-09ae-4f5c-bc0f-ae0a72ac43c1";
 const TAG_MUTABLE_RULE: &str = "5b0c2f7e-8d4a-4f61-9a3e-0c7b6e2d1a41";
+const ECR_POLICY_RULES: [&str; 2] = [
+    "74968f7b-23ed-403e-b89c-c07a9fc720a9", // public
+    "ae005d5b-9a6c-49da-b492-daa719ab6492", // outside the organization
+];
+const MONITORING_DISABLED_RULE: &str = "2c8e5f14-6a3b-4d97-8e01-b4f7c9a2d6e3";
 const LOGGING_STOPPED_RULES: [&str; 2] =
     ["12f63f48-5ff7-486a-a844-d2b7088e5336", "688add5b-3f08-4125-b38b-6a27616504c8"];
 
@@ -78,6 +108,17 @@ impl Drift {
             let (region, account, repository) = repo()?;
             return Some(Drift::EcrTagImmutability { region, account, repository });
         }
+        // Repository policies only: a registry policy (PutRegistryPolicy) is not restored.
+        if ECR_POLICY_RULES.contains(&f.rule_id.as_str()) && f.event_name.as_deref() == Some("SetRepositoryPolicy") {
+            let (region, account, repository) = repo()?;
+            return Some(Drift::EcrRepositoryPolicy { region, account, repository });
+        }
+        if f.rule_id == MONITORING_DISABLED_RULE && f.event_name.as_deref() == Some("StopConfigurationRecorder") {
+            let id = f.resources.iter().find(|(_, id)| id.contains(":configuration-recorder/"))?.1.as_str();
+            let (region, account, res) = arn_parts(id)?;
+            let recorder = res.strip_prefix("configuration-recorder/")?.to_string();
+            return Some(Drift::ConfigRecorderStopped { region, account, recorder });
+        }
         if LOGGING_STOPPED_RULES.contains(&f.rule_id.as_str()) && f.event_name.as_deref() == Some("StopLogging") {
             let (region, account, res) = arn_parts(f.resource("AwsCloudTrailTrail")?)?;
             return Some(Drift::TrailStopped { region, account, trail: res.strip_prefix("trail/")?.to_string() });
@@ -89,7 +130,9 @@ impl Drift {
         match self {
             Drift::EcrScanOnPush { account, .. }
             | Drift::EcrTagImmutability { account, .. }
-            | Drift::TrailStopped { account, .. } => account,
+            | Drift::TrailStopped { account, .. }
+            | Drift::EcrRepositoryPolicy { account, .. }
+            | Drift::ConfigRecorderStopped { account, .. } => account,
         }
     }
 
@@ -100,6 +143,12 @@ impl Drift {
                 format!("tag immutability back on for ECR repository {repository}")
             }
             Drift::TrailStopped { trail, .. } => format!("logging restarted on trail {trail}"),
+            Drift::EcrRepositoryPolicy { repository, .. } => {
+                format!(
+                    "public and outside-organization statements removed from the policy of ECR repository {repository}"
+                )
+            }
+            Drift::ConfigRecorderStopped { recorder, .. } => format!("AWS Config recorder {recorder} restarted"),
         }
     }
 }
@@ -151,6 +200,158 @@ pub fn revocation_policy(cutoff: OffsetDateTime) -> String {
     .to_string()
 }
 
+/// The organization as far as it is known for sure: from
+/// `[rules.placeholders]` or AWS Organizations, never guessed from the input
+/// (an org account not seen yet would look like an outsider).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrgContext {
+    pub org_id: Option<String>,
+    pub accounts: std::collections::BTreeSet<String>,
+}
+
+/// The account of a policy principal (`111122223333` or an IAM/STS ARN of it).
+fn principal_account(p: &str) -> Option<&str> {
+    let acct = if p.starts_with("arn:") { p.split(':').nth(4)? } else { p };
+    (acct.len() == 12 && acct.bytes().all(|b| b.is_ascii_digit())).then_some(acct)
+}
+
+/// Does the statement keep its principals to an organization? Some(true):
+/// to ours; Some(false): to another; None: no organization condition, or
+/// ours is unknown (then it is left alone).
+fn org_condition(stmt: &serde_json::Value, org: &OrgContext) -> Option<Option<bool>> {
+    let cond = stmt.get("Condition")?.as_object()?;
+    let mut values = Vec::new();
+    for ops in cond.values() {
+        for (k, v) in ops.as_object()?.iter() {
+            let k = k.to_ascii_lowercase();
+            if k == "aws:principalorgid" || k == "aws:principalorgpaths" {
+                match v {
+                    serde_json::Value::String(s) => values.push(s.clone()),
+                    serde_json::Value::Array(a) => {
+                        values.extend(a.iter().filter_map(|x| x.as_str().map(str::to_string)))
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    if values.is_empty() {
+        return None;
+    }
+    let Some(id) = &org.org_id else { return Some(None) };
+    Some(Some(values.iter().all(|v| v == id || v.starts_with(&format!("{id}/")))))
+}
+
+/// What to do with one statement of a repository policy.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Keep,
+    Drop,
+    /// Keep it with only these AWS principals (the outside ones removed).
+    Narrow(Vec<String>),
+}
+
+/// Public: an Allow to `*` without a condition keeping it to our
+/// organization. Outside: an Allow to an account that is neither the
+/// repository's nor one of the organization's (when those are known), without
+/// such a condition. Anything else (Deny, service principals, in-org
+/// accounts, conditions we cannot judge) is kept as it is.
+fn judge(stmt: &serde_json::Value, repo_account: &str, org: &OrgContext) -> Verdict {
+    if stmt.get("Effect").and_then(|e| e.as_str()) != Some("Allow") {
+        return Verdict::Keep;
+    }
+    // Kept to our organization, or to one we cannot judge: left alone. Kept
+    // to another organization: only matters for `*` (named accounts are
+    // judged by account below, whatever the condition).
+    if matches!(org_condition(stmt, org), Some(Some(true)) | Some(None)) {
+        return Verdict::Keep;
+    }
+    let Some(principal) = stmt.get("Principal") else { return Verdict::Keep };
+    if principal.as_str() == Some("*") {
+        return Verdict::Drop;
+    }
+    let aws: Vec<String> = match principal.get("AWS") {
+        Some(serde_json::Value::String(s)) => vec![s.clone()],
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+        _ => return Verdict::Keep,
+    };
+    if aws.iter().any(|p| p == "*") {
+        return Verdict::Drop;
+    }
+    if org.accounts.is_empty() {
+        // Without the organization's accounts, an account is never proven outside.
+        return Verdict::Keep;
+    }
+    let inside = |p: &String| principal_account(p).is_none_or(|a| a == repo_account || org.accounts.contains(a));
+    let keep: Vec<String> = aws.iter().filter(|p| inside(p)).cloned().collect();
+    let others = principal.as_object().is_some_and(|o| o.keys().any(|k| k != "AWS"));
+    if keep.len() == aws.len() {
+        Verdict::Keep
+    } else if keep.is_empty() && !others {
+        Verdict::Drop
+    } else {
+        Verdict::Narrow(keep)
+    }
+}
+
+/// The policy without its public and outside statements: (new policy, or
+/// None when no statement is left; the statements removed or narrowed, as
+/// they were). An empty list: nothing to remove.
+pub fn filter_policy(
+    doc: &str,
+    repo_account: &str,
+    org: &OrgContext,
+) -> Result<(Option<serde_json::Value>, Vec<serde_json::Value>), String> {
+    let mut v: serde_json::Value = serde_json::from_str(doc).map_err(|e| format!("policy is not JSON: {e}"))?;
+    let stmts = match v.get("Statement") {
+        Some(serde_json::Value::Array(a)) => a.clone(),
+        Some(o @ serde_json::Value::Object(_)) => vec![o.clone()],
+        _ => return Err("policy has no Statement".into()),
+    };
+    let mut kept = Vec::new();
+    let mut removed = Vec::new();
+    for st in stmts {
+        match judge(&st, repo_account, org) {
+            Verdict::Keep => kept.push(st),
+            Verdict::Drop => removed.push(st),
+            Verdict::Narrow(principals) => {
+                let mut n = st.clone();
+                let mut p = n["Principal"].as_object().cloned().unwrap_or_default();
+                if principals.is_empty() {
+                    p.remove("AWS");
+                } else {
+                    p.insert("AWS".into(), json!(principals));
+                }
+                n["Principal"] = serde_json::Value::Object(p);
+                kept.push(n);
+                removed.push(st);
+            }
+        }
+    }
+    if kept.is_empty() {
+        return Ok((None, removed));
+    }
+    v["Statement"] = serde_json::Value::Array(kept);
+    Ok((Some(v), removed))
+}
+
+/// TLS for the webhook trusting only the CA certificates in `ca` (PEM).
+fn webhook_tls(ca: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("respond.webhook_ca_file {}: {e}", ca.display()))?;
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        anyhow::bail!("respond.webhook_ca_file {}: no CA certificate in it", ca.display());
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// Runs actions: AWS clients per member account (cached credentials), SNS, the webhook.
 pub struct Executor {
     base: SdkConfig,
@@ -158,6 +359,8 @@ pub struct Executor {
     /// Member account → (config with the response role's credentials, valid until).
     members: HashMap<String, (SdkConfig, Instant)>,
     webhook: Option<(hyper::Uri, Webhook)>,
+    /// Who is inside the organization (repository policy statements).
+    pub org: OrgContext,
 }
 
 type Webhook = hyper_util::client::legacy::Client<
@@ -173,18 +376,21 @@ impl Executor {
         let webhook = match &cfg.webhook_url {
             Some(u) => {
                 let uri: hyper::Uri = u.parse()?;
-                let https = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_provider_and_native_roots(rustls::crypto::ring::default_provider())?
-                    .https_or_http()
-                    .enable_http1()
-                    .build();
+                let https = match &cfg.webhook_ca_file {
+                    None => hyper_rustls::HttpsConnectorBuilder::new()
+                        .with_provider_and_native_roots(rustls::crypto::ring::default_provider())?,
+                    Some(ca) => hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(webhook_tls(ca)?),
+                }
+                .https_or_http()
+                .enable_http1()
+                .build();
                 let client =
                     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
                 Some((uri, client))
             }
             None => None,
         };
-        Ok(Executor { base, cfg: cfg.clone(), members: HashMap::new(), webhook })
+        Ok(Executor { base, cfg: cfg.clone(), members: HashMap::new(), webhook, org: OrgContext::default() })
     }
 
     /// The response role's credentials in `account` (cached until 5 minutes before they expire).
@@ -357,7 +563,103 @@ impl Executor {
                 ct.start_logging().name(trail).send().await.map_err(|e| err(&format!("StartLogging {trail}"), e))?;
                 Ok(Change::Done(d.describe()))
             }
+            Drift::ConfigRecorderStopped { region, account, recorder } => {
+                let cfg = aws_sdk_config::Client::new(&self.member(account, region).await?);
+                let st = cfg
+                    .describe_configuration_recorder_status()
+                    .configuration_recorder_names(recorder)
+                    .send()
+                    .await
+                    .map_err(|e| err(&format!("DescribeConfigurationRecorderStatus {recorder}"), e))?;
+                if st.configuration_recorders_status().iter().any(|s| s.recording()) {
+                    return Ok(Change::Already(format!("Config recorder {recorder} is already recording")));
+                }
+                cfg.start_configuration_recorder()
+                    .configuration_recorder_name(recorder)
+                    .send()
+                    .await
+                    .map_err(|e| err(&format!("StartConfigurationRecorder {recorder}"), e))?;
+                Ok(Change::Done(d.describe()))
+            }
+            Drift::EcrRepositoryPolicy { region, account, repository } => {
+                let ecr = aws_sdk_ecr::Client::new(&self.member(account, region).await?);
+                let doc = match ecr.get_repository_policy().repository_name(repository).send().await {
+                    Ok(p) => p.policy_text().unwrap_or_default().to_string(),
+                    Err(e) if e.as_service_error().is_some_and(|s| s.is_repository_policy_not_found_exception()) => {
+                        return Ok(Change::Already(format!("repository {repository} has no policy")));
+                    }
+                    Err(e) => return Err(err(&format!("GetRepositoryPolicy {repository}"), e)),
+                };
+                let (policy, removed) = filter_policy(&doc, account, &self.org)
+                    .map_err(|e| ActionError(format!("repository {repository}: {e}")))?;
+                if removed.is_empty() {
+                    return Ok(Change::Already(format!(
+                        "the policy of repository {repository} has no public or outside-organization statement"
+                    )));
+                }
+                let how = match policy {
+                    Some(p) => {
+                        ecr.set_repository_policy()
+                            .repository_name(repository)
+                            .policy_text(p.to_string())
+                            .send()
+                            .await
+                            .map_err(|e| err(&format!("SetRepositoryPolicy {repository}"), e))?;
+                        "SetRepositoryPolicy"
+                    }
+                    None => {
+                        ecr.delete_repository_policy()
+                            .repository_name(repository)
+                            .send()
+                            .await
+                            .map_err(|e| err(&format!("DeleteRepositoryPolicy {repository}"), e))?;
+                        "DeleteRepositoryPolicy: nothing else was left"
+                    }
+                };
+                let n = removed.len();
+                let removed = serde_json::Value::Array(removed).to_string();
+                Ok(Change::Removed {
+                    detail: format!(
+                        "{n} statement(s) removed from the policy of repository {repository} ({how}); removed: {removed}"
+                    ),
+                    removed,
+                })
+            }
         }
+    }
+
+    /// `stop-task`: ECS StopTask on a task that is not already stopping.
+    pub async fn stop_task(&mut self, task_arn: &str, reason: &str) -> Result<Change, ActionError> {
+        let (region, account, res) =
+            arn_parts(task_arn).ok_or_else(|| ActionError(format!("not a task ARN: {task_arn}")))?;
+        // task/CLUSTER/ID (the old format task/ID runs in the default cluster).
+        let mut parts = res.strip_prefix("task/").unwrap_or(&res).rsplitn(2, '/');
+        let id = parts.next().unwrap_or_default().to_string();
+        let cluster = parts.next().unwrap_or("default").to_string();
+        let ecs = aws_sdk_ecs::Client::new(&self.member(&account, &region).await?);
+        let out = ecs
+            .describe_tasks()
+            .cluster(&cluster)
+            .tasks(task_arn)
+            .send()
+            .await
+            .map_err(|e| err(&format!("DescribeTasks {cluster}/{id}"), e))?;
+        let Some(task) = out.tasks().first() else {
+            return Ok(Change::Already(format!("task {id} of cluster {cluster} no longer exists")));
+        };
+        if task.desired_status() == Some("STOPPED") || task.last_status() == Some("STOPPED") {
+            return Ok(Change::Already(format!("task {id} of cluster {cluster} is already stopped or stopping")));
+        }
+        // ECS keeps up to 1,024 characters of reason; shown in the console and DescribeTasks.
+        let reason: String = reason.chars().filter(|c| !c.is_control()).take(1024).collect();
+        ecs.stop_task()
+            .cluster(&cluster)
+            .task(task_arn)
+            .reason(reason)
+            .send()
+            .await
+            .map_err(|e| err(&format!("StopTask {cluster}/{id}"), e))?;
+        Ok(Change::Done(format!("task {id} of cluster {cluster} stopped")))
     }
 
     /// `notify`: SNS (the configured topic) and/or the webhook.
@@ -493,5 +795,57 @@ mod tests {
         );
         f.rule_id = "custom".into();
         assert_eq!(Drift::of(&f), None);
+    }
+
+    fn org() -> OrgContext {
+        OrgContext { org_id: Some("o-a1b2c3d4e5".into()), accounts: ["444455556666".to_string()].into() }
+    }
+
+    #[test]
+    fn only_public_and_outside_statements_are_removed() {
+        let doc = r#"{"Version":"2012-10-17","Statement":[
+            {"Sid":"Public","Effect":"Allow","Principal":"*","Action":"ecr:BatchGetImage"},
+            {"Sid":"PublicAws","Effect":"Allow","Principal":{"AWS":["*"]},"Action":"ecr:BatchGetImage"},
+            {"Sid":"OrgOnly","Effect":"Allow","Principal":"*","Action":"ecr:BatchGetImage","Condition":{"StringEquals":{"aws:PrincipalOrgID":"o-a1b2c3d4e5"}}},
+            {"Sid":"OtherOrg","Effect":"Allow","Principal":"*","Action":"ecr:BatchGetImage","Condition":{"StringEquals":{"aws:PrincipalOrgID":"o-zzzzzzzzzz"}}},
+            {"Sid":"InOrgOtherCond","Effect":"Allow","Principal":{"AWS":"444455556666"},"Action":"ecr:BatchGetImage","Condition":{"StringEquals":{"aws:PrincipalOrgID":"o-zzzzzzzzzz"}}},
+            {"Sid":"InOrg","Effect":"Allow","Principal":{"AWS":["arn:aws:iam::444455556666:role/ci","111122223333"]},"Action":"ecr:BatchGetImage"},
+            {"Sid":"Mixed","Effect":"Allow","Principal":{"AWS":["arn:aws:iam::444455556666:root","arn:aws:iam::999988887777:root"]},"Action":"ecr:BatchGetImage"},
+            {"Sid":"Outside","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::999988887777:root"},"Action":"ecr:BatchGetImage"},
+            {"Sid":"Service","Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"ecr:BatchGetImage"},
+            {"Sid":"Deny","Effect":"Deny","Principal":"*","Action":"ecr:*"}
+        ]}"#;
+        let (policy, removed) = filter_policy(doc, "111122223333", &org()).unwrap();
+        let policy = policy.unwrap();
+        let sids = |a: &serde_json::Value| -> Vec<String> {
+            a.as_array().unwrap().iter().map(|s| s["Sid"].as_str().unwrap().to_string()).collect()
+        };
+        assert_eq!(sids(&policy["Statement"]), ["OrgOnly", "InOrgOtherCond", "InOrg", "Mixed", "Service", "Deny"]);
+        assert_eq!(policy["Version"], "2012-10-17");
+        assert_eq!(policy["Statement"][3]["Principal"]["AWS"], json!(["arn:aws:iam::444455556666:root"]));
+        // As they were, the narrowed one with its outside principal.
+        assert_eq!(
+            sids(&serde_json::Value::Array(removed.clone())),
+            ["Public", "PublicAws", "OtherOrg", "Mixed", "Outside"]
+        );
+        assert_eq!(removed[3]["Principal"]["AWS"][1], "arn:aws:iam::999988887777:root");
+    }
+
+    #[test]
+    fn without_the_org_accounts_only_public_statements_go() {
+        let doc = r#"{"Statement":[
+            {"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::999988887777:root"},"Action":"ecr:BatchGetImage"},
+            {"Effect":"Allow","Principal":"*","Action":"ecr:BatchGetImage","Condition":{"StringEquals":{"aws:PrincipalOrgID":"o-zzzzzzzzzz"}}}
+        ]}"#;
+        // Neither the accounts nor the org id known: nothing is proven outside.
+        let (policy, removed) = filter_policy(doc, "111122223333", &OrgContext::default()).unwrap();
+        assert!(removed.is_empty());
+        assert_eq!(policy.unwrap()["Statement"].as_array().unwrap().len(), 2);
+        // Only a public statement: nothing is left.
+        let (policy, removed) =
+            filter_policy(r#"{"Statement":{"Effect":"Allow","Principal":"*","Action":"ecr:*"}}"#, "1", &org()).unwrap();
+        assert!(policy.is_none());
+        assert_eq!(removed.len(), 1);
+        assert!(filter_policy("not json", "1", &org()).is_err());
     }
 }

@@ -17,13 +17,21 @@ pub enum ActionKind {
     /// Deactivate the user's access keys and attach AWSCompromisedKeyQuarantineV3.
     QuarantineUser,
     /// Undo the configuration drift the built-in pack detects (ECR scan on
-    /// push, tag immutability, a stopped trail).
+    /// push, tag immutability, repository policy statements, a stopped trail
+    /// or Config recorder).
     RestoreConfig,
+    /// ECS StopTask (with a reason naming the finding) on the task the finding is about.
+    StopTask,
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 4] =
-        [ActionKind::Notify, ActionKind::RevokeRoleSessions, ActionKind::QuarantineUser, ActionKind::RestoreConfig];
+    pub const ALL: [ActionKind; 5] = [
+        ActionKind::Notify,
+        ActionKind::RevokeRoleSessions,
+        ActionKind::QuarantineUser,
+        ActionKind::RestoreConfig,
+        ActionKind::StopTask,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -31,6 +39,7 @@ impl ActionKind {
             ActionKind::RevokeRoleSessions => "revoke-role-sessions",
             ActionKind::QuarantineUser => "quarantine-user",
             ActionKind::RestoreConfig => "restore-config",
+            ActionKind::StopTask => "stop-task",
         }
     }
 
@@ -38,7 +47,7 @@ impl ActionKind {
     fn default_rate(self) -> u32 {
         match self {
             ActionKind::Notify => 120,
-            ActionKind::RevokeRoleSessions | ActionKind::QuarantineUser => 10,
+            ActionKind::RevokeRoleSessions | ActionKind::QuarantineUser | ActionKind::StopTask => 10,
             ActionKind::RestoreConfig => 30,
         }
     }
@@ -109,6 +118,9 @@ pub struct RespondConfig {
     pub sns_topic_arn: Option<String>,
     /// `notify`: a webhook (Slack/Teams incoming webhook, or any HTTPS endpoint taking JSON).
     pub webhook_url: Option<String>,
+    /// PEM file of CA certificates the webhook's https certificate must chain
+    /// to, instead of the system roots (a webhook behind a private CA).
+    pub webhook_ca_file: Option<std::path::PathBuf>,
     /// Write each action's outcome back to the finding (BatchUpdateFindings:
     /// Note, UserDefinedFields, Workflow status NOTIFIED).
     pub writeback: bool,
@@ -117,11 +129,18 @@ pub struct RespondConfig {
     /// Endpoint for the member-account clients (STS/IAM/ECR/CloudTrail; tests, VPC endpoints).
     pub endpoint_url: Option<String>,
     /// Security Hub custom action id (the end of its ARN, `…:action/custom/<Id>`)
-    /// → the action it requests. The deploy template creates these four.
+    /// → the action it requests. The deploy template creates these five.
     pub custom_actions: BTreeMap<String, String>,
     /// Per-call timeout of actions, write-backs and webhook posts.
     #[serde(with = "crate::config::duration_text")]
     pub call_timeout: Duration,
+    /// (finding Id, action) pairs carried out are kept in
+    /// `service.state_dir/responses-handled.ndjson` this long, so a finding
+    /// read again after a restart is not acted on (notified) twice.
+    #[serde(with = "crate::config::duration_text")]
+    pub handled_ttl: Duration,
+    /// ... and at most this many pairs (the oldest go first).
+    pub handled_max: usize,
 }
 
 impl Default for RespondConfig {
@@ -135,6 +154,7 @@ impl Default for RespondConfig {
             max_actions_per_hour: 200,
             sns_topic_arn: None,
             webhook_url: None,
+            webhook_ca_file: None,
             writeback: true,
             securityhub_endpoint_url: None,
             endpoint_url: None,
@@ -143,11 +163,14 @@ impl Default for RespondConfig {
                 ("TwRevokeSessions", ActionKind::RevokeRoleSessions),
                 ("TwQuarantineUser", ActionKind::QuarantineUser),
                 ("TwRestoreConfig", ActionKind::RestoreConfig),
+                ("TwStopTask", ActionKind::StopTask),
             ]
             .iter()
             .map(|(k, a)| (k.to_string(), a.as_str().to_string()))
             .collect(),
             call_timeout: Duration::from_secs(10),
+            handled_ttl: Duration::from_secs(7 * 86_400),
+            handled_max: 200_000,
         }
     }
 }
@@ -201,10 +224,13 @@ pub fn validate(respond: &RespondConfig, responses: &[ResponseRule], problems: &
             _ => problems.push(format!("respond.webhook_url `{u}` is not an http(s) URL")),
         }
     }
+    if respond.webhook_ca_file.is_some() && respond.webhook_url.is_none() {
+        problems.push("respond.webhook_ca_file is set without respond.webhook_url".into());
+    }
     for k in respond.rate_limits.keys() {
         if !ActionKind::ALL.iter().any(|a| a.as_str() == k) {
             problems.push(format!(
-                "respond.rate_limits: `{k}` is not an action (notify, revoke-role-sessions, quarantine-user, restore-config)"
+                "respond.rate_limits: `{k}` is not an action (notify, revoke-role-sessions, quarantine-user, restore-config, stop-task)"
             ));
         }
     }
@@ -218,13 +244,19 @@ pub fn validate(respond: &RespondConfig, responses: &[ResponseRule], problems: &
             problems.push(format!("respond.custom_actions.{id}: `{a}` is not an action"));
         }
     }
+    if respond.handled_ttl.as_secs() == 0 {
+        problems.push("respond.handled_ttl must be at least 1s".into());
+    }
+    if respond.handled_max == 0 {
+        problems.push("respond.handled_max must be at least 1".into());
+    }
     if respond.call_timeout.is_zero() {
         problems.push("respond.call_timeout must be more than 0".into());
     }
     for (i, r) in responses.iter().enumerate() {
         let name = r.name.clone().unwrap_or_else(|| format!("responses[{i}]"));
         if r.actions.is_empty() {
-            problems.push(format!("{name}: actions is empty (one or more of notify, revoke-role-sessions, quarantine-user, restore-config)"));
+            problems.push(format!("{name}: actions is empty (one or more of notify, revoke-role-sessions, quarantine-user, restore-config, stop-task)"));
         }
         if let Some(s) = &r.min_severity {
             if severity_rank(s).is_none() {

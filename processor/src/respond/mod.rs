@@ -2,9 +2,11 @@
 //!
 //! Plugged into the pipeline as the last sink: it sees each finding once
 //! per commit, after the other sinks (Security Hub) have it. Actions run at
-//! the commit's flush; a finding read again after a restart is harmless
-//! because every action is idempotent (it checks the current state first),
-//! and in one run a (finding Id, action) pair is acted on once.
+//! the commit's flush; a finding read again after a restart is harmless:
+//! the (finding Id, action) pairs carried out are kept in `state_dir`
+//! ([`handled`], so `notify` does not repeat), and every other action is
+//! idempotent anyway (it checks the current state first). In one run a pair
+//! is acted on once.
 //!
 //! - [`config`]: `[respond]` and `[[responses]]`;
 //! - [`matcher`]: which responses apply to a finding;
@@ -17,6 +19,7 @@
 
 pub mod actions;
 pub mod config;
+pub mod handled;
 pub mod matcher;
 pub mod request;
 pub mod safety;
@@ -93,6 +96,8 @@ pub struct ActionRecord {
     /// What the action acts on (role, user, repository, trail, channel).
     pub target: String,
     pub detail: String,
+    /// What the action removed (JSON), e.g. repository policy statements, so an operator can put it back.
+    pub removed: Option<String>,
 }
 
 /// What an action would act on.
@@ -101,6 +106,8 @@ enum Target {
     Role(String),
     User(String),
     Drift(Drift),
+    /// An ECS task ARN.
+    Task(String),
 }
 
 impl Target {
@@ -110,6 +117,7 @@ impl Target {
             Target::Role(r) => r.clone(),
             Target::User(u) => u.clone(),
             Target::Drift(d) => d.describe(),
+            Target::Task(t) => t.clone(),
         }
     }
 }
@@ -134,6 +142,10 @@ fn target_of(action: ActionKind, f: &FindingView) -> Result<Target, String> {
                 Err(format!("the principal `{p}` is not an IAM user"))
             }
         }
+        ActionKind::StopTask => f
+            .resource("AwsEcsTask")
+            .map(|t| Target::Task(t.to_string()))
+            .ok_or_else(|| "the finding names no ECS task".to_string()),
         ActionKind::RestoreConfig => Drift::of(f).map(Target::Drift).ok_or_else(|| {
             format!("no known restore for rule {} (event {})", f.rule_id, f.event_name.as_deref().unwrap_or("-"))
         }),
@@ -152,6 +164,8 @@ pub struct Responder {
     dry_limits: Limits,
     done: HashSet<(String, ActionKind)>,
     done_order: VecDeque<(String, ActionKind)>,
+    /// Pairs carried out (done or already), across restarts when opened on a state dir.
+    handled: handled::Handled,
     exec: Option<Executor>,
     writeback: Option<writeback::Writeback>,
 }
@@ -166,19 +180,33 @@ impl Responder {
             dry_limits: Limits::new(cfg),
             done: HashSet::new(),
             done_order: VecDeque::new(),
+            handled: handled::Handled::memory(cfg.handled_ttl, cfg.handled_max),
             exec: None,
             writeback: None,
         }
     }
 
-    /// With AWS clients when some response enforces.
+    /// With AWS clients when some response enforces; handled pairs kept in
+    /// `state_dir` (when given) across restarts.
     pub async fn build(
         cfg: &RespondConfig,
         responses: &[ResponseRule],
         tags: HashMap<String, Vec<String>>,
         aws: &crate::aws::AwsConfig,
+        state_dir: Option<&std::path::Path>,
     ) -> anyhow::Result<Responder> {
         let mut r = Responder::offline(cfg, responses, tags);
+        if let Some(dir) = state_dir {
+            let (h, loaded) = handled::Handled::open(dir, cfg.handled_ttl, cfg.handled_max)
+                .map_err(|e| anyhow::anyhow!("handled responses in {}: {e}", dir.join(handled::FILE_NAME).display()))?;
+            tracing::info!(
+                kept = loaded.kept,
+                expired = loaded.expired,
+                malformed = loaded.malformed,
+                "handled responses loaded"
+            );
+            r.handled = h;
+        }
         if responses.iter().any(|x| matches!(x.mode, Mode::Enforce | Mode::OnRequest)) {
             r.exec = Some(Executor::build(cfg, aws).await?);
             if cfg.writeback {
@@ -190,6 +218,13 @@ impl Responder {
 
     pub fn is_empty(&self) -> bool {
         self.matcher.is_empty()
+    }
+
+    /// Who is inside the organization, for `restore-config` on repository policies.
+    pub fn set_org(&mut self, org: actions::OrgContext) {
+        if let Some(e) = &mut self.exec {
+            e.org = org;
+        }
     }
 
     /// Does any response apply to this finding?
@@ -218,6 +253,7 @@ impl Responder {
                 outcome: Outcome::Failed,
                 target: String::new(),
                 detail: String::new(),
+                removed: None,
             };
             let key = (f.id.clone(), p.action);
             if self.done.contains(&key) {
@@ -226,14 +262,21 @@ impl Responder {
                 out.push(rec);
                 continue;
             }
+            if p.mode != Mode::DryRun && self.handled.contains(&f.id, p.action) {
+                rec.outcome = Outcome::Duplicate;
+                rec.detail = "already handled before a restart".into();
+                out.push(rec);
+                continue;
+            }
             let (outcome, target, detail) = self.run_one(f, p.action, p.mode, &p.response, now).await;
             rec.outcome = outcome;
             rec.target = target;
-            rec.detail = detail;
+            (rec.detail, rec.removed) = detail;
             if outcome != Outcome::Failed {
                 // A failure may be retried when the finding comes again.
                 self.remember(key);
             }
+            self.persist(&rec);
             out.push(rec);
         }
         out
@@ -259,17 +302,35 @@ impl Responder {
             outcome: Outcome::SkippedNotAllowed,
             target: String::new(),
             detail: format!("no on-request or enforce response allows {} for this finding", action.as_str()),
+            removed: None,
         };
         if let Some(response) = allowed {
             let (outcome, target, detail) = self.run_one(f, action, Mode::OnRequest, &response, now).await;
             rec.outcome = outcome;
             rec.target = target;
-            rec.detail = detail;
+            (rec.detail, rec.removed) = detail;
             if outcome != Outcome::Failed {
                 self.remember((f.id.clone(), action));
             }
+            self.persist(&rec);
         }
         rec
+    }
+
+    /// Keeps a pair carried out for good. Only done/already: a skip (cap,
+    /// rate, protection) is decided again after a restart, and dry-run
+    /// must not keep enforce from acting once it is switched on.
+    fn persist(&mut self, rec: &ActionRecord) {
+        if rec.mode != Mode::DryRun && matches!(rec.outcome, Outcome::Done | Outcome::Already) {
+            self.handled.insert(&rec.finding_id, rec.action);
+        }
+    }
+
+    /// Makes the handled pairs durable (each flush).
+    pub fn sync_handled(&mut self) {
+        if let Err(e) = self.handled.sync() {
+            tracing::warn!("handled responses not saved (a restart may repeat them): {e}");
+        }
     }
 
     fn remember(&mut self, key: (String, ActionKind)) {
@@ -290,10 +351,10 @@ impl Responder {
         mode: Mode,
         response: &str,
         now: Instant,
-    ) -> (Outcome, String, String) {
+    ) -> (Outcome, String, (String, Option<String>)) {
         let target = match target_of(action, f) {
             Ok(t) => t,
-            Err(why) => return (Outcome::SkippedNoTarget, String::new(), why),
+            Err(why) => return (Outcome::SkippedNoTarget, String::new(), (why, None)),
         };
         let text = target.text();
         let principal = match &target {
@@ -305,12 +366,18 @@ impl Responder {
             // The acting session too: a break-glass session may be named by its session ARN.
             if self.protected.is_protected(p) || f.principal.as_deref().is_some_and(|x| self.protected.is_protected(x))
             {
-                return (Outcome::SkippedProtected, text, format!("{p} is a protected principal"));
+                return (Outcome::SkippedProtected, text, (format!("{p} is a protected principal"), None));
+            }
+        }
+        if let (Target::Task(_), Some(p)) = (&target, f.principal.as_deref()) {
+            // A protected (break-glass) session in a task is the approved way in: its task is left running.
+            if self.protected.is_protected(p) {
+                return (Outcome::SkippedProtected, text, (format!("{p} is a protected principal"), None));
             }
         }
         if let Target::Role(r) = &target {
             if safety::is_service_linked(r) {
-                return (Outcome::SkippedServiceLinked, text, format!("{r} is a service-linked role"));
+                return (Outcome::SkippedServiceLinked, text, (format!("{r} is a service-linked role"), None));
             }
         }
         let live = mode != Mode::DryRun && self.exec.is_some();
@@ -318,12 +385,18 @@ impl Responder {
         match limits.take(action, now) {
             Ok(()) => {}
             Err(Limited::Rate) => {
-                return (Outcome::SkippedRateLimited, text, format!("{} rate limit per hour reached", action.as_str()))
+                return (
+                    Outcome::SkippedRateLimited,
+                    text,
+                    (format!("{} rate limit per hour reached", action.as_str()), None),
+                )
             }
-            Err(Limited::Cap) => return (Outcome::SkippedCap, text, "global cap of actions per hour reached".into()),
+            Err(Limited::Cap) => {
+                return (Outcome::SkippedCap, text, ("global cap of actions per hour reached".into(), None))
+            }
         }
         let Some(exec) = self.exec.as_mut().filter(|_| live) else {
-            return (Outcome::DryRun, text.clone(), format!("would {}: {text}", action.as_str()));
+            return (Outcome::DryRun, text.clone(), (format!("would {}: {text}", action.as_str()), None));
         };
         let seen = OffsetDateTime::parse(&f.last_seen, &time::format_description::well_known::Rfc3339).ok();
         let r = match &target {
@@ -331,15 +404,17 @@ impl Responder {
             Target::Role(role) => exec.revoke_role_sessions(role, seen, OffsetDateTime::now_utc()).await,
             Target::User(u) => exec.quarantine_user(u).await,
             Target::Drift(d) => exec.restore(d).await,
+            Target::Task(t) => exec.stop_task(t, &format!("trailwatch: {} (finding {})", f.title, f.id)).await,
         };
         match r {
-            Ok(Change::Done(d)) => (Outcome::Done, text, d),
+            Ok(Change::Done(d)) => (Outcome::Done, text, (d, None)),
+            Ok(Change::Removed { detail, removed }) => (Outcome::Done, text, (detail, Some(removed))),
             Ok(Change::Already(d)) => {
                 // Nothing changed: the slot is not used up.
                 self.limits.give_back(action);
-                (Outcome::Already, text, d)
+                (Outcome::Already, text, (d, None))
             }
-            Err(e) => (Outcome::Failed, text, e.0),
+            Err(e) => (Outcome::Failed, text, (e.0, None)),
         }
     }
 
@@ -357,7 +432,7 @@ impl Responder {
                 .map(|r| format!("{}: {} ({})", r.action.as_str(), r.outcome.as_str().replace('_', " "), r.detail))
                 .collect::<Vec<_>>()
                 .join("; ");
-            let fields = recs
+            let mut fields: BTreeMap<String, String> = recs
                 .iter()
                 .map(|r| {
                     (
@@ -366,6 +441,12 @@ impl Responder {
                     )
                 })
                 .collect();
+            for r in &recs {
+                if let Some(removed) = &r.removed {
+                    // On its own, as JSON: what an operator needs to put it back.
+                    fields.insert(format!("trailwatch/response/{}/removed", r.action.as_str()), removed.clone());
+                }
+            }
             updates.push(writeback::Update {
                 id: id.to_string(),
                 product_arn: recs[0].product_arn.clone(),
@@ -472,6 +553,7 @@ impl Sink for RespondSink {
                 records.push(r);
             }
         }
+        self.responder.sync_handled();
         self.responder.write_back(&records).await;
         if let Some(l) = &self.log {
             l.lock().unwrap_or_else(|e| e.into_inner()).extend(records);

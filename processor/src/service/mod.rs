@@ -342,9 +342,17 @@ async fn run_service(
     if !cfg.responses.is_empty() {
         // Last: it acts after the sinks before it have the findings (Security Hub for the write-back).
         let tags = crate::respond::rule_tags(&set);
-        let responder = crate::respond::Responder::build(&cfg.respond, &cfg.responses, tags, &cfg.aws)
-            .await
-            .context("responses")?;
+        let responder = crate::respond::Responder::build(
+            &cfg.respond,
+            &cfg.responses,
+            tags,
+            &cfg.aws,
+            Some(&cfg.service.state_dir),
+        )
+        .await
+        .context("responses")?;
+        let mut responder = responder;
+        responder.set_org(respond_org(&cfg.rules, opts.org.as_ref()));
         let sink = crate::respond::RespondSink::new(responder, &cfg.respond);
         health.set_sink("responses", true);
         sinks.push(("responses".to_string(), Box::new(sink) as Box<dyn crate::sinks::Sink>));
@@ -644,6 +652,24 @@ pub async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// The organization the responder may rely on: `[rules.placeholders]` or AWS
+/// Organizations at start-up; accounts derived from the input are not proof
+/// that an account is outside (an org account may not have been seen yet).
+fn respond_org(rules: &crate::config::RulesConfig, org: Option<&OrgUpdates>) -> crate::respond::actions::OrgContext {
+    let mut out = crate::respond::actions::OrgContext::default();
+    if let Some(OrgUpdates { mode: OrgMode::Organizations { current, .. }, .. }) = org {
+        out.org_id = current.org_id.clone();
+        out.accounts = current.accounts.clone();
+    }
+    if let Some(id) = rules.placeholders.get(crate::org::ORG_ID).and_then(|v| v.first()) {
+        out.org_id = Some(id.clone());
+    }
+    if let Some(a) = rules.placeholders.get(crate::org::ACCOUNTS).filter(|a| !a.is_empty()) {
+        out.accounts = a.iter().cloned().collect();
+    }
+    out
 }
 
 #[cfg(test)]
