@@ -16,10 +16,13 @@
 //! - [`recorder::Recorder`]: a recording HTTP endpoint (BatchUpdateFindings,
 //!   webhooks), for what moto does not serve;
 //! - [`chaos`]: the kill -9 / fault scenario shared by `crash.rs` and
-//!   `faults.rs` (events, rules, the real `trailwatch` binary, checks).
+//!   `faults.rs` (events, rules, the real `trailwatch` binary, checks);
+//! - [`fixtures`]: what the scenarios share (rules, events and envelopes,
+//!   stream and queue set-up, a run until a condition, reading findings).
 
 pub mod chaos;
 pub mod faults;
+pub mod fixtures;
 pub mod recorder;
 
 use std::io::Read;

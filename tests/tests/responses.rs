@@ -5,7 +5,7 @@
 //! BatchUpdateFindings (absent from moto) and the webhook go to a recording
 //! endpoint: the write-back is checked by its request shape only.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use trailwatch_processor::ruleset;
 use trailwatch_processor::service::{self, RunOptions};
 use trailwatch_rules::{RuleFile, RuleSet};
 use trailwatch_tests::faults::{FaultConfig, FaultProxy};
+use trailwatch_tests::fixtures::read_jsonl as read_lines;
 use trailwatch_tests::recorder::Recorder;
 use trailwatch_tests::Server;
 
@@ -131,20 +132,10 @@ impl Run {
         trailwatch_tests::aws_env();
         let state = self.dir.path().join(format!("state{attempt}"));
         let out = self.dir.path().join(format!("findings{attempt}.ndjson"));
+        let run = trailwatch_tests::fixtures::file_run_toml(&state, &self.input, &out, true);
         let text = format!(
             r#"
-            [service]
-            state_dir = "{state}"
-            commit_interval = "100ms"
-            [sources.files]
-            type = "file"
-            paths = ["{input}"]
-            exit_when_done = true
-            [sinks.out]
-            type = "asff-jsonl"
-            path = "{out}"
-            [metrics]
-            enabled = false
+            {run}
             [aws]
             region = "us-east-1"
             endpoint_url = "{moto}"
@@ -154,9 +145,6 @@ impl Run {
             {respond}
             {responses}
             "#,
-            state = state.display(),
-            input = self.input.display(),
-            out = out.display(),
             moto = moto().endpoint,
             rec = rec.endpoint,
         );
@@ -168,15 +156,6 @@ impl Run {
             .expect("the run succeeds");
         read_lines(&out)
     }
-}
-
-fn read_lines(p: &Path) -> Vec<Value> {
-    std::fs::read_to_string(p)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// Every write-back's (finding id, action field value), from the recorder.
