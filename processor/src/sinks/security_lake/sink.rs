@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{parquet, SecurityLakeSinkConfig};
-use crate::evaluate::Finding;
 use crate::findings::ocsf;
+use crate::findings::Finding;
 use crate::sinks::{Sink, SinkContext, SinkError};
 
 /// How often the uploader retries staged files after a failed upload.

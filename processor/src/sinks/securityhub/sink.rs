@@ -20,8 +20,9 @@ use super::limiter::TokenBucket;
 use super::spool::{Spool, SpoolError};
 use super::SecurityHubSinkConfig;
 use crate::backoff::Backoff;
-use crate::evaluate::{DeadLetter, Finding};
+use crate::findings::Finding;
 use crate::findings::{validate_serialized, ReportTo};
+use crate::sinks::dead_letter::DeadLetter;
 use crate::sinks::dead_letter::DeadLetterWriter;
 use crate::sinks::{observe_delivered, Sink, SinkContext, SinkError};
 
