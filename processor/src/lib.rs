@@ -36,4 +36,5 @@ pub mod state;
 pub mod telemetry;
 #[cfg(test)]
 pub(crate) mod test_support;
+pub mod timetext;
 pub mod tune;

@@ -120,7 +120,7 @@ pub struct RespondConfig {
     /// → the action it requests. The deploy template creates these four.
     pub custom_actions: BTreeMap<String, String>,
     /// Per-call timeout of actions, write-backs and webhook posts.
-    #[serde(with = "crate::config::duration_text")]
+    #[serde(with = "crate::timetext::duration_text")]
     pub call_timeout: Duration,
 }
 

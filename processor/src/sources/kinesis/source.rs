@@ -441,7 +441,7 @@ impl KinesisSource {
                 StartPosition::Latest => req.shard_iterator_type(ShardIteratorType::Latest),
                 StartPosition::AtTimestamp => {
                     let t =
-                        self.cfg.start_timestamp.as_deref().and_then(crate::config::parse_time).ok_or_else(|| {
+                        self.cfg.start_timestamp.as_deref().and_then(crate::timetext::parse_time).ok_or_else(|| {
                             SourceError::Config("start_position = \"at-timestamp\" needs start_timestamp".into())
                         })?;
                     let secs = t as f64 / 1e3;
