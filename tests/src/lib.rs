@@ -15,6 +15,7 @@
 //!   that injects throttling, 500s, connection resets and slow answers;
 //! - [`recorder::Recorder`]: a recording HTTP endpoint (BatchUpdateFindings,
 //!   webhooks), for what moto does not serve;
+//! - [`otlp_metrics`]: what the OTLP metrics tests check in the receiver's requests;
 //! - [`chaos`]: the kill -9 / fault scenario shared by `crash.rs` and
 //!   `faults.rs` (events, rules, the real `trailwatch` binary, checks);
 //! - [`fixtures`]: what the scenarios share (rules, events and envelopes,
@@ -23,6 +24,7 @@
 pub mod chaos;
 pub mod faults;
 pub mod fixtures;
+pub mod otlp_metrics;
 pub mod recorder;
 
 use std::io::Read;
