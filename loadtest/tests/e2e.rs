@@ -8,10 +8,7 @@ use std::time::{Duration, Instant};
 use trailwatch_loadtest::output::Format;
 use trailwatch_loadtest::runner::{self, replay::ReplayTarget, Limits, Order, Report, RunOptions};
 
-mod common;
-use common::trailwatch;
-
-/// The trailwatch binary: $TRAILWATCH_BIN, or a debug build made (or found up to date) by cargo.
+use trailwatch_tests::trailwatch_bin as trailwatch;
 
 #[test]
 fn generate_replay_and_report() {

@@ -3,30 +3,10 @@
 //! `trailwatch run`, and the report has every event read, findings scored
 //! against the ground truth, and end-to-end latency.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use trailwatch_loadtest::runner::Report;
-use trailwatch_tests::Server;
-
-/// The trailwatch binary: $TRAILWATCH_BIN, or a debug build made (or found up to date) by cargo.
-fn trailwatch() -> PathBuf {
-    if let Some(p) = std::env::var_os("TRAILWATCH_BIN") {
-        return PathBuf::from(p);
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "--quiet", "-p", "trailwatch-processor", "--bin", "trailwatch"])
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building trailwatch failed");
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(|d| d.parent()).unwrap().join("trailwatch");
-    assert!(bin.is_file(), "{} not built", bin.display());
-    bin
-}
+use trailwatch_tests::{trailwatch_bin as trailwatch, Server};
 
 fn live(via: &str, server: &Server, rate: &str) -> Report {
     let dir = tempfile::tempdir().unwrap();

@@ -12,7 +12,7 @@ use trailwatch_loadtest::generate::{build_org, generate, GenOptions};
 use trailwatch_loadtest::org::OrgOptions;
 use trailwatch_loadtest::record::EventKind;
 use trailwatch_loadtest::scenarios::{ATTACKS, LOOKALIKES};
-use trailwatch_processor::config::RulesConfig;
+use trailwatch_processor::config::Config;
 use trailwatch_processor::ruleset;
 use trailwatch_rules::{CompileOptions, EventClass, RuleFile, RuleSet};
 
@@ -71,7 +71,7 @@ fn indexed_and_unfiltered_evaluation_match_the_same_rules() {
     .expect("generates");
     assert!(events.len() > 15_000, "{} events", events.len());
 
-    let pack_defaults = ruleset::compile_options(&RulesConfig::default(), true).expect("pack placeholders");
+    let pack_defaults = ruleset::compile_options(&Config::default(), true).expect("pack placeholders");
     let mut org_values = pack_defaults.clone();
     let org = build_org(&opts);
     org_values.placeholders.insert("org_accounts".into(), org.account_ids());

@@ -10,8 +10,7 @@ use std::process::Command;
 use trailwatch_loadtest::runner::score::{parse_finding, score, Finding};
 use trailwatch_loadtest::truth::Truth;
 
-mod common;
-use common::trailwatch;
+use trailwatch_tests::trailwatch_bin as trailwatch;
 
 const NOW: &str = "2026-11-03T00:00:00Z";
 

@@ -95,7 +95,7 @@ fn bench_decode(c: &mut Criterion) {
 }
 
 fn pack() -> RuleSet {
-    let opts = ruleset::compile_options(&Default::default(), true).unwrap();
+    let opts = ruleset::compile_options(&trailwatch_processor::config::Config::default(), true).unwrap();
     ruleset::load(&[], true, &opts).unwrap().0
 }
 

@@ -47,7 +47,7 @@ fn env_num(name: &str, default: usize) -> usize {
 
 fn rule_set(with_sigmahq: bool) -> Arc<RuleSet> {
     let cfg = std::env::var_os("TRAILWATCH_BENCH_CONFIG").map(|p| Config::load(Some(Path::new(&p))).unwrap());
-    let opts = ruleset::compile_options(&cfg.unwrap_or_default().rules, true).unwrap();
+    let opts = ruleset::compile_options(&cfg.unwrap_or_default(), true).unwrap();
     let dirs = if with_sigmahq { vec![common::shared().join("sigma/rules")] } else { Vec::new() };
     Arc::new(ruleset::load(&dirs, true, &opts).unwrap().0)
 }

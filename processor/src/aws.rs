@@ -28,7 +28,7 @@ pub struct AwsConfig {
     /// Components that retry themselves (the Security Hub sink) set their own.
     pub max_attempts: Option<u32>,
     /// Per-attempt timeout, e.g. "30s".
-    #[serde(with = "crate::config::duration_text_opt")]
+    #[serde(with = "crate::timetext::duration_text_opt")]
     pub attempt_timeout: Option<Duration>,
 }
 

@@ -286,10 +286,8 @@ fn rule_inputs(
     org: &crate::org::OrgValues,
 ) -> anyhow::Result<(Vec<trailwatch_rules::RuleFile>, CompileOptions)> {
     let builtin = cfg.rules.builtin && !args.no_builtin;
-    let mut opts = ruleset::compile_options(&cfg.rules, builtin)?;
+    let mut opts = ruleset::compile_options(cfg, builtin)?;
     opts.placeholders.extend(org.placeholders(&crate::org::unset(&cfg.rules)));
-    // Suppressions read their fields from every event.
-    opts.extra_fields = cfg.suppressions.iter().map(|s| s.field.clone()).collect();
     let mut dirs = cfg.rules.paths.clone();
     dirs.extend(args.rules.iter().cloned());
     let mut files = if builtin { ruleset::builtin_files() } else { Vec::new() };
@@ -357,7 +355,7 @@ fn org_origins(cfg: &Config, org: &crate::org::OrgValues, found: crate::org::Ori
 
 /// Compile options for commands that take rule directories only.
 fn plain_options(builtin: bool) -> anyhow::Result<CompileOptions> {
-    ruleset::compile_options(&Config::default().rules, builtin)
+    ruleset::compile_options(&Config::default(), builtin)
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
@@ -756,7 +754,7 @@ fn tune_cmd(a: TuneArgs) -> anyhow::Result<i32> {
             archive: replay::ArchiveOptions::default(),
         },
         files,
-        placeholders: ruleset::compile_options(&cfg.rules, builtin)?.placeholders,
+        placeholders: ruleset::compile_options(&cfg, builtin)?.placeholders,
         top: a.top,
         min_findings: a.min_findings,
         min_hours: a.min_hours,

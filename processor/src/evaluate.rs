@@ -12,50 +12,9 @@ use trailwatch_rules::{
 };
 
 use crate::decode::Position;
-use crate::findings::{self, AsffFinding, FindingContext, FindingInput};
+use crate::findings::{self, Finding, FindingContext, FindingInput};
 use crate::metrics;
-
-/// A validated finding and what the pipeline needs to route and measure it.
-#[derive(Debug, Clone)]
-pub struct Finding {
-    pub asff: AsffFinding,
-    /// `asff` as one JSON line, serialised once when the finding was built
-    /// (sinks write it as it is).
-    pub json: String,
-    /// Event time of the triggering event (window end for correlations).
-    pub event_time_ms: Option<i64>,
-    /// Processing time the triggering input reached trailwatch.
-    pub ingest_ms: Option<i64>,
-    /// A repeat of a correlation within its dedup period (same Id, higher count).
-    pub is_update: bool,
-}
-
-/// A record that could not be decoded or evaluated, with where it was.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeadLetter {
-    pub origin: String,
-    pub position: Position,
-    pub kind: &'static str,
-    pub error: String,
-    /// The raw text, cut to 64 KiB.
-    pub raw: Option<String>,
-}
-
-impl DeadLetter {
-    /// One JSON line for the dead-letter file.
-    pub fn to_json_line(&self) -> String {
-        serde_json::json!({
-            "origin": self.origin,
-            "line": self.position.line,
-            "byte_offset": self.position.byte_offset,
-            "record": self.position.record,
-            "kind": self.kind,
-            "error": self.error,
-            "raw": self.raw,
-        })
-        .to_string()
-    }
-}
+use crate::sinks::dead_letter::DeadLetter;
 
 /// What evaluation produces.
 #[derive(Debug)]
@@ -634,25 +593,22 @@ impl Evaluator {
         is_update: bool,
         out: &mut dyn FnMut(Emitted),
     ) {
-        let (asff, json) = findings::build_finding_line(input, &self.ctx);
-        if let Err(violations) = findings::validate_serialized(&asff, json.len()) {
-            self.stats.invalid_findings += 1;
-            metrics::get().findings_invalid.inc();
-            let why: Vec<String> = violations.iter().map(|v| v.to_string()).collect();
-            tracing::error!(rule = %input.rule.id, %origin, position = %pos, "finding failed ASFF validation: {}", why.join("; "));
-            // Dead-lettered with the reason, like a bad record, so it is kept
-            // (and synced) before the input is acknowledged.
-            out(Emitted::DeadLetter(DeadLetter {
-                origin: origin.to_string(),
-                position: pos.clone(),
-                kind: "invalid_finding",
-                error: format!("rule {}: finding {}: {}", input.rule.id, asff.id, why.join("; ")),
-                raw: Some(truncate(&json, 64 * 1024).to_string()),
-            }));
-            return;
+        match Finding::build(input, &self.ctx, event_time_ms, ingest_ms, is_update) {
+            Ok(f) => {
+                self.stats.findings += 1;
+                out(Emitted::Finding(Box::new(f)));
+            }
+            Err(invalid) => {
+                self.stats.invalid_findings += 1;
+                metrics::get().findings_invalid.inc();
+                let why: Vec<String> = invalid.violations.iter().map(|v| v.to_string()).collect();
+                tracing::error!(rule = %input.rule.id, %origin, position = %pos, "finding failed ASFF validation: {}", why.join("; "));
+                // Dead-lettered with the reason, like a bad record, so it is kept
+                // (and synced) before the input is acknowledged.
+                let error = format!("rule {}: finding {}: {}", input.rule.id, invalid.id, why.join("; "));
+                out(Emitted::DeadLetter(DeadLetter::new(origin, pos, "invalid_finding", error, Some(&invalid.json))));
+            }
         }
-        self.stats.findings += 1;
-        out(Emitted::Finding(Box::new(Finding { asff, json, event_time_ms, ingest_ms, is_update })));
     }
 
     fn bad(
@@ -674,13 +630,7 @@ impl Evaluator {
         } else {
             tracing::debug!(%origin, position = %pos, kind, "bad record skipped: {reason}");
         }
-        out(Emitted::DeadLetter(DeadLetter {
-            origin: origin.to_string(),
-            position: pos.clone(),
-            kind,
-            error: reason.to_string(),
-            raw: raw.map(|r| truncate(r, 64 * 1024).to_string()),
-        }));
+        out(Emitted::DeadLetter(DeadLetter::new(origin, pos, kind, reason, raw)));
     }
 }
 
@@ -705,17 +655,6 @@ fn correlation_document(c: &CorrelationAlert, current: Option<(EventClass, &str)
         }
     }
     (class, serde_json::Value::Object(doc))
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// The window counters' increase since `p` (gauges are set by the caller).

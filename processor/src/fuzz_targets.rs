@@ -83,7 +83,7 @@ pub fn decode_input(data: &[u8]) {
 pub fn config_text(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     if let Ok(cfg) = crate::config::Config::from_toml_str(&text) {
-        let _ = crate::ruleset::compile_options(&cfg.rules, cfg.rules.builtin);
+        let _ = crate::ruleset::compile_options(&cfg, cfg.rules.builtin);
         let _ = toml::to_string(&cfg);
     }
 }

@@ -3,7 +3,7 @@
 //! Data flow of `trailwatch run` ([`service`]): [`sources`] (files, Kinesis,
 //! SQS) read and [`decode`] input into batches → the detector stage
 //! ([`evaluate`]: `trailwatch_rules` rules and correlation windows → ASFF
-//! [`findings`]) → the sink stage ([`sinks`]: Security Hub, JSON lines),
+//! [`findings`]; bad records → `sinks::dead_letter`) → the sink stage ([`sinks`]: Security Hub, JSON lines),
 //! which commits checkpoints and window state to a [`state`] store only after
 //! the sinks accepted everything before them. [`metrics`], [`health`] and
 //! [`http`] make it observable; [`aws`] builds SDK clients; [`config`] is the
@@ -11,7 +11,7 @@
 //!
 //! `trailwatch replay` ([`replay`]) runs the same [`evaluate`] core
 //! synchronously over archives. [`ruleset`] loads rule directories and the
-//! built-in pack; [`cli`] holds the commands; [`telemetry`] sets up logging and
+//! built-in pack, with compile options derived from the [`config`]; [`cli`] holds the commands; [`telemetry`] sets up logging and
 //! exports traces over OTLP.
 pub mod aws;
 pub mod backoff;
@@ -37,4 +37,5 @@ pub mod state;
 pub mod telemetry;
 #[cfg(test)]
 pub(crate) mod test_support;
+pub mod timetext;
 pub mod tune;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use trailwatch_rules::{CompileOptions, RuleError, RuleFile, RuleSet, RuleWarning};
 
-use crate::config::RulesConfig;
+use crate::config::Config;
 
 mod pack {
     include!(concat!(env!("OUT_DIR"), "/pack.rs"));
@@ -40,22 +40,25 @@ pub fn pack_placeholders() -> anyhow::Result<BTreeMap<String, PlaceholderDefault
 }
 
 /// Compile options from configuration: the pack's placeholder defaults (when
-/// the pack is on), overridden by configured placeholders, plus field mappings.
-pub fn compile_options(cfg: &RulesConfig, builtin: bool) -> anyhow::Result<CompileOptions> {
+/// the pack is on), overridden by configured placeholders, field mappings,
+/// the regex limit, and the fields of the `[[suppressions]]` (read from every
+/// event, whether a rule reads them or not). Derived from the whole `Config`
+/// so that `run`, `replay` and every other command compile alike.
+pub fn compile_options(cfg: &Config, builtin: bool) -> anyhow::Result<CompileOptions> {
     let mut placeholders = BTreeMap::new();
     if builtin {
         for (k, v) in pack_placeholders()? {
             placeholders.insert(k, v.values);
         }
     }
-    for (k, v) in &cfg.placeholders {
+    for (k, v) in &cfg.rules.placeholders {
         placeholders.insert(k.clone(), v.clone());
     }
     Ok(CompileOptions {
         placeholders,
-        field_mappings: cfg.field_mappings.clone(),
-        extra_fields: Vec::new(),
-        regex_size_limit: Some(cfg.regex_size_limit),
+        field_mappings: cfg.rules.field_mappings.clone(),
+        extra_fields: cfg.suppressions.iter().map(|s| s.field.clone()).collect(),
+        regex_size_limit: Some(cfg.rules.regex_size_limit),
     })
 }
 
@@ -63,7 +66,7 @@ pub fn compile_options(cfg: &RulesConfig, builtin: bool) -> anyhow::Result<Compi
 /// (`test_values`) filled in where a default is empty, so rules that need org
 /// context are tested too.
 pub fn test_options() -> anyhow::Result<CompileOptions> {
-    let mut opts = compile_options(&crate::config::Config::default().rules, true)?;
+    let mut opts = compile_options(&Config::default(), true)?;
     for (k, v) in pack_placeholders()? {
         if v.values.is_empty() && !v.test_values.is_empty() {
             opts.placeholders.insert(k, v.test_values);
@@ -137,5 +140,69 @@ pub fn compile(files: &[RuleFile], opts: &CompileOptions) -> anyhow::Result<(Rul
             let n = errs.0.len();
             bail!("{errs}\n{n} rule error{}", if n == 1 { "" } else { "s" })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use trailwatch_rules::EventClass;
+
+    use super::*;
+    use crate::decode::Position;
+    use crate::evaluate::{Emitted, Evaluator, EventRef};
+
+    /// A suppression on a field no rule reads applies all the same: the
+    /// compile options derived from the `Config` read it from every event,
+    /// so `run`, `replay` and the tests compile alike without passing it.
+    #[test]
+    fn suppression_fields_come_from_the_config() {
+        let cfg = Config::from_toml_str(
+            r#"
+            [rules]
+            builtin = false
+            [[suppressions]]
+            field = "sourceIPAddress"
+            cidrs = ["10.0.0.0/8"]
+            reason = "the internal scanner"
+            "#,
+        )
+        .unwrap();
+        let opts = compile_options(&cfg, false).unwrap();
+        assert_eq!(opts.extra_fields, ["sourceIPAddress"]);
+        let rule = r#"
+title: list users
+id: 6f1d1b0e-0000-4000-8000-0000000000d1
+level: low
+logsource: {product: aws, service: cloudtrail}
+detection:
+    sel: {eventName: ListUsers}
+    condition: sel
+"#;
+        let (set, _) = compile(&[RuleFile { name: "r.yml".into(), text: rule.into() }], &opts).unwrap();
+        let mut eval = Evaluator::new(Arc::new(set), cfg.detector_config().unwrap(), Default::default());
+        let event = |id: &str, ip: &str| {
+            format!(
+                r#"{{"eventVersion":"1.08","eventID":"{id}","eventTime":"2026-01-01T00:00:00Z","eventSource":"iam.amazonaws.com","eventName":"ListUsers","awsRegion":"us-east-1","sourceIPAddress":"{ip}","recipientAccountId":"111122223333","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/u","accountId":"111122223333"}}}}"#
+            )
+        };
+        let mut out = Vec::new();
+        let pos = Position::default();
+        for (id, ip) in [("e1", "10.1.2.3"), ("e2", "192.0.2.7")] {
+            let json = event(id, ip);
+            let ev =
+                EventRef { class: EventClass::CloudTrail, json: &json, origin: "t", position: &pos, ingest_ms: None };
+            eval.event(ev, time::OffsetDateTime::UNIX_EPOCH, &mut |e| out.push(e));
+        }
+        let found: Vec<&str> = out
+            .iter()
+            .filter_map(|e| match e {
+                Emitted::Finding(f) => f.asff.product_fields.get("trailwatch/EventIds").map(String::as_str),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(found, ["e2"], "only the event outside 10.0.0.0/8 gives a finding: {out:?}");
+        assert_eq!(eval.stats().detector.suppressed, 1);
     }
 }

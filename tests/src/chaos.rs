@@ -507,17 +507,8 @@ pub fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
 /// A CloudWatch Logs subscription payload (gzip JSON, the shape CloudTrail
 /// reaches Kinesis in) carrying events `ids`.
 pub fn cwl_record(ids: &[u64]) -> Vec<u8> {
-    let events: Vec<String> = ids
-        .iter()
-        .map(|i| format!(r#"{{"id":"{i}","timestamp":1793527200000,"message":{}}}"#, serde_json::json!(event(*i))))
-        .collect();
-    let doc = format!(
-        r#"{{"messageType":"DATA_MESSAGE","owner":"111122223333","logGroup":"aws-cloudtrail","logStream":"111122223333_CloudTrail_us-east-1","subscriptionFilters":["tw"],"logEvents":[{}]}}"#,
-        events.join(",")
-    );
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(doc.as_bytes()).unwrap();
-    gz.finish().unwrap()
+    let events: Vec<(u64, String)> = ids.iter().map(|i| (*i, event(*i))).collect();
+    crate::fixtures::cwl_payload(&events)
 }
 
 /// Creates a stream of `shards` shards and puts events `0..n` as CloudWatch
@@ -578,11 +569,7 @@ pub async fn feed_kinesis(
 
 /// A gzip CloudTrail log file of events `range`.
 pub fn log_file(range: std::ops::Range<u64>) -> Vec<u8> {
-    let records: Vec<String> = range.map(event).collect();
-    let doc = format!(r#"{{"Records":[{}]}}"#, records.join(","));
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(doc.as_bytes()).unwrap();
-    gz.finish().unwrap()
+    crate::fixtures::log_file_of(&range.map(event).collect::<Vec<_>>())
 }
 
 /// Puts events `0..n` as CloudTrail log files of `per_file` events in S3 and
@@ -613,9 +600,7 @@ pub async fn feed_sqs(moto: &Server, n: u64, per_file: u64, visibility: u32) -> 
             "AWSLogs/o-chaos/111122223333/CloudTrail/us-east-1/2026/11/01/111122223333_CloudTrail_us-east-1_20261101T1000Z_{file:06}.json.gz"
         );
         s3.put_object().bucket("org-trail").key(&key).body(log_file(start..end).into()).send().await.unwrap();
-        bodies.push(format!(
-            r#"{{"Records":[{{"eventVersion":"2.1","eventSource":"aws:s3","awsRegion":"us-east-1","eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"org-trail"}},"object":{{"key":"{key}","size":1000}}}}}}]}}"#
-        ));
+        bodies.push(crate::fixtures::s3_notification("org-trail", &key));
         start = end;
         file += 1;
     }
@@ -635,19 +620,7 @@ pub async fn feed_sqs(moto: &Server, n: u64, per_file: u64, visibility: u32) -> 
 
 /// Messages visible plus in flight.
 pub async fn queue_depth(moto: &Server, url: &str) -> u64 {
-    use aws_sdk_sqs::types::QueueAttributeName;
-    let sqs = aws_sdk_sqs::Client::new(&moto.sdk_config().await);
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .unwrap();
-    let a = out.attributes().unwrap();
-    let n = |k: QueueAttributeName| a.get(&k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    n(QueueAttributeName::ApproximateNumberOfMessages) + n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+    crate::fixtures::queue_depth(&aws_sdk_sqs::Client::new(&moto.sdk_config().await), url).await
 }
 
 /// Every committed checkpoint seen, checked never to move backwards.

@@ -17,10 +17,13 @@
 //!   webhooks), for what moto does not serve;
 //! - [`otlp_metrics`]: what the OTLP metrics tests check in the receiver's requests;
 //! - [`chaos`]: the kill -9 / fault scenario shared by `crash.rs` and
-//!   `faults.rs` (events, rules, the real `trailwatch` binary, checks).
+//!   `faults.rs` (events, rules, the real `trailwatch` binary, checks);
+//! - [`fixtures`]: what the scenarios share (rules, events and envelopes,
+//!   stream and queue set-up, a run until a condition, reading findings).
 
 pub mod chaos;
 pub mod faults;
+pub mod fixtures;
 pub mod otlp_metrics;
 pub mod recorder;
 

@@ -12,46 +12,17 @@ use aws_sdk_dynamodb::types::{
 };
 use trailwatch_processor::aws::AwsConfig;
 use trailwatch_processor::config::{CheckpointsConfig, Config, StoreKind};
-use trailwatch_processor::ruleset;
 use trailwatch_processor::service::{self, RunOptions, RunSummary};
 use trailwatch_processor::state::dynamodb::DynamoStore;
 use trailwatch_processor::state::{Committed, StateError, StateStore};
-use trailwatch_rules::RuleFile;
+use trailwatch_tests::fixtures::{denied_event, read_jsonl, rules, write_lines, REPEATED_DENIED_RULES};
 use trailwatch_tests::Server;
 
 const TABLE: &str = "trailwatch-checkpoints";
 const BUCKET: &str = "trailwatch-state";
 
-const RULES: &str = r#"
-title: console denied
-id: 6f1d1b0e-0000-4000-8000-000000000001
-name: denied
-level: informational
-logsource: {product: aws, service: cloudtrail}
-detection:
-    sel: {errorCode: AccessDenied}
-    condition: sel
----
-title: Repeated AccessDenied
-id: 6f1d1b0e-0000-4000-8000-000000000002
-level: high
-correlation:
-    type: event_count
-    rules: [denied]
-    group-by: [userIdentity.arn]
-    timespan: 10m
-    condition: {gt: 3}
-"#;
-
-fn event(i: u32) -> String {
-    format!(
-        r#"{{"eventVersion":"1.08","eventTime":"2026-11-01T10:{i:02}:00Z","eventSource":"iam.amazonaws.com","eventName":"ListUsers","awsRegion":"us-east-1","errorCode":"AccessDenied","eventID":"00000000-0000-4000-8000-{i:012}","recipientAccountId":"111122223333","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/mallory","accountId":"111122223333"}}}}"#
-    )
-}
-
 fn write_events(path: &Path, range: std::ops::Range<u32>) {
-    let text: Vec<String> = range.map(event).collect();
-    std::fs::write(path, text.join("\n") + "\n").unwrap();
+    write_lines(path, range.map(|i| denied_event(i, i)));
 }
 
 /// The table (partition key `pk`, string) and the snapshot bucket.
@@ -68,7 +39,7 @@ async fn create_resources(server: &Server) {
         .send()
         .await
         .unwrap();
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let s3 = trailwatch_tests::chaos::s3_client(&sdk);
     s3.create_bucket().bucket(BUCKET).send().await.unwrap();
 }
 
@@ -110,40 +81,22 @@ fn config(server: &Server, dir: &Path, input: &Path, commit_interval: &str) -> C
         out = dir.join("findings.ndjson").display(),
         aws = server.aws_section(),
     );
-    let cfg: Config = toml::from_str(&text).unwrap();
-    cfg.validate().unwrap();
-    cfg
+    trailwatch_tests::fixtures::config(&text)
 }
 
 fn options(commits: tokio::sync::watch::Sender<u64>) -> (Arc<trailwatch_rules::RuleSet>, RunOptions) {
-    let (set, _) = ruleset::compile(
-        &[RuleFile { name: "test.yml".into(), text: RULES.into() }],
-        &trailwatch_rules::CompileOptions::default(),
-    )
-    .unwrap();
+    let set = rules(REPEATED_DENIED_RULES);
     let opts = RunOptions { commits: Some(commits), ..Default::default() };
-    (Arc::new(set), opts)
+    (set, opts)
 }
 
 /// Runs until the first commit after the input was read, then shuts down.
 async fn run_once(cfg: Config) -> RunSummary {
-    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
-    let (set, opts) = options(tx);
-    let shutdown = async move {
-        let _ = tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|n| *n >= 1)).await;
-    };
-    tokio::time::timeout(Duration::from_secs(60), service::run(cfg, set, opts, shutdown))
-        .await
-        .expect("the run ends")
-        .expect("the run succeeds")
+    trailwatch_tests::fixtures::run_once(cfg, rules(REPEATED_DENIED_RULES)).await
 }
 
 fn findings(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("findings.ndjson"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    read_jsonl(&dir.join("findings.ndjson"))
 }
 
 async fn store(server: &Server) -> DynamoStore {
@@ -246,7 +199,7 @@ async fn a_stale_instance_cannot_move_a_checkpoint_backwards() {
     // Only the referenced snapshot is left: the first instance's two were
     // deleted once replaced, an unchanged snapshot is not uploaded again.
     let sdk = server.sdk_config().await;
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let s3 = trailwatch_tests::chaos::s3_client(&sdk);
     let listed = s3.list_objects_v2().bucket(BUCKET).send().await.unwrap();
     let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
     let head = head_item(&server).await.unwrap();
@@ -340,10 +293,13 @@ async fn an_outage_delays_the_commit_and_it_is_retried() {
 
     server.restart().unwrap();
     create_resources(&server).await;
-    tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|n| *n >= 1))
+    let r = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|n| *n >= 1))
         .await
         .expect("the commit goes through once the store is back")
-        .unwrap();
+        .map(|_| ());
+    if r.is_err() {
+        panic!("the service ended before the commit went through: {:?}", run.await);
+    }
     let head = head_item(&server).await.expect("the head item is written after the outage");
     assert!(head.contains_key("snapshot"), "{head:?}");
 

@@ -52,8 +52,7 @@ fn event(i: u32) -> String {
 }
 
 fn write(path: &Path, range: std::ops::Range<u32>) {
-    let text: Vec<String> = range.map(event).collect();
-    std::fs::write(path, text.join("\n") + "\n").unwrap();
+    trailwatch_tests::fixtures::write_lines(path, range.map(event));
 }
 
 fn set() -> RuleSet {
@@ -89,28 +88,7 @@ fn replayed(inputs: Vec<std::path::PathBuf>) -> BTreeSet<(String, String)> {
 }
 
 fn config(dir: &Path, input: &Path, out: &Path) -> Config {
-    let text = format!(
-        r#"
-        [service]
-        state_dir = "{state}"
-        commit_interval = "100ms"
-        [sources.files]
-        type = "file"
-        paths = ["{input}"]
-        exit_when_done = true
-        [sinks.out]
-        type = "asff-jsonl"
-        path = "{out}"
-        [metrics]
-        enabled = false
-        "#,
-        state = dir.join("state").display(),
-        input = input.display(),
-        out = out.display(),
-    );
-    let cfg: Config = toml::from_str(&text).unwrap();
-    cfg.validate().unwrap();
-    cfg
+    trailwatch_tests::fixtures::config(&trailwatch_tests::fixtures::file_run_toml(&dir.join("state"), input, out, true))
 }
 
 async fn live(cfg: Config) -> service::RunSummary {

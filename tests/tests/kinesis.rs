@@ -3,85 +3,27 @@
 //! dead letter, a restart resumes from the checkpoint without repeating or
 //! losing findings, and a resharded stream is read parents first.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use trailwatch_processor::config::Config;
-use trailwatch_processor::ruleset;
-use trailwatch_processor::service::{self, RunOptions, RunSummary};
-use trailwatch_rules::RuleFile;
+use trailwatch_processor::service::RunSummary;
+use trailwatch_tests::fixtures::{
+    create_stream, cwl_payload, event_ids, eventbridge, finding_event_ids, marker_event as record, put_records as put,
+    read_jsonl, rules, run_until, until_findings, MARKER_RULE, MARKER_RULE_ID,
+};
 use trailwatch_tests::Server;
 
-const RULES: &str = r#"
-title: Test marker call
-id: 6f1d1b0e-0000-4000-8000-0000000000a1
-level: high
-tags: [nist_csf.de.cm-1]
-logsource: {product: aws, service: cloudtrail}
-detection:
-    sel: {eventName: TwMarker}
-    condition: sel
-"#;
-
-fn record(i: u32) -> String {
-    format!(
-        r#"{{"eventVersion":"1.08","eventTime":"2026-11-01T10:00:{s:02}Z","eventSource":"iam.amazonaws.com","eventName":"TwMarker","awsRegion":"us-east-1","eventID":"00000000-0000-4000-8000-{i:012}","recipientAccountId":"111122223333","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/u{i}","accountId":"111122223333"}}}}"#,
-        s = i % 60
-    )
-}
-
-fn eventbridge(i: u32) -> String {
-    format!(
-        r#"{{"version":"0","id":"eb-{i}","detail-type":"AWS API Call via CloudTrail","source":"aws.iam","account":"111122223333","time":"2026-11-01T10:00:00Z","region":"us-east-1","resources":[],"detail":{}}}"#,
-        record(i)
-    )
-}
-
-/// A CloudWatch Logs subscription payload (gzip JSON) carrying `ids` as log events.
+/// A CloudWatch Logs subscription payload carrying `ids` as log events.
 fn cwl(ids: &[u32]) -> Vec<u8> {
-    let events: Vec<String> = ids
-        .iter()
-        .map(|i| format!(r#"{{"id":"{i}","timestamp":1793527200000,"message":{}}}"#, serde_json::json!(record(*i))))
-        .collect();
-    let doc = format!(
-        r#"{{"messageType":"DATA_MESSAGE","owner":"111122223333","logGroup":"aws-cloudtrail","logStream":"111122223333_CloudTrail_us-east-1","subscriptionFilters":["tw"],"logEvents":[{}]}}"#,
-        events.join(",")
-    );
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(doc.as_bytes()).unwrap();
-    gz.finish().unwrap()
-}
-
-async fn put(client: &aws_sdk_kinesis::Client, stream: &str, items: Vec<Vec<u8>>) {
-    let entries: Vec<PutRecordsRequestEntry> = items
-        .into_iter()
-        .enumerate()
-        .map(|(i, data)| {
-            PutRecordsRequestEntry::builder().data(Blob::new(data)).partition_key(format!("k{i}")).build().unwrap()
-        })
-        .collect();
-    let out = client.put_records().stream_name(stream).set_records(Some(entries)).send().await.unwrap();
-    assert_eq!(out.failed_record_count(), Some(0));
-}
-
-async fn create_stream(client: &aws_sdk_kinesis::Client, stream: &str, shards: i32) {
-    client.create_stream().stream_name(stream).shard_count(shards).send().await.unwrap();
-    for _ in 0..100 {
-        let d = client.describe_stream_summary().stream_name(stream).send().await.unwrap();
-        if d.stream_description_summary().unwrap().stream_status() == &aws_sdk_kinesis::types::StreamStatus::Active {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("stream {stream} not active");
+    let events: Vec<(u64, String)> = ids.iter().map(|i| (u64::from(*i), record(*i))).collect();
+    cwl_payload(&events)
 }
 
 fn config(server: &Server, dir: &Path, stream: &str) -> Config {
-    let text = format!(
+    trailwatch_tests::fixtures::config(&format!(
         r#"
         {aws}
         [service]
@@ -102,10 +44,7 @@ fn config(server: &Server, dir: &Path, stream: &str) -> Config {
         aws = server.aws_section(),
         state = dir.join("state").display(),
         out = findings_path(dir).display(),
-    );
-    let cfg: Config = toml::from_str(&text).unwrap();
-    cfg.validate().unwrap();
-    cfg
+    ))
 }
 
 fn findings_path(dir: &Path) -> PathBuf {
@@ -113,41 +52,13 @@ fn findings_path(dir: &Path) -> PathBuf {
 }
 
 fn finding_events(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(findings_path(dir))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v["ProductFields"]["trailwatch/EventIds"].as_str().unwrap().to_string()
-        })
-        .collect()
+    finding_event_ids(&findings_path(dir))
 }
 
 /// Runs the service until `want` findings are in the file and a commit
 /// followed them, then shuts it down (as SIGTERM would).
-async fn run_until(cfg: Config, dir: &Path, want: usize) -> RunSummary {
-    trailwatch_tests::aws_env();
-    let (set, _) = ruleset::compile(
-        &[RuleFile { name: "test.yml".into(), text: RULES.into() }],
-        &trailwatch_rules::CompileOptions::default(),
-    )
-    .unwrap();
-    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
-    let opts = RunOptions { commits: Some(tx), ..Default::default() };
-    let dir = dir.to_path_buf();
-    let shutdown = async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-        while finding_events(&dir).len() < want && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        // One more commit: the checkpoint of what produced them is durable.
-        let seen = *rx.borrow();
-        let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|n| *n > seen)).await;
-    };
-    tokio::time::timeout(Duration::from_secs(60), service::run(cfg, Arc::new(set), opts, shutdown))
-        .await
-        .expect("the run ends")
-        .expect("the run succeeds")
+async fn run_to(cfg: Config, dir: &Path, want: usize) -> RunSummary {
+    run_until(cfg, rules(MARKER_RULE), until_findings(&findings_path(dir), want)).await
 }
 
 #[tokio::test]
@@ -169,10 +80,10 @@ async fn envelopes_dead_letters_and_restart_without_repeats() {
     .await;
 
     let dir = tempfile::tempdir().unwrap();
-    let s1 = run_until(config(&server, dir.path(), "events"), dir.path(), 5).await;
+    let s1 = run_to(config(&server, dir.path(), "events"), dir.path(), 5).await;
     let mut ids = finding_events(dir.path());
     ids.sort();
-    let want: Vec<String> = [1, 2, 3, 4, 5].iter().map(|i| format!("00000000-0000-4000-8000-{i:012}")).collect();
+    let want = event_ids(&[1, 2, 3, 4, 5]);
     assert_eq!(ids, want, "every envelope gives its finding");
     assert_eq!(s1.eval.events, 5);
     let dead = std::fs::read_to_string(dir.path().join("state/dead-letter.ndjson")).unwrap();
@@ -181,7 +92,7 @@ async fn envelopes_dead_letters_and_restart_without_repeats() {
 
     // More records while it is down; the restart resumes after the checkpoint.
     put(&client, "events", vec![record(6).into_bytes(), record(7).into_bytes()]).await;
-    let s2 = run_until(config(&server, dir.path(), "events"), dir.path(), 7).await;
+    let s2 = run_to(config(&server, dir.path(), "events"), dir.path(), 7).await;
     assert_eq!(s2.eval.events, 2, "only the new records are read again");
     let mut ids = finding_events(dir.path());
     let n = ids.len();
@@ -217,7 +128,7 @@ async fn a_split_shard_is_read_parent_first() {
     put(&client, "resharded", (20..26).map(|i| record(i).into_bytes()).collect()).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let s = run_until(config(&server, dir.path(), "resharded"), dir.path(), 10).await;
+    let s = run_to(config(&server, dir.path(), "resharded"), dir.path(), 10).await;
     assert_eq!(s.eval.events, 10);
     let ids = finding_events(dir.path());
     assert_eq!(ids.len(), 10);
@@ -251,15 +162,6 @@ correlation:
     group-by: [userIdentity.arn]
     timespan: 60s
     condition: {gte: 3}
----
-title: Test marker call
-id: 6f1d1b0e-0000-4000-8000-0000000000a1
-level: high
-tags: [nist_csf.de.cm-1]
-logsource: {product: aws, service: cloudtrail}
-detection:
-    sel: {eventName: TwMarker}
-    condition: sel
 "#;
 
 const BURST_RULE: &str = "6f1d1b0e-0000-4000-8000-0000000000b2";
@@ -306,10 +208,8 @@ async fn put_to(client: &aws_sdk_kinesis::Client, stream: &str, hash_key: &str, 
 }
 
 fn findings_of(dir: &Path, rule: &str) -> Vec<String> {
-    let mut ids: Vec<String> = std::fs::read_to_string(findings_path(dir))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    let mut ids: Vec<String> = read_jsonl(&findings_path(dir))
+        .into_iter()
         .filter(|v| v["GeneratorId"] == rule)
         .map(|v| v["Id"].as_str().unwrap().to_string())
         .collect();
@@ -327,36 +227,17 @@ async fn run_bursts(
     stream: &str,
     later: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> RunSummary {
-    trailwatch_tests::aws_env();
-    let (set, _) = ruleset::compile(
-        &[RuleFile { name: "test.yml".into(), text: CORRELATION_RULES.into() }],
-        &trailwatch_rules::CompileOptions::default(),
-    )
-    .unwrap();
-    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
-    let opts = RunOptions { commits: Some(tx), ..Default::default() };
     let d = dir.to_path_buf();
-    let shutdown = async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-        while findings_of(&d, "6f1d1b0e-0000-4000-8000-0000000000a1").is_empty()
-            && tokio::time::Instant::now() < deadline
-        {
+    let until = async move {
+        while findings_of(&d, MARKER_RULE_ID).is_empty() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         later.await;
-        while findings_of(&d, BURST_RULE).len() < 20 && tokio::time::Instant::now() < deadline {
+        while findings_of(&d, BURST_RULE).len() < 20 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let seen = *rx.borrow();
-        let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|n| *n > seen)).await;
     };
-    tokio::time::timeout(
-        Duration::from_secs(90),
-        service::run(config(server, dir, stream), Arc::new(set), opts, shutdown),
-    )
-    .await
-    .expect("the run ends")
-    .expect("the run succeeds")
+    run_until(config(server, dir, stream), rules(&format!("{CORRELATION_RULES}---{MARKER_RULE}")), until).await
 }
 
 /// One of two shards read long after the other (its records put only once

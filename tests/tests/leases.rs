@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 use trailwatch_processor::sources::kinesis::leases::{LeaseCoordinator, LeaseError};
 use trailwatch_tests::Server;
 
@@ -17,20 +16,7 @@ const FAILOVER: Duration = Duration::from_secs(3);
 
 async fn create_table(server: &Server, table: &str) -> aws_sdk_dynamodb::Client {
     let ddb = aws_sdk_dynamodb::Client::new(&server.sdk_config().await);
-    ddb.create_table()
-        .table_name(table)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("leaseKey")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("leaseKey").key_type(KeyType::Hash).build().unwrap())
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
+    trailwatch_tests::fixtures::create_lease_table(&ddb, table).await;
     ddb
 }
 

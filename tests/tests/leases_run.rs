@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use trailwatch_tests::chaos::{jsonl_findings, Trailwatch};
@@ -175,6 +174,53 @@ async fn put(client: &aws_sdk_kinesis::Client, range: std::ops::Range<u32>) {
     }
 }
 
+/// What every scenario starts from: the emulators, the lease table, a
+/// stream of `shards` shards and the configs of `instances` instances
+/// running `rules`.
+struct Setup {
+    _moto: Server,
+    _kinesalite: Server,
+    dir: tempfile::TempDir,
+    ddb: aws_sdk_dynamodb::Client,
+    kin: aws_sdk_kinesis::Client,
+    cfgs: Vec<PathBuf>,
+}
+
+async fn setup(rules: &str, shards: i32, instances: usize) -> Setup {
+    let moto = Server::moto().unwrap();
+    let kinesalite = Server::kinesalite().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rules_file = dir.path().join("rules.yml");
+    std::fs::write(&rules_file, rules).unwrap();
+    let ddb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    trailwatch_tests::fixtures::create_lease_table(&ddb, TABLE).await;
+    let kin = aws_sdk_kinesis::Client::new(&kinesalite.sdk_config().await);
+    kin.create_stream().stream_name(STREAM).shard_count(shards).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cfgs = (0..instances).map(|n| config(dir.path(), n, &moto, &kinesalite, &rules_file)).collect();
+    Setup { _moto: moto, _kinesalite: kinesalite, dir, ddb, kin, cfgs }
+}
+
+/// A single-instance `trailwatch replay` (with `cfg`) of events `range`:
+/// the findings file a shared run is compared with.
+fn replay_expected(dir: &Path, cfg: &Path, range: std::ops::Range<u32>) -> PathBuf {
+    let events = dir.join("events.ndjson");
+    trailwatch_tests::fixtures::write_lines(&events, range.map(event));
+    let out = dir.join("expected.ndjson");
+    let o = std::process::Command::new(trailwatch_tests::trailwatch_bin())
+        .arg("replay")
+        .arg("--config")
+        .arg(cfg)
+        .args(["--no-progress", "--now", "2026-11-02T00:00:00Z", "--output"])
+        .arg(&out)
+        .arg(&events)
+        .env("TRAILWATCH_LOG", "warn")
+        .output()
+        .expect("trailwatch replay runs");
+    assert!(o.status.success(), "replay failed: {}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
 /// Lease owners → shards held (open shards only).
 async fn owners(ddb: &aws_sdk_dynamodb::Client) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
@@ -208,39 +254,15 @@ async fn wait_findings(dirs: &[PathBuf], want: usize, within: Duration, procs: &
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_a_stream_and_one_is_killed() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let moto = Server::moto().unwrap();
-    let kinesalite = Server::kinesalite().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules.yml");
-    std::fs::write(&rules, RULES).unwrap();
+    let Setup { dir, ddb, kin, cfgs, .. } = &setup(RULES, SHARDS, 3).await;
 
-    let ddb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
-    ddb.create_table()
-        .table_name(TABLE)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("leaseKey")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("leaseKey").key_type(KeyType::Hash).build().unwrap())
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
-    let kin = aws_sdk_kinesis::Client::new(&kinesalite.sdk_config().await);
-    kin.create_stream().stream_name(STREAM).shard_count(SHARDS).send().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    let cfgs: Vec<PathBuf> = (0..3).map(|n| config(dir.path(), n, &moto, &kinesalite, &rules)).collect();
     let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
     let (mut a, mut b, mut c) = (start(&cfgs[0], 0), start(&cfgs[1], 1), start(&cfgs[2], 2));
 
     // Even share: three owners, 3/3/2.
     let deadline = Instant::now() + Duration::from_secs(60);
     let share = loop {
-        let o = owners(&ddb).await;
+        let o = owners(ddb).await;
         let mut counts: Vec<usize> = o.iter().filter(|(k, _)| *k != "<free>").map(|(_, n)| *n).collect();
         counts.sort();
         if counts == [2, 3, 3] {
@@ -254,7 +276,7 @@ async fn three_instances_share_a_stream_and_one_is_killed() {
     };
     println!("even share: {share:?}");
 
-    put(&kin, 0..400).await;
+    put(kin, 0..400).await;
     let t = wait_findings(&dirs, 400, Duration::from_secs(60), &mut [&mut a, &mut b, &mut c]).await;
     println!("400 events read by 3 instances in {t:?}");
     let per: Vec<usize> = dirs.iter().map(|d| jsonl_findings(&d.join("findings.ndjson")).distinct().len()).collect();
@@ -266,10 +288,10 @@ async fn three_instances_share_a_stream_and_one_is_killed() {
     // SIGKILL b, then more events: its shards' records must all be read by the others.
     b.kill9();
     let killed = Instant::now();
-    put(&kin, 400..800).await;
+    put(kin, 400..800).await;
     let deadline = killed + Duration::from_secs(40);
     let failover = loop {
-        let o = owners(&ddb).await;
+        let o = owners(ddb).await;
         if o.len() == 2 && !o.contains_key("<free>") && o.values().sum::<usize>() == SHARDS as usize {
             // Not only the table: the survivors' readers are taken when the round says so.
             let counts: BTreeSet<usize> = o.values().copied().collect();
@@ -290,25 +312,12 @@ async fn three_instances_share_a_stream_and_one_is_killed() {
         let status = p.terminate(Duration::from_secs(25)).expect("exits within the grace time");
         assert!(status.success(), "exit status {status}");
     }
-    let o = owners(&ddb).await;
+    let o = owners(ddb).await;
     // b's leases were taken; a and c released theirs.
     assert_eq!(o.get("<free>").copied(), Some(SHARDS as usize), "not every lease released: {o:?}");
 
     // The same findings as one instance replaying the same events.
-    let events = dir.path().join("events.ndjson");
-    std::fs::write(&events, (0..800).map(event).collect::<Vec<_>>().join("\n") + "\n").unwrap();
-    let out = dir.path().join("expected.ndjson");
-    let o = std::process::Command::new(trailwatch_tests::trailwatch_bin())
-        .arg("replay")
-        .arg("--config")
-        .arg(&cfgs[0])
-        .args(["--no-progress", "--now", "2026-11-02T00:00:00Z", "--output"])
-        .arg(&out)
-        .arg(&events)
-        .env("TRAILWATCH_LOG", "warn")
-        .output()
-        .expect("trailwatch replay runs");
-    assert!(o.status.success(), "replay failed: {}", String::from_utf8_lossy(&o.stderr));
+    let out = replay_expected(dir.path(), &cfgs[0], 0..800);
     let expected = jsonl_findings(&out).distinct();
     assert_eq!(expected.len(), 800);
     let got = union(&dirs);
@@ -347,30 +356,7 @@ async fn wait_shares(ddb: &aws_sdk_dynamodb::Client, want: &[usize], within: Dur
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_one_to_three_to_one_under_load() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let moto = Server::moto().unwrap();
-    let kinesalite = Server::kinesalite().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules.yml");
-    std::fs::write(&rules, RULES).unwrap();
-    let ddb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
-    ddb.create_table()
-        .table_name(TABLE)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("leaseKey")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("leaseKey").key_type(KeyType::Hash).build().unwrap())
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
-    let kin = aws_sdk_kinesis::Client::new(&kinesalite.sdk_config().await);
-    kin.create_stream().stream_name(STREAM).shard_count(SHARDS).send().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let cfgs: Vec<PathBuf> = (0..3).map(|n| config(dir.path(), n, &moto, &kinesalite, &rules)).collect();
+    let Setup { dir, ddb, kin, cfgs, .. } = &setup(RULES, SHARDS, 3).await;
     let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
 
     // Load: 50 events every 250 ms while the instances come and go.
@@ -389,9 +375,9 @@ async fn scale_one_to_three_to_one_under_load() {
         })
     };
     let mut a = start(&cfgs[0], 0);
-    wait_shares(&ddb, &[8], Duration::from_secs(30)).await;
+    wait_shares(ddb, &[8], Duration::from_secs(30)).await;
     let (mut b, mut c) = (start(&cfgs[1], 1), start(&cfgs[2], 2));
-    let t = wait_shares(&ddb, &[2, 3, 3], Duration::from_secs(60)).await;
+    let t = wait_shares(ddb, &[2, 3, 3], Duration::from_secs(60)).await;
     println!("1 -> 3 balanced {t:?} after the two started");
     for p in [&mut a, &mut b, &mut c] {
         p.assert_running();
@@ -402,7 +388,7 @@ async fn scale_one_to_three_to_one_under_load() {
         let status = p.terminate(Duration::from_secs(25)).expect("exits within the grace time");
         assert!(status.success(), "exit status {status}");
     }
-    let t = wait_shares(&ddb, &[8], Duration::from_secs(30)).await;
+    let t = wait_shares(ddb, &[8], Duration::from_secs(30)).await;
     println!(
         "3 -> 1: all leases on the survivor {:?} after the SIGTERMs ({t:?} after both exited)",
         stopping.elapsed()
@@ -414,20 +400,7 @@ async fn scale_one_to_three_to_one_under_load() {
     assert!(status.success());
     let got = union(&dirs);
     let want: BTreeSet<String> = {
-        let events = dir.path().join("events.ndjson");
-        std::fs::write(&events, (0..n as u32).map(event).collect::<Vec<_>>().join("\n") + "\n").unwrap();
-        let out = dir.path().join("expected.ndjson");
-        let o = std::process::Command::new(trailwatch_tests::trailwatch_bin())
-            .arg("replay")
-            .arg("--config")
-            .arg(&cfgs[0])
-            .args(["--no-progress", "--now", "2026-11-02T00:00:00Z", "--output"])
-            .arg(&out)
-            .arg(&events)
-            .env("TRAILWATCH_LOG", "warn")
-            .output()
-            .expect("trailwatch replay runs");
-        assert!(o.status.success(), "replay failed: {}", String::from_utf8_lossy(&o.stderr));
+        let out = replay_expected(dir.path(), &cfgs[0], 0..n as u32);
         jsonl_findings(&out).distinct()
     };
     assert_eq!(got, want, "scaling lost or invented findings");
@@ -438,38 +411,15 @@ async fn scale_one_to_three_to_one_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn correlation_windows_move_with_their_shard() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let moto = Server::moto().unwrap();
-    let kinesalite = Server::kinesalite().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules.yml");
-    std::fs::write(&rules, format!("{RULES}---{CORRELATION}")).unwrap();
-    let ddb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
-    ddb.create_table()
-        .table_name(TABLE)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("leaseKey")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("leaseKey").key_type(KeyType::Hash).build().unwrap())
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
-    let kin = aws_sdk_kinesis::Client::new(&kinesalite.sdk_config().await);
-    kin.create_stream().stream_name(STREAM).shard_count(SHARDS).send().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let cfgs: Vec<PathBuf> = (0..3).map(|n| config(dir.path(), n, &moto, &kinesalite, &rules)).collect();
+    let Setup { dir, ddb, kin, cfgs, .. } = &setup(&format!("{RULES}---{CORRELATION}"), SHARDS, 3).await;
     let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
     let (mut a, mut b, mut c) = (start(&cfgs[0], 0), start(&cfgs[1], 1), start(&cfgs[2], 2));
-    wait_shares(&ddb, &[2, 3, 3], Duration::from_secs(60)).await;
+    wait_shares(ddb, &[2, 3, 3], Duration::from_secs(60)).await;
 
     // 97 principals, an event every 0.1 s: each principal's 2-minute windows
     // fill and fire before and after the kill, on every shard.
     let marker = |f: &BTreeSet<String>| f.iter().filter(|id| id.contains("0000000000c1")).count();
-    put(&kin, 0..600).await;
+    put(kin, 0..600).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while marker(&union(&dirs)) < 600 {
         assert!(Instant::now() < deadline, "events not read");
@@ -480,7 +430,7 @@ async fn correlation_windows_move_with_their_shard() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     b.kill9();
-    put(&kin, 600..1200).await;
+    put(kin, 600..1200).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while marker(&union(&dirs)) < 1200 {
         assert!(Instant::now() < deadline, "events not read after the kill: {}", marker(&union(&dirs)));
@@ -494,20 +444,7 @@ async fn correlation_windows_move_with_their_shard() {
         let status = p.terminate(Duration::from_secs(25)).expect("exits within the grace time");
         assert!(status.success(), "exit status {status}");
     }
-    let events = dir.path().join("events.ndjson");
-    std::fs::write(&events, (0..1200).map(event).collect::<Vec<_>>().join("\n") + "\n").unwrap();
-    let out = dir.path().join("expected.ndjson");
-    let o = std::process::Command::new(trailwatch_tests::trailwatch_bin())
-        .arg("replay")
-        .arg("--config")
-        .arg(&cfgs[0])
-        .args(["--no-progress", "--now", "2026-11-02T00:00:00Z", "--output"])
-        .arg(&out)
-        .arg(&events)
-        .env("TRAILWATCH_LOG", "warn")
-        .output()
-        .expect("trailwatch replay runs");
-    assert!(o.status.success(), "replay failed: {}", String::from_utf8_lossy(&o.stderr));
+    let out = replay_expected(dir.path(), &cfgs[0], 0..1200);
     let files: Vec<PathBuf> = dirs.iter().map(|d| d.join("findings.ndjson")).collect();
     let want = correlation_counts(std::slice::from_ref(&out));
     let got = correlation_counts(&files);
@@ -520,33 +457,10 @@ async fn correlation_windows_move_with_their_shard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reshard_while_two_instances_run_keeps_parents_first_and_windows() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let moto = Server::moto().unwrap();
-    let kinesalite = Server::kinesalite().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules.yml");
-    std::fs::write(&rules, format!("{RULES}---{CORRELATION}")).unwrap();
-    let ddb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
-    ddb.create_table()
-        .table_name(TABLE)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("leaseKey")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("leaseKey").key_type(KeyType::Hash).build().unwrap())
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
-    let kin = aws_sdk_kinesis::Client::new(&kinesalite.sdk_config().await);
-    kin.create_stream().stream_name(STREAM).shard_count(2).send().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let cfgs: Vec<PathBuf> = (0..2).map(|n| config(dir.path(), n, &moto, &kinesalite, &rules)).collect();
+    let Setup { dir, ddb, kin, cfgs, .. } = &setup(&format!("{RULES}---{CORRELATION}"), 2, 2).await;
     let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
     let (mut a, mut b) = (start(&cfgs[0], 0), start(&cfgs[1], 1));
-    wait_shares(&ddb, &[1, 1], Duration::from_secs(60)).await;
+    wait_shares(ddb, &[1, 1], Duration::from_secs(60)).await;
 
     let marker = |f: &BTreeSet<String>| f.iter().filter(|id| id.contains("0000000000c1")).count();
     let wait_marker = |n: usize| {
@@ -559,7 +473,7 @@ async fn a_reshard_while_two_instances_run_keeps_parents_first_and_windows() {
             }
         }
     };
-    put(&kin, 0..600).await;
+    put(kin, 0..600).await;
     wait_marker(600).await;
     // Split the first shard (hash keys 0 .. 2^127) in the middle.
     let parent = kin.list_shards().stream_name(STREAM).send().await.unwrap().shards()[0].shard_id().to_string();
@@ -570,14 +484,8 @@ async fn a_reshard_while_two_instances_run_keeps_parents_first_and_windows() {
         .send()
         .await
         .unwrap();
-    for _ in 0..100 {
-        let d = kin.describe_stream_summary().stream_name(STREAM).send().await.unwrap();
-        if d.stream_description_summary().unwrap().stream_status() == &aws_sdk_kinesis::types::StreamStatus::Active {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    put(&kin, 600..1200).await;
+    trailwatch_tests::fixtures::wait_stream_active(kin, STREAM).await;
+    put(kin, 600..1200).await;
     wait_marker(1200).await;
     for p in [&mut a, &mut b] {
         p.assert_running();
@@ -607,20 +515,7 @@ async fn a_reshard_while_two_instances_run_keeps_parents_first_and_windows() {
         let status = p.terminate(Duration::from_secs(25)).expect("exits within the grace time");
         assert!(status.success(), "exit status {status}");
     }
-    let events = dir.path().join("events.ndjson");
-    std::fs::write(&events, (0..1200).map(event).collect::<Vec<_>>().join("\n") + "\n").unwrap();
-    let out = dir.path().join("expected.ndjson");
-    let o = std::process::Command::new(trailwatch_tests::trailwatch_bin())
-        .arg("replay")
-        .arg("--config")
-        .arg(&cfgs[0])
-        .args(["--no-progress", "--now", "2026-11-02T00:00:00Z", "--output"])
-        .arg(&out)
-        .arg(&events)
-        .env("TRAILWATCH_LOG", "warn")
-        .output()
-        .expect("trailwatch replay runs");
-    assert!(o.status.success(), "replay failed: {}", String::from_utf8_lossy(&o.stderr));
+    let out = replay_expected(dir.path(), &cfgs[0], 0..1200);
     let files: Vec<PathBuf> = dirs.iter().map(|d| d.join("findings.ndjson")).collect();
     let (got, want) = (correlation_counts(&files), correlation_counts(std::slice::from_ref(&out)));
     println!(
@@ -647,20 +542,7 @@ async fn a_merge_while_two_instances_run_restores_both_parents_windows() {
     let rules = dir.path().join("rules.yml");
     std::fs::write(&rules, format!("{RULES}---{CORRELATION}")).unwrap();
     let ddb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
-    ddb.create_table()
-        .table_name(TABLE)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("leaseKey")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("leaseKey").key_type(KeyType::Hash).build().unwrap())
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
+    trailwatch_tests::fixtures::create_lease_table(&ddb, TABLE).await;
     let kin = aws_sdk_kinesis::Client::new(&kinesalite.sdk_config().await);
     kin.create_stream().stream_name(STREAM).shard_count(2).send().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -59,7 +59,7 @@ async fn live_metrics_pass_promtool_and_health_endpoints_answer() {
     let cfg: Config = v.try_into().unwrap();
     cfg.validate().unwrap();
 
-    let opts = ruleset::compile_options(&cfg.rules, true).unwrap();
+    let opts = ruleset::compile_options(&cfg, true).unwrap();
     let (set, _) = ruleset::load(&[], true, &opts).unwrap();
     let (commits_tx, mut commits) = tokio::sync::watch::channel(0u64);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -60,7 +60,7 @@ async fn spans_go_over_grpc_to_the_official_trace_service_retried_and_linked() {
     let telemetry = Telemetry::init(&cfg.telemetry, "warn").unwrap();
     assert!(telemetry.exports_traces());
 
-    let opts = ruleset::compile_options(&cfg.rules, true).unwrap();
+    let opts = ruleset::compile_options(&cfg, true).unwrap();
     let (set, _) = ruleset::load(&[], true, &opts).unwrap();
     let run_opts = RunOptions { dead_letter: Some(dir.path().join("dead.ndjson")), ..Default::default() };
     let (summary, report) = run_then_flush(cfg, set, run_opts, telemetry, Duration::from_secs(20)).await;

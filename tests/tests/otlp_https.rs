@@ -45,7 +45,7 @@ async fn spans_go_over_https_to_a_collector_with_a_verified_certificate() {
     cfg.validate().unwrap();
     let telemetry = Telemetry::init(&cfg.telemetry, "warn").unwrap();
 
-    let opts = ruleset::compile_options(&cfg.rules, true).unwrap();
+    let opts = ruleset::compile_options(&cfg, true).unwrap();
     let (set, _) = ruleset::load(&[], true, &opts).unwrap();
     let run_opts = RunOptions { dead_letter: Some(dir.path().join("dead.ndjson")), ..Default::default() };
     let (_, report) = run_then_flush(cfg, set, run_opts, telemetry, Duration::from_secs(20)).await;

@@ -54,7 +54,7 @@ async fn metrics_reach_a_real_otlp_decoder_over_http_with_the_registry_values() 
     let telemetry = Telemetry::init(&cfg.telemetry, "warn").unwrap();
     assert!(telemetry.exports_metrics() && telemetry.exports_traces(), "one endpoint, both signals");
 
-    let opts = ruleset::compile_options(&cfg.rules, true).unwrap();
+    let opts = ruleset::compile_options(&cfg, true).unwrap();
     let (set, _) = ruleset::load(&[], true, &opts).unwrap();
     let run_opts = RunOptions { dead_letter: Some(dir.path().join("dead.ndjson")), ..Default::default() };
     // A little time between start and end, so periodic exports happen during the run too.

@@ -55,7 +55,7 @@ async fn metrics_go_over_grpc_to_the_official_metrics_service_set_by_otel_variab
     let telemetry = Telemetry::init(&cfg.telemetry, "warn").unwrap();
     assert!(telemetry.exports_metrics() && !telemetry.exports_traces());
 
-    let opts = ruleset::compile_options(&cfg.rules, true).unwrap();
+    let opts = ruleset::compile_options(&cfg, true).unwrap();
     let (set, _) = ruleset::load(&[], true, &opts).unwrap();
     let run_opts = RunOptions { dead_letter: Some(dir.path().join("dead.ndjson")), ..Default::default() };
     tokio::time::sleep(Duration::from_millis(700)).await;

@@ -59,7 +59,7 @@ fn dataset() -> &'static Dataset {
         ]);
         assert_eq!(trailwatch_loadtest::cli::run(cli).unwrap(), 0);
         let cfg = Config::load(Some(&out.join("trailwatch.toml"))).unwrap();
-        let opts = ruleset::compile_options(&cfg.rules, true).unwrap();
+        let opts = ruleset::compile_options(&cfg, true).unwrap();
         let (set, _) = ruleset::load(&cfg.rules.paths, true, &opts).unwrap();
         Dataset { root: out.join("cloudtrail"), _dir: dir, set: Arc::new(set) }
     })

@@ -14,7 +14,7 @@ use trailwatch_rules::DetectorConfig;
 #[test]
 fn demo_events_through_the_builtin_pack() -> anyhow::Result<()> {
     let cfg = Config::default();
-    let opts = ruleset::compile_options(&cfg.rules, true)?;
+    let opts = ruleset::compile_options(&cfg, true)?;
     let (set, warnings) = ruleset::load(&[], true, &opts)?;
     assert!(warnings.is_empty(), "{warnings:?}");
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/events");
@@ -49,7 +49,7 @@ fn demo_events_through_the_builtin_pack() -> anyhow::Result<()> {
 #[test]
 fn matches_format_lists_what_the_findings_report() -> anyhow::Result<()> {
     let cfg = Config::default();
-    let opts = ruleset::compile_options(&cfg.rules, true)?;
+    let opts = ruleset::compile_options(&cfg, true)?;
     let set = Arc::new(ruleset::load(&[], true, &opts)?.0);
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/events");
     let mut ropts = ReplayOptions {

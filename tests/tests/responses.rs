@@ -5,7 +5,7 @@
 //! BatchUpdateFindings (absent from moto) and the webhook go to a recording
 //! endpoint: the write-back is checked by its request shape only.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use trailwatch_processor::ruleset;
 use trailwatch_processor::service::{self, RunOptions};
 use trailwatch_rules::{RuleFile, RuleSet};
 use trailwatch_tests::faults::{FaultConfig, FaultProxy};
+use trailwatch_tests::fixtures::read_jsonl as read_lines;
 use trailwatch_tests::recorder::Recorder;
 use trailwatch_tests::Server;
 
@@ -145,21 +146,11 @@ impl Run {
         trailwatch_tests::aws_env();
         let state = self.dir.path().join(state);
         let out = self.dir.path().join(format!("findings{attempt}.ndjson"));
+        let run = trailwatch_tests::fixtures::file_run_toml(&state, &self.input, &out, true);
         let text = format!(
             r#"
             {extra}
-            [service]
-            state_dir = "{state}"
-            commit_interval = "100ms"
-            [sources.files]
-            type = "file"
-            paths = ["{input}"]
-            exit_when_done = true
-            [sinks.out]
-            type = "asff-jsonl"
-            path = "{out}"
-            [metrics]
-            enabled = false
+            {run}
             [aws]
             region = "us-east-1"
             endpoint_url = "{moto}"
@@ -169,9 +160,6 @@ impl Run {
             {respond}
             {responses}
             "#,
-            state = state.display(),
-            input = self.input.display(),
-            out = out.display(),
             moto = moto().endpoint,
             rec = rec.endpoint,
         );
@@ -183,15 +171,6 @@ impl Run {
             .expect("the run succeeds");
         read_lines(&out)
     }
-}
-
-fn read_lines(p: &Path) -> Vec<Value> {
-    std::fs::read_to_string(p)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// Every write-back's (finding id, action field value), from the recorder.
@@ -1074,7 +1053,7 @@ async fn an_on_request_event_from_an_sqs_queue_runs_the_action_and_the_message_i
 fn tls_webhook() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
     use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
     use std::io::{BufRead, BufReader, Read, Write};
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls");
     let certs: Vec<CertificateDer<'static>> =
         CertificateDer::pem_file_iter(dir.join("server.pem")).unwrap().collect::<Result<_, _>>().unwrap();
     let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
@@ -1127,7 +1106,7 @@ fn tls_webhook() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
 async fn notify_posts_to_an_https_webhook_trusted_through_webhook_ca_file() {
     let account = "171717171717";
     let (url, got) = tls_webhook();
-    let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls/ca.pem");
+    let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls/ca.pem");
     let responses =
         format!("[[responses]]\nrules = [\"{SECRET_RULE_ID}\"]\nactions = [\"notify\"]\nmode = \"enforce\"\n");
 

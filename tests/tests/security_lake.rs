@@ -491,7 +491,7 @@ async fn a_generated_day_lands_in_the_lake_as_the_ocsf_sink_writes_it() {
     cfg.sinks = overlay.sinks;
     cfg.metrics = overlay.metrics;
     cfg.validate().unwrap();
-    let opts = ruleset::compile_options(&cfg.rules, cfg.rules.builtin).unwrap();
+    let opts = ruleset::compile_options(&cfg, cfg.rules.builtin).unwrap();
     let (set, _) = ruleset::load(&cfg.rules.paths, cfg.rules.builtin, &opts).unwrap();
     let start = time::OffsetDateTime::parse(START, &time::format_description::well_known::Rfc3339).unwrap();
     let run_opts = RunOptions { now: Some(start), ..Default::default() };
@@ -578,7 +578,7 @@ async fn files_roll_by_size() {
     );
     let cfg: Config = toml::from_str(&text).unwrap();
     cfg.validate().unwrap();
-    let opts = ruleset::compile_options(&cfg.rules, cfg.rules.builtin).unwrap();
+    let opts = ruleset::compile_options(&cfg, cfg.rules.builtin).unwrap();
     let (set, _) = ruleset::load(&cfg.rules.paths, cfg.rules.builtin, &opts).unwrap();
     tokio::time::timeout(
         Duration::from_secs(300),
@@ -691,7 +691,7 @@ async fn files_roll_by_age_on_a_quiet_stream() {
     let input = format!("[sources.queue]\ntype = \"sqs\"\nqueue_url = \"{url}\"\nwait_time = \"1s\"");
     let cfg = live_config(&server, dir.path(), &input, "lake_age", "2s", &server.endpoint);
     assert!(cfg.validate().is_err(), "2s is below the configurable roll_age");
-    let opts = ruleset::compile_options(&cfg.rules, cfg.rules.builtin).unwrap();
+    let opts = ruleset::compile_options(&cfg, cfg.rules.builtin).unwrap();
     let (set, _) = ruleset::load(&cfg.rules.paths, cfg.rules.builtin, &opts).unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(service::run(cfg, Arc::new(set), RunOptions::default(), async move {
@@ -826,7 +826,7 @@ async fn a_failing_upload_stays_staged_and_is_retried_once_s3_is_back() {
     // roll_age 2 s (below the configurable 5 min, see the age test): the
     // files are rolled and their uploads tried while the service runs.
     let cfg = live_config(&server, dir.path(), &input, "lake_retry", "2s", &proxy.endpoint);
-    let opts = ruleset::compile_options(&cfg.rules, cfg.rules.builtin).unwrap();
+    let opts = ruleset::compile_options(&cfg, cfg.rules.builtin).unwrap();
     let (set, _) = ruleset::load(&cfg.rules.paths, cfg.rules.builtin, &opts).unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let run_opts = RunOptions { on_listen: Some(on_listen), ..Default::default() };

@@ -3,45 +3,16 @@
 //! is restored by the next, so a burst split across a restart still fires.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use trailwatch_processor::config::Config;
-use trailwatch_processor::ruleset;
 use trailwatch_processor::service::{self, RunOptions, RunSummary};
-use trailwatch_rules::RuleFile;
-
-const RULES: &str = r#"
-title: console denied
-id: 6f1d1b0e-0000-4000-8000-000000000001
-name: denied
-level: informational
-logsource: {product: aws, service: cloudtrail}
-detection:
-    sel: {errorCode: AccessDenied}
-    condition: sel
----
-title: Repeated AccessDenied
-id: 6f1d1b0e-0000-4000-8000-000000000002
-level: high
-tags: [nist_csf.de.cm-1]
-correlation:
-    type: event_count
-    rules: [denied]
-    group-by: [userIdentity.arn]
-    timespan: 10m
-    condition: {gt: 3}
-"#;
-
-fn event(i: u32, minute: u32) -> String {
-    format!(
-        r#"{{"eventVersion":"1.08","eventTime":"2026-11-01T10:{minute:02}:00Z","eventSource":"iam.amazonaws.com","eventName":"ListUsers","awsRegion":"us-east-1","errorCode":"AccessDenied","eventID":"00000000-0000-4000-8000-{i:012}","recipientAccountId":"111122223333","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/mallory","accountId":"111122223333"}}}}"#
-    )
-}
+use trailwatch_tests::fixtures::{
+    denied_event as event, file_run_toml, read_jsonl, rules, write_lines, REPEATED_DENIED_RULES,
+};
 
 fn write_events(path: &Path, range: std::ops::Range<u32>) {
-    let text: Vec<String> = range.map(|i| event(i, i)).collect();
-    std::fs::write(path, text.join("\n") + "\n").unwrap();
+    write_lines(path, range.map(|i| event(i, i)));
 }
 
 fn config(dir: &Path, input: &Path) -> Config {
@@ -50,55 +21,17 @@ fn config(dir: &Path, input: &Path) -> Config {
 
 /// `config` with more TOML (sections such as `[windows]`) after it.
 fn config_with(dir: &Path, input: &Path, extra: &str) -> Config {
-    let mut text = format!(
-        r#"
-        [service]
-        state_dir = "{state}"
-        commit_interval = "100ms"
-        [sources.files]
-        type = "file"
-        paths = ["{input}"]
-        exit_when_done = false
-        [sinks.out]
-        type = "asff-jsonl"
-        path = "{out}"
-        [metrics]
-        enabled = false
-        "#,
-        state = dir.join("state").display(),
-        input = input.display(),
-        out = dir.join("findings.ndjson").display(),
-    );
-    text.push_str(extra);
-    let cfg: Config = toml::from_str(&text).unwrap();
-    cfg.validate().unwrap();
-    cfg
+    let text = file_run_toml(&dir.join("state"), input, &dir.join("findings.ndjson"), false);
+    trailwatch_tests::fixtures::config(&(text + extra))
 }
 
 /// Runs until the first commit after the input was read, then shuts down.
 async fn run_once(cfg: Config) -> RunSummary {
-    let (set, _) = ruleset::compile(
-        &[RuleFile { name: "test.yml".into(), text: RULES.into() }],
-        &trailwatch_rules::CompileOptions::default(),
-    )
-    .unwrap();
-    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
-    let opts = RunOptions { commits: Some(tx), ..Default::default() };
-    let shutdown = async move {
-        let _ = tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|n| *n >= 1)).await;
-    };
-    tokio::time::timeout(Duration::from_secs(60), service::run(cfg, Arc::new(set), opts, shutdown))
-        .await
-        .expect("the run ends")
-        .expect("the run succeeds")
+    trailwatch_tests::fixtures::run_once(cfg, rules(REPEATED_DENIED_RULES)).await
 }
 
 fn findings(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("findings.ndjson"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    read_jsonl(&dir.join("findings.ndjson"))
 }
 
 #[tokio::test]
@@ -157,8 +90,7 @@ async fn the_configured_lateness_decides_whether_a_late_event_counts() {
     let run_with = |lateness: &'static str| async move {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("events.ndjson");
-        let lines = [event(0, 30), event(1, 31), event(2, 32), event(3, 25)];
-        std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+        write_lines(&input, [event(0, 30), event(1, 31), event(2, 32), event(3, 25)]);
         let extra = format!("[windows]\nallowed_lateness = \"{lateness}\"\n");
         let s = run_once(config_with(dir.path(), &input, &extra)).await;
         assert_eq!(s.eval.events, 4);
@@ -205,13 +137,12 @@ async fn a_stalled_sink_slows_the_source_down() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("many.ndjson");
     let n = 20_000u32;
-    let text: Vec<String> = (0..n).map(|i| event(i, i % 60)).collect();
-    std::fs::write(&input, text.join("\n") + "\n").unwrap();
+    write_lines(&input, (0..n).map(|i| event(i, i % 60)));
     let fifo = dir.path().join("sink.fifo");
     let st = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
     assert!(st.success());
     // Every event matches; a per-event finding of ~2 KB fills the pipe fast.
-    let rules = r#"
+    let every_denial = r#"
 title: every denial
 id: 6f1d1b0e-0000-4000-8000-000000000003
 level: low
@@ -221,11 +152,7 @@ detection:
     sel: {errorCode: AccessDenied}
     condition: sel
 "#;
-    let (set, _) = ruleset::compile(
-        &[RuleFile { name: "all.yml".into(), text: rules.into() }],
-        &trailwatch_rules::CompileOptions::default(),
-    )
-    .unwrap();
+    let set = rules(every_denial);
     let cfg_text = format!(
         r#"
         [service]
@@ -253,7 +180,7 @@ detection:
     let reader_path = fifo.clone();
     let reader = std::thread::spawn(move || std::fs::File::open(reader_path).unwrap());
     let opts = RunOptions::default();
-    let run = tokio::spawn(service::run(cfg, Arc::new(set), opts, std::future::pending()));
+    let run = tokio::spawn(service::run(cfg, set, opts, std::future::pending()));
     let mut pipe = tokio::task::spawn_blocking(move || reader.join().unwrap()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let read = trailwatch_processor::metrics::get().source_events.with_label_values(&["stall_test", ""]).get();
@@ -280,7 +207,7 @@ async fn an_event_delivered_three_times_counts_once() {
     for _ in 0..3 {
         lines.extend((0..3).map(|i| event(i, i)));
     }
-    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    write_lines(&input, lines.clone());
     let s = run_once(config(dir.path(), &input)).await;
     assert_eq!(s.eval.events, 9, "every delivery is evaluated");
     assert_eq!(s.eval.detector.duplicate_events, 6);
@@ -290,7 +217,7 @@ async fn an_event_delivered_three_times_counts_once() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("repeated.ndjson");
     lines.push(event(3, 3));
-    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    write_lines(&input, lines);
     run_once(config(dir.path(), &input)).await;
     let f = findings(dir.path());
     assert_eq!(f.len(), 1, "{f:?}");

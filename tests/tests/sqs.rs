@@ -4,87 +4,22 @@
 //! fetched and decoded (digest files skipped); a poison message goes to the
 //! queue's dead-letter queue through its redrive policy while the rest flows.
 
-use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use trailwatch_processor::config::Config;
-use trailwatch_processor::ruleset;
-use trailwatch_processor::service::{self, RunOptions, RunSummary};
-use trailwatch_rules::RuleFile;
+use trailwatch_processor::service::RunSummary;
 use trailwatch_tests::faults::{Fault, FaultConfig, FaultProxy, Service};
+use trailwatch_tests::fixtures::{
+    create_queue as queue, event_ids as ids, eventbridge, eventbridge_of, finding_event_ids, log_file_of,
+    marker_event as record, queue_depth as depth, rules, run_until, s3_notification, sns, until_findings, MARKER_RULE,
+};
 use trailwatch_tests::Server;
 
-const RULES: &str = r#"
-title: Test marker call
-id: 6f1d1b0e-0000-4000-8000-0000000000b1
-level: high
-tags: [nist_csf.de.cm-1]
-logsource: {product: aws, service: cloudtrail}
-detection:
-    sel: {eventName: TwMarker}
-    condition: sel
-"#;
-
-fn record(i: u32) -> String {
-    format!(
-        r#"{{"eventVersion":"1.08","eventTime":"2026-11-01T10:00:{s:02}Z","eventSource":"iam.amazonaws.com","eventName":"TwMarker","awsRegion":"us-east-1","eventID":"00000000-0000-4000-8000-{i:012}","recipientAccountId":"111122223333","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/u{i}","accountId":"111122223333"}}}}"#,
-        s = i % 60
-    )
-}
-
-fn eventbridge(i: u32) -> String {
-    format!(
-        r#"{{"version":"0","id":"eb-{i}","detail-type":"AWS API Call via CloudTrail","source":"aws.iam","account":"111122223333","time":"2026-11-01T10:00:00Z","region":"us-east-1","resources":[],"detail":{}}}"#,
-        record(i)
-    )
-}
-
-fn sns(message: &str) -> String {
-    format!(
-        r#"{{"Type":"Notification","MessageId":"m-1","TopicArn":"arn:aws:sns:us-east-1:111122223333:t","Message":{}}}"#,
-        serde_json::json!(message)
-    )
-}
-
-fn s3_notification(bucket: &str, key: &str) -> String {
-    format!(
-        r#"{{"Records":[{{"eventVersion":"2.1","eventSource":"aws:s3","awsRegion":"us-east-1","eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{key}","size":100}}}}}}]}}"#
-    )
-}
-
 fn log_file(ids: &[u32]) -> Vec<u8> {
-    let records: Vec<String> = ids.iter().map(|i| record(*i)).collect();
-    let doc = format!(r#"{{"Records":[{}]}}"#, records.join(","));
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(doc.as_bytes()).unwrap();
-    gz.finish().unwrap()
-}
-
-async fn queue(client: &aws_sdk_sqs::Client, name: &str, attrs: &[(QueueAttributeName, String)]) -> String {
-    let mut req = client.create_queue().queue_name(name);
-    for (k, v) in attrs {
-        req = req.attributes(k.clone(), v);
-    }
-    req.send().await.unwrap().queue_url.unwrap()
-}
-
-async fn depth(client: &aws_sdk_sqs::Client, url: &str) -> u64 {
-    let out = client
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .unwrap();
-    let a = out.attributes().unwrap();
-    let n = |k: QueueAttributeName| a.get(&k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    n(QueueAttributeName::ApproximateNumberOfMessages) + n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+    log_file_of(&ids.iter().map(|i| record(*i)).collect::<Vec<_>>())
 }
 
 fn config(server: &Server, dir: &Path, url: &str) -> Config {
@@ -93,7 +28,7 @@ fn config(server: &Server, dir: &Path, url: &str) -> Config {
 
 /// [`config`] with another `[aws]` section (a fault proxy's endpoint).
 fn config_at(aws: &str, dir: &Path, url: &str) -> Config {
-    let text = format!(
+    trailwatch_tests::fixtures::config(&format!(
         r#"
         {aws}
         [service]
@@ -112,10 +47,7 @@ fn config_at(aws: &str, dir: &Path, url: &str) -> Config {
         "#,
         state = dir.join("state").display(),
         out = findings_path(dir).display(),
-    );
-    let cfg: Config = toml::from_str(&text).unwrap();
-    cfg.validate().unwrap();
-    cfg
+    ))
 }
 
 fn findings_path(dir: &Path) -> PathBuf {
@@ -123,54 +55,9 @@ fn findings_path(dir: &Path) -> PathBuf {
 }
 
 fn finding_events(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_to_string(findings_path(dir))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v["ProductFields"]["trailwatch/EventIds"].as_str().unwrap().to_string()
-        })
-        .collect();
+    let mut v = finding_event_ids(&findings_path(dir));
     v.sort();
     v
-}
-
-fn ids(range: &[u32]) -> Vec<String> {
-    let mut v: Vec<String> = range.iter().map(|i| format!("00000000-0000-4000-8000-{i:012}")).collect();
-    v.sort();
-    v
-}
-
-type Until = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Runs the service until `until` resolves and one more commit followed, then shuts it down.
-async fn run_until(cfg: Config, until: Until) -> RunSummary {
-    trailwatch_tests::aws_env();
-    let (set, _) = ruleset::compile(
-        &[RuleFile { name: "test.yml".into(), text: RULES.into() }],
-        &trailwatch_rules::CompileOptions::default(),
-    )
-    .unwrap();
-    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
-    let opts = RunOptions { commits: Some(tx), ..Default::default() };
-    let shutdown = async move {
-        let _ = tokio::time::timeout(Duration::from_secs(40), until).await;
-        let seen = *rx.borrow();
-        let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|n| *n > seen)).await;
-    };
-    tokio::time::timeout(Duration::from_secs(60), service::run(cfg, Arc::new(set), opts, shutdown))
-        .await
-        .expect("the run ends")
-        .expect("the run succeeds")
-}
-
-fn until_findings(dir: &Path, n: usize) -> Until {
-    let dir = dir.to_path_buf();
-    Box::pin(async move {
-        while finding_events(&dir).len() < n {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
 }
 
 #[tokio::test]
@@ -183,7 +70,9 @@ async fn bodies_become_findings_and_messages_are_deleted_after_commit() {
         sqs.send_message().queue_url(&url).message_body(body).send().await.unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
-    let s = run_until(config(&server, dir.path(), &url), until_findings(dir.path(), 4)).await;
+    let s =
+        run_until(config(&server, dir.path(), &url), rules(MARKER_RULE), until_findings(&findings_path(dir.path()), 4))
+            .await;
     assert_eq!(finding_events(dir.path()), ids(&[1, 2, 3, 4]));
     assert_eq!(s.eval.events, 4);
     // Committed, so deleted: nothing visible or in flight.
@@ -195,7 +84,7 @@ async fn s3_notified_log_files_are_read_and_digests_skipped() {
     let server = Server::moto().unwrap();
     let sdk = server.sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let s3 = trailwatch_tests::chaos::s3_client(&sdk);
     s3.create_bucket().bucket("org-trail").send().await.unwrap();
     let key1 = "AWSLogs/o-abc/111122223333/CloudTrail/us-east-1/2026/11/01/111122223333_CloudTrail_us-east-1_20261101T1000Z_a.json.gz";
     let key2 = "AWSLogs/o-abc/111122223333/CloudTrail/us-east-1/2026/11/01/111122223333_CloudTrail_us-east-1_20261101T1005Z_b.json.gz";
@@ -212,7 +101,9 @@ async fn s3_notified_log_files_are_read_and_digests_skipped() {
         sqs.send_message().queue_url(&url).message_body(body).send().await.unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
-    let s = run_until(config(&server, dir.path(), &url), until_findings(dir.path(), 4)).await;
+    let s =
+        run_until(config(&server, dir.path(), &url), rules(MARKER_RULE), until_findings(&findings_path(dir.path()), 4))
+            .await;
     assert_eq!(finding_events(dir.path()), ids(&[10, 11, 12, 13]));
     assert_eq!(s.eval.events, 4);
     // The digest notification was skipped, not fetched (it does not exist) and not poison: deleted too.
@@ -256,12 +147,12 @@ async fn a_poison_message_goes_to_the_dead_letter_queue_and_the_rest_flows() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (sqs2, dlq2, path) = (sqs.clone(), dlq.clone(), dir.path().to_path_buf());
-    let until: Until = Box::pin(async move {
+    let until = async move {
         while finding_events(&path).len() < 3 || depth(&sqs2, &dlq2).await < 2 {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    });
-    let s = run_until(config(&server, dir.path(), &url), until).await;
+    };
+    let s = run_until(config(&server, dir.path(), &url), rules(MARKER_RULE), until).await;
     assert_eq!(finding_events(dir.path()), ids(&[20, 21, 22]));
     assert_eq!(s.eval.events, 3);
     assert_eq!(depth(&sqs, &dlq).await, 2, "both poison messages were redriven");
@@ -326,18 +217,9 @@ fn account_files(ai: usize) -> Vec<Vec<String>> {
     files
 }
 
-fn gz(records: &[String]) -> Vec<u8> {
-    let doc = format!(r#"{{"Records":[{}]}}"#, records.join(","));
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(doc.as_bytes()).unwrap();
-    gz.finish().unwrap()
-}
-
 fn burst_groups(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_to_string(findings_path(dir))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    let mut v: Vec<String> = trailwatch_tests::fixtures::read_jsonl(&findings_path(dir))
+        .into_iter()
         .filter(|v| v["GeneratorId"] == "6f1d1b0e-0000-4000-8000-0000000000c2")
         .map(|v| v["ProductFields"]["trailwatch/GroupKey"].as_str().unwrap().to_string())
         .collect();
@@ -392,7 +274,7 @@ async fn drain_backlog(
     let server = Server::moto().unwrap();
     let sdk = server.sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let s3 = trailwatch_tests::chaos::s3_client(&sdk);
     s3.create_bucket().bucket("org-trail").send().await.unwrap();
     let url = queue(&sqs, "backlog", &[]).await;
     let files: Vec<Vec<Vec<String>>> = (0..ACCOUNTS.len()).map(account_files).collect();
@@ -406,7 +288,7 @@ async fn drain_backlog(
             i / 12,
             (i % 12) * 5
         );
-        s3.put_object().bucket("org-trail").key(&key).body(gz(&files[ai][i]).into()).send().await.unwrap();
+        s3.put_object().bucket("org-trail").key(&key).body(log_file_of(&files[ai][i]).into()).send().await.unwrap();
         sqs.send_message().queue_url(&url).message_body(s3_notification("org-trail", &key)).send().await.unwrap();
     }
     let want: Vec<String> = {
@@ -430,37 +312,27 @@ async fn drain_backlog(
         // takes longer, so it is the receivers' order that is tested.
         q.visibility_timeout = Some(visibility);
     }
-    trailwatch_tests::aws_env();
-    let (set, _) = ruleset::compile(
-        &[RuleFile { name: "test.yml".into(), text: BURST_RULES.into() }],
-        &trailwatch_rules::CompileOptions::default(),
-    )
-    .unwrap();
-    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
     // A lateness of 6 minutes: one batch (~12 minutes of event time)
     // handed on before an older one makes the older one late, while two
     // adjacent files (5 minutes each) that SQS returns out of order in one
     // batch (a standard queue is only roughly ordered) are not.
     cfg.windows.allowed_lateness = Duration::from_secs(6 * 60);
-    let opts = RunOptions { commits: Some(tx), ..Default::default() };
-    let (sqs2, url2) = (sqs.clone(), url.clone());
-    let shutdown = async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        while depth(&sqs2, &url2).await > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let seen = *rx.borrow();
-        let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|n| *n > seen)).await;
-    };
-    let s = tokio::time::timeout(Duration::from_secs(120), service::run(cfg, Arc::new(set), opts, shutdown))
-        .await
-        .expect("the run ends")
-        .expect("the run succeeds");
+    let s = run_until(cfg, rules(BURST_RULES), drained(&sqs, &url)).await;
     let total: usize = files.iter().flatten().map(Vec::len).sum();
     // A message can come back on a loaded machine (its visibility is short
     // here): read twice, its events count once.
     assert!(s.eval.events >= total as u64, "the whole backlog was read: {} of {total}", s.eval.events);
     (s, burst_groups(dir.path()), want, proxy)
+}
+
+/// Resolves once the queue at `url` is empty (nothing visible or in flight).
+fn drained(sqs: &aws_sdk_sqs::Client, url: &str) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let (sqs, url) = (sqs.clone(), url.to_string());
+    async move {
+        while depth(&sqs, &url).await > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 /// A gzip bomb: `members` gzip members of 1 MiB of zeros each (about 1 KiB
@@ -476,7 +348,7 @@ async fn a_gzip_bomb_in_s3_is_stopped_at_the_limit_dead_lettered_and_the_rest_fl
     let server = Server::moto().unwrap();
     let sdk = server.sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let s3 = trailwatch_tests::chaos::s3_client(&sdk);
     s3.create_bucket().bucket("org-trail").send().await.unwrap();
     let (bomb_key, good_key) =
         ("AWSLogs/1/CloudTrail/us-east-1/bomb.json.gz", "AWSLogs/1/CloudTrail/us-east-1/good.json.gz");
@@ -492,7 +364,7 @@ async fn a_gzip_bomb_in_s3_is_stopped_at_the_limit_dead_lettered_and_the_rest_fl
     // 32 MiB of zeros against a 1 MiB limit.
     let mut cfg = config(&server, dir.path(), &url);
     cfg.decode.max_decompressed_bytes = 1 << 20;
-    let s = run_until(cfg, until_findings(dir.path(), 2)).await;
+    let s = run_until(cfg, rules(MARKER_RULE), until_findings(&findings_path(dir.path()), 2)).await;
     assert_eq!(finding_events(dir.path()), ids(&[20, 21]));
     assert_eq!(s.eval.bad_by_kind.get("too_large"), Some(&1), "{:?}", s.eval.bad_by_kind);
     let dead = std::fs::read_to_string(dir.path().join("state/dead-letter.ndjson")).unwrap();
@@ -503,17 +375,6 @@ async fn a_gzip_bomb_in_s3_is_stopped_at_the_limit_dead_lettered_and_the_rest_fl
     // Dead-lettered is handled: the message is deleted, not redelivered.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(depth(&sqs, &url).await, 0);
-}
-
-/// A CloudTrail record as EventBridge delivers it.
-fn eventbridge_of(record: &str, id: &str) -> String {
-    let r: serde_json::Value = serde_json::from_str(record).unwrap();
-    serde_json::json!({
-        "version": "0", "id": id, "detail-type": "AWS API Call via CloudTrail", "source": "aws.s3",
-        "account": r["recipientAccountId"], "time": r["eventTime"], "region": r["awsRegion"],
-        "resources": [], "detail": r,
-    })
-    .to_string()
 }
 
 /// Events in message bodies (raw records, EventBridge, SNS-wrapped) are
@@ -564,15 +425,7 @@ async fn body_events_hold_the_watermark_per_account_and_region() {
         // Hold at start: 2 x 1 s + the 1 s wait.
         q.visibility_timeout = Some(Duration::from_secs(1));
     }
-    trailwatch_tests::aws_env();
-    let (set, _) = ruleset::compile(
-        &[RuleFile { name: "test.yml".into(), text: BURST_RULES.into() }],
-        &trailwatch_rules::CompileOptions::default(),
-    )
-    .unwrap();
-    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
     cfg.windows.allowed_lateness = Duration::from_secs(2 * 60);
-    let opts = RunOptions { commits: Some(tx), ..Default::default() };
     let (sqs2, url2) = (sqs.clone(), url.clone());
     let rest: Vec<String> = (1..a_events.len().max(b_events.len()))
         .flat_map(|k| {
@@ -586,22 +439,14 @@ async fn body_events_hold_the_watermark_per_account_and_region() {
             v
         })
         .collect();
-    let shutdown = async move {
+    let until = async move {
         tokio::time::sleep(Duration::from_secs(5)).await;
         for body in rest {
             sqs2.send_message().queue_url(&url2).message_body(body).send().await.unwrap();
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while depth(&sqs2, &url2).await > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let seen = *rx.borrow();
-        let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|n| *n > seen)).await;
+        drained(&sqs2, &url2).await;
     };
-    let s = tokio::time::timeout(Duration::from_secs(120), service::run(cfg, Arc::new(set), opts, shutdown))
-        .await
-        .expect("the run ends")
-        .expect("the run succeeds");
+    let s = run_until(cfg, rules(BURST_RULES), until).await;
     assert!(s.eval.events >= (a_events.len() + b_events.len()) as u64, "everything read: {}", s.eval.events);
     let want: Vec<String> = (0..4).map(|j| format!("userIdentity.arn=arn:aws:iam::{b}:user/burst{j}")).collect();
     assert_eq!(s.eval.detector.late_dropped, 0);

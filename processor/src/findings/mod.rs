@@ -1,4 +1,5 @@
-//! Rule matches → ASFF findings for Security Hub.
+//! Rule matches → ASFF findings for Security Hub, and [`Finding`], the
+//! validated finding the pipeline routes to the sinks.
 //!
 //! - `Id` is deterministic: the same rule on the same event (or, for a
 //!   correlation, the same dedup key) always gives the same Id, so a replay or
@@ -9,6 +10,7 @@
 
 mod asff;
 mod event;
+mod finding;
 pub mod ocsf;
 mod resources;
 mod validate;
@@ -23,6 +25,7 @@ use trailwatch_rules::{EventClass, Level, RuleMeta};
 
 pub use asff::*;
 pub use event::parse_event;
+pub use finding::{Finding, InvalidFinding};
 pub use validate::{validate, validate_serialized, AsffViolation, MAX_FINDING_BYTES};
 
 /// Where findings are reported.

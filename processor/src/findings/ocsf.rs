@@ -10,8 +10,8 @@ use serde_json::{json, Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::evaluate::Finding;
 use crate::findings::AsffFinding;
+use crate::findings::Finding;
 
 const CLASS_UID: u32 = 2004;
 const CATEGORY_UID: u32 = 2;

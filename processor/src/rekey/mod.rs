@@ -48,8 +48,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use trailwatch_rules::{Detector, RuleSet};
 
-use crate::evaluate::{DeadLetter, Emitted, Evaluator, EventRef};
+use crate::evaluate::{Emitted, Evaluator, EventRef};
 use crate::findings::FindingContext;
+use crate::sinks::dead_letter::DeadLetter;
 pub use publish::{PublishError, Publisher};
 
 /// The member added to a re-published event.

@@ -132,7 +132,7 @@ pub struct RespondConfig {
     /// → the action it requests. The deploy template creates these five.
     pub custom_actions: BTreeMap<String, String>,
     /// Per-call timeout of actions, write-backs and webhook posts.
-    #[serde(with = "crate::config::duration_text")]
+    #[serde(with = "crate::timetext::duration_text")]
     pub call_timeout: Duration,
     /// (finding Id, action) pairs carried out are kept in
     /// `service.state_dir/responses-handled.ndjson` this long, so a finding

@@ -35,7 +35,7 @@ use time::OffsetDateTime;
 pub use config::{ActionKind, Mode, RespondConfig, ResponseRule};
 pub use matcher::FindingView;
 
-use crate::evaluate::Finding;
+use crate::findings::Finding;
 use crate::sinks::{Sink, SinkError};
 use actions::{Change, Drift, Executor};
 use matcher::Matcher;

@@ -564,8 +564,8 @@ impl DetectorStage {
 /// Findings and dead letters of one batch.
 #[derive(Default)]
 struct Collected {
-    findings: Vec<Arc<crate::evaluate::Finding>>,
-    dead_letters: Vec<crate::evaluate::DeadLetter>,
+    findings: Vec<Arc<crate::findings::Finding>>,
+    dead_letters: Vec<crate::sinks::dead_letter::DeadLetter>,
     requests: Vec<Arc<crate::respond::request::ResponseRequest>>,
     rekey: Vec<crate::rekey::Record>,
 }

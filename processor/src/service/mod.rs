@@ -30,8 +30,10 @@ use tokio_util::sync::CancellationToken;
 use trailwatch_rules::RuleSet;
 
 use crate::config::Config;
-use crate::evaluate::{DeadLetter, EvalStats, Evaluator, Finding};
+use crate::evaluate::{EvalStats, Evaluator};
+use crate::findings::Finding;
 use crate::health::Health;
+use crate::sinks::dead_letter::DeadLetter;
 use crate::sinks::dead_letter::DeadLetterWriter;
 use crate::sources::{BatchSender, SourceContext, SourceError};
 use crate::state::Committed;

@@ -112,7 +112,10 @@ impl SinkStage {
 
     /// Appends dead letters on the blocking pool (file I/O stays off the
     /// runtime's threads).
-    async fn write_dead_letters(&mut self, letters: Vec<crate::evaluate::DeadLetter>) -> Result<(), StageError> {
+    async fn write_dead_letters(
+        &mut self,
+        letters: Vec<crate::sinks::dead_letter::DeadLetter>,
+    ) -> Result<(), StageError> {
         self.with_dead_letter(move |w| letters.iter().try_for_each(|d| w.write(d))).await
     }
 
@@ -135,7 +138,7 @@ impl SinkStage {
 
     async fn send(
         &mut self,
-        findings: &[Arc<crate::evaluate::Finding>],
+        findings: &[Arc<crate::findings::Finding>],
         trace: Option<crate::telemetry::TraceContext>,
     ) -> Result<(), StageError> {
         for (name, sink) in &mut self.sinks {

@@ -6,7 +6,67 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::evaluate::DeadLetter;
+use crate::decode::Position;
+
+/// A record that could not be decoded or evaluated, with where it was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub origin: String,
+    pub position: Position,
+    pub kind: &'static str,
+    pub error: String,
+    /// The raw text, cut to [`DeadLetter::MAX_RAW_BYTES`] by [`DeadLetter::new`].
+    pub raw: Option<String>,
+}
+
+impl DeadLetter {
+    /// How much of the raw text is kept: enough to see what was wrong, while
+    /// one huge record cannot fill the disk.
+    pub const MAX_RAW_BYTES: usize = 64 * 1024;
+
+    /// A dead letter of `kind` at `position` of `origin`, with the raw text
+    /// cut to [`Self::MAX_RAW_BYTES`] (at a character boundary).
+    pub fn new(
+        origin: &str,
+        position: &Position,
+        kind: &'static str,
+        error: impl Into<String>,
+        raw: Option<&str>,
+    ) -> Self {
+        DeadLetter {
+            origin: origin.to_string(),
+            position: position.clone(),
+            kind,
+            error: error.into(),
+            raw: raw.map(|r| truncate(r, Self::MAX_RAW_BYTES).to_string()),
+        }
+    }
+
+    /// One JSON line for the dead-letter file.
+    pub fn to_json_line(&self) -> String {
+        serde_json::json!({
+            "origin": self.origin,
+            "line": self.position.line,
+            "byte_offset": self.position.byte_offset,
+            "record": self.position.record,
+            "kind": self.kind,
+            "error": self.error,
+            "raw": self.raw,
+        })
+        .to_string()
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
 
 pub struct DeadLetterWriter {
     path: PathBuf,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::evaluate::Finding;
+use crate::findings::Finding;
 use crate::findings::FindingContext;
 
 pub use jsonl::{JsonlFormat, JsonlSinkConfig};

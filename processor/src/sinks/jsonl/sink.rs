@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 
 use super::{ocsf, JsonlFormat, JsonlSinkConfig};
-use crate::evaluate::Finding;
+use crate::findings::Finding;
 use crate::sinks::{observe_delivered, Sink, SinkError};
 
 /// Writes through tokio's file I/O (a blocking pool), so a slow disk or a

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::duration_text;
+use crate::timetext::duration_text;
 
 /// Security Lake takes a custom source's objects at most every 5 minutes and
 /// at least once a day.

@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 
 use super::{parquet, SecurityLakeSinkConfig};
 use crate::backoff::Backoff;
-use crate::evaluate::Finding;
 use crate::findings::ocsf;
+use crate::findings::Finding;
 use crate::sinks::{Sink, SinkContext, SinkError};
 
 /// Between retries of staged files after a failed upload: from 1 s (a

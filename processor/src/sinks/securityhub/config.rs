@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::duration_text;
+use crate::timetext::duration_text;
 
 /// `type = "securityhub"`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::duration_text;
+use crate::timetext::duration_text;
 
 /// Where to start reading a shard that has no checkpoint yet.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -124,7 +124,7 @@ impl KinesisSourceConfig {
             (StartPosition::AtTimestamp, None) => {
                 problems.push(format!("{at}: start_position = \"at-timestamp\" needs start_timestamp"))
             }
-            (_, Some(t)) if crate::config::parse_time(t).is_none() => {
+            (_, Some(t)) if crate::timetext::parse_time(t).is_none() => {
                 problems.push(format!("{at}.start_timestamp `{t}` is not an RFC 3339 time"))
             }
             _ => {}

@@ -53,6 +53,85 @@ enum ReaderEvent {
     Failed(String, SourceError),
 }
 
+/// The shard readers of a source, in either coordination mode: their tasks,
+/// the shard each reads (to name it if it dies) and the channel they report on.
+struct Readers {
+    tasks: tokio::task::JoinSet<()>,
+    shards: std::collections::HashMap<tokio::task::Id, String>,
+    tx: mpsc::Sender<ReaderEvent>,
+    rx: mpsc::Receiver<ReaderEvent>,
+}
+
+impl Readers {
+    fn new() -> Self {
+        let (tx, rx) = mpsc::channel::<ReaderEvent>(64);
+        Readers { tasks: tokio::task::JoinSet::new(), shards: Default::default(), tx, rx }
+    }
+
+    /// Starts a reader of `shard` that stops at `stop`.
+    fn spawn(
+        &mut self,
+        me: &Arc<KinesisSource>,
+        ctx: &Arc<SourceContext>,
+        shard: String,
+        start: Start,
+        stop: CancellationToken,
+    ) {
+        let (me, ctx, tx) = (Arc::clone(me), Arc::clone(ctx), self.tx.clone());
+        let id = shard.clone();
+        let handle = self.tasks.spawn(async move {
+            let _ = match me.read_shard(&ctx, &id, start, &stop).await {
+                Ok(true) => tx.send(ReaderEvent::Finished(id)).await,
+                Ok(false) => Ok(()),
+                Err(e) => tx.send(ReaderEvent::Failed(id, e)).await,
+            };
+        });
+        self.shards.insert(handle.id(), shard);
+    }
+
+    /// The next shard read to its end (`Ok(None)`: no reader can report any
+    /// more). A reader that fails, or dies without a word (a panic, with no
+    /// fail-fast hook installed), must not leave its shard unread: every
+    /// reader is stopped and the source fails. Cancel-safe.
+    async fn next_finished(&mut self, ctx: &SourceContext) -> Result<Option<String>, SourceError> {
+        loop {
+            tokio::select! {
+                ev = self.rx.recv() => match ev {
+                    Some(ReaderEvent::Finished(id)) => {
+                        tracing::info!(source = %ctx.name, shard = %id, "shard closed and fully read");
+                        return Ok(Some(id));
+                    }
+                    Some(ReaderEvent::Failed(id, e)) => {
+                        tracing::error!(source = %ctx.name, shard = %id, error = %e, "shard reader failed");
+                        ctx.health.set_source(&ctx.name, false);
+                        self.tasks.abort_all();
+                        return Err(e);
+                    }
+                    None => return Ok(None),
+                },
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => match done {
+                    Ok((tid, ())) => {
+                        self.shards.remove(&tid);
+                    }
+                    Err(e) => {
+                        let shard = self.shards.remove(&e.id()).unwrap_or_default();
+                        tracing::error!(source = %ctx.name, shard = %shard, "shard reader died: {e}");
+                        ctx.health.set_source(&ctx.name, false);
+                        self.tasks.abort_all();
+                        return Err(SourceError::Fatal(format!("the reader of shard {shard} died: {e}")));
+                    }
+                },
+            }
+        }
+    }
+
+    /// Waits for every reader (they stop at the cancellation) so that their
+    /// last batches are sent.
+    async fn join_all(&mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
 #[async_trait]
 impl Source for KinesisSource {
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
@@ -65,10 +144,7 @@ impl Source for KinesisSource {
         let mut finished: BTreeSet<String> =
             ctx.checkpoints.iter().filter(|(_, p)| p.as_str() == SHARD_END).map(|(s, _)| s.clone()).collect();
         let mut started: BTreeSet<String> = BTreeSet::new();
-        let (tx, mut rx) = mpsc::channel::<ReaderEvent>(64);
-        let mut readers = tokio::task::JoinSet::new();
-        // Which shard each reader task reads (to name it if it dies).
-        let mut reader_shards: std::collections::HashMap<tokio::task::Id, String> = Default::default();
+        let mut readers = Readers::new();
         let mut last_listing: Option<Instant> = None;
         let mut failures = 0u32;
         loop {
@@ -116,19 +192,9 @@ impl Source for KinesisSource {
                         }
                         for (id, has_parent) in to_start {
                             started.insert(id.clone());
-                            let (me, ctx, tx) = (Arc::clone(&me), Arc::clone(&ctx), tx.clone());
-                            let shard_id = id.clone();
-                            let handle = readers.spawn(async move {
-                                let after = ctx.checkpoints.get(&id).cloned();
-                                let stop = ctx.shutdown.clone();
-                                let res = me.read_shard(&ctx, &id, Start { after, has_parent, gen: None }, &stop).await;
-                                let _ = match res {
-                                    Ok(true) => tx.send(ReaderEvent::Finished(id)).await,
-                                    Ok(false) => Ok(()),
-                                    Err(e) => tx.send(ReaderEvent::Failed(id, e)).await,
-                                };
-                            });
-                            reader_shards.insert(handle.id(), shard_id);
+                            let after = ctx.checkpoints.get(&id).cloned();
+                            let start = Start { after, has_parent, gen: None };
+                            readers.spawn(&me, &ctx, id, start, ctx.shutdown.clone());
                         }
                     }
                     Err(e) => {
@@ -152,40 +218,18 @@ impl Source for KinesisSource {
                 .max(Duration::from_millis(50));
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => break,
-                ev = rx.recv() => match ev {
-                    Some(ReaderEvent::Finished(id)) => {
-                        tracing::info!(source = %ctx.name, shard = %id, "shard closed and fully read");
+                done = readers.next_finished(&ctx) => match done? {
+                    Some(id) => {
                         finished.insert(id);
                         // Its children may start now.
                         last_listing = None;
                     }
-                    Some(ReaderEvent::Failed(id, e)) => {
-                        tracing::error!(source = %ctx.name, shard = %id, error = %e, "shard reader failed");
-                        ctx.health.set_source(&ctx.name, false);
-                        readers.abort_all();
-                        return Err(e);
-                    }
                     None => break,
-                },
-                // A reader that dies without a word (a panic, with no fail-fast
-                // hook installed) must not leave its shard unread: fail the source.
-                Some(done) = readers.join_next_with_id(), if !readers.is_empty() => match done {
-                    Ok((tid, ())) => {
-                        reader_shards.remove(&tid);
-                    }
-                    Err(e) => {
-                        let shard = reader_shards.remove(&e.id()).unwrap_or_default();
-                        tracing::error!(source = %ctx.name, shard = %shard, "shard reader died: {e}");
-                        ctx.health.set_source(&ctx.name, false);
-                        readers.abort_all();
-                        return Err(SourceError::Fatal(format!("the reader of shard {shard} died: {e}")));
-                    }
                 },
                 _ = tokio::time::sleep(wait) => {}
             }
         }
-        // Readers stop at the cancellation; wait so their last batches are sent.
-        while readers.join_next().await.is_some() {}
+        readers.join_all().await;
         Ok(())
     }
 }
@@ -206,9 +250,7 @@ impl KinesisSource {
             StartPosition::Latest => "LATEST",
             StartPosition::AtTimestamp => "AT_TIMESTAMP",
         };
-        let (tx, mut rx) = mpsc::channel::<ReaderEvent>(64);
-        let mut readers = tokio::task::JoinSet::new();
-        let mut reader_shards: std::collections::HashMap<tokio::task::Id, String> = Default::default();
+        let mut readers = Readers::new();
         let mut running: std::collections::HashMap<String, CancellationToken> = Default::default();
         let mut last_listing: Option<Instant> = None;
         let mut next_round = Instant::now();
@@ -313,16 +355,7 @@ impl KinesisSource {
                         for (id, start) in starts {
                             let stop = ctx.shutdown.child_token();
                             running.insert(id.clone(), stop.clone());
-                            let (me, ctx, tx) = (Arc::clone(&me), Arc::clone(&ctx), tx.clone());
-                            let shard_id = id.clone();
-                            let handle = readers.spawn(async move {
-                                let _ = match me.read_shard(&ctx, &id, start, &stop).await {
-                                    Ok(true) => tx.send(ReaderEvent::Finished(id)).await,
-                                    Ok(false) => Ok(()),
-                                    Err(e) => tx.send(ReaderEvent::Failed(id, e)).await,
-                                };
-                            });
-                            reader_shards.insert(handle.id(), shard_id);
+                            readers.spawn(&me, &ctx, id, start, stop);
                         }
                     }
                     Err(e) => {
@@ -341,37 +374,17 @@ impl KinesisSource {
                 listing_due.min(next_round.saturating_duration_since(Instant::now())).max(Duration::from_millis(50));
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => break,
-                ev = rx.recv() => match ev {
-                    Some(ReaderEvent::Finished(id)) => {
-                        tracing::info!(source = %ctx.name, shard = %id, "shard closed and fully read");
+                done = readers.next_finished(&ctx) => match done? {
+                    Some(id) => {
                         running.remove(&id);
                     }
-                    Some(ReaderEvent::Failed(id, e)) => {
-                        tracing::error!(source = %ctx.name, shard = %id, error = %e, "shard reader failed");
-                        ctx.health.set_source(&ctx.name, false);
-                        readers.abort_all();
-                        return Err(e);
-                    }
                     None => break,
-                },
-                Some(done) = readers.join_next_with_id(), if !readers.is_empty() => match done {
-                    Ok((tid, ())) => {
-                        reader_shards.remove(&tid);
-                    }
-                    Err(e) => {
-                        let shard = reader_shards.remove(&e.id()).unwrap_or_default();
-                        tracing::error!(source = %ctx.name, shard = %shard, "shard reader died: {e}");
-                        ctx.health.set_source(&ctx.name, false);
-                        readers.abort_all();
-                        return Err(SourceError::Fatal(format!("the reader of shard {shard} died: {e}")));
-                    }
                 },
                 _ = tokio::time::sleep(wait) => {}
             }
         }
-        // Readers stop at the cancellation; wait so their last batches are
-        // sent. The leases are released by the service after the final commit.
-        while readers.join_next().await.is_some() {}
+        // The leases are released by the service after the final commit.
+        readers.join_all().await;
         Ok(())
     }
 
@@ -428,7 +441,7 @@ impl KinesisSource {
                 StartPosition::Latest => req.shard_iterator_type(ShardIteratorType::Latest),
                 StartPosition::AtTimestamp => {
                     let t =
-                        self.cfg.start_timestamp.as_deref().and_then(crate::config::parse_time).ok_or_else(|| {
+                        self.cfg.start_timestamp.as_deref().and_then(crate::timetext::parse_time).ok_or_else(|| {
                             SourceError::Config("start_position = \"at-timestamp\" needs start_timestamp".into())
                         })?;
                     let secs = t as f64 / 1e3;

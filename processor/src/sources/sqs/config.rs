@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{duration_text, duration_text_opt};
+use crate::timetext::{duration_text, duration_text_opt};
 
 /// `type = "sqs"`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
