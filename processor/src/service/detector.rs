@@ -39,6 +39,8 @@ pub(crate) struct DetectorStage {
     /// leased shard has window state of its own, which moves with its lease.
     pub leased: std::collections::BTreeSet<String>,
     pub shards: std::collections::HashMap<Arc<str>, ShardWindows>,
+    /// Late drops by partition, to the metrics.
+    pub late: super::late::LatePublisher,
 }
 
 /// One leased shard's window state.
@@ -124,7 +126,7 @@ impl DetectorStage {
                 return self.eval.stats();
             }
             if last_publish.elapsed() >= Duration::from_secs(1) {
-                self.eval.publish_metrics();
+                self.publish_metrics();
                 last_publish = Instant::now();
             }
             if pending.batches > 0 && last_commit.elapsed() >= self.commit_interval {
@@ -149,8 +151,16 @@ impl DetectorStage {
             self.send(out, None);
         }
         self.commit(&mut pending, true);
-        self.eval.publish_metrics();
+        self.publish_metrics();
         self.eval.stats()
+    }
+
+    fn publish_metrics(&mut self) {
+        self.eval.publish_metrics();
+        // Leased shards' windows live in detectors of their own.
+        let main = self.eval.detector().late_drops();
+        let shards = self.shards.values().flat_map(|s| s.det.late_drops());
+        self.late.publish(main.chain(shards));
     }
 
     fn now(&self) -> OffsetDateTime {

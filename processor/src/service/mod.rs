@@ -13,6 +13,7 @@
 pub mod batch;
 pub(crate) mod blocking;
 mod detector;
+mod late;
 mod sink_stage;
 
 use std::collections::BTreeMap;
@@ -355,6 +356,10 @@ async fn run_service(
         beat: health.stage("detector"),
         leased: leases.keys().cloned().collect(),
         shards: Default::default(),
+        late: late::LatePublisher::new(
+            crate::metrics::get().window_partition_late_events.clone(),
+            late::NAMED_PER_SOURCE,
+        ),
         derive: match &opts.org {
             Some(OrgUpdates { recompile, mode: OrgMode::Derived { known, org_id } }) => Some(detector::Derive {
                 known: known.clone(),
