@@ -91,6 +91,7 @@ impl LatePublisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus::core::Collector;
     use prometheus::Opts;
 
     fn vec() -> IntCounterVec {
