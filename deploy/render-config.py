@@ -46,6 +46,11 @@ EXAMPLE = {
     "ReportTo": "event-account",
     "FindingsRegion": "eu-west-1",
     "RulesConfigToml": '[rules.placeholders]\norg_accounts = ["111111111111", "222222222222"]\n',
+    "SecurityLakeBucketName": "aws-security-data-lake-us-east-1-abcdef123456",
+    "SecurityLakeRoleArn": "arn:aws:iam::999999999999:role/AmazonSecurityLake-Provider-trailwatch-us-east-1",
+    "SecurityLakeExternalId": "trailwatch-lake",
+    "SecurityLakeKeyPrefix": "ext/trailwatch/1.0",
+    "SecurityLakeRegion": "eu-west-1",
 }
 
 # Sections the service plan (issue 8) defines and the stack must generate.
@@ -53,6 +58,7 @@ REQUIRED = {"aws", "service", "sources", "checkpoints", "sinks", "findings", "me
 
 # Conditions of the template the checks below look at.
 METRICS, TRACES = "EnablePrometheus", "EnableXRay"
+LAKE = "SecurityLake"
 
 # TraceSampleRatio values its AllowedPattern must let through (each must be
 # a TOML number from 0 to 1) and must refuse.
@@ -187,6 +193,20 @@ def check_service(config, conditions):
             problems.append("traces enabled but no [telemetry] otlp_endpoint")
     elif "otlp_endpoint" in telemetry:
         problems.append("traces disabled but [telemetry] otlp_endpoint is set")
+    lake = section(config, "sinks", "security_lake")
+    if conditions[LAKE]:
+        if lake.get("type") != "security-lake":
+            problems.append("EnableSecurityLake without a [sinks.security_lake] of type security-lake")
+        for key in ("bucket", "source_name", "role_arn", "region"):
+            if not lake.get(key):
+                problems.append(f"[sinks.security_lake] has no {key}")
+        for key, cond in (("external_id", "HasSecurityLakeExternalId"), ("prefix", "HasSecurityLakeKeyPrefix")):
+            if (key in lake) != conditions[cond]:
+                problems.append(f"[sinks.security_lake] {key} {'missing' if conditions[cond] else 'set'}")
+        if "prefix" in lake and (lake["prefix"].startswith("/") or lake["prefix"].endswith("/")):
+            problems.append("[sinks.security_lake] prefix must not start or end with '/'")
+    elif lake:
+        problems.append("Security Lake disabled but [sinks.security_lake] is set")
     return problems
 
 

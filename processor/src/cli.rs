@@ -390,6 +390,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             print_warnings(&warnings);
             // Trace export also depends on OTEL_* variables: resolve them as `run` would.
             let traces = crate::telemetry::ExportPlan::resolve(&cfg.telemetry, &|k| std::env::var(k).ok())?;
+            let otlp_metrics =
+                crate::telemetry::ExportPlan::resolve_metrics(&cfg.telemetry, &|k| std::env::var(k).ok())?;
             // Header values are credentials (a collector's token): not printed.
             let mut shown = cfg.clone();
             shown.telemetry.otlp_headers.values_mut().for_each(|v| *v = "<redacted>".to_string());
@@ -412,7 +414,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 println!("# {name}: {origin}");
             }
             eprintln!(
-                "configuration ok: {} source(s), {} sink(s), {} rules, {} correlations; {}",
+                "configuration ok: {} source(s), {} sink(s), {} rules, {} correlations; {}{}",
                 cfg.sources.len(),
                 cfg.sinks.len().max(1),
                 set.rules().len(),
@@ -420,6 +422,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 match &traces {
                     Some(t) => format!("traces exported over {}", t.target),
                     None => "traces not exported".to_string(),
+                },
+                match &otlp_metrics {
+                    Some(m) => format!("; metrics exported over {}", m.target),
+                    None => String::new(),
                 }
             );
             Ok(0)

@@ -7,8 +7,10 @@
 //! Components take [`get`] once, outside hot loops, and keep label handles
 //! (`with_label_values`) they use per batch.
 
+use std::cell::RefCell;
 use std::sync::LazyLock;
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -24,6 +26,10 @@ const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 5
 
 pub struct Metrics {
     pub registry: Registry,
+    /// Every family above with its type, in registration order: what the
+    /// OTLP metrics export (`telemetry::metrics`) reads, so the metrics are
+    /// defined here only.
+    pub families: Vec<Family>,
     pub build_info: IntGaugeVec,
     // Sources.
     /// Units received (Kinesis records, SQS messages, S3 objects, files).
@@ -93,6 +99,7 @@ pub struct Metrics {
     pub otlp_spans_exported: IntCounterVec,
     pub otlp_spans_dropped: IntCounterVec,
     pub otlp_export_retries: IntCounterVec,
+    pub otlp_metric_exports: IntCounterVec,
     // Faults and progress (panics caught per record, stalled readers and stages).
     pub record_panics: IntCounterVec,
     pub source_partition_stalled: IntGaugeVec,
@@ -102,58 +109,94 @@ pub struct Metrics {
     pub response_writebacks: IntCounterVec,
 }
 
-fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+/// A registered metric family and its Prometheus type.
+pub struct Family {
+    pub name: String,
+    pub help: String,
+    pub kind: Kind,
+    /// The family itself (a clone of the handle the components use).
+    pub collector: Box<dyn Collector>,
+}
+
+/// The Prometheus type of a [`Family`] (and of its values).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind {
+    /// An integer counter.
+    Counter,
+    IntGauge,
+    Gauge,
+    /// A histogram with these bucket upper bounds (`+Inf` implied).
+    Histogram(&'static [f64]),
+}
+
+/// The registry being built, and the families registered in it.
+struct Defs {
+    registry: Registry,
+    families: RefCell<Vec<Family>>,
+}
+
+impl Defs {
+    fn add<C: Collector + Clone + 'static>(&self, c: &C, kind: Kind) {
+        self.registry.register(Box::new(c.clone())).expect("metric registered once");
+        for d in c.desc() {
+            let collector: Box<dyn Collector> = Box::new(c.clone());
+            self.families.borrow_mut().push(Family { name: d.fq_name.clone(), help: d.help.clone(), kind, collector });
+        }
+    }
+}
+
+fn counter_vec(r: &Defs, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition");
-    r.register(Box::new(c.clone())).expect("metric registered once");
+    r.add(&c, Kind::Counter);
     c
 }
 
-fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+fn counter(r: &Defs, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("metric definition");
-    r.register(Box::new(c.clone())).expect("metric registered once");
+    r.add(&c, Kind::Counter);
     c
 }
 
-fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+fn gauge_vec(r: &Defs, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     let g = GaugeVec::new(Opts::new(name, help), labels).expect("metric definition");
-    r.register(Box::new(g.clone())).expect("metric registered once");
+    r.add(&g, Kind::Gauge);
     g
 }
 
-fn int_gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+fn int_gauge_vec(r: &Defs, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definition");
-    r.register(Box::new(g.clone())).expect("metric registered once");
+    r.add(&g, Kind::IntGauge);
     g
 }
 
-fn int_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+fn int_gauge(r: &Defs, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("metric definition");
-    r.register(Box::new(g.clone())).expect("metric registered once");
+    r.add(&g, Kind::IntGauge);
     g
 }
 
-fn gauge(r: &Registry, name: &str, help: &str) -> Gauge {
+fn gauge(r: &Defs, name: &str, help: &str) -> Gauge {
     let g = Gauge::new(name, help).expect("metric definition");
-    r.register(Box::new(g.clone())).expect("metric registered once");
+    r.add(&g, Kind::Gauge);
     g
 }
 
-fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+fn histogram(r: &Defs, name: &str, help: &str, buckets: &'static [f64]) -> Histogram {
     let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())).expect("metric definition");
-    r.register(Box::new(h.clone())).expect("metric registered once");
+    r.add(&h, Kind::Histogram(buckets));
     h
 }
 
-fn histogram_vec(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+fn histogram_vec(r: &Defs, name: &str, help: &str, labels: &[&str], buckets: &'static [f64]) -> HistogramVec {
     let h =
         HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels).expect("metric definition");
-    r.register(Box::new(h.clone())).expect("metric registered once");
+    r.add(&h, Kind::Histogram(buckets));
     h
 }
 
 impl Metrics {
     fn new() -> Metrics {
-        let r = Registry::new();
+        let r = Defs { registry: Registry::new(), families: RefCell::new(Vec::new()) };
         let build_info = int_gauge_vec(&r, "trailwatch_build_info", "Build information; always 1.", &["version"]);
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         Metrics {
@@ -416,7 +459,7 @@ impl Metrics {
             otlp_spans_exported: counter_vec(
                 &r,
                 "trailwatch_otlp_spans_exported_total",
-                "Spans sent to the OTLP collector, by outcome (sent, rejected by the collector: OTLP/HTTP only, failed).",
+                "Spans sent to the OTLP collector, by outcome (sent, rejected by the collector, failed).",
                 &["outcome"],
             ),
             otlp_spans_dropped: counter_vec(
@@ -428,8 +471,14 @@ impl Metrics {
             otlp_export_retries: counter_vec(
                 &r,
                 "trailwatch_otlp_export_retries_total",
-                "OTLP/HTTP export requests failed with a retryable error, by reason (throttled, unavailable, network, timeout).",
+                "OTLP export requests (spans, and metrics when exported) retried, by reason (HTTP: throttled, unavailable, network, timeout; gRPC: throttled, grpc_retryable).",
                 &["reason"],
+            ),
+            otlp_metric_exports: counter_vec(
+                &r,
+                "trailwatch_otlp_metric_exports_total",
+                "OTLP metrics exports (telemetry.otlp_metrics), by outcome (sent, failed).",
+                &["outcome"],
             ),
             record_panics: counter_vec(
                 &r,
@@ -461,7 +510,8 @@ impl Metrics {
                 "Findings whose response outcome was written back with BatchUpdateFindings, by outcome (updated, failed).",
                 &["outcome"],
             ),
-            registry: r,
+            families: r.families.into_inner(),
+            registry: r.registry,
         }
     }
 

@@ -15,11 +15,13 @@
 //!   that injects throttling, 500s, connection resets and slow answers;
 //! - [`recorder::Recorder`]: a recording HTTP endpoint (BatchUpdateFindings,
 //!   webhooks), for what moto does not serve;
+//! - [`otlp_metrics`]: what the OTLP metrics tests check in the receiver's requests;
 //! - [`chaos`]: the kill -9 / fault scenario shared by `crash.rs` and
 //!   `faults.rs` (events, rules, the real `trailwatch` binary, checks).
 
 pub mod chaos;
 pub mod faults;
+pub mod otlp_metrics;
 pub mod recorder;
 
 use std::io::Read;

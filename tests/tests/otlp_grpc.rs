@@ -1,8 +1,9 @@
 //! OTLP/gRPC export end to end: the OpenTelemetry exporter's tonic client
 //! against `tests/otlp_receiver.py --grpc`, the generated `TraceService`
 //! of the official `opentelemetry-proto` package served by grpcio. The
-//! receiver answers the first request with UNAVAILABLE: the exporter
-//! retries it.
+//! receiver answers the first request with UNAVAILABLE (the exporter
+//! retries it) and reports one rejected span in its first answer: both
+//! counted in `trailwatch_otlp_*` as over HTTP.
 //!
 //! Its own process: the exporter is the process-wide tracing subscriber.
 
@@ -22,7 +23,8 @@ fn s(v: &Value) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_go_over_grpc_to_the_official_trace_service_retried_and_linked() {
-    let receiver = OtlpReceiver::start(&ReceiverOptions { grpc: true, fail_first: 1, ..Default::default() }).unwrap();
+    let receiver =
+        OtlpReceiver::start(&ReceiverOptions { grpc: true, fail_first: 1, reject: 1, ..Default::default() }).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         r#"
@@ -71,8 +73,12 @@ async fn spans_go_over_grpc_to_the_official_trace_service_retried_and_linked() {
     let spans: Vec<&Value> = accepted.iter().flat_map(|r| r["spans"].as_array().unwrap()).collect();
     let ids: BTreeSet<&str> = spans.iter().map(|sp| s(&sp["span_id"])).collect();
     assert_eq!(ids.len(), spans.len(), "a span arrived twice");
-    assert_eq!(report, ExportReport { sent: spans.len() as u64, ..Default::default() }, "{report:?}");
-    assert_eq!(metrics::get().otlp_spans_exported.with_label_values(&["sent"]).get(), report.sent);
+    // The rejected span was decoded too: the receiver saw it and said no.
+    assert_eq!(report, ExportReport { sent: spans.len() as u64 - 1, rejected: 1, ..Default::default() }, "{report:?}");
+    let m = metrics::get();
+    assert_eq!(m.otlp_spans_exported.with_label_values(&["sent"]).get(), report.sent);
+    assert_eq!(m.otlp_spans_exported.with_label_values(&["rejected"]).get(), 1);
+    assert_eq!(m.otlp_export_retries.with_label_values(&["grpc_retryable"]).get(), 1, "the UNAVAILABLE answer");
     assert!(accepted.iter().all(|r| r["spans"].as_array().unwrap().len() <= 8), "trace_batch_size holds");
     for r in &accepted {
         assert_eq!(r["resource"]["service.name"], "s:trailwatch");

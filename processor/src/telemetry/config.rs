@@ -1,4 +1,4 @@
-//! `[telemetry]`: the trailwatch keys for logs and traces.
+//! `[telemetry]`: the trailwatch keys for logs, traces and OTLP metrics.
 //!
 //! Every key is optional and wins over its `OTEL_*` variable (the
 //! OpenTelemetry rule: explicit configuration over the environment). The
@@ -13,6 +13,11 @@
 //!   localhost collector nobody asked for);
 //! - the transport: `otlp_protocol`, else `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`,
 //!   else `OTEL_EXPORTER_OTLP_PROTOCOL`, else `http/protobuf`.
+//!
+//! Metrics follow the same rules with `METRICS` for `TRACES`, but are off
+//! unless `otlp_metrics = true` or `OTEL_METRICS_EXPORTER=otlp` (Prometheus's
+//! /metrics is the default way to read them); asking for them without an
+//! endpoint is an error.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
@@ -109,6 +114,13 @@ pub struct TelemetryConfig {
     /// Waiting spans are exported at least this often (unset: OTEL_BSP_SCHEDULE_DELAY, else 5s).
     #[serde(with = "duration_text_opt", skip_serializing_if = "Option::is_none")]
     pub trace_export_interval: Option<Duration>,
+    /// Also export the metrics of /metrics over OTLP, to the same collector
+    /// (http/protobuf: `<otlp_endpoint>/v1/metrics`). Unset: on when
+    /// OTEL_METRICS_EXPORTER is `otlp`; off by default.
+    pub otlp_metrics: Option<bool>,
+    /// How often the metrics are exported (unset: OTEL_METRIC_EXPORT_INTERVAL, else 60s).
+    #[serde(with = "duration_text_opt", skip_serializing_if = "Option::is_none")]
+    pub metrics_export_interval: Option<Duration>,
 }
 
 impl Default for TelemetryConfig {
@@ -128,11 +140,35 @@ impl Default for TelemetryConfig {
             trace_queue_size: NonZeroUsize::new(2048).expect("non-zero"),
             trace_batch_size: None,
             trace_export_interval: None,
+            otlp_metrics: None,
+            metrics_export_interval: None,
         }
     }
 }
 
-pub(super) const TRACES_PATH: &str = "/v1/traces";
+/// What is exported over OTLP: each has its own path and variables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Traces,
+    Metrics,
+}
+
+impl Signal {
+    fn path(self) -> &'static str {
+        match self {
+            Signal::Traces => "/v1/traces",
+            Signal::Metrics => "/v1/metrics",
+        }
+    }
+
+    /// The signal's own protocol and endpoint variables.
+    fn vars(self) -> (&'static str, &'static str) {
+        match self {
+            Signal::Traces => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            Signal::Metrics => ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"),
+        }
+    }
+}
 
 impl TelemetryConfig {
     /// Checks that need no I/O (the environment is read at start-up).
@@ -161,6 +197,9 @@ impl TelemetryConfig {
         if self.trace_export_interval.is_some_and(|d| d.is_zero()) {
             problems.push("telemetry.trace_export_interval must be above 0".to_string());
         }
+        if self.metrics_export_interval.is_some_and(|d| d.is_zero()) {
+            problems.push("telemetry.metrics_export_interval must be above 0".to_string());
+        }
     }
 }
 
@@ -183,20 +222,56 @@ pub struct ExportPlan {
 }
 
 impl ExportPlan {
-    /// The plan, or None when traces are not exported. `env` looks a
+    /// The trace plan, or None when traces are not exported. `env` looks a
     /// variable up (`std::env::var` in the service; a map in tests).
     pub fn resolve(
         cfg: &TelemetryConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<ExportPlan>, SettingsError> {
+        Self::resolve_signal(cfg, Signal::Traces, env)
+    }
+
+    /// The metrics plan, or None when metrics are not exported over OTLP
+    /// (the default); an error when they are asked for with no endpoint.
+    pub fn resolve_metrics(
+        cfg: &TelemetryConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<ExportPlan>, SettingsError> {
+        let var = |k: &str| env(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let wanted = match cfg.otlp_metrics {
+            Some(on) => on,
+            // A list in the spec (`otlp,console`): otlp anywhere in it.
+            None => var("OTEL_METRICS_EXPORTER").is_some_and(|v| v.split(',').any(|e| e.trim() == "otlp")),
+        };
+        if !wanted {
+            return Ok(None);
+        }
+        let plan = Self::resolve_signal(cfg, Signal::Metrics, env)?;
+        if plan.is_none() && !var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            let var = if cfg.otlp_metrics.is_some() { "telemetry.otlp_metrics" } else { "OTEL_METRICS_EXPORTER" };
+            return Err(SettingsError {
+                var,
+                reason: "OTLP metrics need telemetry.otlp_endpoint or OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT".into(),
+            });
+        }
+        Ok(plan)
+    }
+
+    fn resolve_signal(
+        cfg: &TelemetryConfig,
+        signal: Signal,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<ExportPlan>, SettingsError> {
         let var = |k: &str| env(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
-            || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"))
+            || (signal == Signal::Traces && var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none")))
         {
             return Ok(None);
         }
+        let (protocol_var, endpoint_var) = signal.vars();
+        let path = signal.path();
         let mut protocol = cfg.otlp_protocol;
-        for v in ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] {
+        for v in [protocol_var, "OTEL_EXPORTER_OTLP_PROTOCOL"] {
             match (protocol, var(v)) {
                 (None, Some(p)) if p == "grpc" => protocol = Some(Protocol::Grpc),
                 (None, Some(p)) if p == "http/protobuf" => protocol = Some(Protocol::HttpProtobuf),
@@ -210,18 +285,25 @@ impl ExportPlan {
             }
         }
         let protocol = protocol.unwrap_or(Protocol::HttpProtobuf);
+        // A URL already ending in the signal's path is used as is; one
+        // ending in the other signal's path is the traces' setting: the
+        // path is swapped, so one `otlp_endpoint` serves both.
         let endpoint = cfg.otlp_endpoint.as_deref().map(str::trim).map(|e| match protocol {
-            Protocol::HttpProtobuf if !e.trim_end_matches('/').ends_with(TRACES_PATH) => {
-                format!("{}{TRACES_PATH}", e.trim_end_matches('/'))
+            Protocol::HttpProtobuf => {
+                let base = e.trim_end_matches('/');
+                let base = [Signal::Traces.path(), Signal::Metrics.path()]
+                    .into_iter()
+                    .find_map(|p| base.strip_suffix(p))
+                    .unwrap_or(base);
+                format!("{base}{path}")
             }
-            _ => e.to_string(),
+            Protocol::Grpc => e.to_string(),
         });
         let target = match &endpoint {
             Some(e) => e.clone(),
             None => {
-                let Some((v, e)) = ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
-                    .into_iter()
-                    .find_map(|v| var(v).map(|e| (v, e)))
+                let Some((v, e)) =
+                    [endpoint_var, "OTEL_EXPORTER_OTLP_ENDPOINT"].into_iter().find_map(|v| var(v).map(|e| (v, e)))
                 else {
                     return Ok(None);
                 };
@@ -230,7 +312,7 @@ impl ExportPlan {
                 // What the exporter makes of it (the base variable gets the path over HTTP).
                 match protocol {
                     Protocol::HttpProtobuf if v == "OTEL_EXPORTER_OTLP_ENDPOINT" => {
-                        format!("{}{TRACES_PATH}", e.trim_end_matches('/'))
+                        format!("{}{path}", e.trim_end_matches('/'))
                     }
                     _ => e,
                 }
@@ -305,6 +387,52 @@ mod tests {
         assert!(e.reason.contains("grpc"), "{e}");
     }
 
+    fn metrics_plan(cfg: &TelemetryConfig, pairs: &[(&str, &str)]) -> Result<Option<ExportPlan>, SettingsError> {
+        let m: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        ExportPlan::resolve_metrics(cfg, &|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn metrics_are_off_by_default_and_share_the_endpoint() {
+        let cfg = TelemetryConfig { otlp_endpoint: Some("http://c:4318/v1/traces".into()), ..Default::default() };
+        assert_eq!(metrics_plan(&cfg, &[]), Ok(None), "an endpoint alone exports traces only");
+        let on = TelemetryConfig { otlp_metrics: Some(true), ..cfg.clone() };
+        let p = metrics_plan(&on, &[]).unwrap().unwrap();
+        assert_eq!(p.endpoint.as_deref(), Some("http://c:4318/v1/metrics"), "the signal's path replaces the traces'");
+        assert_eq!(p.target, "OTLP/HTTP to http://c:4318/v1/metrics");
+        let p = metrics_plan(&cfg, &[("OTEL_METRICS_EXPORTER", "console, otlp")]).unwrap().unwrap();
+        assert_eq!(p.protocol, Protocol::HttpProtobuf);
+        let off = TelemetryConfig { otlp_metrics: Some(false), ..cfg.clone() };
+        assert_eq!(metrics_plan(&off, &[("OTEL_METRICS_EXPORTER", "otlp")]), Ok(None), "the config wins");
+        assert_eq!(metrics_plan(&on, &[("OTEL_SDK_DISABLED", "true")]), Ok(None));
+        // The metrics variables, not the traces' ones.
+        let p = metrics_plan(
+            &TelemetryConfig { otlp_metrics: Some(true), ..Default::default() },
+            &[
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1"),
+                ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://m:4317"),
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc"),
+            ],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((p.protocol, p.endpoint, p.target.as_str()), (Protocol::Grpc, None, "OTLP/gRPC to http://m:4317"));
+        let p = metrics_plan(
+            &TelemetryConfig { otlp_metrics: Some(true), ..Default::default() },
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/")],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(p.target, "OTLP/HTTP to http://c:4318/v1/metrics");
+        // Asked for with nowhere to go: an error that says where to set it.
+        let e = metrics_plan(&TelemetryConfig { otlp_metrics: Some(true), ..Default::default() }, &[]).unwrap_err();
+        assert_eq!(e.var, "telemetry.otlp_metrics");
+        assert!(e.reason.contains("otlp_endpoint"), "{e}");
+        let e = metrics_plan(&TelemetryConfig::default(), &[("OTEL_METRICS_EXPORTER", "otlp")]).unwrap_err();
+        assert_eq!(e.var, "OTEL_METRICS_EXPORTER");
+    }
+
     #[test]
     fn bad_values_name_their_source() {
         let e = plan(&TelemetryConfig::default(), &[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")]).unwrap_err();
@@ -318,6 +446,7 @@ mod tests {
             trace_sample_ratio: Some(1.5),
             trace_filter: "=[".into(),
             trace_export_interval: Some(Duration::ZERO),
+            metrics_export_interval: Some(Duration::ZERO),
             ..Default::default()
         };
         bad.validate(&mut problems);
@@ -327,9 +456,14 @@ mod tests {
         TelemetryConfig { trace_filter: "sd_upstream_re\u{7e6}=info".into(), ..Default::default() }.validate(&mut p2);
         assert!(p2.iter().any(|p| p.contains("trace_filter") && p.contains("ASCII")), "{p2:?}");
         let all = problems.join("\n");
-        for want in
-            ["otlp_endpoint", "otlp_headers.bad header", "trace_sample_ratio", "trace_filter", "trace_export_interval"]
-        {
+        for want in [
+            "otlp_endpoint",
+            "otlp_headers.bad header",
+            "trace_sample_ratio",
+            "trace_filter",
+            "trace_export_interval",
+            "metrics_export_interval",
+        ] {
             assert!(all.contains(want), "{want} missing from:\n{all}");
         }
         let mut none = Vec::new();

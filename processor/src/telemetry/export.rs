@@ -30,7 +30,7 @@ pub(super) struct Counts {
     queued: AtomicUsize,
     /// In the export under way.
     exporting: AtomicUsize,
-    /// Spans the collector refused in the last accepted request (OTLP partial success; HTTP only).
+    /// Spans the collector refused in the last accepted request (OTLP partial success).
     rejected_last: AtomicU64,
     sent: AtomicU64,
     rejected: AtomicU64,
@@ -252,4 +252,64 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = c.source();
     }
     s
+}
+
+/// What the gRPC exporter reports only in its internal log events
+/// (`opentelemetry-otlp`'s `otel_*!` macros, emitted through `tracing`):
+/// the collector's partial success (rejected spans) and each retry. Over
+/// HTTP, [`HyperClient`] sees the responses itself. The event names are the
+/// exporter's (0.33); tests/tests/otlp_grpc.rs pins them.
+pub(super) struct GrpcEvents {
+    pub(super) counts: Arc<Counts>,
+}
+
+/// The fields of one exporter event that matter here.
+#[derive(Default)]
+struct EventFields {
+    operation: String,
+    rejected_spans: i64,
+}
+
+impl tracing::field::Visit for EventFields {
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        if field.name() == "rejected_spans" {
+            self.rejected_spans = value;
+        }
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.record_i64(field, i64::try_from(value).unwrap_or(i64::MAX));
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "operation" {
+            self.operation = value.to_string();
+        }
+    }
+
+    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+}
+
+impl GrpcEvents {
+    /// Only the exporter's own events reach the layer.
+    pub(super) fn wanted(meta: &tracing::Metadata<'_>) -> bool {
+        meta.is_event() && meta.target() == "opentelemetry-otlp"
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for GrpcEvents {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let name = event.metadata().name();
+        let mut f = EventFields::default();
+        event.record(&mut f);
+        match name {
+            "TonicTracesClient.PartialSuccess" => {
+                self.counts.rejected_last.store(f.rejected_spans.max(0) as u64, Ordering::SeqCst);
+            }
+            // The retry loop names the call; the HTTP ones are counted by HyperClient.
+            "Export.InProgress.Retrying" if f.operation.starts_with("Tonic") => HyperClient::retry("grpc_retryable"),
+            "Export.InProgress.Throttled" if f.operation.starts_with("Tonic") => HyperClient::retry("throttled"),
+            _ => {}
+        }
+    }
 }

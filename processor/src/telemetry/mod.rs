@@ -1,4 +1,5 @@
-//! Logs and traces (metrics live in [`crate::metrics`]).
+//! Logs, traces, and the optional OTLP export of the metrics (which live in
+//! [`crate::metrics`]).
 //!
 //! Traces are the OpenTelemetry project's own pipeline: `tracing` spans go
 //! through `tracing-opentelemetry` into the `opentelemetry_sdk` tracer
@@ -7,9 +8,11 @@
 //! reads the `OTEL_*` variables. trailwatch keeps only:
 //!
 //! - [`config`]: the `[telemetry]` keys, and whether and over which
-//!   transport traces are exported;
+//!   transport traces and metrics are exported;
 //! - `export`: the counters (`trailwatch_otlp_*`, [`ExportReport`]), the
-//!   tokio runtime the exporter runs on and its hyper + rustls HTTP client.
+//!   tokio runtime the exporter runs on and its hyper + rustls HTTP client;
+//! - `otlp_metrics`: the Prometheus registry bridged to the SDK's meter
+//!   provider and OTLP metric exporter (`telemetry.otlp_metrics`, off by default).
 //!
 //! The pipeline's spans: `source_batch` (a source reading and decoding one
 //! batch) is the root of a batch's trace; `detector_batch` (rules over it)
@@ -19,6 +22,7 @@
 
 pub mod config;
 mod export;
+mod otlp_metrics;
 
 use std::sync::Arc;
 
@@ -31,7 +35,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-pub use config::{Compression, ExportPlan, LogFormat, Protocol, SettingsError, TelemetryConfig, TraceIdFormat};
+pub use config::{Compression, ExportPlan, LogFormat, Protocol, SettingsError, Signal, TelemetryConfig, TraceIdFormat};
 
 /// Where a span sits in its trace: enough to parent work done elsewhere
 /// (another thread, after a channel) under it.
@@ -112,7 +116,8 @@ pub struct ExportReport {
     /// Accepted by the collector.
     pub sent: u64,
     /// Accepted in a request but rejected by the collector (OTLP partial
-    /// success; seen over HTTP only: the gRPC exporter does not expose it).
+    /// success: over HTTP from the response, over gRPC from the exporter's
+    /// own event).
     pub rejected: u64,
     /// In an export that failed (a permanent error, or retries ran out).
     pub failed: u64,
@@ -122,34 +127,64 @@ pub struct ExportReport {
 
 struct Export {
     provider: SdkTracerProvider,
-    runtime: tokio::runtime::Runtime,
     counts: Arc<export::Counts>,
 }
 
-/// Logs, plus trace export when configured; [`Telemetry::shutdown`]
-/// flushes the traces at exit.
+/// Logs, plus trace and metrics export when configured;
+/// [`Telemetry::shutdown`] flushes them at exit.
 pub struct Telemetry {
     export: Option<Export>,
+    metrics: Option<otlp_metrics::MetricsExport>,
+    /// The exporters' runtime (either export on).
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Telemetry {
     /// Installs the process-wide subscriber: logs as `[telemetry]` says,
     /// and the OpenTelemetry layer when an endpoint is configured.
     pub fn init(cfg: &TelemetryConfig, log_level: &str) -> Result<Telemetry, TelemetryError> {
-        let Some(plan) = ExportPlan::resolve(cfg, &|k| std::env::var(k).ok())? else {
+        let env = |k: &str| std::env::var(k).ok();
+        let traces = ExportPlan::resolve(cfg, &env)?;
+        let metrics = ExportPlan::resolve_metrics(cfg, &env)?;
+        if traces.is_none() && metrics.is_none() {
             init_logging(log_level, cfg.log_format);
-            return Ok(Telemetry { export: None });
-        };
-        let filter = parse_filter(&cfg.trace_filter).map_err(TelemetryError::Filter)?;
+            return Ok(Telemetry { export: None, metrics: None, runtime: None });
+        }
         let start = |e: &dyn std::fmt::Display| TelemetryError::Start(e.to_string());
-        // Its own runtime: tonic and hyper need tokio, the SDK's batch
-        // thread has none, and `run` starts its runtime later.
+        // Its own runtime: tonic and hyper need tokio, the SDK's batch and
+        // reader threads have none, and `run` starts its runtime later.
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("trailwatch-otlp")
             .enable_all()
             .build()
             .map_err(|e| start(&e))?;
+        let resource = resource(cfg);
+        let metrics = match metrics {
+            None => None,
+            Some(plan) => {
+                let exporter = {
+                    let _in_runtime = runtime.enter();
+                    otlp_metric_exporter(cfg, &plan)?
+                };
+                let families = &crate::metrics::get().families;
+                let export = otlp_metrics::start(
+                    families,
+                    exporter,
+                    runtime.handle().clone(),
+                    cfg.metrics_export_interval,
+                    resource.clone(),
+                );
+                Some((export, plan.target))
+            }
+        };
+        let Some(plan) = traces else {
+            init_logging(log_level, cfg.log_format);
+            let (metrics, target) = metrics.expect("one of them is on");
+            tracing::info!(%target, "exporting metrics");
+            return Ok(Telemetry { export: None, metrics: Some(metrics), runtime: Some(runtime) });
+        };
+        let filter = parse_filter(&cfg.trace_filter).map_err(TelemetryError::Filter)?;
         let counts = Arc::new(export::Counts::default());
         let exporter = {
             let _in_runtime = runtime.enter();
@@ -173,7 +208,7 @@ impl Telemetry {
             capacity: cfg.trace_queue_size.get(),
             dropped_full: crate::metrics::get().otlp_spans_dropped.with_label_values(&["queue_full"]),
         };
-        let mut provider = SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource(cfg));
+        let mut provider = SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource);
         if let Some(ratio) = cfg.trace_sample_ratio {
             provider = provider.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))));
         }
@@ -186,13 +221,24 @@ impl Telemetry {
             .with_tracer(provider.tracer_with_scope(scope))
             .with_threads(false)
             .with_filter(filter);
+        let grpc_events = export::GrpcEvents { counts: Arc::clone(&counts) }
+            .with_filter(tracing_subscriber::filter::filter_fn(export::GrpcEvents::wanted));
         tracing_subscriber::registry()
             .with(log_layer(log_level, cfg.log_format))
             .with(layer)
+            .with(grpc_events)
             .try_init()
             .map_err(|_| TelemetryError::AlreadyInstalled)?;
         tracing::info!(target = %plan.target, "exporting traces");
-        Ok(Telemetry { export: Some(Export { provider, runtime, counts }) })
+        let metrics = metrics.map(|(m, target)| {
+            tracing::info!(%target, "exporting metrics");
+            m
+        });
+        Ok(Telemetry { export: Some(Export { provider, counts }), metrics, runtime: Some(runtime) })
+    }
+
+    pub fn exports_metrics(&self) -> bool {
+        self.metrics.is_some()
     }
 
     pub fn exports_traces(&self) -> bool {
@@ -203,13 +249,24 @@ impl Telemetry {
     /// what is left then is counted as dropped. Call it outside async code
     /// (it blocks), e.g. in `spawn_blocking`.
     pub fn shutdown(self, deadline: std::time::Instant) -> ExportReport {
-        let Some(e) = self.export else { return ExportReport::default() };
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let in_time = e.provider.shutdown_with_timeout(left).is_ok();
-        let report = e.counts.close(in_time);
-        e.runtime.shutdown_background();
-        if report.dropped > 0 {
-            tracing::warn!(dropped = report.dropped, "OTLP: spans dropped (queue full, or the shutdown deadline)");
+        let mut report = ExportReport::default();
+        if let Some(e) = self.export {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let in_time = e.provider.shutdown_with_timeout(left).is_ok();
+            report = e.counts.close(in_time);
+            if report.dropped > 0 {
+                tracing::warn!(dropped = report.dropped, "OTLP: spans dropped (queue full, or the shutdown deadline)");
+            }
+        }
+        // After the traces: the last export has the final span counts. The
+        // SDK exports once more at shutdown and waits 5s at most for it.
+        if let Some(m) = self.metrics {
+            if let Err(e) = m.provider.shutdown() {
+                tracing::warn!("OTLP metrics: the final export did not complete: {e}");
+            }
+        }
+        if let Some(rt) = self.runtime {
+            rt.shutdown_background();
         }
         report
     }
@@ -245,15 +302,7 @@ fn otlp_exporter(
             b.build()
         }
         Protocol::Grpc => {
-            let mut metadata = tonic::metadata::MetadataMap::new();
-            for (k, v) in &cfg.otlp_headers {
-                // Checked at start-up (validate); gRPC metadata keys are lower case.
-                let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes());
-                if let (Ok(key), Ok(value)) = (key, v.parse()) {
-                    metadata.insert(key, value);
-                }
-            }
-            let mut b = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_metadata(metadata);
+            let mut b = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_metadata(metadata(cfg));
             if let Some(e) = &plan.endpoint {
                 b = b.with_endpoint(e);
             }
@@ -267,6 +316,63 @@ fn otlp_exporter(
         }
     };
     built.map_err(|e| start(&e))
+}
+
+fn otlp_metric_exporter(
+    cfg: &TelemetryConfig,
+    plan: &ExportPlan,
+) -> Result<opentelemetry_otlp::MetricExporter, TelemetryError> {
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+    let start = |e: &dyn std::fmt::Display| TelemetryError::Start(e.to_string());
+    let gzip = (cfg.otlp_compression == Some(Compression::Gzip)).then_some(opentelemetry_otlp::Compression::Gzip);
+    let built = match plan.protocol {
+        Protocol::HttpProtobuf => {
+            let timeout = cfg.otlp_timeout.unwrap_or(std::time::Duration::from_secs(10));
+            // Its own counts: the traces' partial-success count is about spans.
+            let client = export::HyperClient::new(timeout, Arc::default()).map_err(|e| start(&e))?;
+            let mut b = opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_http_client(client)
+                .with_headers(cfg.otlp_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+            if let Some(e) = &plan.endpoint {
+                b = b.with_endpoint(e);
+            }
+            if let Some(t) = cfg.otlp_timeout {
+                b = b.with_timeout(t);
+            }
+            if let Some(c) = gzip {
+                b = b.with_compression(c);
+            }
+            b.build()
+        }
+        Protocol::Grpc => {
+            let mut b = opentelemetry_otlp::MetricExporter::builder().with_tonic().with_metadata(metadata(cfg));
+            if let Some(e) = &plan.endpoint {
+                b = b.with_endpoint(e);
+            }
+            if let Some(t) = cfg.otlp_timeout {
+                b = b.with_timeout(t);
+            }
+            if let Some(c) = gzip {
+                b = b.with_compression(c);
+            }
+            b.build()
+        }
+    };
+    built.map_err(|e| start(&e))
+}
+
+/// `otlp_headers` as gRPC metadata.
+fn metadata(cfg: &TelemetryConfig) -> tonic::metadata::MetadataMap {
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    for (k, v) in &cfg.otlp_headers {
+        // Checked at start-up (validate); gRPC metadata keys are lower case.
+        let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes());
+        if let (Ok(key), Ok(value)) = (key, v.parse()) {
+            metadata.insert(key, value);
+        }
+    }
+    metadata
 }
 
 /// The SDK's resource (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES,

@@ -1,9 +1,9 @@
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_config::sts::AssumeRoleProvider;
@@ -12,12 +12,19 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{parquet, SecurityLakeSinkConfig};
+use crate::backoff::Backoff;
 use crate::evaluate::Finding;
 use crate::findings::ocsf;
 use crate::sinks::{Sink, SinkContext, SinkError};
 
-/// How often the uploader retries staged files after a failed upload.
-const RETRY_EVERY: Duration = Duration::from_secs(30);
+/// Between retries of staged files after a failed upload: from 1 s (a
+/// blip) growing to 30 s (an outage), so recovery is quick but S3 is not
+/// hammered.
+const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+
+/// How often the uploader looks for journals that reached `roll_age`: a
+/// quiet partition is rolled on time even when no commit comes.
+const AGE_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// A partition: region, account, event day (YYYYMMDD).
 type PartKey = (String, String, String);
@@ -37,17 +44,107 @@ struct Shared {
     prefix: String,
     client: aws_sdk_s3::Client,
     healthy: AtomicBool,
+    /// /readyz, set by the uploader as uploads fail and recover (also
+    /// between commits, when the sink stage does not ask).
+    health: Arc<crate::health::Health>,
+    roll_bytes: u64,
+    roll_age_ms: i64,
+    /// The open journals, by partition: appended to by the sink's commits,
+    /// taken by a roll (the sink's, or the uploader's age check).
+    journals: Mutex<HashMap<PartKey, Journal>>,
+    seq: AtomicU64,
+}
+
+impl Shared {
+    fn set_healthy(&self, ok: bool) {
+        self.healthy.store(ok, Ordering::Relaxed);
+        self.health.set_sink(&self.name, ok);
+    }
+
+    fn new_journal(&self, key: &PartKey) -> Journal {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let created_ms = now_ms();
+        let file =
+            format!("open_{}_{}_{}_{created_ms}-{seq}-{:08x}.ndjson", key.0, key.1, key.2, rand::random::<u32>());
+        Journal { path: self.dir.join(file), created_ms, bytes: 0 }
+    }
+
+    /// Takes the journals due for a roll (`all`: every one) out of the map.
+    fn take_due(journals: &mut HashMap<PartKey, Journal>, roll_age_ms: i64, all: bool) -> Vec<PathBuf> {
+        let now = now_ms();
+        let due: Vec<PartKey> =
+            journals.iter().filter(|(_, j)| all || now - j.created_ms >= roll_age_ms).map(|(k, _)| k.clone()).collect();
+        due.into_iter().filter_map(|k| journals.remove(&k)).map(|j| j.path).collect()
+    }
+
+    /// Appends each partition's rows to its journal and syncs it. A journal
+    /// that reaches `roll_bytes` is closed at a row boundary and a new one
+    /// started, so a big commit still makes files of about `roll_bytes`.
+    /// Returns the rows staged and the journals closed (to be rolled).
+    fn append(&self, pending: HashMap<PartKey, (Vec<u8>, usize)>) -> Result<(usize, Vec<PathBuf>), SinkError> {
+        // Held while writing: a roll never takes a journal half-appended.
+        let mut journals = self.journals.lock().unwrap_or_else(|e| e.into_inner());
+        let mut closed = Vec::new();
+        let mut created = false;
+        let mut total = 0;
+        for (key, (buf, rows)) in pending {
+            total += rows;
+            let mut rest: &[u8] = &buf;
+            while !rest.is_empty() {
+                let j = journals.entry(key.clone()).or_insert_with(|| self.new_journal(&key));
+                let take = rows_fitting(rest, self.roll_bytes.saturating_sub(j.bytes), j.bytes == 0);
+                if take > 0 {
+                    created |= j.bytes == 0;
+                    let mut f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&j.path)
+                        .map_err(io_err(format!("cannot open {}", j.path.display())))?;
+                    f.write_all(&rest[..take]).map_err(io_err(format!("cannot write {}", j.path.display())))?;
+                    f.sync_data().map_err(io_err(format!("cannot sync {}", j.path.display())))?;
+                    j.bytes += take as u64;
+                    rest = &rest[take..];
+                }
+                if j.bytes >= self.roll_bytes || take == 0 {
+                    closed.extend(journals.remove(&key).map(|j| j.path));
+                }
+            }
+        }
+        if created {
+            sync_dir(&self.dir).map_err(io_err(format!("cannot sync {}", self.dir.display())))?;
+        }
+        Ok((total, closed))
+    }
+}
+
+/// Bytes of whole rows (newline-terminated) at the start of `buf` that fit
+/// in `room`; at least one row when `first` (an empty journal takes any row).
+fn rows_fitting(buf: &[u8], room: u64, first: bool) -> usize {
+    let mut end = 0;
+    for (i, b) in buf.iter().enumerate() {
+        if *b == b'\n' {
+            if (i + 1) as u64 > room {
+                if end == 0 && first {
+                    return i + 1;
+                }
+                break;
+            }
+            end = i + 1;
+        }
+    }
+    if end == 0 && first {
+        buf.len()
+    } else {
+        end
+    }
 }
 
 /// OCSF Detection Findings as Parquet objects in a Security Lake custom
 /// source's partitions (see the module docs for the commit protocol).
 pub struct SecurityLakeSink {
     shared: Arc<Shared>,
-    cfg: SecurityLakeSinkConfig,
     default_region: String,
-    journals: HashMap<PartKey, Journal>,
     pending: HashMap<PartKey, (Vec<u8>, usize)>,
-    seq: u64,
     roll_tx: Option<mpsc::UnboundedSender<PathBuf>>,
     uploader: Option<JoinHandle<()>>,
 }
@@ -109,6 +206,11 @@ impl SecurityLakeSink {
             prefix: cfg.key_prefix(),
             client: aws_sdk_s3::Client::from_conf(b.build()),
             healthy: AtomicBool::new(true),
+            health: Arc::clone(&ctx.health),
+            roll_bytes: cfg.roll_bytes,
+            roll_age_ms: cfg.roll_age.as_millis() as i64,
+            journals: Mutex::new(HashMap::new()),
+            seq: AtomicU64::new(0),
         });
         // What an earlier run left: journals are rolled now (their findings
         // were committed), half-written files are dropped (their journal is
@@ -136,11 +238,8 @@ impl SecurityLakeSink {
         let uploader = tokio::spawn(upload_loop(shared.clone(), rx));
         Ok(SecurityLakeSink {
             shared,
-            cfg: cfg.clone(),
             default_region,
-            journals: HashMap::new(),
             pending: HashMap::new(),
-            seq: 0,
             roll_tx: Some(tx),
             uploader: Some(uploader),
         })
@@ -156,74 +255,41 @@ impl SecurityLakeSink {
             .cloned()
             .unwrap_or_else(|| self.default_region.clone());
         let account = row.pointer("/cloud/account/uid").and_then(Value::as_str).unwrap_or(&a.aws_account_id);
+        // The finding's time, not its events' (see the module docs for why).
         (clean(&region), clean(account), event_day(parquet::row_time(row)))
     }
 
-    /// Appends the pending rows to their journals and syncs them.
+    /// Appends the pending rows to their journals and syncs them; hands
+    /// the journals that filled up to the uploader.
     async fn stage(&mut self) -> Result<(), SinkError> {
         if self.pending.is_empty() {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
-        let mut work = Vec::with_capacity(pending.len());
-        for (key, (buf, rows)) in pending {
-            let j = self.journals.entry(key.clone()).or_insert_with(|| {
-                self.seq += 1;
-                let created_ms = now_ms();
-                let file = format!(
-                    "open_{}_{}_{}_{created_ms}-{}-{:08x}.ndjson",
-                    key.0,
-                    key.1,
-                    key.2,
-                    self.seq,
-                    rand::random::<u32>()
-                );
-                Journal { path: self.shared.dir.join(file), created_ms, bytes: 0 }
-            });
-            j.bytes += buf.len() as u64;
-            work.push((j.path.clone(), buf, rows));
-        }
-        let dir = self.shared.dir.clone();
-        let staged = tokio::task::spawn_blocking(move || -> Result<usize, SinkError> {
-            let mut rows_total = 0;
-            let mut created = false;
-            for (path, buf, rows) in work {
-                created |= !path.exists();
-                let mut f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .map_err(io_err(format!("cannot open {}", path.display())))?;
-                f.write_all(&buf).map_err(io_err(format!("cannot write {}", path.display())))?;
-                f.sync_data().map_err(io_err(format!("cannot sync {}", path.display())))?;
-                rows_total += rows;
-            }
-            if created {
-                sync_dir(&dir).map_err(io_err(format!("cannot sync {}", dir.display())))?;
-            }
-            Ok(rows_total)
-        })
-        .await
-        .map_err(|e| SinkError::Unavailable(format!("staging task failed: {e}")))??;
+        let shared = self.shared.clone();
+        let (staged, closed) = tokio::task::spawn_blocking(move || shared.append(pending))
+            .await
+            .map_err(|e| SinkError::Unavailable(format!("staging task failed: {e}")))??;
+        self.send_to_uploader(closed);
         let m = crate::metrics::get();
         m.sink_findings.with_label_values(&[&self.shared.name, "spooled"]).inc_by(staged as u64);
         Ok(())
     }
 
-    /// Hands the journals that are big or old enough to the uploader
-    /// (`all`: every journal, at the end of the run).
+    /// Hands the journals that are old enough to the uploader (`all`:
+    /// every journal, at the end of the run).
     fn roll(&mut self, all: bool) {
-        let now = now_ms();
-        let age_ms = self.cfg.roll_age.as_millis() as i64;
-        let due: Vec<PartKey> = self
-            .journals
-            .iter()
-            .filter(|(_, j)| all || j.bytes >= self.cfg.roll_bytes || now - j.created_ms >= age_ms)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in due {
-            if let (Some(j), Some(tx)) = (self.journals.remove(&k), &self.roll_tx) {
-                let _ = tx.send(j.path);
+        let due = {
+            let mut journals = self.shared.journals.lock().unwrap_or_else(|e| e.into_inner());
+            Shared::take_due(&mut journals, self.shared.roll_age_ms, all)
+        };
+        self.send_to_uploader(due);
+    }
+
+    fn send_to_uploader(&self, journals: Vec<PathBuf>) {
+        if let Some(tx) = &self.roll_tx {
+            for p in journals {
+                let _ = tx.send(p);
             }
         }
     }
@@ -268,12 +334,17 @@ impl Sink for SecurityLakeSink {
     }
 }
 
-/// Rolls the journals it is handed into Parquet files and uploads every
-/// finished file in the staging directory; retries failed uploads.
+/// Rolls the journals it is handed, and those that reached `roll_age`,
+/// into Parquet files and uploads every finished file in the staging
+/// directory; retries failed uploads with backoff.
 async fn upload_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<PathBuf>) {
-    upload_ready(&shared).await;
+    let mut failures = 0u32;
+    let mut retry_at = (!upload_ready(&shared).await).then(|| Instant::now() + RETRY.equal_jitter(0));
+    if retry_at.is_some() {
+        failures = 1;
+    }
     loop {
-        let next = tokio::time::timeout(RETRY_EVERY, rx.recv()).await;
+        let next = tokio::time::timeout(AGE_CHECK_EVERY, rx.recv()).await;
         let closed = matches!(next, Ok(None));
         let mut batch = Vec::new();
         if let Ok(Some(p)) = next {
@@ -282,6 +353,19 @@ async fn upload_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<PathBu
         while let Ok(p) = rx.try_recv() {
             batch.push(p);
         }
+        // Quiet partitions: no commit comes to roll them. try_lock: a
+        // commit appending now holds the lock; the next tick sees them.
+        {
+            let journals = match shared.journals.try_lock() {
+                Ok(j) => Some(j),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut journals) = journals {
+                batch.extend(Shared::take_due(&mut journals, shared.roll_age_ms, false));
+            }
+        }
+        let new_files = !batch.is_empty();
         for journal in batch {
             let s = shared.clone();
             let j = journal.clone();
@@ -293,7 +377,16 @@ async fn upload_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<PathBu
                 Err(e) => tracing::error!(sink = %shared.name, "encoding task failed: {e}"),
             }
         }
-        upload_ready(&shared).await;
+        let retry_due = retry_at.is_some_and(|t| Instant::now() >= t);
+        if new_files || retry_due || closed {
+            if upload_ready(&shared).await {
+                failures = 0;
+                retry_at = None;
+            } else {
+                retry_at = Some(Instant::now() + RETRY.equal_jitter(failures));
+                failures = failures.saturating_add(1);
+            }
+        }
         if closed {
             return;
         }
@@ -333,7 +426,8 @@ fn encode(dir: &Path, journal: &Path) -> Result<(), String> {
 }
 
 /// Uploads the finished files, oldest first; stops at the first failure.
-async fn upload_ready(shared: &Shared) {
+/// Returns false when an upload failed (the file stays staged).
+async fn upload_ready(shared: &Shared) -> bool {
     let mut ready: Vec<(String, PathBuf)> = match std::fs::read_dir(&shared.dir) {
         Ok(rd) => rd
             .flatten()
@@ -342,7 +436,7 @@ async fn upload_ready(shared: &Shared) {
             .collect(),
         Err(e) => {
             tracing::error!(sink = %shared.name, "cannot read {}: {e}", shared.dir.display());
-            return;
+            return false;
         }
     };
     ready.sort();
@@ -381,7 +475,7 @@ async fn upload_ready(shared: &Shared) {
                 m.security_lake_rows.with_label_values(&[&shared.name]).inc_by(rows);
                 m.security_lake_bytes.with_label_values(&[&shared.name]).inc_by(bytes);
                 m.sink_findings.with_label_values(&[&shared.name, "sent"]).inc_by(rows);
-                shared.healthy.store(true, Ordering::Relaxed);
+                shared.set_healthy(true);
                 tracing::info!(sink = %shared.name, key, rows, bytes, "Parquet file uploaded to Security Lake");
                 if let Err(e) = std::fs::remove_file(&path) {
                     tracing::warn!(sink = %shared.name, file = %path.display(), "cannot remove uploaded file: {e}");
@@ -389,13 +483,14 @@ async fn upload_ready(shared: &Shared) {
             }
             Err(e) => {
                 m.security_lake_upload_errors.with_label_values(&[&shared.name]).inc();
-                shared.healthy.store(false, Ordering::Relaxed);
+                shared.set_healthy(false);
                 tracing::warn!(sink = %shared.name, key, "upload failed, the file stays staged and is retried: {}",
                     crate::aws::error_text(&e));
-                return;
+                return false;
             }
         }
     }
+    true
 }
 
 #[cfg(test)]
@@ -408,5 +503,16 @@ mod tests {
         assert_eq!(clean("12_3/4"), "12-3-4");
         assert_eq!(clean(""), "unknown");
         assert_eq!(event_day(1_767_225_600_000), "20260101");
+    }
+
+    #[test]
+    fn a_journal_takes_whole_rows_up_to_its_room() {
+        let buf = b"aaaa\nbbbb\ncc\n";
+        assert_eq!(rows_fitting(buf, 100, false), buf.len());
+        assert_eq!(rows_fitting(buf, 10, false), 10);
+        assert_eq!(rows_fitting(buf, 9, false), 5);
+        assert_eq!(rows_fitting(buf, 4, false), 0, "no room for a whole row: roll first");
+        assert_eq!(rows_fitting(buf, 4, true), 5, "an empty journal takes an oversized row");
+        assert_eq!(rows_fitting(buf, 0, true), 5);
     }
 }
