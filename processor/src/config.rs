@@ -34,6 +34,9 @@ pub struct Config {
     pub service: ServiceConfig,
     /// Inputs, by name (`[sources.<name>]`, each with a `type`).
     pub sources: BTreeMap<String, SourceConfig>,
+    /// With `coordination = "leases"`: the stream that correlations not
+    /// grouped by the partition key run on (`crate::rekey`).
+    pub rekey: crate::rekey::RekeyConfig,
     /// Where checkpoints and window state are committed.
     pub checkpoints: CheckpointsConfig,
     /// Outputs, by name (`[sinks.<name>]`, each with a `type`); none = ASFF JSON lines on stdout.
@@ -494,6 +497,7 @@ impl Config {
         let leased = self.sources.values().any(|s| {
             matches!(s, crate::sources::SourceConfig::Kinesis(k) if k.coordination == crate::sources::kinesis::Coordination::Leases)
         });
+        self.rekey.validate(&self.sources, &mut problems);
         if leased && self.checkpoints.store == StoreKind::Dynamodb {
             problems.push(
                 "checkpoints.store = \"dynamodb\" lets one instance own every checkpoint; with coordination = \"leases\" \

@@ -258,6 +258,39 @@ impl Evaluator {
         std::mem::swap(&mut self.det, other);
     }
 
+    /// The detection rules the last event evaluated matched (the
+    /// re-keying stage puts matches of some on another stream).
+    pub fn last_matches(&self) -> &[u32] {
+        self.det.last_matches()
+    }
+
+    /// The first value of each of `fields` in the last event evaluated
+    /// (`json` must be its text); None when one is missing.
+    pub fn read_fields<'a>(&'a self, json: &'a str, fields: &[u32]) -> Option<Vec<&'a str>> {
+        self.set.read_fields(json, &self.scratch, fields)
+    }
+
+    /// The event time (epoch ms; CloudTrail `eventTime`, else EventBridge
+    /// `time`) of the last event evaluated (`json` must be its text).
+    pub fn last_event_time(&self, json: &str) -> Option<i64> {
+        let m = &self.set.meta_fields;
+        [m.event_time, m.eb_time]
+            .iter()
+            .find_map(|f| self.set.read_fields(json, &self.scratch, std::slice::from_ref(f)))
+            .and_then(|v| v.into_iter().next())
+            .and_then(trailwatch_rules::detect::parse_rfc3339_ms)
+    }
+
+    /// The id (CloudTrail `eventID`, else EventBridge `id`) of the last
+    /// event evaluated (`json` must be its text).
+    pub fn last_event_id<'a>(&'a self, json: &'a str) -> Option<&'a str> {
+        let m = &self.set.meta_fields;
+        [m.event_id, m.eb_id]
+            .iter()
+            .find_map(|f| self.set.read_fields(json, &self.scratch, std::slice::from_ref(f)))
+            .and_then(|v| v.into_iter().next())
+    }
+
     pub fn stats(&self) -> EvalStats {
         let mut s = self.stats.clone();
         s.detector = self.det.stats();
@@ -410,12 +443,22 @@ impl Evaluator {
 
     /// Adds what changed since the last call to the Prometheus metrics.
     pub fn publish_metrics(&mut self) {
+        self.publish_rule_metrics(true);
+        self.publish_windows();
+    }
+
+    /// Only the rule counters of [`Evaluator::publish_metrics`] (matches,
+    /// and evaluations if `evaluations`): an evaluator whose windows are not
+    /// the service's main ones, or that evaluates events counted elsewhere.
+    pub fn publish_rule_metrics(&mut self, evaluations: bool) {
         let m = metrics::get();
         // Counted by the engine per rule (a plain add in its loop), added
         // here with the matches: once a second, not per event.
         let set = &self.set;
         self.scratch.drain_evaluations(|rule, n| {
-            m.rule_evaluations.with_label_values(&[set.rule(rule).meta.id.as_str()]).inc_by(n);
+            if evaluations {
+                m.rule_evaluations.with_label_values(&[set.rule(rule).meta.id.as_str()]).inc_by(n);
+            }
         });
         for (i, n) in self.rule_matches.iter_mut().enumerate() {
             if *n > 0 {
@@ -431,6 +474,10 @@ impl Evaluator {
                 *n = 0;
             }
         }
+    }
+
+    fn publish_windows(&mut self) {
+        let m = metrics::get();
         let s = self.det.stats();
         let p = &self.published;
         m.window_keys.set(s.keys as i64);

@@ -49,6 +49,13 @@ pub struct Metrics {
     /// Lease transitions: taken (free or expired), stolen (for balance),
     /// lost (taken by another instance), released (graceful shutdown).
     pub kinesis_lease_transitions: IntCounterVec,
+    /// Re-keying stage (`[rekey]`): rule matches put on the re-keyed stream.
+    pub rekey_published: IntCounter,
+    /// Re-keyed records not put, by reason (refused: retried; too_large:
+    /// dead-lettered) or not usable when read back (invalid: dead-lettered).
+    pub rekey_failed: IntCounterVec,
+    /// Re-keyed records read back and evaluated by their correlation.
+    pub rekey_received: IntCounter,
     pub sqs_oldest_message_age: GaugeVec,
     pub sqs_messages_poison: IntCounterVec,
     // Rules.
@@ -260,6 +267,22 @@ impl Metrics {
                 "trailwatch_kinesis_lease_transitions_total",
                 "Shard lease changes of this instance, by kind (taken, stolen, lost, released).",
                 &["source", "kind"],
+            ),
+            rekey_published: counter(
+                &r,
+                "trailwatch_rekey_records_published_total",
+                "Rule matches put on the re-keyed stream (PutRecords accepted).",
+            ),
+            rekey_failed: counter_vec(
+                &r,
+                "trailwatch_rekey_records_failed_total",
+                "Re-keyed records that failed, by reason (refused: PutRecords refused them, retried; too_large: dead-lettered; invalid: unusable when read back, dead-lettered).",
+                &["reason"],
+            ),
+            rekey_received: counter(
+                &r,
+                "trailwatch_rekey_records_received_total",
+                "Re-keyed records read back from the re-keyed stream and evaluated.",
             ),
             sqs_oldest_message_age: gauge_vec(
                 &r,

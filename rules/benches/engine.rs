@@ -10,6 +10,7 @@
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use trailwatch_rules::{CompileOptions, EventClass, RuleFile, RuleSet};
@@ -95,6 +96,13 @@ fn bench(c: &mut Criterion) {
         events.len(),
         bytes as f64 / events.len() as f64
     );
+    if std::env::var_os("TRAILWATCH_BENCH_STATS").is_some() {
+        stats(&set, &events);
+    }
+    if let Some(rounds) = std::env::var("TRAILWATCH_BENCH_CPU_ROUNDS").ok().and_then(|r| r.parse().ok()) {
+        cpu_rounds(&set, &events, rounds);
+        return;
+    }
     let mut g = c.benchmark_group("cloudtrail");
     g.throughput(Throughput::Elements(events.len() as u64));
     g.bench_function("serde_json_value_parse", |b| {
@@ -119,6 +127,82 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// `TRAILWATCH_BENCH_STATS=1`: which rules the events visit most (where to
+/// look when the full set slows down).
+fn stats(set: &RuleSet, events: &[String]) {
+    let mut scratch = set.scratch();
+    let mut out = Vec::new();
+    let mut matches = 0usize;
+    for e in events {
+        out.clear();
+        set.eval(EventClass::CloudTrail, e, &mut scratch, &mut out).unwrap();
+        matches += out.len();
+    }
+    let mut per_rule = Vec::new();
+    scratch.drain_evaluations(|r, n| per_rule.push((n, r)));
+    per_rule.sort_unstable_by(|a, b| b.cmp(a));
+    let total: u64 = per_rule.iter().map(|(n, _)| n).sum();
+    eprintln!(
+        "{matches} matches, {:.2} rule evaluations per event; most evaluated:",
+        total as f64 / events.len() as f64
+    );
+    for (n, r) in per_rule.iter().take(25) {
+        let rule = set.rule(*r);
+        eprintln!("  {n:>9}  {}  keys {:?}", rule.meta.title, rule.index_keys.as_ref().map(|k| k.len()));
+    }
+}
+
+/// CPU time of this thread, from `/proc/thread-self/schedstat` (Linux):
+/// on a shared machine wall time counts the time other processes had the
+/// core, CPU time does not.
+fn thread_cpu() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok().map(Duration::from_nanos)
+}
+
+/// `TRAILWATCH_BENCH_CPU_ROUNDS=N`: N alternating rounds of the plain parse
+/// and the full rule set over every event, in events per CPU second (per
+/// core) of this thread; prints the median of each and their ratio, then
+/// skips criterion.
+fn cpu_rounds(set: &RuleSet, events: &[String], rounds: usize) {
+    let Some(_) = thread_cpu() else {
+        eprintln!("TRAILWATCH_BENCH_CPU_ROUNDS: no /proc/thread-self/schedstat here, skipped");
+        return;
+    };
+    let mut scratch = set.scratch();
+    let mut out = Vec::new();
+    let (mut parse, mut eval) = (Vec::new(), Vec::new());
+    let rate = |d: Duration| events.len() as f64 / d.as_secs_f64();
+    for _ in 0..rounds {
+        let t = thread_cpu().unwrap_or_default();
+        for e in events {
+            let v: serde_json::Value = serde_json::from_str(e).unwrap();
+            black_box(v);
+        }
+        parse.push(rate(thread_cpu().unwrap_or_default() - t));
+        let t = thread_cpu().unwrap_or_default();
+        let mut n = 0usize;
+        for e in events {
+            out.clear();
+            set.eval(EventClass::CloudTrail, e, &mut scratch, &mut out).unwrap();
+            n += out.len();
+        }
+        black_box(n);
+        eval.push(rate(thread_cpu().unwrap_or_default() - t));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (p, e) = (median(&mut parse), median(&mut eval));
+    eprintln!(
+        "events per CPU second, median of {rounds} rounds: serde_json_value_parse {:.0}k, full_ruleset_eval {:.0}k ({:.2}x the parse)",
+        p / 1e3,
+        e / 1e3,
+        e / p
+    );
 }
 
 criterion_group!(benches, bench);

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use regex::RegexBuilder;
 use serde_norway::Value;
 
-use crate::matcher::{optimise, Cidr, Item, NumOp, Pat, StrOp, StrPat, Test};
+use crate::matcher::{optimise, Cidr, Item, NumOp, Pat, RegexPat, StrOp, StrPat, Test};
 use crate::parse::DocText;
 
 /// Field names → ids, shared by every rule of a rule set.
@@ -362,6 +362,7 @@ impl Ctx<'_, '_> {
                 out.push(Pat::Cidr(c));
             } else if m.re {
                 let mut b = RegexBuilder::new(&text);
+                let ci = m.re_flags.contains(&'i');
                 for f in &m.re_flags {
                     match f {
                         'i' => b.case_insensitive(true),
@@ -373,7 +374,7 @@ impl Ctx<'_, '_> {
                     .size_limit(self.opts.regex_size_limit.unwrap_or(DEFAULT_REGEX_SIZE_LIMIT))
                     .build()
                     .map_err(|e| self.err(key, format!("`{spec}`: invalid regular expression: {e}")))?;
-                out.push(Pat::Regex(re));
+                out.push(Pat::Regex(Box::new(RegexPat::new(re, &text, ci))));
             } else if !m.enc.is_empty() || m.windash {
                 for variant in encode_variants(&text, m).map_err(|r| self.err(key, format!("`{spec}`: {r}")))? {
                     // Encoded forms are exact byte sequences: match them cased.
@@ -673,7 +674,7 @@ fn push_wild(out: &mut Vec<Pat>, text: &str, op: Option<StrOp>, cased: bool, lit
         .dot_matches_new_line(true)
         .build()
         .map_err(|e| format!("wildcard pattern too complex: {e}"))?;
-    out.push(Pat::Regex(r));
+    out.push(Pat::Regex(Box::new(RegexPat::new(r, &re, !cased))));
     Ok(())
 }
 

@@ -513,6 +513,12 @@ impl Detector {
         Ok(())
     }
 
+    /// The detection rules the last event given to [`Detector::process_in`]
+    /// matched (suppressed ones included), in rule order.
+    pub fn last_matches(&self) -> &[u32] {
+        &self.matches
+    }
+
     /// The time windows place an event at.
     fn time_of(&self, event_time: Option<i64>, now_ms: i64) -> i64 {
         match self.cfg.time_mode {

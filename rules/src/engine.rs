@@ -5,7 +5,13 @@
 //! class (see [`EventClass`]) has its own rules, indexed by the literal values
 //! of the class's key field (`eventName` for CloudTrail, `detail-type` for
 //! EventBridge classes) that a rule's condition *requires*. A rule whose
-//! condition does not pin the key field is tried on every event of its class.
+//! condition does not pin the key field is indexed by another field it pins
+//! (`eventSource` first, e.g. `eventName|startswith` rules of one service;
+//! else `userIdentity.type`, `errorCode`, ...), is left out when a field it
+//! needs can never match (an unset placeholder), and only a rule that pins
+//! nothing is tried on every event of its class. The index only skips rules
+//! that cannot match: [`RuleSet::eval_unfiltered`] tries every rule, and a
+//! test requires both to give the same matches.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -56,11 +62,113 @@ impl DetectionRule {
     }
 }
 
+/// Rules by the literal values (lowercase) one field must have for them to match.
+#[derive(Debug, Clone, Default)]
+struct KeyIndex {
+    field: u32,
+    by_key: HashMap<Box<str>, Vec<u32>, FxBuild>,
+    /// The longest key, in bytes: a longer ASCII value cannot hit.
+    max_len: usize,
+}
+
+impl KeyIndex {
+    fn new(field: u32) -> Self {
+        KeyIndex { field, ..Default::default() }
+    }
+
+    fn add(&mut self, key: &str, rule: u32) {
+        self.max_len = self.max_len.max(key.len());
+        self.by_key.entry(key.into()).or_default().push(rule);
+    }
+
+    /// Appends the rules indexed under any scalar value of the field;
+    /// returns how many values hit (more than one may repeat rules).
+    #[inline]
+    fn lookup(&self, ev: &Event<'_>, out: &mut Vec<u32>) -> usize {
+        let mut hits = 0;
+        for v in ev.vals.get(self.field) {
+            if !v.kind.is_scalar() {
+                continue;
+            }
+            let t = ev.vals.text(ev.src, v);
+            let found = if t.is_ascii() {
+                if t.len() > self.max_len {
+                    continue;
+                }
+                let mut buf = [0u8; 128];
+                if t.len() <= buf.len() {
+                    let b = &mut buf[..t.len()];
+                    b.copy_from_slice(t.as_bytes());
+                    b.make_ascii_lowercase();
+                    // ASCII bytes are valid UTF-8.
+                    std::str::from_utf8(b).ok().and_then(|k| self.by_key.get(k))
+                } else {
+                    self.by_key.get(t.to_ascii_lowercase().as_str())
+                }
+            } else {
+                // Lowercasing may change the length of non-ASCII text.
+                self.by_key.get(t.to_lowercase().as_str())
+            };
+            if let Some(rules) = found {
+                out.extend_from_slice(rules);
+                hits += 1;
+            }
+        }
+        hits
+    }
+}
+
+/// FxHash (rustc's): the keys are short API names and types, hashed once
+/// per event and index field; SipHash's flood resistance is not needed for
+/// a table built from the rules.
+#[derive(Debug, Clone, Copy, Default)]
+struct FxBuild;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct FxHasher(u64);
+
+impl std::hash::BuildHasher for FxBuild {
+    type Hasher = FxHasher;
+    fn build_hasher(&self) -> FxHasher {
+        FxHasher(0)
+    }
+}
+
+impl std::hash::Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.write(&[i]);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct ClassIndex {
-    key_field: u32,
+    /// The class's key field (`eventName`, `detail-type`).
+    primary: KeyIndex,
+    /// Other fields pinned by rules that do not pin the key field.
+    secondary: Vec<KeyIndex>,
+    /// Rules that pin no field: tried on every event of the class.
     always: Vec<u32>,
-    by_key: HashMap<Box<str>, Vec<u32>>,
+    /// Every rule of the class, in order (the unfiltered path).
+    all: Vec<u32>,
 }
 
 /// Well-known fields every event is read for (ids, times, index keys).
@@ -132,6 +240,8 @@ impl window::Resolver for Names<'_> {
 pub struct Scratch {
     pub(crate) vals: Values,
     pub(crate) cands: Vec<u32>,
+    /// Candidates from the secondary index and `always` (sorted, deduplicated).
+    rest: Vec<u32>,
     /// Detection evaluations per rule index since the last
     /// [`Scratch::drain_evaluations`]: a plain add in the loop, no atomics.
     evals: Vec<u64>,
@@ -281,6 +391,59 @@ impl RuleSet {
         self.correlations = correlations;
     }
 
+    /// The same rules with only the correlations `keep` (indices into
+    /// [`RuleSet::correlations`], any order), for running correlations on
+    /// different input than the rest (the service's re-keying stage). A kept
+    /// correlation may not use one left out. Detection rules and field ids
+    /// stay as they are, so a rule index means the same rule in both sets.
+    /// `detections`: whether detections report their own matches as in this
+    /// set (computed over every correlation, so a base rule of a correlation
+    /// left out stays quiet unless that correlation said `generate: true`), or
+    /// never (a set that must only produce correlation alerts).
+    pub fn with_correlations(&self, keep: &[usize], detections: bool) -> Result<RuleSet, String> {
+        let mut keep: Vec<usize> = keep.to_vec();
+        keep.sort_unstable();
+        keep.dedup();
+        let mut new_index = vec![None; self.correlations.len()];
+        for (n, &ci) in keep.iter().enumerate() {
+            if ci >= self.correlations.len() {
+                return Err(format!("no correlation {ci}"));
+            }
+            new_index[ci] = Some(n);
+        }
+        let mut correlations = Vec::with_capacity(keep.len());
+        for &ci in &keep {
+            let mut c = self.correlations[ci].clone();
+            for r in &mut c.rules {
+                if let RuleRef::Correlation(k) = r {
+                    match new_index[*k] {
+                        Some(n) => *k = n,
+                        None => {
+                            return Err(format!(
+                                "correlation {} uses correlation {}, which is left out",
+                                c.meta.id, self.correlations[*k].meta.id
+                            ))
+                        }
+                    }
+                }
+            }
+            correlations.push(c);
+        }
+        let mut set = self.clone();
+        set.set_correlations(correlations);
+        set.emit = if detections { self.emit.clone() } else { vec![false; self.rules.len()] };
+        Ok(set)
+    }
+
+    /// The first value of each field in `fields` of the event last read into
+    /// `scratch` (by [`RuleSet::eval`], whose `json` this must be); None
+    /// when one is missing. Reads a correlation's group-by values as the
+    /// engine does (`CorrelationRule::group_fields`).
+    pub fn read_fields<'a>(&self, json: &'a str, scratch: &'a Scratch, fields: &[u32]) -> Option<Vec<&'a str>> {
+        let ev = Event { src: json, vals: &scratch.vals };
+        fields.iter().map(|f| ev.first(*f)).collect()
+    }
+
     pub fn rule(&self, idx: u32) -> &DetectionRule {
         &self.rules[idx as usize]
     }
@@ -293,6 +456,7 @@ impl RuleSet {
         Scratch {
             vals: Values::new(self.fields.len()),
             cands: Vec::with_capacity(64),
+            rest: Vec::with_capacity(64),
             evals: vec![0; self.rules.len()],
         }
     }
@@ -300,6 +464,9 @@ impl RuleSet {
     /// Reads `json` (an event of `class`) into `scratch` and appends the
     /// indices of the matching rules to `out`. Returns the event view for
     /// reading its id and time.
+    ///
+    /// Order of `out`: the rules indexed by the key field's value, then the
+    /// others, each in rule order.
     pub fn eval<'s>(
         &self,
         class: EventClass,
@@ -307,34 +474,62 @@ impl RuleSet {
         scratch: &'s mut Scratch,
         out: &mut Vec<u32>,
     ) -> Result<Event<'s>, JsonError> {
-        let Scratch { vals, cands, evals } = scratch;
+        let Scratch { vals, cands, rest, evals } = scratch;
         vals.reset(json);
         json::extract(json, &self.trie, self.keywords, vals)?;
         let ev = Event { src: json, vals: &*vals };
         let idx = &self.classes[class.index()];
         cands.clear();
-        let mut buf = [0u8; 96];
-        if let Some(v) = ev.vals.get(idx.key_field).next() {
-            let t = ev.vals.text(json, v);
-            let hit = if t.len() <= buf.len() && t.is_ascii() {
-                let b = &mut buf[..t.len()];
-                b.copy_from_slice(t.as_bytes());
-                b.make_ascii_lowercase();
-                std::str::from_utf8(b).ok().and_then(|k| idx.by_key.get(k))
-            } else {
-                idx.by_key.get(t.to_lowercase().as_str())
-            };
-            if let Some(rules) = hit {
-                cands.extend_from_slice(rules);
-            }
+        if idx.primary.lookup(&ev, cands) > 1 {
+            cands.sort_unstable();
+            cands.dedup();
         }
-        for &r in cands.iter().chain(idx.always.iter()) {
+        rest.clear();
+        let mut sort = false;
+        for k in &idx.secondary {
+            sort |= k.lookup(&ev, rest) > 0;
+        }
+        if sort {
+            rest.extend_from_slice(&idx.always);
+            rest.sort_unstable();
+            rest.dedup();
+        } else {
+            rest.extend_from_slice(&idx.always);
+        }
+        for &r in cands.iter().chain(rest.iter()) {
             evals[r as usize] += 1;
             if self.rules[r as usize].matches(&ev) {
                 out.push(r);
             }
         }
         Ok(ev)
+    }
+
+    /// Like [`RuleSet::eval`] without the index: every rule of the class is
+    /// tried, in rule order. For tests that check the index skips no match.
+    pub fn eval_unfiltered<'s>(
+        &self,
+        class: EventClass,
+        json: &'s str,
+        scratch: &'s mut Scratch,
+        out: &mut Vec<u32>,
+    ) -> Result<Event<'s>, JsonError> {
+        let vals = &mut scratch.vals;
+        vals.reset(json);
+        json::extract(json, &self.trie, self.keywords, vals)?;
+        let ev = Event { src: json, vals: &*vals };
+        for &r in &self.classes[class.index()].all {
+            if self.rules[r as usize].matches(&ev) {
+                out.push(r);
+            }
+        }
+        Ok(ev)
+    }
+
+    /// How many rules of `class` are tried on every event (they pin no
+    /// field the index can use).
+    pub fn unindexed_rules(&self, class: EventClass) -> usize {
+        self.classes[class.index()].always.len()
     }
 
     /// The triggering event id: CloudTrail `eventID`, else EventBridge `id`.
@@ -499,19 +694,34 @@ impl<'o> Builder<'o> {
                 EventClass::CloudTrail => self.meta.event_name,
                 _ => self.meta.eb_detail_type,
             };
-            let mut ci = ClassIndex { key_field, ..Default::default() };
+            let mut ci = ClassIndex { primary: KeyIndex::new(key_field), ..Default::default() };
             for (i, r) in self.rules.iter_mut().enumerate() {
                 if !r.sees(class) {
                     continue;
                 }
+                ci.all.push(i as u32);
                 let keys = required_keys(&r.cond, &r.searches, key_field);
                 match &keys {
                     Some(ks) => {
                         for k in ks {
-                            ci.by_key.entry(k.as_str().into()).or_default().push(i as u32);
+                            ci.primary.add(k, i as u32);
                         }
                     }
-                    None => ci.always.push(i as u32),
+                    None => match secondary_keys(r, class, &self.meta) {
+                        Some((field, ks)) => {
+                            let at = match ci.secondary.iter().position(|k| k.field == field) {
+                                Some(at) => at,
+                                None => {
+                                    ci.secondary.push(KeyIndex::new(field));
+                                    ci.secondary.len() - 1
+                                }
+                            };
+                            for k in &ks {
+                                ci.secondary[at].add(k, i as u32);
+                            }
+                        }
+                        None => ci.always.push(i as u32),
+                    },
                 }
                 if class == EventClass::CloudTrail || r.index_keys.is_none() {
                     r.index_keys = keys;
@@ -536,6 +746,36 @@ impl<'o> Builder<'o> {
             self.warnings,
         )
     }
+}
+
+/// For a rule that does not pin its class's key field: another field whose
+/// values (lowercase) it requires, `eventSource` first for CloudTrail, then
+/// the rule's fields in id order. A field with no possible value (an empty
+/// set: the rule can never match) wins over every other.
+fn secondary_keys(r: &DetectionRule, class: EventClass, meta: &MetaFields) -> Option<(u32, BTreeSet<String>)> {
+    let mut fields: BTreeSet<u32> = BTreeSet::new();
+    for s in &r.searches {
+        for g in &s.groups {
+            fields.extend(g.iter().map(|i| i.field).filter(|f| *f != crate::doc::Values::KEYWORDS));
+        }
+    }
+    fields.remove(&meta.event_name);
+    fields.remove(&meta.eb_detail_type);
+    let mut order: Vec<u32> = Vec::with_capacity(fields.len());
+    if class == EventClass::CloudTrail && fields.remove(&meta.event_source) {
+        order.push(meta.event_source);
+    }
+    order.extend(fields);
+    let mut best = None;
+    for f in order {
+        if let Some(ks) = required_keys(&r.cond, &r.searches, f) {
+            if ks.is_empty() {
+                return Some((f, ks));
+            }
+            best.get_or_insert((f, ks));
+        }
+    }
+    best
 }
 
 /// The set of key-field values (lowercase) without which `cond` cannot hold,

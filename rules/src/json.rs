@@ -53,8 +53,16 @@ impl Default for PathTrie {
 
 #[derive(Debug, Clone, Default)]
 struct Node {
-    /// Children sorted by (length, bytes) for binary search.
+    /// Children (key, node).
     children: Vec<(Box<[u8]>, u32)>,
+    /// Open-addressing hash table over `children`: (low 32 bits of the key
+    /// hash, index into `children`), [`EMPTY`] for a free slot; a power of
+    /// two at least twice as long as `children`, indexed by the hash's top
+    /// `bits` bits. A key lookup per object key on a wanted path is the
+    /// scanner's hottest step; one hash and one compare beat a binary search
+    /// of memcmp calls.
+    table: Box<[(u32, u32)]>,
+    bits: u32,
     /// The child for a `*` segment: any key that is not in `children`.
     any: Option<u32>,
     field: Option<u32>,
@@ -65,11 +73,80 @@ struct Node {
     scope: bool,
 }
 
+const EMPTY: u32 = u32::MAX;
+
 impl Node {
     #[inline]
     fn has_children(&self) -> bool {
         !self.children.is_empty() || self.any.is_some()
     }
+
+    fn build_table(&mut self) {
+        if self.children.is_empty() {
+            return;
+        }
+        let bits = (self.children.len() * 2).next_power_of_two().trailing_zeros().max(1);
+        let mut table = vec![(0u32, EMPTY); 1 << bits];
+        let mask = table.len() - 1;
+        for (ci, (k, _)) in self.children.iter().enumerate() {
+            let h = key_hash(k);
+            let mut i = (h >> (64 - bits)) as usize;
+            while table[i].1 != EMPTY {
+                i = (i + 1) & mask;
+            }
+            table[i] = (h as u32, ci as u32);
+        }
+        self.table = table.into();
+        self.bits = bits;
+    }
+
+    #[inline]
+    fn exact_child(&self, key: &[u8]) -> Option<u32> {
+        if self.table.is_empty() {
+            return None;
+        }
+        let h = key_hash(key);
+        let mask = self.table.len() - 1;
+        let mut i = (h >> (64 - self.bits)) as usize;
+        loop {
+            let (tag, ci) = self.table[i];
+            if ci == EMPTY {
+                return None;
+            }
+            if tag == h as u32 {
+                let (k, c) = &self.children[ci as usize];
+                if **k == *key {
+                    return Some(*c);
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+}
+
+/// FxHash (rustc's) over 8-byte words: keys are short field names.
+#[inline]
+fn key_hash(key: &[u8]) -> u64 {
+    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+    let mut h = key.len() as u64;
+    let mut chunks = key.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+    }
+    // The last 1-7 bytes as one word from (possibly overlapping) loads, not
+    // through a copy into a buffer (a store-forwarding stall per key).
+    let r = chunks.remainder();
+    let w = match r.len() {
+        0 => return h,
+        1..=3 => u64::from(r[0]) | u64::from(r[r.len() / 2]) << 8 | u64::from(r[r.len() - 1]) << 16,
+        n => {
+            let lo = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+            let hi = u32::from_le_bytes([r[n - 4], r[n - 3], r[n - 2], r[n - 1]]);
+            u64::from(lo) | u64::from(hi) << 32
+        }
+    };
+    (h.rotate_left(5) ^ w).wrapping_mul(K)
 }
 
 type Entry<'a> = (&'a [&'a str], u32);
@@ -93,9 +170,9 @@ impl PathTrie {
     #[inline]
     fn child(&self, node: usize, key: &[u8]) -> Option<usize> {
         let n = &self.nodes[node];
-        match n.children.binary_search_by(|(k, _)| cmp_key(k, key)) {
-            Ok(i) => Some(n.children[i].1 as usize),
-            Err(_) => n.any.map(|a| a as usize),
+        match n.exact_child(key) {
+            Some(c) => Some(c as usize),
+            None => n.any.map(|a| a as usize),
         }
     }
 
@@ -145,8 +222,17 @@ fn build(nodes: &mut Vec<Node>, entries: Vec<Entry<'_>>, scope: bool) -> u32 {
     }
     children.sort_by(|(a, _), (b, _)| cmp_key(a, b));
     let any = (!wild.is_empty()).then(|| build(nodes, wild, wild_scope));
-    nodes[id] =
-        Node { children, any, field: fields.first().copied(), more: fields.get(1..).unwrap_or(&[]).into(), scope };
+    let mut node = Node {
+        children,
+        table: Box::default(),
+        bits: 0,
+        any,
+        field: fields.first().copied(),
+        more: fields.get(1..).unwrap_or(&[]).into(),
+        scope,
+    };
+    node.build_table();
+    nodes[id] = node;
     id as u32
 }
 

@@ -31,11 +31,14 @@ pub struct StrPat {
     /// Lowercased unless `cased`.
     pub pat: Box<str>,
     pub cased: bool,
+    /// `pat` is ASCII (decided once, not per value).
+    ascii: bool,
 }
 
 impl StrPat {
     pub fn new(op: StrOp, pat: &str, cased: bool) -> Self {
-        StrPat { op, pat: if cased { pat.into() } else { pat.to_lowercase().into() }, cased }
+        let pat: Box<str> = if cased { pat.into() } else { pat.to_lowercase().into() };
+        StrPat { op, ascii: pat.is_ascii(), pat, cased }
     }
 
     #[inline]
@@ -49,7 +52,7 @@ impl StrPat {
                 StrOp::Contains => memchr::memmem::find(v, p).is_some(),
             };
         }
-        if self.pat.is_ascii() && v.is_ascii() {
+        if self.ascii && v.is_ascii() {
             ascii_ci(self.op, v.as_bytes(), self.pat.as_bytes())
         } else {
             let lv = v.to_lowercase();
@@ -166,7 +169,7 @@ pub enum Pat {
         value: f64,
         text: Box<str>,
     },
-    Regex(Regex),
+    Regex(Box<RegexPat>),
     Cidr(Cidr),
     Cmp(NumOp, f64),
     /// `|fieldref`: compare with the values of another field of the event.
@@ -206,6 +209,69 @@ impl Pat {
             }),
         }
     }
+}
+
+/// A regular expression with a literal every match contains, found once at
+/// compile time: most values lack it, and a substring search rejects them
+/// before the regex engine runs.
+#[derive(Debug, Clone)]
+pub struct RegexPat {
+    pub re: Regex,
+    required: Option<memchr::memmem::Finder<'static>>,
+}
+
+impl RegexPat {
+    /// `pattern` and `case_insensitive` are what `re` was built from.
+    pub fn new(re: Regex, pattern: &str, case_insensitive: bool) -> Self {
+        let required =
+            required_literal(pattern, case_insensitive).map(|l| memchr::memmem::Finder::new(&l).into_owned());
+        RegexPat { re, required }
+    }
+
+    #[inline]
+    pub fn is_match(&self, v: &str) -> bool {
+        if let Some(f) = &self.required {
+            if f.find(v.as_bytes()).is_none() {
+                return false;
+            }
+        }
+        self.re.is_match(v)
+    }
+}
+
+/// The longest run of literal bytes at the top level of the pattern (a
+/// concatenation, through capture groups): every match contains it. Case-
+/// insensitive letters parse as classes, not literals, so they end a run.
+fn required_literal(pattern: &str, case_insensitive: bool) -> Option<Vec<u8>> {
+    use regex_syntax::hir::{Hir, HirKind};
+    let hir = regex_syntax::ParserBuilder::new().case_insensitive(case_insensitive).build().parse(pattern).ok()?;
+    fn top(h: &Hir) -> &Hir {
+        match h.kind() {
+            HirKind::Capture(c) => top(&c.sub),
+            _ => h,
+        }
+    }
+    let h = top(&hir);
+    let parts: &[Hir] = match h.kind() {
+        HirKind::Concat(subs) => subs,
+        _ => std::slice::from_ref(h),
+    };
+    let (mut best, mut run) = (Vec::new(), Vec::new());
+    for p in parts {
+        match top(p).kind() {
+            HirKind::Literal(l) => run.extend_from_slice(&l.0),
+            _ => {
+                if run.len() > best.len() {
+                    best = std::mem::take(&mut run);
+                }
+                run.clear();
+            }
+        }
+    }
+    if run.len() > best.len() {
+        best = run;
+    }
+    (!best.is_empty()).then_some(best)
 }
 
 /// The test of one `field|modifiers: value(s)` item.
@@ -403,6 +469,27 @@ mod tests {
         assert!(contains_ci(b"xxAB", b"ab"));
         assert!(!contains_ci(b"a", b"ab"));
         assert!(contains_ci(b"12.34", b"2.3"));
+    }
+
+    #[test]
+    fn required_literals_of_regexes() {
+        let lit = |p: &str, ci| required_literal(p, ci).map(|l| String::from_utf8(l).unwrap());
+        assert_eq!(lit(".+:assumed-role/aws:.+", false).as_deref(), Some(":assumed-role/aws:"));
+        assert_eq!(lit(":i-[0-9a-fA-F]{8,17}$", false).as_deref(), Some(":i-"));
+        assert_eq!(lit("^(abc)x+defg", false).as_deref(), Some("defg"));
+        // Alternation or case-insensitive letters: no literal every match has.
+        assert_eq!(lit("ab|cd", false), None);
+        assert_eq!(lit("(?i)abc", false), None);
+        assert_eq!(lit("abc", true), None);
+        assert_eq!(lit("[", false), None);
+        // The prefilter never changes an answer.
+        for (p, ci) in [(".+:assumed-role/aws:.+", false), ("x:1", true), ("a.c", false)] {
+            let re = regex::RegexBuilder::new(p).case_insensitive(ci).build().unwrap();
+            let rp = RegexPat::new(re.clone(), p, ci);
+            for v in ["arn:aws:sts::1:assumed-role/aws:ec2-instance/i-1", "X:1", "abc", "aXc", "", "a\nc"] {
+                assert_eq!(rp.is_match(v), re.is_match(v), "{p} on {v}");
+            }
+        }
     }
 
     #[test]

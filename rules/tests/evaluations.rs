@@ -14,8 +14,15 @@ detection:
     sel: {eventName: StopLogging}
     condition: sel
 ---
-title: not indexed (tried on every CloudTrail event)
+title: not indexed (pins no field, tried on every CloudTrail event)
 id: always
+logsource: {product: aws, service: cloudtrail}
+detection:
+    sel: {errorCode|startswith: AccessDenied}
+    condition: sel
+---
+title: indexed on another field it pins (errorCode)
+id: by_error
 logsource: {product: aws, service: cloudtrail}
 detection:
     sel: {errorCode: AccessDenied}
@@ -53,9 +60,10 @@ fn evaluations_count_rules_tried_after_the_index_and_reset_when_drained() {
         set.eval(EventClass::CloudTrail, e, &mut scratch, &mut out).unwrap();
     }
     // 3 of the 4 events matched something; evaluation counts every try.
-    assert_eq!(out.len(), 4, "{out:?}");
+    assert_eq!(out.len(), 6, "{out:?}");
     let got = drained(&set, &mut scratch);
-    let want: BTreeMap<String, u64> = [("indexed".to_string(), 2), ("always".to_string(), 4)].into_iter().collect();
+    let want: BTreeMap<String, u64> =
+        [("indexed".to_string(), 2), ("always".to_string(), 4), ("by_error".to_string(), 2)].into_iter().collect();
     assert_eq!(got, want, "the ECR rule never sees a CloudTrail event");
 
     assert!(drained(&set, &mut scratch).is_empty(), "drained counts start again from zero");

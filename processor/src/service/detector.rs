@@ -41,6 +41,9 @@ pub(crate) struct DetectorStage {
     pub shards: std::collections::HashMap<Arc<str>, ShardWindows>,
     /// Late drops by partition, to the metrics.
     pub late: super::late::LatePublisher,
+    /// The re-keying stage (`crate::rekey`): matches of the principal
+    /// streams' events for it, and the re-keyed stream's shards.
+    pub rekey: Option<crate::rekey::RekeyStage>,
 }
 
 /// One leased shard's window state.
@@ -66,6 +69,9 @@ struct Pending {
     batches: u64,
     /// Events or ticks went through the windows since the last commit.
     windows_changed: bool,
+    /// Held re-keyed matches were counted by a tick: their findings and
+    /// windows are to be committed even if no batch comes.
+    released: bool,
 }
 
 impl DetectorStage {
@@ -82,6 +88,7 @@ impl DetectorStage {
             let ok = match msg {
                 Input::Batch(b) => self.batch(*b, &mut pending),
                 Input::Rules(set) => {
+                    let set = self.split_rules(set);
                     if let Err(e) = self.eval.replace_rules(Arc::clone(&set)) {
                         tracing::error!("new rules not swapped in: {e}");
                     }
@@ -117,6 +124,13 @@ impl DetectorStage {
                         self.eval.swap_detector(&mut s.det);
                         s.changed = true;
                     }
+                    if let Some(rk) = &mut self.rekey {
+                        let mut shards = std::mem::take(&mut rk.shards);
+                        for s in shards.values_mut() {
+                            pending.released |= rk.advance(s, now, false, &mut |e| out.push(e));
+                        }
+                        rk.shards = shards;
+                    }
                     pending.windows_changed = true;
                     self.send(out, None)
                 }
@@ -129,7 +143,7 @@ impl DetectorStage {
                 self.publish_metrics();
                 last_publish = Instant::now();
             }
-            if pending.batches > 0 && last_commit.elapsed() >= self.commit_interval {
+            if (pending.batches > 0 || pending.released) && last_commit.elapsed() >= self.commit_interval {
                 if !self.commit(&mut pending, false) {
                     return self.eval.stats();
                 }
@@ -147,6 +161,13 @@ impl DetectorStage {
                 self.eval.flush(now, &mut |e| out.push(e));
                 self.eval.swap_detector(&mut s.det);
             }
+            if let Some(rk) = &mut self.rekey {
+                let mut shards = std::mem::take(&mut rk.shards);
+                for s in shards.values_mut() {
+                    let _ = rk.advance(s, now, true, &mut |e| out.push(e));
+                }
+                rk.shards = shards;
+            }
             pending.windows_changed = true;
             self.send(out, None);
         }
@@ -157,6 +178,9 @@ impl DetectorStage {
 
     fn publish_metrics(&mut self) {
         self.eval.publish_metrics();
+        if let Some(rk) = &mut self.rekey {
+            rk.publish_metrics();
+        }
         // Leased shards' windows live in detectors of their own.
         let main = self.eval.detector().late_drops();
         let shards = self.shards.values().flat_map(|s| s.det.late_drops());
@@ -172,6 +196,9 @@ impl DetectorStage {
     /// back since) with throwaway windows: the new owner counts those events
     /// from its checkpoint.
     fn batch(&mut self, b: SourceBatch, pending: &mut Pending) -> bool {
+        if self.rekey.as_ref().is_some_and(|r| *r.plan.source == *b.source) {
+            return self.rekey_batch(b, pending);
+        }
         if !self.leased.contains(&*b.source) {
             return self.batch_in(b, pending);
         }
@@ -222,6 +249,101 @@ impl DetectorStage {
             self.shards.insert(key, s);
         }
         ok
+    }
+
+    /// The principal side's rules out of a full rule set (recompiled for a
+    /// new org context): without the re-keyed correlations, whose own sets
+    /// go to the re-keying stage.
+    fn split_rules(&mut self, set: Arc<trailwatch_rules::RuleSet>) -> Arc<trailwatch_rules::RuleSet> {
+        let Some(rk) = &mut self.rekey else { return set };
+        match rk.plan.sets(&set) {
+            Ok(sets) => {
+                rk.replace_rules(sets.rekeyed);
+                Arc::new(sets.main)
+            }
+            Err(e) => {
+                tracing::error!("new rules not split for re-keying: {e}");
+                set
+            }
+        }
+    }
+
+    fn replace_all_rules(&mut self, set: Arc<trailwatch_rules::RuleSet>) -> Result<(), String> {
+        let set = self.split_rules(set);
+        self.eval.replace_rules(set)
+    }
+
+    /// A batch of the re-keyed stream (`crate::rekey`): each record is
+    /// evaluated by its correlation's detector of the batch's shard (restored
+    /// from the lease when adopted, as for principal shards); one of an
+    /// earlier tenure with throwaway windows.
+    fn rekey_batch(&mut self, b: SourceBatch, pending: &mut Pending) -> bool {
+        let Some(mut rk) = self.rekey.take() else { return self.batch_in(b, pending) };
+        let span = tracing::info_span!("detector_batch", source = %b.source, events = b.events.len() as i64);
+        crate::telemetry::set_parent(&span, b.trace);
+        let _entered = span.enter();
+        let m = metrics::get();
+        m.pipeline_batches.inc();
+        let now = self.now();
+        let mut out = Collected::default();
+        let source = Arc::clone(&b.source);
+        for a in &b.partitions.adopt {
+            let shard = match &a.snapshot {
+                Some(bytes) => match crate::state::leased::unpack(bytes) {
+                    Ok(json) => rk.restore_shard(&a.key, a.gen, &json),
+                    Err(e) => {
+                        tracing::warn!(shard = %a.key, "re-keyed shard window state not unpacked, its windows start empty: {e}");
+                        rk.empty_shard(a.gen)
+                    }
+                },
+                None => rk.empty_shard(a.gen),
+            };
+            tracing::info!(shard = %a.key, restored = a.snapshot.is_some(), "re-keyed shard window state adopted");
+            rk.shards.insert(Arc::clone(&a.key), shard);
+        }
+        for k in &b.partitions.drop {
+            rk.shards.remove(k);
+        }
+        for (e, origin) in b.events.errors() {
+            m.decode_errors.with_label_values(&[&source, e.kind]).inc();
+            self.eval.bad_record(origin, &e.position, e.kind, &e.message, e.raw.as_deref(), &mut |x| out.push(x));
+        }
+        let key: Option<Arc<str>> = b
+            .partitions
+            .default
+            .clone()
+            .or_else(|| b.checkpoint.as_ref().map(|c| Arc::from(Committed::key(&b.source, &c.partition).as_str())));
+        let gen =
+            b.checkpoint.as_ref().and_then(|c| c.position.split_once(':')).and_then(|(g, _)| g.parse::<u64>().ok());
+        let own = key.as_ref().is_some_and(|k| matches!(rk.shards.get(k), Some(s) if gen.is_none_or(|g| g == s.gen)));
+        let mut shard = match (&key, own) {
+            (Some(k), true) => rk.shards.remove(k).unwrap_or_else(|| rk.empty_shard(0)),
+            _ => rk.empty_shard(gen.unwrap_or(0)),
+        };
+        for (ev, json, origin) in b.events.events() {
+            m.rekey_received.inc();
+            let r = EventRef { class: ev.class, json, origin, position: &ev.position, ingest_ms: b.events.ingest_ms };
+            if let Err(why) = rk.hold(&mut shard, r, now) {
+                m.rekey_failed.with_label_values(&["invalid"]).inc();
+                tracing::warn!(%origin, position = %ev.position, "re-keyed record not evaluated; dead-lettered: {why}");
+                self.eval.bad_record(origin, &ev.position, "rekey", &why, Some(json), &mut |x| out.push(x));
+            }
+        }
+        // A batch of an earlier tenure counts at once, in throwaway windows.
+        let _ = rk.release(&mut shard, now, !own, &mut |x| out.push(x));
+        if let (Some(k), true) = (key, own) {
+            rk.shards.insert(k, shard);
+        }
+        self.rekey = Some(rk);
+        if let Some(cp) = b.checkpoint {
+            pending.positions.insert(Committed::key(&source, &cp.partition), cp.position);
+        }
+        if let Some(ack) = b.ack {
+            pending.acks.push(ack);
+        }
+        pending.batches += 1;
+        let trace = crate::telemetry::context_of(&span);
+        self.send(out, trace)
     }
 
     fn batch_in(&mut self, b: SourceBatch, pending: &mut Pending) -> bool {
@@ -292,10 +414,19 @@ impl DetectorStage {
                 crate::panics::test_point_record("evaluate", json.as_bytes());
                 eval.event_in(p, r, now, &mut |x| out.push(x));
             });
-            if let Err(message) = caught {
-                tracing::error!(%origin, position = %ev.position, "evaluating an event panicked; dead-lettered: {message}");
-                self.eval.recover_from_panic();
-                self.eval.bad_record(origin, &ev.position, "panic", &message, Some(json), &mut |x| out.push(x));
+            match caught {
+                Err(message) => {
+                    tracing::error!(%origin, position = %ev.position, "evaluating an event panicked; dead-lettered: {message}");
+                    self.eval.recover_from_panic();
+                    self.eval.bad_record(origin, &ev.position, "panic", &message, Some(json), &mut |x| out.push(x));
+                }
+                Ok(()) => {
+                    if let Some(rk) = &self.rekey {
+                        let from =
+                            b.events.partition_of(ev).map(|n| &**n).or(parts.default.as_deref()).unwrap_or(&source);
+                        rk.plan.collect(&self.eval, &r, from, &mut |x| out.push_rekey(x));
+                    }
+                }
             }
         }
         for name in &parts.close {
@@ -340,7 +471,7 @@ impl DetectorStage {
         }
         let values = crate::org::OrgValues { org_id: d.org_id.clone(), accounts: d.known.clone() };
         match (d.recompile)(&values) {
-            Ok(set) => match self.eval.replace_rules(Arc::new(set)) {
+            Ok(set) => match self.replace_all_rules(Arc::new(set)) {
                 Ok(()) => tracing::info!(
                     accounts = values.accounts.len(),
                     added = values.accounts.len() - before,
@@ -353,7 +484,7 @@ impl DetectorStage {
     }
 
     fn send(&mut self, out: Collected, trace: Option<crate::telemetry::TraceContext>) -> bool {
-        if out.findings.is_empty() && out.dead_letters.is_empty() && out.requests.is_empty() {
+        if out.findings.is_empty() && out.dead_letters.is_empty() && out.requests.is_empty() && out.rekey.is_empty() {
             return true;
         }
         // Waiting on the sink stage is not this stage's stall.
@@ -365,6 +496,7 @@ impl DetectorStage {
                 dead_letters: out.dead_letters,
                 requests: out.requests,
                 trace,
+                rekey: out.rekey,
             })
             .is_ok();
         self.beat.busy();
@@ -379,6 +511,16 @@ impl DetectorStage {
                 shard_windows.insert(key.to_string(), s.det.snapshot());
                 s.changed = false;
             }
+        }
+        if let Some(rk) = &mut self.rekey {
+            let mut shards = std::mem::take(&mut rk.shards);
+            for (key, s) in shards.iter_mut() {
+                if s.changed || last {
+                    shard_windows.insert(key.to_string(), rk.snapshot(s));
+                    s.changed = false;
+                }
+            }
+            rk.shards = shards;
         }
         let p = std::mem::take(pending);
         let req = CommitRequest { positions: p.positions, acks: p.acks, windows, shard_windows, last };
@@ -395,9 +537,17 @@ struct Collected {
     findings: Vec<Arc<crate::evaluate::Finding>>,
     dead_letters: Vec<crate::evaluate::DeadLetter>,
     requests: Vec<Arc<crate::respond::request::ResponseRequest>>,
+    rekey: Vec<crate::rekey::Record>,
 }
 
 impl Collected {
+    fn push_rekey(&mut self, r: crate::rekey::RekeyOut) {
+        match r {
+            crate::rekey::RekeyOut::Record(r) => self.rekey.push(r),
+            crate::rekey::RekeyOut::DeadLetter(d) => self.dead_letters.push(d),
+        }
+    }
+
     fn push(&mut self, e: Emitted) {
         match e {
             Emitted::Finding(f) => self.findings.push(Arc::from(f)),

@@ -59,6 +59,9 @@ pub(crate) enum Output {
         requests: Vec<Arc<crate::respond::request::ResponseRequest>>,
         /// The `detector_batch` span's trace (None for windows closed by time).
         trace: Option<crate::telemetry::TraceContext>,
+        /// Rule matches for the re-keyed stream (`crate::rekey`): put before
+        /// the next commit's positions are written.
+        rekey: Vec<crate::rekey::Record>,
     },
     Commit(CommitRequest),
 }
@@ -239,28 +242,48 @@ async fn run_service(
     }
     // Each leased shard keeps its own windows: a correlation must group by
     // the stream's partition key, or its windows would split across shards.
-    let keys: std::collections::BTreeSet<&str> = cfg
+    // Those that do not run on the re-keyed stream (`crate::rekey`) when one
+    // is configured, and are refused otherwise.
+    let rekey_source = cfg.rekey.source.clone().filter(|_| !leases.is_empty());
+    let keys: Vec<&str> = cfg
         .sources
         .iter()
-        .filter(|(n, _)| leases.contains_key(*n))
+        .filter(|(n, _)| leases.contains_key(*n) && rekey_source.as_ref() != Some(*n))
         .filter_map(|(_, s)| match s {
             crate::sources::SourceConfig::Kinesis(k) => Some(k.partition_key.as_str()),
             _ => None,
         })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
-    let split: Vec<String> = set
-        .correlations()
-        .iter()
-        .filter(|c| !keys.iter().all(|k| c.group_by.iter().any(|g| g == k)))
-        .map(|c| format!("{} ({}; group-by {})", c.meta.title, c.meta.id, c.group_by.join(", ")))
-        .collect();
-    if !split.is_empty() {
-        anyhow::bail!(
-            "coordination = \"leases\" keeps each shard's windows on the instance that holds it, so every \
-             correlation must group by the partition key ({}); these do not (a re-keying stage is not built yet): {}",
-            keys.into_iter().collect::<Vec<_>>().join(", "),
-            split.join("; ")
-        );
+    let split = crate::rekey::Plan::needing(&set, &keys);
+    let describe = |i: &usize| {
+        let c = &set.correlations()[*i];
+        format!("{} ({}; group-by {})", c.meta.title, c.meta.id, c.group_by.join(", "))
+    };
+    let mut rekey: Option<(Arc<crate::rekey::Plan>, crate::rekey::Sets)> = None;
+    if !split.is_empty() || rekey_source.is_some() {
+        match &rekey_source {
+            None if !leases.is_empty() => anyhow::bail!(
+                "coordination = \"leases\" keeps each shard's windows on the instance that holds it, so every \
+                 correlation must group by the partition key ({}), or run on a re-keyed stream ([rekey] source); \
+                 these do not: {}",
+                keys.join(", "),
+                split.iter().map(describe).collect::<Vec<_>>().join("; ")
+            ),
+            None => {}
+            Some(source) => {
+                let (plan, sets) = crate::rekey::Plan::new(source, Arc::clone(&set), &split)
+                    .map_err(|e| anyhow::anyhow!("[rekey]: {e}"))?;
+                tracing::info!(
+                    source = %source,
+                    correlations = split.len(),
+                    "re-keyed correlations (their matches go to the re-keyed stream): {}",
+                    split.iter().map(describe).collect::<Vec<_>>().join("; ")
+                );
+                rekey = Some((Arc::new(plan), sets));
+            }
+        }
     }
     let store: Option<Box<dyn crate::state::StateStore>> = if leases.is_empty() {
         store
@@ -283,7 +306,12 @@ async fn run_service(
     };
 
     let findings = cfg.finding_context();
-    let mut eval = Evaluator::new(Arc::clone(&set), cfg.detector_config()?, findings.clone());
+    let (main_set, rekey) = match rekey {
+        Some((plan, sets)) => (Arc::new(sets.main), Some((plan, sets.rekeyed))),
+        None => (Arc::clone(&set), None),
+    };
+    let det_cfg = cfg.detector_config()?;
+    let mut eval = Evaluator::new(main_set, det_cfg.clone(), findings.clone());
     if let Some(w) = &committed.windows {
         match eval.detector().restore(w) {
             Ok(None) => {}
@@ -331,7 +359,16 @@ async fn run_service(
     let hard_stop = CancellationToken::new();
     let all_finite = !cfg.sources.is_empty() && cfg.sources.values().all(|s| s.is_finite());
 
+    // Re-keyed matches go to the stream the rekey source reads.
+    let publisher = match (&rekey, cfg.rekey.source.as_ref().and_then(|n| cfg.sources.get(n))) {
+        (Some(_), Some(crate::sources::SourceConfig::Kinesis(k))) => {
+            health.set_sink("rekey", true);
+            Some(crate::rekey::Publisher::build(k, &cfg.aws).await)
+        }
+        _ => None,
+    };
     let sink_stage = sink_stage::SinkStage {
+        rekey: publisher,
         rx: out_rx,
         sinks,
         dead_letter: Some(dead_letter),
@@ -355,6 +392,9 @@ async fn run_service(
         snapshots,
         beat: health.stage("detector"),
         leased: leases.keys().cloned().collect(),
+        rekey: rekey.map(|(plan, sets)| {
+            crate::rekey::RekeyStage::new(plan, sets, det_cfg.clone(), findings.clone(), cfg.rekey.reorder)
+        }),
         shards: Default::default(),
         late: late::LatePublisher::new(
             crate::metrics::get().window_partition_late_events.clone(),
@@ -642,6 +682,75 @@ mod tests {
         fn describe(&self) -> String {
             "flaky store".into()
         }
+    }
+
+    /// Leases keep each shard's windows apart: a correlation grouped by
+    /// anything but the partition key is refused by name without `[rekey]`,
+    /// and the chain rules that `[rekey]` cannot split are refused too.
+    #[tokio::test]
+    async fn leases_refuse_correlations_off_the_partition_key_without_a_rekeyed_stream() {
+        let rules = r#"
+title: denied
+id: r-denied
+name: denied
+logsource: {product: aws, service: cloudtrail}
+detection:
+  sel: {errorCode: AccessDenied}
+  condition: sel
+---
+title: denied from one IP
+id: c-ip
+name: by_ip
+correlation:
+  type: event_count
+  rules: [denied]
+  group-by: [sourceIPAddress]
+  timespan: 10m
+  condition: {gte: 3}
+"#;
+        let (set, _) = crate::ruleset::compile(
+            &[trailwatch_rules::RuleFile { name: "r.yml".into(), text: rules.into() }],
+            &Default::default(),
+        )
+        .unwrap();
+        let set = Arc::new(set);
+        let text = r#"
+[aws]
+region = "us-east-1"
+endpoint_url = "http://127.0.0.1:9"
+[checkpoints]
+store = "none"
+[metrics]
+enabled = false
+[sources.org]
+type = "kinesis"
+stream_name = "s"
+coordination = "leases"
+lease_table = "t"
+"#;
+        let cfg: Config = toml::from_str(text).unwrap();
+        cfg.validate().unwrap();
+        let e = run(cfg.clone(), Arc::clone(&set), RunOptions::default(), std::future::pending()).await.unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("denied from one IP (c-ip; group-by sourceIPAddress)") && e.contains("[rekey]"), "{e}");
+
+        // With a re-keyed stream, a chain from a kept correlation into a re-keyed one is refused.
+        let chained = format!(
+            "{rules}---\ntitle: principal then ip\nid: c-chain\ncorrelation:\n  type: temporal\n  rules: [by_ip, denied]\n  group-by: [userIdentity.arn]\n  timespan: 10m\n"
+        );
+        let (set, _) = crate::ruleset::compile(
+            &[trailwatch_rules::RuleFile { name: "r.yml".into(), text: chained }],
+            &Default::default(),
+        )
+        .unwrap();
+        let text = format!(
+            "{text}[sources.rekeyed]\ntype = \"kinesis\"\nstream_name = \"r\"\ncoordination = \"leases\"\nlease_table = \"rt\"\n[rekey]\nsource = \"rekeyed\"\n"
+        );
+        let cfg: Config = toml::from_str(&text).unwrap();
+        cfg.validate().unwrap();
+        let e = run(cfg, Arc::new(set), RunOptions::default(), std::future::pending()).await.unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("[rekey]") && e.contains("c-chain") && e.contains("c-ip"), "{e}");
     }
 
     #[tokio::test]

@@ -23,6 +23,8 @@ use crate::state::{Committed, StateError, StateStore};
 pub(crate) struct SinkStage {
     pub rx: mpsc::Receiver<Output>,
     pub sinks: Vec<(String, Box<dyn Sink>)>,
+    /// Puts re-keyed matches on the re-keyed stream (`crate::rekey`).
+    pub rekey: Option<crate::rekey::Publisher>,
     pub dead_letter: Option<DeadLetterWriter>,
     pub store: Option<Box<dyn StateStore>>,
     pub committed: Committed,
@@ -65,7 +67,13 @@ impl SinkStage {
             self.beat.busy();
             depth.set(self.rx.len() as i64);
             match msg {
-                Output::Batch { findings, dead_letters, requests, trace } => {
+                Output::Batch { findings, dead_letters, requests, trace, rekey } => {
+                    if !rekey.is_empty() {
+                        if let Some(p) = &mut self.rekey {
+                            p.push(rekey);
+                        }
+                        self.put_rekey(false).await?;
+                    }
                     if !dead_letters.is_empty() {
                         stats.dead_letters += dead_letters.len() as u64;
                         self.write_dead_letters(dead_letters).await?;
@@ -167,6 +175,35 @@ impl SinkStage {
         Ok(())
     }
 
+    /// Puts queued re-keyed matches: full PutRecords calls only, or (`all`,
+    /// at a commit) until none is left. Refused records are put again with
+    /// backoff until the shutdown deadline.
+    async fn put_rekey(&mut self, all: bool) -> Result<(), StageError> {
+        let Some(p) = &mut self.rekey else { return Ok(()) };
+        let mut failures = 0u32;
+        while p.pending() > 0 && (all || p.full()) {
+            self.beat.busy();
+            match p.put_once().await {
+                Ok(()) => {
+                    failures = 0;
+                    self.health.set_sink("rekey", true);
+                }
+                Err(e) => {
+                    self.health.set_sink("rekey", false);
+                    let backoff = RETRY.equal_jitter(failures);
+                    failures += 1;
+                    tracing::warn!(stream = %p.describe(), "re-keyed matches not all put, retrying in {backoff:?}: {e}");
+                    metrics::get().sink_retries.with_label_values(&["rekey", "send"]).inc();
+                    if !wait(&self.hard_stop, backoff).await {
+                        metrics::get().checkpoint_commits.with_label_values(&["abandoned"]).inc();
+                        return Err(StageError::Deadline);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn commit(&mut self, req: CommitRequest) -> Result<(), StageError> {
         // A trace of its own: it makes durable the work of many batches.
         let span = tracing::info_span!(
@@ -185,7 +222,9 @@ impl SinkStage {
     async fn commit_inner(&mut self, req: CommitRequest) -> Result<(), StageError> {
         let started = Instant::now();
         let m = metrics::get();
-        // 1. Everything before the marker is delivered or spooled.
+        // 1. Everything before the marker is delivered or spooled, and the
+        // re-keyed matches are on their stream.
+        self.put_rekey(true).await?;
         for (name, sink) in &mut self.sinks {
             let mut failures = 0u32;
             loop {
