@@ -70,6 +70,8 @@ pub struct Metrics {
     pub window_keys: IntGauge,
     pub window_evictions: IntCounter,
     pub window_late_events: IntCounter,
+    /// Late drops by source and partition, bounded labels (service/late.rs).
+    pub window_partition_late_events: IntCounterVec,
     pub window_duplicate_events: IntCounter,
     pub window_future_events: IntCounter,
     pub window_missing_group_key: IntCounter,
@@ -343,6 +345,12 @@ impl Metrics {
                 &r,
                 "trailwatch_window_late_events_total",
                 "Events older than the watermark, dropped from correlation windows.",
+            ),
+            window_partition_late_events: counter_vec(
+                &r,
+                "trailwatch_window_partition_late_events_total",
+                "Late drops from correlation windows by source and watermark partition (shard, account/region, source); the first 20 partitions of a source with drops are named, later ones count as partition=\"_other\".",
+                &["source", "partition"],
             ),
             window_duplicate_events: counter(
                 &r,

@@ -395,6 +395,12 @@ impl Detector {
         self.state.wm.states()
     }
 
+    /// Each partition that dropped late events: its name and how many (since
+    /// start), without copying the partition list.
+    pub fn late_drops(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.state.wm.late_drops()
+    }
+
     /// Names of the partitions whose first too-far-future event came since
     /// the last call (to log once per partition).
     pub fn take_future_partitions(&mut self) -> Vec<String> {

@@ -231,6 +231,12 @@ impl Watermarks {
             .collect()
     }
 
+    /// Name and late drops of every partition that dropped any (no copies:
+    /// read once a second for metrics, with thousands of partitions).
+    pub(crate) fn late_drops(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.parts.iter().filter(|p| p.late > 0).map(|p| (p.name.as_str(), p.late))
+    }
+
     /// `n` late drops of partition `pid`'s events.
     pub(crate) fn add_late(&mut self, pid: PartitionId, n: u64) {
         if let Some(p) = self.parts.get_mut(pid.0 as usize) {

@@ -335,6 +335,8 @@ fn late_drops_are_counted_against_their_partition() {
     let parts = f.det.partitions();
     let late: Vec<(&str, u64)> = parts.iter().map(|p| (p.name.as_str(), p.late_dropped)).collect();
     assert_eq!(late, [("a", 0), ("b", 3)]);
+    let only_late: Vec<(&str, u64)> = f.det.late_drops().collect();
+    assert_eq!(only_late, [("b", 3)], "partitions without late drops are left out");
 }
 
 /// Screening an event elsewhere and giving the detector only the time of

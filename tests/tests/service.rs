@@ -105,6 +105,14 @@ async fn the_configured_lateness_decides_whether_a_late_event_counts() {
     let (late, f) = run_with("1m").await;
     assert_eq!(late, 1, "behind the watermark (10:31): dropped from the window");
     assert!(f.is_empty(), "three denials are not more than three: {f:?}");
+    // The drop is exported by partition (the file source is one partition,
+    // named after it); no other test of this binary drops late events.
+    let text = trailwatch_processor::metrics::get().render();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("trailwatch_window_partition_late_events_total{"))
+        .unwrap_or_else(|| panic!("no late-by-partition series in:\n{text}"));
+    assert_eq!(line, r#"trailwatch_window_partition_late_events_total{partition="files",source="files"} 1"#);
 }
 
 #[tokio::test]

@@ -39,6 +39,8 @@ pub(crate) struct DetectorStage {
     /// leased shard has window state of its own, which moves with its lease.
     pub leased: std::collections::BTreeSet<String>,
     pub shards: std::collections::HashMap<Arc<str>, ShardWindows>,
+    /// Late drops by partition, to the metrics.
+    pub late: super::late::LatePublisher,
     /// The re-keying stage (`crate::rekey`): matches of the principal
     /// streams' events for it, and the re-keyed stream's shards.
     pub rekey: Option<crate::rekey::RekeyStage>,
@@ -210,6 +212,10 @@ impl DetectorStage {
         if let Some(rk) = &mut self.rekey {
             rk.publish_metrics();
         }
+        // Leased shards' windows live in detectors of their own.
+        let main = self.eval.detector().late_drops();
+        let shards = self.shards.values().flat_map(|s| s.det.late_drops());
+        self.late.publish(main.chain(shards));
     }
 
     fn now(&self) -> OffsetDateTime {

@@ -13,6 +13,7 @@
 pub mod batch;
 pub(crate) mod blocking;
 mod detector;
+mod late;
 mod sink_stage;
 
 use std::collections::BTreeMap;
@@ -407,6 +408,10 @@ async fn run_service(
             crate::rekey::RekeyStage::new(plan, sets, det_cfg.clone(), findings.clone(), cfg.rekey.reorder)
         }),
         shards: Default::default(),
+        late: late::LatePublisher::new(
+            crate::metrics::get().window_partition_late_events.clone(),
+            late::NAMED_PER_SOURCE,
+        ),
         derive: match &opts.org {
             Some(OrgUpdates { recompile, mode: OrgMode::Derived { known, org_id } }) => Some(detector::Derive {
                 known: known.clone(),
