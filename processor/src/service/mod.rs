@@ -299,7 +299,12 @@ async fn run_service(
         Some(s) => {
             let c = tokio::select! {
                 c = load_state(s.as_ref()) => c?,
-                _ = &mut shutdown => anyhow::bail!("shutdown requested before the state was loaded from the {}", s.describe()),
+                // Nothing was read yet, so nothing can be lost: a clean stop.
+                _ = &mut shutdown => {
+                    tracing::info!("shutdown requested before the state was loaded from the {}: nothing read, stopping", s.describe());
+                    stop_http.cancel();
+                    return Ok(RunSummary::default());
+                }
             };
             if let Some(c) = &c {
                 tracing::info!(commit = c.commit, positions = c.positions.len(), "resuming from the {}", s.describe());
