@@ -769,7 +769,16 @@ fn on_listen(a: std::net::SocketAddr) {
 /// One HTTP/1.0 GET on the metrics endpoint: (status, body).
 fn get(path: &str) -> (u16, String) {
     use std::io::{Read, Write};
-    let addr = *METRICS_ADDR.get().expect("the metrics endpoint listens");
+    // The service binds its endpoint after start-up: the first polls may come
+    // before it (a loaded machine), so wait for it, within a bound.
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        if let Some(a) = METRICS_ADDR.get() {
+            break *a;
+        }
+        assert!(std::time::Instant::now() < until, "the metrics endpoint listens within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
