@@ -18,10 +18,6 @@ const STREAM: &str = "org-events";
 const TABLE: &str = "trailwatch-leases";
 const SHARDS: i32 = 8;
 
-/// One scenario at a time: each runs three `trailwatch run` processes and two
-/// emulators, and the takeover timings should not measure CPU contention.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 const RULES: &str = r#"
 title: Test marker call
 id: 6f1d1b0e-0000-4000-8000-0000000000c1
@@ -253,7 +249,7 @@ async fn wait_findings(dirs: &[PathBuf], want: usize, within: Duration, procs: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_a_stream_and_one_is_killed() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = crate::MACHINE.write().await;
     let Setup { dir, ddb, kin, cfgs, .. } = &setup(RULES, SHARDS, 3).await;
 
     let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
@@ -355,7 +351,7 @@ async fn wait_shares(ddb: &aws_sdk_dynamodb::Client, want: &[usize], within: Dur
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_one_to_three_to_one_under_load() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = crate::MACHINE.write().await;
     let Setup { dir, ddb, kin, cfgs, .. } = &setup(RULES, SHARDS, 3).await;
     let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
 
@@ -410,7 +406,7 @@ async fn scale_one_to_three_to_one_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn correlation_windows_move_with_their_shard() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = crate::MACHINE.write().await;
     let Setup { dir, ddb, kin, cfgs, .. } = &setup(&format!("{RULES}---{CORRELATION}"), SHARDS, 3).await;
     let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
     let (mut a, mut b, mut c) = (start(&cfgs[0], 0), start(&cfgs[1], 1), start(&cfgs[2], 2));
@@ -456,7 +452,7 @@ async fn correlation_windows_move_with_their_shard() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reshard_while_two_instances_run_keeps_parents_first_and_windows() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = crate::MACHINE.write().await;
     let Setup { dir, ddb, kin, cfgs, .. } = &setup(&format!("{RULES}---{CORRELATION}"), 2, 2).await;
     let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
     let (mut a, mut b) = (start(&cfgs[0], 0), start(&cfgs[1], 1));
@@ -535,7 +531,7 @@ async fn a_reshard_while_two_instances_run_keeps_parents_first_and_windows() {
 /// windows: the correlation counts equal a single replay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merge_while_two_instances_run_restores_both_parents_windows() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = crate::MACHINE.write().await;
     let moto = Server::moto().unwrap();
     let kinesalite = Server::kinesalite().unwrap();
     let dir = tempfile::tempdir().unwrap();

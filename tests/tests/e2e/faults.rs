@@ -78,16 +78,19 @@ async fn kinesis(store: Store) {
 
 #[test]
 fn kinesis_through_faults_with_the_file_store() {
+    let _pair = crate::MACHINE.blocking_read();
     chaos::block_on(kinesis(Store::File));
 }
 
 #[test]
 fn kinesis_through_faults_with_the_dynamodb_store() {
+    let _pair = crate::MACHINE.blocking_read();
     chaos::block_on(kinesis(Store::Dynamodb));
 }
 
 #[test]
 fn sqs_and_s3_through_faults() {
+    let _pair = crate::MACHINE.blocking_read();
     chaos::block_on(sqs_faults());
 }
 

@@ -62,21 +62,25 @@ async fn kinesis(store: Store) {
 
 #[test]
 fn kinesis_kill9_with_the_file_store() {
+    let _pair = crate::MACHINE.blocking_read();
     chaos::block_on(kinesis(Store::File));
 }
 
 #[test]
 fn kinesis_kill9_with_the_dynamodb_store() {
+    let _pair = crate::MACHINE.blocking_read();
     chaos::block_on(kinesis(Store::Dynamodb));
 }
 
 #[test]
 fn sqs_kill9_with_the_file_store() {
+    let _pair = crate::MACHINE.blocking_read();
     chaos::block_on(sqs_kill9(Store::File));
 }
 
 #[test]
 fn sqs_kill9_with_the_dynamodb_store() {
+    let _pair = crate::MACHINE.blocking_read();
     chaos::block_on(sqs_kill9(Store::Dynamodb));
 }
 

@@ -23,8 +23,6 @@ const REKEY_STREAM: &str = "trailwatch-rekey";
 const TABLE: &str = "trailwatch-leases";
 const REKEY_TABLE: &str = "trailwatch-rekey-leases";
 
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// A marker detection on every event (to see every record read), and two
 /// correlations over the same `denied` matches that do not follow the
 /// principal: one per source IP, one per account.
@@ -340,7 +338,7 @@ async fn wait_counts(files: &[PathBuf], want: &BTreeMap<String, u64>, procs: &mu
 }
 
 async fn scenario(kill: bool) {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = crate::MACHINE.write().await;
     let moto = Server::moto().unwrap();
     let kinesalite = Server::kinesalite().unwrap();
     let dir = tempfile::tempdir().unwrap();
