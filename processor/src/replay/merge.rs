@@ -134,19 +134,51 @@ struct Shared {
     stop: bool,
 }
 
-/// Loads `files` on `threads` workers, at most `window` files ahead of the
-/// consumer, and hands them to `consume` in order. `consume` returns false
-/// to stop early. A fetch error stops the replay with that error.
+/// How far the loaders may run ahead of the merge.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ahead {
+    /// Always this many files (even large ones).
+    pub min_files: usize,
+    /// Never more files than this.
+    pub max_files: usize,
+    /// Beyond `min_files`, at most this many input bytes (compressed, as
+    /// stored) loaded and not yet merged: it bounds memory, while small files
+    /// behind a large one keep every loader busy. CloudTrail files of one
+    /// archive range from under 1 KB to hundreds of KB; a window of a few files
+    /// left a loader idle behind each large file (2 cores: 1.5x one core).
+    pub max_bytes: u64,
+}
+
+impl Ahead {
+    pub fn for_threads(threads: usize) -> Ahead {
+        Ahead { min_files: threads * 2 + 2, max_files: 4096, max_bytes: 8 << 20 }
+    }
+}
+
+/// Loads `files` on `threads` workers, at most `ahead` of the consumer, and
+/// hands them to `consume` in order. `consume` returns false to stop early.
+/// A fetch error stops the replay with that error.
 pub(super) fn for_each_loaded(
     files: &[&Planned],
     threads: usize,
-    window: usize,
+    ahead: Ahead,
     fetch: &dyn Fetch,
     opts: &DecodeOptions,
     screen: Option<&RuleSet>,
     consume: &mut dyn FnMut(usize, Loaded) -> anyhow::Result<bool>,
 ) -> anyhow::Result<()> {
     let n = files.len();
+    // Input bytes before file i: what is ahead of the merge is a difference.
+    let mut before = Vec::with_capacity(n + 1);
+    before.push(0u64);
+    for p in files {
+        before.push(before.last().copied().unwrap_or(0) + p.input.size());
+    }
+    let may_start = |g: &Shared| {
+        let files_ahead = g.next - g.consumed;
+        files_ahead < ahead.min_files.max(1)
+            || (files_ahead < ahead.max_files && before[g.next + 1] - before[g.consumed] <= ahead.max_bytes)
+    };
     let state = Mutex::new(Shared { next: 0, consumed: 0, stop: false });
     let cv = Condvar::new();
     let (tx, rx) = mpsc::channel::<(usize, anyhow::Result<Loaded>)>();
@@ -154,7 +186,7 @@ pub(super) fn for_each_loaded(
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
             let tx = tx.clone();
-            let (state, cv) = (&state, &cv);
+            let (state, cv, may_start) = (&state, &cv, &may_start);
             std::thread::Builder::new()
                 .name("replay-load".into())
                 .spawn_scoped(s, move || {
@@ -166,7 +198,7 @@ pub(super) fn for_each_loaded(
                                 if g.stop || g.next >= n {
                                     return;
                                 }
-                                if g.next < g.consumed + window.max(1) {
+                                if may_start(&g) {
                                     break;
                                 }
                                 g = cv.wait(g).unwrap_or_else(|e| e.into_inner());

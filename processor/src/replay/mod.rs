@@ -461,7 +461,7 @@ pub fn replay(set: Arc<RuleSet>, opts: &ReplayOptions, out: &mut dyn Write) -> a
             }
         };
         let screen = Some(set.as_ref());
-        merge::for_each_loaded(&order, threads, threads * 2 + 2, &fetcher, &opts.decode, screen, &mut |i, loaded| {
+        merge::for_each_loaded(&order, threads, merge::Ahead::for_threads(threads), &fetcher, &opts.decode, screen, &mut |i, loaded| {
             bar.inc(1);
             bytes += loaded.bytes;
             for o in &loaded.others {
