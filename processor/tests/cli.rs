@@ -768,7 +768,8 @@ mode = "enforce"
 #[test]
 fn config_checks_the_leases_and_rekey_plan_as_run_does() {
     let dir = tempfile::tempdir().unwrap();
-    let leased = "[sources.org]\ntype = \"kinesis\"\nstream_name = \"s\"\ncoordination = \"leases\"\nlease_table = \"t\"\n";
+    let leased =
+        "[sources.org]\ntype = \"kinesis\"\nstream_name = \"s\"\ncoordination = \"leases\"\nlease_table = \"t\"\n";
     let cfg = dir.path().join("leases.toml");
     std::fs::write(&cfg, leased).unwrap();
     let out = run(bin().args(["config", "--config"]).arg(&cfg));

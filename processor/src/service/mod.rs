@@ -652,7 +652,6 @@ fn respond_org(rules: &crate::config::RulesConfig, org: Option<&OrgUpdates>) -> 
     out
 }
 
-
 /// Each leased shard keeps its own windows: a correlation must group by the
 /// stream's partition key, or its windows would split across shards. Those
 /// that do not run on the re-keyed stream (`crate::rekey`) when `[rekey]
@@ -698,8 +697,8 @@ pub fn rekey_plan(
         ),
         None => Ok(None),
         Some(source) => {
-            let (plan, sets) =
-                crate::rekey::Plan::new(source, Arc::clone(set), &split).map_err(|e| anyhow::anyhow!("[rekey]: {e}"))?;
+            let (plan, sets) = crate::rekey::Plan::new(source, Arc::clone(set), &split)
+                .map_err(|e| anyhow::anyhow!("[rekey]: {e}"))?;
             Ok(Some((plan, sets, split)))
         }
     }
