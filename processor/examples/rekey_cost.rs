@@ -18,7 +18,13 @@ fn main() -> anyhow::Result<()> {
     let opts = trailwatch_processor::ruleset::compile_options(&Default::default(), true)?;
     let (set, _) = trailwatch_processor::ruleset::compile(&trailwatch_processor::ruleset::builtin_files(), &opts)?;
     let set = Arc::new(set);
-    let needing = Plan::needing(&set, &["userIdentity.arn"]);
+    // `REKEY_ALL=1`: every correlation, as when queues (SQS) are read next to a
+    // leased stream (no correlation follows a key there).
+    let needing = if std::env::var_os("REKEY_ALL").is_some() {
+        (0..set.correlations().len()).collect()
+    } else {
+        Plan::needing(&set, &["userIdentity.arn"])
+    };
     println!("{} of {} pack correlations need re-keying:", needing.len(), set.correlations().len());
     for &i in &needing {
         let c = &set.correlations()[i];

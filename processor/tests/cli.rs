@@ -788,13 +788,31 @@ fn config_checks_the_leases_and_rekey_plan_as_run_does() {
     assert!(err.contains("group-by sourceIPAddress)"), "password spraying is named: {err}");
     let refused = err.matches("; group-by ").count();
 
-    let rekeyed = format!(
-        "{leased}[sources.rekeyed]\ntype = \"kinesis\"\nstream_name = \"r\"\ncoordination = \"leases\"\n\
-         lease_table = \"rt\"\n[rekey]\nsource = \"rekeyed\"\n"
-    );
-    std::fs::write(&cfg, rekeyed).unwrap();
+    std::fs::write(&cfg, format!("{leased}{}", rekeyed_tail())).unwrap();
     let out = run(bin().args(["config", "--config"]).arg(&cfg));
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(refused > 0 && err.contains(&format!("correlations ({refused} re-keyed)")), "{refused}: {err}");
+
+    // A queue next to the leased stream: any instance reads any of its events,
+    // so no correlation follows a key there; every one of them is re-keyed.
+    let queue = "[sources.trail_files]\ntype = \"sqs\"\nqueue_url = \"https://sqs.us-east-1.amazonaws.com/1/q\"\n";
+    std::fs::write(&cfg, format!("{leased}{queue}")).unwrap();
+    let out = run(bin().args(["config", "--config"]).arg(&cfg));
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "refused: {err}");
+    assert!(err.contains("sources read without leases (trail_files)"), "{err}");
+    let all = err.matches("; group-by ").count();
+    assert!(all > refused, "every correlation is named ({all}), not only the {refused} off the key: {err}");
+    std::fs::write(&cfg, format!("{leased}{queue}{}", rekeyed_tail())).unwrap();
+    let out = run(bin().args(["config", "--config"]).arg(&cfg));
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("correlations ({all} re-keyed)")), "{all}: {err}");
+}
+
+fn rekeyed_tail() -> String {
+    "[sources.rekeyed]\ntype = \"kinesis\"\nstream_name = \"r\"\ncoordination = \"leases\"\nlease_table = \"rt\"\n\
+     [rekey]\nsource = \"rekeyed\"\n"
+        .to_string()
 }

@@ -683,11 +683,32 @@ pub fn rekey_plan(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let split = crate::rekey::Plan::needing(set, &keys);
+    // Sources read without leases next to leased ones (SQS queues, files):
+    // every instance reads any of their events, so no correlation follows a
+    // key there, and windows kept on the instance would be split across
+    // instances. Then every correlation runs on the re-keyed stream.
+    let unleased: Vec<&str> = cfg
+        .sources
+        .keys()
+        .map(String::as_str)
+        .filter(|n| !leased.contains(n) && rekey_source.as_deref() != Some(*n))
+        .collect();
+    let split = if !leased.is_empty() && !unleased.is_empty() {
+        (0..set.correlations().len()).collect()
+    } else {
+        crate::rekey::Plan::needing(set, &keys)
+    };
     if split.is_empty() && rekey_source.is_none() {
         return Ok(None);
     }
     match &rekey_source {
+        None if !leased.is_empty() && !unleased.is_empty() => anyhow::bail!(
+            "coordination = \"leases\" with sources read without leases ({}): every instance reads any of their \
+             events, so their correlations need a re-keyed stream ([rekey] source); these would be split across \
+             instances: {}",
+            unleased.join(", "),
+            split.iter().map(|i| describe_correlation(set, *i)).collect::<Vec<_>>().join("; ")
+        ),
         None if !leased.is_empty() => anyhow::bail!(
             "coordination = \"leases\" keeps each shard's windows on the instance that holds it, so every \
              correlation must group by the partition key ({}), or run on a re-keyed stream ([rekey] source); \
