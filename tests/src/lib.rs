@@ -19,11 +19,14 @@
 //! - [`chaos`]: the kill -9 / fault scenario shared by `crash.rs` and
 //!   `faults.rs` (events, rules, the real `trailwatch` binary, checks);
 //! - [`fixtures`]: what the scenarios share (rules, events and envelopes,
-//!   stream and queue set-up, a run until a condition, reading findings).
+//!   stream and queue set-up, a run until a condition, reading findings);
+//! - [`instances`]: several `trailwatch run` processes sharing streams
+//!   through lease tables (set-up, configs, input, replay comparison).
 
 pub mod chaos;
 pub mod faults;
 pub mod fixtures;
+pub mod instances;
 pub mod otlp_metrics;
 pub mod recorder;
 
