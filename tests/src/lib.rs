@@ -396,6 +396,46 @@ pub async fn run_then_flush(
     (summary, report)
 }
 
+/// What the OTLP tests run: the demo events (in batches of `batch_events`
+/// when set) to an ASFF file in `dir`, no checkpoints, no /metrics
+/// endpoint, then `telemetry` (TOML); validated.
+pub fn demo_config(dir: &Path, batch_events: Option<u32>, telemetry: &str) -> trailwatch_processor::config::Config {
+    let batch = batch_events.map(|n| format!("batch_events = {n}")).unwrap_or_default();
+    let text = format!(
+        r#"
+        [sources.demo]
+        type = "file"
+        paths = ["{events}"]
+        {batch}
+        [sinks.out]
+        type = "asff-jsonl"
+        path = "{out}"
+        [checkpoints]
+        store = "none"
+        [metrics]
+        enabled = false
+        {telemetry}
+        "#,
+        events = repo_root().join("examples/events").display(),
+        out = dir.join("findings.ndjson").display(),
+    );
+    fixtures::config(&text)
+}
+
+/// [`run_then_flush`] with the built-in rules, dead letters to `dir`, and 20 s
+/// for the flush.
+pub async fn run_builtin_then_flush(
+    cfg: trailwatch_processor::config::Config,
+    dir: &Path,
+    telemetry: trailwatch_processor::telemetry::Telemetry,
+) -> (trailwatch_processor::service::RunSummary, trailwatch_processor::telemetry::ExportReport) {
+    let opts = trailwatch_processor::ruleset::compile_options(&cfg, true).unwrap();
+    let (set, _) = trailwatch_processor::ruleset::load(&[], true, &opts).unwrap();
+    let run_opts =
+        trailwatch_processor::service::RunOptions { dead_letter: Some(dir.join("dead.ndjson")), ..Default::default() };
+    run_then_flush(cfg, set, run_opts, telemetry, Duration::from_secs(20)).await
+}
+
 /// The newest modification time of the files under `paths`.
 fn newest(paths: &[PathBuf]) -> Option<std::time::SystemTime> {
     let mut newest = None;
