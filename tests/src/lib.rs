@@ -15,6 +15,8 @@
 //!   that injects throttling, 500s, connection resets and slow answers;
 //! - [`recorder::Recorder`]: a recording HTTP endpoint (BatchUpdateFindings,
 //!   webhooks), for what moto does not serve;
+//! - [`http_wire`]: HTTP/1.1 messages read off a socket, for hand-written
+//!   endpoints and proxies;
 //! - [`otlp_metrics`]: what the OTLP metrics tests check in the receiver's requests;
 //! - [`chaos`]: the kill -9 / fault scenario shared by `crash.rs` and
 //!   `faults.rs` (events, rules, the real `trailwatch` binary, checks);
@@ -26,6 +28,7 @@
 pub mod chaos;
 pub mod faults;
 pub mod fixtures;
+pub mod http_wire;
 pub mod instances;
 pub mod otlp_metrics;
 pub mod recorder;
