@@ -10,21 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use trailwatch_tests::chaos::{jsonl_findings, Trailwatch};
+use trailwatch_tests::fixtures::{MARKER_RULE, MARKER_RULE_ID};
 use trailwatch_tests::instances::{self, start, stop_all, union, Rig};
 
 const STREAM: &str = "org-events";
 const TABLE: &str = "trailwatch-leases";
 const SHARDS: i32 = 8;
-
-const RULES: &str = r#"
-title: Test marker call
-id: 6f1d1b0e-0000-4000-8000-0000000000c1
-level: high
-logsource: {product: aws, service: cloudtrail}
-detection:
-    sel: {eventName: TwMarker}
-    condition: sel
-"#;
 
 fn event(i: u32) -> String {
     format!(
@@ -78,13 +69,16 @@ fn counts_against_replay(
 struct Setup {
     rig: Rig,
     cfgs: Vec<PathBuf>,
+    /// Each instance's directory (its findings and log).
+    dirs: Vec<PathBuf>,
 }
 
 async fn setup(rules: &str, shards: i32, instances: usize) -> Setup {
     let rig = Rig::new(rules, &[TABLE], &[(STREAM, shards)]).await;
     let source = rig.lease_source("org", STREAM, TABLE);
-    let cfgs = (0..instances).map(|n| rig.config(n, &source)).collect();
-    Setup { rig, cfgs }
+    let cfgs: Vec<PathBuf> = (0..instances).map(|n| rig.config(n, &source)).collect();
+    let dirs = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
+    Setup { rig, cfgs, dirs }
 }
 
 /// A single-instance `trailwatch replay` (with `cfg`) of events `range`:
@@ -122,9 +116,8 @@ async fn wait_findings(dirs: &[PathBuf], want: usize, within: Duration, procs: &
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_a_stream_and_one_is_killed() {
     let _one = crate::MACHINE.write().await;
-    let Setup { rig: Rig { dir, ddb, kin, .. }, cfgs } = &setup(RULES, SHARDS, 3).await;
+    let Setup { rig: Rig { dir, ddb, kin, .. }, cfgs, dirs } = &setup(MARKER_RULE, SHARDS, 3).await;
 
-    let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
     let (mut a, mut b, mut c) = (start(&cfgs[0], 0), start(&cfgs[1], 1), start(&cfgs[2], 2));
 
     // Even share: three owners, 3/3/2.
@@ -221,8 +214,7 @@ async fn wait_shares(ddb: &aws_sdk_dynamodb::Client, want: &[usize], within: Dur
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_one_to_three_to_one_under_load() {
     let _one = crate::MACHINE.write().await;
-    let Setup { rig: Rig { dir, ddb, kin, .. }, cfgs } = &setup(RULES, SHARDS, 3).await;
-    let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
+    let Setup { rig: Rig { dir, ddb, kin, .. }, cfgs, dirs } = &setup(MARKER_RULE, SHARDS, 3).await;
 
     // Load: 50 events every 250 ms while the instances come and go.
     let feeding = {
@@ -273,14 +265,14 @@ async fn scale_one_to_three_to_one_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn correlation_windows_move_with_their_shard() {
     let _one = crate::MACHINE.write().await;
-    let Setup { rig: Rig { dir, ddb, kin, .. }, cfgs } = &setup(&format!("{RULES}---{CORRELATION}"), SHARDS, 3).await;
-    let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
+    let Setup { rig: Rig { dir, ddb, kin, .. }, cfgs, dirs } =
+        &setup(&format!("{MARKER_RULE}---{CORRELATION}"), SHARDS, 3).await;
     let (mut a, mut b, mut c) = (start(&cfgs[0], 0), start(&cfgs[1], 1), start(&cfgs[2], 2));
     wait_shares(ddb, &[2, 3, 3], Duration::from_secs(60)).await;
 
     // 97 principals, an event every 0.1 s: each principal's 2-minute windows
     // fill and fire before and after the kill, on every shard.
-    let marker = |f: &BTreeSet<String>| f.iter().filter(|id| id.contains("0000000000c1")).count();
+    let marker = |f: &BTreeSet<String>| f.iter().filter(|id| id.contains(MARKER_RULE_ID)).count();
     put(kin, 0..600).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while marker(&union(&dirs)) < 600 {
@@ -313,12 +305,12 @@ async fn correlation_windows_move_with_their_shard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reshard_while_two_instances_run_keeps_parents_first_and_windows() {
     let _one = crate::MACHINE.write().await;
-    let Setup { rig: Rig { dir, ddb, kin, .. }, cfgs } = &setup(&format!("{RULES}---{CORRELATION}"), 2, 2).await;
-    let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
+    let Setup { rig: Rig { dir, ddb, kin, .. }, cfgs, dirs } =
+        &setup(&format!("{MARKER_RULE}---{CORRELATION}"), 2, 2).await;
     let (mut a, mut b) = (start(&cfgs[0], 0), start(&cfgs[1], 1));
     wait_shares(ddb, &[1, 1], Duration::from_secs(60)).await;
 
-    let marker = |f: &BTreeSet<String>| f.iter().filter(|id| id.contains("0000000000c1")).count();
+    let marker = |f: &BTreeSet<String>| f.iter().filter(|id| id.contains(MARKER_RULE_ID)).count();
     let wait_marker = |n: usize| {
         let dirs = dirs.clone();
         async move {
@@ -387,12 +379,12 @@ async fn a_reshard_while_two_instances_run_keeps_parents_first_and_windows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merge_while_two_instances_run_restores_both_parents_windows() {
     let _one = crate::MACHINE.write().await;
-    let Setup { rig: Rig { dir, ddb, kin, .. }, cfgs } = &setup(&format!("{RULES}---{CORRELATION}"), 2, 2).await;
-    let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
+    let Setup { rig: Rig { dir, ddb, kin, .. }, cfgs, dirs } =
+        &setup(&format!("{MARKER_RULE}---{CORRELATION}"), 2, 2).await;
     let (mut a, mut b) = (start(&cfgs[0], 0), start(&cfgs[1], 1));
     wait_shares(&ddb, &[1, 1], Duration::from_secs(60)).await;
 
-    let marker = |f: &BTreeSet<String>| f.iter().filter(|id| id.contains("0000000000c1")).count();
+    let marker = |f: &BTreeSet<String>| f.iter().filter(|id| id.contains(MARKER_RULE_ID)).count();
     let wait_marker = |n: usize| {
         let dirs = dirs.clone();
         async move {

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use trailwatch_tests::chaos::{jsonl_findings, Trailwatch};
+use trailwatch_tests::fixtures::{MARKER_RULE, MARKER_RULE_ID};
 use trailwatch_tests::instances::{self, correlation_counts, start, stop_all, union, Rig};
 
 const STREAM: &str = "org-events";
@@ -20,18 +21,9 @@ const REKEY_STREAM: &str = "trailwatch-rekey";
 const TABLE: &str = "trailwatch-leases";
 const REKEY_TABLE: &str = "trailwatch-rekey-leases";
 
-/// A marker detection on every event (to see every record read), and two
-/// correlations over the same `denied` matches that do not follow the
-/// principal: one per source IP, one per account.
-const MARKER: &str = r#"
-title: Test marker call
-id: 6f1d1b0e-0000-4000-8000-0000000000d1
-level: high
-logsource: {product: aws, service: cloudtrail}
-detection:
-    sel: {eventName: TwMarker}
-    condition: sel
-"#;
+/// With the fixtures' marker detection on every event (to see every record
+/// read): two correlations over the same `denied` matches that do not
+/// follow the principal, one per source IP ([`BY_IP`]), one per account.
 const BY_IP: &str = trailwatch_tests::denied_correlation!(
     "6f1d1b0e-0000-4000-8000-0000000000d2",
     "6f1d1b0e-0000-4000-8000-0000000000d3",
@@ -143,7 +135,7 @@ async fn rekeyed_records(kin: &aws_sdk_kinesis::Client) -> (usize, usize) {
 }
 
 fn marker(f: &BTreeSet<String>) -> usize {
-    f.iter().filter(|id| id.contains("0000000000d1")).count()
+    f.iter().filter(|id| id.contains(MARKER_RULE_ID)).count()
 }
 
 /// The single-instance replay of events 0..n: (distinct finding Ids, correlation counts).
@@ -179,7 +171,7 @@ async fn wait_counts(files: &[PathBuf], want: &BTreeMap<String, u64>, procs: &mu
 async fn scenario(kill: bool) {
     let _one = crate::MACHINE.write().await;
     let rig = Rig::new(
-        &format!("{MARKER}---{BY_IP}---{BY_ACCOUNT}"),
+        &format!("{MARKER_RULE}---{BY_IP}---{BY_ACCOUNT}"),
         &[TABLE, REKEY_TABLE],
         &[(STREAM, 8), (REKEY_STREAM, 4)],
     )
