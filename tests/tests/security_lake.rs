@@ -56,6 +56,28 @@ fn head_toml(server: &Server, dir: &Path) -> String {
     )
 }
 
+/// A security-lake sink `name` uploading through the provider role (moto's
+/// STS answers AssumeRole) beside an ocsf-jsonl sink writing `jsonl`, and
+/// no metrics endpoint.
+fn lake_and_ocsf_sinks(name: &str, jsonl: &Path) -> String {
+    format!(
+        r#"
+        [sinks.{name}]
+        type = "security-lake"
+        bucket = "{BUCKET}"
+        source_name = "trailwatch"
+        role_arn = "arn:aws:iam::123456789012:role/AmazonSecurityLake-Provider-trailwatch"
+        external_id = "trailwatch-test"
+        [sinks.ocsf]
+        type = "ocsf-jsonl"
+        path = "{jsonl}"
+        [metrics]
+        enabled = false
+        "#,
+        jsonl = jsonl.display(),
+    )
+}
+
 /// The rules `cfg` names, compiled as `trailwatch run` does.
 fn rules_of(cfg: &Config) -> Arc<RuleSet> {
     let opts = ruleset::compile_options(cfg, cfg.rules.builtin).unwrap();
@@ -165,23 +187,12 @@ async fn demo_findings_become_ocsf_parquet_in_the_lake_layout() {
         type = "file"
         paths = ["{input}"]
         exit_when_done = true
-        [sinks.lake]
-        type = "security-lake"
-        bucket = "{BUCKET}"
-        source_name = "trailwatch"
-        # moto's STS answers AssumeRole: the uploads go through the role path.
-        role_arn = "arn:aws:iam::123456789012:role/AmazonSecurityLake-Provider-trailwatch"
-        external_id = "trailwatch-test"
-        [sinks.ocsf]
-        type = "ocsf-jsonl"
-        path = "{jsonl}"
-        [metrics]
-        enabled = false
+        {sinks}
         "#,
         aws = server.aws_section(),
         state = dir.path().join("state").display(),
         input = repo_root().join("examples/events/demo-cloudtrail.ndjson").display(),
-        jsonl = jsonl.display(),
+        sinks = lake_and_ocsf_sinks("lake", &jsonl),
     );
     let cfg: Config = toml::from_str(&text).unwrap();
     cfg.validate().unwrap();
@@ -486,22 +497,12 @@ async fn a_generated_day_lands_in_the_lake_as_the_ocsf_sink_writes_it() {
         [sources.day]
         type = "file"
         paths = ["{input}"]
-        [sinks.lake_day]
-        type = "security-lake"
-        bucket = "{BUCKET}"
-        source_name = "trailwatch"
-        role_arn = "arn:aws:iam::123456789012:role/AmazonSecurityLake-Provider-trailwatch"
-        external_id = "trailwatch-test"
-        [sinks.ocsf]
-        type = "ocsf-jsonl"
-        path = "{jsonl}"
-        [metrics]
-        enabled = false
+        {sinks}
         "#,
         aws = server.aws_section(),
         state = dir.path().join("state").display(),
         input = ds.join("ndjson").display(),
-        jsonl = jsonl.display(),
+        sinks = lake_and_ocsf_sinks("lake_day", &jsonl),
     ))
     .unwrap();
     cfg.aws = overlay.aws;
