@@ -138,7 +138,7 @@ async fn three_instances_share_a_stream_and_one_is_killed() {
     println!("even share: {share:?}");
 
     put(kin, 0..400).await;
-    let t = wait_findings(&dirs, 400, Duration::from_secs(60), &mut [&mut a, &mut b, &mut c]).await;
+    let t = wait_findings(dirs, 400, Duration::from_secs(60), &mut [&mut a, &mut b, &mut c]).await;
     println!("400 events read by 3 instances in {t:?}");
     let per: Vec<usize> = dirs.iter().map(|d| jsonl_findings(&d.join("findings.ndjson")).distinct().len()).collect();
     println!("findings per instance: {per:?}");
@@ -165,7 +165,7 @@ async fn three_instances_share_a_stream_and_one_is_killed() {
     };
     println!("failover (failover_time 3s): {failover:?}");
     assert!(failover < Duration::from_secs(3 * 2 + 5), "takeover took {failover:?}");
-    let t = wait_findings(&dirs, 800, Duration::from_secs(60), &mut [&mut a, &mut c]).await;
+    let t = wait_findings(dirs, 800, Duration::from_secs(60), &mut [&mut a, &mut c]).await;
     println!("all 800 findings {t:?} after the takeover");
 
     // Graceful stop of the survivors: a final checkpoint, then the leases are released.
@@ -178,7 +178,7 @@ async fn three_instances_share_a_stream_and_one_is_killed() {
     let out = replay_expected(dir.path(), &cfgs[0], 0..800);
     let expected = jsonl_findings(&out).distinct();
     assert_eq!(expected.len(), 800);
-    let got = union(&dirs);
+    let got = union(dirs);
     assert_eq!(got, expected, "the shared run's findings differ from a single replay");
     let total: usize = dirs.iter().map(|d| jsonl_findings(&d.join("findings.ndjson")).ids.len()).sum();
     println!("findings written {total} (distinct {}; repeats are re-reads after a lease moved, same Ids)", got.len());
@@ -248,11 +248,11 @@ async fn scale_one_to_three_to_one_under_load() {
         stopping.elapsed()
     );
     let n = feeding.await.unwrap() as usize;
-    let t = wait_findings(&dirs, n, Duration::from_secs(60), &mut [&mut a]).await;
+    let t = wait_findings(dirs, n, Duration::from_secs(60), &mut [&mut a]).await;
     println!("all {n} events found {t:?} after the load stopped");
     let status = a.terminate(Duration::from_secs(25)).expect("exits");
     assert!(status.success());
-    let got = union(&dirs);
+    let got = union(dirs);
     let want: BTreeSet<String> = {
         let out = replay_expected(dir.path(), &cfgs[0], 0..n as u32);
         jsonl_findings(&out).distinct()
@@ -275,7 +275,7 @@ async fn correlation_windows_move_with_their_shard() {
     let marker = |f: &BTreeSet<String>| f.iter().filter(|id| id.contains(MARKER_RULE_ID)).count();
     put(kin, 0..600).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while marker(&union(&dirs)) < 600 {
+    while marker(&union(dirs)) < 600 {
         assert!(Instant::now() < deadline, "events not read");
         for p in [&mut a, &mut b, &mut c] {
             p.assert_running();
@@ -286,8 +286,8 @@ async fn correlation_windows_move_with_their_shard() {
     b.kill9();
     put(kin, 600..1200).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while marker(&union(&dirs)) < 1200 {
-        assert!(Instant::now() < deadline, "events not read after the kill: {}", marker(&union(&dirs)));
+    while marker(&union(dirs)) < 1200 {
+        assert!(Instant::now() < deadline, "events not read after the kill: {}", marker(&union(dirs)));
         for p in [&mut a, &mut c] {
             p.assert_running();
         }
@@ -295,11 +295,11 @@ async fn correlation_windows_move_with_their_shard() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop_all(&mut [&mut a, &mut c]);
-    let (got, want, out) = counts_against_replay(dir.path(), &cfgs[0], &dirs, 1200);
+    let (got, want, out) = counts_against_replay(dir.path(), &cfgs[0], dirs, 1200);
     println!("correlation findings: {} (replay {}), counts {:?}", got.len(), want.len(), got.values().sum::<u64>());
     assert!(!want.is_empty(), "the scenario fires the correlation");
     assert_eq!(got, want, "correlation findings or counts differ from a single replay");
-    assert_eq!(union(&dirs), jsonl_findings(&out).distinct());
+    assert_eq!(union(dirs), jsonl_findings(&out).distinct());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,7 +360,7 @@ async fn a_reshard_while_two_instances_run_keeps_parents_first_and_windows() {
     }
 
     stop_all(&mut [&mut a, &mut b]);
-    let (got, want, out) = counts_against_replay(dir.path(), &cfgs[0], &dirs, 1200);
+    let (got, want, out) = counts_against_replay(dir.path(), &cfgs[0], dirs, 1200);
     println!(
         "after the split: correlation findings {} (replay {}), counts {} (replay {})",
         got.len(),
@@ -369,7 +369,7 @@ async fn a_reshard_while_two_instances_run_keeps_parents_first_and_windows() {
         want.values().sum::<u64>()
     );
     assert_eq!(got, want, "windows split by the reshard");
-    assert_eq!(union(&dirs), jsonl_findings(&out).distinct());
+    assert_eq!(union(dirs), jsonl_findings(&out).distinct());
 }
 
 /// Two shards merge into one while two instances run: each parent ends on
@@ -382,7 +382,7 @@ async fn a_merge_while_two_instances_run_restores_both_parents_windows() {
     let Setup { rig: Rig { dir, ddb, kin, .. }, cfgs, dirs } =
         &setup(&format!("{MARKER_RULE}---{CORRELATION}"), 2, 2).await;
     let (mut a, mut b) = (start(&cfgs[0], 0), start(&cfgs[1], 1));
-    wait_shares(&ddb, &[1, 1], Duration::from_secs(60)).await;
+    wait_shares(ddb, &[1, 1], Duration::from_secs(60)).await;
 
     let marker = |f: &BTreeSet<String>| f.iter().filter(|id| id.contains(MARKER_RULE_ID)).count();
     let wait_marker = |n: usize| {
@@ -395,7 +395,7 @@ async fn a_merge_while_two_instances_run_restores_both_parents_windows() {
             }
         }
     };
-    put(&kin, 0..600).await;
+    put(kin, 0..600).await;
     wait_marker(600).await;
     let shards = kin.list_shards().stream_name(STREAM).send().await.unwrap();
     let parents: Vec<String> = shards.shards().iter().map(|s| s.shard_id().to_string()).collect();
@@ -414,7 +414,7 @@ async fn a_merge_while_two_instances_run_restores_both_parents_windows() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    put(&kin, 600..1200).await;
+    put(kin, 600..1200).await;
     wait_marker(1200).await;
     for p in [&mut a, &mut b] {
         p.assert_running();
@@ -442,7 +442,7 @@ async fn a_merge_while_two_instances_run_restores_both_parents_windows() {
     assert!(logs.contains("windows of both parents restored"), "the child's owner restored both parents");
 
     stop_all(&mut [&mut a, &mut b]);
-    let (got, want, out) = counts_against_replay(dir.path(), &cfgs[0], &dirs, 1200);
+    let (got, want, out) = counts_against_replay(dir.path(), &cfgs[0], dirs, 1200);
     println!(
         "after the merge: correlation findings {} (replay {}), counts {} (replay {})",
         got.len(),
@@ -468,5 +468,5 @@ async fn a_merge_while_two_instances_run_restores_both_parents_windows() {
     // Not exactly the distinct findings: 97 and 140 for 97 in two runs (a
     // finding re-sent with the same Id counts again; not investigated).
     assert!(fired >= want.len() as u64, "the shard detectors' windows are missing from the run summaries: {fired}");
-    assert_eq!(union(&dirs), jsonl_findings(&out).distinct());
+    assert_eq!(union(dirs), jsonl_findings(&out).distinct());
 }

@@ -194,7 +194,7 @@ async fn scenario(kill: bool) {
 
     let (mut a, mut b) = (start(&cfgs[0], 0), start(&cfgs[1], 1));
     let deadline = Instant::now() + Duration::from_secs(60);
-    while shares(&ddb, TABLE).await != [4, 4] || shares(&ddb, REKEY_TABLE).await != [2, 2] {
+    while shares(ddb, TABLE).await != [4, 4] || shares(ddb, REKEY_TABLE).await != [2, 2] {
         assert!(Instant::now() < deadline, "no even share of both streams after 60 s");
         for p in [&mut a, &mut b] {
             p.assert_running();
@@ -202,18 +202,18 @@ async fn scenario(kill: bool) {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
-    put(&kin, 0..600).await;
+    put(kin, 0..600).await;
     wait_marker(&dirs, 600, &mut [&mut a, &mut b]).await;
     // Let commits follow, so the one killed has checkpoints on both streams.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(checkpointed(&ddb, REKEY_TABLE).await > 0, "no re-keyed shard was read");
+    assert!(checkpointed(ddb, REKEY_TABLE).await > 0, "no re-keyed shard was read");
     let mut survivors: Vec<&mut Trailwatch> = if kill {
         b.kill9();
         vec![&mut a]
     } else {
         vec![&mut a, &mut b]
     };
-    put(&kin, 600..1200).await;
+    put(kin, 600..1200).await;
     wait_marker(&dirs, 1200, &mut survivors).await;
     let t = wait_counts(&files, &want, &mut survivors).await;
     println!("correlation counts settled {t:?} after every event was read");
@@ -235,7 +235,7 @@ async fn scenario(kill: bool) {
     }
     // Every (event, correlation) match reached the re-keyed stream; a
     // takeover's re-read may have put some twice (counted once above).
-    let (total, distinct) = rekeyed_records(&kin).await;
+    let (total, distinct) = rekeyed_records(kin).await;
     println!("re-keyed stream: {total} records, {distinct} distinct matches ({} put again)", total - distinct);
     assert_eq!(distinct, 2 * 1200, "one match per event and correlation");
     assert_eq!(got, want, "re-keyed correlation findings or counts differ from a single replay");
