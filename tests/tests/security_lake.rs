@@ -29,12 +29,16 @@ async fn lake_bucket(server: &Server) -> aws_sdk_s3::Client {
     client
 }
 
-/// A test directory with [`EVERY_DENIAL`] in its `rules/`.
-fn denial_rules_dir() -> tempfile::TempDir {
+/// moto with the lake's bucket (and its S3 client), and a test directory
+/// with [`EVERY_DENIAL`] in its `rules/`.
+async fn lake_with_denials() -> (Server, aws_sdk_s3::Client, tempfile::TempDir) {
+    aws_env();
+    let server = Server::moto().unwrap();
+    let client = lake_bucket(&server).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("rules")).unwrap();
     std::fs::write(dir.path().join("rules/denial.yml"), EVERY_DENIAL).unwrap();
-    dir
+    (server, client, dir)
 }
 
 /// The head of a config: `server`'s AWS section, state in `dir` committed
@@ -314,10 +318,7 @@ fn staged_rows(dir: &Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_after_staging_loses_nothing() {
-    aws_env();
-    let server = Server::moto().unwrap();
-    let client = lake_bucket(&server).await;
-    let dir = denial_rules_dir();
+    let (server, client, dir) = lake_with_denials().await;
     const N: u32 = 300;
     let events = dir.path().join("events.ndjson");
     write_lines(&events, (0..N).map(denial));
@@ -549,10 +550,7 @@ async fn a_generated_day_lands_in_the_lake_as_the_ocsf_sink_writes_it() {
 /// duplicated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_roll_by_size() {
-    aws_env();
-    let server = Server::moto().unwrap();
-    let client = lake_bucket(&server).await;
-    let dir = denial_rules_dir();
+    let (server, client, dir) = lake_with_denials().await;
     const N: u32 = 2000;
     // Every event in one account and region: one partition.
     let events = dir.path().join("events.ndjson");
@@ -666,13 +664,9 @@ async fn object_count(client: &aws_sdk_s3::Client) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_roll_by_age_on_a_quiet_stream() {
     use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-    aws_env();
-    let server = Server::moto().unwrap();
-    let sdk = server.sdk_config().await;
-    let client = lake_bucket(&server).await;
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let (server, client, dir) = lake_with_denials().await;
+    let sqs = aws_sdk_sqs::Client::new(&server.sdk_config().await);
     let url = sqs.create_queue().queue_name("lake-age").send().await.unwrap().queue_url.unwrap();
-    let dir = denial_rules_dir();
     let input = format!("[sources.queue]\ntype = \"sqs\"\nqueue_url = \"{url}\"\nwait_time = \"1s\"");
     let cfg = live_config(&server, dir.path(), &input, "lake_age", "2s", &server.endpoint);
     assert!(cfg.validate().is_err(), "2s is below the configurable roll_age");
@@ -791,9 +785,7 @@ fn staged_files(dir: &Path, sink: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_upload_stays_staged_and_is_retried_once_s3_is_back() {
     use trailwatch_tests::faults::{Fault, FaultConfig, FaultProxy, Service};
-    aws_env();
-    let server = Server::moto().unwrap();
-    let client = lake_bucket(&server).await;
+    let (server, client, dir) = lake_with_denials().await;
     let proxy = FaultProxy::start(
         &server.endpoint,
         FaultConfig {
@@ -803,7 +795,6 @@ async fn a_failing_upload_stays_staged_and_is_retried_once_s3_is_back() {
         },
     )
     .unwrap();
-    let dir = denial_rules_dir();
     const N: u32 = 200;
     let events = dir.path().join("events.ndjson");
     write_lines(&events, (0..N).map(denial));
