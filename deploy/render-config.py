@@ -7,17 +7,25 @@ uses, and fails unless every ${...} resolved and the result parses as TOML
 with the sections the service plan defines. It does the same for the ADOT
 collector sidecar's configuration (AOT_CONFIG_CONTENT): valid YAML, exactly the
 pipelines of what is enabled (metrics, traces), every component they name
-defined, and the endpoints matching the service configuration's. Run by
-scripts/lint-deploy with the .venv's Python (it reads the template with
-cfn-lint's YAML loader).
+defined, and the endpoints matching the service configuration's. With
+--trailwatch BIN it also hands rendered service configurations to the real
+validation (`trailwatch config --config FILE`, which loads the rules and makes
+the leases/re-keying plan as `run` does): each major combination must be
+accepted, except leases without the re-keyed stream, which the built-in pack
+must make it refuse (and which must pass with `[rules] builtin = false`).
+Run by scripts/lint-deploy with the .venv's Python (it reads the template
+with cfn-lint's YAML loader).
 
-    .venv/bin/python deploy/render-config.py [--print] [--print-collector] [--rules-toml FILE]
+    .venv/bin/python deploy/render-config.py [--print] [--print-collector] [--rules-toml FILE] [--trailwatch BIN]
 """
 
 import argparse
 import itertools
+import os
 import re
+import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -40,6 +48,8 @@ EXAMPLE = {
     "TrailFilesQueue": "https://sqs.us-east-1.amazonaws.com/999999999999/trailwatch-TrailFilesQueue-AbCdEf1",
     "CheckpointTable": "trailwatch-CheckpointTable-AbCdEf123456",
     "LeaseTable": "trailwatch-LeaseTable-AbCdEf123456",
+    "RekeyStream": "trailwatch-RekeyStream-AbCdEf123456",
+    "RekeyLeaseTable": "trailwatch-RekeyLeaseTable-AbCdEf123456",
     "StateBucket": "trailwatch-statebucket-abcdef123456",
     "Cluster": "trailwatch-Cluster-AbCdEf123456",
     "PrometheusWorkspace.PrometheusEndpoint": "https://aps-workspaces.us-east-1.amazonaws.com/workspaces/ws-0123abcd-4567-89ef-0123-456789abcdef/",
@@ -59,7 +69,11 @@ REQUIRED = {"aws", "service", "sources", "checkpoints", "sinks", "findings", "me
 
 # Conditions of the template the checks below look at.
 METRICS, TRACES, LEASED = "EnablePrometheus", "EnableXRay", "Leased"
-LAKE = "SecurityLake"
+LAKE, REKEYED = "SecurityLake", "Rekeyed"
+
+# Base conditions whose every combination `trailwatch config` checks (the
+# others only add or drop a line; they are checked all false and all true).
+MAJOR = {"Leased", "RekeyWanted", "EnableXRay", "HasTrailBucket", "SecurityLake"}
 
 # TraceSampleRatio values its AllowedPattern must let through (each must be
 # a TOML number from 0 to 1) and must refuse.
@@ -209,6 +223,22 @@ def check_service(config, conditions):
     else:
         if "coordination" in kinesis or checkpoints.get("store") != "dynamodb" or spool is not True:
             problems.append("single: dynamodb checkpoints, no leases, durable spool on EFS expected")
+    # The re-keyed stream: a leased source of its own, with its own lease
+    # table (a lease table holds one stream's shards, keyed by shard id).
+    rekey, rekeyed = config.get("rekey", {}), section(config, "sources", "rekeyed")
+    if conditions[REKEYED]:
+        if rekey.get("source") != "rekeyed" or rekeyed.get("type") != "kinesis":
+            problems.append("rekey: [rekey] source must name the kinesis source [sources.rekeyed]")
+        if rekeyed.get("coordination") != "leases" or not rekeyed.get("lease_table"):
+            problems.append("rekey: [sources.rekeyed] needs coordination = \"leases\" and a lease_table")
+        if not rekeyed.get("stream_name") or rekeyed.get("stream_name") == kinesis.get("stream_name"):
+            problems.append("rekey: [sources.rekeyed] must read a stream of its own")
+        if rekeyed.get("lease_table") == kinesis.get("lease_table"):
+            problems.append("rekey: the re-keyed stream shares the principal stream's lease table")
+        if rekeyed.get("failover_time") != kinesis.get("failover_time"):
+            problems.append("rekey: the two streams' failover_time differ")
+    elif rekey or rekeyed:
+        problems.append("no re-keyed stream, but [rekey] or [sources.rekeyed] is set")
     lake = section(config, "sinks", "security_lake")
     if conditions[LAKE]:
         if lake.get("type") != "security-lake":
@@ -279,6 +309,41 @@ def check_collector(collector, service, conditions):
     return problems
 
 
+def trailwatch_config(binary, text):
+    """(accepted, stderr) of `trailwatch config` on a rendered configuration,
+    with no TRAILWATCH_* or OTEL_* variables of the caller's in the way."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAILWATCH", "OTEL_", "AWS_"))}
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+        f.write(text)
+    try:
+        out = subprocess.run(
+            [binary, "config", "--config", f.name], env=env, capture_output=True, text=True, timeout=120
+        )
+    finally:
+        os.unlink(f.name)
+    return out.returncode == 0, out.stderr.strip()
+
+
+def check_with_trailwatch(binary, text, conditions, render_builtin_off):
+    """Problems `trailwatch config` finds in a rendered configuration, and a
+    one-line account of what it said."""
+    ok, err = trailwatch_config(binary, text)
+    last = err.splitlines()[-1] if err else ""
+    if conditions[LEASED] and not conditions[REKEYED]:
+        # The pack has correlations off the partition key: refused, by name.
+        if ok or "[rekey]" not in err or "these do not:" not in err:
+            return [f"leases without the re-keyed stream: expected the pack's correlations refused, got: {last}"], last
+        ok2, err2 = trailwatch_config(binary, render_builtin_off())
+        if not ok2:
+            return [f"leases without the re-keyed stream and builtin = false refused: {err2}"], last
+        return [], "refused as expected (pack correlations off the partition key); accepted with builtin = false"
+    if not ok:
+        return [f"trailwatch config refused it: {err}"], last
+    if conditions[REKEYED] and "re-keyed)" not in last:
+        return [f"re-keyed stream configured but no correlation re-keyed: {last}"], last
+    return [], last
+
+
 def merged(a, b):
     """Deep merge of two collector configurations (lists must agree)."""
     if isinstance(a, dict) and isinstance(b, dict):
@@ -293,6 +358,7 @@ def main():
     ap.add_argument("--print", action="store_true", help="print each rendered service configuration")
     ap.add_argument("--print-collector", action="store_true", help="print each rendered collector configuration")
     ap.add_argument("--rules-toml", type=Path, help="use this file as the RulesConfigToml parameter")
+    ap.add_argument("--trailwatch", help="trailwatch binary: check the major combinations with `trailwatch config`")
     args = ap.parse_args()
 
     template, matches = decode(str(TEMPLATE))
@@ -313,9 +379,11 @@ def main():
         print(f"render-config: {label}: {message}", file=sys.stderr)
         failed = True
 
-    def render_service(conditions, label, ratio=None):
+    def render_service(conditions, label, ratio=None, extra=None):
         try:
-            text = evaluate(value, conditions, dict(names, **({"TraceSampleRatio": ratio} if ratio else {})))
+            text = evaluate(
+                value, conditions, dict(names, **({"TraceSampleRatio": ratio} if ratio else {}), **(extra or {}))
+            )
             return text, tomllib.loads(text)
         except (Unresolved, tomllib.TOMLDecodeError) as e:
             fail(label, e)
@@ -332,6 +400,16 @@ def main():
         if args.print:
             print(f"# --- {label}\n{text}")
         print(f"render-config: {label}: ok ({len(text.encode())} bytes, sources {sorted(config['sources'])})")
+        minor = {v for c, v in conditions.items() if c not in MAJOR}
+        if args.trailwatch and len(minor) <= 1:
+            builtin_off = {"RulesConfigToml": "[rules]\nbuiltin = false\n" + names["RulesConfigToml"]}
+            problems, said = check_with_trailwatch(
+                args.trailwatch, text, conditions, lambda: render_service(conditions, label, extra=builtin_off)[0]
+            )
+            for problem in problems:
+                fail(f"{label}: trailwatch config", problem)
+            if not problems:
+                print(f"render-config: {label}: trailwatch config: {said}")
 
     # Every TraceSampleRatio the parameter allows renders to a ratio trailwatch takes.
     pattern = template["Parameters"]["TraceSampleRatio"]["AllowedPattern"]

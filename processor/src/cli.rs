@@ -386,6 +386,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let (set, warnings) =
                 rules_for(&cfg, &RuleArgs { config: None, rules: Vec::new(), no_builtin: false, strict: false })?;
             print_warnings(&warnings);
+            // Leases: a correlation off the partition key needs `[rekey]`; refused here as `run` would.
+            let set = Arc::new(set);
+            let rekeyed = crate::service::rekey_plan(&cfg, &set)?.map_or(0, |(_, _, split)| split.len());
             // Trace export also depends on OTEL_* variables: resolve them as `run` would.
             let traces = crate::telemetry::ExportPlan::resolve(&cfg.telemetry, &|k| std::env::var(k).ok())?;
             let otlp_metrics =
@@ -412,11 +415,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 println!("# {name}: {origin}");
             }
             eprintln!(
-                "configuration ok: {} source(s), {} sink(s), {} rules, {} correlations; {}{}",
+                "configuration ok: {} source(s), {} sink(s), {} rules, {} correlations{}; {}{}",
                 cfg.sources.len(),
                 cfg.sinks.len().max(1),
                 set.rules().len(),
                 set.correlations().len(),
+                if rekeyed > 0 { format!(" ({rekeyed} re-keyed)") } else { String::new() },
                 match &traces {
                     Some(t) => format!("traces exported over {}", t.target),
                     None => "traces not exported".to_string(),

@@ -499,6 +499,23 @@ impl Config {
         let leased = self.sources.values().any(|s| {
             matches!(s, crate::sources::SourceConfig::Kinesis(k) if k.coordination == crate::sources::kinesis::Coordination::Leases)
         });
+        // A lease table holds one stream's shards: items are keyed by the bare
+        // shard id and a worker balances over every item of the table.
+        let mut tables: BTreeMap<&str, &str> = BTreeMap::new();
+        for (name, src) in &self.sources {
+            let SourceConfig::Kinesis(k) = src else { continue };
+            if k.coordination != crate::sources::kinesis::Coordination::Leases {
+                continue;
+            }
+            if let Some(t) = k.lease_table.as_deref().filter(|t| !t.trim().is_empty()) {
+                if let Some(other) = tables.insert(t, name) {
+                    problems.push(format!(
+                        "sources.{other} and sources.{name} share lease_table `{t}`: a lease table holds the shards \
+                         of one stream (keyed by shard id); give each leased source its own"
+                    ));
+                }
+            }
+        }
         self.rekey.validate(&self.sources, &mut problems);
         if leased && self.checkpoints.store == StoreKind::Dynamodb {
             problems.push(
@@ -683,6 +700,23 @@ mod tests {
             toml::from_str("[sources.k]\ntype = \"kinesis\"\n[checkpoints]\nstore = \"dynamodb\"\n").unwrap();
         let e = bad.validate().unwrap_err().to_string();
         assert!(e.contains("stream_name") && e.contains("checkpoints.table"), "{e}");
+    }
+
+    #[test]
+    fn two_leased_sources_may_not_share_a_lease_table() {
+        let leased = |name: &str, stream: &str, table: &str| {
+            format!(
+                "[sources.{name}]\ntype = \"kinesis\"\nstream_name = \"{stream}\"\ncoordination = \"leases\"\nlease_table = \"{table}\"\n"
+            )
+        };
+        let rekey = "[rekey]\nsource = \"rekeyed\"\n[checkpoints]\nstore = \"file\"\n";
+        let shared: Config =
+            toml::from_str(&format!("{}{}{rekey}", leased("org", "s", "t"), leased("rekeyed", "r", "t"))).unwrap();
+        let e = shared.validate().unwrap_err().to_string();
+        assert!(e.contains("sources.org and sources.rekeyed share lease_table `t`"), "{e}");
+        let own: Config =
+            toml::from_str(&format!("{}{}{rekey}", leased("org", "s", "t"), leased("rekeyed", "r", "rt"))).unwrap();
+        own.validate().unwrap();
     }
 
     #[test]

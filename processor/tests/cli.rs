@@ -761,3 +761,31 @@ mode = "enforce"
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no [[responses]]"), "{}", text(&out.stderr));
 }
+
+/// `config` makes the leases/re-keying plan `run` makes: with leases, the
+/// built-in pack's correlations that do not group by the partition key are
+/// refused by name without `[rekey]`, and each of them is re-keyed with it.
+#[test]
+fn config_checks_the_leases_and_rekey_plan_as_run_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let leased =
+        "[sources.org]\ntype = \"kinesis\"\nstream_name = \"s\"\ncoordination = \"leases\"\nlease_table = \"t\"\n";
+    let cfg = dir.path().join("leases.toml");
+    std::fs::write(&cfg, leased).unwrap();
+    let out = run(bin().args(["config", "--config"]).arg(&cfg));
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "refused: {err}");
+    assert!(err.contains("[rekey]") && err.contains("these do not:"), "{err}");
+    assert!(err.contains("group-by sourceIPAddress)"), "password spraying is named: {err}");
+    let refused = err.matches("; group-by ").count();
+
+    let rekeyed = format!(
+        "{leased}[sources.rekeyed]\ntype = \"kinesis\"\nstream_name = \"r\"\ncoordination = \"leases\"\n\
+         lease_table = \"rt\"\n[rekey]\nsource = \"rekeyed\"\n"
+    );
+    std::fs::write(&cfg, rekeyed).unwrap();
+    let out = run(bin().args(["config", "--config"]).arg(&cfg));
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(refused > 0 && err.contains(&format!("correlations ({refused} re-keyed)")), "{refused}: {err}");
+}

@@ -134,6 +134,18 @@ struct Shared {
     stop: bool,
 }
 
+struct StopOnDrop<'a> {
+    state: &'a Mutex<Shared>,
+    cv: &'a Condvar,
+}
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
+        self.cv.notify_all();
+    }
+}
+
 /// How far the loaders may run ahead of the merge.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Ahead {
@@ -184,6 +196,9 @@ pub(super) fn for_each_loaded(
     let (tx, rx) = mpsc::channel::<(usize, anyhow::Result<Loaded>)>();
     let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
     std::thread::scope(|s| {
+        // If `consume` panics, the scope still joins the loaders: stop them
+        // first, or those waiting for the merge to move on would wait forever.
+        let _stop = StopOnDrop { state: &state, cv: &cv };
         for _ in 0..threads.max(1) {
             let tx = tx.clone();
             let (state, cv, may_start) = (&state, &cv, &may_start);
@@ -248,4 +263,82 @@ pub(super) fn for_each_loaded(
         cv.notify_all();
         result
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Serves NDJSON of one event per file, and notes the furthest file fetched.
+    struct Lines {
+        furthest: AtomicUsize,
+    }
+
+    impl Fetch for Lines {
+        fn fetch(&self, input: &Input) -> anyhow::Result<Vec<u8>> {
+            let Input::S3 { key, .. } = input else { anyhow::bail!("S3 inputs only") };
+            let i: usize = key.parse()?;
+            self.furthest.fetch_max(i, Ordering::SeqCst);
+            Ok(format!(r#"{{"eventTime":"2026-11-01T00:00:{:02}Z","eventName":"E{i}"}}"#, i % 60).into_bytes())
+        }
+    }
+
+    fn files(sizes: &[u64]) -> Vec<Planned> {
+        let input = |i: usize, size: u64| Input::S3 { bucket: "b".into(), key: i.to_string(), size };
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| Planned { input: input(i, s), partition: 0, name_time_ms: None })
+            .collect()
+    }
+
+    #[test]
+    fn files_come_in_plan_order_and_loaders_stay_within_the_byte_budget() {
+        // A large file every 10th, small ones between (as in a CloudTrail archive).
+        let sizes: Vec<u64> = (0..300).map(|i| if i % 10 == 0 { 400_000 } else { 2_000 }).collect();
+        let planned = files(&sizes);
+        let order: Vec<&Planned> = planned.iter().collect();
+        let ahead = Ahead { min_files: 3, max_files: 50, max_bytes: 100_000 };
+        let fetch = Lines { furthest: AtomicUsize::new(0) };
+        let mut seen = Vec::new();
+        let mut beyond_min = 0;
+        for_each_loaded(&order, 3, ahead, &fetch, &DecodeOptions::default(), None, &mut |i, loaded| {
+            assert_eq!(loaded.events.len(), 1, "{}", loaded.origin);
+            seen.push(i);
+            // A merge slower than the loaders, so they run as far ahead as allowed.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            // Every file fetched past the first `min_files` ahead fits the budget.
+            let furthest = fetch.furthest.load(Ordering::SeqCst);
+            // (`consumed` moves to i + 1 before file i is handed on.)
+            if furthest > i + ahead.min_files {
+                beyond_min += 1;
+                let bytes: u64 = sizes[i..=furthest].iter().sum();
+                assert!(furthest - i < ahead.max_files, "file {i}: {furthest} fetched");
+                assert!(bytes - sizes[i] <= ahead.max_bytes, "file {i}: {bytes} bytes up to file {furthest}");
+            }
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(seen, (0..300).collect::<Vec<_>>());
+        // Small files let the loaders run further ahead than `min_files`.
+        assert!(beyond_min > 0, "the loaders never ran past min_files");
+    }
+
+    #[test]
+    fn a_panic_while_merging_stops_the_loaders_instead_of_hanging() {
+        let planned = files(&[1_000; 64]);
+        let order: Vec<&Planned> = planned.iter().collect();
+        let fetch = Lines { furthest: AtomicUsize::new(0) };
+        let ahead = Ahead { min_files: 2, max_files: 4, max_bytes: 0 };
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for_each_loaded(&order, 2, ahead, &fetch, &DecodeOptions::default(), None, &mut |i, _| {
+                assert!(i < 5, "merge fails at file {i}");
+                Ok(true)
+            })
+        }));
+        assert!(r.is_err(), "the panic reaches the caller");
+        assert!(fetch.furthest.load(Ordering::SeqCst) < 64, "the loaders stopped early");
+    }
 }

@@ -461,37 +461,45 @@ pub fn replay(set: Arc<RuleSet>, opts: &ReplayOptions, out: &mut dyn Write) -> a
             }
         };
         let screen = Some(set.as_ref());
-        merge::for_each_loaded(&order, threads, merge::Ahead::for_threads(threads), &fetcher, &opts.decode, screen, &mut |i, loaded| {
-            bar.inc(1);
-            bytes += loaded.bytes;
-            for o in &loaded.others {
-                match o {
-                    merge::Other::Bad { position, kind, message } => {
-                        eval.bad_record(&loaded.origin, position, kind, message, None, &mut |x| sink.emit(x))
+        merge::for_each_loaded(
+            &order,
+            threads,
+            merge::Ahead::for_threads(threads),
+            &fetcher,
+            &opts.decode,
+            screen,
+            &mut |i, loaded| {
+                bar.inc(1);
+                bytes += loaded.bytes;
+                for o in &loaded.others {
+                    match o {
+                        merge::Other::Bad { position, kind, message } => {
+                            eval.bad_record(&loaded.origin, position, kind, message, None, &mut |x| sink.emit(x))
+                        }
+                        merge::Other::Skipped => eval.skipped(1),
+                        merge::Other::ObjectRef => eval.object_ref(),
                     }
-                    merge::Other::Skipped => eval.skipped(1),
-                    merge::Other::ObjectRef => eval.object_ref(),
                 }
-            }
-            if !loaded.events.is_empty() {
-                for (k, e) in loaded.events.iter().enumerate() {
-                    heap.push(Reverse((e.key_ms, i, k)));
+                if !loaded.events.is_empty() {
+                    for (k, e) in loaded.events.iter().enumerate() {
+                        heap.push(Reverse((e.key_ms, i, k)));
+                    }
+                    let n = loaded.events.len();
+                    held.insert(i, (loaded, n));
+                } else {
+                    parts.file_done(&mut eval, &plan, loaded.partition, &mut sink, opts.now);
                 }
-                let n = loaded.events.len();
-                held.insert(i, (loaded, n));
-            } else {
-                parts.file_done(&mut eval, &plan, loaded.partition, &mut sink, opts.now);
-            }
-            // Files without a time in their names are all loaded first;
-            // then an event is due once no later file can hold an older one.
-            if i + 1 >= n_untimed {
-                if let Some(next) = order.get(i + 1) {
-                    let bound = next.name_time_ms.unwrap_or(i64::MIN).saturating_sub(lookahead);
-                    pop_until(bound, &mut heap, &mut held, &mut parts, &mut eval, &mut sink, &mut clock);
+                // Files without a time in their names are all loaded first;
+                // then an event is due once no later file can hold an older one.
+                if i + 1 >= n_untimed {
+                    if let Some(next) = order.get(i + 1) {
+                        let bound = next.name_time_ms.unwrap_or(i64::MIN).saturating_sub(lookahead);
+                        pop_until(bound, &mut heap, &mut held, &mut parts, &mut eval, &mut sink, &mut clock);
+                    }
                 }
-            }
-            Ok(sink.io_error.is_none())
-        })?;
+                Ok(sink.io_error.is_none())
+            },
+        )?;
         if sink.io_error.is_none() {
             pop_until(i64::MAX, &mut heap, &mut held, &mut parts, &mut eval, &mut sink, &mut clock);
         }

@@ -232,51 +232,19 @@ async fn run_service(
             }
         }
     }
-    // Each leased shard keeps its own windows: a correlation must group by
-    // the stream's partition key, or its windows would split across shards.
-    // Those that do not run on the re-keyed stream (`crate::rekey`) when one
-    // is configured, and are refused otherwise.
-    let rekey_source = cfg.rekey.source.clone().filter(|_| !leases.is_empty());
-    let keys: Vec<&str> = cfg
-        .sources
-        .iter()
-        .filter(|(n, _)| leases.contains_key(*n) && rekey_source.as_ref() != Some(*n))
-        .filter_map(|(_, s)| match s {
-            crate::sources::SourceConfig::Kinesis(k) => Some(k.partition_key.as_str()),
-            _ => None,
-        })
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let split = crate::rekey::Plan::needing(&set, &keys);
-    let describe = |i: &usize| {
-        let c = &set.correlations()[*i];
-        format!("{} ({}; group-by {})", c.meta.title, c.meta.id, c.group_by.join(", "))
-    };
-    let mut rekey: Option<(Arc<crate::rekey::Plan>, crate::rekey::Sets)> = None;
-    if !split.is_empty() || rekey_source.is_some() {
-        match &rekey_source {
-            None if !leases.is_empty() => anyhow::bail!(
-                "coordination = \"leases\" keeps each shard's windows on the instance that holds it, so every \
-                 correlation must group by the partition key ({}), or run on a re-keyed stream ([rekey] source); \
-                 these do not: {}",
-                keys.join(", "),
-                split.iter().map(describe).collect::<Vec<_>>().join("; ")
-            ),
-            None => {}
-            Some(source) => {
-                let (plan, sets) = crate::rekey::Plan::new(source, Arc::clone(&set), &split)
-                    .map_err(|e| anyhow::anyhow!("[rekey]: {e}"))?;
-                tracing::info!(
-                    source = %source,
-                    correlations = split.len(),
-                    "re-keyed correlations (their matches go to the re-keyed stream): {}",
-                    split.iter().map(describe).collect::<Vec<_>>().join("; ")
-                );
-                rekey = Some((Arc::new(plan), sets));
-            }
+    // Correlations off the partition key run on the re-keyed stream, or are refused.
+    let rekey = match rekey_plan(&cfg, &set)? {
+        Some((plan, sets, split)) => {
+            tracing::info!(
+                source = %plan.source,
+                correlations = split.len(),
+                "re-keyed correlations (their matches go to the re-keyed stream): {}",
+                split.iter().map(|i| describe_correlation(&set, *i)).collect::<Vec<_>>().join("; ")
+            );
+            Some((Arc::new(plan), sets))
         }
-    }
+        None => None,
+    };
     let store: Option<Box<dyn crate::state::StateStore>> = if leases.is_empty() {
         store
     } else {
@@ -670,6 +638,63 @@ fn respond_org(rules: &crate::config::RulesConfig, org: Option<&OrgUpdates>) -> 
         out.accounts = a.iter().cloned().collect();
     }
     out
+}
+
+/// Each leased shard keeps its own windows: a correlation must group by the
+/// stream's partition key, or its windows would split across shards. Those
+/// that do not run on the re-keyed stream (`crate::rekey`) when `[rekey]
+/// source` names one, and are refused otherwise. No I/O: `trailwatch config`
+/// checks a configuration with it exactly as `run` will. Returns the plan,
+/// the rule sets of both sides and the re-keyed correlations (indices).
+pub fn rekey_plan(
+    cfg: &Config,
+    set: &Arc<RuleSet>,
+) -> anyhow::Result<Option<(crate::rekey::Plan, crate::rekey::Sets, Vec<usize>)>> {
+    let leased: std::collections::BTreeSet<&str> = cfg
+        .sources
+        .iter()
+        .filter(|(_, s)| {
+            matches!(s, crate::sources::SourceConfig::Kinesis(k)
+                if k.coordination == crate::sources::kinesis::Coordination::Leases)
+        })
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let rekey_source = cfg.rekey.source.clone().filter(|_| !leased.is_empty());
+    let keys: Vec<&str> = cfg
+        .sources
+        .iter()
+        .filter(|(n, _)| leased.contains(n.as_str()) && rekey_source.as_ref() != Some(*n))
+        .filter_map(|(_, s)| match s {
+            crate::sources::SourceConfig::Kinesis(k) => Some(k.partition_key.as_str()),
+            _ => None,
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let split = crate::rekey::Plan::needing(set, &keys);
+    if split.is_empty() && rekey_source.is_none() {
+        return Ok(None);
+    }
+    match &rekey_source {
+        None if !leased.is_empty() => anyhow::bail!(
+            "coordination = \"leases\" keeps each shard's windows on the instance that holds it, so every \
+             correlation must group by the partition key ({}), or run on a re-keyed stream ([rekey] source); \
+             these do not: {}",
+            keys.join(", "),
+            split.iter().map(|i| describe_correlation(set, *i)).collect::<Vec<_>>().join("; ")
+        ),
+        None => Ok(None),
+        Some(source) => {
+            let (plan, sets) = crate::rekey::Plan::new(source, Arc::clone(set), &split)
+                .map_err(|e| anyhow::anyhow!("[rekey]: {e}"))?;
+            Ok(Some((plan, sets, split)))
+        }
+    }
+}
+
+fn describe_correlation(set: &RuleSet, i: usize) -> String {
+    let c = &set.correlations()[i];
+    format!("{} ({}; group-by {})", c.meta.title, c.meta.id, c.group_by.join(", "))
 }
 
 #[cfg(test)]
