@@ -24,8 +24,8 @@ pub enum Emitted {
     /// [`Evaluator::matches_only`]).
     Match(String),
     DeadLetter(DeadLetter),
-    /// A Security Hub custom action asking for a response (`respond::request`).
-    Request(Box<crate::respond::request::ResponseRequest>),
+    /// A Security Hub custom action asking for a response (`findings::request`).
+    Request(Box<crate::findings::request::ResponseRequest>),
 }
 
 /// One line of [`Evaluator::matches_only`] output.
@@ -335,7 +335,7 @@ impl Evaluator {
     /// is a response request, whether or not a rule matched it.
     fn respond_request(ev: &EventRef<'_>, out: &mut dyn FnMut(Emitted)) {
         if ev.class != EventClass::CloudTrail {
-            if let Some(r) = crate::respond::request::parse(ev.json) {
+            if let Some(r) = crate::findings::request::parse(ev.json) {
                 out(Emitted::Request(Box::new(r)));
             }
         }

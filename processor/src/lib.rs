@@ -26,6 +26,7 @@ pub mod http;
 pub mod metrics;
 pub mod org;
 pub mod panics;
+pub mod pipeline;
 pub mod rekey;
 pub mod replay;
 pub mod respond;

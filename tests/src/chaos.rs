@@ -222,17 +222,7 @@ enabled = false
     /// findings an uninterrupted run makes, by Id.
     pub fn expected(&self) -> Findings {
         let out = self.dir.path().join("expected.ndjson");
-        let o = Command::new(crate::trailwatch_bin())
-            .arg("replay")
-            .arg("--config")
-            .arg(&self.config)
-            .args(["--no-progress", "--now", "2026-11-02T00:00:00Z", "--output"])
-            .arg(&out)
-            .arg(&self.events)
-            .env("TRAILWATCH_LOG", "warn")
-            .output()
-            .expect("trailwatch replay runs");
-        assert!(o.status.success(), "replay failed: {}", String::from_utf8_lossy(&o.stderr));
+        replay(&self.config, &self.events, &out);
         let f = jsonl_findings(&out);
         assert_eq!(f.torn, 0, "replay writes whole lines");
         f
@@ -240,21 +230,7 @@ enabled = false
 
     /// Starts `trailwatch run` (killed on drop); its output goes to `run-<n>.log`.
     pub fn start(&self, n: usize) -> Trailwatch {
-        let log = self.dir.path().join(format!("run-{n}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let err = out.try_clone().unwrap();
-        crate::aws_env();
-        let child = Command::new(crate::trailwatch_bin())
-            .arg("run")
-            .arg("--config")
-            .arg(&self.config)
-            .env("TRAILWATCH_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("trailwatch run starts");
-        Trailwatch { child: Some(child), log }
+        start_run(&self.config, self.dir.path().join(format!("run-{n}.log")))
     }
 
     /// The committed checkpoint (commit number and positions).
@@ -374,6 +350,40 @@ fn strip_ansi(line: &str) -> String {
         }
     }
     out
+}
+
+/// Starts `trailwatch run --config config` (killed on drop), its output to `log`.
+pub fn start_run(config: &Path, log: PathBuf) -> Trailwatch {
+    let out = std::fs::File::create(&log).unwrap();
+    let err = out.try_clone().unwrap();
+    crate::aws_env();
+    let child = Command::new(crate::trailwatch_bin())
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("TRAILWATCH_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("trailwatch run starts");
+    Trailwatch { child: Some(child), log }
+}
+
+/// `trailwatch replay` of the JSON lines file `events` with `config` (the
+/// clock set to the day after the test events) into `out`; asserts it succeeds.
+pub fn replay(config: &Path, events: &Path, out: &Path) {
+    let o = Command::new(crate::trailwatch_bin())
+        .arg("replay")
+        .arg("--config")
+        .arg(config)
+        .args(["--no-progress", "--now", "2026-11-02T00:00:00Z", "--output"])
+        .arg(out)
+        .arg(events)
+        .env("TRAILWATCH_LOG", "warn")
+        .output()
+        .expect("trailwatch replay runs");
+    assert!(o.status.success(), "replay failed: {}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// A `trailwatch run` child, SIGKILLed on drop.

@@ -31,11 +31,18 @@ detection:
     condition: sel
 "#;
 
-/// More than 3 AccessDenied of one principal within 10 minutes
-/// ([`denied_event`]).
-pub const REPEATED_DENIED_RULES: &str = r#"
-title: console denied
-id: 6f1d1b0e-0000-4000-8000-000000000001
+/// Two rules as one text: `denied` (every AccessDenied, informational) and
+/// a high correlation `id` over it, grouped by `group_by`, within `timespan`
+/// when the count meets `condition`.
+#[macro_export]
+macro_rules! denied_correlation {
+    ($denied_id:literal, $id:literal, $group_by:literal, $timespan:literal, $condition:literal) => {
+        concat!(
+            r#"
+title: denied
+id: "#,
+            $denied_id,
+            r#"
 name: denied
 level: informational
 logsource: {product: aws, service: cloudtrail}
@@ -44,16 +51,48 @@ detection:
     condition: sel
 ---
 title: Repeated AccessDenied
-id: 6f1d1b0e-0000-4000-8000-000000000002
+id: "#,
+            $id,
+            r#"
 level: high
 tags: [nist_csf.de.cm-1]
 correlation:
     type: event_count
     rules: [denied]
-    group-by: [userIdentity.arn]
-    timespan: 10m
-    condition: {gt: 3}
-"#;
+    group-by: ["#,
+            $group_by,
+            r#"]
+    timespan: "#,
+            $timespan,
+            r#"
+    condition: {"#,
+            $condition,
+            "}\n"
+        )
+    };
+}
+
+/// More than 3 AccessDenied of one principal within 10 minutes
+/// ([`denied_event`]).
+pub const REPEATED_DENIED_RULES: &str = denied_correlation!(
+    "6f1d1b0e-0000-4000-8000-000000000001",
+    "6f1d1b0e-0000-4000-8000-000000000002",
+    "userIdentity.arn",
+    "10m",
+    "gt: 3"
+);
+
+/// The id of [`DENIED_BURST_RULES`]' correlation.
+pub const DENIED_BURST_RULE_ID: &str = "6f1d1b0e-0000-4000-8000-0000000000b2";
+
+/// A burst: 3 or more AccessDenied of one principal within 60 s.
+pub const DENIED_BURST_RULES: &str = denied_correlation!(
+    "6f1d1b0e-0000-4000-8000-0000000000b1",
+    "6f1d1b0e-0000-4000-8000-0000000000b2",
+    "userIdentity.arn",
+    "60s",
+    "gte: 3"
+);
 
 /// The `eventID` of test event `i`.
 pub fn event_id(i: u32) -> String {

@@ -15,15 +15,21 @@
 //!   that injects throttling, 500s, connection resets and slow answers;
 //! - [`recorder::Recorder`]: a recording HTTP endpoint (BatchUpdateFindings,
 //!   webhooks), for what moto does not serve;
+//! - [`http_wire`]: HTTP/1.1 messages read off a socket, for hand-written
+//!   endpoints and proxies;
 //! - [`otlp_metrics`]: what the OTLP metrics tests check in the receiver's requests;
 //! - [`chaos`]: the kill -9 / fault scenario shared by `crash.rs` and
 //!   `faults.rs` (events, rules, the real `trailwatch` binary, checks);
 //! - [`fixtures`]: what the scenarios share (rules, events and envelopes,
-//!   stream and queue set-up, a run until a condition, reading findings).
+//!   stream and queue set-up, a run until a condition, reading findings);
+//! - [`instances`]: several `trailwatch run` processes sharing streams
+//!   through lease tables (set-up, configs, input, replay comparison).
 
 pub mod chaos;
 pub mod faults;
 pub mod fixtures;
+pub mod http_wire;
+pub mod instances;
 pub mod otlp_metrics;
 pub mod recorder;
 
@@ -391,6 +397,46 @@ pub async fn run_then_flush(
     .expect("the run succeeds");
     let report = tokio::task::spawn_blocking(move || telemetry.shutdown(Instant::now() + flush)).await.unwrap();
     (summary, report)
+}
+
+/// What the OTLP tests run: the demo events (in batches of `batch_events`
+/// when set) to an ASFF file in `dir`, no checkpoints, no /metrics
+/// endpoint, then `telemetry` (TOML); validated.
+pub fn demo_config(dir: &Path, batch_events: Option<u32>, telemetry: &str) -> trailwatch_processor::config::Config {
+    let batch = batch_events.map(|n| format!("batch_events = {n}")).unwrap_or_default();
+    let text = format!(
+        r#"
+        [sources.demo]
+        type = "file"
+        paths = ["{events}"]
+        {batch}
+        [sinks.out]
+        type = "asff-jsonl"
+        path = "{out}"
+        [checkpoints]
+        store = "none"
+        [metrics]
+        enabled = false
+        {telemetry}
+        "#,
+        events = repo_root().join("examples/events").display(),
+        out = dir.join("findings.ndjson").display(),
+    );
+    fixtures::config(&text)
+}
+
+/// [`run_then_flush`] with the built-in rules, dead letters to `dir`, and 20 s
+/// for the flush.
+pub async fn run_builtin_then_flush(
+    cfg: trailwatch_processor::config::Config,
+    dir: &Path,
+    telemetry: trailwatch_processor::telemetry::Telemetry,
+) -> (trailwatch_processor::service::RunSummary, trailwatch_processor::telemetry::ExportReport) {
+    let opts = trailwatch_processor::ruleset::compile_options(&cfg, true).unwrap();
+    let (set, _) = trailwatch_processor::ruleset::load(&[], true, &opts).unwrap();
+    let run_opts =
+        trailwatch_processor::service::RunOptions { dead_letter: Some(dir.join("dead.ndjson")), ..Default::default() };
+    run_then_flush(cfg, set, run_opts, telemetry, Duration::from_secs(20)).await
 }
 
 /// The newest modification time of the files under `paths`.

@@ -8,14 +8,11 @@
 //! Its own process: the exporter is the process-wide tracing subscriber.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use serde_json::Value;
-use trailwatch_processor::config::Config;
-use trailwatch_processor::service::RunOptions;
+use trailwatch_processor::metrics;
 use trailwatch_processor::telemetry::{ExportReport, Telemetry};
-use trailwatch_processor::{metrics, ruleset};
-use trailwatch_tests::{repo_root, run_then_flush, OtlpReceiver, ReceiverOptions};
+use trailwatch_tests::{demo_config, run_builtin_then_flush, OtlpReceiver, ReceiverOptions};
 
 fn s(v: &Value) -> &str {
     v.as_str().unwrap_or_default()
@@ -26,44 +23,30 @@ async fn spans_go_over_grpc_to_the_official_trace_service_retried_and_linked() {
     let receiver =
         OtlpReceiver::start(&ReceiverOptions { grpc: true, fail_first: 1, reject: 1, ..Default::default() }).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        r#"
-        [sources.demo]
-        type = "file"
-        paths = ["{events}"]
-        batch_events = 5
-        [sinks.out]
-        type = "asff-jsonl"
-        path = "{out}"
-        [checkpoints]
-        store = "none"
-        [metrics]
-        enabled = false
-        [telemetry]
-        otlp_endpoint = "{endpoint}"
-        otlp_protocol = "grpc"
-        otlp_compression = "gzip"
-        otlp_timeout = "5s"
-        trace_id_format = "xray"
-        trace_batch_size = 8
-        [telemetry.otlp_headers]
-        x-tenant = "acme"
-        "#,
-        events = repo_root().join("examples/events").display(),
-        out = dir.path().join("findings.ndjson").display(),
-        endpoint = receiver.endpoint,
+    let cfg = demo_config(
+        dir.path(),
+        Some(5),
+        &format!(
+            r#"
+            [telemetry]
+            otlp_endpoint = "{endpoint}"
+            otlp_protocol = "grpc"
+            otlp_compression = "gzip"
+            otlp_timeout = "5s"
+            trace_id_format = "xray"
+            trace_batch_size = 8
+            [telemetry.otlp_headers]
+            x-tenant = "acme"
+            "#,
+            endpoint = receiver.endpoint,
+        ),
     );
-    let cfg: Config = toml::from_str(&text).unwrap();
-    cfg.validate().unwrap();
     // Read by the exporter, added to the config's metadata.
     std::env::set_var("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20t0ken");
     let telemetry = Telemetry::init(&cfg.telemetry, "warn").unwrap();
     assert!(telemetry.exports_traces());
 
-    let opts = ruleset::compile_options(&cfg, true).unwrap();
-    let (set, _) = ruleset::load(&[], true, &opts).unwrap();
-    let run_opts = RunOptions { dead_letter: Some(dir.path().join("dead.ndjson")), ..Default::default() };
-    let (summary, report) = run_then_flush(cfg, set, run_opts, telemetry, Duration::from_secs(20)).await;
+    let (summary, report) = run_builtin_then_flush(cfg, dir.path(), telemetry).await;
 
     let requests = receiver.requests();
     let statuses: Vec<i64> = requests.iter().map(|r| r["status"].as_i64().unwrap()).collect();

@@ -7,13 +7,8 @@
 //! Its own process: the exporter is the process-wide tracing subscriber,
 //! and SSL_CERT_FILE must be set before the client loads its roots.
 
-use std::time::Duration;
-
-use trailwatch_processor::config::Config;
-use trailwatch_processor::ruleset;
-use trailwatch_processor::service::RunOptions;
 use trailwatch_processor::telemetry::{ExportReport, Telemetry};
-use trailwatch_tests::{repo_root, run_then_flush, OtlpReceiver, ReceiverOptions};
+use trailwatch_tests::{demo_config, repo_root, run_builtin_then_flush, OtlpReceiver, ReceiverOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_go_over_https_to_a_collector_with_a_verified_certificate() {
@@ -22,33 +17,20 @@ async fn spans_go_over_https_to_a_collector_with_a_verified_certificate() {
     // Set once, before any TLS client exists in this process.
     std::env::set_var("SSL_CERT_FILE", repo_root().join("tests/fixtures/otlp-tls/ca.pem"));
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        r#"
-        [sources.demo]
-        type = "file"
-        paths = ["{events}"]
-        [sinks.out]
-        type = "asff-jsonl"
-        path = "{out}"
-        [checkpoints]
-        store = "none"
-        [metrics]
-        enabled = false
-        [telemetry]
-        otlp_endpoint = "{endpoint}"
-        "#,
-        events = repo_root().join("examples/events").display(),
-        out = dir.path().join("findings.ndjson").display(),
-        endpoint = receiver.endpoint,
+    let cfg = demo_config(
+        dir.path(),
+        None,
+        &format!(
+            r#"
+            [telemetry]
+            otlp_endpoint = "{endpoint}"
+            "#,
+            endpoint = receiver.endpoint,
+        ),
     );
-    let cfg: Config = toml::from_str(&text).unwrap();
-    cfg.validate().unwrap();
     let telemetry = Telemetry::init(&cfg.telemetry, "warn").unwrap();
 
-    let opts = ruleset::compile_options(&cfg, true).unwrap();
-    let (set, _) = ruleset::load(&[], true, &opts).unwrap();
-    let run_opts = RunOptions { dead_letter: Some(dir.path().join("dead.ndjson")), ..Default::default() };
-    let (_, report) = run_then_flush(cfg, set, run_opts, telemetry, Duration::from_secs(20)).await;
+    let (_, report) = run_builtin_then_flush(cfg, dir.path(), telemetry).await;
 
     let requests = receiver.requests();
     let spans: Vec<&serde_json::Value> = requests.iter().flat_map(|r| r["spans"].as_array().unwrap()).collect();

@@ -12,54 +12,38 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use trailwatch_processor::config::Config;
-use trailwatch_processor::service::RunOptions;
+use trailwatch_processor::metrics;
 use trailwatch_processor::telemetry::Telemetry;
-use trailwatch_processor::{metrics, ruleset};
 use trailwatch_tests::otlp_metrics::{check_against_registry, demo_events, metric, sum_of};
-use trailwatch_tests::{repo_root, run_then_flush, OtlpReceiver, ReceiverOptions};
+use trailwatch_tests::{demo_config, run_builtin_then_flush, OtlpReceiver, ReceiverOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_reach_a_real_otlp_decoder_over_http_with_the_registry_values() {
     let receiver = OtlpReceiver::start(&ReceiverOptions::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        r#"
-        [sources.demo]
-        type = "file"
-        paths = ["{events}"]
-        batch_events = 5
-        [sinks.out]
-        type = "asff-jsonl"
-        path = "{out}"
-        [checkpoints]
-        store = "none"
-        [metrics]
-        enabled = false
-        [telemetry]
-        otlp_endpoint = "{endpoint}"
-        otlp_timeout = "5s"
-        otlp_metrics = true
-        metrics_export_interval = "300ms"
-        [telemetry.otlp_headers]
-        x-tenant = "acme"
-        "#,
-        events = repo_root().join("examples/events").display(),
-        out = dir.path().join("findings.ndjson").display(),
-        endpoint = receiver.endpoint,
+    let cfg = demo_config(
+        dir.path(),
+        Some(5),
+        &format!(
+            r#"
+            [telemetry]
+            otlp_endpoint = "{endpoint}"
+            otlp_timeout = "5s"
+            otlp_metrics = true
+            metrics_export_interval = "300ms"
+            [telemetry.otlp_headers]
+            x-tenant = "acme"
+            "#,
+            endpoint = receiver.endpoint,
+        ),
     );
-    let cfg: Config = toml::from_str(&text).unwrap();
-    cfg.validate().unwrap();
     std::env::set_var("OTEL_SERVICE_NAME", "trailwatch-metrics-e2e");
     let telemetry = Telemetry::init(&cfg.telemetry, "warn").unwrap();
     assert!(telemetry.exports_metrics() && telemetry.exports_traces(), "one endpoint, both signals");
 
-    let opts = ruleset::compile_options(&cfg, true).unwrap();
-    let (set, _) = ruleset::load(&[], true, &opts).unwrap();
-    let run_opts = RunOptions { dead_letter: Some(dir.path().join("dead.ndjson")), ..Default::default() };
     // A little time between start and end, so periodic exports happen during the run too.
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let (summary, _) = run_then_flush(cfg, set, run_opts, telemetry, Duration::from_secs(20)).await;
+    let (summary, _) = run_builtin_then_flush(cfg, dir.path(), telemetry).await;
 
     let requests = receiver.requests();
     let by_signal = |s: &str| -> Vec<&Value> { requests.iter().filter(|r| r["signal"] == s).collect() };

@@ -10,38 +10,23 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use trailwatch_processor::config::Config;
-use trailwatch_processor::service::RunOptions;
+use trailwatch_processor::metrics;
 use trailwatch_processor::telemetry::Telemetry;
-use trailwatch_processor::{metrics, ruleset};
 use trailwatch_tests::otlp_metrics::{check_against_registry, demo_events, metric, sum_of};
-use trailwatch_tests::{repo_root, run_then_flush, OtlpReceiver, ReceiverOptions};
+use trailwatch_tests::{demo_config, run_builtin_then_flush, OtlpReceiver, ReceiverOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_go_over_grpc_to_the_official_metrics_service_set_by_otel_variables() {
     let receiver = OtlpReceiver::start(&ReceiverOptions { grpc: true, ..Default::default() }).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
+    let cfg = demo_config(
+        dir.path(),
+        Some(5),
         r#"
-        [sources.demo]
-        type = "file"
-        paths = ["{events}"]
-        batch_events = 5
-        [sinks.out]
-        type = "asff-jsonl"
-        path = "{out}"
-        [checkpoints]
-        store = "none"
-        [metrics]
-        enabled = false
         [telemetry.otlp_headers]
         x-tenant = "acme"
         "#,
-        events = repo_root().join("examples/events").display(),
-        out = dir.path().join("findings.ndjson").display(),
     );
-    let cfg: Config = toml::from_str(&text).unwrap();
-    cfg.validate().unwrap();
     for (k, v) in [
         ("OTEL_METRICS_EXPORTER", "otlp"),
         ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", receiver.endpoint.as_str()),
@@ -55,11 +40,8 @@ async fn metrics_go_over_grpc_to_the_official_metrics_service_set_by_otel_variab
     let telemetry = Telemetry::init(&cfg.telemetry, "warn").unwrap();
     assert!(telemetry.exports_metrics() && !telemetry.exports_traces());
 
-    let opts = ruleset::compile_options(&cfg, true).unwrap();
-    let (set, _) = ruleset::load(&[], true, &opts).unwrap();
-    let run_opts = RunOptions { dead_letter: Some(dir.path().join("dead.ndjson")), ..Default::default() };
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let (summary, _) = run_then_flush(cfg, set, run_opts, telemetry, Duration::from_secs(20)).await;
+    let (summary, _) = run_builtin_then_flush(cfg, dir.path(), telemetry).await;
 
     let requests = receiver.requests();
     assert!(requests.iter().all(|r| r["signal"] == "metrics"), "metrics only: {requests:?}");

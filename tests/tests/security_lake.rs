@@ -14,13 +14,110 @@ use std::time::{Duration, Instant};
 use trailwatch_processor::config::Config;
 use trailwatch_processor::ruleset;
 use trailwatch_processor::service::{self, RunOptions};
+use trailwatch_rules::RuleSet;
+use trailwatch_tests::chaos::start_run;
+use trailwatch_tests::fixtures::write_lines;
 use trailwatch_tests::{aws_env, repo_root, trailwatch_bin, Server};
 
 const BUCKET: &str = "aws-security-data-lake-us-east-1-test";
 
-async fn s3(server: &Server) -> aws_sdk_s3::Client {
+/// An S3 client of `server` with the lake's bucket created.
+async fn lake_bucket(server: &Server) -> aws_sdk_s3::Client {
     let sdk = server.sdk_config().await;
-    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build())
+    let client = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    client.create_bucket().bucket(BUCKET).send().await.unwrap();
+    client
+}
+
+/// moto with the lake's bucket (and its S3 client), and a test directory
+/// with [`EVERY_DENIAL`] in its `rules/`.
+async fn lake_with_denials() -> (Server, aws_sdk_s3::Client, tempfile::TempDir) {
+    aws_env();
+    let server = Server::moto().unwrap();
+    let client = lake_bucket(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("rules/denial.yml"), EVERY_DENIAL).unwrap();
+    (server, client, dir)
+}
+
+/// The head of a config: `server`'s AWS section, state in `dir` committed
+/// every 100 ms, the rules of `dir/rules` only.
+fn head_toml(server: &Server, dir: &Path) -> String {
+    format!(
+        r#"
+        {aws}
+        [service]
+        state_dir = "{state}"
+        commit_interval = "100ms"
+        [rules]
+        builtin = false
+        paths = ["{rules}"]
+        "#,
+        aws = server.aws_section(),
+        state = dir.join("state").display(),
+        rules = dir.join("rules").display(),
+    )
+}
+
+/// A security-lake sink `name` uploading through the provider role (moto's
+/// STS answers AssumeRole) beside an ocsf-jsonl sink writing `jsonl`, and
+/// no metrics endpoint.
+fn lake_and_ocsf_sinks(name: &str, jsonl: &Path) -> String {
+    format!(
+        r#"
+        [sinks.{name}]
+        type = "security-lake"
+        bucket = "{BUCKET}"
+        source_name = "trailwatch"
+        role_arn = "arn:aws:iam::123456789012:role/AmazonSecurityLake-Provider-trailwatch"
+        external_id = "trailwatch-test"
+        [sinks.ocsf]
+        type = "ocsf-jsonl"
+        path = "{jsonl}"
+        [metrics]
+        enabled = false
+        "#,
+        jsonl = jsonl.display(),
+    )
+}
+
+/// The rules `cfg` names, compiled as `trailwatch run` does.
+fn rules_of(cfg: &Config) -> Arc<RuleSet> {
+    let opts = ruleset::compile_options(cfg, cfg.rules.builtin).unwrap();
+    let (set, _) = ruleset::load(&cfg.rules.paths, cfg.rules.builtin, &opts).unwrap();
+    Arc::new(set)
+}
+
+/// Runs the service until its inputs are done (`secs` at the most).
+async fn run_to_end(cfg: Config, set: Arc<RuleSet>, opts: RunOptions, secs: u64) {
+    tokio::time::timeout(Duration::from_secs(secs), service::run(cfg, set, opts, std::future::pending()))
+        .await
+        .expect("the run ends")
+        .expect("the run succeeds");
+}
+
+/// A running service, stopped by [`Running::stop`].
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    run: tokio::task::JoinHandle<anyhow::Result<service::RunSummary>>,
+}
+
+impl Running {
+    fn start(cfg: Config, opts: RunOptions) -> Running {
+        let set = rules_of(&cfg);
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(service::run(cfg, set, opts, async move {
+            let _ = stop_rx.await;
+        }));
+        Running { stop, run }
+    }
+
+    /// Shuts the service down; it must end within 60 s, successfully.
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(60), self.run).await.expect("the run ends").unwrap().unwrap();
+    }
 }
 
 /// Every object in the bucket, downloaded under `to` by key.
@@ -81,8 +178,7 @@ fn day_of(ms: i64) -> String {
 async fn demo_findings_become_ocsf_parquet_in_the_lake_layout() {
     aws_env();
     let server = Server::moto().unwrap();
-    let client = s3(&server).await;
-    client.create_bucket().bucket(BUCKET).send().await.unwrap();
+    let client = lake_bucket(&server).await;
     let dir = tempfile::tempdir().unwrap();
     let jsonl = dir.path().join("ocsf.ndjson");
     let text = format!(
@@ -95,58 +191,29 @@ async fn demo_findings_become_ocsf_parquet_in_the_lake_layout() {
         type = "file"
         paths = ["{input}"]
         exit_when_done = true
-        [sinks.lake]
-        type = "security-lake"
-        bucket = "{BUCKET}"
-        source_name = "trailwatch"
-        # moto's STS answers AssumeRole: the uploads go through the role path.
-        role_arn = "arn:aws:iam::123456789012:role/AmazonSecurityLake-Provider-trailwatch"
-        external_id = "trailwatch-test"
-        [sinks.ocsf]
-        type = "ocsf-jsonl"
-        path = "{jsonl}"
-        [metrics]
-        enabled = false
+        {sinks}
         "#,
         aws = server.aws_section(),
         state = dir.path().join("state").display(),
         input = repo_root().join("examples/events/demo-cloudtrail.ndjson").display(),
-        jsonl = jsonl.display(),
+        sinks = lake_and_ocsf_sinks("lake", &jsonl),
     );
     let cfg: Config = toml::from_str(&text).unwrap();
     cfg.validate().unwrap();
     let (set, _) = ruleset::compile(&ruleset::builtin_files(), &ruleset::test_options().unwrap()).unwrap();
-    let opts = RunOptions::default();
-    tokio::time::timeout(Duration::from_secs(120), service::run(cfg, Arc::new(set), opts, std::future::pending()))
-        .await
-        .expect("the run ends")
-        .expect("the run succeeds");
+    run_to_end(cfg, Arc::new(set), RunOptions::default(), 120).await;
 
     // What the same run wrote as OCSF JSON lines: the rows expected, by partition.
-    let expected: Vec<serde_json::Value> =
-        std::fs::read_to_string(&jsonl).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert!(!expected.is_empty(), "the demo events make findings");
-    let mut want: BTreeMap<(String, String, String), Vec<(String, i64)>> = BTreeMap::new();
-    for o in &expected {
-        let pf = &o["unmapped"]["ProductFields"];
-        let region = pf["trailwatch/EventRegion"].as_str().or(o["cloud"]["region"].as_str()).unwrap().to_string();
-        let account = o["cloud"]["account"]["uid"].as_str().unwrap().to_string();
-        let time = o["time"].as_i64().unwrap();
-        let uid = o["finding_info"]["uid"].as_str().unwrap().to_string();
-        want.entry((region, account, day_of(time))).or_default().push((uid, o["activity_id"].as_i64().unwrap()));
-    }
+    let want = jsonl_rows(&jsonl);
+    assert!(count(&want) > 0, "the demo events make findings");
 
     let objects = download_all(&client, &dir.path().join("lake")).await;
     assert!(!objects.is_empty(), "no objects in the lake");
-    let files: Vec<PathBuf> = objects.iter().map(|(_, p)| p.clone()).collect();
-    let read = read_with_pyarrow(&files);
-    assert_eq!(read.len(), objects.len());
-    let mut got: BTreeMap<(String, String, String), Vec<(String, i64)>> = BTreeMap::new();
+    let read = read_objects(&objects);
+    // Rows, partitions, order by time, days, accounts and class: lake_rows's checks.
+    let (got, _) = rows_of(&objects, &read);
     for (key, path) in &objects {
-        let part = partition_of(key);
         let r = &read[path];
-        let n = r["num_rows"].as_u64().unwrap() as usize;
-        assert!(n > 0, "{key} is empty");
         // OCSF 2004 names and types, nested objects as structs.
         let schema = r["schema"].as_object().unwrap();
         for (field, ty) in [
@@ -178,31 +245,21 @@ async fn demo_findings_become_ocsf_parquet_in_the_lake_layout() {
             assert!(ty.starts_with(prefix), "{field} in {key}: {ty}");
         }
         assert_eq!(r["codecs"], serde_json::json!(["SNAPPY"]), "{key}");
-        let times: Vec<i64> = r["time"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap()).collect();
-        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{key} is not sorted by time: {times:?}");
-        assert!(times.iter().all(|t| day_of(*t) == part.2), "{key}: a row of another day");
-        assert!(r["class_uid"].as_array().unwrap().iter().all(|c| c == 2004));
-        assert!(r["account"].as_array().unwrap().iter().all(|a| a == part.1.as_str()), "{key}: another account");
         assert!(r["types"].as_array().unwrap().iter().all(|t| t.as_array().is_some_and(|t| !t.is_empty())));
         assert!(r["unmapped_keys"].as_array().unwrap().iter().all(|k| k
             .as_array()
             .unwrap()
             .iter()
             .any(|k| k == "ProductFields")));
-        let uids = r["uid"].as_array().unwrap();
-        let acts = r["activity_id"].as_array().unwrap();
-        assert_eq!(uids.len(), n);
-        let entry = got.entry(part).or_default();
-        for (u, a) in uids.iter().zip(acts) {
-            entry.push((u.as_str().unwrap().to_string(), a.as_i64().unwrap()));
-        }
-    }
-    for v in want.values_mut().chain(got.values_mut()) {
-        v.sort();
     }
     assert_eq!(got, want, "the lake holds exactly the run's findings, in their partitions");
-    let rows: usize = got.values().map(Vec::len).sum();
-    eprintln!("{} findings → {} Parquet objects, {rows} rows, {} partitions", expected.len(), objects.len(), got.len());
+    eprintln!(
+        "{} findings → {} Parquet objects, {} rows, {} partitions",
+        count(&want),
+        objects.len(),
+        count(&got),
+        got.len()
+    );
     let staged: Vec<_> = std::fs::read_dir(dir.path().join("state/security-lake/lake")).unwrap().flatten().collect();
     assert!(staged.is_empty(), "uploaded files are removed from staging: {staged:?}");
 }
@@ -230,14 +287,7 @@ fn denial(i: u32) -> String {
 
 fn lake_config(server: &Server, dir: &Path, input: &Path, exit_when_done: bool) -> PathBuf {
     let text = format!(
-        r#"
-        {aws}
-        [service]
-        state_dir = "{state}"
-        commit_interval = "100ms"
-        [rules]
-        builtin = false
-        paths = ["{rules}"]
+        r#"{head}
         [sources.files]
         type = "file"
         paths = ["{input}"]
@@ -250,9 +300,7 @@ fn lake_config(server: &Server, dir: &Path, input: &Path, exit_when_done: bool) 
         [metrics]
         enabled = false
         "#,
-        aws = server.aws_section(),
-        state = dir.join("state").display(),
-        rules = dir.join("rules").display(),
+        head = head_toml(server, dir),
         input = input.display(),
     );
     let path = dir.join(format!("config-{exit_when_done}.toml"));
@@ -270,38 +318,21 @@ fn staged_rows(dir: &Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_after_staging_loses_nothing() {
-    aws_env();
-    let server = Server::moto().unwrap();
-    let client = s3(&server).await;
-    client.create_bucket().bucket(BUCKET).send().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
-    std::fs::write(dir.path().join("rules/denial.yml"), EVERY_DENIAL).unwrap();
+    let (server, client, dir) = lake_with_denials().await;
     const N: u32 = 300;
     let events = dir.path().join("events.ndjson");
-    std::fs::write(&events, (0..N).map(denial).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+    write_lines(&events, (0..N).map(denial));
 
     // First run: a service that keeps running (roll_age 1h: nothing is due
     // for upload); killed once every finding is staged.
-    let log = std::fs::File::create(dir.path().join("run-1.log")).unwrap();
-    let mut child = Command::new(trailwatch_bin())
-        .arg("run")
-        .arg("--config")
-        .arg(lake_config(&server, dir.path(), &events, false))
-        .env("TRAILWATCH_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = start_run(&lake_config(&server, dir.path(), &events, false), dir.path().join("run-1.log"));
     let deadline = Instant::now() + Duration::from_secs(60);
     while staged_rows(dir.path()) < N as usize {
         assert!(Instant::now() < deadline, "findings were not staged: {}", staged_rows(dir.path()));
-        assert!(child.try_wait().unwrap().is_none(), "trailwatch exited early");
+        child.assert_running();
         std::thread::sleep(Duration::from_millis(50));
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.kill9();
     assert_eq!(staged_rows(dir.path()), N as usize);
     let before = client.list_objects_v2().bucket(BUCKET).send().await.unwrap();
     assert_eq!(before.key_count(), Some(0), "nothing was uploaded before the kill");
@@ -318,23 +349,12 @@ async fn a_kill_after_staging_loses_nothing() {
         .output()
         .unwrap();
     assert!(o.status.success(), "second run failed: {}", String::from_utf8_lossy(&o.stderr));
+    // The day is the OCSF `time`'s (when the finding was made): lake_rows checks it.
     let objects = download_all(&client, &dir.path().join("lake")).await;
-    let files: Vec<PathBuf> = objects.iter().map(|(_, p)| p.clone()).collect();
-    let read = read_with_pyarrow(&files);
-    let mut partitions = std::collections::BTreeSet::new();
-    let mut uids = std::collections::BTreeSet::new();
-    for (key, path) in &objects {
-        let r = &read[path];
-        let (region, account, day) = partition_of(key);
-        // The day is the OCSF `time`'s: when the finding was made.
-        let times: Vec<i64> = r["time"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap()).collect();
-        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{key} is not sorted by time");
-        assert!(times.iter().all(|t| day_of(*t) == day), "{key}");
-        assert!(r["account"].as_array().unwrap().iter().all(|a| a == account.as_str()), "{key}");
-        assert_eq!(r["num_rows"].as_u64().unwrap() as usize, times.len());
-        uids.extend(r["uid"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_string()));
-        partitions.insert((region, account));
-    }
+    let (got, _) = lake_rows(&objects);
+    let partitions: std::collections::BTreeSet<(String, String)> =
+        got.keys().map(|(region, account, _)| (region.clone(), account.clone())).collect();
+    let uids: std::collections::BTreeSet<&String> = got.values().flatten().map(|r| &r.0).collect();
     let want: std::collections::BTreeSet<(String, String)> = [
         ("eu-west-1", "123456789012"),
         ("eu-west-1", "210987654321"),
@@ -346,8 +366,7 @@ async fn a_kill_after_staging_loses_nothing() {
     .collect();
     assert_eq!(partitions, want, "one file per region and account");
     assert_eq!(objects.len(), 4, "one file per partition");
-    let rows: u64 = read.values().map(|r| r["num_rows"].as_u64().unwrap()).sum();
-    assert_eq!(rows, N as u64, "every staged finding arrived, once");
+    assert_eq!(count(&got), N as usize, "every staged finding arrived, once");
     assert_eq!(uids.len(), N as usize, "distinct findings");
     assert_eq!(staged_rows(dir.path()), 0);
 }
@@ -377,9 +396,22 @@ fn jsonl_rows(path: &Path) -> Rows {
 /// every row of the partition's day and account, class 2004. Also the
 /// number of files per partition.
 fn lake_rows(objects: &[(String, PathBuf)]) -> (Rows, BTreeMap<(String, String, String), usize>) {
+    rows_of(objects, &read_objects(objects))
+}
+
+/// pyarrow's reading of every downloaded object, by path.
+fn read_objects(objects: &[(String, PathBuf)]) -> BTreeMap<PathBuf, serde_json::Value> {
     let files: Vec<PathBuf> = objects.iter().map(|(_, p)| p.clone()).collect();
     let read = read_with_pyarrow(&files);
     assert_eq!(read.len(), objects.len());
+    read
+}
+
+/// [`lake_rows`] of objects already read.
+fn rows_of(
+    objects: &[(String, PathBuf)],
+    read: &BTreeMap<PathBuf, serde_json::Value>,
+) -> (Rows, BTreeMap<(String, String, String), usize>) {
     let mut rows = Rows::new();
     let mut files_per = BTreeMap::new();
     for (key, path) in objects {
@@ -453,8 +485,7 @@ async fn a_generated_day_lands_in_the_lake_as_the_ocsf_sink_writes_it() {
     assert_eq!(trailwatch_loadtest::cli::run(cli).unwrap(), 0);
 
     let server = Server::moto().unwrap();
-    let client = s3(&server).await;
-    client.create_bucket().bucket(BUCKET).send().await.unwrap();
+    let client = lake_bucket(&server).await;
     let jsonl = dir.path().join("ocsf.ndjson");
     // The dataset's org config (rules, org accounts), with our inputs and sinks.
     let mut cfg = Config::load(Some(&ds.join("trailwatch.toml"))).unwrap();
@@ -467,22 +498,12 @@ async fn a_generated_day_lands_in_the_lake_as_the_ocsf_sink_writes_it() {
         [sources.day]
         type = "file"
         paths = ["{input}"]
-        [sinks.lake_day]
-        type = "security-lake"
-        bucket = "{BUCKET}"
-        source_name = "trailwatch"
-        role_arn = "arn:aws:iam::123456789012:role/AmazonSecurityLake-Provider-trailwatch"
-        external_id = "trailwatch-test"
-        [sinks.ocsf]
-        type = "ocsf-jsonl"
-        path = "{jsonl}"
-        [metrics]
-        enabled = false
+        {sinks}
         "#,
         aws = server.aws_section(),
         state = dir.path().join("state").display(),
         input = ds.join("ndjson").display(),
-        jsonl = jsonl.display(),
+        sinks = lake_and_ocsf_sinks("lake_day", &jsonl),
     ))
     .unwrap();
     cfg.aws = overlay.aws;
@@ -491,14 +512,10 @@ async fn a_generated_day_lands_in_the_lake_as_the_ocsf_sink_writes_it() {
     cfg.sinks = overlay.sinks;
     cfg.metrics = overlay.metrics;
     cfg.validate().unwrap();
-    let opts = ruleset::compile_options(&cfg, cfg.rules.builtin).unwrap();
-    let (set, _) = ruleset::load(&cfg.rules.paths, cfg.rules.builtin, &opts).unwrap();
     let start = time::OffsetDateTime::parse(START, &time::format_description::well_known::Rfc3339).unwrap();
     let run_opts = RunOptions { now: Some(start), ..Default::default() };
-    tokio::time::timeout(Duration::from_secs(600), service::run(cfg, Arc::new(set), run_opts, std::future::pending()))
-        .await
-        .expect("the run ends")
-        .expect("the run succeeds");
+    let set = rules_of(&cfg);
+    run_to_end(cfg, set, run_opts, 600).await;
 
     let want = jsonl_rows(&jsonl);
     let objects = download_all(&client, &dir.path().join("lake")).await;
@@ -533,27 +550,14 @@ async fn a_generated_day_lands_in_the_lake_as_the_ocsf_sink_writes_it() {
 /// duplicated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_roll_by_size() {
-    aws_env();
-    let server = Server::moto().unwrap();
-    let client = s3(&server).await;
-    client.create_bucket().bucket(BUCKET).send().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
-    std::fs::write(dir.path().join("rules/denial.yml"), EVERY_DENIAL).unwrap();
+    let (server, client, dir) = lake_with_denials().await;
     const N: u32 = 2000;
     // Every event in one account and region: one partition.
     let events = dir.path().join("events.ndjson");
-    std::fs::write(&events, (0..N).map(|i| denial(i * 4)).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+    write_lines(&events, (0..N).map(|i| denial(i * 4)));
     let jsonl = dir.path().join("ocsf.ndjson");
     let text = format!(
-        r#"
-        {aws}
-        [service]
-        state_dir = "{state}"
-        commit_interval = "100ms"
-        [rules]
-        builtin = false
-        paths = ["{rules}"]
+        r#"{head}
         [sources.files]
         type = "file"
         paths = ["{input}"]
@@ -570,23 +574,14 @@ async fn files_roll_by_size() {
         [metrics]
         enabled = false
         "#,
-        aws = server.aws_section(),
-        state = dir.path().join("state").display(),
-        rules = dir.path().join("rules").display(),
+        head = head_toml(&server, dir.path()),
         input = events.display(),
         jsonl = jsonl.display(),
     );
     let cfg: Config = toml::from_str(&text).unwrap();
     cfg.validate().unwrap();
-    let opts = ruleset::compile_options(&cfg, cfg.rules.builtin).unwrap();
-    let (set, _) = ruleset::load(&cfg.rules.paths, cfg.rules.builtin, &opts).unwrap();
-    tokio::time::timeout(
-        Duration::from_secs(300),
-        service::run(cfg, Arc::new(set), RunOptions::default(), std::future::pending()),
-    )
-    .await
-    .expect("the run ends")
-    .expect("the run succeeds");
+    let set = rules_of(&cfg);
+    run_to_end(cfg, set, RunOptions::default(), 300).await;
 
     let json_bytes = std::fs::metadata(&jsonl).unwrap().len();
     let want = jsonl_rows(&jsonl);
@@ -631,14 +626,7 @@ fn eventbridge(i: u32) -> String {
 /// open) with one security-lake sink `sink` rolling after `roll_age`.
 fn live_config(server: &Server, dir: &Path, input: &str, sink: &str, roll_age: &str, endpoint: &str) -> Config {
     let text = format!(
-        r#"
-        {aws}
-        [service]
-        state_dir = "{state}"
-        commit_interval = "100ms"
-        [rules]
-        builtin = false
-        paths = ["{rules}"]
+        r#"{head}
         {input}
         [sinks.{sink}]
         type = "security-lake"
@@ -649,9 +637,7 @@ fn live_config(server: &Server, dir: &Path, input: &str, sink: &str, roll_age: &
         [metrics]
         listen = "127.0.0.1:0"
         "#,
-        aws = server.aws_section(),
-        state = dir.join("state").display(),
-        rules = dir.join("rules").display(),
+        head = head_toml(server, dir),
     );
     toml::from_str(&text).unwrap()
 }
@@ -678,25 +664,13 @@ async fn object_count(client: &aws_sdk_s3::Client) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_roll_by_age_on_a_quiet_stream() {
     use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-    aws_env();
-    let server = Server::moto().unwrap();
-    let sdk = server.sdk_config().await;
-    let client = s3(&server).await;
-    client.create_bucket().bucket(BUCKET).send().await.unwrap();
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let (server, client, dir) = lake_with_denials().await;
+    let sqs = aws_sdk_sqs::Client::new(&server.sdk_config().await);
     let url = sqs.create_queue().queue_name("lake-age").send().await.unwrap().queue_url.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
-    std::fs::write(dir.path().join("rules/denial.yml"), EVERY_DENIAL).unwrap();
     let input = format!("[sources.queue]\ntype = \"sqs\"\nqueue_url = \"{url}\"\nwait_time = \"1s\"");
     let cfg = live_config(&server, dir.path(), &input, "lake_age", "2s", &server.endpoint);
     assert!(cfg.validate().is_err(), "2s is below the configurable roll_age");
-    let opts = ruleset::compile_options(&cfg, cfg.rules.builtin).unwrap();
-    let (set, _) = ruleset::load(&cfg.rules.paths, cfg.rules.builtin, &opts).unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(service::run(cfg, Arc::new(set), RunOptions::default(), async move {
-        let _ = stop_rx.await;
-    }));
+    let running = Running::start(cfg, RunOptions::default());
 
     const WAVES: u32 = 3;
     const PER_WAVE: u32 = 40; // 10 per partition (two accounts x two regions)
@@ -728,8 +702,7 @@ async fn files_roll_by_age_on_a_quiet_stream() {
         })
         .await;
     }
-    stop_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(60), run).await.expect("the run ends").unwrap().unwrap();
+    running.stop().await;
 
     let objects = download_all(&client, &dir.path().join("lake")).await;
     let (got, files_per) = lake_rows(&objects);
@@ -812,10 +785,7 @@ fn staged_files(dir: &Path, sink: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_upload_stays_staged_and_is_retried_once_s3_is_back() {
     use trailwatch_tests::faults::{Fault, FaultConfig, FaultProxy, Service};
-    aws_env();
-    let server = Server::moto().unwrap();
-    let client = s3(&server).await;
-    client.create_bucket().bucket(BUCKET).send().await.unwrap();
+    let (server, client, dir) = lake_with_denials().await;
     let proxy = FaultProxy::start(
         &server.endpoint,
         FaultConfig {
@@ -825,23 +795,14 @@ async fn a_failing_upload_stays_staged_and_is_retried_once_s3_is_back() {
         },
     )
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
-    std::fs::write(dir.path().join("rules/denial.yml"), EVERY_DENIAL).unwrap();
     const N: u32 = 200;
     let events = dir.path().join("events.ndjson");
-    std::fs::write(&events, (0..N).map(denial).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+    write_lines(&events, (0..N).map(denial));
     let input = format!("[sources.files]\ntype = \"file\"\npaths = [\"{}\"]\nexit_when_done = false", events.display());
     // roll_age 2 s (below the configurable 5 min, see the age test): the
     // files are rolled and their uploads tried while the service runs.
     let cfg = live_config(&server, dir.path(), &input, "lake_retry", "2s", &proxy.endpoint);
-    let opts = ruleset::compile_options(&cfg, cfg.rules.builtin).unwrap();
-    let (set, _) = ruleset::load(&cfg.rules.paths, cfg.rules.builtin, &opts).unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let run_opts = RunOptions { on_listen: Some(on_listen), ..Default::default() };
-    let run = tokio::spawn(service::run(cfg, Arc::new(set), run_opts, async move {
-        let _ = stop_rx.await;
-    }));
+    let running = Running::start(cfg, RunOptions { on_listen: Some(on_listen), ..Default::default() });
 
     let errors = r#"trailwatch_security_lake_upload_errors_total{sink="lake_retry"}"#;
     let d = dir.path().to_path_buf();
@@ -879,8 +840,7 @@ async fn a_failing_upload_stays_staged_and_is_retried_once_s3_is_back() {
         tokio::task::spawn_blocking(|| metric(r#"trailwatch_security_lake_files_uploaded_total{sink="lake_retry"}"#))
             .await
             .unwrap();
-    stop_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(60), run).await.expect("the run ends").unwrap().unwrap();
+    running.stop().await;
 
     eprintln!("fault proxy: {}", proxy.summary());
     assert_eq!(uploaded, files as f64, "every staged file uploaded, once");

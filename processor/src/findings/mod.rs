@@ -12,6 +12,7 @@ mod asff;
 mod event;
 mod finding;
 pub mod ocsf;
+pub mod request;
 mod resources;
 mod validate;
 

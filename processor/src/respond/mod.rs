@@ -21,7 +21,6 @@ pub mod actions;
 pub mod config;
 pub mod handled;
 pub mod matcher;
-pub mod request;
 pub mod safety;
 pub mod writeback;
 
@@ -35,6 +34,7 @@ use time::OffsetDateTime;
 pub use config::{ActionKind, Mode, RespondConfig, ResponseRule};
 pub use matcher::FindingView;
 
+use crate::findings::request;
 use crate::findings::Finding;
 use crate::sinks::{Sink, SinkError};
 use actions::{Change, Drift, Executor};

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use super::batch::{AckStatus, SourceBatch};
-use super::{CommitRequest, Input, Output};
+use super::{CommitRequest, Output};
 use crate::evaluate::{Emitted, EvalStats, Evaluator, EventRef};
 use crate::metrics;
+use crate::pipeline::batch::{AckStatus, SourceBatch};
+use crate::pipeline::Input;
 use crate::state::Committed;
 
 pub(crate) struct DetectorStage {
@@ -572,7 +573,7 @@ impl DetectorStage {
 struct Collected {
     findings: Vec<Arc<crate::findings::Finding>>,
     dead_letters: Vec<crate::sinks::dead_letter::DeadLetter>,
-    requests: Vec<Arc<crate::respond::request::ResponseRequest>>,
+    requests: Vec<Arc<crate::findings::request::ResponseRequest>>,
     rekey: Vec<crate::rekey::Record>,
 }
 

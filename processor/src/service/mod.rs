@@ -10,8 +10,6 @@
 //! Kinesis checkpoint or an SQS delete never runs ahead of the findings and
 //! the window state of the events before it.
 
-pub mod batch;
-pub(crate) mod blocking;
 mod detector;
 mod late;
 mod sink_stage;
@@ -34,23 +32,13 @@ use crate::config::Config;
 use crate::evaluate::{EvalStats, Evaluator};
 use crate::findings::Finding;
 use crate::health::Health;
+use crate::pipeline::batch::AckStatus;
+use crate::pipeline::Input;
 use crate::sinks::dead_letter::DeadLetter;
 use crate::sinks::dead_letter::DeadLetterWriter;
 use crate::sources::{BatchSender, SourceContext, SourceError};
 use crate::state::Committed;
-use batch::{AckStatus, SourceBatch};
 pub use sink_stage::SinkStats;
-
-/// Into the detector stage.
-pub(crate) enum Input {
-    Batch(Box<SourceBatch>),
-    /// Once a second: moves processing time, publishes metrics, lets an idle
-    /// pipeline commit.
-    Tick,
-    /// The same rules compiled with a new org context (AWS Organizations
-    /// changed): swapped in between batches, windows carried over.
-    Rules(Arc<RuleSet>),
-}
 
 /// Out of the detector stage, in stream order.
 pub(crate) enum Output {
@@ -58,7 +46,7 @@ pub(crate) enum Output {
         findings: Vec<Arc<Finding>>,
         dead_letters: Vec<DeadLetter>,
         /// Security Hub custom actions asking for responses.
-        requests: Vec<Arc<crate::respond::request::ResponseRequest>>,
+        requests: Vec<Arc<crate::findings::request::ResponseRequest>>,
         /// The `detector_batch` span's trace (None for windows closed by time).
         trace: Option<crate::telemetry::TraceContext>,
         /// Rule matches for the re-keyed stream (`crate::rekey`): put before

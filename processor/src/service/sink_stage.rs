@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::batch::AckStatus;
 use super::{CommitRequest, Output};
 use crate::backoff::Backoff;
 use crate::health::Health;
 use crate::metrics;
+use crate::pipeline::batch::AckStatus;
 use crate::sinks::dead_letter::DeadLetterWriter;
 use crate::sinks::Sink;
 use crate::state::{Committed, StateError, StateStore};

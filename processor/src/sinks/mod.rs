@@ -79,7 +79,10 @@ pub trait Sink: Send {
     }
     /// Takes analysts' response requests (Security Hub custom actions); only
     /// the responder acts on them.
-    async fn requests(&mut self, _requests: &[Arc<crate::respond::request::ResponseRequest>]) -> Result<(), SinkError> {
+    async fn requests(
+        &mut self,
+        _requests: &[Arc<crate::findings::request::ResponseRequest>],
+    ) -> Result<(), SinkError> {
         Ok(())
     }
     /// For /readyz: false while the destination is failing.

@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::decode::DecodeOptions;
 use crate::health::Health;
-use crate::service::batch::{EventBatch, SourceBatch};
-use crate::service::Input;
+use crate::pipeline::batch::{EventBatch, SourceBatch};
+use crate::pipeline::Input;
 
 pub use file::FileSourceConfig;
 pub use kinesis::KinesisSourceConfig;

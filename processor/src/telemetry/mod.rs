@@ -150,7 +150,6 @@ impl Telemetry {
             init_logging(log_level, cfg.log_format);
             return Ok(Telemetry { export: None, metrics: None, runtime: None });
         }
-        let start = |e: &dyn std::fmt::Display| TelemetryError::Start(e.to_string());
         // Its own runtime: tonic and hyper need tokio, the SDK's batch and
         // reader threads have none, and `run` starts its runtime later.
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -158,7 +157,7 @@ impl Telemetry {
             .thread_name("trailwatch-otlp")
             .enable_all()
             .build()
-            .map_err(|e| start(&e))?;
+            .map_err(|e| start_error(&e))?;
         let resource = resource(cfg);
         let metrics = match metrics {
             None => None,
@@ -277,89 +276,81 @@ fn otlp_exporter(
     plan: &ExportPlan,
     counts: &Arc<export::Counts>,
 ) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
-    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
-    let start = |e: &dyn std::fmt::Display| TelemetryError::Start(e.to_string());
-    // `none` cannot be forced over the variable: the exporter has no such value.
-    let gzip = (cfg.otlp_compression == Some(Compression::Gzip)).then_some(opentelemetry_otlp::Compression::Gzip);
-    let built = match plan.protocol {
-        Protocol::HttpProtobuf => {
-            // The client enforces the timeout on each request, as the SDK expects.
-            let timeout = cfg.otlp_timeout.unwrap_or(std::time::Duration::from_secs(10));
-            let client = export::HyperClient::new(timeout, Arc::clone(counts)).map_err(|e| start(&e))?;
-            let mut b = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_http_client(client)
-                .with_headers(cfg.otlp_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
-            if let Some(e) = &plan.endpoint {
-                b = b.with_endpoint(e);
-            }
-            if let Some(t) = cfg.otlp_timeout {
-                b = b.with_timeout(t);
-            }
-            if let Some(c) = gzip {
-                b = b.with_compression(c);
-            }
-            b.build()
-        }
-        Protocol::Grpc => {
-            let mut b = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_metadata(metadata(cfg));
-            if let Some(e) = &plan.endpoint {
-                b = b.with_endpoint(e);
-            }
-            if let Some(t) = cfg.otlp_timeout {
-                b = b.with_timeout(t);
-            }
-            if let Some(c) = gzip {
-                b = b.with_compression(c);
-            }
-            b.build()
-        }
-    };
-    built.map_err(|e| start(&e))
+    let b = opentelemetry_otlp::SpanExporter::builder();
+    match plan.protocol {
+        Protocol::HttpProtobuf => http_exporter(b.with_http(), cfg, plan, Arc::clone(counts))?.build(),
+        Protocol::Grpc => grpc_exporter(b.with_tonic(), cfg, plan).build(),
+    }
+    .map_err(|e| start_error(&e))
 }
 
 fn otlp_metric_exporter(
     cfg: &TelemetryConfig,
     plan: &ExportPlan,
 ) -> Result<opentelemetry_otlp::MetricExporter, TelemetryError> {
-    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
-    let start = |e: &dyn std::fmt::Display| TelemetryError::Start(e.to_string());
-    let gzip = (cfg.otlp_compression == Some(Compression::Gzip)).then_some(opentelemetry_otlp::Compression::Gzip);
-    let built = match plan.protocol {
-        Protocol::HttpProtobuf => {
-            let timeout = cfg.otlp_timeout.unwrap_or(std::time::Duration::from_secs(10));
-            // Its own counts: the traces' partial-success count is about spans.
-            let client = export::HyperClient::new(timeout, Arc::default()).map_err(|e| start(&e))?;
-            let mut b = opentelemetry_otlp::MetricExporter::builder()
-                .with_http()
-                .with_http_client(client)
-                .with_headers(cfg.otlp_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
-            if let Some(e) = &plan.endpoint {
-                b = b.with_endpoint(e);
-            }
-            if let Some(t) = cfg.otlp_timeout {
-                b = b.with_timeout(t);
-            }
-            if let Some(c) = gzip {
-                b = b.with_compression(c);
-            }
-            b.build()
-        }
-        Protocol::Grpc => {
-            let mut b = opentelemetry_otlp::MetricExporter::builder().with_tonic().with_metadata(metadata(cfg));
-            if let Some(e) = &plan.endpoint {
-                b = b.with_endpoint(e);
-            }
-            if let Some(t) = cfg.otlp_timeout {
-                b = b.with_timeout(t);
-            }
-            if let Some(c) = gzip {
-                b = b.with_compression(c);
-            }
-            b.build()
-        }
-    };
-    built.map_err(|e| start(&e))
+    let b = opentelemetry_otlp::MetricExporter::builder();
+    match plan.protocol {
+        // Its own counts: the traces' partial-success count is about spans.
+        Protocol::HttpProtobuf => http_exporter(b.with_http(), cfg, plan, Arc::default())?.build(),
+        Protocol::Grpc => grpc_exporter(b.with_tonic(), cfg, plan).build(),
+    }
+    .map_err(|e| start_error(&e))
+}
+
+fn start_error(e: &dyn std::fmt::Display) -> TelemetryError {
+    TelemetryError::Start(e.to_string())
+}
+
+/// An OTLP/HTTP exporter builder (traces or metrics) set up from the config:
+/// our HTTP client, headers, then what gRPC shares ([`export_config`]).
+fn http_exporter<B>(
+    b: B,
+    cfg: &TelemetryConfig,
+    plan: &ExportPlan,
+    counts: Arc<export::Counts>,
+) -> Result<B, TelemetryError>
+where
+    B: opentelemetry_otlp::WithExportConfig + opentelemetry_otlp::WithHttpConfig,
+{
+    // The client enforces the timeout on each request, as the SDK expects.
+    let timeout = cfg.otlp_timeout.unwrap_or(std::time::Duration::from_secs(10));
+    let client = export::HyperClient::new(timeout, counts).map_err(|e| start_error(&e))?;
+    let b =
+        b.with_http_client(client).with_headers(cfg.otlp_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+    let b = export_config(b, cfg, plan);
+    Ok(match gzip(cfg) {
+        Some(c) => b.with_compression(c),
+        None => b,
+    })
+}
+
+/// An OTLP/gRPC exporter builder (traces or metrics) set up from the config.
+fn grpc_exporter<B>(b: B, cfg: &TelemetryConfig, plan: &ExportPlan) -> B
+where
+    B: opentelemetry_otlp::WithExportConfig + opentelemetry_otlp::WithTonicConfig,
+{
+    let b = export_config(b.with_metadata(metadata(cfg)), cfg, plan);
+    match gzip(cfg) {
+        Some(c) => b.with_compression(c),
+        None => b,
+    }
+}
+
+/// Endpoint and timeout, where the config sets them (else the SDK's
+/// `OTEL_*` variables and defaults apply).
+fn export_config<B: opentelemetry_otlp::WithExportConfig>(mut b: B, cfg: &TelemetryConfig, plan: &ExportPlan) -> B {
+    if let Some(e) = &plan.endpoint {
+        b = b.with_endpoint(e);
+    }
+    if let Some(t) = cfg.otlp_timeout {
+        b = b.with_timeout(t);
+    }
+    b
+}
+
+/// `none` cannot be forced over the variable: the exporter has no such value.
+fn gzip(cfg: &TelemetryConfig) -> Option<opentelemetry_otlp::Compression> {
+    (cfg.otlp_compression == Some(Compression::Gzip)).then_some(opentelemetry_otlp::Compression::Gzip)
 }
 
 /// `otlp_headers` as gRPC metadata.

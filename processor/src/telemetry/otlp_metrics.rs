@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use opentelemetry::metrics::{Histogram, Meter, MeterProvider};
+use opentelemetry::metrics::{AsyncInstrumentBuilder, Histogram, Meter, MeterProvider};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
@@ -130,57 +130,42 @@ fn bridge(meter: &Meter, families: &'static [Family]) {
                 h.iter().for_each(Replay::collect);
             }
         };
-        let (name, help, unit) = (f.name.clone(), f.help.clone(), unit_of(&f.name));
         match f.kind {
             Kind::Counter => {
-                meter
-                    .u64_observable_counter(name)
-                    .with_description(help)
-                    .with_unit(unit)
-                    .with_callback(move |o| {
-                        before();
-                        for fam in f.collector.collect() {
-                            for m in fam.get_metric() {
-                                // An integer counter: the f64 holds it exactly up to 2^53.
-                                o.observe(m.get_counter().get_value() as u64, &attributes(m));
-                            }
-                        }
-                    })
-                    .build();
+                // An integer counter: the f64 holds it exactly up to 2^53.
+                observed(meter.u64_observable_counter(f.name.clone()), f, before, |m| {
+                    m.get_counter().get_value() as u64
+                })
+                .build();
             }
             Kind::IntGauge => {
-                meter
-                    .i64_observable_gauge(name)
-                    .with_description(help)
-                    .with_unit(unit)
-                    .with_callback(move |o| {
-                        before();
-                        for fam in f.collector.collect() {
-                            for m in fam.get_metric() {
-                                o.observe(m.get_gauge().get_value() as i64, &attributes(m));
-                            }
-                        }
-                    })
+                observed(meter.i64_observable_gauge(f.name.clone()), f, before, |m| m.get_gauge().get_value() as i64)
                     .build();
             }
             Kind::Gauge => {
-                meter
-                    .f64_observable_gauge(name)
-                    .with_description(help)
-                    .with_unit(unit)
-                    .with_callback(move |o| {
-                        before();
-                        for fam in f.collector.collect() {
-                            for m in fam.get_metric() {
-                                o.observe(m.get_gauge().get_value(), &attributes(m));
-                            }
-                        }
-                    })
-                    .build();
+                observed(meter.f64_observable_gauge(f.name.clone()), f, before, |m| m.get_gauge().get_value()).build();
             }
             Kind::Histogram(_) => {}
         }
     }
+}
+
+/// An observable instrument of family `f`: its description and unit, and
+/// a callback that runs `before` and then observes every series, read by `value`.
+fn observed<'a, I, M: 'static>(
+    b: AsyncInstrumentBuilder<'a, I, M>,
+    f: &'static Family,
+    before: impl Fn() + Send + Sync + 'static,
+    value: fn(&prometheus::proto::Metric) -> M,
+) -> AsyncInstrumentBuilder<'a, I, M> {
+    b.with_description(f.help.clone()).with_unit(unit_of(&f.name)).with_callback(move |o| {
+        before();
+        for fam in f.collector.collect() {
+            for m in fam.get_metric() {
+                o.observe(value(m), &attributes(m));
+            }
+        }
+    })
 }
 
 /// A series' labels.

@@ -12,7 +12,8 @@ use trailwatch_processor::config::Config;
 use trailwatch_processor::service::RunSummary;
 use trailwatch_tests::fixtures::{
     create_stream, cwl_payload, event_ids, eventbridge, finding_event_ids, marker_event as record, put_records as put,
-    read_jsonl, rules, run_until, until_findings, MARKER_RULE, MARKER_RULE_ID,
+    read_jsonl, rules, run_until, until_findings, DENIED_BURST_RULES, DENIED_BURST_RULE_ID, MARKER_RULE,
+    MARKER_RULE_ID,
 };
 use trailwatch_tests::Server;
 
@@ -142,30 +143,6 @@ async fn a_split_shard_is_read_parent_first() {
     assert!(state.contains("SHARD_END"), "{state}");
 }
 
-const CORRELATION_RULES: &str = r#"
-title: denied
-id: 6f1d1b0e-0000-4000-8000-0000000000b1
-name: denied
-level: informational
-logsource: {product: aws, service: cloudtrail}
-detection:
-    sel: {errorCode: AccessDenied}
-    condition: sel
----
-title: Denied burst
-id: 6f1d1b0e-0000-4000-8000-0000000000b2
-level: high
-tags: [nist_csf.de.cm-1]
-correlation:
-    type: event_count
-    rules: [denied]
-    group-by: [userIdentity.arn]
-    timespan: 60s
-    condition: {gte: 3}
-"#;
-
-const BURST_RULE: &str = "6f1d1b0e-0000-4000-8000-0000000000b2";
-
 /// A denied call of user `k` at `secs` after 10:00:00.
 fn denied(k: u32, secs: u32, n: u32) -> Vec<u8> {
     format!(
@@ -233,11 +210,11 @@ async fn run_bursts(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         later.await;
-        while findings_of(&d, BURST_RULE).len() < 20 {
+        while findings_of(&d, DENIED_BURST_RULE_ID).len() < 20 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    run_until(config(server, dir, stream), rules(&format!("{CORRELATION_RULES}---{MARKER_RULE}")), until).await
+    run_until(config(server, dir, stream), rules(&format!("{DENIED_BURST_RULES}---{MARKER_RULE}")), until).await
 }
 
 /// One of two shards read long after the other (its records put only once
@@ -259,7 +236,7 @@ async fn a_shard_read_much_later_fires_the_same_correlations_as_one_shard() {
     put(&client, "one", all).await;
     let one = tempfile::tempdir().unwrap();
     run_bursts(&server, one.path(), "one", async {}).await;
-    let want = findings_of(one.path(), BURST_RULE);
+    let want = findings_of(one.path(), DENIED_BURST_RULE_ID);
     assert_eq!(want.len(), 20, "one shard in time order: every burst fires");
 
     // Two shards: A first; B's records only after A's were all read.
@@ -272,7 +249,7 @@ async fn a_shard_read_much_later_fires_the_same_correlations_as_one_shard() {
     let two = tempfile::tempdir().unwrap();
     let (c2, key_b) = (client.clone(), keys[1].clone());
     let s = run_bursts(&server, two.path(), "two", async move { put_to(&c2, "two", &key_b, b).await }).await;
-    let got = findings_of(two.path(), BURST_RULE);
+    let got = findings_of(two.path(), DENIED_BURST_RULE_ID);
     assert_eq!(got, want, "the same correlation findings (same Ids) as one shard");
     assert_eq!(s.eval.detector.late_dropped, 0);
 }

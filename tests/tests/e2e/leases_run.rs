@@ -9,24 +9,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use trailwatch_tests::chaos::{jsonl_findings, Trailwatch};
-use trailwatch_tests::{Server, MOTO_ACCOUNT};
+use trailwatch_tests::fixtures::{MARKER_RULE, MARKER_RULE_ID};
+use trailwatch_tests::instances::{self, start, stop_all, union, Rig};
 
 const STREAM: &str = "org-events";
 const TABLE: &str = "trailwatch-leases";
 const SHARDS: i32 = 8;
-
-const RULES: &str = r#"
-title: Test marker call
-id: 6f1d1b0e-0000-4000-8000-0000000000c1
-level: high
-logsource: {product: aws, service: cloudtrail}
-detection:
-    sel: {eventName: TwMarker}
-    condition: sel
-"#;
 
 fn event(i: u32) -> String {
     format!(
@@ -40,181 +29,62 @@ fn event(i: u32) -> String {
 
 /// A correlation grouped by the partition key (the principal) over the same
 /// events: its windows must move with their shard.
-const CORRELATION: &str = r#"
-title: denied (base)
-id: 6f1d1b0e-0000-4000-8000-0000000000c2
-name: denied
-level: informational
-logsource: {product: aws, service: cloudtrail}
-detection:
-    sel: {errorCode: AccessDenied}
-    condition: sel
----
-title: Repeated AccessDenied by one principal
-id: 6f1d1b0e-0000-4000-8000-0000000000c3
-level: high
-correlation:
-    type: event_count
-    rules: [denied]
-    group-by: [userIdentity.arn]
-    timespan: 2m
-    condition: {gte: 5}
-"#;
+const CORRELATION: &str = trailwatch_tests::denied_correlation!(
+    "6f1d1b0e-0000-4000-8000-0000000000c2",
+    "6f1d1b0e-0000-4000-8000-0000000000c3",
+    "userIdentity.arn",
+    "2m",
+    "gte: 5"
+);
 
-/// Correlation finding Id → its highest count (updates grow it).
+/// Correlation finding Id → its highest count; no line of `files` may be torn.
 fn correlation_counts(files: &[PathBuf]) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
     for f in files {
-        for line in std::fs::read_to_string(f).unwrap_or_default().lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let id = v["Id"].as_str().unwrap().to_string();
-            if let Some(n) = v["ProductFields"]["trailwatch/Count"].as_str() {
-                let n: u64 = n.parse().unwrap();
-                let e = out.entry(id).or_insert(0);
-                *e = (*e).max(n);
-            }
-        }
+        assert_eq!(jsonl_findings(f).torn, 0, "{} has a line that is not a finding", f.display());
     }
-    out
+    instances::correlation_counts(files)
 }
 
-fn config(dir: &Path, n: usize, moto: &Server, kinesalite: &Server, rules: &Path) -> PathBuf {
-    let inst = dir.join(format!("i{n}"));
-    std::fs::create_dir_all(&inst).unwrap();
-    let text = format!(
-        r#"[aws]
-region = "us-east-1"
-endpoint_url = "{moto}"
-
-[rules]
-builtin = false
-discover_org = false
-paths = ["{rules}"]
-
-[findings]
-report_to = "central"
-central_account = "{MOTO_ACCOUNT}"
-region = "us-east-1"
-
-[service]
-state_dir = "{state}"
-commit_interval = "300ms"
-shutdown_timeout = "20s"
-
-[sources.org]
-type = "kinesis"
-stream_name = "{STREAM}"
-endpoint_url = "{kinesalite}"
-poll_interval = "200ms"
-max_idle_poll_interval = "400ms"
-shard_discovery_interval = "2s"
-coordination = "leases"
-lease_table = "{TABLE}"
-failover_time = "3s"
-
-[checkpoints]
-store = "file"
-
-[sinks.out]
-type = "asff-jsonl"
-path = "{out}"
-
-[metrics]
-enabled = false
-"#,
-        moto = moto.endpoint,
-        kinesalite = kinesalite.endpoint,
-        rules = rules.display(),
-        state = inst.join("state").display(),
-        out = inst.join("findings.ndjson").display(),
-    );
-    let path = inst.join("trailwatch.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn start(cfg: &Path, n: usize) -> Trailwatch {
-    trailwatch_tests::aws_env();
-    let log = cfg.parent().unwrap().join(format!("run-{n}.log"));
-    let out = std::fs::File::create(&log).unwrap();
-    let err = out.try_clone().unwrap();
-    let child = std::process::Command::new(trailwatch_tests::trailwatch_bin())
-        .arg("run")
-        .arg("--config")
-        .arg(cfg)
-        .env("TRAILWATCH_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .expect("trailwatch run starts");
-    Trailwatch::new(child, log)
-}
-
+/// Events `range` into the stream, keyed by principal (as deployed).
 async fn put(client: &aws_sdk_kinesis::Client, range: std::ops::Range<u32>) {
-    let ids: Vec<u32> = range.collect();
-    for chunk in ids.chunks(250) {
-        let entries: Vec<PutRecordsRequestEntry> = chunk
-            .iter()
-            .map(|i| {
-                PutRecordsRequestEntry::builder()
-                    .data(Blob::new(event(*i)))
-                    // The deployment's key: the principal.
-                    .partition_key(format!("arn:aws:iam::111122223333:user/u{}", i % 97))
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        let out = client.put_records().stream_name(STREAM).set_records(Some(entries)).send().await.unwrap();
-        assert_eq!(out.failed_record_count(), Some(0));
-    }
+    instances::put(client, STREAM, range, event, |i| format!("arn:aws:iam::111122223333:user/u{}", i % 97)).await;
+}
+
+/// The correlation counts of the instances in `dirs` and of a single replay
+/// of events 0..n (got, want), and the replay's findings file.
+fn counts_against_replay(
+    dir: &Path,
+    cfg: &Path,
+    dirs: &[PathBuf],
+    n: u32,
+) -> (BTreeMap<String, u64>, BTreeMap<String, u64>, PathBuf) {
+    let out = replay_expected(dir, cfg, 0..n);
+    let files: Vec<PathBuf> = dirs.iter().map(|d| d.join("findings.ndjson")).collect();
+    (correlation_counts(&files), correlation_counts(std::slice::from_ref(&out)), out)
 }
 
 /// What every scenario starts from: the emulators, the lease table, a
 /// stream of `shards` shards and the configs of `instances` instances
 /// running `rules`.
 struct Setup {
-    _moto: Server,
-    _kinesalite: Server,
-    dir: tempfile::TempDir,
-    ddb: aws_sdk_dynamodb::Client,
-    kin: aws_sdk_kinesis::Client,
+    rig: Rig,
     cfgs: Vec<PathBuf>,
+    /// Each instance's directory (its findings and log).
+    dirs: Vec<PathBuf>,
 }
 
 async fn setup(rules: &str, shards: i32, instances: usize) -> Setup {
-    let moto = Server::moto().unwrap();
-    let kinesalite = Server::kinesalite().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let rules_file = dir.path().join("rules.yml");
-    std::fs::write(&rules_file, rules).unwrap();
-    let ddb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
-    trailwatch_tests::fixtures::create_lease_table(&ddb, TABLE).await;
-    let kin = aws_sdk_kinesis::Client::new(&kinesalite.sdk_config().await);
-    kin.create_stream().stream_name(STREAM).shard_count(shards).send().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let cfgs = (0..instances).map(|n| config(dir.path(), n, &moto, &kinesalite, &rules_file)).collect();
-    Setup { _moto: moto, _kinesalite: kinesalite, dir, ddb, kin, cfgs }
+    let rig = Rig::new(rules, &[TABLE], &[(STREAM, shards)]).await;
+    let source = rig.lease_source("org", STREAM, TABLE);
+    let cfgs: Vec<PathBuf> = (0..instances).map(|n| rig.config(n, &source)).collect();
+    let dirs = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
+    Setup { rig, cfgs, dirs }
 }
 
 /// A single-instance `trailwatch replay` (with `cfg`) of events `range`:
 /// the findings file a shared run is compared with.
 fn replay_expected(dir: &Path, cfg: &Path, range: std::ops::Range<u32>) -> PathBuf {
-    let events = dir.join("events.ndjson");
-    trailwatch_tests::fixtures::write_lines(&events, range.map(event));
-    let out = dir.join("expected.ndjson");
-    let o = std::process::Command::new(trailwatch_tests::trailwatch_bin())
-        .arg("replay")
-        .arg("--config")
-        .arg(cfg)
-        .args(["--no-progress", "--now", "2026-11-02T00:00:00Z", "--output"])
-        .arg(&out)
-        .arg(&events)
-        .env("TRAILWATCH_LOG", "warn")
-        .output()
-        .expect("trailwatch replay runs");
-    assert!(o.status.success(), "replay failed: {}", String::from_utf8_lossy(&o.stderr));
-    out
+    instances::replay_expected(dir, cfg, range.map(event))
 }
 
 /// Lease owners → shards held (open shards only).
@@ -226,10 +96,6 @@ async fn owners(ddb: &aws_sdk_dynamodb::Client) -> BTreeMap<String, usize> {
         *out.entry(owner).or_insert(0) += 1;
     }
     out
-}
-
-fn union(dirs: &[PathBuf]) -> BTreeSet<String> {
-    dirs.iter().flat_map(|d| jsonl_findings(&d.join("findings.ndjson")).distinct()).collect()
 }
 
 async fn wait_findings(dirs: &[PathBuf], want: usize, within: Duration, procs: &mut [&mut Trailwatch]) -> Duration {
@@ -250,9 +116,8 @@ async fn wait_findings(dirs: &[PathBuf], want: usize, within: Duration, procs: &
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_a_stream_and_one_is_killed() {
     let _one = crate::MACHINE.write().await;
-    let Setup { dir, ddb, kin, cfgs, .. } = &setup(RULES, SHARDS, 3).await;
+    let Setup { rig: Rig { dir, ddb, kin, .. }, cfgs, dirs } = &setup(MARKER_RULE, SHARDS, 3).await;
 
-    let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
     let (mut a, mut b, mut c) = (start(&cfgs[0], 0), start(&cfgs[1], 1), start(&cfgs[2], 2));
 
     // Even share: three owners, 3/3/2.
@@ -273,7 +138,7 @@ async fn three_instances_share_a_stream_and_one_is_killed() {
     println!("even share: {share:?}");
 
     put(kin, 0..400).await;
-    let t = wait_findings(&dirs, 400, Duration::from_secs(60), &mut [&mut a, &mut b, &mut c]).await;
+    let t = wait_findings(dirs, 400, Duration::from_secs(60), &mut [&mut a, &mut b, &mut c]).await;
     println!("400 events read by 3 instances in {t:?}");
     let per: Vec<usize> = dirs.iter().map(|d| jsonl_findings(&d.join("findings.ndjson")).distinct().len()).collect();
     println!("findings per instance: {per:?}");
@@ -300,14 +165,11 @@ async fn three_instances_share_a_stream_and_one_is_killed() {
     };
     println!("failover (failover_time 3s): {failover:?}");
     assert!(failover < Duration::from_secs(3 * 2 + 5), "takeover took {failover:?}");
-    let t = wait_findings(&dirs, 800, Duration::from_secs(60), &mut [&mut a, &mut c]).await;
+    let t = wait_findings(dirs, 800, Duration::from_secs(60), &mut [&mut a, &mut c]).await;
     println!("all 800 findings {t:?} after the takeover");
 
     // Graceful stop of the survivors: a final checkpoint, then the leases are released.
-    for p in [&mut a, &mut c] {
-        let status = p.terminate(Duration::from_secs(25)).expect("exits within the grace time");
-        assert!(status.success(), "exit status {status}");
-    }
+    stop_all(&mut [&mut a, &mut c]);
     let o = owners(ddb).await;
     // b's leases were taken; a and c released theirs.
     assert_eq!(o.get("<free>").copied(), Some(SHARDS as usize), "not every lease released: {o:?}");
@@ -316,7 +178,7 @@ async fn three_instances_share_a_stream_and_one_is_killed() {
     let out = replay_expected(dir.path(), &cfgs[0], 0..800);
     let expected = jsonl_findings(&out).distinct();
     assert_eq!(expected.len(), 800);
-    let got = union(&dirs);
+    let got = union(dirs);
     assert_eq!(got, expected, "the shared run's findings differ from a single replay");
     let total: usize = dirs.iter().map(|d| jsonl_findings(&d.join("findings.ndjson")).ids.len()).sum();
     println!("findings written {total} (distinct {}; repeats are re-reads after a lease moved, same Ids)", got.len());
@@ -352,8 +214,7 @@ async fn wait_shares(ddb: &aws_sdk_dynamodb::Client, want: &[usize], within: Dur
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_one_to_three_to_one_under_load() {
     let _one = crate::MACHINE.write().await;
-    let Setup { dir, ddb, kin, cfgs, .. } = &setup(RULES, SHARDS, 3).await;
-    let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
+    let Setup { rig: Rig { dir, ddb, kin, .. }, cfgs, dirs } = &setup(MARKER_RULE, SHARDS, 3).await;
 
     // Load: 50 events every 250 ms while the instances come and go.
     let feeding = {
@@ -380,21 +241,18 @@ async fn scale_one_to_three_to_one_under_load() {
     }
     // Graceful scale-in: the leases are handed over, not left to expire.
     let stopping = Instant::now();
-    for p in [&mut b, &mut c] {
-        let status = p.terminate(Duration::from_secs(25)).expect("exits within the grace time");
-        assert!(status.success(), "exit status {status}");
-    }
+    stop_all(&mut [&mut b, &mut c]);
     let t = wait_shares(ddb, &[8], Duration::from_secs(30)).await;
     println!(
         "3 -> 1: all leases on the survivor {:?} after the SIGTERMs ({t:?} after both exited)",
         stopping.elapsed()
     );
     let n = feeding.await.unwrap() as usize;
-    let t = wait_findings(&dirs, n, Duration::from_secs(60), &mut [&mut a]).await;
+    let t = wait_findings(dirs, n, Duration::from_secs(60), &mut [&mut a]).await;
     println!("all {n} events found {t:?} after the load stopped");
     let status = a.terminate(Duration::from_secs(25)).expect("exits");
     assert!(status.success());
-    let got = union(&dirs);
+    let got = union(dirs);
     let want: BTreeSet<String> = {
         let out = replay_expected(dir.path(), &cfgs[0], 0..n as u32);
         jsonl_findings(&out).distinct()
@@ -407,17 +265,17 @@ async fn scale_one_to_three_to_one_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn correlation_windows_move_with_their_shard() {
     let _one = crate::MACHINE.write().await;
-    let Setup { dir, ddb, kin, cfgs, .. } = &setup(&format!("{RULES}---{CORRELATION}"), SHARDS, 3).await;
-    let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
+    let Setup { rig: Rig { dir, ddb, kin, .. }, cfgs, dirs } =
+        &setup(&format!("{MARKER_RULE}---{CORRELATION}"), SHARDS, 3).await;
     let (mut a, mut b, mut c) = (start(&cfgs[0], 0), start(&cfgs[1], 1), start(&cfgs[2], 2));
     wait_shares(ddb, &[2, 3, 3], Duration::from_secs(60)).await;
 
     // 97 principals, an event every 0.1 s: each principal's 2-minute windows
     // fill and fire before and after the kill, on every shard.
-    let marker = |f: &BTreeSet<String>| f.iter().filter(|id| id.contains("0000000000c1")).count();
+    let marker = |f: &BTreeSet<String>| f.iter().filter(|id| id.contains(MARKER_RULE_ID)).count();
     put(kin, 0..600).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while marker(&union(&dirs)) < 600 {
+    while marker(&union(dirs)) < 600 {
         assert!(Instant::now() < deadline, "events not read");
         for p in [&mut a, &mut b, &mut c] {
             p.assert_running();
@@ -428,37 +286,31 @@ async fn correlation_windows_move_with_their_shard() {
     b.kill9();
     put(kin, 600..1200).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while marker(&union(&dirs)) < 1200 {
-        assert!(Instant::now() < deadline, "events not read after the kill: {}", marker(&union(&dirs)));
+    while marker(&union(dirs)) < 1200 {
+        assert!(Instant::now() < deadline, "events not read after the kill: {}", marker(&union(dirs)));
         for p in [&mut a, &mut c] {
             p.assert_running();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    for p in [&mut a, &mut c] {
-        let status = p.terminate(Duration::from_secs(25)).expect("exits within the grace time");
-        assert!(status.success(), "exit status {status}");
-    }
-    let out = replay_expected(dir.path(), &cfgs[0], 0..1200);
-    let files: Vec<PathBuf> = dirs.iter().map(|d| d.join("findings.ndjson")).collect();
-    let want = correlation_counts(std::slice::from_ref(&out));
-    let got = correlation_counts(&files);
+    stop_all(&mut [&mut a, &mut c]);
+    let (got, want, out) = counts_against_replay(dir.path(), &cfgs[0], dirs, 1200);
     println!("correlation findings: {} (replay {}), counts {:?}", got.len(), want.len(), got.values().sum::<u64>());
     assert!(!want.is_empty(), "the scenario fires the correlation");
     assert_eq!(got, want, "correlation findings or counts differ from a single replay");
-    assert_eq!(union(&dirs), jsonl_findings(&out).distinct());
+    assert_eq!(union(dirs), jsonl_findings(&out).distinct());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reshard_while_two_instances_run_keeps_parents_first_and_windows() {
     let _one = crate::MACHINE.write().await;
-    let Setup { dir, ddb, kin, cfgs, .. } = &setup(&format!("{RULES}---{CORRELATION}"), 2, 2).await;
-    let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
+    let Setup { rig: Rig { dir, ddb, kin, .. }, cfgs, dirs } =
+        &setup(&format!("{MARKER_RULE}---{CORRELATION}"), 2, 2).await;
     let (mut a, mut b) = (start(&cfgs[0], 0), start(&cfgs[1], 1));
     wait_shares(ddb, &[1, 1], Duration::from_secs(60)).await;
 
-    let marker = |f: &BTreeSet<String>| f.iter().filter(|id| id.contains("0000000000c1")).count();
+    let marker = |f: &BTreeSet<String>| f.iter().filter(|id| id.contains(MARKER_RULE_ID)).count();
     let wait_marker = |n: usize| {
         let dirs = dirs.clone();
         async move {
@@ -507,13 +359,8 @@ async fn a_reshard_while_two_instances_run_keeps_parents_first_and_windows() {
         assert!(cp.chars().all(|ch| ch.is_ascii_digit()), "child not read: {cp}");
     }
 
-    for p in [&mut a, &mut b] {
-        let status = p.terminate(Duration::from_secs(25)).expect("exits within the grace time");
-        assert!(status.success(), "exit status {status}");
-    }
-    let out = replay_expected(dir.path(), &cfgs[0], 0..1200);
-    let files: Vec<PathBuf> = dirs.iter().map(|d| d.join("findings.ndjson")).collect();
-    let (got, want) = (correlation_counts(&files), correlation_counts(std::slice::from_ref(&out)));
+    stop_all(&mut [&mut a, &mut b]);
+    let (got, want, out) = counts_against_replay(dir.path(), &cfgs[0], dirs, 1200);
     println!(
         "after the split: correlation findings {} (replay {}), counts {} (replay {})",
         got.len(),
@@ -522,7 +369,7 @@ async fn a_reshard_while_two_instances_run_keeps_parents_first_and_windows() {
         want.values().sum::<u64>()
     );
     assert_eq!(got, want, "windows split by the reshard");
-    assert_eq!(union(&dirs), jsonl_findings(&out).distinct());
+    assert_eq!(union(dirs), jsonl_findings(&out).distinct());
 }
 
 /// Two shards merge into one while two instances run: each parent ends on
@@ -532,22 +379,12 @@ async fn a_reshard_while_two_instances_run_keeps_parents_first_and_windows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merge_while_two_instances_run_restores_both_parents_windows() {
     let _one = crate::MACHINE.write().await;
-    let moto = Server::moto().unwrap();
-    let kinesalite = Server::kinesalite().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules.yml");
-    std::fs::write(&rules, format!("{RULES}---{CORRELATION}")).unwrap();
-    let ddb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
-    trailwatch_tests::fixtures::create_lease_table(&ddb, TABLE).await;
-    let kin = aws_sdk_kinesis::Client::new(&kinesalite.sdk_config().await);
-    kin.create_stream().stream_name(STREAM).shard_count(2).send().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let cfgs: Vec<PathBuf> = (0..2).map(|n| config(dir.path(), n, &moto, &kinesalite, &rules)).collect();
-    let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
+    let Setup { rig: Rig { dir, ddb, kin, .. }, cfgs, dirs } =
+        &setup(&format!("{MARKER_RULE}---{CORRELATION}"), 2, 2).await;
     let (mut a, mut b) = (start(&cfgs[0], 0), start(&cfgs[1], 1));
-    wait_shares(&ddb, &[1, 1], Duration::from_secs(60)).await;
+    wait_shares(ddb, &[1, 1], Duration::from_secs(60)).await;
 
-    let marker = |f: &BTreeSet<String>| f.iter().filter(|id| id.contains("0000000000c1")).count();
+    let marker = |f: &BTreeSet<String>| f.iter().filter(|id| id.contains(MARKER_RULE_ID)).count();
     let wait_marker = |n: usize| {
         let dirs = dirs.clone();
         async move {
@@ -558,7 +395,7 @@ async fn a_merge_while_two_instances_run_restores_both_parents_windows() {
             }
         }
     };
-    put(&kin, 0..600).await;
+    put(kin, 0..600).await;
     wait_marker(600).await;
     let shards = kin.list_shards().stream_name(STREAM).send().await.unwrap();
     let parents: Vec<String> = shards.shards().iter().map(|s| s.shard_id().to_string()).collect();
@@ -577,7 +414,7 @@ async fn a_merge_while_two_instances_run_restores_both_parents_windows() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    put(&kin, 600..1200).await;
+    put(kin, 600..1200).await;
     wait_marker(1200).await;
     for p in [&mut a, &mut b] {
         p.assert_running();
@@ -604,26 +441,8 @@ async fn a_merge_while_two_instances_run_restores_both_parents_windows() {
     let logs = std::fs::read_to_string(&a.log).unwrap() + &std::fs::read_to_string(&b.log).unwrap();
     assert!(logs.contains("windows of both parents restored"), "the child's owner restored both parents");
 
-    for p in [&mut a, &mut b] {
-        let status = p.terminate(Duration::from_secs(25)).expect("exits within the grace time");
-        assert!(status.success(), "exit status {status}");
-    }
-    let events = dir.path().join("events.ndjson");
-    std::fs::write(&events, (0..1200).map(event).collect::<Vec<_>>().join("\n") + "\n").unwrap();
-    let out = dir.path().join("expected.ndjson");
-    let o = std::process::Command::new(trailwatch_tests::trailwatch_bin())
-        .arg("replay")
-        .arg("--config")
-        .arg(&cfgs[0])
-        .args(["--no-progress", "--now", "2026-11-02T00:00:00Z", "--output"])
-        .arg(&out)
-        .arg(&events)
-        .env("TRAILWATCH_LOG", "warn")
-        .output()
-        .expect("trailwatch replay runs");
-    assert!(o.status.success(), "replay failed: {}", String::from_utf8_lossy(&o.stderr));
-    let files: Vec<PathBuf> = dirs.iter().map(|d| d.join("findings.ndjson")).collect();
-    let (got, want) = (correlation_counts(&files), correlation_counts(std::slice::from_ref(&out)));
+    stop_all(&mut [&mut a, &mut b]);
+    let (got, want, out) = counts_against_replay(dir.path(), &cfgs[0], dirs, 1200);
     println!(
         "after the merge: correlation findings {} (replay {}), counts {} (replay {})",
         got.len(),
@@ -649,5 +468,5 @@ async fn a_merge_while_two_instances_run_restores_both_parents_windows() {
     // Not exactly the distinct findings: 97 and 140 for 97 in two runs (a
     // finding re-sent with the same Id counts again; not investigated).
     assert!(fired >= want.len() as u64, "the shard detectors' windows are missing from the run summaries: {fired}");
-    assert_eq!(union(&dirs), jsonl_findings(&out).distinct());
+    assert_eq!(union(dirs), jsonl_findings(&out).distinct());
 }

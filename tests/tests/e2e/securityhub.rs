@@ -358,34 +358,8 @@ type Seen = Arc<std::sync::Mutex<Vec<String>>>;
 /// a region it may not use) and forwards the rest; records each call's region.
 /// moto itself accepts every finding, in every region.
 async fn refusing_proxy(upstream: &str, refuse: &'static str) -> (String, Seen) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    async fn read_message(sock: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
-        let head_end = loop {
-            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-            let mut chunk = [0u8; 16384];
-            match sock.read(&mut chunk).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + len {
-            let mut chunk = [0u8; 16384];
-            match sock.read(&mut chunk).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let whole: Vec<u8> = buf.drain(..head_end + len).collect();
-        Some((head, whole))
-    }
+    use tokio::io::AsyncWriteExt;
+    use trailwatch_tests::http_wire::{read_message, signed_region};
     let upstream = upstream.trim_start_matches("http://").to_string();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -398,15 +372,9 @@ async fn refusing_proxy(upstream: &str, refuse: &'static str) -> (String, Seen) 
             let upstream = upstream.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                while let Some((head, request)) = read_message(&mut sock, &mut buf).await {
+                while let Some(request) = read_message(&mut sock, &mut buf).await {
                     // The region is in the SigV4 credential scope: Credential=KEY/DATE/REGION/securityhub/...
-                    let region = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("authorization:"))
-                        .and_then(|a| a.split("credential=").nth(1))
-                        .and_then(|c| c.split('/').nth(2))
-                        .unwrap_or_default()
-                        .to_string();
+                    let region = signed_region(&request.head);
                     seen.lock().unwrap().push(region.clone());
                     let response = if region == refuse {
                         let body =
@@ -418,12 +386,12 @@ async fn refusing_proxy(upstream: &str, refuse: &'static str) -> (String, Seen) 
                         .into_bytes()
                     } else {
                         let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await else { return };
-                        if up.write_all(&request).await.is_err() {
+                        if up.write_all(&request.bytes).await.is_err() {
                             return;
                         }
                         let mut ubuf = Vec::new();
-                        let Some((_, response)) = read_message(&mut up, &mut ubuf).await else { return };
-                        response
+                        let Some(response) = read_message(&mut up, &mut ubuf).await else { return };
+                        response.bytes
                     };
                     if sock.write_all(&response).await.is_err() {
                         return;

@@ -14,7 +14,8 @@ use trailwatch_processor::service::RunSummary;
 use trailwatch_tests::faults::{Fault, FaultConfig, FaultProxy, Service};
 use trailwatch_tests::fixtures::{
     create_queue as queue, event_ids as ids, eventbridge, eventbridge_of, finding_event_ids, log_file_of,
-    marker_event as record, queue_depth as depth, rules, run_until, s3_notification, sns, until_findings, MARKER_RULE,
+    marker_event as record, queue_depth as depth, rules, run_until, s3_notification, sns, until_findings,
+    DENIED_BURST_RULES, DENIED_BURST_RULE_ID, MARKER_RULE,
 };
 use trailwatch_tests::Server;
 
@@ -159,28 +160,6 @@ async fn a_poison_message_goes_to_the_dead_letter_queue_and_the_rest_flows() {
     assert_eq!(depth(&sqs, &url).await, 0);
 }
 
-const BURST_RULES: &str = r#"
-title: denied
-id: 6f1d1b0e-0000-4000-8000-0000000000c1
-name: denied
-level: informational
-logsource: {product: aws, service: cloudtrail}
-detection:
-    sel: {errorCode: AccessDenied}
-    condition: sel
----
-title: Denied burst
-id: 6f1d1b0e-0000-4000-8000-0000000000c2
-level: high
-tags: [nist_csf.de.cm-1]
-correlation:
-    type: event_count
-    rules: [denied]
-    group-by: [userIdentity.arn]
-    timespan: 60s
-    condition: {gte: 3}
-"#;
-
 const ACCOUNTS: [&str; 4] = ["111111111111", "222222222222", "333333333333", "444444444444"];
 /// Log files per account: one per 5 minutes of event time, 3 hours.
 const FILES: u32 = 36;
@@ -220,7 +199,7 @@ fn account_files(ai: usize) -> Vec<Vec<String>> {
 fn burst_groups(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = trailwatch_tests::fixtures::read_jsonl(&findings_path(dir))
         .into_iter()
-        .filter(|v| v["GeneratorId"] == "6f1d1b0e-0000-4000-8000-0000000000c2")
+        .filter(|v| v["GeneratorId"] == DENIED_BURST_RULE_ID)
         .map(|v| v["ProductFields"]["trailwatch/GroupKey"].as_str().unwrap().to_string())
         .collect();
     v.sort();
@@ -317,7 +296,7 @@ async fn drain_backlog(
     // adjacent files (5 minutes each) that SQS returns out of order in one
     // batch (a standard queue is only roughly ordered) are not.
     cfg.windows.allowed_lateness = Duration::from_secs(6 * 60);
-    let s = run_until(cfg, rules(BURST_RULES), drained(&sqs, &url)).await;
+    let s = run_until(cfg, rules(DENIED_BURST_RULES), drained(&sqs, &url)).await;
     let total: usize = files.iter().flatten().map(Vec::len).sum();
     // A message can come back on a loaded machine (its visibility is short
     // here): read twice, its events count once.
@@ -446,7 +425,7 @@ async fn body_events_hold_the_watermark_per_account_and_region() {
         }
         drained(&sqs2, &url2).await;
     };
-    let s = run_until(cfg, rules(BURST_RULES), until).await;
+    let s = run_until(cfg, rules(DENIED_BURST_RULES), until).await;
     assert!(s.eval.events >= (a_events.len() + b_events.len()) as u64, "everything read: {}", s.eval.events);
     let want: Vec<String> = (0..4).map(|j| format!("userIdentity.arn=arn:aws:iam::{b}:user/burst{j}")).collect();
     assert_eq!(s.eval.detector.late_dropped, 0);

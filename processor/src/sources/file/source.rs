@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use super::FileSourceConfig;
 use crate::decode;
-use crate::service::batch::{EventBatch, SourceBatch};
+use crate::pipeline::batch::{EventBatch, SourceBatch};
 use crate::sources::{batch_span, finish_batch, Source, SourceContext, SourceError};
 
 pub struct FileSource {

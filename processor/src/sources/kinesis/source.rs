@@ -14,7 +14,7 @@ use super::leases::LeaseCoordinator;
 
 use super::{KinesisSourceConfig, StartPosition};
 use crate::aws::{self, AwsConfig};
-use crate::service::batch::{Adopt, Checkpoint, EventBatch, Partitions, SourceBatch};
+use crate::pipeline::batch::{Adopt, Checkpoint, EventBatch, Partitions, SourceBatch};
 use crate::sources::{batch_span, finish_batch, Source, SourceContext, SourceError};
 
 /// The position recorded for a shard read to its end (closed by a reshard).
@@ -563,7 +563,7 @@ impl KinesisSource {
                 let (stream, shard_id, opts) = (self.stream.clone(), shard.to_string(), ctx.decode.clone());
                 let decode_span = span.clone();
                 let decoded = beat
-                    .busy(crate::service::blocking::decode(move || {
+                    .busy(crate::pipeline::blocking::decode(move || {
                         let mut batch = EventBatch::new(Some(now));
                         decode_span.in_scope(|| {
                             for r in records {

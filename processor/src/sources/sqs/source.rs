@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use super::SqsSourceConfig;
 use crate::aws::{self, AwsConfig};
 use crate::decode::ObjectRef;
-use crate::service::batch::{AckStatus, EventBatch, Partitions, SourceBatch};
+use crate::pipeline::batch::{AckStatus, EventBatch, Partitions, SourceBatch};
 use crate::sources::{batch_span, finish_batch, Source, SourceContext, SourceError};
 
 pub struct SqsSource {
@@ -359,7 +359,7 @@ impl SqsSource {
             let pump = tokio::spawn(pump(body, tx, r.clone(), self.cfg.max_object_bytes));
             let fault = Arc::new(std::sync::Mutex::new(None));
             let reader = BodyReader { rx, chunk: bytes::Bytes::new(), fault: Arc::clone(&fault) };
-            let unit = crate::service::blocking::decode(move || {
+            let unit = crate::pipeline::blocking::decode(move || {
                 let mut u = EventBatch::new(Some(now));
                 u.push_reader_in(reader, origin, partition, &opts);
                 u

@@ -2,7 +2,7 @@ use super::*;
 use aws_sdk_securityhub::config::{Credentials, SharedCredentialsProvider};
 use aws_sdk_securityhub::types::ImportFindingsError;
 use std::collections::VecDeque;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 type Requests = Arc<Mutex<Vec<Vec<String>>>>;
 type Regions = Arc<Mutex<Vec<String>>>;
@@ -40,33 +40,8 @@ async fn fake_full(
             let regions = regions2.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                loop {
-                    let head_end = loop {
-                        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break p + 4;
-                        }
-                        let mut chunk = [0u8; 8192];
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    while buf.len() < head_end + len {
-                        let mut chunk = [0u8; 8192];
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let body: serde_json::Value =
-                        serde_json::from_slice(&buf[head_end..head_end + len]).unwrap_or_default();
-                    buf.drain(..head_end + len);
+                while let Some(message) = trailwatch_tests::http_wire::read_message(&mut sock, &mut buf).await {
+                    let body: serde_json::Value = serde_json::from_slice(message.body()).unwrap_or_default();
                     let ids: Vec<String> = body["Findings"]
                         .as_array()
                         .into_iter()
@@ -75,13 +50,7 @@ async fn fake_full(
                         .collect();
                     seen.lock().unwrap().push(ids);
                     // The region is in the SigV4 credential scope: Credential=KEY/DATE/REGION/securityhub/...
-                    let region = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("authorization:"))
-                        .and_then(|a| a.split("credential=").nth(1))
-                        .and_then(|c| c.split('/').nth(2))
-                        .unwrap_or_default()
-                        .to_string();
+                    let region = trailwatch_tests::http_wire::signed_region(&message.head);
                     regions.lock().unwrap().push(region.clone());
                     let (status, kind, text) = if refuse == Some(region.as_str()) {
                         (
