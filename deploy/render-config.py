@@ -330,13 +330,15 @@ def check_with_trailwatch(binary, text, conditions, render_builtin_off):
     ok, err = trailwatch_config(binary, text)
     last = err.splitlines()[-1] if err else ""
     if conditions[LEASED] and not conditions[REKEYED]:
-        # The pack has correlations off the partition key: refused, by name.
-        if ok or "[rekey]" not in err or "these do not:" not in err:
+        # The stack's queues are read without leases next to the leased
+        # stream, so every pack correlation needs the re-keyed stream:
+        # refused, by name.
+        if ok or "[rekey]" not in err or "these would be split across instances:" not in err:
             return [f"leases without the re-keyed stream: expected the pack's correlations refused, got: {last}"], last
         ok2, err2 = trailwatch_config(binary, render_builtin_off())
         if not ok2:
             return [f"leases without the re-keyed stream and builtin = false refused: {err2}"], last
-        return [], "refused as expected (pack correlations off the partition key); accepted with builtin = false"
+        return [], "refused as expected (pack correlations and unleased queues); accepted with builtin = false"
     if not ok:
         return [f"trailwatch config refused it: {err}"], last
     if conditions[REKEYED] and "re-keyed)" not in last:

@@ -43,6 +43,20 @@ correlation:
     condition: {gte: 30}
 "#;
 
+/// A correlation that follows the principal (the partition key of a
+/// principal stream), for the queue scenario: there no key is followed.
+const BY_PRINCIPAL: &str = r#"
+title: Many AccessDenied for one principal
+id: 6f1d1b0e-0000-4000-8000-0000000000d5
+level: high
+correlation:
+    type: event_count
+    rules: [denied]
+    group-by: [userIdentity.arn]
+    timespan: 2m
+    condition: {gte: 3}
+"#;
+
 /// The re-keying stage over the second stream.
 const REKEY: &str = r#"[rekey]
 source = "rekeyed"
@@ -250,4 +264,78 @@ async fn two_instances_run_correlations_grouped_by_ip_and_account_as_one_replay(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkill_in_the_middle_loses_and_double_counts_nothing() {
     scenario(true).await;
+}
+
+/// An SQS queue instead of a principal stream (a queue-fed deployment scaled
+/// out): each of two instances receives any message, so no correlation
+/// follows a key, and every one of them, the principal's too, runs on the
+/// re-keyed stream. Counts and Ids equal a single replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_queue_run_every_correlation_as_one_replay() {
+    use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+    let _one = crate::MACHINE.write().await;
+    let rig = Rig::new(
+        &format!("{MARKER_RULE}---{BY_IP}---{BY_ACCOUNT}---{BY_PRINCIPAL}"),
+        &[REKEY_TABLE],
+        &[(REKEY_STREAM, 4)],
+    )
+    .await;
+    let sqs = aws_sdk_sqs::Client::new(&rig.moto.sdk_config().await);
+    let url = trailwatch_tests::fixtures::create_queue(
+        &sqs,
+        "trail-events",
+        &[(QueueAttributeName::VisibilityTimeout, "30".to_string())],
+    )
+    .await;
+    let sections = format!(
+        "[sources.queue]\ntype = \"sqs\"\nqueue_url = \"{url}\"\nreceivers = 2\nwait_time = \"1s\"\n\n{}\n{REKEY}",
+        rig.lease_source("rekeyed", REKEY_STREAM, REKEY_TABLE)
+    );
+    let cfgs: Vec<PathBuf> = (0..2).map(|n| rig.config(n, &sections)).collect();
+    let Rig { dir, ddb, kin, .. } = &rig;
+    let dirs: Vec<PathBuf> = cfgs.iter().map(|c| c.parent().unwrap().to_path_buf()).collect();
+    let files: Vec<PathBuf> = dirs.iter().map(|d| d.join("findings.ndjson")).collect();
+    let n = 1200;
+    let (want_ids, want) = replay(dir.path(), &cfgs[0], n);
+    let by_rule = |m: &BTreeMap<String, u64>, r: &str| m.keys().filter(|id| id.contains(r)).count();
+    for r in ["0000000000d3", "0000000000d4", "0000000000d5"] {
+        assert!(by_rule(&want, r) > 0, "correlation {r} fires in the replay: {want:?}");
+    }
+
+    let (mut a, mut b) = (start(&cfgs[0], 0), start(&cfgs[1], 1));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while shares(ddb, REKEY_TABLE).await != [2, 2] {
+        assert!(Instant::now() < deadline, "no even share of the re-keyed stream after 60 s");
+        for p in [&mut a, &mut b] {
+            p.assert_running();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let ids: Vec<u32> = (0..n).collect();
+    for chunk in ids.chunks(10) {
+        let entries: Vec<SendMessageBatchRequestEntry> = chunk
+            .iter()
+            .map(|i| {
+                SendMessageBatchRequestEntry::builder().id(format!("m{i}")).message_body(event(*i)).build().unwrap()
+            })
+            .collect();
+        let out = sqs.send_message_batch().queue_url(&url).set_entries(Some(entries)).send().await.unwrap();
+        assert!(out.failed().is_empty(), "{:?}", out.failed());
+    }
+    wait_marker(&dirs, n as usize, &mut [&mut a, &mut b]).await;
+    let t = wait_counts(&files, &want, &mut [&mut a, &mut b]).await;
+    println!("correlation counts settled {t:?} after every event was read");
+    stop_all(&mut [&mut a, &mut b]);
+    // Both instances received messages (else this shows nothing about sharing).
+    for (i, d) in dirs.iter().enumerate() {
+        let marked = marker(&jsonl_findings(&d.join("findings.ndjson")).distinct());
+        assert!(marked > 0, "instance {i} received no message");
+        println!("instance {i}: {marked} events");
+    }
+    let got = correlation_counts(&files);
+    let (total, distinct) = rekeyed_records(kin).await;
+    println!("re-keyed stream: {total} records, {distinct} distinct matches");
+    assert_eq!(distinct, 3 * n as usize, "one match per event and correlation, the principal's too");
+    assert_eq!(got, want, "correlation findings or counts differ from a single replay");
+    assert_eq!(union(&dirs), want_ids, "finding Ids differ from a single replay");
 }
