@@ -1,0 +1,255 @@
+//! Scenarios of the theme ECS: risky task definitions, unexpected images and ExecuteCommand; attacks and their benign look-alikes.
+
+use super::*;
+
+/// Registers a task definition in a workload account.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn register_task_definition(
+    ctx: &mut Ctx<'_, '_>,
+    actor: &Actor,
+    t: i64,
+    containers: &str,
+    network: &str,
+    extra: &[(&str, &str)],
+) {
+    let org = ctx.em.org;
+    let w = actor.account;
+    let acct = &org.accounts[w];
+    let svc = acct.services.first().expect("a workload account has services");
+    let p = task_definition_params(org, w, svc, containers, network, extra);
+    let revision = ctx.rng().random_range(2..400);
+    let arn = format!("arn:aws:ecs:{}:{}:task-definition/{}:{revision}", org.regions[ctx.region], acct.id, svc.name);
+    let r = object(300, |j| {
+        j.key("taskDefinition")
+            .obj()
+            .s("taskDefinitionArn", &arn)
+            .s("family", &svc.name)
+            .n("revision", revision)
+            .s("status", "ACTIVE")
+            .end();
+    });
+    let c = Call::new(
+        t,
+        w,
+        ctx.region,
+        "ecs.amazonaws.com",
+        "RegisterTaskDefinition",
+        actor.who(org),
+        &actor.ip,
+        actor.agent,
+    )
+    .params(&p)
+    .response(&r)
+    .read_only(false);
+    ctx.ct(&c);
+}
+
+pub(super) fn single_container(image: &str, name: &str, privileged: bool, env: &[(&str, &str)]) -> String {
+    let mut j = Json::with_capacity(600);
+    j.arr().obj();
+    j.s("name", name).s("image", image).n("cpu", 256).n("memory", 512).b("essential", true);
+    if privileged {
+        j.b("privileged", true);
+        j.key("linuxParameters").obj().key("capabilities").obj().strs("add", &["SYS_ADMIN", "NET_ADMIN"]).end().end();
+        j.key("mountPoints")
+            .arr()
+            .obj()
+            .s("sourceVolume", "host-root")
+            .s("containerPath", "/host")
+            .b("readOnly", false)
+            .end()
+            .end_arr();
+    }
+    j.key("environment").arr();
+    for (k, v) in env {
+        j.obj().s("name", k).s("value", v).end();
+    }
+    j.end_arr();
+    j.end().end_arr();
+    j.into_string()
+}
+
+pub(super) fn workload_region(ctx: &Ctx<'_, '_>, w: usize) -> usize {
+    ctx.org().accounts[w].services.first().map(|s| s.region).unwrap_or(0)
+}
+
+pub(super) fn privileged_task_definition(ctx: &mut Ctx<'_, '_>) {
+    let w = ctx.org().pick_workload(ctx.rng());
+    let a = attacker(ctx, w);
+    let region = workload_region(ctx, w);
+    begin(ctx, &a, region);
+    let org = ctx.em.org;
+    let repo = &org.repos[org.accounts[w].services[0].repo];
+    let image = format!("{}/{}:{}", org.registry_host(repo.account, region), repo.name, repo.tag);
+    let containers = single_container(&image, "debug", true, &[]);
+    let t = ctx.t;
+    register_task_definition(ctx, &a, t, &containers, "host", &[("pidMode", "host"), ("ipcMode", "host")]);
+}
+
+pub(super) fn plaintext_aws_key(ctx: &mut Ctx<'_, '_>) {
+    let w = ctx.org().pick_workload(ctx.rng());
+    // A developer's own session from the office: a mistake, still a leaked key.
+    let org = ctx.em.org;
+    let devs: Vec<_> = org.people.iter().filter(|p| p.permission_set == 3 || p.permission_set == 1).collect();
+    let person = devs.choose(ctx.rng()).copied().unwrap_or(&org.people[0]);
+    let role = org.accounts[w].sso[3].role.clone();
+    let key = session_key(ctx.em);
+    let a = Actor {
+        created: ctx.t - 600,
+        account: w,
+        user: None,
+        role: Some(role),
+        session: person.email.clone(),
+        key,
+        ip: person.ip.clone(),
+        agent: UA_BROWSER,
+    };
+    let region = workload_region(ctx, w);
+    begin(ctx, &a, region);
+    let svc = &org.accounts[w].services[0];
+    let repo = &org.repos[svc.repo];
+    let access = util::iam_id(ctx.rng(), "AKIA");
+    let secret: String = (0..40)
+        .map(|_| {
+            *b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".choose(ctx.rng()).unwrap_or(&b'x')
+                as char
+        })
+        .collect();
+    let containers = container_definitions(
+        org,
+        w,
+        region,
+        repo,
+        &repo.tag,
+        &svc.secrets,
+        &[("AWS_ACCESS_KEY_ID", &access), ("AWS_SECRET_ACCESS_KEY", &secret)],
+    );
+    let t = ctx.t;
+    register_task_definition(ctx, &a, t, &containers, "awsvpc", &[]);
+}
+
+pub(super) fn unapproved_registry_image(ctx: &mut Ctx<'_, '_>) {
+    let w = ctx.org().pick_workload(ctx.rng());
+    let a = attacker(ctx, w);
+    let region = workload_region(ctx, w);
+    begin(ctx, &a, region);
+    let containers = single_container(
+        "docker.io/kdevtools/xmr-stak:2.10.8",
+        "metrics-agent",
+        false,
+        &[("POOL", "pool.example.net:443")],
+    );
+    let t = ctx.t;
+    register_task_definition(ctx, &a, t, &containers, "awsvpc", &[]);
+}
+
+pub(super) fn execute_command(ctx: &mut Ctx<'_, '_>) {
+    let w = ctx.org().pick_workload(ctx.rng());
+    let a = hijacked_sso(ctx, w, 0);
+    let region = workload_region(ctx, w);
+    begin(ctx, &a, region);
+    let org = ctx.em.org;
+    let acct = &org.accounts[w];
+    let svc = &acct.services[0];
+    let (task, _) = &svc.tasks[0];
+    let cluster_arn = format!("arn:aws:ecs:{}:{}:cluster/{}", org.regions[region], acct.id, svc.cluster);
+    let task_arn = format!("arn:aws:ecs:{}:{}:task/{}/{task}", org.regions[region], acct.id, svc.cluster);
+    let p = object(300, |j| {
+        j.s("cluster", &svc.cluster)
+            .s("container", &svc.name)
+            .s("command", "/bin/sh")
+            .b("interactive", true)
+            .s("task", task);
+    });
+    let session = format!("ecs-execute-command-{}", util::hex(ctx.rng(), 17));
+    let container_id = util::uuid(ctx.rng());
+    let r = object(600, |j| {
+        j.s("clusterArn", &cluster_arn).s("containerArn", &format!("{task_arn}/{container_id}"));
+        j.s("containerName", &svc.name).b("interactive", true);
+        j.key("session")
+            .obj()
+            .s("sessionId", &session)
+            .s(
+                "streamUrl",
+                &format!("wss://ssmmessages.{}.amazonaws.com/v1/data-channel/{session}", org.regions[region]),
+            )
+            .s("tokenValue", "HIDDEN_DUE_TO_SECURITY_REASONS")
+            .end();
+        j.s("taskArn", &task_arn);
+    });
+    let t = ctx.t;
+    call(ctx, &a, t, "ecs.amazonaws.com", "ExecuteCommand", Some(&p), Some(&r));
+}
+
+pub(super) fn task_definition_with_secrets(ctx: &mut Ctx<'_, '_>) {
+    let org = ctx.em.org;
+    let w = org.pick_workload(ctx.rng());
+    let acct = &org.accounts[w];
+    let key = session_key(ctx.em);
+    let ip = org.ci_runner_ips[1].clone();
+    let a = Actor {
+        created: ctx.t - 600,
+        account: w,
+        user: None,
+        role: Some(acct.deployer.clone()),
+        session: format!("GitHubActions-{}-deploy", ctx.rng().random_range(10_000_000u64..99_999_999)),
+        key,
+        ip,
+        agent: traffic::UA_CI_ECS,
+    };
+    let region = workload_region(ctx, w);
+    begin(ctx, &a, region);
+    let svc = &acct.services[0];
+    let repo = &org.repos[svc.repo];
+    let secret_arn = format!("arn:aws:secretsmanager:{}:{}:secret:{}", org.regions[region], acct.id, svc.secrets[0]);
+    // Secret-looking names whose values are references, not secrets.
+    let containers = container_definitions(
+        org,
+        w,
+        region,
+        repo,
+        &repo.tag,
+        &svc.secrets,
+        &[
+            ("DB_PASSWORD_SECRET_ARN", &secret_arn),
+            ("API_TOKEN_PARAMETER", "/payments/api-token"),
+            ("AWS_DEFAULT_REGION", &org.regions[region]),
+        ],
+    );
+    let t = ctx.t;
+    register_task_definition(ctx, &a, t, &containers, "awsvpc", &[]);
+}
+
+pub(super) fn node_scale_out(ctx: &mut Ctx<'_, '_>) {
+    let org = ctx.em.org;
+    let w = org.pick_workload(ctx.rng());
+    let acct = &org.accounts[w];
+    let c = &acct.clusters[0];
+    let instance = util::instance_id(ctx.rng());
+    let ip = format!("10.{}.{}.{}", acct.net, ctx.rng().random_range(0..64), ctx.rng().random_range(4..250));
+    let key = session_key(ctx.em);
+    ctx.account = w;
+    ctx.region = c.region;
+    let who = Who::Role {
+        account: &acct.id,
+        role: &c.node_role,
+        session: &instance,
+        key: &key,
+        mfa: false,
+        created: ctx.t,
+        web_identity: None,
+        invoked_by: None,
+    };
+    ctx.principal = who.arn();
+    let mut central: Vec<usize> = (0..org.repos.len()).filter(|&r| org.repos[r].account == org.registry).collect();
+    let k = central.len().min(12);
+    let (picked, _) = central.partial_shuffle(ctx.rng(), k);
+    let picked = picked.to_vec();
+    let mut t = ctx.t;
+    for (i, repo) in picked.into_iter().enumerate() {
+        let n = org.repos[repo].layers.len();
+        let ids = pull_image(ctx.em, t, w, c.region, repo, who, &ip, UA_CRED_PROVIDER, n, i == 0);
+        ctx.take(ids, t + n as i64);
+        t += ctx.rng().random_range(5..15);
+    }
+}
