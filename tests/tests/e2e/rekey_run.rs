@@ -104,6 +104,25 @@ async fn shares(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Vec<usize> {
     v
 }
 
+/// Waits (60 s at most) until each lease table is shared as given.
+async fn wait_even(ddb: &aws_sdk_dynamodb::Client, want: &[(&str, &[usize])], procs: &mut [&mut Trailwatch]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut even = true;
+        for (table, share) in want {
+            even &= shares(ddb, table).await == *share;
+        }
+        if even {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no even share of {want:?} after 60 s");
+        for p in procs.iter_mut() {
+            p.assert_running();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// Checkpoints of a lease table that moved past the start (records read).
 async fn checkpointed(ddb: &aws_sdk_dynamodb::Client, table: &str) -> usize {
     let items = ddb.scan().table_name(table).consistent_read(true).send().await.unwrap();
@@ -207,14 +226,7 @@ async fn scenario(kill: bool) {
     );
 
     let (mut a, mut b) = (start(&cfgs[0], 0), start(&cfgs[1], 1));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while shares(ddb, TABLE).await != [4, 4] || shares(ddb, REKEY_TABLE).await != [2, 2] {
-        assert!(Instant::now() < deadline, "no even share of both streams after 60 s");
-        for p in [&mut a, &mut b] {
-            p.assert_running();
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_even(ddb, &[(TABLE, &[4, 4]), (REKEY_TABLE, &[2, 2])], &mut [&mut a, &mut b]).await;
 
     put(kin, 0..600).await;
     wait_marker(&dirs, 600, &mut [&mut a, &mut b]).await;
@@ -303,14 +315,7 @@ async fn two_instances_on_one_queue_run_every_correlation_as_one_replay() {
     }
 
     let (mut a, mut b) = (start(&cfgs[0], 0), start(&cfgs[1], 1));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while shares(ddb, REKEY_TABLE).await != [2, 2] {
-        assert!(Instant::now() < deadline, "no even share of the re-keyed stream after 60 s");
-        for p in [&mut a, &mut b] {
-            p.assert_running();
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_even(ddb, &[(REKEY_TABLE, &[2, 2])], &mut [&mut a, &mut b]).await;
     let ids: Vec<u32> = (0..n).collect();
     for chunk in ids.chunks(10) {
         let entries: Vec<SendMessageBatchRequestEntry> = chunk
