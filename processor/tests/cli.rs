@@ -4,36 +4,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use trailwatch_tests::shared_or_skip;
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_trailwatch"))
-}
-
-/// `../shared` (public SigmaHQ rules and samples: there in CI, not in a user's
-/// clone), or `None` after one line naming the test and what it skipped.
-fn shared_dir() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared");
-    if p.join("sigma/rules").is_dir() {
-        return Some(p);
-    }
-    let test = std::thread::current().name().unwrap_or("a test").to_string();
-    // Straight to stderr: the harness captures `eprintln!` of passing tests.
-    let _ = std::io::Write::write_all(
-        &mut std::io::stderr(),
-        format!(
-            "skipped {test}: needs the public SigmaHQ rules and samples in ../shared, not next to the repository\n"
-        )
-        .as_bytes(),
-    );
-    None
-}
-
-macro_rules! shared {
-    () => {
-        match shared_dir() {
-            Some(p) => p,
-            None => return,
-        }
-    };
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -48,8 +22,8 @@ const NOW: &str = "2026-01-01T00:00:00Z";
 
 #[test]
 fn replay_emits_valid_deterministic_findings() {
-    let rules = shared!().join("sigma/rules");
-    let input = shared!().join("samples/stratus-detonations");
+    let rules = shared_or_skip!().join("sigma/rules");
+    let input = shared_or_skip!().join("samples/stratus-detonations");
     let go = || {
         run(bin().args(["replay", "--no-builtin", "--no-progress", "--now", NOW, "--rules"]).arg(&rules).arg(&input))
     };
@@ -96,7 +70,7 @@ fn malformed_records_are_counted_dead_lettered_and_skipped() {
     let dlq = dir.path().join("dead.ndjson");
     let out = run(bin()
         .args(["replay", "--no-builtin", "--no-progress", "--now", NOW, "--rules"])
-        .arg(shared!().join("sigma/rules"))
+        .arg(shared_or_skip!().join("sigma/rules"))
         .arg("--dead-letter")
         .arg(&dlq)
         .arg(&input));
@@ -126,7 +100,7 @@ fn gzip_log_file_and_stdin_inputs() {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(log.as_bytes()).unwrap();
     std::fs::write(&gz, enc.finish().unwrap()).unwrap();
-    let rules = shared!().join("sigma/rules");
+    let rules = shared_or_skip!().join("sigma/rules");
     let out = run(bin().args(["replay", "--no-builtin", "--now", NOW, "--rules"]).arg(&rules).arg(&gz));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let from_file = text(&out.stdout);
@@ -161,7 +135,7 @@ fn rules_validate_reports_file_line_and_reason() {
     assert!(err.contains("bad.yml:6: unknown modifier `containz`"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 
-    let ok = run(bin().args(["rules", "validate"]).arg(shared!().join("sigma/rules")));
+    let ok = run(bin().args(["rules", "validate"]).arg(shared_or_skip!().join("sigma/rules")));
     assert!(ok.status.success(), "{}", text(&ok.stderr));
     assert!(text(&ok.stdout).contains("57 rules"), "{}", text(&ok.stdout));
 }
@@ -675,7 +649,7 @@ fn every_stratus_technique_raises_a_pack_finding() {
     // Real CloudTrail records of 35 public attack-technique detonations, one
     // technique per file. The org is the detonation's own account (its
     // recipientAccountId): anything shared with another account is outside it.
-    let dir = shared!().join("samples/stratus-detonations");
+    let dir = shared_or_skip!().join("samples/stratus-detonations");
     let cfg_dir = tempfile::tempdir().unwrap();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();

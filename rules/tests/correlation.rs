@@ -1,11 +1,12 @@
 //! Correlation rules over event time: window edges, disorder, lateness,
 //! caps, ordering, aliases, chains, generate, dedup, suppression, restore.
 
+mod support;
+
 use std::sync::Arc;
 
-use trailwatch_rules::{
-    Alert, CompileOptions, CorrelationAlert, Detector, DetectorConfig, EventClass, RuleFile, RuleSet, Suppression,
-};
+use support::{correlations as corr, process as run};
+use trailwatch_rules::{Alert, CompileOptions, Detector, DetectorConfig, EventClass, RuleFile, RuleSet, Suppression};
 
 const BASE: &str = r#"
 title: layer download
@@ -45,8 +46,11 @@ detection:
 
 fn set(extra: &str) -> Arc<RuleSet> {
     let text = format!("{BASE}---\n{extra}");
-    let opts = CompileOptions { extra_fields: vec!["sourceIPAddress".into()], ..CompileOptions::default() };
-    Arc::new(RuleSet::load(&[RuleFile { name: "c.yml".into(), text }], &opts).unwrap_or_else(|e| panic!("{e}")).0)
+    support::load(
+        "c.yml",
+        &text,
+        &CompileOptions { extra_fields: vec!["sourceIPAddress".into()], ..CompileOptions::default() },
+    )
 }
 
 fn ev(name: &str, who: &str, secs: i64, id: &str) -> String {
@@ -54,47 +58,8 @@ fn ev(name: &str, who: &str, secs: i64, id: &str) -> String {
 }
 
 fn ev_with(name: &str, who: &str, secs: i64, id: &str, extra: &str) -> String {
-    let t = 1_700_000_000 + secs;
-    let (d, r) = (t / 86400, t % 86400);
-    let date = civil(d);
-    format!(
-        r#"{{"eventName":"{name}","eventID":"{id}","eventTime":"{date}T{:02}:{:02}:{:02}Z","userIdentity":{{"arn":"{who}"}}{extra}}}"#,
-        r / 3600,
-        (r % 3600) / 60,
-        r % 60
-    )
-}
-
-fn civil(days: i64) -> String {
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    format!("{:04}-{:02}-{:02}", if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-fn run(det: &mut Detector, events: &[String]) -> Vec<Alert> {
-    let mut scratch = det.rule_set().scratch();
-    let mut out = Vec::new();
-    for e in events {
-        det.process(EventClass::CloudTrail, e, 0, &mut scratch, &mut out).unwrap();
-    }
-    out
-}
-
-fn corr(alerts: &[Alert]) -> Vec<CorrelationAlert> {
-    alerts
-        .iter()
-        .filter_map(|a| match a {
-            Alert::Correlation(c) => Some(c.clone()),
-            _ => None,
-        })
-        .collect()
+    let time = support::event_time(secs);
+    format!(r#"{{"eventName":"{name}","eventID":"{id}","eventTime":"{time}","userIdentity":{{"arn":"{who}"}}{extra}}}"#)
 }
 
 const COUNT3: &str = r#"
@@ -422,6 +387,34 @@ impl ParseCidr for &str {
     }
 }
 
+/// The snapshot tests' detector: 2 minutes of allowed lateness.
+fn lateness_2m() -> DetectorConfig {
+    DetectorConfig { allowed_lateness_ms: 120_000, ..DetectorConfig::default() }
+}
+
+/// One uninterrupted detector of `s` over `events`, flushed, and its alerts.
+fn run_flushed(s: &Arc<RuleSet>, events: &[String]) -> (Detector, Vec<Alert>) {
+    let mut full = Detector::new(s.clone(), lateness_2m());
+    let mut expected = run(&mut full, events);
+    full.flush(&mut expected);
+    (full, expected)
+}
+
+/// Cut `events` at every position: a detector snapshotted at the cut and
+/// restored into a fresh one raises `expected`, as the uninterrupted run did.
+fn assert_every_cut_restores(s: &Arc<RuleSet>, events: &[String], expected: &[Alert]) {
+    for cut in 0..=events.len() {
+        let mut a = Detector::new(s.clone(), lateness_2m());
+        let mut got = run(&mut a, &events[..cut]);
+        let snap = a.snapshot();
+        let mut b = Detector::new(s.clone(), lateness_2m());
+        b.restore(&snap).unwrap();
+        got.extend(run(&mut b, &events[cut..]));
+        b.flush(&mut got);
+        assert_eq!(got, expected, "cut at {cut}");
+    }
+}
+
 #[test]
 fn snapshot_restore_at_every_cut_matches_an_uninterrupted_run() {
     let rules = format!(
@@ -456,21 +449,9 @@ correlation:
             events.push(ev("DeleteTrail", who, t + 30, &format!("t{i}")));
         }
     }
-    let cfg = || DetectorConfig { allowed_lateness_ms: 120_000, ..DetectorConfig::default() };
-    let mut full = Detector::new(s.clone(), cfg());
-    let mut expected = run(&mut full, &events);
-    full.flush(&mut expected);
+    let (_, expected) = run_flushed(&s, &events);
     assert!(corr(&expected).len() >= 3, "the stream must fire some windows: {expected:?}");
-    for cut in 0..=events.len() {
-        let mut a = Detector::new(s.clone(), cfg());
-        let mut got = run(&mut a, &events[..cut]);
-        let snap = a.snapshot();
-        let mut b = Detector::new(s.clone(), cfg());
-        b.restore(&snap).unwrap();
-        got.extend(run(&mut b, &events[cut..]));
-        b.flush(&mut got);
-        assert_eq!(got, expected, "cut at {cut}");
-    }
+    assert_every_cut_restores(&s, &events, &expected);
 }
 
 #[test]
@@ -526,26 +507,14 @@ correlation:
             events.push(ev_with(api, who, t + 1, &uuid(1000 + i), r#","errorCode":"AccessDenied""#));
         }
     }
-    let cfg = || DetectorConfig { allowed_lateness_ms: 120_000, ..DetectorConfig::default() };
-    let mut full = Detector::new(s.clone(), cfg());
-    let mut expected = run(&mut full, &events);
-    full.flush(&mut expected);
+    let (full, expected) = run_flushed(&s, &events);
     let c = corr(&expected);
     let by = |id: &str| c.iter().filter(|a| full.rule_set().correlations()[a.rule].meta.id == id).count();
     assert!(by("corr-many") >= 2 && by("corr-enum") >= 1 && by("corr-few") >= 1, "{c:?}");
     let many = c.iter().find(|a| full.rule_set().correlations()[a.rule].meta.id == "corr-many").unwrap();
     assert_eq!(many.sample_event_ids.len(), 10, "first five and last five: {many:?}");
     assert!(many.sample_event_ids.iter().all(|id| events.iter().any(|e| e.contains(&format!("\"eventID\":\"{id}\"")))));
-    for cut in 0..=events.len() {
-        let mut a = Detector::new(s.clone(), cfg());
-        let mut got = run(&mut a, &events[..cut]);
-        let snap = a.snapshot();
-        let mut b = Detector::new(s.clone(), cfg());
-        b.restore(&snap).unwrap();
-        got.extend(run(&mut b, &events[cut..]));
-        b.flush(&mut got);
-        assert_eq!(got, expected, "cut at {cut}");
-    }
+    assert_every_cut_restores(&s, &events, &expected);
 }
 
 #[test]

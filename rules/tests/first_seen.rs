@@ -2,11 +2,12 @@
 //! `history`, out-of-order events, the memory bound, snapshots taken in the
 //! middle of learning, and the compile errors.
 
+mod support;
+
 use std::sync::Arc;
 
-use trailwatch_rules::{
-    Alert, CompileOptions, CorrelationAlert, Detector, DetectorConfig, EventClass, RuleFile, RuleSet,
-};
+use support::correlations as corr;
+use trailwatch_rules::{CompileOptions, CorrelationAlert, Detector, DetectorConfig, EventClass, RuleFile, RuleSet};
 
 const DAY: i64 = 86_400;
 
@@ -32,57 +33,22 @@ correlation:
 "#;
 
 fn set(text: &str) -> Arc<RuleSet> {
-    Arc::new(
-        RuleSet::load(&[RuleFile { name: "fs.yml".into(), text: text.into() }], &CompileOptions::default())
-            .unwrap_or_else(|e| panic!("{e}"))
-            .0,
-    )
+    support::load("fs.yml", text, &CompileOptions::default())
 }
 
 /// A layer download by `who` from `repo`, `secs` after 2023-11-14T22:13:20Z.
 fn pull(who: &str, repo: &str, secs: i64, id: &str) -> String {
-    let t = 1_700_000_000 + secs;
-    let (d, r) = (t / DAY, t % DAY);
     format!(
-        r#"{{"eventName":"GetDownloadUrlForLayer","eventID":"{id}","eventTime":"{}T{:02}:{:02}:{:02}Z","userIdentity":{{"arn":"{who}"}},"requestParameters":{{"repositoryName":"{repo}"}}}}"#,
-        civil(d),
-        r / 3600,
-        (r % 3600) / 60,
-        r % 60
+        r#"{{"eventName":"GetDownloadUrlForLayer","eventID":"{id}","eventTime":"{}","userIdentity":{{"arn":"{who}"}},"requestParameters":{{"repositoryName":"{repo}"}}}}"#,
+        support::event_time(secs)
     )
 }
 
-fn civil(days: i64) -> String {
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    format!("{:04}-{:02}-{:02}", if m <= 2 { y + 1 } else { y }, m, d)
-}
-
+/// The correlation alerts of `events`, flushed at the end.
 fn run(det: &mut Detector, events: &[String]) -> Vec<CorrelationAlert> {
-    let mut scratch = det.rule_set().scratch();
-    let mut out = Vec::new();
-    for e in events {
-        det.process(EventClass::CloudTrail, e, 0, &mut scratch, &mut out).unwrap();
-    }
+    let mut out = support::process(det, events);
     det.flush(&mut out);
     corr(&out)
-}
-
-fn corr(alerts: &[Alert]) -> Vec<CorrelationAlert> {
-    alerts
-        .iter()
-        .filter_map(|a| match a {
-            Alert::Correlation(c) => Some(c.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 fn groups(alerts: &[CorrelationAlert]) -> Vec<Vec<String>> {
@@ -211,12 +177,7 @@ fn snapshot_restore_in_the_middle_of_learning_matches_an_uninterrupted_run() {
 }
 
 fn run_no_flush(det: &mut Detector, events: &[String]) -> Vec<CorrelationAlert> {
-    let mut scratch = det.rule_set().scratch();
-    let mut out = Vec::new();
-    for e in events {
-        det.process(EventClass::CloudTrail, e, 0, &mut scratch, &mut out).unwrap();
-    }
-    corr(&out)
+    corr(&support::process(det, events))
 }
 
 #[test]

@@ -1,37 +1,12 @@
 //! Every public SigmaHQ AWS rule in ../shared must load, and the stratus
 //! detonation samples must trigger the rules written for them.
 
-use std::path::{Path, PathBuf};
+#[path = "support/shared.rs"]
+mod shared_support;
+
+use std::path::Path;
 
 use trailwatch_rules::{CompileOptions, EventClass, RuleFile, RuleSet};
-
-/// `../shared` (public SigmaHQ rules and samples: there in CI, not in a user's
-/// clone), or `None` after one line naming the test and what it skipped.
-fn shared_dir() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared");
-    if p.join("sigma/rules").is_dir() {
-        return Some(p);
-    }
-    let test = std::thread::current().name().unwrap_or("a test").to_string();
-    // Straight to stderr: the harness captures `eprintln!` of passing tests.
-    let _ = std::io::Write::write_all(
-        &mut std::io::stderr(),
-        format!(
-            "skipped {test}: needs the public SigmaHQ rules and samples in ../shared, not next to the repository\n"
-        )
-        .as_bytes(),
-    );
-    None
-}
-
-macro_rules! shared {
-    () => {
-        match shared_dir() {
-            Some(p) => p,
-            None => return,
-        }
-    };
-}
 
 fn yaml_files(dir: &Path) -> Vec<RuleFile> {
     let mut out = Vec::new();
@@ -52,7 +27,7 @@ fn yaml_files(dir: &Path) -> Vec<RuleFile> {
 
 #[test]
 fn every_shared_sigma_rule_loads_without_errors() {
-    let files = yaml_files(&shared!().join("sigma/rules"));
+    let files = yaml_files(&shared_or_skip!().join("sigma/rules"));
     assert_eq!(files.len(), 57, "expected the 57 SigmaHQ AWS rules");
     let (set, warnings) = RuleSet::load(&files, &CompileOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(set.rules().len(), 57);
@@ -63,7 +38,7 @@ fn every_shared_sigma_rule_loads_without_errors() {
 
 #[test]
 fn placeholder_rule_loads_and_expands() {
-    let files = yaml_files(&shared!().join("sigma/rules-placeholder"));
+    let files = yaml_files(&shared_or_skip!().join("sigma/rules-placeholder"));
     // Unset placeholders load, with a warning naming them.
     let (_, warnings) = RuleSet::load(&files, &CompileOptions::default()).unwrap();
     assert!(warnings.iter().any(|w| w.message.contains("%Legitimate_Countries%")), "{warnings:?}");
@@ -88,7 +63,7 @@ fn placeholder_rule_loads_and_expands() {
 
 #[test]
 fn legacy_aggregation_rules_fail_with_file_line_and_reason() {
-    let files = yaml_files(&shared!().join("sigma/unsupported"));
+    let files = yaml_files(&shared_or_skip!().join("sigma/unsupported"));
     assert_eq!(files.len(), 8);
     for f in &files {
         let err = RuleSet::load(std::slice::from_ref(f), &CompileOptions::default()).unwrap_err();
@@ -102,7 +77,7 @@ fn legacy_aggregation_rules_fail_with_file_line_and_reason() {
 
 #[test]
 fn stratus_detonations_trigger_the_matching_sigma_rules() {
-    let root = shared!();
+    let root = shared_or_skip!();
     let (set, _) = RuleSet::load(&yaml_files(&root.join("sigma/rules")), &CompileOptions::default()).unwrap();
     let mut scratch = set.scratch();
     // Detonation file → title fragment of a SigmaHQ rule that must fire on it.
@@ -129,7 +104,7 @@ fn stratus_detonations_trigger_the_matching_sigma_rules() {
 fn index_agrees_with_trying_every_rule() {
     // The eventName index must never change results: compare with a brute
     // force evaluation of every rule over every sample event.
-    let root = shared!();
+    let root = shared_or_skip!();
     let (set, _) = RuleSet::load(&yaml_files(&root.join("sigma/rules")), &CompileOptions::default()).unwrap();
     let mut scratch = set.scratch();
     let mut n = 0;

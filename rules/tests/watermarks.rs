@@ -2,10 +2,12 @@
 //! release, closed partitions, future event times, holds), snapshots of
 //! them, and redelivered events counting once. See `detect_design.md`.
 
+mod support;
+
 use std::sync::Arc;
 
 use trailwatch_rules::{
-    Alert, CompileOptions, CorrelationAlert, Detector, DetectorConfig, EventClass, PartitionId, RuleFile, RuleSet,
+    Alert, CompileOptions, CorrelationAlert, Detector, DetectorConfig, EventClass, PartitionId, RuleSet,
 };
 
 const RULES: &str = r#"
@@ -59,11 +61,7 @@ const NOW: i64 = 1_700_000_000_000;
 const P: i64 = NOW + 3 * 3_600_000;
 
 fn set() -> Arc<RuleSet> {
-    Arc::new(
-        RuleSet::load(&[RuleFile { name: "w.yml".into(), text: RULES.into() }], &CompileOptions::default())
-            .unwrap_or_else(|e| panic!("{e}"))
-            .0,
-    )
+    support::load("w.yml", RULES, &CompileOptions::default())
 }
 
 fn cfg() -> DetectorConfig {
@@ -77,15 +75,10 @@ fn cfg() -> DetectorConfig {
 
 /// An event at `secs` after NOW (event time).
 fn ev(name: &str, who: &str, secs: i64, id: &str, digest: &str) -> String {
-    let t = NOW / 1000 + secs;
-    let (d, r) = (t / 86400, t % 86400);
-    // 2023-11-14 is day 19675.
-    assert_eq!(d, 19675, "tests stay within one day");
+    assert_eq!((NOW / 1000 + secs) / 86400, 19675, "tests stay within one day (2023-11-14)");
     format!(
-        r#"{{"eventName":"{name}","eventID":"{id}","eventTime":"2023-11-14T{:02}:{:02}:{:02}Z","userIdentity":{{"arn":"{who}"}},"requestParameters":{{"layerDigest":"{digest}"}}}}"#,
-        r / 3600,
-        (r % 3600) / 60,
-        r % 60
+        r#"{{"eventName":"{name}","eventID":"{id}","eventTime":"{}","userIdentity":{{"arn":"{who}"}},"requestParameters":{{"layerDigest":"{digest}"}}}}"#,
+        support::event_time(secs)
     )
 }
 
@@ -118,13 +111,7 @@ impl Feed {
         self.det.stats().watermark_ms
     }
     fn corr(&self) -> Vec<CorrelationAlert> {
-        self.out
-            .iter()
-            .filter_map(|a| match a {
-                Alert::Correlation(c) => Some(c.clone()),
-                _ => None,
-            })
-            .collect()
+        support::correlations(&self.out)
     }
 }
 

@@ -48,25 +48,11 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
-/// `../shared` next to the repository (public SigmaHQ rules and samples: there
-/// in CI, not in a user's clone), or `None` after one line on stderr naming
-/// the test and what it skipped.
-pub fn shared() -> Option<PathBuf> {
-    let p = repo_root().join("../shared");
-    if p.join("sigma/rules").is_dir() {
-        return Some(p);
-    }
-    let test = std::thread::current().name().unwrap_or("a test").to_string();
-    // Straight to stderr: the harness captures `eprintln!` of passing tests.
-    let _ = std::io::Write::write_all(
-        &mut std::io::stderr(),
-        format!(
-            "skipped {test}: needs the public SigmaHQ rules and samples in ../shared, not next to the repository\n"
-        )
-        .as_bytes(),
-    );
-    None
-}
+#[path = "../../rules/tests/support/shared.rs"]
+pub mod shared_support;
+/// `../shared` next to the repository, or `None` after one skip line (one
+/// copy of it in the workspace: the rules crate's test support).
+pub use shared_support::shared;
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
