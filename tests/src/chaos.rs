@@ -494,19 +494,8 @@ pub async fn securityhub_findings(moto: &Server) -> Findings {
 
 /// The DynamoDB table and S3 bucket of the dynamodb store.
 pub async fn create_store_resources(moto: &Server) {
-    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
     let sdk = moto.sdk_config().await;
-    aws_sdk_dynamodb::Client::new(&sdk)
-        .create_table()
-        .table_name(TABLE)
-        .attribute_definitions(
-            AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build().unwrap(),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
+    crate::fixtures::create_table(&aws_sdk_dynamodb::Client::new(&sdk), TABLE, "pk").await;
     s3_client(&sdk).create_bucket().bucket(BUCKET).send().await.unwrap();
 }
 

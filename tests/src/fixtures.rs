@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +13,11 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_sdk_sqs::types::QueueAttributeName;
 use trailwatch_processor::config::Config;
+use trailwatch_processor::decode::DecodeOptions;
+use trailwatch_processor::findings::FindingContext;
+use trailwatch_processor::replay::{ReplayFormat, ReplayOptions};
 use trailwatch_processor::service::{self, RunOptions, RunSummary};
-use trailwatch_rules::{RuleFile, RuleSet};
+use trailwatch_rules::{DetectorConfig, RuleFile, RuleSet};
 
 /// The id of [`MARKER_RULE`].
 pub const MARKER_RULE_ID: &str = "6f1d1b0e-0000-4000-8000-0000000000a1";
@@ -93,6 +96,16 @@ pub const DENIED_BURST_RULES: &str = denied_correlation!(
     "60s",
     "gte: 3"
 );
+
+/// The findings of [`REPEATED_DENIED_RULES`] over [`denied_event`]s 0..3 (one
+/// a minute), a restart, then 3..5: one, as the 4th denial completes the
+/// window that the first run opened.
+pub fn assert_window_completed_across_restart(f: &[serde_json::Value]) {
+    assert_eq!(f.len(), 1, "the 4th denial completes the window started before the restart: {f:?}");
+    assert_eq!(f[0]["GeneratorId"], "6f1d1b0e-0000-4000-8000-000000000002");
+    assert_eq!(f[0]["ProductFields"]["trailwatch/Count"], "4");
+    assert_eq!(f[0]["FirstObservedAt"], "2026-11-01T10:00:00Z");
+}
 
 /// The `eventID` of test event `i`.
 pub fn event_id(i: u32) -> String {
@@ -198,6 +211,23 @@ pub fn rules(text: &str) -> Arc<RuleSet> {
     Arc::new(set)
 }
 
+/// Options of a replay of `inputs` to ASFF findings: default decoding,
+/// finding context and detector, no dead letters or progress, and a fixed
+/// processing time (day 20 000 after the epoch, 2024-10-04).
+pub fn replay_options(inputs: Vec<PathBuf>) -> ReplayOptions {
+    ReplayOptions {
+        inputs,
+        dead_letter: None,
+        progress: false,
+        decode: DecodeOptions::default(),
+        findings: FindingContext::default(),
+        now: time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000),
+        detector: DetectorConfig::default(),
+        format: ReplayFormat::Asff,
+        archive: Default::default(),
+    }
+}
+
 /// A configuration from TOML `text`, validated as `trailwatch run` does.
 pub fn config(text: &str) -> Config {
     Config::from_toml_str(text).unwrap()
@@ -207,25 +237,24 @@ pub fn config(text: &str) -> Config {
 /// file `out`, with its state in `state` (committed every 100 ms), metrics
 /// off; sections of a scenario's own go after it.
 pub fn file_run_toml(state: &Path, input: &Path, out: &Path, exit_when_done: bool) -> String {
-    format!(
-        r#"
-        [service]
-        state_dir = "{state}"
-        commit_interval = "100ms"
-        [sources.files]
-        type = "file"
-        paths = ["{input}"]
-        exit_when_done = {exit_when_done}
-        [sinks.out]
-        type = "asff-jsonl"
-        path = "{out}"
-        [metrics]
-        enabled = false
-        "#,
-        state = state.display(),
-        input = input.display(),
-        out = out.display(),
-    )
+    service_toml(state, "100ms") + &file_source_toml(input, exit_when_done) + &jsonl_out_toml(out)
+}
+
+/// `[service]` with its state in `state`, committed every `commit_interval`
+/// (a scenario's own service keys may follow).
+pub fn service_toml(state: &Path, commit_interval: &str) -> String {
+    format!("[service]\nstate_dir = \"{}\"\ncommit_interval = \"{commit_interval}\"\n", state.display())
+}
+
+/// The file source `files` reading `input` (its own keys may follow).
+pub fn file_source_toml(input: &Path, exit_when_done: bool) -> String {
+    format!("[sources.files]\ntype = \"file\"\npaths = [\"{}\"]\nexit_when_done = {exit_when_done}\n", input.display())
+}
+
+/// The sink `out` writing ASFF JSON lines to `out`, and no metrics endpoint:
+/// how most test configurations end.
+pub fn jsonl_out_toml(out: &Path) -> String {
+    format!("[sinks.out]\ntype = \"asff-jsonl\"\npath = \"{}\"\n[metrics]\nenabled = false\n", out.display())
 }
 
 /// The JSON lines of `path` (none when it does not exist yet).
@@ -302,17 +331,17 @@ pub async fn wait_stream_active(client: &aws_sdk_kinesis::Client, stream: &str) 
 /// Creates the shard lease table `table` (hash key `leaseKey`, as
 /// `coordination = "leases"` expects it).
 pub async fn create_lease_table(ddb: &aws_sdk_dynamodb::Client, table: &str) {
+    create_table(ddb, table, "leaseKey").await;
+}
+
+/// Creates the on-demand DynamoDB table `table` keyed by the string `hash_key`.
+pub async fn create_table(ddb: &aws_sdk_dynamodb::Client, table: &str, hash_key: &str) {
     use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+    let key = AttributeDefinition::builder().attribute_name(hash_key).attribute_type(ScalarAttributeType::S);
     ddb.create_table()
         .table_name(table)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("leaseKey")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("leaseKey").key_type(KeyType::Hash).build().unwrap())
+        .attribute_definitions(key.build().unwrap())
+        .key_schema(KeySchemaElement::builder().attribute_name(hash_key).key_type(KeyType::Hash).build().unwrap())
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await

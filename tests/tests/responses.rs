@@ -15,7 +15,7 @@ use trailwatch_processor::ruleset;
 use trailwatch_processor::service::{self, RunOptions};
 use trailwatch_rules::{RuleFile, RuleSet};
 use trailwatch_tests::faults::{FaultConfig, FaultProxy};
-use trailwatch_tests::fixtures::read_jsonl as read_lines;
+use trailwatch_tests::fixtures::{self, read_jsonl as read_lines};
 use trailwatch_tests::recorder::Recorder;
 use trailwatch_tests::Server;
 
@@ -56,18 +56,23 @@ fn rule_set() -> Arc<RuleSet> {
     .clone()
 }
 
-/// An SDK config acting in `account` (moto keys accounts by the assumed role's credentials).
-async fn member(account: &str) -> aws_config::SdkConfig {
-    let base = moto().sdk_config().await;
-    let sts = aws_sdk_sts::Client::new(&base);
-    let c = sts
+/// Credentials of the test's admin role in `account`.
+async fn admin_credentials(account: &str) -> aws_sdk_sts::types::Credentials {
+    let sts = aws_sdk_sts::Client::new(&moto().sdk_config().await);
+    let out = sts
         .assume_role()
         .role_arn(format!("arn:aws:iam::{account}:role/test-admin"))
         .role_session_name("test-setup")
         .send()
         .await
         .unwrap();
-    let c = c.credentials().unwrap();
+    out.credentials().unwrap().clone()
+}
+
+/// An SDK config acting in `account` (moto keys accounts by the assumed role's credentials).
+async fn member(account: &str) -> aws_config::SdkConfig {
+    let base = moto().sdk_config().await;
+    let c = admin_credentials(account).await;
     let creds = aws_sdk_sts::config::Credentials::new(
         c.access_key_id(),
         c.secret_access_key(),
@@ -213,6 +218,20 @@ async fn inline_policies(iam: &aws_sdk_iam::Client, role: &str) -> Vec<String> {
     iam.list_role_policies().role_name(role).send().await.unwrap().policy_names().to_vec()
 }
 
+/// The policy document (URL-encoded, as IAM returns it) that revoke-role-sessions put on `role`.
+async fn revoke_policy(iam: &aws_sdk_iam::Client, role: &str) -> String {
+    let out = iam.get_role_policy().role_name(role).policy_name("TrailwatchRevokeOlderSessions").send().await;
+    out.unwrap().policy_document().to_string()
+}
+
+/// Asserts that `user`'s first access key is still active and no policy is attached to it.
+async fn assert_user_untouched(iam: &aws_sdk_iam::Client, user: &str) {
+    let keys = iam.list_access_keys().user_name(user).send().await.unwrap();
+    assert_eq!(keys.access_key_metadata()[0].status().unwrap().as_str(), "Active");
+    let attached = iam.list_attached_user_policies().user_name(user).send().await.unwrap();
+    assert!(attached.attached_policies().is_empty(), "{user}: {attached:?}");
+}
+
 #[tokio::test]
 async fn revoke_role_sessions_changes_exactly_that_role_and_again_is_a_no_op() {
     let account = "111111111111";
@@ -230,15 +249,7 @@ async fn revoke_role_sessions_changes_exactly_that_role_and_again_is_a_no_op() {
 
     assert_eq!(inline_policies(&iam, "dev").await, vec!["TrailwatchRevokeOlderSessions".to_string()]);
     assert!(inline_policies(&iam, "other").await.is_empty(), "only the role behind the session is touched");
-    let doc = iam
-        .get_role_policy()
-        .role_name("dev")
-        .policy_name("TrailwatchRevokeOlderSessions")
-        .send()
-        .await
-        .unwrap()
-        .policy_document()
-        .to_string();
+    let doc = revoke_policy(&iam, "dev").await;
     // IAM returns policy documents URL-encoded.
     let v: Value = serde_json::from_str(&url_decode(&doc)).unwrap();
     let st = &v["Statement"][0];
@@ -263,15 +274,7 @@ async fn revoke_role_sessions_changes_exactly_that_role_and_again_is_a_no_op() {
     // Again, with no memory of the first run: AWS already says it is done.
     let rec2 = Recorder::start().unwrap();
     run.service(2, &rec2, "", &responses).await;
-    let again = iam
-        .get_role_policy()
-        .role_name("dev")
-        .policy_name("TrailwatchRevokeOlderSessions")
-        .send()
-        .await
-        .unwrap()
-        .policy_document()
-        .to_string();
+    let again = revoke_policy(&iam, "dev").await;
     assert_eq!(again, doc, "the second run changed nothing");
     let wb = written_back(&rec2, "revoke-role-sessions");
     assert_eq!(wb.len(), 1);
@@ -440,16 +443,7 @@ async fn protected_principals_and_service_linked_roles_are_never_touched() {
     }
     // The service-linked role lives under its path; its inline policies are AWS's own.
     assert!(inline_policies(&iam, &slr_name).await.is_empty(), "service-linked role untouched");
-    let keys = iam.list_access_keys().user_name("ops-admin").send().await.unwrap();
-    assert_eq!(keys.access_key_metadata()[0].status().unwrap().as_str(), "Active");
-    assert!(iam
-        .list_attached_user_policies()
-        .user_name("ops-admin")
-        .send()
-        .await
-        .unwrap()
-        .attached_policies()
-        .is_empty());
+    assert_user_untouched(&iam, "ops-admin").await;
 
     let revoke: Vec<String> = written_back(&rec, "revoke-role-sessions").into_iter().map(|x| x.1).collect();
     assert_eq!(revoke.iter().filter(|v| v.starts_with("skipped_protected")).count(), 2, "{revoke:?}");
@@ -502,16 +496,7 @@ async fn dry_run_changes_nothing_and_writes_nothing() {
     run.service(1, &rec, &respond, &responses).await;
 
     assert!(inline_policies(&iam, "dev").await.is_empty());
-    let keys = iam.list_access_keys().user_name("mallory").send().await.unwrap();
-    assert_eq!(keys.access_key_metadata()[0].status().unwrap().as_str(), "Active");
-    assert!(iam
-        .list_attached_user_policies()
-        .user_name("mallory")
-        .send()
-        .await
-        .unwrap()
-        .attached_policies()
-        .is_empty());
+    assert_user_untouched(&iam, "mallory").await;
     assert_eq!(ecr_state(&ecr, "app").await, before);
     assert!(rec.requests().is_empty(), "no webhook, no write-back: {:?}", rec.requests());
     let counts_after: Vec<u64> =
@@ -843,15 +828,7 @@ async fn restore_config_restarts_a_stopped_config_recorder_and_again_is_a_no_op(
 /// from the access key in the Authorization header (it checks no signature).
 async fn default_subnet(account: &str) -> String {
     use std::io::{Read, Write};
-    let sts = aws_sdk_sts::Client::new(&moto().sdk_config().await);
-    let c = sts
-        .assume_role()
-        .role_arn(format!("arn:aws:iam::{account}:role/test-admin"))
-        .role_session_name("test-setup")
-        .send()
-        .await
-        .unwrap();
-    let key = c.credentials().unwrap().access_key_id().to_string();
+    let key = admin_credentials(account).await.access_key_id().to_string();
     let addr = moto().endpoint.trim_start_matches("http://").to_string();
     let body = "Action=DescribeSubnets&Version=2016-11-15";
     let req = format!(
@@ -981,18 +958,12 @@ async fn an_on_request_event_from_an_sqs_queue_runs_the_action_and_the_message_i
     let rec = Arc::new(Recorder::start().unwrap());
     let text = format!(
         r#"
-        [service]
-        state_dir = "{state}"
-        commit_interval = "200ms"
+        {service}
         [sources.queue]
         type = "sqs"
         queue_url = "{url}"
         wait_time = "1s"
-        [sinks.out]
-        type = "asff-jsonl"
-        path = "{out}"
-        [metrics]
-        enabled = false
+        {out}
         [aws]
         region = "us-east-1"
         endpoint_url = "{moto}"
@@ -1001,8 +972,8 @@ async fn an_on_request_event_from_an_sqs_queue_runs_the_action_and_the_message_i
         securityhub_endpoint_url = "{rec}"
         {responses}
         "#,
-        state = run.dir.path().join("sqs-state").display(),
-        out = run.dir.path().join("sqs-findings.ndjson").display(),
+        service = fixtures::service_toml(&run.dir.path().join("sqs-state"), "200ms"),
+        out = fixtures::jsonl_out_toml(&run.dir.path().join("sqs-findings.ndjson")),
         moto = moto().endpoint,
         rec = rec.endpoint,
     );

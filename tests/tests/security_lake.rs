@@ -16,7 +16,7 @@ use trailwatch_processor::ruleset;
 use trailwatch_processor::service::{self, RunOptions};
 use trailwatch_rules::RuleSet;
 use trailwatch_tests::chaos::start_run;
-use trailwatch_tests::fixtures::write_lines;
+use trailwatch_tests::fixtures::{file_source_toml, service_toml, write_lines};
 use trailwatch_tests::{aws_env, repo_root, trailwatch_bin, Server};
 
 const BUCKET: &str = "aws-security-data-lake-us-east-1-test";
@@ -47,15 +47,13 @@ fn head_toml(server: &Server, dir: &Path) -> String {
     format!(
         r#"
         {aws}
-        [service]
-        state_dir = "{state}"
-        commit_interval = "100ms"
+        {service}
         [rules]
         builtin = false
         paths = ["{rules}"]
         "#,
         aws = server.aws_section(),
-        state = dir.join("state").display(),
+        service = service_toml(&dir.join("state"), "100ms"),
         rules = dir.join("rules").display(),
     )
 }
@@ -72,14 +70,15 @@ fn lake_and_ocsf_sinks(name: &str, jsonl: &Path) -> String {
         source_name = "trailwatch"
         role_arn = "arn:aws:iam::123456789012:role/AmazonSecurityLake-Provider-trailwatch"
         external_id = "trailwatch-test"
-        [sinks.ocsf]
-        type = "ocsf-jsonl"
-        path = "{jsonl}"
-        [metrics]
-        enabled = false
+        {ocsf}
         "#,
-        jsonl = jsonl.display(),
+        ocsf = ocsf_out_toml(jsonl),
     )
+}
+
+/// An ocsf-jsonl sink writing `jsonl`, and no metrics endpoint.
+fn ocsf_out_toml(jsonl: &Path) -> String {
+    format!("[sinks.ocsf]\ntype = \"ocsf-jsonl\"\npath = \"{}\"\n[metrics]\nenabled = false\n", jsonl.display())
 }
 
 /// The rules `cfg` names, compiled as `trailwatch run` does.
@@ -184,18 +183,13 @@ async fn demo_findings_become_ocsf_parquet_in_the_lake_layout() {
     let text = format!(
         r#"
         {aws}
-        [service]
-        state_dir = "{state}"
-        commit_interval = "100ms"
-        [sources.files]
-        type = "file"
-        paths = ["{input}"]
-        exit_when_done = true
+        {service}
+        {source}
         {sinks}
         "#,
         aws = server.aws_section(),
-        state = dir.path().join("state").display(),
-        input = repo_root().join("examples/events/demo-cloudtrail.ndjson").display(),
+        service = service_toml(&dir.path().join("state"), "100ms"),
+        source = file_source_toml(&repo_root().join("examples/events/demo-cloudtrail.ndjson"), true),
         sinks = lake_and_ocsf_sinks("lake", &jsonl),
     );
     let cfg: Config = toml::from_str(&text).unwrap();
@@ -288,10 +282,7 @@ fn denial(i: u32) -> String {
 fn lake_config(server: &Server, dir: &Path, input: &Path, exit_when_done: bool) -> PathBuf {
     let text = format!(
         r#"{head}
-        [sources.files]
-        type = "file"
-        paths = ["{input}"]
-        exit_when_done = {exit_when_done}
+        {source}
         [sinks.lake]
         type = "security-lake"
         bucket = "{BUCKET}"
@@ -301,7 +292,7 @@ fn lake_config(server: &Server, dir: &Path, input: &Path, exit_when_done: bool) 
         enabled = false
         "#,
         head = head_toml(server, dir),
-        input = input.display(),
+        source = file_source_toml(input, exit_when_done),
     );
     let path = dir.join(format!("config-{exit_when_done}.toml"));
     std::fs::write(&path, text).unwrap();
@@ -492,16 +483,14 @@ async fn a_generated_day_lands_in_the_lake_as_the_ocsf_sink_writes_it() {
     let overlay: Config = toml::from_str(&format!(
         r#"
         {aws}
-        [service]
-        state_dir = "{state}"
-        commit_interval = "200ms"
+        {service}
         [sources.day]
         type = "file"
         paths = ["{input}"]
         {sinks}
         "#,
         aws = server.aws_section(),
-        state = dir.path().join("state").display(),
+        service = service_toml(&dir.path().join("state"), "200ms"),
         input = ds.join("ndjson").display(),
         sinks = lake_and_ocsf_sinks("lake_day", &jsonl),
     ))
@@ -558,9 +547,7 @@ async fn files_roll_by_size() {
     let jsonl = dir.path().join("ocsf.ndjson");
     let text = format!(
         r#"{head}
-        [sources.files]
-        type = "file"
-        paths = ["{input}"]
+        {source}
         batch_events = 200
         [sinks.lake_size]
         type = "security-lake"
@@ -568,15 +555,11 @@ async fn files_roll_by_size() {
         source_name = "trailwatch"
         roll_bytes = 1048576
         roll_age = "1h"
-        [sinks.ocsf]
-        type = "ocsf-jsonl"
-        path = "{jsonl}"
-        [metrics]
-        enabled = false
+        {ocsf}
         "#,
         head = head_toml(&server, dir.path()),
-        input = events.display(),
-        jsonl = jsonl.display(),
+        source = file_source_toml(&events, true),
+        ocsf = ocsf_out_toml(&jsonl),
     );
     let cfg: Config = toml::from_str(&text).unwrap();
     cfg.validate().unwrap();
@@ -798,7 +781,7 @@ async fn a_failing_upload_stays_staged_and_is_retried_once_s3_is_back() {
     const N: u32 = 200;
     let events = dir.path().join("events.ndjson");
     write_lines(&events, (0..N).map(denial));
-    let input = format!("[sources.files]\ntype = \"file\"\npaths = [\"{}\"]\nexit_when_done = false", events.display());
+    let input = file_source_toml(&events, false);
     // roll_age 2 s (below the configurable 5 min, see the age test): the
     // files are rolled and their uploads tried while the service runs.
     let cfg = live_config(&server, dir.path(), &input, "lake_retry", "2s", &proxy.endpoint);

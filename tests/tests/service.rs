@@ -8,7 +8,8 @@ use std::time::Duration;
 use trailwatch_processor::config::Config;
 use trailwatch_processor::service::{self, RunOptions, RunSummary};
 use trailwatch_tests::fixtures::{
-    denied_event as event, file_run_toml, read_jsonl, rules, write_lines, REPEATED_DENIED_RULES,
+    assert_window_completed_across_restart, denied_event as event, file_run_toml, read_jsonl, rules, write_lines,
+    REPEATED_DENIED_RULES,
 };
 
 fn write_events(path: &Path, range: std::ops::Range<u32>) {
@@ -49,11 +50,7 @@ async fn windows_survive_a_restart() {
 
     let s2 = run_once(config(dir.path(), &second)).await;
     assert_eq!(s2.eval.events, 2);
-    let f = findings(dir.path());
-    assert_eq!(f.len(), 1, "the 4th denial completes the window started before the restart: {f:?}");
-    assert_eq!(f[0]["GeneratorId"], "6f1d1b0e-0000-4000-8000-000000000002");
-    assert_eq!(f[0]["ProductFields"]["trailwatch/Count"], "4");
-    assert_eq!(f[0]["FirstObservedAt"], "2026-11-01T10:00:00Z");
+    assert_window_completed_across_restart(&findings(dir.path()));
 }
 
 /// `[[suppressions]]` of the config given to `run` apply: the burst that

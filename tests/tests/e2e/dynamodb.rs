@@ -4,18 +4,18 @@
 //! instead of losing or acknowledging anything early.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use trailwatch_processor::aws::AwsConfig;
 use trailwatch_processor::config::{CheckpointsConfig, Config, StoreKind};
 use trailwatch_processor::service::{self, RunOptions, RunSummary};
 use trailwatch_processor::state::dynamodb::DynamoStore;
 use trailwatch_processor::state::{Committed, StateError, StateStore};
-use trailwatch_tests::fixtures::{denied_event, read_jsonl, rules, write_lines, REPEATED_DENIED_RULES};
+use trailwatch_tests::fixtures::{
+    assert_window_completed_across_restart, denied_event, file_source_toml, jsonl_out_toml, read_jsonl, rules,
+    service_toml, write_lines, REPEATED_DENIED_RULES,
+};
 use trailwatch_tests::Server;
 
 const TABLE: &str = "trailwatch-checkpoints";
@@ -28,17 +28,7 @@ fn write_events(path: &Path, range: std::ops::Range<u32>) {
 /// The table (partition key `pk`, string) and the snapshot bucket.
 async fn create_resources(server: &Server) {
     let sdk = server.sdk_config().await;
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    ddb.create_table()
-        .table_name(TABLE)
-        .attribute_definitions(
-            AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build().unwrap(),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
+    trailwatch_tests::fixtures::create_table(&aws_sdk_dynamodb::Client::new(&sdk), TABLE, "pk").await;
     let s3 = trailwatch_tests::chaos::s3_client(&sdk);
     s3.create_bucket().bucket(BUCKET).send().await.unwrap();
 }
@@ -58,36 +48,39 @@ async fn head_item(server: &Server) -> Option<std::collections::HashMap<String, 
 fn config(server: &Server, dir: &Path, input: &Path, commit_interval: &str) -> Config {
     let text = format!(
         r#"
-        [service]
-        state_dir = "{state}"
-        commit_interval = "{commit_interval}"
-        [sources.files]
-        type = "file"
-        paths = ["{input}"]
-        exit_when_done = false
+        {service}
+        {source}
         [checkpoints]
         store = "dynamodb"
         table = "{TABLE}"
         snapshot_bucket = "{BUCKET}"
-        [sinks.out]
-        type = "asff-jsonl"
-        path = "{out}"
-        [metrics]
-        enabled = false
+        {out}
         {aws}max_attempts = 1
         "#,
-        state = dir.join("state").display(),
-        input = input.display(),
-        out = dir.join("findings.ndjson").display(),
+        service = service_toml(&dir.join("state"), commit_interval),
+        source = file_source_toml(input, false),
+        out = jsonl_out_toml(&dir.join("findings.ndjson")),
         aws = server.aws_section(),
     );
     trailwatch_tests::fixtures::config(&text)
 }
 
-fn options(commits: tokio::sync::watch::Sender<u64>) -> (Arc<trailwatch_rules::RuleSet>, RunOptions) {
-    let set = rules(REPEATED_DENIED_RULES);
-    let opts = RunOptions { commits: Some(commits), ..Default::default() };
-    (set, opts)
+/// A service run in a task: its commits so far, the sender that stops it, the run.
+struct Spawned {
+    commits: tokio::sync::watch::Receiver<u64>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    run: tokio::task::JoinHandle<anyhow::Result<RunSummary>>,
+}
+
+/// Runs `cfg` with [`REPEATED_DENIED_RULES`] in a task until `stop` is sent.
+fn spawn_run(cfg: Config) -> Spawned {
+    let (tx, commits) = tokio::sync::watch::channel(0u64);
+    let opts = RunOptions { commits: Some(tx), ..Default::default() };
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(service::run(cfg, rules(REPEATED_DENIED_RULES), opts, async move {
+        let _ = stop_rx.await;
+    }));
+    Spawned { commits, stop, run }
 }
 
 /// Runs until the first commit after the input was read, then shuts down.
@@ -137,11 +130,7 @@ async fn windows_survive_a_restart_through_dynamodb_and_s3() {
 
     let s2 = run_once(config(&server, dir.path(), &second, "100ms")).await;
     assert_eq!(s2.eval.events, 2);
-    let f = findings(dir.path());
-    assert_eq!(f.len(), 1, "the 4th denial completes the window started before the restart: {f:?}");
-    assert_eq!(f[0]["GeneratorId"], "6f1d1b0e-0000-4000-8000-000000000002");
-    assert_eq!(f[0]["ProductFields"]["trailwatch/Count"], "4");
-    assert_eq!(f[0]["FirstObservedAt"], "2026-11-01T10:00:00Z");
+    assert_window_completed_across_restart(&findings(dir.path()));
     let gen2: u64 = head_item(&server).await.unwrap()["commit"].as_n().unwrap().parse().unwrap();
     assert!(gen2 > gen1, "the second run continues the generations: {gen1} then {gen2}");
 }
@@ -252,15 +241,7 @@ async fn an_outage_delays_the_commit_and_it_is_retried() {
     let retried_before = retried();
     let posts = |server: &Server| server.log_text().matches("POST /").count();
     let posts_before = posts(&server);
-    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
-    let (set, opts) = options(tx);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(async move {
-        service::run(cfg, set, opts, async move {
-            let _ = stop_rx.await;
-        })
-        .await
-    });
+    let Spawned { commits: mut rx, stop: stop_tx, run } = spawn_run(cfg);
 
     // The state is loaded (the next request moto sees), then the outage starts,
     // before the first commit (due 2 s after the start).
@@ -328,15 +309,7 @@ async fn a_service_overtaken_by_another_instance_stops_with_a_conflict() {
     let input = dir.path().join("events.ndjson");
     write_events(&input, 0..3);
     let cfg = config(&server, dir.path(), &input, "100ms");
-    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
-    let (set, opts) = options(tx);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(async move {
-        service::run(cfg, set, opts, async move {
-            let _ = stop_rx.await;
-        })
-        .await
-    });
+    let Spawned { commits: mut rx, stop: stop_tx, run } = spawn_run(cfg);
     tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|n| *n >= 1)).await.unwrap().unwrap();
 
     // Another instance takes over and commits a later generation.

@@ -9,12 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use trailwatch_processor::config::Config;
-use trailwatch_processor::decode::DecodeOptions;
-use trailwatch_processor::findings::FindingContext;
-use trailwatch_processor::replay::{replay, ReplayFormat, ReplayOptions};
+use trailwatch_processor::replay::replay;
 use trailwatch_processor::ruleset;
 use trailwatch_processor::service::{self, RunOptions};
-use trailwatch_rules::{DetectorConfig, RuleFile, RuleSet};
+use trailwatch_rules::{RuleFile, RuleSet};
+use trailwatch_tests::fixtures::replay_options;
 
 const RULES: &str = r#"
 title: image pull
@@ -71,17 +70,7 @@ fn ids(text: &str) -> BTreeSet<(String, String)> {
 }
 
 fn replayed(inputs: Vec<std::path::PathBuf>) -> BTreeSet<(String, String)> {
-    let opts = ReplayOptions {
-        inputs,
-        dead_letter: None,
-        progress: false,
-        decode: DecodeOptions::default(),
-        findings: FindingContext::default(),
-        now: time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000),
-        detector: DetectorConfig::default(),
-        format: ReplayFormat::Asff,
-        archive: Default::default(),
-    };
+    let opts = replay_options(inputs);
     let mut out = Vec::new();
     replay(Arc::new(set()), &opts, &mut out).unwrap();
     ids(&String::from_utf8(out).unwrap())

@@ -11,9 +11,9 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use trailwatch_processor::config::Config;
 use trailwatch_processor::service::RunSummary;
 use trailwatch_tests::fixtures::{
-    create_stream, cwl_payload, event_ids, eventbridge, finding_event_ids, marker_event as record, put_records as put,
-    read_jsonl, rules, run_until, until_findings, DENIED_BURST_RULES, DENIED_BURST_RULE_ID, MARKER_RULE,
-    MARKER_RULE_ID,
+    create_stream, cwl_payload, event_ids, eventbridge, finding_event_ids, jsonl_out_toml, marker_event as record,
+    put_records as put, read_jsonl, rules, run_until, service_toml, until_findings, DENIED_BURST_RULES,
+    DENIED_BURST_RULE_ID, MARKER_RULE, MARKER_RULE_ID,
 };
 use trailwatch_tests::Server;
 
@@ -27,24 +27,18 @@ fn config(server: &Server, dir: &Path, stream: &str) -> Config {
     trailwatch_tests::fixtures::config(&format!(
         r#"
         {aws}
-        [service]
-        state_dir = "{state}"
-        commit_interval = "200ms"
+        {service}
         [sources.stream]
         type = "kinesis"
         stream_name = "{stream}"
         poll_interval = "200ms"
         max_idle_poll_interval = "400ms"
         shard_discovery_interval = "1s"
-        [sinks.out]
-        type = "asff-jsonl"
-        path = "{out}"
-        [metrics]
-        enabled = false
+        {out}
         "#,
         aws = server.aws_section(),
-        state = dir.join("state").display(),
-        out = findings_path(dir).display(),
+        service = service_toml(&dir.join("state"), "200ms"),
+        out = jsonl_out_toml(&findings_path(dir)),
     ))
 }
 

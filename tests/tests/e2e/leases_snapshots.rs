@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 use trailwatch_processor::sources::kinesis::leases::{
     LeaseCoordinator, SnapshotBucket, INLINE_WITH_BUCKET, MAX_INLINE,
 };
@@ -79,21 +78,8 @@ fn window_state(n: u64, salt: u64) -> Vec<u8> {
 async fn setup(server: &Server, table: &str) -> (aws_sdk_dynamodb::Client, aws_sdk_s3::Client) {
     let sdk = server.sdk_config().await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    ddb.create_table()
-        .table_name(table)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("leaseKey")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("leaseKey").key_type(KeyType::Hash).build().unwrap())
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    trailwatch_tests::fixtures::create_lease_table(&ddb, table).await;
+    let s3 = trailwatch_tests::chaos::s3_client(&sdk);
     let _ = s3.create_bucket().bucket(BUCKET).send().await;
     (ddb, s3)
 }

@@ -10,11 +10,9 @@ use std::time::Duration;
 
 use trailwatch_processor::cli::{replay_rules, run_rules, RuleArgs};
 use trailwatch_processor::config::Config;
-use trailwatch_processor::decode::DecodeOptions;
-use trailwatch_processor::findings::FindingContext;
-use trailwatch_processor::replay::{replay, ReplayFormat, ReplayOptions};
+use trailwatch_processor::replay::replay;
 use trailwatch_processor::service::{self, OrgMode, RunOptions};
-use trailwatch_rules::DetectorConfig;
+use trailwatch_tests::fixtures::{file_run_toml, replay_options};
 use trailwatch_tests::Server;
 
 const POLICY_OUTSIDE: &str = "ae005d5b-9a6c-49da-b492-daa719ab6492";
@@ -69,17 +67,7 @@ fn replay_derives_the_org_from_the_input() -> anyhow::Result<()> {
     let (set, note) = replay_rules(&Config::default(), &RuleArgs::default(), std::slice::from_ref(&input))?;
     let note = note.expect("the summary says what was derived");
     assert!(note.contains("2 accounts: 111122223333, 444455556666"), "{note}");
-    let opts = ReplayOptions {
-        inputs: vec![input],
-        dead_letter: None,
-        progress: false,
-        decode: DecodeOptions::default(),
-        findings: FindingContext::default(),
-        now: time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000),
-        detector: DetectorConfig::default(),
-        format: ReplayFormat::Asff,
-        archive: Default::default(),
-    };
+    let opts = replay_options(vec![input]);
     let mut out = Vec::new();
     replay(Arc::new(set), &opts, &mut out)?;
     let ids = rule_ids(&parse_lines(std::str::from_utf8(&out)?));
@@ -104,24 +92,12 @@ fn run_config(dir: &Path, moto: &Server, input: &Path) -> Config {
     let text = format!(
         r#"
         {aws}
-        [service]
-        state_dir = "{state}"
-        commit_interval = "100ms"
         [checkpoints]
         store = "none"
-        [sources.files]
-        type = "file"
-        paths = ["{input}"]
-        [sinks.out]
-        type = "asff-jsonl"
-        path = "{out}"
-        [metrics]
-        enabled = false
+        {run}
         "#,
         aws = moto.aws_section(),
-        state = dir.join("state").display(),
-        input = input.display(),
-        out = dir.join("findings.ndjson").display(),
+        run = file_run_toml(&dir.join("state"), input, &dir.join("findings.ndjson"), true),
     );
     let cfg: Config = toml::from_str(&text).unwrap();
     cfg.validate().unwrap();

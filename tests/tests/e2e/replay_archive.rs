@@ -13,12 +13,10 @@ use std::sync::{Arc, OnceLock};
 
 use clap::Parser;
 use trailwatch_processor::config::Config;
-use trailwatch_processor::decode::DecodeOptions;
-use trailwatch_processor::findings::FindingContext;
 use trailwatch_processor::replay::plan::parse_name;
-use trailwatch_processor::replay::{replay, ArchiveOptions, ReplayFormat, ReplayOptions, ReplayStats};
+use trailwatch_processor::replay::{replay, ArchiveOptions, ReplayOptions, ReplayStats};
 use trailwatch_processor::ruleset;
-use trailwatch_rules::{DetectorConfig, RuleSet};
+use trailwatch_rules::RuleSet;
 use trailwatch_tests::{Server, REGION};
 
 const START: &str = "2026-11-02T22:30:00Z";
@@ -84,15 +82,9 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 fn options(inputs: Vec<PathBuf>, archive: ArchiveOptions) -> ReplayOptions {
     ReplayOptions {
-        inputs,
-        dead_letter: None,
-        progress: false,
-        decode: DecodeOptions::default(),
-        findings: FindingContext::default(),
         now: time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_800),
-        detector: DetectorConfig::default(),
-        format: ReplayFormat::Asff,
         archive,
+        ..trailwatch_tests::fixtures::replay_options(inputs)
     }
 }
 

@@ -5,11 +5,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use trailwatch_processor::config::Config;
-use trailwatch_processor::decode::DecodeOptions;
-use trailwatch_processor::findings::{self, FindingContext};
-use trailwatch_processor::replay::{replay, ReplayFormat, ReplayOptions};
+use trailwatch_processor::findings;
+use trailwatch_processor::replay::{replay, ReplayFormat};
 use trailwatch_processor::ruleset;
-use trailwatch_rules::DetectorConfig;
+use trailwatch_tests::fixtures::replay_options;
 
 #[test]
 fn demo_events_through_the_builtin_pack() -> anyhow::Result<()> {
@@ -18,17 +17,7 @@ fn demo_events_through_the_builtin_pack() -> anyhow::Result<()> {
     let (set, warnings) = ruleset::load(&[], true, &opts)?;
     assert!(warnings.is_empty(), "{warnings:?}");
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/events");
-    let ropts = ReplayOptions {
-        inputs: vec![examples],
-        dead_letter: None,
-        progress: false,
-        decode: DecodeOptions::default(),
-        findings: FindingContext::default(),
-        now: time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000),
-        detector: DetectorConfig::default(),
-        format: ReplayFormat::Asff,
-        archive: Default::default(),
-    };
+    let ropts = replay_options(vec![examples]);
     let mut out = Vec::new();
     let stats = replay(Arc::new(set), &ropts, &mut out)?;
     assert_eq!(stats.eval.bad_records, 0);
@@ -52,17 +41,7 @@ fn matches_format_lists_what_the_findings_report() -> anyhow::Result<()> {
     let opts = ruleset::compile_options(&cfg, true)?;
     let set = Arc::new(ruleset::load(&[], true, &opts)?.0);
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/events");
-    let mut ropts = ReplayOptions {
-        inputs: vec![examples],
-        dead_letter: None,
-        progress: false,
-        decode: DecodeOptions::default(),
-        findings: FindingContext::default(),
-        now: time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000),
-        detector: DetectorConfig::default(),
-        format: ReplayFormat::Asff,
-        archive: Default::default(),
-    };
+    let mut ropts = replay_options(vec![examples]);
     let mut asff = Vec::new();
     let a = replay(Arc::clone(&set), &ropts, &mut asff)?;
     ropts.format = ReplayFormat::Matches;

@@ -17,6 +17,7 @@ use trailwatch_processor::config::Config;
 use trailwatch_processor::service::{self, RunOptions, RunSummary};
 use trailwatch_processor::{metrics, ruleset};
 use trailwatch_rules::RuleFile;
+use trailwatch_tests::fixtures::{file_source_toml, service_toml};
 use trailwatch_tests::{aws_env, Server, MOTO_ACCOUNT};
 
 const RULE: &str = r#"
@@ -56,13 +57,8 @@ fn config_with(server: &Server, dir: &Path, input: &Path, sink: &str, exit_when_
     let text = format!(
         r#"
         {aws}
-        [service]
-        state_dir = "{state}"
-        commit_interval = "100ms"
-        [sources.files]
-        type = "file"
-        paths = ["{input}"]
-        exit_when_done = {exit_when_done}
+        {service}
+        {source}
         batch_events = 500
         [sinks.{sink}]
         type = "securityhub"
@@ -73,8 +69,8 @@ fn config_with(server: &Server, dir: &Path, input: &Path, sink: &str, exit_when_
         enabled = false
         "#,
         aws = server.aws_section(),
-        state = dir.join("state").display(),
-        input = input.display(),
+        service = service_toml(&dir.join("state"), "100ms"),
+        source = file_source_toml(input, exit_when_done),
     );
     let cfg: Config = toml::from_str(&text).unwrap();
     cfg.validate().unwrap();

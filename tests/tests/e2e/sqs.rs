@@ -13,9 +13,9 @@ use trailwatch_processor::config::Config;
 use trailwatch_processor::service::RunSummary;
 use trailwatch_tests::faults::{Fault, FaultConfig, FaultProxy, Service};
 use trailwatch_tests::fixtures::{
-    create_queue as queue, event_ids as ids, eventbridge, eventbridge_of, finding_event_ids, log_file_of,
-    marker_event as record, queue_depth as depth, rules, run_until, s3_notification, sns, until_findings,
-    DENIED_BURST_RULES, DENIED_BURST_RULE_ID, MARKER_RULE,
+    create_queue as queue, event_ids as ids, eventbridge, eventbridge_of, finding_event_ids, jsonl_out_toml,
+    log_file_of, marker_event as record, queue_depth as depth, rules, run_until, s3_notification, service_toml, sns,
+    until_findings, DENIED_BURST_RULES, DENIED_BURST_RULE_ID, MARKER_RULE,
 };
 use trailwatch_tests::Server;
 
@@ -32,22 +32,16 @@ fn config_at(aws: &str, dir: &Path, url: &str) -> Config {
     trailwatch_tests::fixtures::config(&format!(
         r#"
         {aws}
-        [service]
-        state_dir = "{state}"
-        commit_interval = "200ms"
+        {service}
         [sources.queue]
         type = "sqs"
         queue_url = "{url}"
         receivers = 2
         wait_time = "1s"
-        [sinks.out]
-        type = "asff-jsonl"
-        path = "{out}"
-        [metrics]
-        enabled = false
+        {out}
         "#,
-        state = dir.join("state").display(),
-        out = findings_path(dir).display(),
+        service = service_toml(&dir.join("state"), "200ms"),
+        out = jsonl_out_toml(&findings_path(dir)),
     ))
 }
 
