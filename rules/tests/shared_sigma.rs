@@ -9,18 +9,11 @@ use std::path::Path;
 use trailwatch_rules::{CompileOptions, EventClass, RuleFile, RuleSet};
 
 fn yaml_files(dir: &Path) -> Vec<RuleFile> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "yml" || x == "yaml") {
-                out.push(RuleFile { name: p.display().to_string(), text: std::fs::read_to_string(&p).unwrap() });
-            }
-        }
-    }
+    let mut out: Vec<RuleFile> = shared_support::files_under(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "yml" || x == "yaml"))
+        .map(|p| RuleFile { name: p.display().to_string(), text: std::fs::read_to_string(&p).unwrap() })
+        .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }

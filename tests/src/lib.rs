@@ -50,9 +50,9 @@ pub fn repo_root() -> PathBuf {
 
 #[path = "../../rules/tests/support/shared.rs"]
 pub mod shared_support;
-/// `../shared` next to the repository, or `None` after one skip line (one
-/// copy of it in the workspace: the rules crate's test support).
-pub use shared_support::shared;
+/// `../shared` next to the repository, or `None` after one skip line, and a
+/// directory walk (one copy of each in the workspace: the rules crate's test support).
+pub use shared_support::{files_under, shared};
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
@@ -383,6 +383,14 @@ pub async fn run_then_flush(
     .expect("the run succeeds");
     let report = tokio::task::spawn_blocking(move || telemetry.shutdown(Instant::now() + flush)).await.unwrap();
     (summary, report)
+}
+
+/// A `[telemetry]` section exporting to the OTLP `endpoint` (5 s timeout,
+/// header `x-tenant: acme`) with a test's own telemetry `keys`.
+pub fn telemetry_toml(endpoint: &str, keys: &str) -> String {
+    format!(
+        "[telemetry]\notlp_endpoint = \"{endpoint}\"\notlp_timeout = \"5s\"\n{keys}\n[telemetry.otlp_headers]\nx-tenant = \"acme\"\n"
+    )
 }
 
 /// What the OTLP tests run: the demo events (in batches of `batch_events`

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 use trailwatch_processor::metrics;
 use trailwatch_processor::telemetry::{ExportReport, Telemetry};
-use trailwatch_tests::{demo_config, run_builtin_then_flush, OtlpReceiver, ReceiverOptions};
+use trailwatch_tests::{demo_config, run_builtin_then_flush, telemetry_toml, OtlpReceiver, ReceiverOptions};
 
 fn s(v: &Value) -> &str {
     v.as_str().unwrap_or_default()
@@ -26,19 +26,14 @@ async fn spans_go_over_grpc_to_the_official_trace_service_retried_and_linked() {
     let cfg = demo_config(
         dir.path(),
         Some(5),
-        &format!(
+        &telemetry_toml(
+            &receiver.endpoint,
             r#"
-            [telemetry]
-            otlp_endpoint = "{endpoint}"
             otlp_protocol = "grpc"
             otlp_compression = "gzip"
-            otlp_timeout = "5s"
             trace_id_format = "xray"
             trace_batch_size = 8
-            [telemetry.otlp_headers]
-            x-tenant = "acme"
             "#,
-            endpoint = receiver.endpoint,
         ),
     );
     // Read by the exporter, added to the config's metadata.

@@ -15,7 +15,7 @@ use serde_json::Value;
 use trailwatch_processor::metrics;
 use trailwatch_processor::telemetry::Telemetry;
 use trailwatch_tests::otlp_metrics::{check_against_registry, demo_events, metric, sum_of};
-use trailwatch_tests::{demo_config, run_builtin_then_flush, OtlpReceiver, ReceiverOptions};
+use trailwatch_tests::{demo_config, run_builtin_then_flush, telemetry_toml, OtlpReceiver, ReceiverOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_reach_a_real_otlp_decoder_over_http_with_the_registry_values() {
@@ -24,17 +24,12 @@ async fn metrics_reach_a_real_otlp_decoder_over_http_with_the_registry_values() 
     let cfg = demo_config(
         dir.path(),
         Some(5),
-        &format!(
+        &telemetry_toml(
+            &receiver.endpoint,
             r#"
-            [telemetry]
-            otlp_endpoint = "{endpoint}"
-            otlp_timeout = "5s"
             otlp_metrics = true
             metrics_export_interval = "300ms"
-            [telemetry.otlp_headers]
-            x-tenant = "acme"
             "#,
-            endpoint = receiver.endpoint,
         ),
     );
     std::env::set_var("OTEL_SERVICE_NAME", "trailwatch-metrics-e2e");

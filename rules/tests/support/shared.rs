@@ -1,8 +1,9 @@
-//! `../shared` next to the repository (public SigmaHQ rules and samples:
-//! there in CI, not in a user's clone). One copy for every test that needs
-//! it: the rules crate's tests declare it as a module, and the end-to-end
-//! harness (trailwatch-tests) includes this file by path, since the rules
-//! crate may not depend on the harness.
+//! What the rules crate's tests and the end-to-end harness both need from
+//! files: `../shared` next to the repository (public SigmaHQ rules and
+//! samples: there in CI, not in a user's clone) and walking a directory.
+//! One copy: the rules crate's tests declare it as a module, and the harness
+//! (trailwatch-tests) includes this file by path, since the rules crate may
+//! not depend on the harness.
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +24,24 @@ pub fn shared() -> Option<PathBuf> {
         .as_bytes(),
     );
     None
+}
+
+/// Every file below `dir` (recursively), sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// `../shared` ([`shared`]), or returns from the test after the skip line.

@@ -17,7 +17,7 @@ use trailwatch_processor::replay::plan::parse_name;
 use trailwatch_processor::replay::{replay, ArchiveOptions, ReplayOptions, ReplayStats};
 use trailwatch_processor::ruleset;
 use trailwatch_rules::RuleSet;
-use trailwatch_tests::{Server, REGION};
+use trailwatch_tests::{files_under, Server, REGION};
 
 const START: &str = "2026-11-02T22:30:00Z";
 
@@ -61,23 +61,6 @@ fn dataset() -> &'static Dataset {
         let (set, _) = ruleset::load(&cfg.rules.paths, true, &opts).unwrap();
         Dataset { root: out.join("cloudtrail"), _dir: dir, set: Arc::new(set) }
     })
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 fn options(inputs: Vec<PathBuf>, archive: ArchiveOptions) -> ReplayOptions {
