@@ -16,18 +16,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use trailwatch_tests::fixtures::{create_stream, MARKER_RULE};
 use trailwatch_tests::Server;
-
-const RULE: &str = r#"
-title: Test marker call
-id: 6f1d1b0e-0000-4000-8000-0000000000c1
-level: high
-tags: [nist_csf.de.cm-1]
-logsource: {product: aws, service: cloudtrail}
-detection:
-    sel: {eventName: TwMarker}
-    condition: sel
-"#;
 
 fn record(i: u32, extra: &str) -> String {
     format!(
@@ -49,18 +39,10 @@ impl Env {
         let kinesis = Server::kinesalite().expect("kinesalite");
         let client = aws_sdk_kinesis::Client::new(&kinesis.sdk_config().await);
         let stream = "tw-supervision".to_string();
-        client.create_stream().stream_name(&stream).shard_count(shards).send().await.unwrap();
-        for _ in 0..100 {
-            let d = client.describe_stream_summary().stream_name(&stream).send().await.unwrap();
-            if d.stream_description_summary().unwrap().stream_status() == &aws_sdk_kinesis::types::StreamStatus::Active
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        create_stream(&client, &stream, shards).await;
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("rules")).unwrap();
-        std::fs::write(dir.path().join("rules/marker.yml"), RULE).unwrap();
+        std::fs::write(dir.path().join("rules/marker.yml"), MARKER_RULE).unwrap();
         let metrics = format!("127.0.0.1:{}", trailwatch_tests::free_port());
         let cfg = format!(
             r#"{aws}
@@ -316,7 +298,7 @@ async fn embedded_a_dead_shard_reader_fails_the_run() {
     let mut cfg: trailwatch_processor::config::Config = toml::from_str(&text).unwrap();
     cfg.metrics.enabled = false;
     let (set, _) = trailwatch_processor::ruleset::compile(
-        &[trailwatch_rules::RuleFile { name: "marker.yml".into(), text: RULE.into() }],
+        &[trailwatch_rules::RuleFile { name: "marker.yml".into(), text: MARKER_RULE.into() }],
         &trailwatch_rules::CompileOptions::default(),
     )
     .unwrap();

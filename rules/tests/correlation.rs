@@ -74,6 +74,18 @@ correlation:
   condition: {gte: 3}
 "#;
 
+/// Fewer than 3 downloads of one principal in 60 s (fires when the window closes).
+const FEW_DOWNLOADS: &str = r#"
+title: few downloads
+id: corr-few
+correlation:
+  type: event_count
+  rules: [layer_download]
+  group-by: [userIdentity.arn]
+  timespan: 60s
+  condition: {lt: 3}
+"#;
+
 #[test]
 fn event_count_window_edges() {
     let s = set(COUNT3);
@@ -298,18 +310,8 @@ correlation:
 
 #[test]
 fn lt_conditions_close_with_the_watermark_or_at_flush() {
-    let rule = r#"
-title: few downloads
-id: corr-few
-correlation:
-  type: event_count
-  rules: [layer_download]
-  group-by: [userIdentity.arn]
-  timespan: 60s
-  condition: {lt: 3}
-"#;
     let cfg = DetectorConfig { allowed_lateness_ms: 10_000, ..DetectorConfig::default() };
-    let mut d = Detector::new(set(rule), cfg);
+    let mut d = Detector::new(set(FEW_DOWNLOADS), cfg);
     let out = run(&mut d, &[ev("GetDownloadUrlForLayer", "a", 0, "1"), ev("GetDownloadUrlForLayer", "a", 10, "2")]);
     assert!(corr(&out).is_empty(), "window still open");
     // An event far later moves the watermark past [0, 60].
@@ -474,17 +476,8 @@ correlation:
   group-by: [userIdentity.arn]
   timespan: 10m
   condition: {gte: 4, field: eventName}
----
-title: few downloads
-id: corr-few
-correlation:
-  type: event_count
-  rules: [layer_download]
-  group-by: [userIdentity.arn]
-  timespan: 60s
-  condition: {lt: 3}
-"#;
-    let s = set(rules);
+---"#;
+    let s = set(&format!("{rules}{FEW_DOWNLOADS}"));
     let uuid = |i: i64| format!("{:08x}-0000-4000-8000-{:012x}", i * 7919, i);
     let mut events = Vec::new();
     for i in 0..60i64 {

@@ -182,10 +182,7 @@ report_to = "central"
 central_account = "{MOTO_ACCOUNT}"
 region = "us-east-1"
 
-[service]
-state_dir = "{state}"
-commit_interval = "500ms"
-shutdown_timeout = "20s"
+{service}shutdown_timeout = "20s"
 
 {source}
 {checkpoints}
@@ -201,7 +198,7 @@ path = "{jsonl}"
 enabled = false
 "#,
             rules = rules.display(),
-            state = dir.path().join("state").display(),
+            service = crate::fixtures::service_toml(&dir.path().join("state"), "500ms"),
             jsonl = jsonl.display(),
         );
         let config = dir.path().join("trailwatch.toml");

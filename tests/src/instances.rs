@@ -85,26 +85,17 @@ report_to = "central"
 central_account = "{MOTO_ACCOUNT}"
 region = "us-east-1"
 
-[service]
-state_dir = "{state}"
-commit_interval = "300ms"
-shutdown_timeout = "20s"
+{service}shutdown_timeout = "20s"
 
 {sections}
 [checkpoints]
 store = "file"
 
-[sinks.out]
-type = "asff-jsonl"
-path = "{out}"
-
-[metrics]
-enabled = false
-"#,
+{out}"#,
             moto = self.moto.endpoint,
             rules = self.rules.display(),
-            state = inst.join("state").display(),
-            out = inst.join("findings.ndjson").display(),
+            service = crate::fixtures::service_toml(&inst.join("state"), "300ms"),
+            out = crate::fixtures::jsonl_out_toml(&inst.join("findings.ndjson")),
         );
         let path = inst.join("trailwatch.toml");
         std::fs::write(&path, text).unwrap();

@@ -156,17 +156,11 @@ impl Run {
             r#"
             {extra}
             {run}
-            [aws]
-            region = "us-east-1"
-            endpoint_url = "{moto}"
-            max_attempts = 1
-            [respond]
-            securityhub_endpoint_url = "{rec}"
+            {aws_respond}
             {respond}
             {responses}
             "#,
-            moto = moto().endpoint,
-            rec = rec.endpoint,
+            aws_respond = aws_and_respond_toml(rec),
         );
         let cfg = Config::from_toml_str(&text).unwrap();
         let opts = RunOptions::default();
@@ -176,6 +170,16 @@ impl Run {
             .expect("the run succeeds");
         read_lines(&out)
     }
+}
+
+/// `[aws]` (moto, one attempt) and the head of `[respond]`: the write-back
+/// goes to the recorder `rec` (keys of a test's own may follow).
+fn aws_and_respond_toml(rec: &Recorder) -> String {
+    format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\nmax_attempts = 1\n[respond]\nsecurityhub_endpoint_url = \"{}\"\n",
+        moto().endpoint,
+        rec.endpoint
+    )
 }
 
 /// Every write-back's (finding id, action field value), from the recorder.
@@ -964,18 +968,12 @@ async fn an_on_request_event_from_an_sqs_queue_runs_the_action_and_the_message_i
         queue_url = "{url}"
         wait_time = "1s"
         {out}
-        [aws]
-        region = "us-east-1"
-        endpoint_url = "{moto}"
-        max_attempts = 1
-        [respond]
-        securityhub_endpoint_url = "{rec}"
+        {aws_respond}
         {responses}
         "#,
         service = fixtures::service_toml(&run.dir.path().join("sqs-state"), "200ms"),
         out = fixtures::jsonl_out_toml(&run.dir.path().join("sqs-findings.ndjson")),
-        moto = moto().endpoint,
-        rec = rec.endpoint,
+        aws_respond = aws_and_respond_toml(&rec),
     );
     let cfg = Config::from_toml_str(&text).unwrap();
     let (tx, mut commits) = tokio::sync::watch::channel(0u64);

@@ -323,16 +323,23 @@ async fn correlation_windows_move_with_their_shard() {
     assert_counts_as_replay(dir.path(), &cfgs[0], dirs, 1200, "after the kill");
 }
 
+/// The reshard scenarios' start (the machine held): two instances running
+/// the marker rule and the correlation on a 2-shard stream, one shard each,
+/// with events 0..600 read.
+async fn two_instances_with_600_read() -> (tokio::sync::RwLockWriteGuard<'static, ()>, Setup, Trailwatch, Trailwatch) {
+    let one = crate::MACHINE.write().await;
+    let pair = setup(&format!("{MARKER_RULE}---{CORRELATION}"), 2, 2).await;
+    let (mut a, mut b) = (start(&pair.cfgs[0], 0), start(&pair.cfgs[1], 1));
+    wait_shares(&pair.rig.ddb, &[1, 1], Duration::from_secs(60)).await;
+    put(&pair.rig.kin, 0..600).await;
+    wait_markers(&pair.dirs, 600, &mut [&mut a, &mut b]).await;
+    (one, pair, a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reshard_while_two_instances_run_keeps_parents_first_and_windows() {
-    let _one = crate::MACHINE.write().await;
-    let Setup { rig: Rig { dir, ddb, kin, .. }, cfgs, dirs } =
-        &setup(&format!("{MARKER_RULE}---{CORRELATION}"), 2, 2).await;
-    let (mut a, mut b) = (start(&cfgs[0], 0), start(&cfgs[1], 1));
-    wait_shares(ddb, &[1, 1], Duration::from_secs(60)).await;
-
-    put(kin, 0..600).await;
-    wait_markers(dirs, 600, &mut [&mut a, &mut b]).await;
+    let (_one, pair, mut a, mut b) = two_instances_with_600_read().await;
+    let Setup { rig: Rig { dir, ddb, kin, .. }, cfgs, dirs } = &pair;
     // Split the first shard (hash keys 0 .. 2^127) in the middle.
     let parent = kin.list_shards().stream_name(STREAM).send().await.unwrap().shards()[0].shard_id().to_string();
     kin.split_shard()
@@ -372,14 +379,8 @@ async fn a_reshard_while_two_instances_run_keeps_parents_first_and_windows() {
 /// windows: the correlation counts equal a single replay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merge_while_two_instances_run_restores_both_parents_windows() {
-    let _one = crate::MACHINE.write().await;
-    let Setup { rig: Rig { dir, ddb, kin, .. }, cfgs, dirs } =
-        &setup(&format!("{MARKER_RULE}---{CORRELATION}"), 2, 2).await;
-    let (mut a, mut b) = (start(&cfgs[0], 0), start(&cfgs[1], 1));
-    wait_shares(ddb, &[1, 1], Duration::from_secs(60)).await;
-
-    put(kin, 0..600).await;
-    wait_markers(dirs, 600, &mut [&mut a, &mut b]).await;
+    let (_one, pair, mut a, mut b) = two_instances_with_600_read().await;
+    let Setup { rig: Rig { dir, ddb, kin, .. }, cfgs, dirs } = &pair;
     let shards = kin.list_shards().stream_name(STREAM).send().await.unwrap();
     let parents: Vec<String> = shards.shards().iter().map(|s| s.shard_id().to_string()).collect();
     assert_eq!(parents.len(), 2);
