@@ -16,7 +16,7 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use trailwatch_processor::state::StateStore;
 
-use crate::{Server, MOTO_ACCOUNT};
+use crate::Server;
 
 /// Correlation findings after kills equal the replay's: per-partition
 /// watermarks (issue 16) keep a shard that resumes behind the others from
@@ -177,11 +177,7 @@ endpoint_url = "{aws_endpoint}"
 builtin = false
 paths = ["{rules}"]
 
-[findings]
-report_to = "central"
-central_account = "{MOTO_ACCOUNT}"
-region = "us-east-1"
-
+{findings}
 {service}shutdown_timeout = "20s"
 
 {source}
@@ -198,6 +194,7 @@ path = "{jsonl}"
 enabled = false
 "#,
             rules = rules.display(),
+            findings = crate::fixtures::central_findings_toml(),
             service = crate::fixtures::service_toml(&dir.path().join("state"), "500ms"),
             jsonl = jsonl.display(),
         );

@@ -240,6 +240,14 @@ pub fn file_run_toml(state: &Path, input: &Path, out: &Path, exit_when_done: boo
     service_toml(state, "100ms") + &file_source_toml(input, exit_when_done) + &jsonl_out_toml(out)
 }
 
+/// `[findings]` reported to moto's account as the central one.
+pub fn central_findings_toml() -> String {
+    format!(
+        "[findings]\nreport_to = \"central\"\ncentral_account = \"{}\"\nregion = \"us-east-1\"\n",
+        crate::MOTO_ACCOUNT
+    )
+}
+
 /// `[service]` with its state in `state`, committed every `commit_interval`
 /// (a scenario's own service keys may follow).
 pub fn service_toml(state: &Path, commit_interval: &str) -> String {

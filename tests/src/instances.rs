@@ -11,7 +11,7 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
 use crate::chaos::{jsonl_findings, Trailwatch};
-use crate::{Server, MOTO_ACCOUNT};
+use crate::Server;
 
 /// The emulators, the lease tables, the streams and the rules file of a
 /// scenario (every instance's directory goes under `dir`).
@@ -80,11 +80,7 @@ builtin = false
 discover_org = false
 paths = ["{rules}"]
 
-[findings]
-report_to = "central"
-central_account = "{MOTO_ACCOUNT}"
-region = "us-east-1"
-
+{findings}
 {service}shutdown_timeout = "20s"
 
 {sections}
@@ -94,6 +90,7 @@ store = "file"
 {out}"#,
             moto = self.moto.endpoint,
             rules = self.rules.display(),
+            findings = crate::fixtures::central_findings_toml(),
             service = crate::fixtures::service_toml(&inst.join("state"), "300ms"),
             out = crate::fixtures::jsonl_out_toml(&inst.join("findings.ndjson")),
         );

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use trailwatch_tests::chaos::{jsonl_findings, Trailwatch};
-use trailwatch_tests::fixtures::{MARKER_RULE, MARKER_RULE_ID};
+use trailwatch_tests::fixtures::{self, MARKER_RULE, MARKER_RULE_ID};
 use trailwatch_tests::instances::{self, start, stop_all, union, Rig};
 
 const STREAM: &str = "org-events";
@@ -336,6 +336,20 @@ async fn two_instances_with_600_read() -> (tokio::sync::RwLockWriteGuard<'static
     (one, pair, a, b)
 }
 
+/// After a split or merge: once the stream is active again, events
+/// 600..1200 are put and read, then a commit follows.
+async fn read_the_rest_after_the_reshard(pair: &Setup, a: &mut Trailwatch, b: &mut Trailwatch) {
+    fixtures::wait_stream_active(&pair.rig.kin, STREAM).await;
+    put(&pair.rig.kin, 600..1200).await;
+    wait_markers(&pair.dirs, 1200, &mut [a, b]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// The lease of shard `key` among `items`.
+fn lease_of<'a>(items: &'a [Lease], key: &str) -> &'a Lease {
+    items.iter().find(|i| attr(i, "leaseKey").as_deref() == Some(key)).unwrap_or_else(|| panic!("no lease of {key}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reshard_while_two_instances_run_keeps_parents_first_and_windows() {
     let (_one, pair, mut a, mut b) = two_instances_with_600_read().await;
@@ -349,14 +363,11 @@ async fn a_reshard_while_two_instances_run_keeps_parents_first_and_windows() {
         .send()
         .await
         .unwrap();
-    trailwatch_tests::fixtures::wait_stream_active(kin, STREAM).await;
-    put(kin, 600..1200).await;
-    wait_markers(dirs, 1200, &mut [&mut a, &mut b]).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    read_the_rest_after_the_reshard(&pair, &mut a, &mut b).await;
 
     // The parent ended and was given up; its children name it and were read.
     let items = leases(ddb).await;
-    let p = items.iter().find(|i| attr(i, "leaseKey").as_deref() == Some(parent.as_str())).unwrap();
+    let p = lease_of(&items, &parent);
     assert_eq!(attr(p, "checkpoint").as_deref(), Some("SHARD_END"));
     assert_eq!(attr(p, "leaseOwner"), None, "a finished lease is released");
     let children: Vec<_> = items
@@ -391,15 +402,12 @@ async fn a_merge_while_two_instances_run_restores_both_parents_windows() {
         .send()
         .await
         .unwrap();
-    trailwatch_tests::fixtures::wait_stream_active(kin, STREAM).await;
-    put(kin, 600..1200).await;
-    wait_markers(dirs, 1200, &mut [&mut a, &mut b]).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    read_the_rest_after_the_reshard(&pair, &mut a, &mut b).await;
 
     // Both parents ended and were given up; the child names both and was read.
     let items = leases(ddb).await;
     for parent in &parents {
-        let p = items.iter().find(|i| attr(i, "leaseKey").as_deref() == Some(parent.as_str())).unwrap();
+        let p = lease_of(&items, parent);
         assert_eq!(attr(p, "checkpoint").as_deref(), Some("SHARD_END"));
         assert!(p.contains_key("windowSnapshot"), "a parent's windows are kept at its SHARD_END");
     }
