@@ -309,6 +309,10 @@ impl RuleSet {
                             continue;
                         }
                         b.ids.insert(cr.meta.id.clone(), (c.doc.file.to_string(), c.doc.first_line));
+                        if let Some((line, message)) = &c.warning {
+                            let (file, line, message) = (c.doc.file.to_string(), *line, message.clone());
+                            b.warnings.push(RuleWarning { file, line, message });
+                        }
                         correlations.push(cr);
                     }
                     Err(e) => errors.push(e),
@@ -607,7 +611,7 @@ impl<'o> Builder<'o> {
                 "timeframe" => {
                     return Err(d.doc.error(
                         d.doc.line_of("timeframe"),
-                        "`timeframe` belongs to the Sigma v1 aggregation syntax, which is not supported: write a correlation rule with `timespan`",
+                        "`timeframe` is for a Sigma v1 aggregation (`condition: sel | count() > 5`), and the condition has none: for events that must occur together, write a temporal correlation rule",
                     ))
                 }
                 _ => {
