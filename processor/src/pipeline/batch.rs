@@ -333,6 +333,21 @@ pub struct SourceBatch {
     pub partitions: Partitions,
 }
 
+impl SourceBatch {
+    /// A batch with no events that only tells the watermarks something
+    /// (partitions opened, adopted, dropped; a hold), stamped `now_ms`.
+    pub fn partitions_only(source: &Arc<str>, now_ms: i64, partitions: Partitions) -> SourceBatch {
+        SourceBatch {
+            source: Arc::clone(source),
+            events: EventBatch::new(Some(now_ms)),
+            checkpoint: None,
+            ack: None,
+            trace: None,
+            partitions,
+        }
+    }
+}
+
 /// What a batch tells the watermarks (see the rules crate's
 /// `detect_design.md`): which partition its events belong to, which
 /// partitions start or end, and whether to hold the watermark.

@@ -178,14 +178,8 @@ impl Source for KinesisSource {
                         // one back until it has records, idles or is closed.
                         if !to_start.is_empty() {
                             let open = to_start.iter().map(|(id, _)| shard_partition(&ctx.name, id)).collect();
-                            let batch = SourceBatch {
-                                source: Arc::clone(&ctx.name),
-                                events: EventBatch::new(Some(now_ms())),
-                                checkpoint: None,
-                                ack: None,
-                                trace: None,
-                                partitions: Partitions { open, ..Partitions::default() },
-                            };
+                            let open = Partitions { open, ..Partitions::default() };
+                            let batch = SourceBatch::partitions_only(&ctx.name, now_ms(), open);
                             if !ctx.out.send(batch).await {
                                 break;
                             }
@@ -340,14 +334,8 @@ impl KinesisSource {
                             starts.push((lease.key, start));
                         }
                         if !drop.is_empty() || !adopt.is_empty() {
-                            let batch = SourceBatch {
-                                source: Arc::clone(&ctx.name),
-                                events: EventBatch::new(Some(now_ms())),
-                                checkpoint: None,
-                                ack: None,
-                                trace: None,
-                                partitions: Partitions { adopt, drop, ..Partitions::default() },
-                            };
+                            let moved = Partitions { adopt, drop, ..Partitions::default() };
+                            let batch = SourceBatch::partitions_only(&ctx.name, now_ms(), moved);
                             if !ctx.out.send(batch).await {
                                 break;
                             }
