@@ -141,6 +141,17 @@ impl Ctx<'_, '_> {
         self.doc.error(self.doc.line_of(key), reason)
     }
 
+    /// [`Self::err`] at the line holding `value` when it is written there as
+    /// is (one item of a list under `key`), else at `key`'s line.
+    fn err_at(&self, key: &str, value: &str, reason: impl Into<String>) -> crate::error::RuleError {
+        let at_key = self.doc.line_of(key);
+        let line = match self.doc.text.lines().skip(at_key - self.doc.first_line).position(|l| l.contains(value)) {
+            Some(i) if !value.is_empty() => at_key + i,
+            _ => at_key,
+        };
+        self.doc.error(line, reason)
+    }
+
     /// Compiles one search identifier's value.
     pub fn search(&mut self, name: &str, v: &Value) -> CResult<Search> {
         let groups = match v {
@@ -361,7 +372,8 @@ impl Ctx<'_, '_> {
                 let c = Cidr::parse(&text).map_err(|r| self.err(key, format!("`{spec}`: {r}")))?;
                 out.push(Pat::Cidr(c));
             } else if m.re {
-                let text = pcre_literal_braces(&text);
+                let written = &text;
+                let text = pcre_literal_braces(written);
                 let mut b = RegexBuilder::new(&text);
                 let ci = m.re_flags.contains(&'i');
                 for f in &m.re_flags {
@@ -374,7 +386,7 @@ impl Ctx<'_, '_> {
                 let re = b
                     .size_limit(self.opts.regex_size_limit.unwrap_or(DEFAULT_REGEX_SIZE_LIMIT))
                     .build()
-                    .map_err(|e| self.err(key, format!("`{spec}`: invalid regular expression: {e}")))?;
+                    .map_err(|e| self.err_at(key, written, format!("`{spec}`: invalid regular expression: {e}")))?;
                 out.push(Pat::Regex(Box::new(RegexPat::new(re, &text, ci))));
             } else if !m.enc.is_empty() || m.windash {
                 for variant in encode_variants(&text, m).map_err(|r| self.err(key, format!("`{spec}`: {r}")))? {
@@ -786,7 +798,6 @@ mod tests {
         assert!(v.contains(&"—enc x".to_string()));
         assert_eq!(windash("a-b").unwrap(), vec!["a-b".to_string()]);
     }
-
 
     #[test]
     fn braces_that_start_no_quantifier_are_literal_as_in_pcre() {
