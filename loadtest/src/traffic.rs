@@ -22,9 +22,9 @@ mod identity;
 mod services;
 
 pub use agents::*;
-pub use ecr::{inspector_finding, pull_image, pull_image_by, repo_arn, repo_resources, MEDIA_TYPES};
+pub use ecr::{inspector_finding, pull_image, repo_arn, repo_resources, MEDIA_TYPES};
 pub use ecs::{container_definitions, task_definition_params};
-pub use identity::{access_denied, console_login, saml_sign_in, session_key, Sso};
+pub use identity::{access_denied, console_login, console_sign_in, saml_sign_in, session_key, Sso};
 pub use services::source_static;
 
 use ecr::{ci_pipeline, node_pull, scanner};

@@ -33,26 +33,10 @@ pub fn repo_resources(org: &Org, repo: &Repo, region: usize) -> String {
     j.into_string()
 }
 
-/// The calls of one image pull (manifest and some layers); returns the event ids.
+/// The calls of one image pull (manifest and some layers) with the manifest's and the layer
+/// downloads' user agents (the runtime's: containerd for most); returns the event ids.
 #[allow(clippy::too_many_arguments)]
 pub fn pull_image(
-    em: &mut Emitter<'_>,
-    t: i64,
-    caller: usize,
-    region: usize,
-    repo_i: usize,
-    who: Who<'_>,
-    ip: &str,
-    agent: &str,
-    layers: usize,
-    token: bool,
-) -> Vec<String> {
-    pull_image_by(em, t, caller, region, repo_i, who, ip, (agent, UA_CONTAINERD), layers, token)
-}
-
-/// [`pull_image`] with the layer downloads' own user agent (the runtime's).
-#[allow(clippy::too_many_arguments)]
-pub fn pull_image_by(
     em: &mut Emitter<'_>,
     t: i64,
     caller: usize,
@@ -137,20 +121,11 @@ pub(super) fn node_pull(em: &mut Emitter<'_>, t: i64) -> usize {
         let repo = if em.rng.random_bool(0.85) { s.repo } else { em.rng.random_range(0..org.repos.len()) };
         (&s.exec_role, task, ip, s.region, repo, (s.pull_agent, s.layer_agent))
     };
-    let who = Who::Role {
-        account: &acct.id,
-        role,
-        session,
-        key: &key,
-        mfa: false,
-        created,
-        web_identity: None,
-        invoked_by: None,
-    };
+    let who = Who::role(&acct.id, role, session, &key, created);
     let n_layers = org.repos[repo].layers.len();
     let layers = if em.rng.random_bool(0.3) { n_layers } else { em.rng.random_range(1..=2.min(n_layers)) };
     let token = em.rng.random_bool(0.35);
-    let mut n = pull_image_by(em, t, w, region, repo, who, ip, agent, layers, token).len();
+    let mut n = pull_image(em, t, w, region, repo, who, ip, agent, layers, token).len();
     if em.rng.random_bool(0.15) {
         let r = &org.repos[repo];
         let registry = &org.accounts[r.account].id;
@@ -209,16 +184,7 @@ pub(super) fn ci_pipeline(em: &mut Emitter<'_>, t: i64) -> usize {
     let run = format!("GitHubActions-{}", em.rng.random_range(10_000_000u64..99_999_999));
     let key = session_key(em);
     let reg_id = &org.accounts[reg].id;
-    let ci = Who::Role {
-        account: reg_id,
-        role: &org.ci_role,
-        session: &run,
-        key: &key,
-        mfa: false,
-        created: t,
-        web_identity: None,
-        invoked_by: None,
-    };
+    let ci = Who::role(reg_id, &org.ci_role, &run, &key, t);
     let host = org.registry_host(reg, region);
     let res = repo_resources(org, repo, region);
     let mut n = 0;
@@ -355,16 +321,7 @@ fn deploy(em: &mut Emitter<'_>, t: i64, repo_i: usize, tag: &str, ip: &str, run:
     .response(&r)
     .read_only(true));
     let key = session_key(em);
-    let who = Who::Role {
-        account: &acct.id,
-        role: &acct.deployer,
-        session: &session,
-        key: &key,
-        mfa: false,
-        created: t,
-        web_identity: None,
-        invoked_by: None,
-    };
+    let who = Who::role(&acct.id, &acct.deployer, &session, &key, t);
     let mut n = 1;
     let Some(svc) = acct.services.choose(&mut em.rng) else { return n };
     let region = svc.region;

@@ -106,16 +106,7 @@ pub(super) fn workload(em: &mut Emitter<'_>, t: i64) -> usize {
         let s = acct.services.choose(&mut em.rng).expect("services");
         let (task, ip) = s.tasks.choose(&mut em.rng).expect("tasks");
         let region = s.region;
-        let exec = Who::Role {
-            account: &acct.id,
-            role: &s.exec_role,
-            session: task,
-            key: &key,
-            mfa: false,
-            created: t - 5,
-            web_identity: None,
-            invoked_by: None,
-        };
+        let exec = Who::role(&acct.id, &s.exec_role, task, &key, t - 5);
         let mut n = 0;
         for secret in &s.secrets {
             let arn = format!("arn:aws:secretsmanager:{}:{}:secret:{secret}", org.regions[region], acct.id);
@@ -133,16 +124,7 @@ pub(super) fn workload(em: &mut Emitter<'_>, t: i64) -> usize {
             .params(&p)
             .read_only(false));
         n += 1;
-        let app = Who::Role {
-            account: &acct.id,
-            role: &s.task_role,
-            session: task,
-            key: &key,
-            mfa: false,
-            created: t - 5,
-            web_identity: None,
-            invoked_by: None,
-        };
+        let app = Who::role(&acct.id, &s.task_role, task, &key, t - 5);
         let agent = if em.rng.random_bool(0.5) { UA_BOTO3 } else { UA_JAVA };
         for k in 0..em.rng.random_range(1..4) {
             let tt = t + 2 + k;
@@ -194,16 +176,7 @@ pub(super) fn workload(em: &mut Emitter<'_>, t: i64) -> usize {
             .read_only(true));
             n += 1;
         }
-        let who = Who::Role {
-            account: &acct.id,
-            role,
-            session: &session,
-            key: &key,
-            mfa: false,
-            created: t - 600,
-            web_identity: Some(&provider),
-            invoked_by: None,
-        };
+        let who = Who::role(&acct.id, role, &session, &key, t - 600).web_identity(&provider);
         let calls: &[(&str, &str)] = if sa.ends_with("aws-node") {
             &[
                 ("ec2.amazonaws.com", "DescribeNetworkInterfaces"),
@@ -244,16 +217,7 @@ pub(super) fn workload(em: &mut Emitter<'_>, t: i64) -> usize {
         // The SSM agent on a node checking in.
         let c = acct.clusters.choose(&mut em.rng).expect("clusters");
         let node = c.nodes.choose(&mut em.rng).expect("nodes");
-        let who = Who::Role {
-            account: &acct.id,
-            role: &c.node_role,
-            session: &node.instance_id,
-            key: &key,
-            mfa: false,
-            created: t - 3000,
-            web_identity: None,
-            invoked_by: None,
-        };
+        let who = Who::role(&acct.id, &c.node_role, &node.instance_id, &key, t - 3000);
         let p = object(300, |j| {
             j.s("instanceId", &node.instance_id).s("agentVersion", "3.3.987.0").s("agentName", "amazon-ssm-agent");
             j.s("platformType", "Linux")

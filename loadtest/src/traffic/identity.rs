@@ -70,16 +70,7 @@ pub struct Sso<'a> {
 
 impl<'a> Sso<'a> {
     pub fn who(&'a self, org: &'a Org) -> Who<'a> {
-        Who::Role {
-            account: &org.accounts[self.account].id,
-            role: self.role,
-            session: self.session,
-            key: &self.key,
-            mfa: false,
-            created: self.created,
-            web_identity: None,
-            invoked_by: None,
-        }
+        Who::role(&org.accounts[self.account].id, self.role, self.session, &self.key, self.created)
     }
 }
 
@@ -119,24 +110,30 @@ pub fn saml_sign_in(em: &mut Emitter<'_>, t: i64, sso: &Sso<'_>, ip: &str) -> St
 
 /// A ConsoleLogin record for an SSO session.
 pub fn console_login(em: &mut Emitter<'_>, t: i64, sso: &Sso<'_>, ip: &str, mfa_used: bool) -> String {
+    let who = sso.who(em.org);
+    console_sign_in(em, t, sso.account, who, ip, mfa_used, true)
+}
+
+/// A ConsoleLogin record of `who` in `account`, a success or a failure.
+pub fn console_sign_in(
+    em: &mut Emitter<'_>,
+    t: i64,
+    account: usize,
+    who: Who<'_>,
+    ip: &str,
+    mfa_used: bool,
+    success: bool,
+) -> String {
     let org = em.org;
     let add = object(160, |j| {
         j.s("LoginTo", "https://console.aws.amazon.com/console/home").s("MobileVersion", "No");
         j.s("MFAUsed", if mfa_used { "Yes" } else { "No" });
     });
-    let mut c = Call::new(
-        t,
-        sso.account,
-        org.global_region(),
-        "signin.amazonaws.com",
-        "ConsoleLogin",
-        sso.who(org),
-        ip,
-        UA_BROWSER,
-    )
-    .response("{\"ConsoleLogin\":\"Success\"}")
-    .host("signin.aws.amazon.com")
-    .read_only(false);
+    let response = if success { "{\"ConsoleLogin\":\"Success\"}" } else { "{\"ConsoleLogin\":\"Failure\"}" };
+    let mut c = Call::new(t, account, org.global_region(), "signin.amazonaws.com", "ConsoleLogin", who, ip, UA_BROWSER)
+        .response(response)
+        .host("signin.aws.amazon.com")
+        .read_only(false);
     c.event_type = EventType::ConsoleSignIn;
     c.additional = Some(&add);
     em.ct(&c)

@@ -34,16 +34,7 @@ pub(super) fn service_principal(em: &mut Emitter<'_>, t: i64) -> usize {
         let Some(s) = acct.services.choose(&mut em.rng) else { return 0 };
         let (task, _) = s.tasks.choose(&mut em.rng).expect("tasks");
         let key = session_key(em);
-        let who = Who::Role {
-            account: &acct.id,
-            role: &s.exec_role,
-            session: task,
-            key: &key,
-            mfa: false,
-            created: t - 30,
-            web_identity: None,
-            invoked_by: Some("secretsmanager.amazonaws.com"),
-        };
+        let who = Who::role(&acct.id, &s.exec_role, task, &key, t - 30).invoked_by("secretsmanager.amazonaws.com");
         let key_arn = format!("arn:aws:kms:{}:{}:key/{}", org.regions[s.region], acct.id, acct.kms_key);
         let secret = format!("arn:aws:secretsmanager:{}:{}:secret:{}", org.regions[s.region], acct.id, s.secrets[0]);
         let p = object(300, |j| {
@@ -227,16 +218,7 @@ pub(super) fn service_linked_role(em: &mut Emitter<'_>, t: i64) -> usize {
     };
     let (role, svc) = &acct.slr[slr];
     let key = session_key(em);
-    let who = Who::Role {
-        account: &acct.id,
-        role,
-        session,
-        key: &key,
-        mfa: false,
-        created: t - em.rng.random_range(60..3600),
-        web_identity: None,
-        invoked_by: Some(svc),
-    };
+    let who = Who::role(&acct.id, role, session, &key, t - em.rng.random_range(60..3600)).invoked_by(svc);
     let region = org.pick_region(&mut em.rng);
     let n = em.rng.random_range(3..10);
     let mut tt = t;
