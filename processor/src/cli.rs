@@ -313,6 +313,7 @@ fn compile_rules(
             file: e.file.clone(),
             line: e.line,
             message: format!("rule skipped: {}", e.reason),
+            unread_source: None,
         });
     }
     if !skipped.is_empty() {
@@ -438,10 +439,40 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
+/// Rule warnings on stderr, one a line, except rules for log sources
+/// trailwatch never reads: a whole SigmaHQ checkout holds thousands (Windows,
+/// Linux, ...), said in one line (each at debug level).
 fn print_warnings(w: &[trailwatch_rules::RuleWarning]) {
+    let mut unread: std::collections::BTreeMap<&str, usize> = Default::default();
     for w in w {
-        eprintln!("{w}");
+        match &w.unread_source {
+            Some(source) => {
+                tracing::debug!("{w}");
+                *unread.entry(source.as_str()).or_default() += 1;
+            }
+            None => eprintln!("{w}"),
+        }
     }
+    if let Some(line) = unread_summary(&unread) {
+        eprintln!("{line}");
+    }
+}
+
+/// One line for the rules whose log source trailwatch never reads, most common source first.
+fn unread_summary(unread: &std::collections::BTreeMap<&str, usize>) -> Option<String> {
+    let total: usize = unread.values().sum();
+    if total == 0 {
+        return None;
+    }
+    let mut by = unread.iter().collect::<Vec<_>>();
+    by.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let shown = by.iter().take(6).map(|(s, n)| format!("{s}: {n}")).collect::<Vec<_>>().join(", ");
+    let more = if by.len() > 6 { format!(", {} more sources", by.len() - 6) } else { String::new() };
+    let rules = if total == 1 { "rule is" } else { "rules are" };
+    Some(format!(
+        "warning: {total} {rules} for log sources trailwatch does not read ({shown}{more}): loaded, never evaluated, \
+         no cost per event (--log-level debug lists each)"
+    ))
 }
 
 fn run_cmd(a: RunArgs, log_level: &str) -> anyhow::Result<i32> {

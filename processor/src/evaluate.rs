@@ -294,7 +294,7 @@ impl Evaluator {
         self.log_future(&ev);
         Self::respond_request(&ev, out);
         match res {
-            Err(e) => self.bad(ev.origin, ev.position, "json", &e.to_string(), Some(ev.json), out),
+            Err(e) => self.bad_record(ev.origin, ev.position, "json", &e.to_string(), Some(ev.json), out),
             Ok(()) => {
                 // Parsed once for all the alerts of this event, and only if any.
                 let mut parsed = None;
@@ -358,19 +358,6 @@ impl Evaluator {
     pub fn recover_from_panic(&mut self) {
         self.scratch = self.set.scratch();
         self.alerts.clear();
-    }
-
-    /// A record the decoder could not read (counted, logged, dead-lettered).
-    pub fn bad_record(
-        &mut self,
-        origin: &str,
-        pos: &Position,
-        kind: &'static str,
-        message: &str,
-        raw: Option<&str>,
-        out: &mut dyn FnMut(Emitted),
-    ) {
-        self.bad(origin, pos, kind, message, raw, out);
     }
 
     pub fn skipped(&mut self, n: u64) {
@@ -518,7 +505,9 @@ impl Evaluator {
                     };
                     match res {
                         Ok(v) => *parsed = Some((v, whole)),
-                        Err(e) => return self.bad(ev.origin, ev.position, "json", &e.to_string(), Some(ev.json), out),
+                        Err(e) => {
+                            return self.bad_record(ev.origin, ev.position, "json", &e.to_string(), Some(ev.json), out)
+                        }
                     }
                 }
                 let Some((event, _)) = parsed.as_ref() else { return };
@@ -611,7 +600,8 @@ impl Evaluator {
         }
     }
 
-    fn bad(
+    /// A record that could not be read or evaluated (counted, logged, dead-lettered).
+    pub fn bad_record(
         &mut self,
         origin: &str,
         pos: &Position,

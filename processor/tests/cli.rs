@@ -167,6 +167,39 @@ fn rules_validate_reports_file_line_and_reason() {
 }
 
 #[test]
+fn rules_for_sources_never_read_are_said_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = |product: &str, n: usize| {
+        format!(
+            "title: r{n}\nid: {product}-{n}\nlogsource:\n  product: {product}\ndetection:\n  sel:\n    a: {n}\n  condition: sel\n"
+        )
+    };
+    for n in 0..7 {
+        std::fs::write(dir.path().join(format!("w{n}.yml")), rule("windows", n)).unwrap();
+    }
+    std::fs::write(dir.path().join("l.yml"), rule("linux", 0)).unwrap();
+    std::fs::write(dir.path().join("aws.yml"), rule("aws", 0)).unwrap();
+    // A warning that is not about the log source is still said per rule.
+    std::fs::write(
+        dir.path().join("ph.yml"),
+        "title: p\nid: p\nlogsource: {product: aws}\ndetection:\n  sel: {a|expand: '%nothing%'}\n  condition: sel\n",
+    )
+    .unwrap();
+    let out = run(bin().args(["rules", "validate"]).arg(dir.path()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines.iter().any(|l| l.contains("ph.yml:5: warning: placeholder `%nothing%`")), "{err}");
+    assert!(
+        lines.iter().any(|l| l.starts_with(
+            "warning: 8 rules are for log sources trailwatch does not read (product windows: 7, product linux: 1)"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_rule_that_does_not_compile_is_skipped_and_the_rest_run() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

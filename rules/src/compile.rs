@@ -141,6 +141,17 @@ impl Ctx<'_, '_> {
         self.doc.error(self.doc.line_of(key), reason)
     }
 
+    /// [`Self::err`] at the line holding `value` when it is written there as
+    /// is (one item of a list under `key`), else at `key`'s line.
+    fn err_at(&self, key: &str, value: &str, reason: impl Into<String>) -> crate::error::RuleError {
+        let at_key = self.doc.line_of(key);
+        let line = match self.doc.text.lines().skip(at_key - self.doc.first_line).position(|l| l.contains(value)) {
+            Some(i) if !value.is_empty() => at_key + i,
+            _ => at_key,
+        };
+        self.doc.error(line, reason)
+    }
+
     /// Compiles one search identifier's value.
     pub fn search(&mut self, name: &str, v: &Value) -> CResult<Search> {
         let groups = match v {
@@ -361,6 +372,8 @@ impl Ctx<'_, '_> {
                 let c = Cidr::parse(&text).map_err(|r| self.err(key, format!("`{spec}`: {r}")))?;
                 out.push(Pat::Cidr(c));
             } else if m.re {
+                let written = &text;
+                let text = pcre_literal_braces(written);
                 let mut b = RegexBuilder::new(&text);
                 let ci = m.re_flags.contains(&'i');
                 for f in &m.re_flags {
@@ -373,7 +386,7 @@ impl Ctx<'_, '_> {
                 let re = b
                     .size_limit(self.opts.regex_size_limit.unwrap_or(DEFAULT_REGEX_SIZE_LIMIT))
                     .build()
-                    .map_err(|e| self.err(key, format!("`{spec}`: invalid regular expression: {e}")))?;
+                    .map_err(|e| self.err_at(key, written, format!("`{spec}`: invalid regular expression: {e}")))?;
                 out.push(Pat::Regex(Box::new(RegexPat::new(re, &text, ci))));
             } else if !m.enc.is_empty() || m.windash {
                 for variant in encode_variants(&text, m).map_err(|r| self.err(key, format!("`{spec}`: {r}")))? {
@@ -678,6 +691,79 @@ fn push_wild(out: &mut Vec<Pat>, text: &str, op: Option<StrOp>, cased: bool, lit
     Ok(())
 }
 
+/// Sigma regexes are PCRE's, which reads a `{` that does not start a
+/// quantifier (`{n}`, `{n,}`, `{n,m}` after something it can repeat) as a
+/// literal brace, as in `{[0-9a-f]{8}-...}` (a GUID) or `({\d})+`; Rust's
+/// regex refuses those. They are escaped; everything else is left as written.
+fn pcre_literal_braces(p: &str) -> std::borrow::Cow<'_, str> {
+    let b = p.as_bytes();
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut i = 0;
+    // Whether what precedes can take a quantifier.
+    let mut repeatable = false;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => {
+                i += 2;
+                repeatable = true;
+                continue;
+            }
+            b'[' => {
+                // Skip the class: `]` right after `[` or `[^` is a member, `\` escapes.
+                let mut j = i + 1;
+                if b.get(j) == Some(&b'^') {
+                    j += 1;
+                }
+                if b.get(j) == Some(&b']') {
+                    j += 1;
+                }
+                while j < b.len() && b[j] != b']' {
+                    j += if b[j] == b'\\' { 2 } else { 1 };
+                }
+                i = j + 1;
+                repeatable = true;
+                continue;
+            }
+            b'{' => {
+                let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+                let rest = &b[i + 1 + digits..];
+                let tail = match rest.first() {
+                    Some(b',') => rest[1..].iter().take_while(|c| c.is_ascii_digit()).count() + 1,
+                    _ => 0,
+                };
+                if repeatable && digits > 0 && rest.get(tail) == Some(&b'}') {
+                    i += 1 + digits + tail + 1;
+                    repeatable = false;
+                    continue;
+                }
+                out.push_str(&p[copied..i]);
+                out.push_str("\\{");
+                copied = i + 1;
+                repeatable = true;
+            }
+            b'(' if b.get(i + 1) == Some(&b'?') => {
+                // Inline flags `(?i)` take no quantifier; `(?:` and the like open a group.
+                let flags = b[i + 2..].iter().take_while(|c| c.is_ascii_alphabetic() || **c == b'-').count();
+                if b.get(i + 2 + flags) == Some(&b')') {
+                    i += 2 + flags + 1;
+                    repeatable = false;
+                    continue;
+                }
+                repeatable = false;
+            }
+            b'(' | b'|' | b'^' | b'*' | b'+' | b'?' => repeatable = false,
+            _ => repeatable = true,
+        }
+        i += 1;
+    }
+    if copied == 0 {
+        return std::borrow::Cow::Borrowed(p);
+    }
+    out.push_str(&p[copied..]);
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -711,5 +797,25 @@ mod tests {
         assert!(v.contains(&"/enc x".to_string()));
         assert!(v.contains(&"—enc x".to_string()));
         assert_eq!(windash("a-b").unwrap(), vec!["a-b".to_string()]);
+    }
+
+    #[test]
+    fn braces_that_start_no_quantifier_are_literal_as_in_pcre() {
+        for (pattern, escaped) in [
+            ("a{2}b{1,}c{1,3}", "a{2}b{1,}c{1,3}"),
+            ("{[a-f0-9]{8}-[a-f0-9]{4}}", "\\{[a-f0-9]{8}-[a-f0-9]{4}}"),
+            ("\\\"({\\d})+\\\"\\s*-f", "\\\"(\\{\\d})+\\\"\\s*-f"),
+            ("x{a}", "x\\{a}"),
+            ("x{,3}", "x\\{,3}"),
+            ("(?i){2}", "(?i)\\{2}"),
+            ("\\{1}[{]", "\\{1}[{]"),
+            ("[]{]{2}", "[]{]{2}"),
+        ] {
+            assert_eq!(pcre_literal_braces(pattern), escaped, "{pattern}");
+        }
+        let guid = regex::Regex::new(&pcre_literal_braces("{[a-f0-9]{8}-[a-f0-9]{4}}")).unwrap();
+        assert!(guid.is_match("/class:{0123abcd-ef01}") && !guid.is_match("0123abcd-ef01"));
+        let fmt = regex::Regex::new(&pcre_literal_braces("\\\"({\\d})+\\\"\\s*-f")).unwrap();
+        assert!(fmt.is_match("\"{1}{0}\" -f 'a','b'"));
     }
 }

@@ -168,7 +168,7 @@ struct Parser<'a, 'n> {
 pub fn parse(text: &str, names: &[String]) -> Result<Cond, String> {
     if text.contains('|') {
         return Err(
-            "the `| count() by ...` aggregation of Sigma v1 is not supported: write it as a correlation rule (type event_count or value_count)"
+            "a Sigma v1 aggregation (`| count() by ...`) must be the detection's only condition, or write it as a correlation rule (type event_count or value_count)"
                 .to_string(),
         );
     }

@@ -309,6 +309,10 @@ impl RuleSet {
                             continue;
                         }
                         b.ids.insert(cr.meta.id.clone(), (c.doc.file.to_string(), c.doc.first_line));
+                        if let Some((line, message)) = &c.warning {
+                            let (file, line, message) = (c.doc.file.to_string(), *line, message.clone());
+                            b.warnings.push(RuleWarning { file, line, message, unread_source: None });
+                        }
                         correlations.push(cr);
                     }
                     Err(e) => errors.push(e),
@@ -607,7 +611,7 @@ impl<'o> Builder<'o> {
                 "timeframe" => {
                     return Err(d.doc.error(
                         d.doc.line_of("timeframe"),
-                        "`timeframe` belongs to the Sigma v1 aggregation syntax, which is not supported: write a correlation rule with `timespan`",
+                        "`timeframe` is for a Sigma v1 aggregation (`condition: sel | count() > 5`), and the condition has none: for events that must occur together, write a temporal correlation rule",
                     ))
                 }
                 _ => {
@@ -633,6 +637,7 @@ impl<'o> Builder<'o> {
                 file: d.doc.file.to_string(),
                 line: d.doc.line_containing(&format!("%{p}%")),
                 message: format!("placeholder `%{p}%` has no configured values: items using it never match"),
+                unread_source: None,
             });
         }
         let classes = self.classes_of(d);
@@ -655,16 +660,20 @@ impl<'o> Builder<'o> {
     fn classes_of(&mut self, d: &DetectionDoc<'_>) -> u8 {
         let ls = &d.logsource;
         let bit = |c: EventClass| 1u8 << c.index();
-        let mut warn = |m: String| {
+        let mut warn = |m: String, source: String| {
             self.warnings.push(RuleWarning {
                 file: d.doc.file.to_string(),
                 line: d.doc.line_of("logsource"),
                 message: m,
+                unread_source: Some(source),
             })
         };
         if let Some(p) = &ls.product {
             if !p.eq_ignore_ascii_case("aws") {
-                warn(format!("logsource product `{p}` is not aws: the rule never sees an event"));
+                warn(
+                    format!("logsource product `{p}` is not aws: the rule never sees an event"),
+                    format!("product {p}"),
+                );
                 return 0;
             }
         }
@@ -675,9 +684,12 @@ impl<'o> Builder<'o> {
             Some("inspector2") | Some("inspector") => bit(EventClass::Inspector2),
             Some("eventbridge") => bit(EventClass::Ecr) | bit(EventClass::Inspector2) | bit(EventClass::EventBridge),
             Some(other) => {
-                warn(format!(
-                    "logsource service `{other}` is not one trailwatch decodes (cloudtrail, ecr, inspector2, eventbridge): the rule never sees an event"
-                ));
+                warn(
+                    format!(
+                        "logsource service `{other}` is not one trailwatch decodes (cloudtrail, ecr, inspector2, eventbridge): the rule never sees an event"
+                    ),
+                    format!("service {other}"),
+                );
                 0
             }
         }

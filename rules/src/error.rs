@@ -26,6 +26,10 @@ pub struct RuleWarning {
     pub file: String,
     pub line: usize,
     pub message: String,
+    /// For a rule whose log source trailwatch never reads: that source
+    /// (`product windows`, `service okta`), so a load of a whole rule
+    /// repository can say it in one line instead of one per rule.
+    pub unread_source: Option<String>,
 }
 
 impl fmt::Display for RuleWarning {

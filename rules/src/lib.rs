@@ -20,6 +20,7 @@
 //! - [`testing`]: rule tests kept in the rule files;
 //! - [`meta`]: rule metadata (level, tags, NIST CSF, remediation);
 //!   [`template`]: finding title/description templates (`finding:`).
+pub mod aggregation;
 mod baseline;
 pub mod compile;
 pub mod condition;

@@ -49,7 +49,7 @@ impl fmt::Display for Level {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuleMeta {
     /// Sigma `id` (a UUID in SigmaHQ rules). Rules without one get a stable id
-    /// derived from file name and title so findings stay deterministic.
+    /// derived from title, name, logsource and detection so findings stay deterministic.
     pub id: String,
     /// Sigma `name` (used by correlation rules to reference this rule).
     pub name: Option<String>,

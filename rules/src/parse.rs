@@ -127,13 +127,23 @@ pub struct CorrelationDoc<'a> {
     /// `generate` given at the top level (it may also sit in `correlation`).
     pub generate: Option<Value>,
     pub tests: Option<Value>,
+    /// A load warning (line, text): set on correlations read from a v1 aggregation.
+    pub warning: Option<(usize, String)>,
 }
 
 /// Parses every document of a rule file.
 pub fn parse_file<'a>(file: &'a str, text: &'a str) -> Result<Vec<RuleDoc<'a>>, RuleError> {
     let mut out = Vec::new();
     for doc in split_documents(file, text) {
-        out.push(parse_doc(doc)?);
+        let d = parse_doc(doc)?;
+        if let RuleDoc::Detection(det) = &d {
+            if let Some((base, correlation)) = crate::aggregation::split(det)? {
+                out.push(RuleDoc::Detection(base));
+                out.push(RuleDoc::Correlation(correlation));
+                continue;
+            }
+        }
+        out.push(d);
     }
     Ok(out)
 }
@@ -167,9 +177,20 @@ fn parse_doc(doc: DocText<'_>) -> Result<RuleDoc<'_>, RuleError> {
             generate: map.get("generate").cloned(),
             tests,
             doc,
+            warning: None,
         }));
     }
     let logsource = match map.get("logsource") {
+        // A correlation written without its `correlation:` key (seen in
+        // the wild): say where its keys belong rather than "no logsource".
+        None if map.contains_key("type") && map.contains_key("timespan") && !map.contains_key("detection") => {
+            return Err(doc.error(
+                doc.line_of("type"),
+                "a correlation's `type`, `rules`, `group-by`, `timespan` and `condition` belong under \
+                 `correlation:` (Sigma correlation rules); this document has no `correlation`, `logsource` or \
+                 `detection`",
+            ));
+        }
         None => {
             return Err(doc.error(doc.first_line, "missing `logsource`"));
         }
@@ -224,8 +245,14 @@ fn parse_meta(doc: &DocText<'_>, map: &Mapping) -> Result<RuleMeta, RuleError> {
     let name = string("name")?;
     let id = match string("id")? {
         Some(id) => id,
-        // Without an id, derive a stable one so finding ids stay deterministic.
-        None => format!("tw-{:016x}", fnv1a(format!("{title}\0{}", name.as_deref().unwrap_or("")).as_bytes())),
+        // Without an id, derive a stable one so finding ids stay deterministic:
+        // from what the rule is, so two rules that share a title (a common
+        // "Testrule", a copied rule edited) keep apart. As JSON: a stable text.
+        None => {
+            let part = |k: &str| map.get(k).and_then(|v| serde_json::to_string(v).ok()).unwrap_or_default();
+            let key = [title.as_str(), name.as_deref().unwrap_or(""), &part("logsource"), &part("detection")];
+            format!("tw-{:016x}", fnv1a(key.join("\0").as_bytes()))
+        }
     };
     let level = match string("level")? {
         None => Level::Medium,
@@ -342,5 +369,34 @@ mod tests {
         let err = parse_file("r.yml", text).unwrap_err();
         assert_eq!(err.line, 2);
         assert!(err.reason.contains("unknown level"));
+    }
+
+    #[test]
+    fn rules_without_an_id_get_one_from_what_they_are() {
+        let id = |text: &str| {
+            let docs = parse_file("r.yml", text).unwrap();
+            let RuleDoc::Detection(d) = &docs[0] else { panic!() };
+            d.meta.id.clone()
+        };
+        let a = "title: Testrule\nlogsource: {product: aws}\ndetection: {sel: {a: 1}, condition: sel}\n";
+        // Pinned: ids derived today must not change with a dependency update.
+        assert_eq!(id(a), "tw-3e5b49768887b906");
+        // Same title, other detection or logsource: another rule, another id.
+        assert_ne!(id(a), id(&a.replace("a: 1", "a: 2")));
+        assert_ne!(id(a), id(&a.replace("aws", "gcp")));
+        // Layout and comments are not part of what the rule is.
+        assert_eq!(
+            id(a),
+            id("# c\ntitle: Testrule\nlogsource:\n  product: aws\ndetection:\n  sel:\n    a: 1\n  condition: sel\n")
+        );
+    }
+
+    #[test]
+    fn a_correlation_without_its_key_is_told_where_its_keys_go() {
+        let text =
+            "title: t\nid: c\ntype: event_count\nrules: [r]\ngroup-by: [a]\ntimespan: 10m\ncondition: {gte: 3}\n";
+        let err = parse_file("c.yml", text).unwrap_err();
+        assert_eq!(err.line, 3, "{err}");
+        assert!(err.reason.contains("belong under `correlation:`"), "{err}");
     }
 }

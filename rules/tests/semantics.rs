@@ -252,6 +252,9 @@ fn errors_name_the_line_and_reason() {
     assert!(e.starts_with("bad.yml:8: ") && e.contains("`nope`"), "{e}");
     let e = load_err("  sel:\n    a|re: '('\n  condition: sel");
     assert!(e.contains("invalid regular expression"), "{e}");
+    // In a list: the line of the pattern that fails, not the key's.
+    let e = load_err("  sel:\n    a|re:\n      - 'x+'\n      - 'y('\n  condition: sel");
+    assert!(e.starts_with("bad.yml:9: ") && e.contains("invalid regular expression"), "{e}");
     let e = load_err("  sel:\n    a|cidr: 10.0.0.0/99\n  condition: sel");
     assert!(e.contains("invalid prefix length"), "{e}");
     let e = load_err("  sel:\n    a|gt: abc\n  condition: sel");

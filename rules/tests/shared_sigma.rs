@@ -87,17 +87,30 @@ fn placeholder_rule_loads_and_expands() {
 }
 
 #[test]
-fn legacy_aggregation_rules_fail_with_file_line_and_reason() {
+fn legacy_aggregation_rules_load_as_correlations_or_fail_with_file_line_and_reason() {
     let files = yaml_files(&shared!().join("sigma/unsupported"));
     assert_eq!(files.len(), 8);
+    let mut loaded = Vec::new();
     for f in &files {
-        let err = RuleSet::load(std::slice::from_ref(f), &CompileOptions::default()).unwrap_err();
-        let e = &err.0[0];
-        assert_eq!(e.file, f.name);
-        let line = f.text.lines().nth(e.line - 1).unwrap_or("");
-        assert!(line.contains("condition") || line.contains("timeframe"), "{e} points at `{line}`");
-        assert!(e.reason.contains("correlation rule"), "{e}");
+        match RuleSet::load(std::slice::from_ref(f), &CompileOptions::default()) {
+            // `| count()`: one correlation under the rule's own id, over its selection.
+            Ok((set, _)) => {
+                let [c] = set.correlations() else { panic!("{}: {:?}", f.name, set.correlations()) };
+                assert!(f.text.contains(&format!("id: {}", c.meta.id)), "{}", f.name);
+                assert!(f.text.contains("| count()"), "{}", f.name);
+                loaded.push(c.meta.id.clone());
+            }
+            // `near`, and a `timeframe` with no aggregation: refused, said where and why.
+            Err(err) => {
+                let e = &err.0[0];
+                assert_eq!(e.file, f.name);
+                let line = f.text.lines().nth(e.line - 1).unwrap_or("");
+                assert!(line.contains("condition") || line.contains("timeframe"), "{e} points at `{line}`");
+                assert!(e.reason.contains("correlation rule") || e.reason.contains("aggregation"), "{e}");
+            }
+        }
     }
+    assert_eq!(loaded.len(), 6, "{loaded:?}");
 }
 
 #[test]

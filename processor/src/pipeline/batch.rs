@@ -39,6 +39,15 @@ pub struct BatchError {
     pub raw: Option<String>,
 }
 
+/// The lengths of an [`EventBatch`]'s parts (and its skip counts) at one point.
+struct Mark {
+    text: usize,
+    events: usize,
+    errors: usize,
+    object_refs: usize,
+    skipped: BTreeMap<&'static str, u64>,
+}
+
 /// Events, errors and object references decoded from one or more units.
 #[derive(Debug, Default)]
 pub struct EventBatch {
@@ -74,28 +83,49 @@ impl EventBatch {
         self.push_unit_in(data, origin, None, opts);
     }
 
-    /// [`EventBatch::push_unit`], its events in watermark partition `partition`.
-    pub fn push_unit_in(&mut self, data: &[u8], origin: String, partition: Option<Arc<str>>, opts: &DecodeOptions) {
-        self.input_bytes += data.len() as u64;
+    /// A new origin whose events belong to watermark partition `partition`.
+    fn add_origin_in(&mut self, origin: String, partition: Option<Arc<str>>) -> u32 {
         let o = self.add_origin(origin);
         if partition.is_some() {
             self.origin_partitions.resize(self.origins.len(), None);
             self.origin_partitions[o as usize] = partition;
         }
+        o
+    }
+
+    /// Where the batch stands before a unit is decoded into it.
+    fn mark(&self) -> Mark {
+        Mark {
+            text: self.text.len(),
+            events: self.events.len(),
+            errors: self.errors.len(),
+            object_refs: self.object_refs.len(),
+            skipped: self.skipped.clone(),
+        }
+    }
+
+    /// Drops what a unit added after `m` (its decoding panicked half way).
+    fn roll_back(&mut self, m: Mark) {
+        self.text.truncate(m.text);
+        self.events.truncate(m.events);
+        self.errors.truncate(m.errors);
+        self.object_refs.truncate(m.object_refs);
+        self.skipped = m.skipped;
+    }
+
+    /// [`EventBatch::push_unit`], its events in watermark partition `partition`.
+    pub fn push_unit_in(&mut self, data: &[u8], origin: String, partition: Option<Arc<str>>, opts: &DecodeOptions) {
+        self.input_bytes += data.len() as u64;
+        let o = self.add_origin_in(origin, partition);
         let origin = self.origins[o as usize].clone();
-        let mark = (self.text.len(), self.events.len(), self.errors.len(), self.object_refs.len());
-        let skipped = self.skipped.clone();
+        let mark = self.mark();
         let r = crate::panics::guard("decode", || {
             crate::panics::test_point_record("decode", data);
             decode::decode(data, &origin, opts, &mut |item| self.push_decoded(o, item));
         });
         if let Err(message) = r {
             // Nothing of a unit half decoded: the dead letter holds all of it.
-            self.text.truncate(mark.0);
-            self.events.truncate(mark.1);
-            self.errors.truncate(mark.2);
-            self.object_refs.truncate(mark.3);
-            self.skipped = skipped;
+            self.roll_back(mark);
             let raw = String::from_utf8_lossy(&data[..data.len().min(RAW_LIMIT)]).into_owned();
             self.errors.push(BatchError {
                 origin: o,
@@ -120,14 +150,9 @@ impl EventBatch {
         partition: Option<Arc<str>>,
         opts: &DecodeOptions,
     ) {
-        let o = self.add_origin(origin);
-        if partition.is_some() {
-            self.origin_partitions.resize(self.origins.len(), None);
-            self.origin_partitions[o as usize] = partition;
-        }
+        let o = self.add_origin_in(origin, partition);
         let origin = self.origins[o as usize].clone();
-        let mark = (self.text.len(), self.events.len(), self.errors.len(), self.object_refs.len());
-        let skipped = self.skipped.clone();
+        let mark = self.mark();
         let mut reader = Counted { inner: reader, n: 0 };
         let r = crate::panics::guard("decode", || {
             crate::panics::test_point_record("decode", origin.as_bytes());
@@ -138,11 +163,7 @@ impl EventBatch {
             Ok(Ok(())) => return,
             Ok(Err(e)) => ("io", format!("cannot read input: {e}")),
             Err(message) => {
-                self.text.truncate(mark.0);
-                self.events.truncate(mark.1);
-                self.errors.truncate(mark.2);
-                self.object_refs.truncate(mark.3);
-                self.skipped = skipped;
+                self.roll_back(mark);
                 ("panic", message)
             }
         };
@@ -310,6 +331,21 @@ pub struct SourceBatch {
     pub trace: Option<crate::telemetry::TraceContext>,
     /// Watermark partitions: see [`Partitions`].
     pub partitions: Partitions,
+}
+
+impl SourceBatch {
+    /// A batch with no events that only tells the watermarks something
+    /// (partitions opened, adopted, dropped; a hold), stamped `now_ms`.
+    pub fn partitions_only(source: &Arc<str>, now_ms: i64, partitions: Partitions) -> SourceBatch {
+        SourceBatch {
+            source: Arc::clone(source),
+            events: EventBatch::new(Some(now_ms)),
+            checkpoint: None,
+            ack: None,
+            trace: None,
+            partitions,
+        }
+    }
 }
 
 /// What a batch tells the watermarks (see the rules crate's

@@ -100,6 +100,27 @@ pub struct ActionRecord {
     pub removed: Option<String>,
 }
 
+impl ActionRecord {
+    /// A record of `action` on `f`, not yet carried out (outcome Failed until it is).
+    fn of(f: &FindingView, response: String, action: ActionKind, mode: Mode) -> ActionRecord {
+        ActionRecord {
+            finding_id: f.id.clone(),
+            product_arn: f.product_arn.clone(),
+            rule_id: f.rule_id.clone(),
+            title: f.title.clone(),
+            account: f.account.clone(),
+            when: f.last_seen.clone(),
+            response,
+            action,
+            mode,
+            outcome: Outcome::Failed,
+            target: String::new(),
+            detail: String::new(),
+            removed: None,
+        }
+    }
+}
+
 /// What an action would act on.
 enum Target {
     Finding,
@@ -240,43 +261,16 @@ impl Responder {
             if p.mode == Mode::OnRequest {
                 continue;
             }
-            let mut rec = ActionRecord {
-                finding_id: f.id.clone(),
-                product_arn: f.product_arn.clone(),
-                rule_id: f.rule_id.clone(),
-                title: f.title.clone(),
-                account: f.account.clone(),
-                when: f.last_seen.clone(),
-                response: p.response.clone(),
-                action: p.action,
-                mode: p.mode,
-                outcome: Outcome::Failed,
-                target: String::new(),
-                detail: String::new(),
-                removed: None,
-            };
-            let key = (f.id.clone(), p.action);
-            if self.done.contains(&key) {
+            let mut rec = ActionRecord::of(f, p.response.clone(), p.action, p.mode);
+            if self.done.contains(&(f.id.clone(), p.action)) {
                 rec.outcome = Outcome::Duplicate;
                 rec.detail = "already handled in this run".into();
-                out.push(rec);
-                continue;
-            }
-            if p.mode != Mode::DryRun && self.handled.contains(&f.id, p.action) {
+            } else if p.mode != Mode::DryRun && self.handled.contains(&f.id, p.action) {
                 rec.outcome = Outcome::Duplicate;
                 rec.detail = "already handled before a restart".into();
-                out.push(rec);
-                continue;
+            } else {
+                self.carry_out(f, &mut rec, now).await;
             }
-            let (outcome, target, detail) = self.run_one(f, p.action, p.mode, &p.response, now).await;
-            rec.outcome = outcome;
-            rec.target = target;
-            (rec.detail, rec.removed) = detail;
-            if outcome != Outcome::Failed {
-                // A failure may be retried when the finding comes again.
-                self.remember(key);
-            }
-            self.persist(&rec);
             out.push(rec);
         }
         out
@@ -289,32 +283,27 @@ impl Responder {
     /// whether anything is left to do).
     pub async fn handle_request(&mut self, f: &FindingView, action: ActionKind, now: Instant) -> ActionRecord {
         let allowed = self.matcher.allows(f, action);
-        let mut rec = ActionRecord {
-            finding_id: f.id.clone(),
-            product_arn: f.product_arn.clone(),
-            rule_id: f.rule_id.clone(),
-            title: f.title.clone(),
-            account: f.account.clone(),
-            when: f.last_seen.clone(),
-            response: allowed.clone().unwrap_or_else(|| "-".into()),
-            action,
-            mode: Mode::OnRequest,
-            outcome: Outcome::SkippedNotAllowed,
-            target: String::new(),
-            detail: format!("no on-request or enforce response allows {} for this finding", action.as_str()),
-            removed: None,
-        };
-        if let Some(response) = allowed {
-            let (outcome, target, detail) = self.run_one(f, action, Mode::OnRequest, &response, now).await;
-            rec.outcome = outcome;
-            rec.target = target;
-            (rec.detail, rec.removed) = detail;
-            if outcome != Outcome::Failed {
-                self.remember((f.id.clone(), action));
-            }
-            self.persist(&rec);
+        let mut rec = ActionRecord::of(f, allowed.clone().unwrap_or_else(|| "-".into()), action, Mode::OnRequest);
+        if allowed.is_some() {
+            self.carry_out(f, &mut rec, now).await;
+        } else {
+            rec.outcome = Outcome::SkippedNotAllowed;
+            rec.detail = format!("no on-request or enforce response allows {} for this finding", action.as_str());
         }
         rec
+    }
+
+    /// Runs `rec`'s action and records what happened in it.
+    async fn carry_out(&mut self, f: &FindingView, rec: &mut ActionRecord, now: Instant) {
+        let (outcome, target, detail) = self.run_one(f, rec.action, rec.mode, &rec.response, now).await;
+        rec.outcome = outcome;
+        rec.target = target;
+        (rec.detail, rec.removed) = detail;
+        if outcome != Outcome::Failed {
+            // A failure may be retried when the finding comes again.
+            self.remember((f.id.clone(), rec.action));
+        }
+        self.persist(rec);
     }
 
     /// Keeps a pair carried out for good. Only done/already: a skip (cap,

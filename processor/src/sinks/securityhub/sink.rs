@@ -147,15 +147,20 @@ impl SecurityHubSink {
         if findings > 0 {
             tracing::info!(sink = ctx.name, findings, bytes, "findings spooled by an earlier run will be sent first");
         }
+        Ok(SecurityHubSink::on(shared))
+    }
+
+    /// A sink over `shared`, its spool drainer started.
+    fn on(shared: Arc<Shared>) -> SecurityHubSink {
         let drainer = tokio::spawn(drain_loop(shared.clone()));
-        Ok(SecurityHubSink {
+        SecurityHubSink {
             shared,
             pending: HashMap::new(),
             oldest_pending: None,
             tasks: JoinSet::new(),
             stuck: Vec::new(),
             drainer,
-        })
+        }
     }
 
     /// Sends a full or timed-out batch in a task: to Security Hub, or

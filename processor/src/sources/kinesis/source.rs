@@ -178,14 +178,8 @@ impl Source for KinesisSource {
                         // one back until it has records, idles or is closed.
                         if !to_start.is_empty() {
                             let open = to_start.iter().map(|(id, _)| shard_partition(&ctx.name, id)).collect();
-                            let batch = SourceBatch {
-                                source: Arc::clone(&ctx.name),
-                                events: EventBatch::new(Some(now_ms())),
-                                checkpoint: None,
-                                ack: None,
-                                trace: None,
-                                partitions: Partitions { open, ..Partitions::default() },
-                            };
+                            let open = Partitions { open, ..Partitions::default() };
+                            let batch = SourceBatch::partitions_only(&ctx.name, now_ms(), open);
                             if !ctx.out.send(batch).await {
                                 break;
                             }
@@ -340,14 +334,8 @@ impl KinesisSource {
                             starts.push((lease.key, start));
                         }
                         if !drop.is_empty() || !adopt.is_empty() {
-                            let batch = SourceBatch {
-                                source: Arc::clone(&ctx.name),
-                                events: EventBatch::new(Some(now_ms())),
-                                checkpoint: None,
-                                ack: None,
-                                trace: None,
-                                partitions: Partitions { adopt, drop, ..Partitions::default() },
-                            };
+                            let moved = Partitions { adopt, drop, ..Partitions::default() };
+                            let batch = SourceBatch::partitions_only(&ctx.name, now_ms(), moved);
                             if !ctx.out.send(batch).await {
                                 break;
                             }
@@ -407,15 +395,10 @@ impl KinesisSource {
                 Some(t) => req.next_token(t),
                 None => self.stream_args(req, |b, v| b.stream_name(v), |b, v| b.stream_arn(v)),
             };
-            let resp = req.send().await.map_err(|e| {
-                let code = e.code().unwrap_or_default().to_string();
-                let message = aws::error_text(&e);
-                if code == "ResourceNotFoundException" {
-                    SourceError::Fatal(format!("stream {} not found: {message}", self.stream))
-                } else {
-                    SourceError::Aws { operation: "ListShards", message }
-                }
-            })?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| fatal_if_not_found(&e, "ListShards", || format!("stream {}", self.stream)))?;
             out.extend(resp.shards().iter().cloned());
             match resp.next_token() {
                 Some(t) if !t.is_empty() => token = Some(t.to_string()),
@@ -449,15 +432,10 @@ impl KinesisSource {
                 }
             },
         };
-        let resp = req.send().await.map_err(|e| {
-            let code = e.code().unwrap_or_default().to_string();
-            let message = aws::error_text(&e);
-            if code == "ResourceNotFoundException" {
-                SourceError::Fatal(format!("shard {shard} of {} not found: {message}", self.stream))
-            } else {
-                SourceError::Aws { operation: "GetShardIterator", message }
-            }
-        })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| fatal_if_not_found(&e, "GetShardIterator", || format!("shard {shard} of {}", self.stream)))?;
         resp.shard_iterator().map(str::to_string).ok_or_else(|| SourceError::Aws {
             operation: "GetShardIterator",
             message: format!("no iterator returned for {shard}"),
@@ -652,4 +630,22 @@ fn backoff(failures: u32) -> Duration {
 
 fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// A missing stream or shard ends the source (no retry brings it back);
+/// any other error of `operation` is retried.
+fn fatal_if_not_found<E>(
+    e: &aws_sdk_kinesis::error::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+    operation: &'static str,
+    what: impl FnOnce() -> String,
+) -> SourceError
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+{
+    let message = aws::error_text(e);
+    if e.code() == Some("ResourceNotFoundException") {
+        SourceError::Fatal(format!("{} not found: {message}", what()))
+    } else {
+        SourceError::Aws { operation, message }
+    }
 }

@@ -74,17 +74,7 @@ impl Source for SqsSource {
         // them come back within a visibility timeout, older than what is read
         // meanwhile: the watermark waits for them (see service/design.md).
         let hold = Partitions { hold_for: Some(visibility * 2 + me.cfg.wait_time), ..Partitions::default() };
-        let held = ctx
-            .out
-            .send(SourceBatch {
-                source: Arc::clone(&ctx.name),
-                events: EventBatch::new(Some(now_ms())),
-                checkpoint: None,
-                ack: None,
-                trace: None,
-                partitions: hold,
-            })
-            .await;
+        let held = ctx.out.send(SourceBatch::partitions_only(&ctx.name, now_ms(), hold)).await;
         if !held {
             return Ok(());
         }
@@ -279,17 +269,7 @@ impl SqsSource {
                 Partitions { hold_for: retry.then(|| visibility + self.cfg.wait_time), ..Partitions::default() };
             if handles.is_empty() {
                 let sent = partitions.hold_for.is_none()
-                    || ctx
-                        .out
-                        .send(SourceBatch {
-                            source: Arc::clone(&ctx.name),
-                            events: EventBatch::new(Some(now)),
-                            checkpoint: None,
-                            ack: None,
-                            trace: None,
-                            partitions,
-                        })
-                        .await;
+                    || ctx.out.send(SourceBatch::partitions_only(&ctx.name, now, partitions)).await;
                 order.turn.send_replace(ticket + 1);
                 if !sent {
                     break;

@@ -201,15 +201,7 @@ fn line(id: &str, region: &str) -> Vec<String> {
 }
 
 fn sink_on(shared: Arc<Shared>) -> SecurityHubSink {
-    let drainer = tokio::spawn(drain_loop(shared.clone()));
-    SecurityHubSink {
-        shared,
-        pending: HashMap::new(),
-        oldest_pending: None,
-        tasks: JoinSet::new(),
-        stuck: Vec::new(),
-        drainer,
-    }
+    SecurityHubSink::on(shared)
 }
 
 /// Waits (bounded) until `done` holds.
