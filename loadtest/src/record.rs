@@ -79,7 +79,28 @@ pub enum Who<'a> {
     Internal { account: &'a str },
 }
 
-impl Who<'_> {
+impl<'a> Who<'a> {
+    /// A role session without MFA, web identity or a service calling for it: most sessions.
+    pub fn role(account: &'a str, role: &'a Role, session: &'a str, key: &'a str, created: i64) -> Self {
+        Who::Role { account, role, session, key, mfa: false, created, web_identity: None, invoked_by: None }
+    }
+
+    /// This role session, with calls made for it by `service` (`invokedBy`).
+    pub fn invoked_by(mut self, service: &'a str) -> Self {
+        if let Who::Role { invoked_by, .. } = &mut self {
+            *invoked_by = Some(service);
+        }
+        self
+    }
+
+    /// This role session, started by AssumeRoleWithWebIdentity from `provider` (IRSA).
+    pub fn web_identity(mut self, provider: &'a str) -> Self {
+        if let Who::Role { web_identity, .. } = &mut self {
+            *web_identity = Some(provider);
+        }
+        self
+    }
+
     /// The identity's ARN, when it has one.
     pub fn arn(&self) -> Option<String> {
         match self {

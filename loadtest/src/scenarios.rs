@@ -9,12 +9,12 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::json::{object, Json};
-use crate::org::{Org, Role};
-use crate::record::{Call, Emitter, EventType, Who};
+use crate::org::{Org, Person, Role};
+use crate::record::{Call, Emitter, Who};
 use crate::traffic::{
-    self, access_denied, console_login, container_definitions, inspector_finding, pull_image, repo_arn, repo_resources,
-    session_key, task_definition_params, Sso, UA_BROWSER, UA_CI, UA_CI_DOCKER, UA_CLI, UA_CONSOLE, UA_CONTAINERD,
-    UA_CRED_PROVIDER,
+    self, access_denied, console_login, console_sign_in, container_definitions, inspector_finding, pull_image,
+    repo_arn, repo_resources, session_key, task_definition_params, Sso, UA_BROWSER, UA_CI, UA_CI_DOCKER, UA_CLI,
+    UA_CONSOLE, UA_CONTAINERD, UA_CRED_PROVIDER,
 };
 use crate::util::{self, Rand};
 
@@ -150,16 +150,7 @@ impl Actor {
         let account = &org.accounts[self.account].id;
         match (&self.user, &self.role) {
             (Some((name, id)), _) => Who::User { account, name, id, key: Some(&self.key) },
-            (None, Some(role)) => Who::Role {
-                account,
-                role,
-                session: &self.session,
-                key: &self.key,
-                mfa: false,
-                created: self.created,
-                web_identity: None,
-                invoked_by: None,
-            },
+            (None, Some(role)) => Who::role(account, role, &self.session, &self.key, self.created),
             (None, None) => Who::Root { account, key: None },
         }
     }
@@ -180,21 +171,10 @@ fn intruder(ctx: &mut Ctx<'_, '_>, account: usize) -> Actor {
 
 /// A hijacked SSO session of a person with the given permission set, from an outside address.
 fn hijacked_sso(ctx: &mut Ctx<'_, '_>, account: usize, permission_set: usize) -> Actor {
-    let org = ctx.em.org;
-    let person = org.people.choose(ctx.rng()).expect("people");
-    let role = org.accounts[account].sso[permission_set].role.clone();
-    let key = session_key(ctx.em);
-    let ip = util::public_ip(ctx.rng());
-    Actor {
-        created: ctx.t - 600,
-        account,
-        user: None,
-        role: Some(role),
-        session: person.email.clone(),
-        key,
-        ip,
-        agent: UA_CLI,
-    }
+    let person = ctx.org().people.choose(ctx.rng()).expect("people");
+    let mut a = person_session(ctx, person, account, permission_set, UA_CLI);
+    a.ip = util::public_ip(ctx.rng());
+    a
 }
 
 /// A leaked key or a hijacked admin session, at random.
@@ -211,7 +191,14 @@ fn engineer(ctx: &mut Ctx<'_, '_>, account: usize) -> Actor {
     let org = ctx.em.org;
     let admins: Vec<_> = org.people.iter().filter(|p| p.permission_set == 0).collect();
     let person = admins.choose(ctx.rng()).copied().unwrap_or(&org.people[0]);
-    let role = org.accounts[account].sso[0].role.clone();
+    let mut a = person_session(ctx, person, account, 0, UA_CLI);
+    a.agent = if ctx.rng().random_bool(0.5) { UA_CONSOLE } else { UA_CLI };
+    a
+}
+
+/// `person`'s own SSO session with permission set `set` in `account`, from the office.
+fn person_session(ctx: &mut Ctx<'_, '_>, person: &Person, account: usize, set: usize, agent: &'static str) -> Actor {
+    let role = ctx.org().accounts[account].sso[set].role.clone();
     let key = session_key(ctx.em);
     Actor {
         created: ctx.t - 600,
@@ -221,7 +208,30 @@ fn engineer(ctx: &mut Ctx<'_, '_>, account: usize) -> Actor {
         session: person.email.clone(),
         key,
         ip: person.ip.clone(),
-        agent: if ctx.rng().random_bool(0.5) { UA_CONSOLE } else { UA_CLI },
+        agent,
+    }
+}
+
+/// A CI run's session of `role` in `account` from CI runner `runner`: `GitHubActions-<run><suffix>`.
+fn ci_session(
+    ctx: &mut Ctx<'_, '_>,
+    account: usize,
+    role: &Role,
+    suffix: &str,
+    runner: usize,
+    agent: &'static str,
+) -> Actor {
+    let key = session_key(ctx.em);
+    let run = ctx.rng().random_range(10_000_000u64..99_999_999);
+    Actor {
+        created: ctx.t - 600,
+        account,
+        user: None,
+        role: Some(role.clone()),
+        session: format!("GitHubActions-{run}{suffix}"),
+        key,
+        ip: ctx.org().ci_runner_ips[runner].clone(),
+        agent,
     }
 }
 

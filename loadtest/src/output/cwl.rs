@@ -75,9 +75,6 @@ impl Output for CwlPayloads {
     }
 
     fn finish(&mut self) -> Result<OutputSummary, OutputError> {
-        let (files, bytes) = self.pool.finish()?;
-        self.summary.files = files;
-        self.summary.bytes = bytes;
-        Ok(self.summary.clone())
+        self.pool.finish_into(&mut self.summary)
     }
 }

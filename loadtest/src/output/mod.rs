@@ -221,6 +221,14 @@ impl GzPool {
             None => Ok((files, bytes)),
         }
     }
+
+    /// [`GzPool::finish`], with the files and bytes written into `summary`; returns it.
+    pub fn finish_into(&mut self, summary: &mut OutputSummary) -> Result<OutputSummary, OutputError> {
+        let (files, bytes) = self.finish()?;
+        summary.files = files;
+        summary.bytes = bytes;
+        Ok(summary.clone())
+    }
 }
 
 enum Sink {

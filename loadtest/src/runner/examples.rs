@@ -16,7 +16,7 @@ pub fn find_events(inputs: &[PathBuf], ids: &[String]) -> HashMap<String, serde_
         return found;
     }
     let Ok(ac) = AhoCorasick::new(ids) else { return found };
-    for file in files(inputs) {
+    for file in super::input_files(inputs) {
         if found.len() == ids.len() {
             break;
         }
@@ -50,26 +50,6 @@ pub fn find_events(inputs: &[PathBuf], ids: &[String]) -> HashMap<String, serde_
         }
     }
     found
-}
-
-fn files(inputs: &[PathBuf]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for i in inputs {
-        if i.is_file() {
-            out.push(i.clone());
-        } else {
-            let mut v: Vec<PathBuf> = walkdir::WalkDir::new(i)
-                .follow_links(true)
-                .into_iter()
-                .filter_map(|e| e.ok())
-                .filter(|e| e.file_type().is_file())
-                .map(|e| e.into_path())
-                .collect();
-            v.sort();
-            out.extend(v);
-        }
-    }
-    out
 }
 
 /// The object whose `eventID` (or EventBridge `id`) is `id`, searching

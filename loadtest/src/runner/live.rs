@@ -122,7 +122,7 @@ impl Target for LiveTarget {
         limits: &Limits,
         progress: bool,
     ) -> Result<Outcome, RunError> {
-        let files = input_files(inputs);
+        let files = super::input_files(inputs);
         if files.is_empty() {
             return Err(RunError::NoInput(format!("no input files under {:?}", inputs)));
         }
@@ -587,23 +587,6 @@ fn field_value<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
 fn hash(id: &str) -> u64 {
     use std::hash::{BuildHasher, BuildHasherDefault};
     BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(id)
-}
-
-/// The files under `inputs`, in path order (the hourly NDJSON names are in time order).
-fn input_files(inputs: &[PathBuf]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for i in inputs {
-        let mut files: Vec<PathBuf> = walkdir::WalkDir::new(i)
-            .follow_links(true)
-            .into_iter()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_file())
-            .map(|e| e.into_path())
-            .collect();
-        files.sort();
-        out.extend(files);
-    }
-    out
 }
 
 fn open(path: &Path) -> std::io::Result<Box<dyn BufRead + Send>> {

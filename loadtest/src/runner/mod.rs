@@ -164,6 +164,24 @@ pub fn stamp_of(name: &str) -> Option<&str> {
     })
 }
 
+/// The files under `inputs` (files or directories, following links), each input's in path order
+/// (the hourly NDJSON names are in time order).
+pub(crate) fn input_files(inputs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for i in inputs {
+        let mut files: Vec<PathBuf> = walkdir::WalkDir::new(i)
+            .follow_links(true)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.into_path())
+            .collect();
+        files.sort();
+        out.extend(files);
+    }
+    out
+}
+
 /// A directory of symlinks to the files of `dir`, named so that name order
 /// is delivery-time order (trailwatch walks directories in name order).
 pub fn time_view(dir: &Path, view: &Path) -> Result<PathBuf, RunError> {

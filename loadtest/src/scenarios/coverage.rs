@@ -8,8 +8,8 @@ use rand::Rng;
 
 use super::{begin, call, engineer, hijacked_sso, intruder, Actor, Ctx};
 use crate::json::object;
-use crate::record::{Call, EventType, Who};
-use crate::traffic::UA_BROWSER;
+use crate::record::Who;
+use crate::traffic::console_sign_in;
 use crate::util;
 
 pub const THEME_IAM: &str = "IAM persistence and escalation";
@@ -318,17 +318,8 @@ fn console_failure(ctx: &mut Ctx<'_, '_>, t: i64, account: usize, name: &str, ip
     let org = ctx.em.org;
     let id = util::iam_id(ctx.rng(), "AIDA");
     let who = Who::User { account: &org.accounts[account].id, name, id: &id, key: None };
-    let add = object(160, |j| {
-        j.s("LoginTo", "https://console.aws.amazon.com/console/home").s("MobileVersion", "No").s("MFAUsed", "No");
-    });
-    let g = org.global_region();
-    let mut c = Call::new(t, account, g, "signin.amazonaws.com", "ConsoleLogin", who, ip, UA_BROWSER)
-        .response("{\"ConsoleLogin\":\"Failure\"}")
-        .host("signin.aws.amazon.com")
-        .read_only(false);
-    c.event_type = EventType::ConsoleSignIn;
-    c.additional = Some(&add);
-    ctx.ct(&c);
+    let event = console_sign_in(ctx.em, t, account, who, ip, false, false);
+    ctx.take(vec![event], t);
 }
 
 /// One address tries common user names against the console, 11 in minutes.

@@ -53,10 +53,16 @@ pub(super) fn repo_params(org: &Org, repo: usize) -> String {
     })
 }
 
-pub(super) fn layer_download_unexpected(ctx: &mut Ctx<'_, '_>) {
+/// The actor `who` picks in the registry account, begun there in the primary region.
+pub(super) fn in_registry(ctx: &mut Ctx<'_, '_>, who: fn(&mut Ctx<'_, '_>, usize) -> Actor) -> (usize, Actor) {
     let reg = ctx.org().registry;
-    let a = intruder(ctx, reg);
+    let a = who(ctx, reg);
     begin(ctx, &a, 0);
+    (reg, a)
+}
+
+pub(super) fn layer_download_unexpected(ctx: &mut Ctx<'_, '_>) {
+    let (reg, a) = in_registry(ctx, intruder);
     let repo = central_repo(ctx);
     let layers = ctx.org().repos[repo].layers.len().min(5);
     let who = a.who(ctx.em.org);
@@ -68,7 +74,7 @@ pub(super) fn layer_download_unexpected(ctx: &mut Ctx<'_, '_>) {
         repo,
         who,
         &a.ip,
-        "docker/24.0.7 go/go1.20.10 git-commit/311b9ff kernel/6.5.0-kali3-amd64 os/linux arch/amd64",
+        ("docker/24.0.7 go/go1.20.10 git-commit/311b9ff kernel/6.5.0-kali3-amd64 os/linux arch/amd64", UA_CONTAINERD),
         layers,
         true,
     );
@@ -89,35 +95,24 @@ pub(super) fn stolen_node_credentials(ctx: &mut Ctx<'_, '_>) {
     let ip = util::public_ip(ctx.rng());
     ctx.account = w;
     ctx.region = c.region;
-    let who = Who::Role {
-        account: &org.accounts[w].id,
-        role: &c.node_role,
-        session: &node.instance_id,
-        key: &key,
-        mfa: false,
-        created: ctx.t - 3 * 3600,
-        web_identity: None,
-        invoked_by: None,
-    };
+    let who = Who::role(&org.accounts[w].id, &c.node_role, &node.instance_id, &key, ctx.t - 3 * 3600);
     ctx.principal = who.arn();
     let repo = central_repo(ctx);
     let layers = ctx.org().repos[repo].layers.len().min(4);
-    let ids = pull_image(ctx.em, ctx.t, w, c.region, repo, who, &ip, UA_CLI, layers, true);
+    let ids = pull_image(ctx.em, ctx.t, w, c.region, repo, who, &ip, (UA_CLI, UA_CONTAINERD), layers, true);
     let t = ctx.t;
     ctx.take(ids, t + layers as i64 * 2);
 }
 
 pub(super) fn bulk_layer_download(ctx: &mut Ctx<'_, '_>) {
-    let reg = ctx.org().registry;
-    let a = hijacked_sso(ctx, reg, 3);
-    begin(ctx, &a, 0);
+    let (reg, a) = in_registry(ctx, |c, r| hijacked_sso(c, r, 3));
     let mut t = ctx.t;
     let mut total = 0;
     while total < 64 {
         let repo = central_repo(ctx);
         let n = ctx.org().repos[repo].layers.len();
         let who = a.who(ctx.em.org);
-        let ids = pull_image(ctx.em, t, reg, 0, repo, who, &a.ip, UA_CONTAINERD, n, total == 0);
+        let ids = pull_image(ctx.em, t, reg, 0, repo, who, &a.ip, (UA_CONTAINERD, UA_CONTAINERD), n, total == 0);
         total += n;
         t += n as i64 + 3;
         ctx.take(ids, t);
@@ -126,14 +121,12 @@ pub(super) fn bulk_layer_download(ctx: &mut Ctx<'_, '_>) {
     let repo = central_repo(ctx);
     let who = a.who(ctx.em.org);
     let n = ctx.org().repos[repo].layers.len();
-    let ids = pull_image(ctx.em, t, reg, 0, repo, who, &a.ip, UA_CONTAINERD, n, false);
+    let ids = pull_image(ctx.em, t, reg, 0, repo, who, &a.ip, (UA_CONTAINERD, UA_CONTAINERD), n, false);
     ctx.take(ids, t + n as i64 * 2);
 }
 
 pub(super) fn many_repositories(ctx: &mut Ctx<'_, '_>) {
-    let reg = ctx.org().registry;
-    let a = intruder(ctx, reg);
-    begin(ctx, &a, 0);
+    let (reg, a) = in_registry(ctx, intruder);
     let org = ctx.em.org;
     let mut central: Vec<usize> = (0..org.repos.len()).filter(|&r| org.repos[r].account == reg).collect();
     let k = central.len().min(14);
@@ -142,16 +135,14 @@ pub(super) fn many_repositories(ctx: &mut Ctx<'_, '_>) {
     let mut t = ctx.t;
     for (i, repo) in picked.into_iter().enumerate() {
         let who = a.who(ctx.em.org);
-        let ids = pull_image(ctx.em, t, reg, 0, repo, who, &a.ip, a.agent, 1 + i % 2, i == 0);
+        let ids = pull_image(ctx.em, t, reg, 0, repo, who, &a.ip, (a.agent, UA_CONTAINERD), 1 + i % 2, i == 0);
         ctx.take(ids, t + 3);
         t += ctx.rng().random_range(20..35);
     }
 }
 
 pub(super) fn scan_on_push_disabled(ctx: &mut Ctx<'_, '_>) {
-    let reg = ctx.org().registry;
-    let a = attacker(ctx, reg);
-    begin(ctx, &a, 0);
+    let (reg, a) = in_registry(ctx, attacker);
     let repo = central_repo(ctx);
     let org = ctx.em.org;
     let (name, id) = (&org.repos[repo].name, &org.accounts[reg].id);
@@ -168,9 +159,7 @@ pub(super) fn scan_on_push_disabled(ctx: &mut Ctx<'_, '_>) {
 }
 
 pub(super) fn tag_mutability(ctx: &mut Ctx<'_, '_>, value: &str) {
-    let reg = ctx.org().registry;
-    let a = if value == "MUTABLE" { attacker(ctx, reg) } else { engineer(ctx, reg) };
-    begin(ctx, &a, 0);
+    let (reg, a) = in_registry(ctx, if value == "MUTABLE" { attacker } else { engineer });
     let repo = central_repo(ctx);
     let org = ctx.em.org;
     let (name, id) = (&org.repos[repo].name, &org.accounts[reg].id);
@@ -182,9 +171,7 @@ pub(super) fn tag_mutability(ctx: &mut Ctx<'_, '_>, value: &str) {
 }
 
 pub(super) fn lifecycle_policy_deleted(ctx: &mut Ctx<'_, '_>) {
-    let reg = ctx.org().registry;
-    let a = attacker(ctx, reg);
-    begin(ctx, &a, 0);
+    let (reg, a) = in_registry(ctx, attacker);
     let repo = central_repo(ctx);
     let org = ctx.em.org;
     let p = repo_params(org, repo);
@@ -200,9 +187,7 @@ pub(super) fn lifecycle_policy_deleted(ctx: &mut Ctx<'_, '_>) {
 }
 
 pub(super) fn public_repository_policy(ctx: &mut Ctx<'_, '_>) {
-    let reg = ctx.org().registry;
-    let a = attacker(ctx, reg);
-    begin(ctx, &a, 0);
+    let (_, a) = in_registry(ctx, attacker);
     let repo = central_repo(ctx);
     let text = policy("*", PULL_ACTIONS, None);
     let t = ctx.t;
@@ -210,9 +195,7 @@ pub(super) fn public_repository_policy(ctx: &mut Ctx<'_, '_>) {
 }
 
 pub(super) fn cross_account_policy_outside(ctx: &mut Ctx<'_, '_>) {
-    let reg = ctx.org().registry;
-    let a = attacker(ctx, reg);
-    begin(ctx, &a, 0);
+    let (_, a) = in_registry(ctx, attacker);
     let repo = central_repo(ctx);
     let outside = ctx.org().outside_accounts.choose(ctx.rng()).cloned().expect("outside");
     let text = policy(&format!("arn:aws:iam::{outside}:root"), PULL_ACTIONS, None);
@@ -221,10 +204,8 @@ pub(super) fn cross_account_policy_outside(ctx: &mut Ctx<'_, '_>) {
 }
 
 pub(super) fn registry_policy(ctx: &mut Ctx<'_, '_>, grantee: &str) {
-    let reg = ctx.org().registry;
-    let a =
-        if ctx.org().outside_accounts.iter().any(|o| o == grantee) { attacker(ctx, reg) } else { engineer(ctx, reg) };
-    begin(ctx, &a, 0);
+    let outside = ctx.org().outside_accounts.iter().any(|o| o == grantee);
+    let (reg, a) = in_registry(ctx, if outside { attacker } else { engineer });
     let org = ctx.em.org;
     let region = &org.regions[0];
     let reg_id = &org.accounts[reg].id;
@@ -248,9 +229,7 @@ pub(super) fn registry_policy(ctx: &mut Ctx<'_, '_>, grantee: &str) {
 }
 
 pub(super) fn replication(ctx: &mut Ctx<'_, '_>, outside: bool) {
-    let reg = ctx.org().registry;
-    let a = if outside { attacker(ctx, reg) } else { engineer(ctx, reg) };
-    begin(ctx, &a, 0);
+    let (_, a) = in_registry(ctx, if outside { attacker } else { engineer });
     let org = ctx.em.org;
     let dest_account = if outside {
         org.outside_accounts.choose(ctx.rng()).cloned().expect("outside")
@@ -273,10 +252,8 @@ pub(super) fn replication(ctx: &mut Ctx<'_, '_>, outside: bool) {
 }
 
 pub(super) fn pull_through_cache(ctx: &mut Ctx<'_, '_>, upstream: &str) {
-    let reg = ctx.org().registry;
     let approved = ctx.org().approved_upstreams.contains(&upstream);
-    let a = if approved { engineer(ctx, reg) } else { attacker(ctx, reg) };
-    begin(ctx, &a, 0);
+    let (reg, a) = in_registry(ctx, if approved { engineer } else { attacker });
     let org = ctx.em.org;
     let reg_id = &org.accounts[reg].id;
     let prefix = if approved { "ecr-public" } else { "mirror" };
@@ -302,9 +279,7 @@ pub(super) fn pull_through_cache(ctx: &mut Ctx<'_, '_>, upstream: &str) {
 }
 
 pub(super) fn repository_deletion(ctx: &mut Ctx<'_, '_>) {
-    let reg = ctx.org().registry;
-    let a = attacker(ctx, reg);
-    begin(ctx, &a, 0);
+    let (reg, a) = in_registry(ctx, attacker);
     let repo = central_repo(ctx);
     let org = ctx.em.org;
     let r = &org.repos[repo];
@@ -364,9 +339,7 @@ pub(super) fn batch_delete(
 }
 
 pub(super) fn mass_image_deletion(ctx: &mut Ctx<'_, '_>) {
-    let reg = ctx.org().registry;
-    let a = attacker(ctx, reg);
-    begin(ctx, &a, 0);
+    let (_, a) = in_registry(ctx, attacker);
     let mut t = ctx.t;
     for _ in 0..3 {
         let repo = central_repo(ctx);
@@ -414,9 +387,7 @@ pub(super) fn kms_key_call(
 }
 
 pub(super) fn encryption_changed(ctx: &mut Ctx<'_, '_>) {
-    let reg = ctx.org().registry;
-    let a = attacker(ctx, reg);
-    begin(ctx, &a, 0);
+    let (_, a) = in_registry(ctx, attacker);
     let t = ctx.t;
     // New repositories created without the customer key, then the key itself disabled.
     let p = object(300, |j| {
@@ -461,9 +432,7 @@ pub(super) fn critical_inspector_finding(ctx: &mut Ctx<'_, '_>) {
 }
 
 pub(super) fn enable_scan_on_push(ctx: &mut Ctx<'_, '_>) {
-    let reg = ctx.org().registry;
-    let a = engineer(ctx, reg);
-    begin(ctx, &a, 0);
+    let (reg, a) = in_registry(ctx, engineer);
     let repo = central_repo(ctx);
     let org = ctx.em.org;
     let (name, id) = (&org.repos[repo].name, &org.accounts[reg].id);
@@ -476,9 +445,7 @@ pub(super) fn enable_scan_on_push(ctx: &mut Ctx<'_, '_>) {
 }
 
 pub(super) fn lifecycle_policy_updated(ctx: &mut Ctx<'_, '_>) {
-    let reg = ctx.org().registry;
-    let a = engineer(ctx, reg);
-    begin(ctx, &a, 0);
+    let (reg, a) = in_registry(ctx, engineer);
     let repo = central_repo(ctx);
     let org = ctx.em.org;
     let text = "{\"rules\":[{\"rulePriority\":1,\"description\":\"keep 50 release images\",\"selection\":{\"tagStatus\":\"tagged\",\"tagPrefixList\":[\"v\"],\"countType\":\"imageCountMoreThan\",\"countNumber\":50},\"action\":{\"type\":\"expire\"}}]}";
@@ -492,9 +459,7 @@ pub(super) fn lifecycle_policy_updated(ctx: &mut Ctx<'_, '_>) {
 }
 
 pub(super) fn org_restricted_policy(ctx: &mut Ctx<'_, '_>) {
-    let reg = ctx.org().registry;
-    let a = engineer(ctx, reg);
-    begin(ctx, &a, 0);
+    let (_, a) = in_registry(ctx, engineer);
     let repo = central_repo(ctx);
     let text = policy("*", PULL_ACTIONS, Some(&ctx.org().id.clone()));
     let t = ctx.t;
@@ -502,9 +467,7 @@ pub(super) fn org_restricted_policy(ctx: &mut Ctx<'_, '_>) {
 }
 
 pub(super) fn policy_to_org_account(ctx: &mut Ctx<'_, '_>) {
-    let reg = ctx.org().registry;
-    let a = engineer(ctx, reg);
-    begin(ctx, &a, 0);
+    let (_, a) = in_registry(ctx, engineer);
     let repo = central_repo(ctx);
     let w = ctx.org().pick_workload(ctx.rng());
     let text = policy(&format!("arn:aws:iam::{}:root", ctx.org().accounts[w].id), PULL_ACTIONS, None);
@@ -515,18 +478,7 @@ pub(super) fn policy_to_org_account(ctx: &mut Ctx<'_, '_>) {
 pub(super) fn single_image_cleanup(ctx: &mut Ctx<'_, '_>) {
     let org = ctx.em.org;
     let reg = org.registry;
-    let key = session_key(ctx.em);
-    let ip = org.ci_runner_ips[0].clone();
-    let a = Actor {
-        created: ctx.t - 600,
-        account: reg,
-        user: None,
-        role: Some(org.ci_role.clone()),
-        session: format!("GitHubActions-{}", ctx.rng().random_range(10_000_000u64..99_999_999)),
-        key,
-        ip,
-        agent: UA_CI,
-    };
+    let a = ci_session(ctx, reg, &org.ci_role, "", 0, UA_CI);
     begin(ctx, &a, 0);
     let repo = central_repo(ctx);
     let n = ctx.rng().random_range(1..3);
@@ -535,9 +487,7 @@ pub(super) fn single_image_cleanup(ctx: &mut Ctx<'_, '_>) {
 }
 
 pub(super) fn kms_rotation_enabled(ctx: &mut Ctx<'_, '_>) {
-    let reg = ctx.org().registry;
-    let a = engineer(ctx, reg);
-    begin(ctx, &a, 0);
+    let (_, a) = in_registry(ctx, engineer);
     let t = ctx.t;
     kms_key_call(ctx, &a, t, "EnableKeyRotation", None);
 }
@@ -550,22 +500,13 @@ pub(super) fn inspector_scan_pulls(ctx: &mut Ctx<'_, '_>) {
     let key = session_key(ctx.em);
     ctx.account = reg;
     ctx.region = 0;
-    let who = Who::Role {
-        account: &acct.id,
-        role,
-        session: "inspector2",
-        key: &key,
-        mfa: false,
-        created: ctx.t,
-        web_identity: None,
-        invoked_by: Some(svc),
-    };
+    let who = Who::role(&acct.id, role, "inspector2", &key, ctx.t).invoked_by(svc);
     ctx.principal = who.arn();
     let mut t = ctx.t;
     for _ in 0..12 {
         let repo = central_repo(ctx);
         let n = org.repos[repo].layers.len();
-        let ids = pull_image(ctx.em, t, reg, 0, repo, who, svc, svc, n, false);
+        let ids = pull_image(ctx.em, t, reg, 0, repo, who, svc, (svc, UA_CONTAINERD), n, false);
         ctx.take(ids, t + n as i64);
         t += ctx.rng().random_range(3..10);
     }

@@ -44,6 +44,22 @@ pub(super) fn register_task_definition(
     ctx.ct(&c);
 }
 
+/// Registers a revision of the account's first service: its own image and secrets, with `env` added.
+pub(super) fn register_service_revision(
+    ctx: &mut Ctx<'_, '_>,
+    actor: &Actor,
+    w: usize,
+    region: usize,
+    env: &[(&str, &str)],
+) {
+    let org = ctx.em.org;
+    let svc = &org.accounts[w].services[0];
+    let repo = &org.repos[svc.repo];
+    let containers = container_definitions(org, w, region, repo, &repo.tag, &svc.secrets, env);
+    let t = ctx.t;
+    register_task_definition(ctx, actor, t, &containers, "awsvpc", &[]);
+}
+
 pub(super) fn single_container(image: &str, name: &str, privileged: bool, env: &[(&str, &str)]) -> String {
     let mut j = Json::with_capacity(600);
     j.arr().obj();
@@ -92,22 +108,9 @@ pub(super) fn plaintext_aws_key(ctx: &mut Ctx<'_, '_>) {
     let org = ctx.em.org;
     let devs: Vec<_> = org.people.iter().filter(|p| p.permission_set == 3 || p.permission_set == 1).collect();
     let person = devs.choose(ctx.rng()).copied().unwrap_or(&org.people[0]);
-    let role = org.accounts[w].sso[3].role.clone();
-    let key = session_key(ctx.em);
-    let a = Actor {
-        created: ctx.t - 600,
-        account: w,
-        user: None,
-        role: Some(role),
-        session: person.email.clone(),
-        key,
-        ip: person.ip.clone(),
-        agent: UA_BROWSER,
-    };
+    let a = person_session(ctx, person, w, 3, UA_BROWSER);
     let region = workload_region(ctx, w);
     begin(ctx, &a, region);
-    let svc = &org.accounts[w].services[0];
-    let repo = &org.repos[svc.repo];
     let access = util::iam_id(ctx.rng(), "AKIA");
     let secret: String = (0..40)
         .map(|_| {
@@ -115,17 +118,8 @@ pub(super) fn plaintext_aws_key(ctx: &mut Ctx<'_, '_>) {
                 as char
         })
         .collect();
-    let containers = container_definitions(
-        org,
-        w,
-        region,
-        repo,
-        &repo.tag,
-        &svc.secrets,
-        &[("AWS_ACCESS_KEY_ID", &access), ("AWS_SECRET_ACCESS_KEY", &secret)],
-    );
-    let t = ctx.t;
-    register_task_definition(ctx, &a, t, &containers, "awsvpc", &[]);
+    let env = [("AWS_ACCESS_KEY_ID", access.as_str()), ("AWS_SECRET_ACCESS_KEY", &secret)];
+    register_service_revision(ctx, &a, w, region, &env);
 }
 
 pub(super) fn unapproved_registry_image(ctx: &mut Ctx<'_, '_>) {
@@ -185,39 +179,18 @@ pub(super) fn task_definition_with_secrets(ctx: &mut Ctx<'_, '_>) {
     let org = ctx.em.org;
     let w = org.pick_workload(ctx.rng());
     let acct = &org.accounts[w];
-    let key = session_key(ctx.em);
-    let ip = org.ci_runner_ips[1].clone();
-    let a = Actor {
-        created: ctx.t - 600,
-        account: w,
-        user: None,
-        role: Some(acct.deployer.clone()),
-        session: format!("GitHubActions-{}-deploy", ctx.rng().random_range(10_000_000u64..99_999_999)),
-        key,
-        ip,
-        agent: traffic::UA_CI_ECS,
-    };
+    let a = ci_session(ctx, w, &acct.deployer, "-deploy", 1, traffic::UA_CI_ECS);
     let region = workload_region(ctx, w);
     begin(ctx, &a, region);
     let svc = &acct.services[0];
-    let repo = &org.repos[svc.repo];
     let secret_arn = format!("arn:aws:secretsmanager:{}:{}:secret:{}", org.regions[region], acct.id, svc.secrets[0]);
     // Secret-looking names whose values are references, not secrets.
-    let containers = container_definitions(
-        org,
-        w,
-        region,
-        repo,
-        &repo.tag,
-        &svc.secrets,
-        &[
-            ("DB_PASSWORD_SECRET_ARN", &secret_arn),
-            ("API_TOKEN_PARAMETER", "/payments/api-token"),
-            ("AWS_DEFAULT_REGION", &org.regions[region]),
-        ],
-    );
-    let t = ctx.t;
-    register_task_definition(ctx, &a, t, &containers, "awsvpc", &[]);
+    let env = [
+        ("DB_PASSWORD_SECRET_ARN", secret_arn.as_str()),
+        ("API_TOKEN_PARAMETER", "/payments/api-token"),
+        ("AWS_DEFAULT_REGION", &org.regions[region]),
+    ];
+    register_service_revision(ctx, &a, w, region, &env);
 }
 
 pub(super) fn node_scale_out(ctx: &mut Ctx<'_, '_>) {
@@ -230,16 +203,7 @@ pub(super) fn node_scale_out(ctx: &mut Ctx<'_, '_>) {
     let key = session_key(ctx.em);
     ctx.account = w;
     ctx.region = c.region;
-    let who = Who::Role {
-        account: &acct.id,
-        role: &c.node_role,
-        session: &instance,
-        key: &key,
-        mfa: false,
-        created: ctx.t,
-        web_identity: None,
-        invoked_by: None,
-    };
+    let who = Who::role(&acct.id, &c.node_role, &instance, &key, ctx.t);
     ctx.principal = who.arn();
     let mut central: Vec<usize> = (0..org.repos.len()).filter(|&r| org.repos[r].account == org.registry).collect();
     let k = central.len().min(12);
@@ -248,7 +212,7 @@ pub(super) fn node_scale_out(ctx: &mut Ctx<'_, '_>) {
     let mut t = ctx.t;
     for (i, repo) in picked.into_iter().enumerate() {
         let n = org.repos[repo].layers.len();
-        let ids = pull_image(ctx.em, t, w, c.region, repo, who, &ip, UA_CRED_PROVIDER, n, i == 0);
+        let ids = pull_image(ctx.em, t, w, c.region, repo, who, &ip, (UA_CRED_PROVIDER, UA_CONTAINERD), n, i == 0);
         ctx.take(ids, t + n as i64);
         t += ctx.rng().random_range(5..15);
     }

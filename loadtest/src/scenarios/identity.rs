@@ -16,19 +16,10 @@ pub(super) fn root_activity(ctx: &mut Ctx<'_, '_>) {
         agent: UA_BROWSER,
     };
     begin(ctx, &a, ctx.org().global_region());
-    let org = ctx.em.org;
-    let add = object(160, |j| {
-        j.s("LoginTo", "https://console.aws.amazon.com/console/home").s("MobileVersion", "No").s("MFAUsed", "Yes");
-    });
-    let mut c =
-        Call::new(ctx.t, w, org.global_region(), "signin.amazonaws.com", "ConsoleLogin", a.who(org), &a.ip, UA_BROWSER)
-            .response("{\"ConsoleLogin\":\"Success\"}")
-            .host("signin.aws.amazon.com")
-            .read_only(false);
-    c.event_type = EventType::ConsoleSignIn;
-    c.additional = Some(&add);
-    ctx.ct(&c);
     let t = ctx.t;
+    let who = a.who(ctx.em.org);
+    let id = console_sign_in(ctx.em, t, w, who, &a.ip, true, true);
+    ctx.take(vec![id], t);
     call(ctx, &a, t + 30, "iam.amazonaws.com", "GetAccountSummary", None, None);
     call(ctx, &a, t + 55, "iam.amazonaws.com", "ListAccessKeys", None, None);
     call(ctx, &a, t + 90, "iam.amazonaws.com", "CreateAccessKey", None, None);
@@ -56,17 +47,9 @@ pub(super) fn console_login_without_mfa(ctx: &mut Ctx<'_, '_>) {
         Who::User { account, name, id, .. } => Who::User { account, name, id, key: None },
         other => other,
     };
-    let add = object(160, |j| {
-        j.s("LoginTo", "https://console.aws.amazon.com/console/home").s("MobileVersion", "No").s("MFAUsed", "No");
-    });
-    let mut c = Call::new(ctx.t, w, g, "signin.amazonaws.com", "ConsoleLogin", who, &a.ip, UA_BROWSER)
-        .response("{\"ConsoleLogin\":\"Success\"}")
-        .host("signin.aws.amazon.com")
-        .read_only(false);
-    c.event_type = EventType::ConsoleSignIn;
-    c.additional = Some(&add);
-    ctx.ct(&c);
     let t = ctx.t;
+    let id = console_sign_in(ctx.em, t, w, who, &a.ip, false, true);
+    ctx.take(vec![id], t);
     let c = Call::new(t + 20, w, g, "iam.amazonaws.com", "ListUsers", who, &a.ip, UA_CONSOLE);
     ctx.ct(&c);
 }
@@ -127,18 +110,7 @@ pub(super) fn few_access_denied(ctx: &mut Ctx<'_, '_>) {
     let w = ctx.org().pick_workload(ctx.rng());
     let org = ctx.em.org;
     let person = org.people.iter().find(|p| p.permission_set == 2).unwrap_or(&org.people[0]);
-    let role = org.accounts[w].sso[2].role.clone();
-    let key = session_key(ctx.em);
-    let a = Actor {
-        created: ctx.t - 600,
-        account: w,
-        user: None,
-        role: Some(role),
-        session: person.email.clone(),
-        key,
-        ip: person.ip.clone(),
-        agent: UA_CONSOLE,
-    };
+    let a = person_session(ctx, person, w, 2, UA_CONSOLE);
     begin(ctx, &a, 0);
     let calls = &ENUMERATION[9..13];
     denied_calls(ctx, &a, calls, (60, 120));
