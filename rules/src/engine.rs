@@ -677,6 +677,17 @@ impl<'o> Builder<'o> {
                 return 0;
             }
         }
+        // A category with no product (SigmaHQ's `proxy`, `dns`, `firewall`,
+        // `webserver`, `antivirus`, ...) names logs of other systems; AWS
+        // rules say `product: aws`. Such a rule would otherwise be tried on
+        // every event (and its keywords could match CloudTrail text).
+        if let (None, Some(c)) = (&ls.product, &ls.category) {
+            warn(
+                format!("logsource category `{c}` without `product: aws` is not a log trailwatch reads: the rule never sees an event"),
+                format!("category {c}"),
+            );
+            return 0;
+        }
         match ls.service.as_deref().map(str::to_ascii_lowercase).as_deref() {
             None => EventClass::ALL.iter().fold(0, |m, c| m | bit(*c)),
             Some("cloudtrail") => bit(EventClass::CloudTrail),

@@ -70,3 +70,84 @@ fn evaluations_count_rules_tried_after_the_index_and_reset_when_drained() {
     set.eval(EventClass::Ecr, r#"{"detail-type":"ECR Image Scan"}"#, &mut scratch, &mut out).unwrap();
     assert_eq!(drained(&set, &mut scratch), [("ecr".to_string(), 1)].into_iter().collect());
 }
+
+/// A rule repository as SOC teams point the detector at it: thousands of
+/// public-style rules for every log source (process creation with regexes,
+/// registry, Linux, Azure, Okta, ...), a few of them for AWS.
+fn repository(n: usize) -> Vec<RuleFile> {
+    let sources = [
+        "product: windows, category: process_creation",
+        "product: windows, category: registry_set",
+        "product: windows, service: security",
+        "product: linux, category: process_creation",
+        "product: linux, service: auditd",
+        "product: macos, category: file_event",
+        "product: azure, service: activitylogs",
+        "product: gcp, service: gcp.audit",
+        "product: okta, service: okta",
+        "product: m365, service: audit",
+        "category: proxy",
+        "category: dns",
+    ];
+    (0..n)
+        .map(|i| {
+            let detection = match i % 4 {
+                0 => format!("sel: {{Image|endswith: '\\tool{i}.exe', CommandLine|contains|all: [' -a', ' -b{i}']}}"),
+                // The Unicode class that once went past the regex size limit.
+                1 => format!("sel: {{CommandLine|re: '-k{i}\\s\\w{{1,64}}(?:\\s?(?:-p|-s))?'}}"),
+                2 => format!("sel: {{CommandLine|windash|contains: ' -enc{i} '}}"),
+                _ => format!("sel: {{TargetObject|contains: '\\Run{i}', Details|base64offset|contains: 'x{i}'}}"),
+            };
+            let text = format!(
+                "title: rule {i}\nid: public-{i}\nlogsource: {{{}}}\ndetection:\n    {detection}\n    condition: sel\n",
+                sources[i % sources.len()]
+            );
+            RuleFile { name: format!("public/{i}.yml"), text }
+        })
+        .collect()
+}
+
+/// Rules in the repository (debug builds compile 300 Unicode `\w{1,64}` regexes slowly).
+const N: usize = 1_200;
+
+#[test]
+fn a_repository_of_rules_for_other_log_sources_loads_and_costs_nothing_per_event() {
+    let mut files = repository(N);
+    // A proxy rule's keyword that CloudTrail text holds: it must not fire on CloudTrail.
+    files.push(RuleFile {
+        name: "proxy.yml".into(),
+        text: "title: proxy\nid: proxy\nlogsource: {category: proxy}\ndetection:\n    keywords: [StopLogging]\n    condition: keywords\n".into(),
+    });
+    let aws = RuleFile { name: "aws.yml".into(), text: RULES.into() };
+    files.push(aws.clone());
+    let (set, warnings) = RuleSet::load(&files, &CompileOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(set.rules().len(), N + 5, "every rule compiles");
+    // Each of the others is said once, as not read (a category without `product: aws` too).
+    assert_eq!(warnings.len(), N + 1, "{:?}", &warnings[..3]);
+    assert!(
+        warnings.iter().all(|w| w.unread_source.is_some()),
+        "{:?}",
+        warnings.iter().find(|w| w.unread_source.is_none())
+    );
+
+    let (alone, _) = RuleSet::load(std::slice::from_ref(&aws), &CompileOptions::default()).unwrap();
+    let events = [
+        r#"{"eventName":"StopLogging","CommandLine":"x -k1 abc -p","Image":"c:\\tool0.exe"}"#,
+        r#"{"eventName":"ListUsers","errorCode":"AccessDenied","CommandLine":" -enc2 "}"#,
+        r#"{"eventName":"ListUsers","TargetObject":"HKLM\\Run3"}"#,
+    ];
+    let ids = |set: &RuleSet, class: EventClass| {
+        let mut scratch = set.scratch();
+        let mut out = Vec::new();
+        for e in events {
+            set.eval(class, e, &mut scratch, &mut out).unwrap();
+        }
+        let matched: Vec<String> = out.iter().map(|r| set.rule(*r).meta.id.clone()).collect();
+        (matched, drained(set, &mut scratch), set.unindexed_rules(class))
+    };
+    for class in [EventClass::CloudTrail, EventClass::Ecr] {
+        // Same matches, same rules tried, same rules outside the index: the
+        // others are in no class and are never looked at.
+        assert_eq!(ids(&set, class), ids(&alone, class), "{class:?}");
+    }
+}
