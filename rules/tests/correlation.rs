@@ -593,3 +593,58 @@ correlation:
     // Each event id is sampled once, not once per value.
     assert_eq!(c[0].sample_event_ids, vec!["1", "2", "3"]);
 }
+
+/// A Sigma v1 aggregation: read as an event_count correlation (rules/src/aggregation.rs).
+const V1_COUNT: &str = r#"
+title: Many listings
+id: v1-listing
+level: medium
+logsource: {product: aws, service: cloudtrail}
+detection:
+    selection:
+        eventName|startswith: List
+    timeframe: 10m
+    condition: selection | count() by userIdentity.arn > 2
+"#;
+
+/// The correlations fired (rule id, count); a detection alert fails the test
+/// (the matches of a count rule never alert alone).
+fn v1_fired(text: &str, events: &[String]) -> Vec<(String, u64)> {
+    let s = support::load("v1.yml", text, &CompileOptions::default());
+    let mut d = Detector::new(s.clone(), DetectorConfig::default());
+    run(&mut d, events)
+        .iter()
+        .map(|a| match a {
+            Alert::Correlation(c) => (s.correlations()[c.rule].meta.id.clone(), c.count),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_v1_count_rule_fires_as_its_correlation_and_its_matches_stay_quiet() {
+    let evs: Vec<String> = (0..3).map(|i| ev("ListBuckets", "arn:a", i * 60, &format!("e{i}"))).collect();
+    // `> 2`: the third listing within 10 minutes, under the rule's own id.
+    assert_eq!(v1_fired(V1_COUNT, &evs), [("v1-listing".to_string(), 3)]);
+    // Two by one principal and one by another: no group reaches 3.
+    let mut other = evs.clone();
+    other[2] = ev("ListBuckets", "arn:b", 120, "e2");
+    assert!(v1_fired(V1_COUNT, &other).is_empty());
+    // Out of the timeframe: the first is 11 minutes before the third.
+    let mut late = evs.clone();
+    late[2] = ev("ListBuckets", "arn:a", 660, "e2");
+    assert!(v1_fired(V1_COUNT, &late).is_empty());
+}
+
+#[test]
+fn a_v1_count_of_a_field_counts_distinct_values_and_no_timeframe_is_said() {
+    let text =
+        V1_COUNT.replace("    timeframe: 10m\n", "").replace("count() by userIdentity.arn > 2", "count(eventName) > 1");
+    let evs = [ev("ListA", "x", 0, "1"), ev("ListA", "y", 1, "2"), ev("ListB", "z", 2, "3")];
+    assert_eq!(v1_fired(&text, &evs), [("v1-listing".to_string(), 2)]);
+    let file = RuleFile { name: "v1.yml".into(), text };
+    let (_, warnings) = RuleSet::load(&[file], &CompileOptions::default()).unwrap();
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(warnings[0].line, 9, "{warnings:?}");
+    assert!(warnings[0].message.contains("without `timeframe` counts over 1h"), "{warnings:?}");
+}
