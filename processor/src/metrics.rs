@@ -494,7 +494,7 @@ impl Metrics {
             otlp_export_retries: counter_vec(
                 &r,
                 "trailwatch_otlp_export_retries_total",
-                "OTLP export requests (spans, and metrics when exported) retried, by reason (HTTP: throttled, unavailable, network, timeout; gRPC: throttled, grpc_retryable).",
+                "OTLP export requests (spans, and metrics when exported) retried, by reason (retryable: a network error, a timeout, HTTP 429/502/503/504 or a retryable gRPC status; throttled: the collector named a delay, in Retry-After or gRPC RetryInfo).",
                 &["reason"],
             ),
             otlp_metric_exports: counter_vec(

@@ -373,7 +373,7 @@ impl Ctx<'_, '_> {
                 out.push(Pat::Cidr(c));
             } else if m.re {
                 let written = &text;
-                let text = pcre_literal_braces(written);
+                let text = pcre_compat(written, m.re_flags.contains(&'s'));
                 let mut b = RegexBuilder::new(&text);
                 let ci = m.re_flags.contains(&'i');
                 for f in &m.re_flags {
@@ -694,8 +694,14 @@ fn push_wild(out: &mut Vec<Pat>, text: &str, op: Option<StrOp>, cased: bool, lit
 /// Sigma regexes are PCRE's, which reads a `{` that does not start a
 /// quantifier (`{n}`, `{n,}`, `{n,m}` after something it can repeat) as a
 /// literal brace, as in `{[0-9a-f]{8}-...}` (a GUID) or `({\d})+`; Rust's
-/// regex refuses those. They are escaped; everything else is left as written.
-fn pcre_literal_braces(p: &str) -> std::borrow::Cow<'_, str> {
+/// regex refuses those. They are escaped. The one look-around SigmaHQ uses,
+/// `(?!.)` ("nothing but a line end follows"), is written as the zero-width
+/// assertion it equals: `(?m:$)` (`.` stops at `\n` only, in both engines),
+/// or `\z` when `.` matches newlines (`dotall`; left alone under an inline
+/// `(?s`). Other look-arounds stay refused: the engine is linear-time.
+/// Everything else is left as written.
+fn pcre_compat(p: &str, dotall: bool) -> std::borrow::Cow<'_, str> {
+    let inline_dotall = p.contains("(?s");
     let b = p.as_bytes();
     let mut out = String::new();
     let mut copied = 0;
@@ -741,6 +747,14 @@ fn pcre_literal_braces(p: &str) -> std::borrow::Cow<'_, str> {
                 out.push_str("\\{");
                 copied = i + 1;
                 repeatable = true;
+            }
+            b'(' if b[i..].starts_with(b"(?!.)") && !inline_dotall => {
+                out.push_str(&p[copied..i]);
+                out.push_str(if dotall { "\\z" } else { "(?m:$)" });
+                i += "(?!.)".len();
+                copied = i;
+                repeatable = true;
+                continue;
             }
             b'(' if b.get(i + 1) == Some(&b'?') => {
                 // Inline flags `(?i)` take no quantifier; `(?:` and the like open a group.
@@ -811,11 +825,30 @@ mod tests {
             ("\\{1}[{]", "\\{1}[{]"),
             ("[]{]{2}", "[]{]{2}"),
         ] {
-            assert_eq!(pcre_literal_braces(pattern), escaped, "{pattern}");
+            assert_eq!(pcre_compat(pattern, false), escaped, "{pattern}");
         }
-        let guid = regex::Regex::new(&pcre_literal_braces("{[a-f0-9]{8}-[a-f0-9]{4}}")).unwrap();
+        let guid = regex::Regex::new(&pcre_compat("{[a-f0-9]{8}-[a-f0-9]{4}}", false)).unwrap();
         assert!(guid.is_match("/class:{0123abcd-ef01}") && !guid.is_match("0123abcd-ef01"));
-        let fmt = regex::Regex::new(&pcre_literal_braces("\\\"({\\d})+\\\"\\s*-f")).unwrap();
+        let fmt = regex::Regex::new(&pcre_compat("\\\"({\\d})+\\\"\\s*-f", false)).unwrap();
         assert!(fmt.is_match("\"{1}{0}\" -f 'a','b'"));
+    }
+
+    #[test]
+    fn the_negative_lookahead_of_any_char_is_a_line_end() {
+        // As in SigmaHQ's proc_creation_win_susp_obfuscated_ip_via_cli (`https?\/\/[0-9]{1,10}(?!.)`).
+        let p = "https?:\\/\\/[0-9]{1,10}(?!.)";
+        assert_eq!(pcre_compat(p, false), "https?:\\/\\/[0-9]{1,10}(?m:$)");
+        assert_eq!(pcre_compat(p, true), "https?:\\/\\/[0-9]{1,10}\\z");
+        assert_eq!(pcre_compat("a(?s)(?!.)", false), "a(?s)(?!.)", "inline dotall: left to be refused");
+        assert_eq!(pcre_compat("[(?!.)]", false), "[(?!.)]", "inside a class it is four characters");
+        let re = regex::Regex::new(&pcre_compat(p, false)).unwrap();
+        assert!(re.is_match("ping http://2130706433"));
+        assert!(re.is_match("http://2130706433\nnext line"));
+        assert!(!re.is_match("http://2130706433/index.html"));
+        assert!(!re.is_match("http://2130706433 -o x"));
+        let dotall = regex::RegexBuilder::new(&pcre_compat(p, true)).dot_matches_new_line(true).build().unwrap();
+        assert!(dotall.is_match("http://2130706433") && !dotall.is_match("http://2130706433\nx"));
+        // Other look-arounds are still refused by the linear-time engine.
+        assert!(regex::Regex::new(&pcre_compat("a(?=b)", false)).is_err());
     }
 }

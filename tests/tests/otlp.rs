@@ -92,7 +92,7 @@ async fn pipeline_spans_reach_a_real_otlp_decoder_linked_retried_and_flushed_at_
     assert_eq!(&statuses[..2], &[503, 503], "{statuses:?}\n{}", receiver.log_text());
     assert!(statuses[2..].iter().all(|s| *s == 200), "every retried request was then accepted: {statuses:?}");
     let m = metrics::get();
-    assert_eq!(m.otlp_export_retries.with_label_values(&["unavailable"]).get(), 2);
+    assert_eq!(m.otlp_export_retries.with_label_values(&["retryable"]).get(), 2, "the two 503 answers");
 
     // Nothing lost, nothing twice: every span the layer queued was decoded
     // once (the rejected one too: the receiver saw it and said no).

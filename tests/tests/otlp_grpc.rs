@@ -56,7 +56,7 @@ async fn spans_go_over_grpc_to_the_official_trace_service_retried_and_linked() {
     let m = metrics::get();
     assert_eq!(m.otlp_spans_exported.with_label_values(&["sent"]).get(), report.sent);
     assert_eq!(m.otlp_spans_exported.with_label_values(&["rejected"]).get(), 1);
-    assert_eq!(m.otlp_export_retries.with_label_values(&["grpc_retryable"]).get(), 1, "the UNAVAILABLE answer");
+    assert_eq!(m.otlp_export_retries.with_label_values(&["retryable"]).get(), 1, "the UNAVAILABLE answer");
     assert!(accepted.iter().all(|r| r["spans"].as_array().unwrap().len() <= 8), "trace_batch_size holds");
     for r in &accepted {
         assert_eq!(r["resource"]["service.name"], "s:trailwatch");

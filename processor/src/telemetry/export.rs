@@ -1,29 +1,25 @@
 //! What trailwatch adds around the OpenTelemetry SDK's span pipeline: the
 //! counters of `trailwatch_otlp_*` and the [`super::ExportReport`], and the
-//! runtime and HTTP client the exporter runs on. Batching, retries,
-//! encoding and the `OTEL_*` variables stay the SDK's.
+//! runtime the exporter runs on. Batching, retries, encoding, the HTTP
+//! client and the `OTEL_*` variables stay the SDK's.
 //!
 //! ```text
 //! tracing span ─▶ tracing-opentelemetry ─▶ CountingProcessor ─▶ BatchSpanProcessor ─▶ CountingExporter ─▶ otlp SpanExporter
-//!                                          (queue_full drops)   (SDK thread, batches)  (own tokio runtime)   (HTTP: HyperClient; or tonic)
+//!                                          (queue_full drops)   (SDK thread, batches)  (own tokio runtime)   (HTTP: hyper; or tonic)
 //! ```
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
 use opentelemetry::Context;
-use opentelemetry_http::{HttpClient, HttpError, Request, Response};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{BatchSpanProcessor, Span, SpanData, SpanExporter, SpanProcessor};
 use opentelemetry_sdk::Resource;
 
 use super::ExportReport;
 
-/// Spans in each state, shared by the processor, the exporter and the client.
+/// Spans in each state, shared by the processor, the exporter and the event layer.
 #[derive(Debug, Default)]
 pub(super) struct Counts {
     /// Handed to the SDK's queue and not yet to the exporter.
@@ -169,104 +165,18 @@ impl SpanExporter for CountingExporter {
     }
 }
 
-/// Largest response body read (the SDK's own clients use the same bound).
-const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
-
-/// The OTLP/HTTP client: the hyper + rustls (ring, system roots) stack the
-/// AWS SDK client uses, so there is one TLS stack in the binary. Also
-/// counts what the SDK's retry loop does not report (retryable failures,
-/// rejected spans).
-#[derive(Debug)]
-pub(super) struct HyperClient {
-    client: hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
-    timeout: Duration,
-    counts: Arc<Counts>,
-}
-
-impl HyperClient {
-    pub(super) fn new(timeout: Duration, counts: Arc<Counts>) -> std::io::Result<HyperClient> {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())?
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
-        Ok(HyperClient { client, timeout, counts })
-    }
-
-    fn retry(reason: &str) {
-        crate::metrics::get().otlp_export_retries.with_label_values(&[reason]).inc();
-    }
-}
-
-#[async_trait::async_trait]
-impl HttpClient for HyperClient {
-    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
-        let (mut parts, body) = request.into_parts();
-        parts.headers.insert(
-            hyper::header::USER_AGENT,
-            hyper::header::HeaderValue::from_static(concat!("trailwatch/", env!("CARGO_PKG_VERSION"))),
-        );
-        let req = hyper::Request::from_parts(parts, Full::new(body));
-        let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| error_chain(&e))?;
-            let (parts, body) = resp.into_parts();
-            let body = Limited::new(body, MAX_RESPONSE_BYTES).collect().await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(Response::from_parts(parts, body.to_bytes()))
-        };
-        let resp = match tokio::time::timeout(self.timeout, exchange).await {
-            Err(_) => {
-                Self::retry("timeout");
-                return Err(format!("no answer within {:?}", self.timeout).into());
-            }
-            Ok(Err(why)) => {
-                Self::retry("network");
-                return Err(why.into());
-            }
-            Ok(Ok(r)) => r,
-        };
-        match resp.status().as_u16() {
-            429 => Self::retry("throttled"),
-            502..=504 => Self::retry("unavailable"),
-            200..=299 => {
-                use prost::Message;
-                let decoded = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(
-                    resp.body().clone(),
-                );
-                let rejected = decoded.ok().and_then(|r| r.partial_success).map_or(0, |p| p.rejected_spans.max(0));
-                self.counts.rejected_last.store(rejected as u64, Ordering::SeqCst);
-            }
-            _ => {}
-        }
-        Ok(resp)
-    }
-}
-
-/// `error: cause: cause` (hyper's top-level error alone says little).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
-
-/// What the gRPC exporter reports only in its internal log events
+/// What the OTLP exporter reports only in its internal log events
 /// (`opentelemetry-otlp`'s `otel_*!` macros, emitted through `tracing`):
-/// the collector's partial success (rejected spans) and each retry. Over
-/// HTTP, [`HyperClient`] sees the responses itself. The event names are the
-/// exporter's (0.33); tests/tests/otlp_grpc.rs pins them.
-pub(super) struct GrpcEvents {
+/// the collector's partial success (rejected spans) and each retry, over
+/// HTTP and gRPC alike. The event names are the exporter's (0.33);
+/// tests/tests/otlp.rs and otlp_grpc.rs pin them.
+pub(super) struct ExporterEvents {
     pub(super) counts: Arc<Counts>,
 }
 
 /// The fields of one exporter event that matter here.
 #[derive(Default)]
 struct EventFields {
-    operation: String,
     rejected_spans: i64,
 }
 
@@ -281,34 +191,32 @@ impl tracing::field::Visit for EventFields {
         self.record_i64(field, i64::try_from(value).unwrap_or(i64::MAX));
     }
 
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        if field.name() == "operation" {
-            self.operation = value.to_string();
-        }
-    }
-
     fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
 }
 
-impl GrpcEvents {
+impl ExporterEvents {
     /// Only the exporter's own events reach the layer.
     pub(super) fn wanted(meta: &tracing::Metadata<'_>) -> bool {
         meta.is_event() && meta.target() == "opentelemetry-otlp"
     }
 }
 
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for GrpcEvents {
+fn retried(reason: &str) {
+    crate::metrics::get().otlp_export_retries.with_label_values(&[reason]).inc();
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ExporterEvents {
     fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
         let name = event.metadata().name();
         let mut f = EventFields::default();
         event.record(&mut f);
         match name {
-            "TonicTracesClient.PartialSuccess" => {
+            "HttpTraceClient.PartialSuccess" | "TonicTracesClient.PartialSuccess" => {
                 self.counts.rejected_last.store(f.rejected_spans.max(0) as u64, Ordering::SeqCst);
             }
-            // The retry loop names the call; the HTTP ones are counted by HyperClient.
-            "Export.InProgress.Retrying" if f.operation.starts_with("Tonic") => HyperClient::retry("grpc_retryable"),
-            "Export.InProgress.Throttled" if f.operation.starts_with("Tonic") => HyperClient::retry("throttled"),
+            // Span and metric exports alike (`operation` names which).
+            "Export.InProgress.Retrying" => retried("retryable"),
+            "Export.InProgress.Throttled" => retried("throttled"),
             _ => {}
         }
     }

@@ -9,8 +9,8 @@
 //!
 //! - [`config`]: the `[telemetry]` keys, and whether and over which
 //!   transport traces and metrics are exported;
-//! - `export`: the counters (`trailwatch_otlp_*`, [`ExportReport`]), the
-//!   tokio runtime the exporter runs on and its hyper + rustls HTTP client;
+//! - `export`: the counters (`trailwatch_otlp_*`, [`ExportReport`]) and the
+//!   tokio runtime the exporter runs on;
 //! - `otlp_metrics`: the Prometheus registry bridged to the SDK's meter
 //!   provider and OTLP metric exporter (`telemetry.otlp_metrics`, off by default).
 //!
@@ -187,7 +187,7 @@ impl Telemetry {
         let counts = Arc::new(export::Counts::default());
         let exporter = {
             let _in_runtime = runtime.enter();
-            otlp_exporter(cfg, &plan, &counts)?
+            otlp_exporter(cfg, &plan)?
         };
         let exporter = export::CountingExporter {
             inner: Arc::new(exporter),
@@ -220,12 +220,12 @@ impl Telemetry {
             .with_tracer(provider.tracer_with_scope(scope))
             .with_threads(false)
             .with_filter(filter);
-        let grpc_events = export::GrpcEvents { counts: Arc::clone(&counts) }
-            .with_filter(tracing_subscriber::filter::filter_fn(export::GrpcEvents::wanted));
+        let exporter_events = export::ExporterEvents { counts: Arc::clone(&counts) }
+            .with_filter(tracing_subscriber::filter::filter_fn(export::ExporterEvents::wanted));
         tracing_subscriber::registry()
             .with(log_layer(log_level, cfg.log_format))
             .with(layer)
-            .with(grpc_events)
+            .with(exporter_events)
             .try_init()
             .map_err(|_| TelemetryError::AlreadyInstalled)?;
         tracing::info!(target = %plan.target, "exporting traces");
@@ -271,14 +271,10 @@ impl Telemetry {
     }
 }
 
-fn otlp_exporter(
-    cfg: &TelemetryConfig,
-    plan: &ExportPlan,
-    counts: &Arc<export::Counts>,
-) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
+fn otlp_exporter(cfg: &TelemetryConfig, plan: &ExportPlan) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
     let b = opentelemetry_otlp::SpanExporter::builder();
     match plan.protocol {
-        Protocol::HttpProtobuf => http_exporter(b.with_http(), cfg, plan, Arc::clone(counts))?.build(),
+        Protocol::HttpProtobuf => http_exporter(b.with_http(), cfg, plan)?.build(),
         Protocol::Grpc => grpc_exporter(b.with_tonic(), cfg, plan).build(),
     }
     .map_err(|e| start_error(&e))
@@ -290,8 +286,7 @@ fn otlp_metric_exporter(
 ) -> Result<opentelemetry_otlp::MetricExporter, TelemetryError> {
     let b = opentelemetry_otlp::MetricExporter::builder();
     match plan.protocol {
-        // Its own counts: the traces' partial-success count is about spans.
-        Protocol::HttpProtobuf => http_exporter(b.with_http(), cfg, plan, Arc::default())?.build(),
+        Protocol::HttpProtobuf => http_exporter(b.with_http(), cfg, plan)?.build(),
         Protocol::Grpc => grpc_exporter(b.with_tonic(), cfg, plan).build(),
     }
     .map_err(|e| start_error(&e))
@@ -302,21 +297,26 @@ fn start_error(e: &dyn std::fmt::Display) -> TelemetryError {
 }
 
 /// An OTLP/HTTP exporter builder (traces or metrics) set up from the config:
-/// our HTTP client, headers, then what gRPC shares ([`export_config`]).
-fn http_exporter<B>(
-    b: B,
-    cfg: &TelemetryConfig,
-    plan: &ExportPlan,
-    counts: Arc<export::Counts>,
-) -> Result<B, TelemetryError>
+/// the SDK's hyper client on the hyper + rustls (ring, system roots) stack
+/// the AWS SDK uses (one TLS stack in the binary), headers, then what gRPC
+/// shares ([`export_config`]).
+fn http_exporter<B>(b: B, cfg: &TelemetryConfig, plan: &ExportPlan) -> Result<B, TelemetryError>
 where
     B: opentelemetry_otlp::WithExportConfig + opentelemetry_otlp::WithHttpConfig,
 {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
+        .map_err(|e| start_error(&e))?
+        .https_or_http()
+        .enable_http1()
+        .build();
     // The client enforces the timeout on each request, as the SDK expects.
     let timeout = cfg.otlp_timeout.unwrap_or(std::time::Duration::from_secs(10));
-    let client = export::HyperClient::new(timeout, counts).map_err(|e| start_error(&e))?;
-    let b =
-        b.with_http_client(client).with_headers(cfg.otlp_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+    let client = opentelemetry_http::hyper::HyperClient::new(https, timeout, None);
+    let mut headers: std::collections::HashMap<String, String> =
+        cfg.otlp_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    headers.entry("user-agent".into()).or_insert_with(|| concat!("trailwatch/", env!("CARGO_PKG_VERSION")).into());
+    let b = b.with_http_client(client).with_headers(headers);
     let b = export_config(b, cfg, plan);
     Ok(match gzip(cfg) {
         Some(c) => b.with_compression(c),
