@@ -17,6 +17,7 @@ pub use crate::aws::AwsConfig;
 // Kept here as well: the config's own fields and the CLI name them this way.
 use crate::sinks::SinkConfig;
 use crate::sources::SourceConfig;
+pub use crate::state::{CheckpointsConfig, StoreKind};
 pub use crate::telemetry::config::{LogFormat, TelemetryConfig};
 pub use crate::timetext::{duration_text, duration_text_opt, parse_time};
 pub use trailwatch_rules::TimeMode;
@@ -150,45 +151,19 @@ impl ServiceConfig {
     }
 }
 
-/// Which checkpoint store.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum StoreKind {
-    /// A file in `service.state_dir` (one instance).
-    #[default]
-    File,
-    /// A DynamoDB table, window snapshots in S3 (deployments).
-    Dynamodb,
-    /// Nothing is kept (replays, demos): a restart reads from the start position.
-    None,
-}
-
-/// `[checkpoints]`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct CheckpointsConfig {
-    pub store: StoreKind,
-    /// DynamoDB table (partition key `pk`, string).
-    pub table: Option<String>,
-    /// S3 bucket and prefix for window-state snapshots (dynamodb store).
-    pub snapshot_bucket: Option<String>,
-    pub snapshot_prefix: String,
-    /// Names this deployment's items, so several can share a table.
-    pub key_prefix: String,
-    pub region: Option<String>,
-    pub endpoint_url: Option<String>,
-}
-
-impl Default for CheckpointsConfig {
+/// The `[service]` defaults (here, not in health: the config knows its parts).
+impl Default for crate::health::StallPolicy {
     fn default() -> Self {
-        CheckpointsConfig {
-            store: StoreKind::File,
-            table: None,
-            snapshot_bucket: None,
-            snapshot_prefix: "trailwatch/".to_string(),
-            key_prefix: "trailwatch".to_string(),
-            region: None,
-            endpoint_url: None,
+        Self::from(&ServiceConfig::default())
+    }
+}
+
+impl From<&ServiceConfig> for crate::health::StallPolicy {
+    fn from(s: &ServiceConfig) -> Self {
+        crate::health::StallPolicy {
+            source_polls: s.source_stall_polls,
+            source_min: s.source_stall_min,
+            stage_timeout: s.stage_stall_timeout,
         }
     }
 }

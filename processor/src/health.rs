@@ -26,23 +26,6 @@ pub struct StallPolicy {
     pub stage_timeout: Duration,
 }
 
-impl Default for StallPolicy {
-    fn default() -> Self {
-        let s = crate::config::ServiceConfig::default();
-        StallPolicy::from(&s)
-    }
-}
-
-impl From<&crate::config::ServiceConfig> for StallPolicy {
-    fn from(s: &crate::config::ServiceConfig) -> Self {
-        StallPolicy {
-            source_polls: s.source_stall_polls,
-            source_min: s.source_stall_min,
-            stage_timeout: s.stage_stall_timeout,
-        }
-    }
-}
-
 #[derive(Debug)]
 struct PartitionState {
     last_poll: Instant,

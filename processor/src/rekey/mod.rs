@@ -72,7 +72,7 @@ pub struct RekeyConfig {
     /// about the same time are counted in event-time order (a window that
     /// fired spends its events: order matters). Findings of re-keyed
     /// correlations come this much later.
-    #[serde(with = "crate::config::duration_text")]
+    #[serde(with = "crate::timetext::duration_text")]
     pub reorder: std::time::Duration,
 }
 

@@ -137,7 +137,7 @@ pub struct RespondConfig {
     /// (finding Id, action) pairs carried out are kept in
     /// `service.state_dir/responses-handled.ndjson` this long, so a finding
     /// read again after a restart is not acted on (notified) twice.
-    #[serde(with = "crate::config::duration_text")]
+    #[serde(with = "crate::timetext::duration_text")]
     pub handled_ttl: Duration,
     /// ... and at most this many pairs (the oldest go first).
     pub handled_max: usize,

@@ -219,15 +219,19 @@ async fn run_service(
     };
 
     // State first: it says where every source resumes.
-    let store = crate::state::build(&cfg.checkpoints, &cfg.service, &cfg.aws).await?;
+    let store = crate::state::build(&cfg.checkpoints, &cfg.service.state_dir, &cfg.aws).await?;
     // Leased Kinesis sources checkpoint into their lease table.
     let mut leases = std::collections::BTreeMap::new();
     for (name, sc) in &cfg.sources {
         if let crate::sources::SourceConfig::Kinesis(k) = sc {
             if k.coordination == crate::sources::kinesis::Coordination::Leases {
+                let cp = &cfg.checkpoints;
+                let snapshots = cp.snapshot_bucket.as_deref().filter(|b| !b.trim().is_empty()).map(|bucket| {
+                    let reach = cfg.aws.with_overrides(cp.region.as_ref(), cp.endpoint_url.as_ref());
+                    (bucket, cp.snapshot_prefix.as_str(), reach)
+                });
                 let c =
-                    crate::sources::kinesis::leases::LeaseCoordinator::for_source(name, k, &cfg.aws, &cfg.checkpoints)
-                        .await;
+                    crate::sources::kinesis::leases::LeaseCoordinator::for_source(name, k, &cfg.aws, snapshots).await;
                 leases.insert(name.clone(), Arc::new(c));
             }
         }

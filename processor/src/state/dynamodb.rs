@@ -89,7 +89,7 @@ where
 }
 
 impl DynamoStore {
-    pub async fn build(cfg: &crate::config::CheckpointsConfig, aws_cfg: &aws::AwsConfig) -> Result<Self, StateError> {
+    pub async fn build(cfg: &super::CheckpointsConfig, aws_cfg: &aws::AwsConfig) -> Result<Self, StateError> {
         let table =
             cfg.table.clone().filter(|t| !t.trim().is_empty()).ok_or_else(|| {
                 StateError::Invalid("checkpoints.store = \"dynamodb\" needs checkpoints.table".into())

@@ -6,6 +6,7 @@
 //! - `dynamodb`: a DynamoDB table with conditional writes (a checkpoint
 //!   never moves backwards, even with two instances), window snapshots in S3.
 
+mod config;
 pub mod dynamodb;
 pub mod file;
 pub mod leased;
@@ -13,6 +14,8 @@ pub mod leased;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+
+pub use config::{CheckpointsConfig, StoreKind};
 
 /// What one commit makes durable.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -75,15 +78,15 @@ pub trait StateStore: Send + Sync {
 }
 
 /// Builds the store the config asks for (None: nothing is kept).
+/// `state_dir` holds the file store (`service.state_dir`).
 pub async fn build(
-    cfg: &crate::config::CheckpointsConfig,
-    service: &crate::config::ServiceConfig,
+    cfg: &CheckpointsConfig,
+    state_dir: &std::path::Path,
     aws: &crate::aws::AwsConfig,
 ) -> Result<Option<Box<dyn StateStore>>, StateError> {
-    use crate::config::StoreKind;
     Ok(match cfg.store {
         StoreKind::None => None,
-        StoreKind::File => Some(Box::new(file::FileStore::open(&service.state_dir)?)),
+        StoreKind::File => Some(Box::new(file::FileStore::open(state_dir)?)),
         StoreKind::Dynamodb => Some(Box::new(dynamodb::DynamoStore::build(cfg, aws).await?)),
     })
 }

@@ -286,13 +286,14 @@ impl LeaseCoordinator {
 
     /// For `[sources.<name>]` with `coordination = "leases"`: the table is
     /// reached through `[aws]`; the worker id is random per process. Large
-    /// snapshots go to `checkpoints.snapshot_bucket` when it is set (reached
-    /// like the checkpoint store).
+    /// snapshots go to `snapshots` when set: the bucket, the key prefix and
+    /// how the bucket is reached (`checkpoints.snapshot_*`, like the
+    /// checkpoint store).
     pub async fn for_source(
         name: &str,
         cfg: &super::KinesisSourceConfig,
         aws_cfg: &aws::AwsConfig,
-        checkpoints: &crate::config::CheckpointsConfig,
+        snapshots: Option<(&str, &str, aws::AwsConfig)>,
     ) -> Self {
         let sdk = aws::sdk_config(aws_cfg).await;
         let worker = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
@@ -303,9 +304,8 @@ impl LeaseCoordinator {
             name,
             cfg.failover_time,
         );
-        match checkpoints.snapshot_bucket.as_deref().filter(|b| !b.trim().is_empty()) {
-            Some(bucket) => {
-                let merged = aws_cfg.with_overrides(checkpoints.region.as_ref(), checkpoints.endpoint_url.as_ref());
+        match snapshots {
+            Some((bucket, prefix, merged)) => {
                 let sdk = aws::sdk_config(&merged).await;
                 // Emulators and custom endpoints rarely serve virtual-hosted buckets.
                 let conf =
@@ -313,7 +313,7 @@ impl LeaseCoordinator {
                 c.with_bucket(SnapshotBucket {
                     s3: aws_sdk_s3::Client::from_conf(conf),
                     bucket: bucket.to_string(),
-                    prefix: checkpoints.snapshot_prefix.clone(),
+                    prefix: prefix.to_string(),
                 })
             }
             None => c,
