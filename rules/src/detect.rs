@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::baseline::{BaselineSnap, Baselines};
+mod baseline;
+
 use crate::doc::Event;
 use crate::engine::{RuleSet, Scratch};
 use crate::groups::{blob, with_pairs, Fired, Group, GroupMap, Pair, Times};
@@ -18,6 +19,7 @@ use crate::matcher::Cidr;
 use crate::parse::fnv1a;
 use crate::watermark::{PartSnap, PartitionId, PartitionState, SeenIds, Watermarks};
 use crate::window::{CorrelationRule, CorrelationType};
+use baseline::{BaselineSnap, Baselines};
 
 /// Which clock windows use; also the `[windows] time_mode` config value
 /// (`"event"` / `"processing"`), so there is one enum for both.

@@ -16,12 +16,11 @@
 //!   per-partition watermarks and the redelivered-event filter; `groups`: the
 //!   compact storage of its window state (a slab, an 8-byte-slot index,
 //!   packed times and sample ids);
-//! - `baseline`: the memory of `first_seen` rules (combination → last seen);
+//!   `detect::baseline`: the memory of `first_seen` rules (combination →
+//!   last seen);
 //! - [`testing`]: rule tests kept in the rule files;
 //! - [`meta`]: rule metadata (level, tags, NIST CSF, remediation);
 //!   [`template`]: finding title/description templates (`finding:`).
-pub mod aggregation;
-mod baseline;
 pub mod compile;
 pub mod condition;
 pub mod detect;

@@ -2,6 +2,8 @@
 //! detection rules and correlation rules side by side, as the Sigma
 //! correlation specification shows them.
 
+mod aggregation;
+
 use std::collections::BTreeMap;
 
 use serde_norway::{Mapping, Value};
@@ -137,7 +139,7 @@ pub fn parse_file<'a>(file: &'a str, text: &'a str) -> Result<Vec<RuleDoc<'a>>, 
     for doc in split_documents(file, text) {
         let d = parse_doc(doc)?;
         if let RuleDoc::Detection(det) = &d {
-            if let Some((base, correlation)) = crate::aggregation::split(det)? {
+            if let Some((base, correlation)) = aggregation::split(det)? {
                 out.push(RuleDoc::Detection(base));
                 out.push(RuleDoc::Correlation(correlation));
                 continue;

@@ -594,7 +594,7 @@ correlation:
     assert_eq!(c[0].sample_event_ids, vec!["1", "2", "3"]);
 }
 
-/// A Sigma v1 aggregation: read as an event_count correlation (rules/src/aggregation.rs).
+/// A Sigma v1 aggregation: read as an event_count correlation (rules/src/parse/aggregation.rs).
 const V1_COUNT: &str = r#"
 title: Many listings
 id: v1-listing

@@ -13,8 +13,8 @@
 
 use serde_norway::{Mapping, Value};
 
+use super::{CorrelationDoc, DetectionDoc};
 use crate::error::RuleError;
-use crate::parse::{CorrelationDoc, DetectionDoc};
 
 /// The window of a v1 aggregation that names no `timeframe` (v1 left it to
 /// the backend's search range); said in a load warning.

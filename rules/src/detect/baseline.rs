@@ -12,7 +12,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::{CorrelationAlert, DetectorConfig, DetectorStats, TimeMode};
+use super::{CorrelationAlert, DetectorConfig, DetectorStats, TimeMode};
 use crate::engine::RuleSet;
 use crate::window::{CorrelationRule, FirstSeenSpec};
 
