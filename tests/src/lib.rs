@@ -108,12 +108,21 @@ impl Kind {
                         root.join(".venv").display()
                     );
                 }
+                // Orphaned (the test process ended without dropping it: a
+                // static server), it exits and removes its log, unless a
+                // failed test left the `.keep` mark ([`Server::keep_log_on_panic`]).
+                let log = serde_json::to_string(&log_path(self.name(), port).to_string_lossy())?;
                 let code = format!(
                     "import os, sys, threading, time\n\
                      parent = os.getppid()\n\
+                     log = {log}\n\
                      def watch():\n\
                      \x20   while os.getppid() == parent:\n\
                      \x20       time.sleep(0.5)\n\
+                     \x20   try:\n\
+                     \x20       os.remove(log + '.keep') if os.path.exists(log + '.keep') else os.remove(log)\n\
+                     \x20   except OSError:\n\
+                     \x20       pass\n\
                      \x20   os._exit(0)\n\
                      threading.Thread(target=watch, daemon=True).start()\n\
                      from moto.server import main\n\
@@ -160,7 +169,7 @@ impl Server {
     fn start(kind: Kind, port: u16) -> anyhow::Result<Server> {
         let name = kind.name();
         let mut cmd = kind.command(port)?;
-        let log = std::env::temp_dir().join(format!("trailwatch-test-{name}-{port}.log"));
+        let log = log_path(name, port);
         let out = std::fs::File::create(&log)?;
         let err = out.try_clone()?;
         let child = cmd.stdin(Stdio::null()).stdout(out).stderr(err).spawn()?;
@@ -189,6 +198,20 @@ impl Server {
         }
         let tail: Vec<&str> = s.lines().rev().take(20).collect();
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    /// For a server kept in a `static` (never dropped, so [`Drop`] cannot
+    /// decide): a panic in any test marks its log to be kept; otherwise the
+    /// server removes it when the test process ends (moto only).
+    pub fn keep_log_on_panic(&self) {
+        let mark = self.log.with_extension("log.keep");
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::fs::write(&mark, b"").is_ok() {
+                eprintln!("server log kept: {}", mark.with_extension("").display());
+            }
+            previous(info);
+        }));
     }
 
     /// The server's process id (to pause it with SIGSTOP: a hung endpoint).
@@ -243,6 +266,10 @@ impl Drop for Server {
         self.stop();
         keep_log_if_failed(&self.log);
     }
+}
+
+fn log_path(name: &str, port: u16) -> PathBuf {
+    std::env::temp_dir().join(format!("trailwatch-test-{name}-{port}.log"))
 }
 
 /// A server's log is kept (and named) only when the test failed: a passing

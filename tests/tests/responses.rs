@@ -42,7 +42,9 @@ fn moto() -> &'static Server {
     MOTO.get_or_init(|| {
         // AWS managed policies (AWSCompromisedKeyQuarantineV3) exist in moto only when loaded.
         std::env::set_var("MOTO_IAM_LOAD_MANAGED_POLICIES", "true");
-        Server::moto().expect("moto starts")
+        let s = Server::moto().expect("moto starts");
+        s.keep_log_on_panic();
+        s
     })
 }
 
