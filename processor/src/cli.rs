@@ -458,6 +458,50 @@ fn print_warnings(w: &[trailwatch_rules::RuleWarning]) {
     }
 }
 
+/// The rule warnings of `run` and `replay`, then what `[rules] min_level`,
+/// `status` and `disabled` left out, in one line, and any disabled id no
+/// rule has (a typo would otherwise silently disable nothing).
+fn print_loaded(set: &RuleSet, w: &[trailwatch_rules::RuleWarning], cfg: &Config) {
+    print_warnings(w);
+    if let Some(line) = selection_summary(set, cfg) {
+        eprintln!("{line}");
+    }
+    for id in &cfg.rules.disabled {
+        let known = set.rules().iter().map(|r| &r.meta).chain(set.correlations().iter().map(|c| &c.meta));
+        if !known.into_iter().any(|m| &m.id == id) {
+            eprintln!("warning: [rules] disabled lists `{id}`, which no loaded rule has");
+        }
+    }
+}
+
+fn selection_summary(set: &RuleSet, cfg: &Config) -> Option<String> {
+    use trailwatch_rules::LeftOut;
+    let left = set.left_out();
+    if left.is_empty() {
+        return None;
+    }
+    for (id, title, why) in &left {
+        tracing::debug!(rule = %id, %title, ?why, "left out by [rules] min_level/status/disabled: reports nothing");
+    }
+    let n = |k: LeftOut| left.iter().filter(|(_, _, w)| *w == k).count();
+    let mut parts = Vec::new();
+    if let Some(min) = cfg.rules.min_level {
+        parts.push(format!("below min_level {min}: {}", n(LeftOut::Level)));
+    }
+    if !cfg.rules.status.is_empty() {
+        parts.push(format!("status not {}: {}", cfg.rules.status.join("/"), n(LeftOut::Status)));
+    }
+    if !cfg.rules.disabled.is_empty() {
+        parts.push(format!("disabled: {}", n(LeftOut::Disabled)));
+    }
+    Some(format!(
+        "{} rules report nothing ([rules] {}); a correlation that uses one still counts its matches \
+         (--log-level debug lists each)",
+        left.len(),
+        parts.join(", ")
+    ))
+}
+
 /// One line for the rules whose log source trailwatch never reads, most common source first.
 fn unread_summary(unread: &std::collections::BTreeMap<&str, usize>) -> Option<String> {
     let total: usize = unread.values().sum();
@@ -558,7 +602,7 @@ pub fn replay_rules(
         ));
     }
     let (set, warnings) = rules_with_org(cfg, args, &org)?;
-    print_warnings(&warnings);
+    print_loaded(&set, &warnings, cfg);
     Ok((set, note))
 }
 
@@ -571,7 +615,7 @@ pub async fn run_rules(cfg: &Config, args: &RuleArgs) -> anyhow::Result<(RuleSet
     let unset = crate::org::unset(&cfg.rules);
     if !cfg.rules.builtin || args.no_builtin || unset.is_empty() {
         let (set, warnings) = rules_for(cfg, args)?;
-        print_warnings(&warnings);
+        print_loaded(&set, &warnings, cfg);
         return Ok((set, None));
     }
     let mut org = OrgValues::default();
@@ -608,7 +652,7 @@ pub async fn run_rules(cfg: &Config, args: &RuleArgs) -> anyhow::Result<(RuleSet
     }
     let (files, base) = rule_inputs(cfg, args, &OrgValues::default())?;
     let (set, warnings) = rules_with_org(cfg, args, &org)?;
-    print_warnings(&warnings);
+    print_loaded(&set, &warnings, cfg);
     let cfg_rules = cfg.rules.clone();
     let strict = cfg.rules.strict || args.strict;
     let recompile: crate::org::Recompile = Arc::new(move |v: &OrgValues| {

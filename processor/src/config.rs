@@ -207,7 +207,18 @@ pub struct RulesConfig {
     pub strict: bool,
     /// Compiled size limit of one `|re` regular expression, in bytes.
     pub regex_size_limit: usize,
+    /// Rules below this level report nothing (they still feed correlations
+    /// that use them). Unset: every level.
+    pub min_level: Option<trailwatch_rules::Level>,
+    /// The Sigma `status` values that report (stable, test, experimental,
+    /// deprecated, unsupported); empty: any. Rules without a status report.
+    pub status: Vec<String>,
+    /// Rule (or correlation) ids that report nothing.
+    pub disabled: Vec<String>,
 }
+
+/// The Sigma specification's `status` values.
+pub const SIGMA_STATUSES: [&str; 5] = ["stable", "test", "experimental", "deprecated", "unsupported"];
 
 impl Default for RulesConfig {
     fn default() -> Self {
@@ -223,6 +234,9 @@ impl Default for RulesConfig {
             org_refresh: Duration::from_secs(3600),
             strict: false,
             regex_size_limit: trailwatch_rules::DEFAULT_REGEX_SIZE_LIMIT,
+            min_level: None,
+            status: Vec::new(),
+            disabled: Vec::new(),
         }
     }
 }
@@ -436,6 +450,11 @@ impl Config {
         }
         if self.windows.max_baseline_entries == 0 {
             problems.push("windows.max_baseline_entries must be at least 1".to_string());
+        }
+        for st in &self.rules.status {
+            if !SIGMA_STATUSES.iter().any(|k| k.eq_ignore_ascii_case(st)) {
+                problems.push(format!("rules.status: `{st}` is not a Sigma status ({})", SIGMA_STATUSES.join(", ")));
+            }
         }
         if self.rules.regex_size_limit < 1024 {
             problems.push("rules.regex_size_limit must be at least 1024 bytes".to_string());

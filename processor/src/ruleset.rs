@@ -59,6 +59,11 @@ pub fn compile_options(cfg: &Config, builtin: bool) -> anyhow::Result<CompileOpt
         field_mappings: cfg.rules.field_mappings.clone(),
         extra_fields: cfg.suppressions.iter().map(|s| s.field.clone()).collect(),
         regex_size_limit: Some(cfg.rules.regex_size_limit),
+        select: trailwatch_rules::RuleSelect {
+            min_level: cfg.rules.min_level,
+            status: cfg.rules.status.clone(),
+            disabled: cfg.rules.disabled.iter().cloned().collect(),
+        },
     })
 }
 

@@ -211,6 +211,53 @@ fn a_rule_that_does_not_compile_is_skipped_and_the_rest_run() {
 }
 
 #[test]
+fn rules_left_out_by_min_level_status_or_id_report_nothing_and_are_said_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = |id: &str, level: &str, status: &str| {
+        format!(
+            "title: {id}\nid: {id}\n{status}level: {level}\nlogsource:\n  product: aws\n  service: cloudtrail\n\
+             detection:\n  sel:\n    eventName: StopLogging\n  condition: sel\n"
+        )
+    };
+    std::fs::write(dir.path().join("low.yml"), rule("low-1", "low", "")).unwrap();
+    std::fs::write(dir.path().join("exp.yml"), rule("exp-1", "high", "status: experimental\n")).unwrap();
+    std::fs::write(dir.path().join("off.yml"), rule("off-1", "high", "")).unwrap();
+    std::fs::write(dir.path().join("kept.yml"), rule("kept-1", "high", "status: test\n")).unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "[rules]\nmin_level = \"medium\"\nstatus = [\"stable\", \"test\"]\ndisabled = [\"off-1\", \"typo-1\"]\n",
+    )
+    .unwrap();
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/events");
+    let out = run(bin()
+        .args(["replay", "--no-builtin", "--no-progress", "--now", NOW, "--config"])
+        .arg(&config)
+        .arg("--rules")
+        .arg(dir.path())
+        .arg(&input));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "3 rules report nothing ([rules] below min_level medium: 1, status not stable/test: 1, disabled: 1)"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("warning: [rules] disabled lists `typo-1`, which no loaded rule has"), "{err}");
+    let titles: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["Title"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(titles, ["kept-1"], "only the selected rule reports");
+    // A status Sigma does not define is a configuration error.
+    std::fs::write(&config, "[rules]\nstatus = [\"tested\"]\n").unwrap();
+    let out = run(bin().args(["replay", "--no-builtin", "--config"]).arg(&config).arg(&input));
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("rules.status: `tested` is not a Sigma status"), "{}", text(&out.stderr));
+}
+
+#[test]
 fn rules_test_runs_cases_and_fails_on_a_wrong_expectation() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

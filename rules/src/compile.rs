@@ -70,6 +70,8 @@ pub struct CompileOptions {
     /// [`DEFAULT_REGEX_SIZE_LIMIT`]). Matching stays linear-time whatever the
     /// limit; it bounds memory per rule.
     pub regex_size_limit: Option<usize>,
+    /// Which rules report (the others only feed correlations).
+    pub select: crate::meta::RuleSelect,
 }
 
 /// Large enough for ordinary Unicode classes with counted repetition

@@ -22,7 +22,7 @@ use crate::error::{RuleError, RuleErrors, RuleWarning};
 use crate::json::{self, JsonError, PathTrie};
 use crate::logsource::EventClass;
 use crate::matcher::{Pat, StrOp, Test};
-use crate::meta::RuleMeta;
+use crate::meta::{LeftOut, RuleMeta, RuleSelect};
 use crate::parse::{self, DetectionDoc, LogSource, RuleDoc};
 use crate::window::{self, CorrelationRule, RuleRef};
 
@@ -197,6 +197,7 @@ pub struct RuleSet {
     corr_consumers: Vec<Vec<(usize, usize)>>,
     emit: Vec<bool>,
     corr_emit: Vec<bool>,
+    select: RuleSelect,
 }
 
 /// Resolves correlation references by id or name.
@@ -354,9 +355,17 @@ impl RuleSet {
         self.emit[rule as usize]
     }
 
-    /// Same for a correlation used by other correlations.
+    /// Same for a correlation: not when only correlations with `generate:
+    /// false` use it, or when the selection leaves it out.
     pub fn correlation_emits(&self, corr: usize) -> bool {
         self.corr_emit[corr]
+    }
+
+    /// The rules and correlations [`CompileOptions::select`] leaves out
+    /// (they report nothing), with why: (id, title, why).
+    pub fn left_out(&self) -> Vec<(&str, &str, LeftOut)> {
+        let metas = self.rules.iter().map(|r| &r.meta).chain(self.correlations.iter().map(|c| &c.meta));
+        metas.filter_map(|m| self.select.left_out(m).map(|why| (m.id.as_str(), m.title.as_str(), why))).collect()
     }
 
     fn set_correlations(&mut self, correlations: Vec<CorrelationRule>) {
@@ -382,11 +391,12 @@ impl RuleSet {
                 }
             }
         }
+        // Rules the selection leaves out report nothing, whatever `generate` says.
         for i in 0..emit.len() {
-            emit[i] |= generated_det[i];
+            emit[i] = (emit[i] | generated_det[i]) && self.select.left_out(&self.rules[i].meta).is_none();
         }
         for i in 0..corr_emit.len() {
-            corr_emit[i] |= generated_corr[i];
+            corr_emit[i] = (corr_emit[i] | generated_corr[i]) && self.select.left_out(&correlations[i].meta).is_none();
         }
         self.det_consumers = det_consumers;
         self.corr_consumers = corr_consumers;
@@ -765,6 +775,7 @@ impl<'o> Builder<'o> {
                 corr_consumers: Vec::new(),
                 emit: Vec::new(),
                 corr_emit: Vec::new(),
+                select: self.opts.select.clone(),
             },
             self.warnings,
         )

@@ -45,6 +45,48 @@ impl fmt::Display for Level {
     }
 }
 
+/// Which loaded rules report what they find (`[rules] min_level`, `status`,
+/// `disabled`): what a SOC pointing at a public rule repository keeps from
+/// it. A rule left out still runs when a correlation uses it (it feeds the
+/// correlation, as a `generate: false` base rule does) but reports nothing
+/// itself; a correlation left out reports nothing either.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuleSelect {
+    /// Rules below this level report nothing (None: every level).
+    pub min_level: Option<Level>,
+    /// The `status` values that report (e.g. `stable`, `test`); empty: any.
+    /// A rule that declares no status is not filtered by it.
+    pub status: Vec<String>,
+    /// Rule ids that report nothing.
+    pub disabled: std::collections::BTreeSet<String>,
+}
+
+/// Why [`RuleSelect`] leaves a rule out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LeftOut {
+    Level,
+    Status,
+    Disabled,
+}
+
+impl RuleSelect {
+    /// Why the rule of `meta` reports nothing; None: it reports.
+    pub fn left_out(&self, meta: &RuleMeta) -> Option<LeftOut> {
+        if self.disabled.contains(&meta.id) {
+            return Some(LeftOut::Disabled);
+        }
+        if self.min_level.is_some_and(|min| meta.level < min) {
+            return Some(LeftOut::Level);
+        }
+        match &meta.status {
+            Some(st) if !self.status.is_empty() && !self.status.iter().any(|a| a.eq_ignore_ascii_case(st)) => {
+                Some(LeftOut::Status)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Metadata of a detection or correlation rule, kept verbatim from the YAML.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuleMeta {

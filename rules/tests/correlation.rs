@@ -648,3 +648,88 @@ fn a_v1_count_of_a_field_counts_distinct_values_and_no_timeframe_is_said() {
     assert_eq!(warnings[0].line, 9, "{warnings:?}");
     assert!(warnings[0].message.contains("without `timeframe` counts over 1h"), "{warnings:?}");
 }
+
+/// `[rules] min_level`, `status` and `disabled` (a SOC keeping part of a
+/// public repository): a rule left out reports nothing, but still feeds the
+/// correlation that uses it; a correlation left out reports nothing.
+const SELECTED: &str = r#"
+title: one listing (hunting)
+id: sel-list
+status: experimental
+level: low
+logsource: {product: aws, service: cloudtrail}
+detection:
+    selection:
+        eventName|startswith: List
+    condition: selection
+---
+title: one deletion
+id: sel-delete
+level: high
+logsource: {product: aws, service: cloudtrail}
+detection:
+    selection:
+        eventName|startswith: Delete
+    condition: selection
+---
+title: many listings
+id: sel-many
+status: test
+level: high
+correlation:
+    type: event_count
+    rules: [sel-list]
+    group-by: [userIdentity.arn]
+    timespan: 10m
+    condition: {gte: 3}
+    generate: true
+"#;
+
+/// What reports under `select`: per rule id, its detection alerts, or its
+/// correlation's count.
+fn selected(select: trailwatch_rules::RuleSelect) -> Vec<(String, u64)> {
+    let opts = CompileOptions { select, ..Default::default() };
+    let s = support::load("sel.yml", SELECTED, &opts);
+    let mut evs: Vec<String> = (0..3).map(|i| ev("ListBuckets", "arn:a", i * 60, &format!("l{i}"))).collect();
+    evs.push(ev("DeleteBucket", "arn:a", 200, "d"));
+    let mut d = Detector::new(s.clone(), DetectorConfig::default());
+    let mut out = std::collections::BTreeMap::<String, u64>::new();
+    for a in run(&mut d, &evs) {
+        match a {
+            Alert::Correlation(c) => *out.entry(s.correlations()[c.rule].meta.id.clone()).or_default() += c.count,
+            Alert::Detection { rule, .. } => *out.entry(s.rule(rule).meta.id.clone()).or_default() += 1,
+        }
+    }
+    out.into_iter().collect()
+}
+
+#[test]
+fn rules_left_out_by_level_status_or_id_report_nothing_but_still_feed_correlations() {
+    use trailwatch_rules::{Level, RuleSelect};
+    let s = |v: &[(&str, u64)]| v.iter().map(|(i, n)| (i.to_string(), *n)).collect::<Vec<_>>();
+    // Everything (generate: true: the listings report too).
+    assert_eq!(selected(RuleSelect::default()), s(&[("sel-delete", 1), ("sel-list", 3), ("sel-many", 3)]));
+    // Below medium: the listings are quiet, the correlation over them still fires.
+    let medium = RuleSelect { min_level: Some(Level::Medium), ..Default::default() };
+    assert_eq!(selected(medium), s(&[("sel-delete", 1), ("sel-many", 3)]));
+    // Only stable/test: the experimental listing rule is quiet; the deletion has no status and reports.
+    let tested = RuleSelect { status: vec!["stable".into(), "TEST".into()], ..Default::default() };
+    assert_eq!(selected(tested), s(&[("sel-delete", 1), ("sel-many", 3)]));
+    // A disabled correlation reports nothing; its base rule still does (generate: true).
+    let off = RuleSelect { disabled: ["sel-many".to_string()].into(), ..Default::default() };
+    assert_eq!(selected(off), s(&[("sel-delete", 1), ("sel-list", 3)]));
+    // What was left out, and why.
+    let opts = CompileOptions {
+        select: RuleSelect {
+            min_level: Some(Level::High),
+            disabled: ["sel-many".to_string()].into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let set = support::load("sel.yml", SELECTED, &opts);
+    let mut left: Vec<(&str, trailwatch_rules::LeftOut)> = set.left_out().into_iter().map(|(i, _, w)| (i, w)).collect();
+    left.sort();
+    use trailwatch_rules::LeftOut::{Disabled, Level as Lvl};
+    assert_eq!(left, [("sel-list", Lvl), ("sel-many", Disabled)]);
+}
