@@ -81,6 +81,14 @@ impl KeyIndex {
         self.by_key.entry(key.into()).or_default().push(rule);
     }
 
+    /// Keeps only the rules `live` marks (their index in the set).
+    fn retain(&mut self, live: &[bool]) {
+        self.by_key.retain(|_, rules| {
+            rules.retain(|r| live[*r as usize]);
+            !rules.is_empty()
+        });
+    }
+
     /// Appends the rules indexed under any scalar value of the field;
     /// returns how many values hit (more than one may repeat rules).
     #[inline]
@@ -169,6 +177,17 @@ struct ClassIndex {
     always: Vec<u32>,
     /// Every rule of the class, in order (the unfiltered path).
     all: Vec<u32>,
+}
+
+impl ClassIndex {
+    fn retain(&mut self, live: &[bool]) {
+        self.primary.retain(live);
+        for k in &mut self.secondary {
+            k.retain(live);
+        }
+        self.always.retain(|r| live[*r as usize]);
+        self.all.retain(|r| live[*r as usize]);
+    }
 }
 
 /// Well-known fields every event is read for (ids, times, index keys).
@@ -397,6 +416,12 @@ impl RuleSet {
         }
         for i in 0..corr_emit.len() {
             corr_emit[i] = (corr_emit[i] | generated_corr[i]) && self.select.left_out(&correlations[i].meta).is_none();
+        }
+        // A rule that reports nothing and feeds no correlation (left out by
+        // the selection) is not tried at all.
+        let live: Vec<bool> = (0..emit.len()).map(|i| emit[i] || !det_consumers[i].is_empty()).collect();
+        if live.contains(&false) {
+            self.classes.iter_mut().for_each(|c| c.retain(&live));
         }
         self.det_consumers = det_consumers;
         self.corr_consumers = corr_consumers;

@@ -71,6 +71,31 @@ fn evaluations_count_rules_tried_after_the_index_and_reset_when_drained() {
     assert_eq!(drained(&set, &mut scratch), [("ecr".to_string(), 1)].into_iter().collect());
 }
 
+/// Rules `[rules] disabled` (or min_level, status) leaves out report nothing;
+/// when no correlation uses them they are not tried at all: a repository's
+/// noisy hunting rules cost nothing once left out.
+#[test]
+fn rules_left_out_and_used_by_no_correlation_are_never_tried() {
+    let files = [RuleFile { name: "r.yml".into(), text: RULES.into() }];
+    let select = trailwatch_rules::RuleSelect {
+        disabled: ["always".to_string(), "by_error".to_string()].into(),
+        ..Default::default()
+    };
+    let (set, _) = RuleSet::load(&files, &CompileOptions { select, ..Default::default() }).unwrap();
+    let mut scratch = set.scratch();
+    let mut out = Vec::new();
+    let mut unfiltered = Vec::new();
+    for e in [r#"{"eventName":"StopLogging","errorCode":"AccessDenied"}"#, r#"{"eventName":"ListUsers"}"#] {
+        set.eval(EventClass::CloudTrail, e, &mut scratch, &mut out).unwrap();
+        set.eval_unfiltered(EventClass::CloudTrail, e, &mut set.scratch(), &mut unfiltered).unwrap();
+    }
+    // Without the selection the first event would match all three.
+    assert_eq!(out.iter().map(|r| set.rule(*r).meta.id.as_str()).collect::<Vec<_>>(), ["indexed"]);
+    assert_eq!(unfiltered, out, "the unindexed path skips them too");
+    let got = drained(&set, &mut scratch);
+    assert_eq!(got.keys().collect::<Vec<_>>(), ["indexed"], "{got:?}");
+}
+
 /// A rule repository as SOC teams point the detector at it: thousands of
 /// public-style rules for every log source (process creation with regexes,
 /// registry, Linux, Azure, Okta, ...), a few of them for AWS.
