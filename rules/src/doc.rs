@@ -115,7 +115,7 @@ impl Values {
 
     pub(crate) fn push_unescaped(&mut self, field: u32, raw: &[u8]) -> Result<(), &'static str> {
         let start = self.scratch.len() as u32;
-        crate::json::unescape_into(raw, &mut self.scratch)?;
+        crate::escape::unescape_into(raw, &mut self.scratch)?;
         let end = self.scratch.len() as u32;
         self.link(field, Val { kind: ValKind::Owned, in_scratch: true, elem: self.cur_elem, start, end, next: NONE });
         Ok(())

@@ -7,7 +7,8 @@
 //!   field names → ids; [`condition`]: the condition language → [`condition::Cond`];
 //! - [`engine`]: the [`RuleSet`] (logsource routing, the rule index, evaluation);
 //! - [`json`] and [`doc`]: one pass over an event's JSON reads only the fields
-//!   the rules use into [`doc::Values`];
+//!   the rules use into [`doc::Values`] (`escape` undoes string escapes
+//!   for both);
 //! - [`logsource`]: the event classes and their `logsource` names;
 //! - [`window`]: correlation rules (event_count, value_count, temporal,
 //!   and our `first_seen` new-terms baselines);
@@ -27,6 +28,7 @@ pub mod detect;
 pub mod doc;
 pub mod engine;
 pub mod error;
+mod escape;
 pub mod fuzz;
 mod groups;
 pub mod json;
