@@ -86,6 +86,39 @@ pub struct RuleArgs {
     /// with file, line and reason, and skipped).
     #[arg(long)]
     pub strict: bool,
+    /// Rules below this level report nothing (over `[rules] min_level`):
+    /// informational, low, medium, high, critical.
+    #[arg(long, value_name = "LEVEL", value_parser = level_arg)]
+    pub min_level: Option<trailwatch_rules::Level>,
+    /// Only rules of these Sigma statuses report (over `[rules] status`;
+    /// repeatable or comma-separated, e.g. `stable,test`).
+    #[arg(long, value_name = "STATUS", value_delimiter = ',')]
+    pub status: Vec<String>,
+    /// A rule id that reports nothing (added to `[rules] disabled`); repeatable.
+    #[arg(long, value_name = "RULE_ID")]
+    pub disable: Vec<String>,
+}
+
+fn level_arg(s: &str) -> Result<trailwatch_rules::Level, String> {
+    trailwatch_rules::Level::parse(s).ok_or_else(|| "expected informational, low, medium, high or critical".to_string())
+}
+
+impl RuleArgs {
+    /// Loads the configuration (or `fallback`) with these flags over it.
+    fn config(&self, fallback: Option<&str>) -> anyhow::Result<Config> {
+        let mut cfg = Config::load_or(self.config.as_deref(), fallback)?;
+        if self.min_level.is_some() || !self.status.is_empty() || !self.disable.is_empty() {
+            if self.min_level.is_some() {
+                cfg.rules.min_level = self.min_level;
+            }
+            if !self.status.is_empty() {
+                cfg.rules.status = self.status.clone();
+            }
+            cfg.rules.disabled.extend(self.disable.iter().cloned());
+            cfg.validate()?;
+        }
+        Ok(cfg)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -248,7 +281,7 @@ pub enum ListFormat {
 
 /// Config, rule set and warnings for the rule arguments of a command.
 fn load_rules(args: &RuleArgs) -> anyhow::Result<(Config, RuleSet, Vec<trailwatch_rules::RuleWarning>)> {
-    let cfg = Config::load(args.config.as_deref())?;
+    let cfg = args.config(None)?;
     let (set, warnings) = rules_for(&cfg, args)?;
     Ok((cfg, set, warnings))
 }
@@ -384,8 +417,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let fallback = config.is_none().then_some(crate::config::EMBEDDED_DEFAULT);
             let cfg = Config::load_or(config.as_deref(), fallback)?;
             // The rules must load too: placeholders, paths and mappings are config.
-            let (set, warnings) =
-                rules_for(&cfg, &RuleArgs { config: None, rules: Vec::new(), no_builtin: false, strict: false })?;
+            let (set, warnings) = rules_for(&cfg, &RuleArgs::default())?;
             print_warnings(&warnings);
             // Leases: a correlation off the partition key needs `[rekey]`; refused here as `run` would.
             let set = Arc::new(set);
@@ -522,7 +554,7 @@ fn unread_summary(unread: &std::collections::BTreeMap<&str, usize>) -> Option<St
 fn run_cmd(a: RunArgs, log_level: &str) -> anyhow::Result<i32> {
     let embedded = a.rules.config.is_none();
     let fallback = embedded.then_some(crate::config::EMBEDDED_DEFAULT);
-    let mut cfg = Config::load_or(a.rules.config.as_deref(), fallback)?;
+    let mut cfg = a.rules.config(fallback)?;
     if let Some(l) = a.metrics_listen {
         cfg.metrics.enabled = true;
         cfg.metrics.listen = l;
@@ -677,7 +709,7 @@ fn finding_context(cfg: &Config, central_account: Option<String>, region: Option
 }
 
 fn replay_cmd(a: ReplayArgs) -> anyhow::Result<i32> {
-    let cfg = Config::load(a.rules.config.as_deref())?;
+    let cfg = a.rules.config(None)?;
     let (set, derived_note) = replay_rules(&cfg, &a.rules, &a.inputs)?;
 
     if set.rules().is_empty() {

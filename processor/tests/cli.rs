@@ -250,10 +250,38 @@ fn rules_left_out_by_min_level_status_or_id_report_nothing_and_are_said_in_one_l
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["Title"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(titles, ["kept-1"], "only the selected rule reports");
+    // The same from the command line, over an empty config: --min-level, --status, --disable.
+    let flags = |extra: &[&str]| {
+        let mut c = bin();
+        c.args(["replay", "--no-builtin", "--no-progress", "--now", NOW, "--rules"]).arg(dir.path()).args(extra);
+        let out = run(c.arg(&input));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let mut t: Vec<String> = text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["Title"].as_str().unwrap().to_string())
+            .collect();
+        t.sort();
+        (t, text(&out.stderr))
+    };
+    let (all, _) = flags(&[]);
+    assert_eq!(all, ["exp-1", "kept-1", "low-1", "off-1"]);
+    let (t, err) = flags(&["--min-level", "medium", "--status", "stable,test", "--disable", "off-1"]);
+    assert_eq!(t, ["kept-1"], "{err}");
+    assert!(err.contains("3 rules report nothing"), "{err}");
+    let (t, _) = flags(&["--min-level", "HIGH", "--disable", "kept-1"]);
+    assert_eq!(t, ["exp-1", "off-1"]);
+    let out = run(bin().args(["replay", "--no-builtin", "--min-level", "loud"]).arg(&input));
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("expected informational, low"),
+        "{}",
+        text(&out.stderr)
+    );
     // A status Sigma does not define is a configuration error.
     std::fs::write(&config, "[rules]\nstatus = [\"tested\"]\n").unwrap();
     let out = run(bin().args(["replay", "--no-builtin", "--config"]).arg(&config).arg(&input));
     assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("rules.status: `tested` is not a Sigma status"), "{}", text(&out.stderr));
+    let out = run(bin().args(["replay", "--no-builtin", "--status", "tested"]).arg(&input));
     assert!(text(&out.stderr).contains("rules.status: `tested` is not a Sigma status"), "{}", text(&out.stderr));
 }
 
