@@ -313,9 +313,17 @@ where
     // The client enforces the timeout on each request, as the SDK expects.
     let timeout = cfg.otlp_timeout.unwrap_or(std::time::Duration::from_secs(10));
     let client = opentelemetry_http::hyper::HyperClient::new(https, timeout, None);
-    let mut headers: std::collections::HashMap<String, String> =
-        cfg.otlp_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    headers.entry("user-agent".into()).or_insert_with(|| concat!("trailwatch/", env!("CARGO_PKG_VERSION")).into());
+    // Under the exporter's own key, `User-Agent`: the builder keeps headers
+    // by their text, so another spelling would race with its default
+    // (whichever a hash map yields last) instead of replacing it.
+    let mut headers = std::collections::HashMap::from([(
+        "User-Agent".to_string(),
+        concat!("trailwatch/", env!("CARGO_PKG_VERSION")).to_string(),
+    )]);
+    for (k, v) in &cfg.otlp_headers {
+        let k = if k.eq_ignore_ascii_case("user-agent") { "User-Agent".to_string() } else { k.clone() };
+        headers.insert(k, v.clone());
+    }
     let b = b.with_http_client(client).with_headers(headers);
     let b = export_config(b, cfg, plan);
     Ok(match gzip(cfg) {
