@@ -107,16 +107,15 @@ impl RuleArgs {
     /// Loads the configuration (or `fallback`) with these flags over it.
     fn config(&self, fallback: Option<&str>) -> anyhow::Result<Config> {
         let mut cfg = Config::load_or(self.config.as_deref(), fallback)?;
-        if self.min_level.is_some() || !self.status.is_empty() || !self.disable.is_empty() {
-            if self.min_level.is_some() {
-                cfg.rules.min_level = self.min_level;
-            }
-            if !self.status.is_empty() {
-                cfg.rules.status = self.status.clone();
-            }
-            cfg.rules.disabled.extend(self.disable.iter().cloned());
-            cfg.validate()?;
+        if self.min_level.is_none() && self.status.is_empty() && self.disable.is_empty() {
+            return Ok(cfg);
         }
+        cfg.rules.min_level = self.min_level.or(cfg.rules.min_level);
+        if !self.status.is_empty() {
+            cfg.rules.status = self.status.clone();
+        }
+        cfg.rules.disabled.extend(self.disable.iter().cloned());
+        cfg.validate()?;
         Ok(cfg)
     }
 }
@@ -495,24 +494,24 @@ fn print_warnings(w: &[trailwatch_rules::RuleWarning]) {
 /// rule has (a typo would otherwise silently disable nothing).
 fn print_loaded(set: &RuleSet, w: &[trailwatch_rules::RuleWarning], cfg: &Config) {
     print_warnings(w);
-    if let Some(line) = selection_summary(set, cfg) {
+    let left = set.left_out();
+    if let Some(line) = selection_summary(&left, cfg) {
         eprintln!("{line}");
     }
+    // A disabled id that matched a rule is among those left out as disabled.
     for id in &cfg.rules.disabled {
-        let known = set.rules().iter().map(|r| &r.meta).chain(set.correlations().iter().map(|c| &c.meta));
-        if !known.into_iter().any(|m| &m.id == id) {
+        if !left.iter().any(|(l, _, why)| l == id && *why == trailwatch_rules::LeftOut::Disabled) {
             eprintln!("warning: [rules] disabled lists `{id}`, which no loaded rule has");
         }
     }
 }
 
-fn selection_summary(set: &RuleSet, cfg: &Config) -> Option<String> {
+fn selection_summary(left: &[(&str, &str, trailwatch_rules::LeftOut)], cfg: &Config) -> Option<String> {
     use trailwatch_rules::LeftOut;
-    let left = set.left_out();
     if left.is_empty() {
         return None;
     }
-    for (id, title, why) in &left {
+    for (id, title, why) in left {
         tracing::debug!(rule = %id, %title, ?why, "left out by [rules] min_level/status/disabled: reports nothing");
     }
     let n = |k: LeftOut| left.iter().filter(|(_, _, w)| *w == k).count();

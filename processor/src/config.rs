@@ -217,9 +217,6 @@ pub struct RulesConfig {
     pub disabled: Vec<String>,
 }
 
-/// The Sigma specification's `status` values.
-pub const SIGMA_STATUSES: [&str; 5] = ["stable", "test", "experimental", "deprecated", "unsupported"];
-
 impl Default for RulesConfig {
     fn default() -> Self {
         let mut field_mappings = BTreeMap::new();
@@ -452,8 +449,11 @@ impl Config {
             problems.push("windows.max_baseline_entries must be at least 1".to_string());
         }
         for st in &self.rules.status {
-            if !SIGMA_STATUSES.iter().any(|k| k.eq_ignore_ascii_case(st)) {
-                problems.push(format!("rules.status: `{st}` is not a Sigma status ({})", SIGMA_STATUSES.join(", ")));
+            if !trailwatch_rules::STATUSES.iter().any(|k| k.eq_ignore_ascii_case(st)) {
+                problems.push(format!(
+                    "rules.status: `{st}` is not a Sigma status ({})",
+                    trailwatch_rules::STATUSES.join(", ")
+                ));
             }
         }
         if self.rules.regex_size_limit < 1024 {

@@ -46,6 +46,6 @@ pub use detect::{Alert, CorrelationAlert, Detector, DetectorConfig, DetectorStat
 pub use engine::{DetectionRule, RuleFile, RuleSet, Scratch};
 pub use error::{RuleError, RuleErrors, RuleWarning};
 pub use logsource::EventClass;
-pub use meta::{LeftOut, Level, RuleMeta, RuleSelect};
+pub use meta::{LeftOut, Level, RuleMeta, RuleSelect, STATUSES};
 pub use watermark::{PartitionId, PartitionState};
 pub use window::CorrelationRule;

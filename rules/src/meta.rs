@@ -45,6 +45,9 @@ impl fmt::Display for Level {
     }
 }
 
+/// The Sigma specification's `status` values.
+pub const STATUSES: [&str; 5] = ["stable", "test", "experimental", "deprecated", "unsupported"];
+
 /// Which loaded rules report what they find (`[rules] min_level`, `status`,
 /// `disabled`): what a SOC pointing at a public rule repository keeps from
 /// it. A rule left out still runs when a correlation uses it (it feeds the
