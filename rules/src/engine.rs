@@ -216,6 +216,7 @@ pub struct RuleSet {
     corr_consumers: Vec<Vec<(usize, usize)>>,
     emit: Vec<bool>,
     corr_emit: Vec<bool>,
+    corr_live: Vec<bool>,
     select: RuleSelect,
 }
 
@@ -380,6 +381,13 @@ impl RuleSet {
         self.corr_emit[corr]
     }
 
+    /// Whether a correlation is fed at all: it reports, or a correlation
+    /// that is fed uses it. One the selection left out, and that no live
+    /// correlation uses, sees no match and never fires.
+    pub fn correlation_live(&self, corr: usize) -> bool {
+        self.corr_live[corr]
+    }
+
     /// The rules and correlations [`CompileOptions::select`] leaves out
     /// (they report nothing), with why: (id, title, why).
     pub fn left_out(&self) -> Vec<(&str, &str, LeftOut)> {
@@ -417,8 +425,19 @@ impl RuleSet {
         for i in 0..corr_emit.len() {
             corr_emit[i] = (corr_emit[i] | generated_corr[i]) && self.select.left_out(&correlations[i].meta).is_none();
         }
-        // A rule that reports nothing and feeds no correlation (left out by
-        // the selection) is not tried at all.
+        // A correlation that reports nothing and feeds no live correlation
+        // (left out by the selection) is fed nothing: consumers only name
+        // live ones. A correlation only uses earlier ones, so one pass from
+        // the last decides.
+        let mut corr_live = corr_emit.clone();
+        for ci in (0..correlations.len()).rev() {
+            corr_live[ci] |= corr_consumers[ci].iter().any(|&(cj, _)| corr_live[cj]);
+        }
+        if corr_live.contains(&false) {
+            det_consumers.iter_mut().chain(corr_consumers.iter_mut()).for_each(|v| v.retain(|&(cj, _)| corr_live[cj]));
+        }
+        // A rule that reports nothing and feeds no live correlation (left out
+        // by the selection, itself or with its correlations) is not tried.
         let live: Vec<bool> = (0..emit.len()).map(|i| emit[i] || !det_consumers[i].is_empty()).collect();
         if live.contains(&false) {
             self.classes.iter_mut().for_each(|c| c.retain(&live));
@@ -427,6 +446,7 @@ impl RuleSet {
         self.corr_consumers = corr_consumers;
         self.emit = emit;
         self.corr_emit = corr_emit;
+        self.corr_live = corr_live;
         self.correlations = correlations;
     }
 
@@ -800,6 +820,7 @@ impl<'o> Builder<'o> {
                 corr_consumers: Vec::new(),
                 emit: Vec::new(),
                 corr_emit: Vec::new(),
+                corr_live: Vec::new(),
                 select: self.opts.select.clone(),
             },
             self.warnings,

@@ -96,6 +96,70 @@ fn rules_left_out_and_used_by_no_correlation_are_never_tried() {
     assert_eq!(got.keys().collect::<Vec<_>>(), ["indexed"], "{got:?}");
 }
 
+/// A correlation left out is fed nothing, and neither is a correlation only
+/// it used; their base rules (quiet: `generate: false`) are then not tried
+/// either. A base rule another live correlation uses still is.
+#[test]
+fn correlations_left_out_and_what_only_they_use_are_never_fed() {
+    let chain = r#"
+title: many errors
+id: errs
+name: errs
+correlation: {type: event_count, rules: [by_error], group-by: [userIdentity.arn], timespan: 10m, condition: {gte: 2}}
+---
+title: errors then stop
+id: errs-then-stop
+correlation: {type: temporal, rules: [errs, indexed], group-by: [userIdentity.arn], timespan: 1h}
+---
+title: many stops
+id: stops
+correlation: {type: event_count, rules: [indexed], group-by: [userIdentity.arn], timespan: 10m, condition: {gte: 2}}
+"#;
+    let files = [RuleFile { name: "r.yml".into(), text: format!("{RULES}---{chain}") }];
+    let load = |disabled: &[&str]| {
+        let select = trailwatch_rules::RuleSelect {
+            disabled: disabled.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        RuleSet::load(&files, &CompileOptions { select, ..Default::default() }).unwrap().0
+    };
+    let id = |set: &RuleSet, i: usize| set.correlations()[i].meta.id.clone();
+    let fed = |set: &RuleSet, rule: &str| -> Vec<String> {
+        let r = set.rules().iter().position(|r| r.meta.id == rule).unwrap() as u32;
+        set.detection_consumers(r).iter().map(|&(ci, _)| id(set, ci)).collect()
+    };
+    let tried = |set: &RuleSet| {
+        let mut scratch = set.scratch();
+        let e = r#"{"eventName":"StopLogging","errorCode":"AccessDenied"}"#;
+        set.eval(EventClass::CloudTrail, e, &mut scratch, &mut Vec::new()).unwrap();
+        drained(set, &mut scratch).into_keys().collect::<Vec<_>>()
+    };
+
+    let all = load(&[]);
+    assert_eq!(fed(&all, "by_error"), ["errs"]);
+    assert_eq!(fed(&all, "indexed"), ["errs-then-stop", "stops"]);
+    assert_eq!(all.correlation_consumers(0).iter().map(|&(c, _)| id(&all, c)).collect::<Vec<_>>(), ["errs-then-stop"]);
+    assert_eq!(tried(&all), ["always", "by_error", "indexed"]);
+
+    // The outer correlation off: the inner one only fed it, so it is fed
+    // nothing, nor is its base rule tried; `indexed` still feeds `stops`.
+    let off = load(&["errs-then-stop"]);
+    assert!(fed(&off, "by_error").is_empty());
+    assert_eq!(fed(&off, "indexed"), ["stops"]);
+    assert!(off.correlation_consumers(0).is_empty());
+    assert_eq!(tried(&off), ["always", "indexed"]);
+
+    // Only the inner one off: the outer still needs it, so it is still fed
+    // (and reports nothing itself).
+    let inner_off = load(&["errs"]);
+    assert_eq!(fed(&inner_off, "by_error"), ["errs"]);
+    assert!(!inner_off.correlation_emits(0));
+    assert_eq!(tried(&inner_off), ["always", "by_error", "indexed"]);
+
+    // Every correlation off: their quiet base rules are not tried at all.
+    assert_eq!(tried(&load(&["errs-then-stop", "stops"])), ["always"]);
+}
+
 /// A rule repository as SOC teams point the detector at it: thousands of
 /// public-style rules for every log source (process creation with regexes,
 /// registry, Linux, Azure, Okta, ...), a few of them for AWS.

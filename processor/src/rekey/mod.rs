@@ -211,11 +211,14 @@ pub struct Sets {
 
 impl Plan {
     /// The correlations of `set` that do not group by every one of `keys`
-    /// (the partition keys of the leased principal streams).
+    /// (the partition keys of the leased principal streams). One the rule
+    /// selection left out (fed nothing) needs nothing: no record goes out
+    /// for it.
     pub fn needing(set: &RuleSet, keys: &[&str]) -> Vec<usize> {
         set.correlations()
             .iter()
             .enumerate()
+            .filter(|&(i, _)| set.correlation_live(i))
             .filter(|(_, c)| !keys.iter().all(|k| c.group_by.iter().any(|g| g == k)))
             .map(|(i, _)| i)
             .collect()
@@ -702,6 +705,20 @@ correlation:
     fn set(text: &str) -> Arc<RuleSet> {
         let files = [trailwatch_rules::RuleFile { name: "r.yml".into(), text: text.into() }];
         Arc::new(trailwatch_rules::RuleSet::load(&files, &Default::default()).unwrap_or_else(|e| panic!("{e}")).0)
+    }
+
+    #[test]
+    fn correlations_the_selection_leaves_out_are_not_rekeyed() {
+        let files = [trailwatch_rules::RuleFile { name: "r.yml".into(), text: RULES.into() }];
+        let select = trailwatch_rules::RuleSelect { disabled: ["c-then".to_string()].into(), ..Default::default() };
+        let opts = trailwatch_rules::CompileOptions { select, ..Default::default() };
+        let full = trailwatch_rules::RuleSet::load(&files, &opts).unwrap().0;
+        // `c-failures` only fed the disabled `c-then`: neither goes out.
+        assert!(Plan::needing(&full, &["userIdentity.arn"]).is_empty());
+        let ids = |keys: &[&str]| -> Vec<String> {
+            Plan::needing(&full, keys).iter().map(|&i| full.correlations()[i].meta.id.clone()).collect()
+        };
+        assert_eq!(ids(&["sourceIPAddress"]), ["c-principal"]);
     }
 
     #[test]
