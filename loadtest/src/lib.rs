@@ -17,6 +17,7 @@
 //! `leases`: [`leases`] runs the shard-lease protocol of `coordination =
 //! "leases"` at org scale against DynamoDB and reports its operations, cost,
 //! failover and scale-out times.
+pub mod agents;
 pub mod cli;
 pub mod dataset;
 pub mod generate;

@@ -426,8 +426,8 @@ impl Org {
                     nodes,
                     irsa,
                     oidc_id: util::hex(rng, 32).to_uppercase(),
-                    pull_agent: crate::traffic::UA_CRED_PROVIDER,
-                    layer_agent: crate::traffic::UA_CONTAINERD,
+                    pull_agent: crate::agents::UA_CRED_PROVIDER,
+                    layer_agent: crate::agents::UA_CONTAINERD,
                 });
             }
             let n_services = rng.random_range(2..5);
@@ -466,8 +466,8 @@ impl Org {
                     repo,
                     tasks,
                     secrets,
-                    pull_agent: crate::traffic::UA_ECS_AGENT,
-                    layer_agent: crate::traffic::UA_CONTAINERD,
+                    pull_agent: crate::agents::UA_ECS_AGENT,
+                    layer_agent: crate::agents::UA_CONTAINERD,
                 });
             }
         }
@@ -638,7 +638,7 @@ impl Org {
                 }
                 if v == Variant::AwsDefaults {
                     // The ECS agent on EC2 pulls through dockerd.
-                    s.layer_agent = crate::traffic::UA_DOCKER;
+                    s.layer_agent = crate::agents::UA_DOCKER;
                 }
             }
         }

@@ -8,20 +8,20 @@
 
 //! The activities live by theme, as the rule pack's themes do: [`ecr`] (pulls, the CI
 //! pipeline, scans), [`ecs`] (workloads, task definitions), [`identity`] (people and
-//! sessions), [`services`] (service principals and service-linked roles); [`agents`]
-//! holds the clients' user agents. Scenarios build on the same helpers.
+//! sessions), [`services`] (service principals and service-linked roles); the clients'
+//! user agents are [`crate::agents`] (the org's nodes name them too). Scenarios build
+//! on the same helpers.
 
 use rand::Rng;
 
 use crate::record::Emitter;
 
-mod agents;
 mod ecr;
 mod ecs;
 mod identity;
 mod services;
 
-pub use agents::*;
+pub use crate::agents::*;
 pub use ecr::{inspector_finding, pull_image, repo_arn, repo_resources, MEDIA_TYPES};
 pub use ecs::{container_definitions, task_definition_params};
 pub use identity::{access_denied, console_login, console_sign_in, saml_sign_in, session_key, Sso};

@@ -4,9 +4,9 @@
 use rand::seq::IndexedRandom;
 use rand::Rng;
 
-use super::agents::*;
 use super::ecs::{container_definitions, task_definition_params};
 use super::identity::{assume_role_response, session_key};
+use crate::agents::*;
 use crate::json::{object, Json};
 use crate::org::{Account, Org, Repo, Role};
 use crate::record::{Call, Emitter, EventType, Who};

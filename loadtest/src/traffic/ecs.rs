@@ -4,9 +4,9 @@
 use rand::seq::IndexedRandom;
 use rand::Rng;
 
-use super::agents::*;
 use super::identity::{assume_role_response, session_key};
 use super::services::read_params;
+use crate::agents::*;
 use crate::json::{object, Json};
 use crate::org::{EcsService, Org, Repo};
 use crate::record::{Call, Emitter, Who};

@@ -4,8 +4,8 @@
 use rand::seq::IndexedRandom;
 use rand::Rng;
 
-use super::agents::*;
 use super::services::{read_params, source_static};
+use crate::agents::*;
 use crate::json::object;
 use crate::org::{Org, Role};
 use crate::record::{Call, Emitter, EventType, Who};
