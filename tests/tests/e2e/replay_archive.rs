@@ -22,18 +22,23 @@ use trailwatch_tests::{files_under, Server, REGION};
 const START: &str = "2026-11-02T22:30:00Z";
 
 struct Dataset {
-    _dir: tempfile::TempDir,
     root: PathBuf,
     set: Arc<RuleSet>,
 }
 
 /// 4 accounts x 2 regions x 3 hours of generated traffic with every attack
-/// scenario, written once per test binary.
+/// scenario, written once per test binary. A `static` is never dropped, so
+/// a temporary directory would outlive every run in the system's temp
+/// directory: it goes to Cargo's directory for integration tests' files
+/// instead (under target/), written afresh by each run.
 fn dataset() -> &'static Dataset {
     static D: OnceLock<Dataset> = OnceLock::new();
     D.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("ds");
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("replay-archive-dataset");
+        match std::fs::remove_dir_all(&out) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("{}: {e}", out.display()),
+            _ => {}
+        }
         let cli = trailwatch_loadtest::cli::Cli::parse_from([
             "trailwatch-loadtest",
             "generate",
@@ -59,7 +64,7 @@ fn dataset() -> &'static Dataset {
         let cfg = Config::load(Some(&out.join("trailwatch.toml"))).unwrap();
         let opts = ruleset::compile_options(&cfg, true).unwrap();
         let (set, _) = ruleset::load(&cfg.rules.paths, true, &opts).unwrap();
-        Dataset { root: out.join("cloudtrail"), _dir: dir, set: Arc::new(set) }
+        Dataset { root: out.join("cloudtrail"), set: Arc::new(set) }
     })
 }
 
