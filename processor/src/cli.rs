@@ -494,6 +494,9 @@ fn print_warnings(w: &[trailwatch_rules::RuleWarning]) {
 /// rule has (a typo would otherwise silently disable nothing).
 fn print_loaded(set: &RuleSet, w: &[trailwatch_rules::RuleWarning], cfg: &Config) {
     print_warnings(w);
+    if let Some(line) = filter_summary(set) {
+        eprintln!("{line}");
+    }
     let left = set.left_out();
     if let Some(line) = selection_summary(&left, cfg) {
         eprintln!("{line}");
@@ -504,6 +507,29 @@ fn print_loaded(set: &RuleSet, w: &[trailwatch_rules::RuleWarning], cfg: &Config
             eprintln!("warning: [rules] disabled lists `{id}`, which no loaded rule has");
         }
     }
+}
+
+/// One line for the Sigma filters applied: how many, to how many rules
+/// (each rule and its filters at debug level).
+fn filter_summary(set: &RuleSet) -> Option<String> {
+    let filtered: Vec<_> = set.rules().iter().filter(|r| !r.filters.is_empty()).collect();
+    if filtered.is_empty() {
+        return None;
+    }
+    let mut filters: Vec<&str> = filtered.iter().flat_map(|r| r.filters.iter().map(String::as_str)).collect();
+    filters.sort_unstable();
+    filters.dedup();
+    for r in &filtered {
+        tracing::debug!(rule = %r.meta.id, filters = %r.filters.join(", "), condition = %r.condition_text, "Sigma filters applied");
+    }
+    Some(format!(
+        "{} Sigma filter{} narrow{} {} rule{} (--log-level debug lists each)",
+        filters.len(),
+        if filters.len() == 1 { "" } else { "s" },
+        if filters.len() == 1 { "s" } else { "" },
+        filtered.len(),
+        if filtered.len() == 1 { "" } else { "s" }
+    ))
 }
 
 fn selection_summary(left: &[(&str, &str, trailwatch_rules::LeftOut)], cfg: &Config) -> Option<String> {
@@ -965,6 +991,9 @@ fn validate_cmd(dirs: &[PathBuf]) -> anyhow::Result<i32> {
     let files = ruleset::files_in(dirs)?;
     let (set, warnings) = ruleset::compile(&files, &plain_options(true)?)?;
     print_warnings(&warnings);
+    if let Some(line) = filter_summary(&set) {
+        eprintln!("{line}");
+    }
     println!(
         "{} rule{} in {} file{}: ok",
         set.rules().len(),

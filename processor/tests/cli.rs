@@ -210,6 +210,57 @@ fn a_rule_that_does_not_compile_is_skipped_and_the_rest_run() {
     assert!(out.stdout.is_empty());
 }
 
+/// A Sigma filter next to the rules (Sigma Filters specification): the rule
+/// it names stops reporting what the filter excludes; `rules validate`
+/// checks it and fails on a broken one with file and line.
+#[test]
+fn sigma_filters_tune_the_rules_they_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("trail.yml"),
+        "title: trail stopped\nid: trail-1\nlogsource:\n  product: aws\n  service: cloudtrail\n\
+         detection:\n  sel:\n    eventName: StopLogging\n  condition: sel\n",
+    )
+    .unwrap();
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/events");
+    let replay = || {
+        let out = run(bin()
+            .args(["replay", "--no-builtin", "--no-progress", "--now", NOW, "--rules"])
+            .arg(dir.path())
+            .arg(&input));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        (text(&out.stdout).lines().count(), text(&out.stderr))
+    };
+    let (before, _) = replay();
+    assert_eq!(before, 1);
+    let filter = "title: the demo operator's address\nid: mf-demo\nlogsource:\n  product: aws\nfilter:\n  \
+                  rules: [trail-1]\n  known:\n    sourceIPAddress: 198.51.100.23\n  condition: not known\n";
+    std::fs::write(dir.path().join("mf_demo.yml"), filter).unwrap();
+    let out = run(bin().args(["rules", "validate"]).arg(dir.path()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (after, err) = replay();
+    assert_eq!(after, 0, "{err}");
+    assert!(err.contains("1 Sigma filter narrows 1 rule"), "{err}");
+    // A broken filter: validate fails naming it; a run says so and runs the rule unfiltered.
+    std::fs::write(dir.path().join("mf_demo.yml"), filter.replace("not known", "not unknown")).unwrap();
+    let out = run(bin().args(["rules", "validate"]).arg(dir.path()));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("mf_demo.yml:9: condition `not unknown`"), "{}", text(&out.stderr));
+    let (n, err) = replay();
+    assert_eq!(n, 1);
+    assert!(err.contains("mf_demo.yml:9: warning: rule skipped"), "{err}");
+
+    // README's example filter loads and narrows the pack rule it names (the pack is loaded by `replay`).
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+    let after = &readme[readme.find("Sigma filters (the Sigma Filters specification").unwrap()..];
+    let block = after.split("```yaml\n").nth(1).unwrap().split("```").next().unwrap();
+    let readme_dir = tempfile::tempdir().unwrap();
+    std::fs::write(readme_dir.path().join("mf_break_glass.yml"), block).unwrap();
+    let out = run(bin().args(["replay", "--no-progress", "--now", NOW, "--rules"]).arg(readme_dir.path()).arg(&input));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("1 Sigma filter narrows 1 rule"), "{}", text(&out.stderr));
+}
+
 #[test]
 fn rules_left_out_by_min_level_status_or_id_report_nothing_and_are_said_in_one_line() {
     let dir = tempfile::tempdir().unwrap();

@@ -22,6 +22,18 @@ pub enum Cond {
 }
 
 impl Cond {
+    /// The same condition over searches numbered `by` further on (a
+    /// filter's searches placed after its rule's).
+    pub fn offset(self, by: usize) -> Cond {
+        match self {
+            Cond::Ref(i) => Cond::Ref(i + by),
+            Cond::Not(c) => Cond::Not(Box::new(c.offset(by))),
+            Cond::And(cs) => Cond::And(cs.into_iter().map(|c| c.offset(by)).collect()),
+            Cond::Or(cs) => Cond::Or(cs.into_iter().map(|c| c.offset(by)).collect()),
+            Cond::AtLeast { n, targets } => Cond::AtLeast { n, targets: targets.into_iter().map(|t| t + by).collect() },
+        }
+    }
+
     pub fn eval(&self, sel: &mut impl FnMut(usize) -> bool) -> bool {
         match self {
             Cond::Ref(i) => sel(*i),

@@ -15,6 +15,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use serde_norway::Mapping;
+
 use crate::compile::{CompileOptions, Ctx, FieldTable, Search};
 use crate::condition::{self, Cond};
 use crate::doc::{Event, Values};
@@ -23,7 +25,7 @@ use crate::json::{self, JsonError, PathTrie};
 use crate::logsource::EventClass;
 use crate::matcher::{Pat, StrOp, Test};
 use crate::meta::{LeftOut, RuleMeta, RuleSelect};
-use crate::parse::{self, DetectionDoc, LogSource, RuleDoc};
+use crate::parse::{self, DetectionDoc, DocText, FilterDoc, LogSource, RuleDoc};
 use crate::window::{self, CorrelationRule, RuleRef};
 
 /// A rule file to load: a name for messages (path or `builtin:...`) and text.
@@ -43,8 +45,10 @@ pub struct DetectionRule {
     pub search_names: Vec<String>,
     pub searches: Vec<Search>,
     pub cond: Cond,
-    /// The condition as written.
+    /// The condition as written (`(rule) and (filter)` with filters).
     pub condition_text: String,
+    /// Ids of the Sigma filters applied to the rule, in load order.
+    pub filters: Vec<String>,
     /// Test cases kept with the rule (`tests:`), unparsed.
     pub tests: Option<serde_norway::Value>,
     /// Literal key-field values (lowercase) the condition requires, if any.
@@ -307,12 +311,45 @@ impl RuleSet {
             }
         }
         let mut b = Builder::new(opts);
+        let filters = b.check_filters(&docs, &mut errors);
+        let mut used = vec![false; filters.len()];
         for d in &docs {
             if let RuleDoc::Detection(det) = d {
-                if let Err(e) = b.add_detection(det) {
+                let mut apply = Vec::new();
+                for (k, f) in filters.iter().enumerate() {
+                    if !f.rules.iter().any(|r| *r == det.meta.id || det.meta.name.as_deref() == Some(r.as_str())) {
+                        continue;
+                    }
+                    used[k] = true;
+                    match logsource_conflict(&f.logsource, &det.logsource) {
+                        None => apply.push(*f),
+                        Some(why) => b.warnings.push(RuleWarning {
+                            file: f.doc.file.to_string(),
+                            line: f.doc.line_of("logsource"),
+                            message: format!(
+                                "filter `{}` is not applied to rule `{}` ({}:{}): {why}",
+                                f.meta.id, det.meta.id, det.doc.file, det.doc.first_line
+                            ),
+                            unread_source: None,
+                        }),
+                    }
+                }
+                if let Err(e) = b.add_detection(det, &apply) {
                     errors.push(e);
                 }
             }
+        }
+        for (f, _) in filters.iter().zip(&used).filter(|(_, u)| !**u) {
+            b.warnings.push(RuleWarning {
+                file: f.doc.file.to_string(),
+                line: f.doc.line_of("rules"),
+                message: format!(
+                    "filter `{}` names no loaded detection rule ({}): it changes nothing",
+                    f.meta.id,
+                    f.rules.join(", ")
+                ),
+                unread_source: None,
+            });
         }
         // Correlations after every detection rule, in file order, so they can
         // refer to rules in any file and to correlations before them.
@@ -602,6 +639,14 @@ impl RuleSet {
     }
 }
 
+/// A compiled `detection` (or filter): search names, searches, condition.
+struct Compiled {
+    names: Vec<String>,
+    searches: Vec<Search>,
+    cond: Cond,
+    text: String,
+}
+
 /// Collects compiled rules and builds the indexes.
 pub(crate) struct Builder<'o> {
     opts: &'o CompileOptions,
@@ -629,15 +674,75 @@ impl<'o> Builder<'o> {
         Builder { opts, fields, rules: Vec::new(), keywords: false, warnings: Vec::new(), ids: BTreeMap::new(), meta }
     }
 
-    pub(crate) fn add_detection(&mut self, d: &DetectionDoc<'_>) -> Result<u32, RuleError> {
+    pub(crate) fn add_detection(&mut self, d: &DetectionDoc<'_>, filters: &[&FilterDoc<'_>]) -> Result<u32, RuleError> {
         if let Some((file, line)) = self.ids.get(&d.meta.id) {
             return Err(d.doc.error(
                 d.doc.line_of("id"),
                 format!("duplicate rule id `{}` (first defined at {file}:{line})", d.meta.id),
             ));
         }
+        let mut part = self.compile_detection(&d.doc, &d.detection, "detection")?;
+        // Each filter: its searches after the rule's, and `and` its
+        // condition (its names and `them` only mean its own searches).
+        let mut applied = Vec::new();
+        for f in filters {
+            let said = self.warnings.len();
+            let fp = self.compile_detection(&f.doc, &f.detection, "filter")?;
+            self.warnings.truncate(said); // said once by check_filters
+            let offset = part.names.len();
+            part.names.extend(fp.names.iter().map(|n| format!("{}/{n}", f.meta.id)));
+            part.searches.extend(fp.searches);
+            part.cond = Cond::And(vec![part.cond, fp.cond.offset(offset)]);
+            part.text = format!("({}) and ({})", part.text, fp.text);
+            applied.push(f.meta.id.clone());
+        }
+        let classes = self.classes_of(d);
+        let idx = self.rules.len() as u32;
+        self.ids.insert(d.meta.id.clone(), (d.doc.file.to_string(), d.doc.first_line));
+        self.rules.push(DetectionRule {
+            meta: d.meta.clone(),
+            logsource: d.logsource.clone(),
+            classes,
+            search_names: part.names,
+            searches: part.searches,
+            cond: part.cond,
+            condition_text: part.text,
+            filters: applied,
+            tests: d.tests.clone(),
+            index_keys: None,
+        });
+        Ok(idx)
+    }
+
+    /// The filter documents that compile (each alone, once: its errors and
+    /// warnings are said here, not again for every rule it applies to).
+    fn check_filters<'d>(&mut self, docs: &'d [RuleDoc<'d>], errors: &mut Vec<RuleError>) -> Vec<&'d FilterDoc<'d>> {
+        let mut ok: Vec<&FilterDoc> = Vec::new();
+        for d in docs {
+            let RuleDoc::Filter(f) = d else { continue };
+            if let Some(first) = ok.iter().find(|o| o.meta.id == f.meta.id) {
+                errors.push(f.doc.error(
+                    f.doc.line_of("id"),
+                    format!(
+                        "duplicate filter id `{}` (first defined at {}:{})",
+                        f.meta.id, first.doc.file, first.doc.first_line
+                    ),
+                ));
+                continue;
+            }
+            match self.compile_detection(&f.doc, &f.detection, "filter") {
+                Ok(_) => ok.push(f),
+                Err(e) => errors.push(e),
+            }
+        }
+        ok
+    }
+
+    /// The searches and condition of a rule's `detection` (or a filter's
+    /// `filter`, `what` says which), compiled.
+    fn compile_detection(&mut self, doc: &DocText<'_>, detection: &Mapping, what: &str) -> Result<Compiled, RuleError> {
         let mut ctx = Ctx {
-            doc: &d.doc,
+            doc,
             fields: &mut self.fields,
             opts: self.opts,
             keywords_used: false,
@@ -646,9 +751,9 @@ impl<'o> Builder<'o> {
         let mut names = Vec::new();
         let mut searches = Vec::new();
         let mut conditions: Vec<String> = Vec::new();
-        for (k, v) in &d.detection {
+        for (k, v) in detection {
             let Some(k) = k.as_str() else {
-                return Err(d.doc.error(d.doc.line_of("detection"), "detection keys must be strings"));
+                return Err(doc.error(doc.line_of(what), format!("{what} keys must be strings")));
             };
             match k {
                 "condition" => match v {
@@ -657,15 +762,15 @@ impl<'o> Builder<'o> {
                         for it in items {
                             match it.as_str() {
                                 Some(s) => conditions.push(s.to_string()),
-                                None => return Err(d.doc.error(d.doc.line_of("condition"), "`condition` must be a string or a list of strings")),
+                                None => return Err(doc.error(doc.line_of("condition"), "`condition` must be a string or a list of strings")),
                             }
                         }
                     }
-                    _ => return Err(d.doc.error(d.doc.line_of("condition"), "`condition` must be a string")),
+                    _ => return Err(doc.error(doc.line_of("condition"), "`condition` must be a string")),
                 },
                 "timeframe" => {
-                    return Err(d.doc.error(
-                        d.doc.line_of("timeframe"),
+                    return Err(doc.error(
+                        doc.line_of("timeframe"),
                         "`timeframe` is for a Sigma v1 aggregation (`condition: sel | count() > 5`), and the condition has none: for events that must occur together, write a temporal correlation rule",
                     ))
                 }
@@ -676,40 +781,26 @@ impl<'o> Builder<'o> {
             }
         }
         if conditions.is_empty() {
-            return Err(d.doc.error(d.doc.line_of("detection"), "detection has no `condition`"));
+            return Err(doc.error(doc.line_of(what), format!("{what} has no `condition`")));
         }
         let mut conds = Vec::new();
         for c in &conditions {
             conds.push(
                 condition::parse(c, &names)
-                    .map_err(|r| d.doc.error(d.doc.line_of("condition"), format!("condition `{c}`: {r}")))?,
+                    .map_err(|r| doc.error(doc.line_of("condition"), format!("condition `{c}`: {r}")))?,
             );
         }
         let cond = if conds.len() == 1 { conds.remove(0) } else { Cond::Or(conds) };
         self.keywords |= ctx.keywords_used;
         for p in &ctx.unset_placeholders {
             self.warnings.push(RuleWarning {
-                file: d.doc.file.to_string(),
-                line: d.doc.line_containing(&format!("%{p}%")),
+                file: doc.file.to_string(),
+                line: doc.line_containing(&format!("%{p}%")),
                 message: format!("placeholder `%{p}%` has no configured values: items using it never match"),
                 unread_source: None,
             });
         }
-        let classes = self.classes_of(d);
-        let idx = self.rules.len() as u32;
-        self.ids.insert(d.meta.id.clone(), (d.doc.file.to_string(), d.doc.first_line));
-        self.rules.push(DetectionRule {
-            meta: d.meta.clone(),
-            logsource: d.logsource.clone(),
-            classes,
-            search_names: names,
-            searches,
-            cond,
-            condition_text: conditions.join(" or "),
-            tests: d.tests.clone(),
-            index_keys: None,
-        });
-        Ok(idx)
+        Ok(Compiled { names, searches, cond, text: conditions.join(" or ") })
     }
 
     fn classes_of(&mut self, d: &DetectionDoc<'_>) -> u8 {
@@ -860,6 +951,24 @@ fn secondary_keys(r: &DetectionRule, class: EventClass, meta: &MetaFields) -> Op
 
 /// The set of key-field values (lowercase) without which `cond` cannot hold,
 /// or None when the condition does not pin the key field.
+/// Why a filter's `logsource` does not cover a rule's: each of product,
+/// service and category the filter sets must be the rule's (case aside).
+fn logsource_conflict(filter: &LogSource, rule: &LogSource) -> Option<String> {
+    let fields = [
+        ("product", &filter.product, &rule.product),
+        ("service", &filter.service, &rule.service),
+        ("category", &filter.category, &rule.category),
+    ];
+    for (name, f, r) in fields {
+        let Some(f) = f else { continue };
+        if !r.as_ref().is_some_and(|r| r.eq_ignore_ascii_case(f)) {
+            let r = r.as_deref().map_or("none".to_string(), |r| format!("`{r}`"));
+            return Some(format!("the filter's logsource {name} is `{f}`, the rule's {r}"));
+        }
+    }
+    None
+}
+
 fn required_keys(cond: &Cond, searches: &[Search], key: u32) -> Option<BTreeSet<String>> {
     match cond {
         Cond::Ref(i) => search_keys(&searches[*i], key),

@@ -1,6 +1,6 @@
 //! YAML → rule documents. A file may hold several YAML documents (`---`):
-//! detection rules and correlation rules side by side, as the Sigma
-//! correlation specification shows them.
+//! detection rules, correlation rules and filters side by side, as the
+//! Sigma correlation specification shows them.
 
 mod aggregation;
 
@@ -92,6 +92,7 @@ const KNOWN_KEYS: &[&str] = &[
     "scope",
     "taxonomy",
     "correlation",
+    "filter",
     "generate",
     "tests",
 ];
@@ -109,6 +110,22 @@ pub struct LogSource {
 pub enum RuleDoc<'a> {
     Detection(DetectionDoc<'a>),
     Correlation(CorrelationDoc<'a>),
+    Filter(FilterDoc<'a>),
+}
+
+/// A Sigma filter (Sigma Filters specification 2.0): searches and a
+/// condition added, with `and`, to the condition of each detection rule
+/// it names, so that a deployment tunes rules it did not write (SigmaHQ's)
+/// without editing them.
+#[derive(Debug, Clone)]
+pub struct FilterDoc<'a> {
+    pub doc: DocText<'a>,
+    pub meta: RuleMeta,
+    pub logsource: LogSource,
+    /// `filter.rules`: the ids or names of the rules it applies to.
+    pub rules: Vec<String>,
+    /// `filter` without `rules`: its searches and `condition`.
+    pub detection: Mapping,
 }
 
 #[derive(Debug, Clone)]
@@ -182,20 +199,35 @@ fn parse_doc(doc: DocText<'_>) -> Result<RuleDoc<'_>, RuleError> {
             warning: None,
         }));
     }
-    let logsource = match map.get("logsource") {
-        // A correlation written without its `correlation:` key (seen in
-        // the wild): say where its keys belong rather than "no logsource".
-        None if map.contains_key("type") && map.contains_key("timespan") && !map.contains_key("detection") => {
-            return Err(doc.error(
-                doc.line_of("type"),
-                "a correlation's `type`, `rules`, `group-by`, `timespan` and `condition` belong under \
-                 `correlation:` (Sigma correlation rules); this document has no `correlation`, `logsource` or \
-                 `detection`",
-            ));
-        }
-        None => {
-            return Err(doc.error(doc.first_line, "missing `logsource`"));
-        }
+    if let Some(f) = map.get("filter") {
+        return parse_filter(doc, &map, meta, f).map(RuleDoc::Filter);
+    }
+    // A correlation written without its `correlation:` key (seen in the
+    // wild): say where its keys belong rather than "no logsource".
+    if !map.contains_key("logsource")
+        && map.contains_key("type")
+        && map.contains_key("timespan")
+        && !map.contains_key("detection")
+    {
+        return Err(doc.error(
+            doc.line_of("type"),
+            "a correlation's `type`, `rules`, `group-by`, `timespan` and `condition` belong under \
+             `correlation:` (Sigma correlation rules); this document has no `correlation`, `logsource` or \
+             `detection`",
+        ));
+    }
+    let logsource = parse_logsource(&doc, &map)?;
+    let detection = match map.get("detection") {
+        None => return Err(doc.error(doc.first_line, "missing `detection`")),
+        Some(Value::Mapping(d)) => d.clone(),
+        Some(_) => return Err(doc.error(doc.line_of("detection"), "`detection` must be a mapping")),
+    };
+    Ok(RuleDoc::Detection(DetectionDoc { meta, logsource, detection, tests, doc }))
+}
+
+fn parse_logsource(doc: &DocText<'_>, map: &Mapping) -> Result<LogSource, RuleError> {
+    match map.get("logsource") {
+        None => Err(doc.error(doc.first_line, "missing `logsource`")),
         Some(Value::Mapping(ls)) => {
             let get = |k: &str| -> Result<Option<String>, RuleError> {
                 match ls.get(k) {
@@ -204,16 +236,43 @@ fn parse_doc(doc: DocText<'_>) -> Result<RuleDoc<'_>, RuleError> {
                     Some(_) => Err(doc.error(doc.line_of(k), format!("`logsource.{k}` must be a string"))),
                 }
             };
-            LogSource { product: get("product")?, service: get("service")?, category: get("category")? }
+            Ok(LogSource { product: get("product")?, service: get("service")?, category: get("category")? })
         }
-        Some(_) => return Err(doc.error(doc.line_of("logsource"), "`logsource` must be a mapping")),
+        Some(_) => Err(doc.error(doc.line_of("logsource"), "`logsource` must be a mapping")),
+    }
+}
+
+/// A filter document: `logsource`, and `filter` with `rules` (ids or
+/// names), searches and a `condition`.
+fn parse_filter<'a>(doc: DocText<'a>, map: &Mapping, meta: RuleMeta, f: &Value) -> Result<FilterDoc<'a>, RuleError> {
+    if map.contains_key("detection") || map.contains_key("correlation") {
+        return Err(doc.error(doc.line_of("filter"), "a filter has `filter` only, not `detection` or `correlation`"));
+    }
+    let Value::Mapping(f) = f else {
+        return Err(doc.error(doc.line_of("filter"), "`filter` must be a mapping"));
     };
-    let detection = match map.get("detection") {
-        None => return Err(doc.error(doc.first_line, "missing `detection`")),
-        Some(Value::Mapping(d)) => d.clone(),
-        Some(_) => return Err(doc.error(doc.line_of("detection"), "`detection` must be a mapping")),
+    let logsource = parse_logsource(&doc, map)?;
+    let line = if f.contains_key("rules") { doc.line_of("rules") } else { doc.line_of("filter") };
+    let rules: Vec<String> = match f.get("rules") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Sequence(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| doc.error(line, "`filter.rules` must list rule ids or names"))
+            })
+            .collect::<Result<_, _>>()?,
+        _ => {
+            return Err(doc.error(line, "`filter.rules` must list the ids or names of the rules the filter applies to"))
+        }
     };
-    Ok(RuleDoc::Detection(DetectionDoc { meta, logsource, detection, tests, doc }))
+    if rules.is_empty() {
+        return Err(doc.error(line, "`filter.rules` is empty: the filter would apply to no rule"));
+    }
+    let mut detection = f.clone();
+    detection.remove("rules");
+    Ok(FilterDoc { doc, meta, logsource, rules, detection })
 }
 
 fn parse_meta(doc: &DocText<'_>, map: &Mapping) -> Result<RuleMeta, RuleError> {
