@@ -317,7 +317,13 @@ impl RuleSet {
             if let RuleDoc::Detection(det) = d {
                 let mut apply = Vec::new();
                 for (k, f) in filters.iter().enumerate() {
-                    if !f.rules.iter().any(|r| *r == det.meta.id || det.meta.name.as_deref() == Some(r.as_str())) {
+                    // A v1 aggregation's searches are its `<id>/match` rule.
+                    let id = det.meta.id.strip_suffix("/match").unwrap_or(&det.meta.id);
+                    if !f
+                        .rules
+                        .iter()
+                        .any(|r| *r == id || *r == det.meta.id || det.meta.name.as_deref() == Some(r.as_str()))
+                    {
                         continue;
                     }
                     used[k] = true;
@@ -340,14 +346,21 @@ impl RuleSet {
             }
         }
         for (f, _) in filters.iter().zip(&used).filter(|(_, u)| !**u) {
+            let correlation = f.rules.iter().find(|r| {
+                docs.iter().any(|d| {
+                    matches!(d, RuleDoc::Correlation(c) if c.meta.id == **r || c.meta.name.as_deref() == Some(r.as_str()))
+                })
+            });
+            let why = match correlation {
+                Some(c) => {
+                    format!("names `{c}`, a correlation (a filter applies to the detection rules a correlation counts)")
+                }
+                None => format!("names no loaded detection rule ({})", f.rules.join(", ")),
+            };
             b.warnings.push(RuleWarning {
                 file: f.doc.file.to_string(),
                 line: f.doc.line_of("rules"),
-                message: format!(
-                    "filter `{}` names no loaded detection rule ({}): it changes nothing",
-                    f.meta.id,
-                    f.rules.join(", ")
-                ),
+                message: format!("filter `{}` {why}: it changes nothing", f.meta.id),
                 unread_source: None,
             });
         }

@@ -119,6 +119,28 @@ filter:
     assert_eq!(said[1], (6, "filter `mf-typo` names no loaded detection rule (key-craeted): it changes nothing"));
     assert!(set.rules().iter().all(|r| r.filters.is_empty()));
     assert_eq!(matching(&set, &ev("DeleteUser", "arn:x", "10.0.0.1")), ["user-deleted"]);
+
+    // A correlation named: said as such.
+    let corr = r#"
+title: many deletions
+id: many-deletions
+correlation: {type: event_count, rules: [user-deleted], group-by: [userIdentity.arn], timespan: 1h, condition: {gte: 3}}
+---
+title: names the correlation
+id: mf-corr
+logsource: {product: aws}
+filter:
+    rules: [many-deletions]
+    sel: {sourceIPAddress: 10.0.0.1}
+    condition: not sel
+"#;
+    let (_, warnings) = RuleSet::load(&files(corr), &CompileOptions::default()).unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(
+        warnings[0].message,
+        "filter `mf-corr` names `many-deletions`, a correlation (a filter applies to the detection rules a correlation \
+         counts): it changes nothing"
+    );
 }
 
 #[test]
@@ -187,4 +209,34 @@ filter:
     assert_eq!(r.filters, ["mf-break-glass", "mf-scanner"]);
     assert!(matching(&set, &ev("CreateAccessKey", "arn:aws:iam::1:user/scanner", "198.51.100.1")).is_empty());
     assert_eq!(matching(&set, &ev("CreateAccessKey", "arn:aws:iam::1:user/bob", "198.51.100.1")), ["key-created"]);
+}
+
+/// A Sigma v1 aggregation (`| count() > n`) is filtered by its own id: the
+/// filter applies to the searches it counts (its `<id>/match` rule).
+#[test]
+fn a_v1_aggregation_is_filtered_by_its_id() {
+    let agg = r#"
+title: many keys
+id: many-keys
+logsource: {product: aws, service: cloudtrail}
+detection:
+    sel: {eventName: CreateAccessKey}
+    timeframe: 10m
+    condition: sel | count() by userIdentity.arn > 2
+---
+title: not the rotation job
+id: mf-rotation
+logsource: {product: aws, service: cloudtrail}
+filter:
+    rules: [many-keys]
+    job: {userIdentity.arn|endswith: '/key-rotation'}
+    condition: not job
+"#;
+    let (set, warnings) = RuleSet::load(&files(agg), &CompileOptions::default()).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let base = set.rules().iter().find(|r| r.meta.id == "many-keys/match").unwrap();
+    assert_eq!(base.filters, ["mf-rotation"]);
+    assert!(set.rules().iter().find(|r| r.meta.id == "key-created").unwrap().filters.is_empty());
+    let ids = matching(&set, &ev("CreateAccessKey", "arn:aws:iam::1:user/key-rotation", "198.51.100.1"));
+    assert_eq!(ids, ["key-created"], "the aggregation's searches no longer match the job");
 }
