@@ -174,7 +174,15 @@ struct Parser<'a, 'n> {
     toks: Vec<Tok<'a>>,
     pos: usize,
     names: &'n [String],
+    /// Open parentheses and `not`s around the current position.
+    depth: usize,
 }
+
+/// Nesting (parentheses and `not`s) a condition may have. Sigma rules nest
+/// a few levels; without a bound a condition nested some thousands deep
+/// overflows the stack (parsing, evaluating and dropping all recurse),
+/// which kills the process instead of refusing one rule (found by fuzzing).
+pub const MAX_DEPTH: usize = 64;
 
 /// Parses `text` against the search identifiers `names`.
 pub fn parse(text: &str, names: &[String]) -> Result<Cond, String> {
@@ -188,7 +196,7 @@ pub fn parse(text: &str, names: &[String]) -> Result<Cond, String> {
     if toks.is_empty() {
         return Err("empty condition".to_string());
     }
-    let mut p = Parser { toks, pos: 0, names };
+    let mut p = Parser { toks, pos: 0, names, depth: 0 };
     let c = p.or()?;
     if p.pos != p.toks.len() {
         return Err(format!("unexpected {} in condition", p.describe()));
@@ -230,20 +238,33 @@ impl<'a> Parser<'a, '_> {
     fn not(&mut self) -> Result<Cond, String> {
         if self.peek() == Some(Tok::Not) {
             self.pos += 1;
-            return Ok(Cond::Not(Box::new(self.not()?)));
+            self.enter()?;
+            let c = Cond::Not(Box::new(self.not()?));
+            self.depth -= 1;
+            return Ok(c);
         }
         self.atom()
+    }
+
+    fn enter(&mut self) -> Result<(), String> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(format!("condition nests deeper than {MAX_DEPTH} levels (parentheses and `not`)"));
+        }
+        Ok(())
     }
 
     fn atom(&mut self) -> Result<Cond, String> {
         match self.peek() {
             Some(Tok::LParen) => {
                 self.pos += 1;
+                self.enter()?;
                 let c = self.or()?;
                 if self.peek() != Some(Tok::RParen) {
                     return Err(format!("expected `)` but found {}", self.describe()));
                 }
                 self.pos += 1;
+                self.depth -= 1;
                 Ok(c)
             }
             Some(Tok::Num(n)) => {
@@ -327,6 +348,22 @@ mod tests {
     fn eval(cond: &str, truth: &[bool]) -> bool {
         let c = parse(cond, &names()).unwrap();
         c.eval(&mut |i| truth[i])
+    }
+
+    #[test]
+    fn nesting_is_bounded_instead_of_overflowing_the_stack() {
+        let deep = |n: usize| format!("{}sel{}", "(".repeat(n), ")".repeat(n));
+        assert!(eval(&deep(MAX_DEPTH), &[true, false, false, false, false]));
+        let too_deep = "condition nests deeper than 64 levels (parentheses and `not`)";
+        assert_eq!(parse(&deep(MAX_DEPTH + 1), &names()).unwrap_err(), too_deep);
+        // Thousands deep (the fuzzer's input shape): an error, not a crash.
+        assert_eq!(parse(&deep(50_000), &names()).unwrap_err(), too_deep);
+        assert_eq!(parse(&format!("{}sel", "not ".repeat(50_000)), &names()).unwrap_err(), too_deep);
+        let mixed = format!("{}sel", "not (".repeat(40)) + &")".repeat(40);
+        assert_eq!(parse(&mixed, &names()).unwrap_err(), too_deep);
+        // Depth is nesting, not length: siblings at one level are fine.
+        let wide = vec!["(sel)"; 10_000].join(" or ");
+        assert!(eval(&wide, &[true, false, false, false, false]));
     }
 
     #[test]
