@@ -206,6 +206,10 @@ pub struct MetaFields {
     pub eb_detail_type: u32,
 }
 
+/// Correlations a chain may hold (one using another's alerts, and so on).
+/// Sigma chains are two or three long.
+pub const MAX_CHAIN: usize = 16;
+
 /// Every rule, compiled, with the fields they read.
 #[derive(Debug, Clone)]
 pub struct RuleSet {
@@ -367,11 +371,30 @@ impl RuleSet {
         // Correlations after every detection rule, in file order, so they can
         // refer to rules in any file and to correlations before them.
         let mut correlations: Vec<CorrelationRule> = Vec::new();
+        let mut depths: Vec<usize> = Vec::new();
         for d in &docs {
             if let RuleDoc::Correlation(c) = d {
                 let resolver = Names { rules: &b.rules, correlations: &correlations };
                 match window::compile(c, &resolver, &mut b.fields) {
                     Ok(cr) => {
+                        // An alert feeds the correlation that uses it by a
+                        // call per link: a bound keeps a chain off the stack's end.
+                        let depth = 1 + cr
+                            .rules
+                            .iter()
+                            .filter_map(|r| match r {
+                                RuleRef::Correlation(k) => Some(depths[*k]),
+                                RuleRef::Detection(_) => None,
+                            })
+                            .max()
+                            .unwrap_or(0);
+                        if depth > MAX_CHAIN {
+                            errors.push(c.doc.error(
+                                c.doc.line_of("rules"),
+                                format!("correlations chained more than {MAX_CHAIN} deep (this one is link {depth})"),
+                            ));
+                            continue;
+                        }
                         if let Some((file, line)) = b.ids.get(&cr.meta.id) {
                             errors.push(c.doc.error(
                                 c.doc.line_of("id"),
@@ -385,6 +408,7 @@ impl RuleSet {
                             b.warnings.push(RuleWarning { file, line, message, unread_source: None });
                         }
                         correlations.push(cr);
+                        depths.push(depth);
                     }
                     Err(e) => errors.push(e),
                 }

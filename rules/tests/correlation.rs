@@ -733,3 +733,30 @@ fn rules_left_out_by_level_status_or_id_report_nothing_but_still_feed_correlatio
     use trailwatch_rules::LeftOut::{Disabled, Level as Lvl};
     assert_eq!(left, [("sel-list", Lvl), ("sel-many", Disabled)]);
 }
+
+/// A correlation chain is bounded (an alert feeds the next link by a call):
+/// 16 links load; a 17th is refused with its file and line, and in a
+/// skipping load the links below it still run.
+#[test]
+fn correlation_chains_are_bounded() {
+    let base = "title: base\nid: base\nname: base\nlogsource: {product: aws, service: cloudtrail}\n\
+                detection:\n    sel: {eventName: StopLogging}\n    condition: sel\n";
+    let chain = |n: usize| {
+        let mut text = base.to_string();
+        for i in 1..=n {
+            let prev = if i == 1 { "base".to_string() } else { format!("c{}", i - 1) };
+            text.push_str(&format!(
+                "---\ntitle: link {i}\nid: c{i}\nname: c{i}\ncorrelation:\n    type: event_count\n    rules: [{prev}]\n    \
+                 group-by: [userIdentity.arn]\n    timespan: 1h\n    condition: {{gte: 1}}\n"
+            ));
+        }
+        vec![RuleFile { name: "chain.yml".into(), text }]
+    };
+    let (set, _) = RuleSet::load(&chain(trailwatch_rules::engine::MAX_CHAIN), &CompileOptions::default()).unwrap();
+    assert_eq!(set.correlations().len(), 16);
+    let err = RuleSet::load(&chain(17), &CompileOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("chain.yml:"), "{err}");
+    assert!(err.contains("correlations chained more than 16 deep (this one is link 17)"), "{err}");
+    let (set, _, errors) = RuleSet::load_skipping(&chain(17), &CompileOptions::default());
+    assert_eq!((set.correlations().len(), errors.len()), (16, 1));
+}
