@@ -319,55 +319,13 @@ impl RuleSet {
         let mut used = vec![false; filters.len()];
         for d in &docs {
             if let RuleDoc::Detection(det) = d {
-                let mut apply = Vec::new();
-                for (k, f) in filters.iter().enumerate() {
-                    // A v1 aggregation's searches are its `<id>/match` rule.
-                    let id = det.meta.id.strip_suffix("/match").unwrap_or(&det.meta.id);
-                    if !f
-                        .rules
-                        .iter()
-                        .any(|r| *r == id || *r == det.meta.id || det.meta.name.as_deref() == Some(r.as_str()))
-                    {
-                        continue;
-                    }
-                    used[k] = true;
-                    match logsource_conflict(&f.logsource, &det.logsource) {
-                        None => apply.push(*f),
-                        Some(why) => b.warnings.push(RuleWarning {
-                            file: f.doc.file.to_string(),
-                            line: f.doc.line_of("logsource"),
-                            message: format!(
-                                "filter `{}` is not applied to rule `{}` ({}:{}): {why}",
-                                f.meta.id, det.meta.id, det.doc.file, det.doc.first_line
-                            ),
-                            unread_source: None,
-                        }),
-                    }
-                }
+                let apply = b.filters_for(det, &filters, &mut used);
                 if let Err(e) = b.add_detection(det, &apply) {
                     errors.push(e);
                 }
             }
         }
-        for (f, _) in filters.iter().zip(&used).filter(|(_, u)| !**u) {
-            let correlation = f.rules.iter().find(|r| {
-                docs.iter().any(|d| {
-                    matches!(d, RuleDoc::Correlation(c) if c.meta.id == **r || c.meta.name.as_deref() == Some(r.as_str()))
-                })
-            });
-            let why = match correlation {
-                Some(c) => {
-                    format!("names `{c}`, a correlation (a filter applies to the detection rules a correlation counts)")
-                }
-                None => format!("names no loaded detection rule ({})", f.rules.join(", ")),
-            };
-            b.warnings.push(RuleWarning {
-                file: f.doc.file.to_string(),
-                line: f.doc.line_of("rules"),
-                message: format!("filter `{}` {why}: it changes nothing", f.meta.id),
-                unread_source: None,
-            });
-        }
+        b.warn_unused_filters(&filters, &used, &docs);
         // Correlations after every detection rule, in file order, so they can
         // refer to rules in any file and to correlations before them.
         let mut correlations: Vec<CorrelationRule> = Vec::new();
@@ -773,6 +731,64 @@ impl<'o> Builder<'o> {
             }
         }
         ok
+    }
+
+    /// The filters that name `det` (by id or name) and whose logsource
+    /// covers its own; one that names it but not its logsource is said.
+    /// Marks in `used` every filter that names it.
+    fn filters_for<'f>(
+        &mut self,
+        det: &DetectionDoc<'_>,
+        filters: &[&'f FilterDoc<'f>],
+        used: &mut [bool],
+    ) -> Vec<&'f FilterDoc<'f>> {
+        // A v1 aggregation's searches are its `<id>/match` rule.
+        let id = det.meta.id.strip_suffix("/match").unwrap_or(&det.meta.id);
+        let names = |r: &String| *r == id || *r == det.meta.id || det.meta.name.as_ref() == Some(r);
+        let mut apply = Vec::new();
+        for (k, f) in filters.iter().enumerate() {
+            if !f.rules.iter().any(names) {
+                continue;
+            }
+            used[k] = true;
+            match logsource_conflict(&f.logsource, &det.logsource) {
+                None => apply.push(*f),
+                Some(why) => self.warnings.push(RuleWarning {
+                    file: f.doc.file.to_string(),
+                    line: f.doc.line_of("logsource"),
+                    message: format!(
+                        "filter `{}` is not applied to rule `{}` ({}:{}): {why}",
+                        f.meta.id, det.meta.id, det.doc.file, det.doc.first_line
+                    ),
+                    unread_source: None,
+                }),
+            }
+        }
+        apply
+    }
+
+    /// A filter that names no detection rule changes nothing: said, with
+    /// why when it names a correlation.
+    fn warn_unused_filters(&mut self, filters: &[&FilterDoc<'_>], used: &[bool], docs: &[RuleDoc<'_>]) {
+        for (f, _) in filters.iter().zip(used).filter(|(_, u)| !**u) {
+            let is_correlation = |r: &&String| {
+                docs.iter().any(
+                    |d| matches!(d, RuleDoc::Correlation(c) if c.meta.id == **r || c.meta.name.as_ref() == Some(*r)),
+                )
+            };
+            let why = match f.rules.iter().find(is_correlation) {
+                Some(c) => {
+                    format!("names `{c}`, a correlation (a filter applies to the detection rules a correlation counts)")
+                }
+                None => format!("names no loaded detection rule ({})", f.rules.join(", ")),
+            };
+            self.warnings.push(RuleWarning {
+                file: f.doc.file.to_string(),
+                line: f.doc.line_of("rules"),
+                message: format!("filter `{}` {why}: it changes nothing", f.meta.id),
+                unread_source: None,
+            });
+        }
     }
 
     /// The searches and condition of a rule's `detection` (or a filter's
