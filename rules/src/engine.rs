@@ -315,7 +315,7 @@ impl RuleSet {
             }
         }
         let mut b = Builder::new(opts);
-        let filters = b.check_filters(&docs, &mut errors);
+        let filters = b.compile_filters(&docs, &mut errors);
         let mut used = vec![false; filters.len()];
         for d in &docs {
             if let RuleDoc::Detection(det) = d {
@@ -642,6 +642,13 @@ struct Compiled {
     text: String,
 }
 
+/// A filter document and its compiled searches and condition (numbered
+/// from 0; shifted after the searches of each rule it joins).
+pub(crate) struct Filter<'d> {
+    doc: &'d FilterDoc<'d>,
+    compiled: Compiled,
+}
+
 /// Collects compiled rules and builds the indexes.
 pub(crate) struct Builder<'o> {
     opts: &'o CompileOptions,
@@ -669,7 +676,7 @@ impl<'o> Builder<'o> {
         Builder { opts, fields, rules: Vec::new(), keywords: false, warnings: Vec::new(), ids: BTreeMap::new(), meta }
     }
 
-    pub(crate) fn add_detection(&mut self, d: &DetectionDoc<'_>, filters: &[&FilterDoc<'_>]) -> Result<u32, RuleError> {
+    pub(crate) fn add_detection(&mut self, d: &DetectionDoc<'_>, filters: &[&Filter<'_>]) -> Result<u32, RuleError> {
         if let Some((file, line)) = self.ids.get(&d.meta.id) {
             return Err(d.doc.error(
                 d.doc.line_of("id"),
@@ -680,14 +687,11 @@ impl<'o> Builder<'o> {
         // Each filter: its searches after the rule's, and `and` its
         // condition (its names and `them` only mean its own searches).
         let mut applied = Vec::new();
-        for f in filters {
-            let said = self.warnings.len();
-            let fp = self.compile_detection(&f.doc, &f.detection, "filter")?;
-            self.warnings.truncate(said); // said once by check_filters
+        for Filter { doc: f, compiled: fp } in filters {
             let offset = part.names.len();
             part.names.extend(fp.names.iter().map(|n| format!("{}/{n}", f.meta.id)));
-            part.searches.extend(fp.searches);
-            part.cond = Cond::And(vec![part.cond, fp.cond.offset(offset)]);
+            part.searches.extend(fp.searches.iter().cloned());
+            part.cond = Cond::And(vec![part.cond, fp.cond.clone().offset(offset)]);
             part.text = format!("({}) and ({})", part.text, fp.text);
             applied.push(f.meta.id.clone());
         }
@@ -709,13 +713,13 @@ impl<'o> Builder<'o> {
         Ok(idx)
     }
 
-    /// The filter documents that compile (each alone, once: its errors and
-    /// warnings are said here, not again for every rule it applies to).
-    fn check_filters<'d>(&mut self, docs: &'d [RuleDoc<'d>], errors: &mut Vec<RuleError>) -> Vec<&'d FilterDoc<'d>> {
-        let mut ok: Vec<&FilterDoc> = Vec::new();
+    /// The filter documents that compile, compiled once (their errors and
+    /// warnings said once, not for every rule a filter applies to).
+    fn compile_filters<'d>(&mut self, docs: &'d [RuleDoc<'d>], errors: &mut Vec<RuleError>) -> Vec<Filter<'d>> {
+        let mut ok: Vec<Filter> = Vec::new();
         for d in docs {
             let RuleDoc::Filter(f) = d else { continue };
-            if let Some(first) = ok.iter().find(|o| o.meta.id == f.meta.id) {
+            if let Some(first) = ok.iter().map(|o| o.doc).find(|o| o.meta.id == f.meta.id) {
                 errors.push(f.doc.error(
                     f.doc.line_of("id"),
                     format!(
@@ -726,7 +730,7 @@ impl<'o> Builder<'o> {
                 continue;
             }
             match self.compile_detection(&f.doc, &f.detection, "filter") {
-                Ok(_) => ok.push(f),
+                Ok(compiled) => ok.push(Filter { doc: f, compiled }),
                 Err(e) => errors.push(e),
             }
         }
@@ -739,20 +743,21 @@ impl<'o> Builder<'o> {
     fn filters_for<'f>(
         &mut self,
         det: &DetectionDoc<'_>,
-        filters: &[&'f FilterDoc<'f>],
+        filters: &'f [Filter<'f>],
         used: &mut [bool],
-    ) -> Vec<&'f FilterDoc<'f>> {
+    ) -> Vec<&'f Filter<'f>> {
         // A v1 aggregation's searches are its `<id>/match` rule.
         let id = det.meta.id.strip_suffix("/match").unwrap_or(&det.meta.id);
         let names = |r: &String| *r == id || *r == det.meta.id || det.meta.name.as_ref() == Some(r);
         let mut apply = Vec::new();
-        for (k, f) in filters.iter().enumerate() {
+        for (k, filter) in filters.iter().enumerate() {
+            let f = filter.doc;
             if !f.rules.iter().any(names) {
                 continue;
             }
             used[k] = true;
             match logsource_conflict(&f.logsource, &det.logsource) {
-                None => apply.push(*f),
+                None => apply.push(filter),
                 Some(why) => self.warnings.push(RuleWarning {
                     file: f.doc.file.to_string(),
                     line: f.doc.line_of("logsource"),
@@ -769,8 +774,8 @@ impl<'o> Builder<'o> {
 
     /// A filter that names no detection rule changes nothing: said, with
     /// why when it names a correlation.
-    fn warn_unused_filters(&mut self, filters: &[&FilterDoc<'_>], used: &[bool], docs: &[RuleDoc<'_>]) {
-        for (f, _) in filters.iter().zip(used).filter(|(_, u)| !**u) {
+    fn warn_unused_filters(&mut self, filters: &[Filter<'_>], used: &[bool], docs: &[RuleDoc<'_>]) {
+        for f in filters.iter().zip(used).filter(|(_, u)| !**u).map(|(f, _)| f.doc) {
             let is_correlation = |r: &&String| {
                 docs.iter().any(
                     |d| matches!(d, RuleDoc::Correlation(c) if c.meta.id == **r || c.meta.name.as_ref() == Some(*r)),
