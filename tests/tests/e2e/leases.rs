@@ -228,3 +228,41 @@ async fn a_joining_worker_steals_toward_an_even_share_and_children_wait_for_pare
     let lost = m.kinesis_lease_transitions.with_label_values(&["leases-b-a", "lost"]).get();
     assert!(stolen >= 5 && lost >= 5, "stolen {stolen}, lost {lost}");
 }
+
+/// A renewal the worker sent but never saw answered (its round was stopped,
+/// or the answer timed out) moves the table's counter past the one the worker
+/// holds. Release must still give the lease back at once: otherwise the next
+/// owner waits for the failover time (seen as a flaky handover before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_after_an_unanswered_renewal_hands_over_at_once() {
+    let server = Server::moto().unwrap();
+    let ddb = create_table(&server, "leases-c").await;
+    let observer = LeaseCoordinator::new(ddb.clone(), "leases-c", "observer", "leases-observer", FAILOVER);
+    observer.ensure_leases(&shards(2), "TRIM_HORIZON").await.unwrap();
+    let b = LeaseCoordinator::new(ddb.clone(), "leases-c", "b", "leases-c-b", FAILOVER);
+    b.round().await.unwrap();
+    assert_eq!(b.held().await.len(), 2);
+    // The renewal that landed without b learning of it: counter + 1, still b's.
+    for key in b.held().await {
+        ddb.update_item()
+            .table_name("leases-c")
+            .key("leaseKey", aws_sdk_dynamodb::types::AttributeValue::S(key))
+            .update_expression("SET leaseCounter = leaseCounter + :one")
+            .condition_expression("leaseOwner = :b")
+            .expression_attribute_values(":one", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
+            .expression_attribute_values(":b", aws_sdk_dynamodb::types::AttributeValue::S("b".into()))
+            .send()
+            .await
+            .unwrap();
+    }
+    b.release_all().await.unwrap();
+    assert_eq!(owners(&observer).await, BTreeMap::from([("<free>".to_string(), 2)]), "released leases still owned");
+    // Another worker takes them at its first round, not after the failover time.
+    let a = LeaseCoordinator::new(ddb.clone(), "leases-c", "a", "leases-c-a", FAILOVER);
+    a.round().await.unwrap();
+    assert_eq!(owners(&observer).await, BTreeMap::from([("a".to_string(), 2)]));
+    // b's stale renewal cannot take them back.
+    assert!(b.held().await.is_empty());
+    assert!(b.renew().await.unwrap().is_empty());
+    assert_eq!(owners(&observer).await, BTreeMap::from([("a".to_string(), 2)]));
+}

@@ -775,16 +775,21 @@ impl LeaseCoordinator {
     /// takes it at its next round instead of after the failover time.
     pub async fn release(&self, shard: &str) -> Result<(), LeaseError> {
         let mut held = self.held.lock().await;
-        let Some(counter) = held.remove(shard) else { return Ok(()) };
+        if held.remove(shard).is_none() {
+            return Ok(());
+        }
         let r = self
             .ddb
             .update_item()
             .table_name(&self.table)
             .key("leaseKey", AttributeValue::S(shard.to_string()))
-            .update_expression("SET leaseCounter = :next REMOVE leaseOwner")
-            .condition_expression("leaseCounter = :c AND leaseOwner = :me")
-            .expression_attribute_values(":c", num(counter))
-            .expression_attribute_values(":next", num(counter + 1))
+            // On the owner alone, not the counter: a renewal cut off after it
+            // was sent (a stopped round, a timeout) may have moved the counter
+            // past the one held here, and the lease is still this worker's to
+            // give back. Raising the counter fences any such write still on its way.
+            .update_expression("SET leaseCounter = leaseCounter + :one REMOVE leaseOwner")
+            .condition_expression("leaseOwner = :me")
+            .expression_attribute_values(":one", num(1))
             .expression_attribute_values(":me", AttributeValue::S(self.worker.clone()))
             .send()
             .await;
