@@ -229,12 +229,15 @@ async fn a_joining_worker_steals_toward_an_even_share_and_children_wait_for_pare
     assert!(stolen >= 5 && lost >= 5, "stolen {stolen}, lost {lost}");
 }
 
-/// A renewal the worker sent but never saw answered (its round was stopped,
-/// or the answer timed out) moves the table's counter past the one the worker
-/// holds. Release must still give the lease back at once: otherwise the next
-/// owner waits for the failover time (seen as a flaky handover before).
+/// A renewal the worker sent but never saw answered (the SDK retried one that
+/// had landed, its round was stopped, the answer timed out) moves the table's
+/// counter past the one the worker holds. The next renewal must keep the lease
+/// (it is still this worker's), and a release must give it back at once:
+/// otherwise the next owner waits for the failover time (seen as a flaky
+/// handover before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn release_after_an_unanswered_renewal_hands_over_at_once() {
+async fn a_renewal_landed_but_unanswered_neither_loses_nor_strands_the_lease() {
+    use aws_sdk_dynamodb::types::AttributeValue;
     let server = Server::moto().unwrap();
     let ddb = create_table(&server, "leases-c").await;
     let observer = LeaseCoordinator::new(ddb.clone(), "leases-c", "observer", "leases-observer", FAILOVER);
@@ -243,26 +246,57 @@ async fn release_after_an_unanswered_renewal_hands_over_at_once() {
     b.round().await.unwrap();
     assert_eq!(b.held().await.len(), 2);
     // The renewal that landed without b learning of it: counter + 1, still b's.
-    for key in b.held().await {
-        ddb.update_item()
-            .table_name("leases-c")
-            .key("leaseKey", aws_sdk_dynamodb::types::AttributeValue::S(key))
-            .update_expression("SET leaseCounter = leaseCounter + :one")
-            .condition_expression("leaseOwner = :b")
-            .expression_attribute_values(":one", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
-            .expression_attribute_values(":b", aws_sdk_dynamodb::types::AttributeValue::S("b".into()))
-            .send()
-            .await
-            .unwrap();
-    }
+    let unanswered = || async {
+        for key in b.held().await {
+            ddb.update_item()
+                .table_name("leases-c")
+                .key("leaseKey", AttributeValue::S(key))
+                .update_expression("SET leaseCounter = leaseCounter + :one")
+                .condition_expression("leaseOwner = :b")
+                .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                .expression_attribute_values(":b", AttributeValue::S("b".into()))
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    let counters =
+        || async { observer.list().await.unwrap().into_iter().map(|l| (l.key, l.counter)).collect::<BTreeMap<_, _>>() };
+    unanswered().await;
+    assert!(b.renew().await.unwrap().is_empty(), "a lease still b's was given up");
+    assert_eq!(b.held().await.len(), 2);
+    // The table's counter was adopted: the next renewal goes through.
+    let before = counters().await;
+    assert!(b.renew().await.unwrap().is_empty());
+    let after = counters().await;
+    assert!(before.iter().all(|(k, c)| after[k] == c + 1), "{before:?} -> {after:?}");
+
+    unanswered().await;
     b.release_all().await.unwrap();
     assert_eq!(owners(&observer).await, BTreeMap::from([("<free>".to_string(), 2)]), "released leases still owned");
     // Another worker takes them at its first round, not after the failover time.
     let a = LeaseCoordinator::new(ddb.clone(), "leases-c", "a", "leases-c-a", FAILOVER);
     a.round().await.unwrap();
     assert_eq!(owners(&observer).await, BTreeMap::from([("a".to_string(), 2)]));
-    // b's stale renewal cannot take them back.
+    // b's renewal now finds them another's: lost, and nothing is written.
     assert!(b.held().await.is_empty());
     assert!(b.renew().await.unwrap().is_empty());
     assert_eq!(owners(&observer).await, BTreeMap::from([("a".to_string(), 2)]));
+    // A lease taken from under a worker is still reported lost by its renewal.
+    let held_by_a = a.held().await;
+    for key in &held_by_a {
+        ddb.update_item()
+            .table_name("leases-c")
+            .key("leaseKey", AttributeValue::S(key.clone()))
+            .update_expression("SET leaseOwner = :c, leaseCounter = leaseCounter + :one")
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":c", AttributeValue::S("c".into()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut lost = a.renew().await.unwrap();
+    lost.sort();
+    assert_eq!(lost, held_by_a);
+    assert!(a.held().await.is_empty());
 }

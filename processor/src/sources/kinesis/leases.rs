@@ -409,6 +409,23 @@ impl LeaseCoordinator {
         Ok(out)
     }
 
+    /// The lease's counter when the table says this worker owns it (a
+    /// consistent read); None when another owns it, it is free, or the read
+    /// fails (then the lease is treated as lost, the safe side).
+    async fn owned_counter(&self, key: &str) -> Option<u64> {
+        let resp = self
+            .ddb
+            .get_item()
+            .table_name(&self.table)
+            .key("leaseKey", AttributeValue::S(key.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .ok()?;
+        let l = self.parse(resp.item()?).ok()?;
+        (l.owner.as_deref() == Some(self.worker.as_str())).then_some(l.counter)
+    }
+
     fn parse(&self, item: &HashMap<String, AttributeValue>) -> Result<Lease, LeaseError> {
         let s = |n: &str| item.get(n).and_then(|v| v.as_s().ok()).cloned();
         let n = |n: &str| item.get(n).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -470,7 +487,14 @@ impl LeaseCoordinator {
                 .await;
             match r {
                 Ok(_) => *counter += 1,
-                Err(e) if is_condition_failed(&e) => lost.push(key.clone()),
+                Err(e) if is_condition_failed(&e) => match self.owned_counter(key).await {
+                    // Still this worker's: an earlier write of its own moved the
+                    // counter without its answer arriving (the SDK retried a
+                    // renewal that had landed, or a round was cut off). Adopt
+                    // the table's counter instead of dropping a lease nobody took.
+                    Some(c) => *counter = c,
+                    None => lost.push(key.clone()),
+                },
                 // A failed renewal is retried at the next round; the lease
                 // expires only if renewals keep failing for the failover time.
                 Err(e) => {
