@@ -53,6 +53,10 @@ pub struct DetectionRule {
     pub tests: Option<serde_norway::Value>,
     /// Literal key-field values (lowercase) the condition requires, if any.
     pub index_keys: Option<BTreeSet<String>>,
+    /// Reports nothing alone: the searches of a Sigma v1 aggregation (only
+    /// the aggregate reports), or a rule a refused correlation asked to keep
+    /// quiet (`generate: false`).
+    pub quiet: bool,
 }
 
 impl DetectionRule {
@@ -333,7 +337,10 @@ impl RuleSet {
         for d in &docs {
             if let RuleDoc::Correlation(c) = d {
                 let resolver = Names { rules: &b.rules, correlations: &correlations };
-                match window::compile(c, &resolver, &mut b.fields) {
+                let silenced = window::silenced(c, &resolver);
+                let compiled = window::compile(c, &resolver, &mut b.fields);
+                let before = errors.len();
+                match compiled {
                     Ok(cr) => {
                         // An alert feeds the correlation that uses it by a
                         // call per link: a bound keeps a chain off the stack's end.
@@ -369,6 +376,9 @@ impl RuleSet {
                         depths.push(depth);
                     }
                     Err(e) => errors.push(e),
+                }
+                if errors.len() > before {
+                    b.keep_quiet(c, &silenced, &mut correlations);
                 }
             }
         }
@@ -451,11 +461,15 @@ impl RuleSet {
             }
         }
         // Rules the selection leaves out report nothing, whatever `generate` says.
+        // Quiet rules (a v1 aggregation's searches, those a refused
+        // correlation silenced) report only through a correlation.
         for i in 0..emit.len() {
-            emit[i] = (emit[i] | generated_det[i]) && self.select.left_out(&self.rules[i].meta).is_none();
+            let alone = emit[i] && !self.rules[i].quiet;
+            emit[i] = (alone | generated_det[i]) && self.select.left_out(&self.rules[i].meta).is_none();
         }
         for i in 0..corr_emit.len() {
-            corr_emit[i] = (corr_emit[i] | generated_corr[i]) && self.select.left_out(&correlations[i].meta).is_none();
+            let alone = corr_emit[i] && !correlations[i].quiet;
+            corr_emit[i] = (alone | generated_corr[i]) && self.select.left_out(&correlations[i].meta).is_none();
         }
         // A correlation that reports nothing and feeds no live correlation
         // (left out by the selection) is fed nothing: consumers only name
@@ -709,8 +723,46 @@ impl<'o> Builder<'o> {
             filters: applied,
             tests: d.tests.clone(),
             index_keys: None,
+            quiet: d.aggregated,
         });
         Ok(idx)
+    }
+
+    /// After a correlation was refused: the rules it asked to keep quiet stay
+    /// quiet (said in a warning), instead of alerting on every match.
+    fn keep_quiet(
+        &mut self,
+        c: &parse::CorrelationDoc<'_>,
+        silenced: &[RuleRef],
+        correlations: &mut [CorrelationRule],
+    ) {
+        let mut named = Vec::new();
+        for r in silenced {
+            let (quiet, id) = match *r {
+                RuleRef::Detection(i) => {
+                    let r = &mut self.rules[i as usize];
+                    (&mut r.quiet, &r.meta.id)
+                }
+                RuleRef::Correlation(k) => (&mut correlations[k].quiet, &correlations[k].meta.id),
+            };
+            // A v1 aggregation's own searches were quiet already: nothing to say.
+            if !*quiet {
+                *quiet = true;
+                named.push(format!("`{id}`"));
+            }
+        }
+        if !named.is_empty() {
+            self.warnings.push(RuleWarning {
+                file: c.doc.file.to_string(),
+                line: c.doc.line_of("rules"),
+                message: format!(
+                    "this correlation was refused; the rules it keeps quiet (`generate: false`) still report nothing \
+                     alone: {}",
+                    named.join(", ")
+                ),
+                unread_source: None,
+            });
+        }
     }
 
     /// The filter documents that compile, compiled once (their errors and

@@ -90,6 +90,9 @@ pub struct CorrelationRule {
     pub timespan_ms: i64,
     pub condition: CountCondition,
     pub generate: bool,
+    /// Reports nothing alone: a later correlation that was refused asked for
+    /// it (`generate: false`).
+    pub quiet: bool,
     pub tests: Option<Value>,
     /// Set for `first_seen` (then `timespan_ms` is the history).
     pub first_seen: Option<FirstSeenSpec>,
@@ -131,6 +134,18 @@ pub(crate) trait Resolver {
     fn names_of(&self, r: RuleRef) -> Vec<String>;
     /// The type of a referenced correlation.
     fn kind_of(&self, r: RuleRef) -> Option<CorrelationType>;
+}
+
+/// The rules a correlation that could not be used asked to keep quiet: those
+/// of its `rules` that resolve, unless it says `generate: true`. A refused
+/// correlation must not turn the rules it silenced into alerts of their own.
+pub(crate) fn silenced(c: &CorrelationDoc<'_>, resolver: &dyn Resolver) -> Vec<RuleRef> {
+    let m = &c.correlation;
+    if matches!(m.get("generate").or(c.generate.as_ref()), Some(Value::Bool(true))) {
+        return Vec::new();
+    }
+    let names = m.get("rules").and_then(string_list).unwrap_or_default();
+    names.iter().filter_map(|n| resolver.resolve(n)).collect()
 }
 
 /// Compiles one correlation document.
@@ -332,6 +347,7 @@ pub(crate) fn compile(
         timespan_ms: timespan,
         condition,
         generate,
+        quiet: false,
         tests: c.tests.clone(),
         first_seen: None,
     })
@@ -398,6 +414,7 @@ fn compile_first_seen(
         timespan_ms: history_ms,
         condition: CountCondition::default(),
         generate,
+        quiet: false,
         tests: c.tests.clone(),
         first_seen: Some(FirstSeenSpec { history_ms, learning_ms }),
     })

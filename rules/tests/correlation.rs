@@ -649,6 +649,54 @@ fn a_v1_count_of_a_field_counts_distinct_values_and_no_timeframe_is_said() {
     assert!(warnings[0].message.contains("without `timeframe` counts over 1h"), "{warnings:?}");
 }
 
+/// A v1 aggregation refused as a whole (here its id repeats an earlier rule's,
+/// as with an old and a new copy of one rule) must not leave its searches
+/// behind as a rule that alerts on every match: only the aggregate reported.
+#[test]
+fn a_refused_v1_aggregation_leaves_no_rule_that_alerts_on_its_matches() {
+    let first = "title: Earlier rule\nid: v1-listing\nlogsource: {product: aws, service: cloudtrail}\n\
+                 detection:\n    sel:\n        eventName: Nothing\n    condition: sel\n";
+    let files = [
+        RuleFile { name: "a.yml".into(), text: first.into() },
+        RuleFile { name: "b.yml".into(), text: V1_COUNT.into() },
+    ];
+    let (s, _, errors) = RuleSet::load_skipping(&files, &CompileOptions::default());
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!((errors[0].file.as_str(), errors[0].line), ("b.yml", 3), "{errors:?}");
+    assert!(errors[0].reason.contains("duplicate rule id `v1-listing`"), "{errors:?}");
+    assert!(s.correlations().is_empty());
+    let evs: Vec<String> = (0..5).map(|i| ev("ListBuckets", "arn:a", i * 60, &format!("e{i}"))).collect();
+    let mut d = Detector::new(Arc::new(s), DetectorConfig::default());
+    assert!(run(&mut d, &evs).is_empty(), "the aggregation's searches alerted alone");
+}
+
+/// A Sigma 2 correlation that is refused (here a bad timespan) still keeps
+/// the rules it silenced (`generate: false`, the default) quiet, and says so:
+/// a SOC whose brute-force correlation fails to load must not get every
+/// failed login as a finding. With `generate: true` they report as before.
+#[test]
+fn a_refused_correlation_keeps_the_rules_it_silenced_quiet() {
+    let text = |generate: &str| {
+        format!(
+            "title: a listing\nid: one-list\nlogsource: {{product: aws, service: cloudtrail}}\n\
+             detection:\n    sel:\n        eventName|startswith: List\n    condition: sel\n---\n\
+             title: many listings\nid: many-lists\ncorrelation:\n    type: event_count\n    rules: [one-list]\n\
+             {generate}    timespan: 10 minutes\n    condition: {{gte: 3}}\n"
+        )
+    };
+    let evs: Vec<String> = (0..3).map(|i| ev("ListBuckets", "arn:a", i * 60, &format!("e{i}"))).collect();
+    for (generate, alerts) in [("", 0), ("    generate: false\n", 0), ("    generate: true\n", 3)] {
+        let files = [RuleFile { name: "c.yml".into(), text: text(generate) }];
+        let (s, warnings, errors) = RuleSet::load_skipping(&files, &CompileOptions::default());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].reason.contains("timespan"), "{errors:?}");
+        let said = warnings.iter().any(|w| w.message.contains("still report nothing alone: `one-list`"));
+        assert_eq!(said, alerts == 0, "{generate:?}: {warnings:?}");
+        let mut d = Detector::new(Arc::new(s), DetectorConfig::default());
+        assert_eq!(run(&mut d, &evs).len(), alerts, "{generate:?}");
+    }
+}
+
 /// `[rules] min_level`, `status` and `disabled` (a SOC keeping part of a
 /// public repository): a rule left out reports nothing, but still feeds the
 /// correlation that uses it; a correlation left out reports nothing.
