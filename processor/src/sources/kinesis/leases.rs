@@ -19,7 +19,7 @@
 //! instant at which it first saw each lease's counter; a lease whose counter
 //! has not moved for `failover_time`, or that has no owner, is expired.
 //!
-//! IAM: `dynamodb:Scan`, `dynamodb:PutItem`, `dynamodb:UpdateItem` on the table;
+//! IAM: `dynamodb:Scan`, `dynamodb:GetItem`, `dynamodb:PutItem`, `dynamodb:UpdateItem` on the table;
 //! with a snapshot bucket `s3:PutObject`, `s3:GetObject` and (optional, old
 //! snapshots are deleted best effort) `s3:DeleteObject` under
 //! `<snapshot_prefix>leases/`.

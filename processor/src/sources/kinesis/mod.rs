@@ -24,7 +24,7 @@
 //! once its parents' leases are at `SHARD_END`), checkpoints into the lease
 //! (`state/leased.rs`) with the shard's window state, and is ready once a
 //! lease round succeeded (not ready after three failed rounds). IAM on the
-//! lease table: `dynamodb:Scan`, `dynamodb:PutItem`, `dynamodb:UpdateItem`.
+//! lease table: `dynamodb:Scan`, `dynamodb:GetItem`, `dynamodb:PutItem`, `dynamodb:UpdateItem`.
 
 mod config;
 pub mod leases;
