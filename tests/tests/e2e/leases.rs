@@ -270,6 +270,17 @@ async fn a_renewal_landed_but_unanswered_neither_loses_nor_strands_the_lease() {
     assert!(b.renew().await.unwrap().is_empty());
     let after = counters().await;
     assert!(before.iter().all(|(k, c)| after[k] == c + 1), "{before:?} -> {after:?}");
+    // A checkpoint after an unanswered write goes through too (on the table's
+    // counter) instead of stopping the shard's reader as if the lease were lost.
+    unanswered().await;
+    let shard = b.held().await[0].clone();
+    let position = "49000000000000000000000000000000000000000000000000000002";
+    b.checkpoint(&shard, position, Some(&b"snap"[..])).await.unwrap();
+    let l = observer.list().await.unwrap().into_iter().find(|l| l.key == shard).unwrap();
+    assert_eq!((l.owner.as_deref(), l.checkpoint.as_deref()), (Some("b"), Some(position)));
+    assert_eq!(l.window_snapshot.as_deref(), Some(&b"snap"[..]));
+    assert_eq!(b.held().await.len(), 2);
+    assert!(b.renew().await.unwrap().is_empty());
 
     unanswered().await;
     b.release_all().await.unwrap();
@@ -295,8 +306,13 @@ async fn a_renewal_landed_but_unanswered_neither_loses_nor_strands_the_lease() {
             .await
             .unwrap();
     }
+    // Its checkpoint is refused before the renewal notices (fenced by the owner).
+    let e = a.checkpoint(&held_by_a[0], "49000000000000000000000000000000000000000000000000000003", None).await;
+    assert!(matches!(e, Err(LeaseError::Lost(_))), "{e:?}");
+    let l = observer.list().await.unwrap().into_iter().find(|l| l.key == held_by_a[0]).unwrap();
+    assert_eq!(l.checkpoint.as_deref(), Some(position));
     let mut lost = a.renew().await.unwrap();
     lost.sort();
-    assert_eq!(lost, held_by_a);
+    assert_eq!(lost, held_by_a[1..]);
     assert!(a.held().await.is_empty());
 }

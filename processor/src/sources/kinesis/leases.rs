@@ -724,39 +724,56 @@ impl LeaseCoordinator {
     /// this worker's.
     pub async fn checkpoint(&self, shard: &str, position: &str, snapshot: Option<&[u8]>) -> Result<(), LeaseError> {
         let mut held = self.held.lock().await;
-        let Some(counter) = held.get(shard).copied() else { return Err(LeaseError::Lost(shard.to_string())) };
+        let Some(mut counter) = held.get(shard).copied() else { return Err(LeaseError::Lost(shard.to_string())) };
         let uploaded = match snapshot {
             Some(b) if b.len() > self.inline_max => Some(self.upload(shard, counter + 1, b).await?),
             _ => None,
         };
         const BASE: &str = "SET leaseCounter = :next, checkpoint = :cp, checkpointSubSequenceNumber = :zero, \
                             ownerSwitchesSinceCheckpoint = :zero";
-        let mut req = self
-            .ddb
-            .update_item()
-            .table_name(&self.table)
-            .key("leaseKey", AttributeValue::S(shard.to_string()))
-            .condition_expression("leaseCounter = :c AND leaseOwner = :me")
-            .expression_attribute_values(":c", num(counter))
-            .expression_attribute_values(":next", num(counter + 1))
-            .expression_attribute_values(":me", AttributeValue::S(self.worker.clone()))
-            .expression_attribute_values(":cp", AttributeValue::S(position.to_string()))
-            .expression_attribute_values(":zero", num(0));
-        req = match (snapshot, &uploaded) {
-            (Some(_), Some(r)) => req
-                .update_expression(format!(
-                    "{BASE}, windowSnapshotKey = :wk, windowSnapshotDigest = :wd REMOVE windowSnapshot"
-                ))
-                .expression_attribute_values(":wk", AttributeValue::S(r.key.clone()))
-                .expression_attribute_values(":wd", AttributeValue::S(r.digest.clone())),
-            (Some(k), None) => req
-                .update_expression(format!(
-                    "{BASE}, windowSnapshot = :ws REMOVE windowSnapshotKey, windowSnapshotDigest"
-                ))
-                .expression_attribute_values(":ws", AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(k))),
-            (None, _) => req.update_expression(BASE),
+        let mut reread = false;
+        let result = loop {
+            let mut req = self
+                .ddb
+                .update_item()
+                .table_name(&self.table)
+                .key("leaseKey", AttributeValue::S(shard.to_string()))
+                .condition_expression("leaseCounter = :c AND leaseOwner = :me")
+                .expression_attribute_values(":c", num(counter))
+                .expression_attribute_values(":next", num(counter + 1))
+                .expression_attribute_values(":me", AttributeValue::S(self.worker.clone()))
+                .expression_attribute_values(":cp", AttributeValue::S(position.to_string()))
+                .expression_attribute_values(":zero", num(0));
+            req = match (snapshot, &uploaded) {
+                (Some(_), Some(r)) => req
+                    .update_expression(format!(
+                        "{BASE}, windowSnapshotKey = :wk, windowSnapshotDigest = :wd REMOVE windowSnapshot"
+                    ))
+                    .expression_attribute_values(":wk", AttributeValue::S(r.key.clone()))
+                    .expression_attribute_values(":wd", AttributeValue::S(r.digest.clone())),
+                (Some(k), None) => req
+                    .update_expression(format!(
+                        "{BASE}, windowSnapshot = :ws REMOVE windowSnapshotKey, windowSnapshotDigest"
+                    ))
+                    .expression_attribute_values(":ws", AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(k))),
+                (None, _) => req.update_expression(BASE),
+            };
+            match req.send().await {
+                // The counter moved, yet the lease may still be this worker's (a
+                // write of its own landed unanswered: a renewal, or this very
+                // checkpoint retried by the SDK). Then write again on the table's
+                // counter, once; the same position written twice is the same.
+                Err(e) if is_condition_failed(&e) && !reread => {
+                    reread = true;
+                    match self.owned_counter(shard).await {
+                        Some(c) => counter = c,
+                        None => break Err(e),
+                    }
+                }
+                r => break r,
+            }
         };
-        match req.send().await {
+        match result {
             Ok(_) => {
                 held.insert(shard.to_string(), counter + 1);
                 drop(held);
