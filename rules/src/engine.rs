@@ -53,8 +53,8 @@ pub struct DetectionRule {
     pub tests: Option<serde_norway::Value>,
     /// Literal key-field values (lowercase) the condition requires, if any.
     pub index_keys: Option<BTreeSet<String>>,
-    /// Reports nothing alone: the searches of a Sigma v1 aggregation (only
-    /// the aggregate reports), or a rule a refused correlation asked to keep
+    /// Reports nothing alone: a refused correlation (a Sigma 2 one, or a v1
+    /// aggregation's count over its `<id>/match` searches) asked to keep it
     /// quiet (`generate: false`).
     pub quiet: bool,
 }
@@ -337,36 +337,34 @@ impl RuleSet {
         for d in &docs {
             if let RuleDoc::Correlation(c) = d {
                 let resolver = Names { rules: &b.rules, correlations: &correlations };
-                let silenced = window::silenced(c, &resolver);
-                let compiled = window::compile(c, &resolver, &mut b.fields);
-                let before = errors.len();
-                match compiled {
-                    Ok(cr) => {
-                        // An alert feeds the correlation that uses it by a
-                        // call per link: a bound keeps a chain off the stack's end.
-                        let depth = 1 + cr
-                            .rules
-                            .iter()
-                            .filter_map(|r| match r {
-                                RuleRef::Correlation(k) => Some(depths[*k]),
-                                RuleRef::Detection(_) => None,
-                            })
-                            .max()
-                            .unwrap_or(0);
-                        if depth > MAX_CHAIN {
-                            errors.push(c.doc.error(
-                                c.doc.line_of("rules"),
-                                format!("correlations chained more than {MAX_CHAIN} deep (this one is link {depth})"),
-                            ));
-                            continue;
-                        }
-                        if let Some((file, line)) = b.ids.get(&cr.meta.id) {
-                            errors.push(c.doc.error(
-                                c.doc.line_of("id"),
-                                format!("duplicate rule id `{}` (first defined at {file}:{line})", cr.meta.id),
-                            ));
-                            continue;
-                        }
+                let accepted = window::compile(c, &resolver, &mut b.fields).and_then(|cr| {
+                    // An alert feeds the correlation that uses it by a
+                    // call per link: a bound keeps a chain off the stack's end.
+                    let depth = 1 + cr
+                        .rules
+                        .iter()
+                        .filter_map(|r| match r {
+                            RuleRef::Correlation(k) => Some(depths[*k]),
+                            RuleRef::Detection(_) => None,
+                        })
+                        .max()
+                        .unwrap_or(0);
+                    if depth > MAX_CHAIN {
+                        return Err(c.doc.error(
+                            c.doc.line_of("rules"),
+                            format!("correlations chained more than {MAX_CHAIN} deep (this one is link {depth})"),
+                        ));
+                    }
+                    if let Some((file, line)) = b.ids.get(&cr.meta.id) {
+                        return Err(c.doc.error(
+                            c.doc.line_of("id"),
+                            format!("duplicate rule id `{}` (first defined at {file}:{line})", cr.meta.id),
+                        ));
+                    }
+                    Ok((cr, depth))
+                });
+                match accepted {
+                    Ok((cr, depth)) => {
                         b.ids.insert(cr.meta.id.clone(), (c.doc.file.to_string(), c.doc.first_line));
                         if let Some((line, message)) = &c.warning {
                             let (file, line, message) = (c.doc.file.to_string(), *line, message.clone());
@@ -375,10 +373,11 @@ impl RuleSet {
                         correlations.push(cr);
                         depths.push(depth);
                     }
-                    Err(e) => errors.push(e),
-                }
-                if errors.len() > before {
-                    b.keep_quiet(c, &silenced, &mut correlations);
+                    Err(e) => {
+                        errors.push(e);
+                        let silenced = window::silenced(c, &Names { rules: &b.rules, correlations: &correlations });
+                        b.keep_quiet(c, &silenced, &mut correlations);
+                    }
                 }
             }
         }
@@ -461,8 +460,7 @@ impl RuleSet {
             }
         }
         // Rules the selection leaves out report nothing, whatever `generate` says.
-        // Quiet rules (a v1 aggregation's searches, those a refused
-        // correlation silenced) report only through a correlation.
+        // Rules a refused correlation silenced report only through another.
         for i in 0..emit.len() {
             let alone = emit[i] && !self.rules[i].quiet;
             emit[i] = (alone | generated_det[i]) && self.select.left_out(&self.rules[i].meta).is_none();
@@ -723,7 +721,7 @@ impl<'o> Builder<'o> {
             filters: applied,
             tests: d.tests.clone(),
             index_keys: None,
-            quiet: d.aggregated,
+            quiet: false,
         });
         Ok(idx)
     }
@@ -745,7 +743,6 @@ impl<'o> Builder<'o> {
                 }
                 RuleRef::Correlation(k) => (&mut correlations[k].quiet, &correlations[k].meta.id),
             };
-            // A v1 aggregation's own searches were quiet already: nothing to say.
             if !*quiet {
                 *quiet = true;
                 named.push(format!("`{id}`"));

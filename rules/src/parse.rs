@@ -136,9 +136,6 @@ pub struct DetectionDoc<'a> {
     pub detection: Mapping,
     /// Test cases kept with the rule (`tests:`), unparsed.
     pub tests: Option<Value>,
-    /// The searches of a Sigma v1 aggregation (`<id>/match`): they never
-    /// report alone, even when the aggregation itself is refused.
-    pub aggregated: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -225,7 +222,7 @@ fn parse_doc(doc: DocText<'_>) -> Result<RuleDoc<'_>, RuleError> {
         Some(Value::Mapping(d)) => d.clone(),
         Some(_) => return Err(doc.error(doc.line_of("detection"), "`detection` must be a mapping")),
     };
-    Ok(RuleDoc::Detection(DetectionDoc { meta, logsource, detection, tests, doc, aggregated: false }))
+    Ok(RuleDoc::Detection(DetectionDoc { meta, logsource, detection, tests, doc }))
 }
 
 fn parse_logsource(doc: &DocText<'_>, map: &Mapping) -> Result<LogSource, RuleError> {

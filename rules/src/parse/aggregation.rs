@@ -46,7 +46,6 @@ pub fn split<'a>(det: &DetectionDoc<'a>) -> Result<Option<(DetectionDoc<'a>, Cor
     base.meta.id = format!("{}/match", det.meta.id);
     base.meta.name = None;
     base.tests = None;
-    base.aggregated = true;
 
     let mut c = Mapping::new();
     let kind = if agg.field.is_some() { "value_count" } else { "event_count" };
