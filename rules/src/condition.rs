@@ -184,6 +184,12 @@ struct Parser<'a, 'n> {
 /// which kills the process instead of refusing one rule (found by fuzzing).
 pub const MAX_DEPTH: usize = 64;
 
+/// Whether `word` is one of the condition's keywords, in any case
+/// (`1` and numbers aside).
+pub fn is_keyword(word: &str) -> bool {
+    ["and", "or", "not", "of", "all", "any", "them"].iter().any(|k| k.eq_ignore_ascii_case(word))
+}
+
 /// Parses `text` against the search identifiers `names`.
 pub fn parse(text: &str, names: &[String]) -> Result<Cond, String> {
     if text.contains('|') {

@@ -898,6 +898,25 @@ impl<'o> Builder<'o> {
             );
         }
         let cond = if conds.len() == 1 { conds.remove(0) } else { Cond::Or(conds) };
+        // Read either way here, but pySigma (and so every converter built
+        // on it) refuses `AND`: the rule would not leave trailwatch.
+        let upper: Vec<&str> = conditions
+            .iter()
+            .flat_map(|c| c.split(|ch: char| ch.is_whitespace() || ch == '(' || ch == ')'))
+            .filter(|w| condition::is_keyword(w) && w.bytes().any(|b| b.is_ascii_uppercase()))
+            .collect();
+        if let Some(first) = upper.first() {
+            self.warnings.push(RuleWarning {
+                file: doc.file.to_string(),
+                line: doc.line_of("condition"),
+                message: format!(
+                    "condition keyword `{first}` is read as `{}`; Sigma's keywords are lower case, and pySigma and the \
+                     tools built on it refuse other spellings",
+                    first.to_ascii_lowercase()
+                ),
+                unread_source: None,
+            });
+        }
         self.keywords |= ctx.keywords_used;
         for p in &ctx.unset_placeholders {
             self.warnings.push(RuleWarning {

@@ -407,3 +407,19 @@ fn a_rule_that_does_not_compile_costs_that_rule_not_the_set() {
     assert_eq!(errors[0].file, "bad.yml");
     assert!(errors[0].line > 1 && errors[0].reason.contains("containz"), "{:?}", errors[0]);
 }
+
+#[test]
+fn upper_case_condition_keywords_are_read_and_flagged() {
+    let detection = "  sel:\n    eventName: StopLogging\n  filter:\n    errorCode: x\n  condition: sel AND NOT filter";
+    let files = [RuleFile { name: "t.yml".into(), text: rule_text("r1", detection) }];
+    let (set, warnings) = RuleSet::load(&files, &CompileOptions::default()).unwrap();
+    assert!(matches(&set, r#"{"eventName":"StopLogging"}"#));
+    assert!(!matches(&set, r#"{"eventName":"StopLogging","errorCode":"x"}"#));
+    let w: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("t.yml:11") && w[0].contains("`AND` is read as `and`"), "{w:?}");
+    // Lower case, and search names that merely contain a keyword: no warning.
+    let detection = "  ANDROID:\n    eventName: StopLogging\n  condition: 1 of ANDROID*";
+    let files = [RuleFile { name: "t.yml".into(), text: rule_text("r1", detection) }];
+    assert!(RuleSet::load(&files, &CompileOptions::default()).unwrap().1.is_empty());
+}
