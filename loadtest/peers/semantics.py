@@ -9,9 +9,12 @@ rules of any log source (semantics.sh drives it).
       made from the rules' own values: each search alternative with its
       modifiers applied (contains, windash with '/', en dash and horizontal
       bar, base64offset at each offset, utf16 + base64, cidr, gt/lt, a
-      string the `|re` matches, ...), the same with the case flipped, a near
-      miss, the value inside an array, dotted fields as nested objects,
-      keywords in another field, and all of a rule's searches at once.
+      string the `|re` matches, ...), the same with the case flipped (ASCII
+      and Unicode upper case), a near miss, wildcards over a line break and
+      empty, booleans as text, `exists` both ways, the value inside an
+      array, dotted fields as nested objects (also inside an array of
+      objects), keywords in another field, and all of a rule's searches at
+      once.
   semantics.py compare TRAILWATCH_MATCHES RSIGMA_OUTPUT EVENTS_FILE RULES_DIR
       prints the (rule, event) pairs only one engine matched, per rule.
 
@@ -37,8 +40,9 @@ def walk(d):
                 yield os.path.join(root, f)
 
 
-def unwild(s):
-    """A string a Sigma wildcard pattern matches: * -> 'W1', ? -> 'Q', escapes kept literal."""
+def unwild(s, star="W1", one="Q"):
+    """A string the Sigma wildcard pattern `s` matches, `*` and `?` replaced
+    by `star` and `one`; escaped ones (and `\\\\`) kept literal."""
     out, i = [], 0
     while i < len(s):
         c = s[i]
@@ -46,7 +50,7 @@ def unwild(s):
             out.append(s[i + 1])
             i += 2
             continue
-        out.append({"*": "W1", "?": "Q"}.get(c, c))
+        out.append({"*": star, "?": one}.get(c, c))
         i += 1
     return "".join(out)
 
@@ -122,11 +126,13 @@ def b64offsets(s):
 def gen_value(v, mods, variant):
     """A value for one search item under `mods`: variant 0 should match,
     1 is the same with its case flipped (other dashes under windash, another
-    base64 offset), 2 a near miss."""
+    base64 offset), 2 a near miss, 3 wildcards over a line break (`*` ->
+    "a\\nb", `?` -> "\\n"), 4 Unicode upper case, 5 wildcards empty (`*` ->
+    "", `?` -> "": a near miss where the pattern has `?`)."""
     if v is None:
         return None
     if isinstance(v, bool):
-        return v
+        return str(v).lower() if variant == 1 else v
     if isinstance(v, (int, float)):
         if "gt" in mods:
             return v + 1
@@ -146,11 +152,11 @@ def gen_value(v, mods, variant):
         ex = regex_example(s)
         if ex is None:
             return s
-        return ex if variant == 0 else (ex.swapcase() if variant == 1 else "pre" + ex + "post")
+        return {1: ex.swapcase(), 2: "pre" + ex + "post", 4: ex.upper()}.get(variant, ex)
     if "expand" in mods:
         return s
     if "windash" in mods:
-        dash = {0: "/", 1: "\u2013", 2: "\u2015"}[variant]
+        dash = {1: "\u2013", 2: "\u2015"}.get(variant, "/")
         s = re.sub(r"(^|\s)-", lambda m: m.group(1) + dash, s)
         variant = 0
     if any(m in mods for m in ("utf16le", "wide", "utf16", "utf16be")) and ("base64" in mods or "base64offset" in mods):
@@ -161,8 +167,11 @@ def gen_value(v, mods, variant):
         return "x" + b64offsets(unwild(s))[variant % 3] + "y"
     if "base64" in mods:
         return base64.b64encode(unwild(s).encode()).decode()
-    t = s if "cased" in mods else unwild(s)
-    if variant == 1:
+    wild = {3: ("a\nb", "\n"), 5: ("", "")}.get(variant, ("W1", "Q"))
+    t = unwild(s, *wild)
+    if variant == 4:
+        t = t.upper()
+    elif variant == 1:
         t = t.swapcase()
     elif variant == 2:
         t = t[:-1] if len(t) > 1 else t + "z"
@@ -214,7 +223,7 @@ def event_of(alt, pick, variant):
         if "fieldref" in mods:
             ev[field] = ev.get(str(vals), "ref")
         elif "exists" in mods:
-            if vals is True and variant != 2:
+            if (vals is True) == (variant != 2):
                 ev[field] = "present"
         else:
             lst = vals if isinstance(vals, list) else [vals]
@@ -238,7 +247,7 @@ def events_for(doc):
             continue
         for alt in items(search):
             for pick in (0, -1):
-                for variant in (0, 1, 2):
+                for variant in range(6):
                     ev = event_of(alt, pick, variant)
                     yield ev
                     if variant or pick:
@@ -251,6 +260,8 @@ def events_for(doc):
                     nested = nest(ev)
                     if nested and nested != ev:
                         yield nested
+                        # The path crosses an array of objects.
+                        yield {k: ([{"other": 1}, v] if isinstance(v, dict) else v) for k, v in nested.items()}
     # Every search at once: what `sel and not filter` turns on.
     if len(firsts) > 1:
         merged = {}
