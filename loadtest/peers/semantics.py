@@ -231,9 +231,14 @@ def event_of(alt, pick, variant):
                 continue
             if "all" in mods:
                 rest = [m for m in mods if m != "all"]
-                ev[field] = " ".join(str(gen_value(x, rest, variant)) for x in lst)
+                v = " ".join(str(gen_value(x, rest, variant)) for x in lst)
             else:
-                ev[field] = gen_value(lst[pick], mods, variant)
+                v = gen_value(lst[pick], mods, variant)
+            # The same field under other modifiers (`CommandLine|contains`
+            # and `CommandLine|endswith`): one value that has both parts.
+            if isinstance(ev.get(field), str) and isinstance(v, str):
+                v = v + " " + ev[field] if "startswith" in mods else ev[field] + " " + v
+            ev[field] = v
     return ev
 
 
@@ -264,10 +269,17 @@ def events_for(doc):
                         yield {k: ([{"other": 1}, v] if isinstance(v, dict) else v) for k, v in nested.items()}
     # Every search at once: what `sel and not filter` turns on.
     if len(firsts) > 1:
-        merged = {}
+        merged, joined = {}, {}
         for ev in firsts:
             merged.update(ev)
+            for k, v in ev.items():
+                old = joined.get(k)
+                joined[k] = old + " " + v if isinstance(old, str) and isinstance(v, str) else v
         yield merged
+        # Searches that constrain one field (`all of selection_*` over
+        # CommandLine): all their values in it.
+        if joined != merged:
+            yield joined
 
 
 def make(src, out_rules, events_path):

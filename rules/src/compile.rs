@@ -7,7 +7,7 @@ use base64::Engine as _;
 use regex::RegexBuilder;
 use serde_norway::Value;
 
-use crate::matcher::{optimise, Cidr, Item, NumOp, Pat, RegexPat, StrOp, StrPat, Test};
+use crate::matcher::{all_of, optimise, Cidr, Item, NumOp, Pat, RegexPat, StrOp, StrPat, Test};
 use crate::parse::DocText;
 
 /// Field names → ids, shared by every rule of a rule set.
@@ -302,6 +302,10 @@ impl Ctx<'_, '_> {
             m.op = Some(StrOp::Contains);
         }
         let mut pats = Vec::new();
+        // Where each written value's alternatives start in `pats`: one value
+        // may stand for several (windash dashes, base64 offsets, placeholder
+        // values), and `all` needs every value, not every alternative.
+        let mut starts = Vec::new();
         let mut saw_null = false;
         for value in values {
             match value {
@@ -312,7 +316,10 @@ impl Ctx<'_, '_> {
                         format!("`{spec}` has a nested value; Sigma values are scalars or lists of scalars"),
                     ));
                 }
-                _ => self.value(key, spec, &m, value, &mut pats)?,
+                _ => {
+                    starts.push(pats.len());
+                    self.value(key, spec, &m, value, &mut pats)?
+                }
             }
         }
         if saw_null {
@@ -326,7 +333,7 @@ impl Ctx<'_, '_> {
             let test = if pats.is_empty() { Test::Null } else { Test::NullOr(pats) };
             return Ok(Item { field, test });
         }
-        let test = optimise(pats, m.all);
+        let test = if m.all { all_of(pats, &starts) } else { optimise(pats) };
         if m.none {
             if field == crate::doc::Values::KEYWORDS {
                 return Err(self.err(key, "keyword searches cannot use `none`"));

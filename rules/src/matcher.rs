@@ -277,9 +277,12 @@ fn required_literal(pattern: &str, case_insensitive: bool) -> Option<Vec<u8>> {
 /// The test of one `field|modifiers: value(s)` item.
 #[derive(Debug, Clone)]
 pub enum Test {
-    /// Any (or, with `all`, every) alternative matches some value.
+    /// Some alternative matches some value.
     Any(Vec<Pat>),
-    All(Vec<Pat>),
+    /// `all`: every group matches some value, where a group is one written
+    /// value's alternatives (its windash dashes, base64 offsets or
+    /// placeholder values; most groups hold one).
+    All(Vec<Vec<Pat>>),
     /// Many case-insensitive exact alternatives (lowercased).
     EqSet(HashSet<Box<str>>),
     /// Many case-insensitive contains alternatives.
@@ -393,9 +396,9 @@ impl Item {
                     || vs.iter().any(|v| v.kind.is_scalar() && pats.iter().any(|p| p.test(text(v), v.kind, ev)))
             }
             Test::Any(pats) => values.any(|v| v.kind.is_scalar() && pats.iter().any(|p| p.test(text(v), v.kind, ev))),
-            Test::All(pats) => {
+            Test::All(groups) => {
                 let vs: Vec<&Val> = values.filter(|v| v.kind.is_scalar()).collect();
-                pats.iter().all(|p| vs.iter().any(|v| p.test(text(v), v.kind, ev)))
+                groups.iter().all(|g| vs.iter().any(|v| g.iter().any(|p| p.test(text(v), v.kind, ev))))
             }
             Test::EqSet(_) | Test::ContainsSet(_) => {
                 values.any(|v| v.kind.is_scalar() && self.test.value_matches(text(v), v.kind, ev))
@@ -410,13 +413,25 @@ impl Item {
     }
 }
 
-/// Folds many alternatives into a set or automaton where that is faster.
-pub fn optimise(pats: Vec<Pat>, all: bool) -> Test {
-    if pats.is_empty() {
+/// `all` over written values whose alternatives start at `starts` in
+/// `pats`. A value with no alternatives (a placeholder with no configured
+/// values) can never match, and so neither can the item.
+pub fn all_of(mut pats: Vec<Pat>, starts: &[usize]) -> Test {
+    let mut groups = Vec::with_capacity(starts.len());
+    for &start in starts.iter().rev() {
+        groups.push(pats.split_off(start));
+    }
+    groups.reverse();
+    if groups.is_empty() || groups.iter().any(Vec::is_empty) {
         return Test::Never;
     }
-    if all {
-        return Test::All(pats);
+    Test::All(groups)
+}
+
+/// Folds many alternatives into a set or automaton where that is faster.
+pub fn optimise(pats: Vec<Pat>) -> Test {
+    if pats.is_empty() {
+        return Test::Never;
     }
     const FOLD_AT: usize = 6;
     let ci_op = |p: &Pat, op: StrOp| matches!(p, Pat::Str(s) if s.op == op && !s.cased);

@@ -168,6 +168,39 @@ fn windash() {
     );
 }
 
+/// `all` needs every written value, each in any of its forms: a dash
+/// variant, a base64 offset or a placeholder value. SigmaHQ writes
+/// `CommandLine|windash|contains|all` often; requiring every form instead
+/// (every dash at once) matched nothing (found by loadtest/peers/semantics.sh).
+#[test]
+fn all_needs_each_value_in_any_of_its_forms() {
+    check(
+        "  sel:\n    a|windash|contains|all:\n      - '-u'\n      - 'NTLM'\n  condition: sel",
+        &[r#"{"a":"rpcping /u NTLM"}"#, r#"{"a":"rpcping -u NTLM"}"#, r#"{"a":"rpcping \u2013u ntlm"}"#],
+        &[r#"{"a":"rpcping NTLM"}"#, r#"{"a":"rpcping /u"}"#],
+    );
+    // One value alone with `all`: the same as without.
+    check("  sel:\n    a|contains|all|windash: '-s'\n  condition: sel", &[r#"{"a":"x /s"}"#], &[r#"{"a":"x s"}"#]);
+    // "/bin/sh" at offset 0 (L2Jpbi9zaA) and "curl" at offset 1 (Y3VybA decoded after one byte: IGN1cmw).
+    check(
+        "  sel:\n    a|base64offset|contains|all:\n      - '/bin/sh'\n      - 'curl'\n  condition: sel",
+        &[r#"{"a":"L2Jpbi9zaA IGN1cmw"}"#],
+        &[r#"{"a":"L2Jpbi9zaA"}"#],
+    );
+    let mut opts = CompileOptions::default();
+    opts.placeholders.insert("tools".into(), vec!["psexec".into(), "paexec".into()]);
+    let set = set_with(
+        "  sel:\n    a|contains|all|expand:\n      - '%tools%'\n      - '-accepteula'\n  condition: sel",
+        &opts,
+    );
+    assert!(matches(&set, r#"{"a":"paexec -accepteula \\\\host"}"#));
+    assert!(!matches(&set, r#"{"a":"paexec \\\\host"}"#));
+    assert!(!matches(&set, r#"{"a":"cmd -accepteula"}"#));
+    // A placeholder with no values: that value can never be present.
+    let set = set_with("  sel:\n    a|contains|all|expand:\n      - '%unset%'\n      - 'x'\n  condition: sel", &opts);
+    assert!(!matches(&set, r#"{"a":"x"}"#));
+}
+
 #[test]
 fn exists_and_comparisons() {
     check(
