@@ -128,23 +128,30 @@ def gen_value(v, mods, variant):
     1 is the same with its case flipped (other dashes under windash, another
     base64 offset), 2 a near miss, 3 wildcards over a line break (`*` ->
     "a\\nb", `?` -> "\\n"), 4 Unicode upper case, 5 wildcards empty (`*` ->
-    "", `?` -> "": a near miss where the pattern has `?`)."""
+    "", `?` -> "": a near miss where the pattern has `?`). Numbers: as text,
+    a float; comparisons inside and on the bound; cidr just
+    outside; base64 with its case flipped (a near miss)."""
     if v is None:
         return None
     if isinstance(v, bool):
         return str(v).lower() if variant == 1 else v
     if isinstance(v, (int, float)):
-        if "gt" in mods:
-            return v + 1
-        if "lt" in mods:
-            return v - 1
-        if variant == 2:
-            return v + 1
-        return v if variant == 0 else str(v)
+        # Comparisons: inside, then on the bound (outside for gt/lt).
+        step = {"gt": 1, "gte": 0, "lt": -1, "lte": 0}
+        for op, d in step.items():
+            if op in mods:
+                return v + d if variant != 2 else v - d if d else v + (1 if op == "lte" else -1)
+        # A number as text, as a float, a near miss. (Text with a leading
+        # zero, "04624" for 4624, is a known difference: rsigma compares it
+        # as a number, trailwatch as text.)
+        return {0: v, 1: str(v), 2: v + 1, 3: float(v)}.get(variant, v)
     s = str(v)
     if "cidr" in mods:
         try:
             net = ipaddress.ip_network(s, strict=False)
+            if variant == 2:  # just outside
+                outside = int(net.broadcast_address) + 1
+                return str(ipaddress.ip_address(outside)) if outside < 2 ** net.max_prefixlen else s
             return str(net.network_address + (1 if net.num_addresses > 1 else 0))
         except ValueError:
             return s
@@ -166,7 +173,8 @@ def gen_value(v, mods, variant):
     if "base64offset" in mods:
         return "x" + b64offsets(unwild(s))[variant % 3] + "y"
     if "base64" in mods:
-        return base64.b64encode(unwild(s).encode()).decode()
+        enc = base64.b64encode(unwild(s).encode()).decode()
+        return enc.swapcase() if variant == 1 else enc
     wild = {3: ("a\nb", "\n"), 5: ("", "")}.get(variant, ("W1", "Q"))
     t = unwild(s, *wild)
     if variant == 4:
