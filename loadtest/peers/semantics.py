@@ -13,7 +13,7 @@ rules of any log source (semantics.sh drives it).
       and Unicode upper case), a near miss, wildcards over a line break and
       empty, booleans as text, `exists` both ways, the value inside an
       array, dotted fields as nested objects (also inside an array of
-      objects), keywords in another field, and all of a rule's searches at
+      objects), keywords in another field (and under `'|all'`), and all of a rule's searches at
       once.
   semantics.py compare TRAILWATCH_MATCHES RSIGMA_OUTPUT EVENTS_FILE RULES_DIR
       prints the (rule, event) pairs only one engine matched, per rule.
@@ -227,7 +227,8 @@ def event_of(alt, pick, variant):
             continue
         field, *mods = str(key).split("|")
         if not field:
-            continue
+            # Keywords with modifiers (`'|all': [...]`): one text holding them.
+            field = "Message"
         if "fieldref" in mods:
             ev[field] = ev.get(str(vals), "ref")
         elif "exists" in mods:
