@@ -146,15 +146,9 @@ fn tokenize(s: &str) -> Result<Vec<Tok<'_>>, String> {
                     i += 1;
                 }
                 let w = &s[start..i];
-                toks.push(match w.to_ascii_lowercase().as_str() {
-                    "and" => Tok::And,
-                    "or" => Tok::Or,
-                    "not" => Tok::Not,
-                    "of" => Tok::Of,
-                    "all" => Tok::All,
-                    "any" => Tok::Num(1),
-                    "them" => Tok::Them,
-                    _ => match w.parse::<usize>() {
+                toks.push(match keyword(w) {
+                    Some(k) => k,
+                    None => match w.parse::<usize>() {
                         Ok(n) => Tok::Num(n),
                         Err(_) => {
                             if !w.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'*' | b'.')) {
@@ -184,10 +178,23 @@ struct Parser<'a, 'n> {
 /// which kills the process instead of refusing one rule (found by fuzzing).
 pub const MAX_DEPTH: usize = 64;
 
-/// Whether `word` is one of the condition's keywords, in any case
-/// (`1` and numbers aside).
+/// The keyword token `word` spells, in any case (`1` and numbers aside).
+fn keyword(word: &str) -> Option<Tok<'static>> {
+    Some(match word.to_ascii_lowercase().as_str() {
+        "and" => Tok::And,
+        "or" => Tok::Or,
+        "not" => Tok::Not,
+        "of" => Tok::Of,
+        "all" => Tok::All,
+        "any" => Tok::Num(1),
+        "them" => Tok::Them,
+        _ => return None,
+    })
+}
+
+/// Whether `word` is one of the condition's keywords, in any case.
 pub fn is_keyword(word: &str) -> bool {
-    ["and", "or", "not", "of", "all", "any", "them"].iter().any(|k| k.eq_ignore_ascii_case(word))
+    keyword(word).is_some()
 }
 
 /// Parses `text` against the search identifiers `names`.

@@ -152,6 +152,7 @@ impl Values {
     }
 }
 
+#[derive(Clone)]
 pub struct ValIter<'a> {
     vals: &'a [Val],
     at: u32,

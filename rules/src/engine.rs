@@ -900,12 +900,11 @@ impl<'o> Builder<'o> {
         let cond = if conds.len() == 1 { conds.remove(0) } else { Cond::Or(conds) };
         // Read either way here, but pySigma (and so every converter built
         // on it) refuses `AND`: the rule would not leave trailwatch.
-        let upper: Vec<&str> = conditions
+        let upper = conditions
             .iter()
             .flat_map(|c| c.split(|ch: char| ch.is_whitespace() || ch == '(' || ch == ')'))
-            .filter(|w| condition::is_keyword(w) && w.bytes().any(|b| b.is_ascii_uppercase()))
-            .collect();
-        if let Some(first) = upper.first() {
+            .find(|w| condition::is_keyword(w) && w.bytes().any(|b| b.is_ascii_uppercase()));
+        if let Some(first) = upper {
             self.warnings.push(RuleWarning {
                 file: doc.file.to_string(),
                 line: doc.line_of("condition"),

@@ -396,10 +396,11 @@ impl Item {
                     || vs.iter().any(|v| v.kind.is_scalar() && pats.iter().any(|p| p.test(text(v), v.kind, ev)))
             }
             Test::Any(pats) => values.any(|v| v.kind.is_scalar() && pats.iter().any(|p| p.test(text(v), v.kind, ev))),
-            Test::All(groups) => {
-                let vs: Vec<&Val> = values.filter(|v| v.kind.is_scalar()).collect();
-                groups.iter().all(|g| vs.iter().any(|v| g.iter().any(|p| p.test(text(v), v.kind, ev))))
-            }
+            // The values are walked again per group rather than collected:
+            // no allocation per event.
+            Test::All(groups) => groups
+                .iter()
+                .all(|g| values.clone().any(|v| v.kind.is_scalar() && g.iter().any(|p| p.test(text(v), v.kind, ev)))),
             Test::EqSet(_) | Test::ContainsSet(_) => {
                 values.any(|v| v.kind.is_scalar() && self.test.value_matches(text(v), v.kind, ev))
             }
